@@ -1,0 +1,215 @@
+"""Every exception durable_redis raises, drawn once.
+
+::
+
+    DurableRedisError                      root of every error this library raises
+    ├── ConfigurationError                 bad settings; unsafe Redis (eviction policy, ...)
+    ├── RegistrationError                  duplicate or invalid orchestration / activity names
+    ├── NotRegisteredError                 a name no App on this worker knows
+    ├── ValidationError                    bad input from a caller; nothing was written
+    │   ├── InvalidIdError                 empty, huge, non-UTF-8 or forbidden characters
+    │   └── PayloadTooLargeError           an encoded payload over the size limit
+    ├── CodecError                         a value that cannot be encoded or decoded
+    ├── StoreError                         the storage layer refused or failed
+    │   ├── LeaseLostError                 a fenced token is stale or its lease expired
+    │   ├── InstanceExistsError            start with an id that exists (policy "fail")
+    │   ├── InstanceNotFoundError          no instance with that id
+    │   ├── InstanceRunningError           delete of a running instance without force
+    │   └── NamespaceMissingError          the namespace's data vanished from Redis
+    ├── NondeterminismError                orchestration code no longer matches its history
+    ├── TaskFailedError                    inside an orchestration: durable work failed
+    │   ├── ActivityFailedError            an activity raised (type, message, traceback)
+    │   ├── ActivityTimeoutError           an attempt ran past its per-attempt timeout
+    │   └── ChildOrchestrationFailedError  a sub-orchestration failed
+    └── OrchestrationError                 seen by clients: an orchestration did not complete
+        ├── OrchestrationFailedError       it failed (details attached)
+        ├── OrchestrationCancelledError    it was cancelled
+        └── WaitTimeoutError               wait_for_completion timed out (it may still finish)
+
+Control-flow signals used inside orchestrations derive from ``BaseException`` (see
+``durable_redis.core``), so a user's ``except Exception:`` cannot swallow them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = [
+    "ActivityFailedError",
+    "ActivityTimeoutError",
+    "ChildOrchestrationFailedError",
+    "CodecError",
+    "ConfigurationError",
+    "DurableRedisError",
+    "FailureDetails",
+    "InstanceExistsError",
+    "InstanceNotFoundError",
+    "InstanceRunningError",
+    "InvalidIdError",
+    "LeaseLostError",
+    "NamespaceMissingError",
+    "NondeterminismError",
+    "NotRegisteredError",
+    "OrchestrationCancelledError",
+    "OrchestrationError",
+    "OrchestrationFailedError",
+    "PayloadTooLargeError",
+    "RegistrationError",
+    "StoreError",
+    "TaskFailedError",
+    "ValidationError",
+    "WaitTimeoutError",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class FailureDetails:
+    """A failure as recorded in history: portable, never a pickled exception.
+
+    ``kind`` is one of ``"application"`` (user code raised), ``"timeout"``, ``"cancelled"``,
+    ``"poison"`` (attempts exhausted by crashes), ``"nondeterminism"``, ``"configuration"``
+    (unregistered name, bad session use, limits).
+    """
+
+    kind: str
+    type_name: str
+    message: str
+    traceback: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.type_name}: {self.message}"
+
+
+class DurableRedisError(Exception):
+    """Root of every error durable_redis raises."""
+
+
+class ConfigurationError(DurableRedisError):
+    """Invalid settings, or a Redis server configured unsafely."""
+
+
+class RegistrationError(DurableRedisError):
+    """A duplicate or invalid orchestration or activity registration."""
+
+
+class NotRegisteredError(DurableRedisError):
+    """No orchestration or activity with this name is registered."""
+
+
+class ValidationError(DurableRedisError, ValueError):
+    """Bad input from a caller. Nothing was written."""
+
+
+class InvalidIdError(ValidationError):
+    """An instance, session or event id that is empty, too long or has forbidden characters."""
+
+
+class PayloadTooLargeError(ValidationError):
+    """An encoded payload is larger than the configured limit."""
+
+
+class CodecError(DurableRedisError):
+    """A value could not be encoded, or bytes could not be decoded."""
+
+
+class StoreError(DurableRedisError):
+    """The storage layer refused an operation or failed."""
+
+
+class LeaseLostError(StoreError):
+    """The fenced token is stale or its lease has expired: another holder may own the work."""
+
+
+class InstanceExistsError(StoreError):
+    """An instance with this id already exists."""
+
+
+class InstanceNotFoundError(StoreError, LookupError):
+    """No instance with this id exists."""
+
+
+class InstanceRunningError(StoreError):
+    """The instance is still running; pass ``force=True`` to delete it anyway."""
+
+
+class NamespaceMissingError(StoreError):
+    """The namespace's metadata vanished (Redis restarted without persistence, or was flushed)."""
+
+
+class NondeterminismError(DurableRedisError):
+    """Orchestration code no longer matches the history it is replaying.
+
+    The message names the instance, the event position, what was recorded and what the code
+    did now.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        instance_id: str = "",
+        position: int | None = None,
+        recorded: str = "",
+        actual: str = "",
+    ) -> None:
+        super().__init__(message)
+        self.instance_id = instance_id
+        self.position = position
+        self.recorded = recorded
+        self.actual = actual
+
+
+class TaskFailedError(DurableRedisError):
+    """Durable work awaited inside an orchestration failed. Catchable with ``try/except``."""
+
+    def __init__(self, message: str, details: FailureDetails) -> None:
+        super().__init__(message)
+        self.details = details
+
+    @property
+    def type_name(self) -> str:
+        """The name of the original exception type (e.g. ``"ValueError"``)."""
+        return self.details.type_name
+
+    @property
+    def traceback_text(self) -> str:
+        """The original traceback, as text."""
+        return self.details.traceback
+
+
+class ActivityFailedError(TaskFailedError):
+    """An activity raised; carries the original type name, message and traceback text."""
+
+
+class ActivityTimeoutError(TaskFailedError):
+    """An activity attempt ran past its per-attempt timeout."""
+
+
+class ChildOrchestrationFailedError(TaskFailedError):
+    """A sub-orchestration failed."""
+
+
+class OrchestrationError(DurableRedisError):
+    """Seen by clients: an orchestration did not complete successfully."""
+
+
+class OrchestrationFailedError(OrchestrationError):
+    """The orchestration failed; ``details`` says why."""
+
+    def __init__(self, instance_id: str, details: FailureDetails) -> None:
+        super().__init__(f"orchestration {instance_id!r} failed: {details}")
+        self.instance_id = instance_id
+        self.details = details
+
+
+class OrchestrationCancelledError(OrchestrationError):
+    """The orchestration was cancelled."""
+
+    def __init__(self, instance_id: str, reason: str = "") -> None:
+        super().__init__(f"orchestration {instance_id!r} was cancelled: {reason}")
+        self.instance_id = instance_id
+        self.reason = reason
+
+
+class WaitTimeoutError(OrchestrationError, TimeoutError):
+    """``wait_for_completion`` timed out; the orchestration may still finish later."""

@@ -1,0 +1,355 @@
+"""The Store contract: everything the runtime and client need from Redis, at the byte level.
+
+The store never decodes payloads: history events, queue messages and work items are opaque
+``bytes`` produced by ``durable_redis.core``. What the store needs to route and fence work is
+passed beside the bytes (instance id, activity key, session id, visible-at time).
+
+Times: every ``*_ms`` duration is in milliseconds; every absolute time (``visible_at_ms``,
+timestamps in records) is milliseconds since the epoch **on the Redis server's clock**
+(``Store.server_time_ms()``), which is the only clock leases, visibility and timers use.
+
+Ids: ``activity_key`` is ``f"{execution_id}:{activity_id}"``: unique per instance. ``message_id``
+is chosen by the sender and deterministic (a retry re-sends the same id), so every enqueue is
+idempotent: a message id already queued or already consumed by the instance's current turn
+commit is dropped.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+__all__ = [
+    "ExistingInstancePolicy",
+    "InstanceCreate",
+    "InstanceInfo",
+    "InstancePage",
+    "InstanceStatus",
+    "NewWorkItem",
+    "OrchestrationLease",
+    "OutboundMessage",
+    "QueueDepths",
+    "QueuedMessage",
+    "SessionRef",
+    "Store",
+    "TurnCommit",
+    "WorkItemLease",
+]
+
+
+class InstanceStatus(enum.StrEnum):
+    """Status of an instance's current execution."""
+
+    PENDING = "pending"  # created, first turn not yet committed
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    CONTINUED_AS_NEW = "continued_as_new"  # transient: only between a CAN commit and next turn
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in (InstanceStatus.COMPLETED, InstanceStatus.FAILED, InstanceStatus.CANCELLED)
+
+
+class ExistingInstancePolicy(enum.StrEnum):
+    """What ``create_instance`` does when the id already exists."""
+
+    FAIL = "fail"  # raise InstanceExistsError (default)
+    IGNORE = "ignore"  # keep the existing instance, enqueue nothing, return False
+    TERMINATE_IF_DONE = "replace_if_terminal"  # replace a terminal instance; running -> error
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRef:
+    instance_id: str
+    session_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceInfo:
+    instance_id: str
+    name: str
+    version: str
+    status: InstanceStatus
+    execution_id: int  # current execution, 1-based; 0 before the first turn
+    created_at_ms: int
+    updated_at_ms: int
+    completed_at_ms: int | None = None
+    parent_instance_id: str | None = None
+    output: bytes | None = None  # encoded by core's codec
+    error: bytes | None = None  # encoded FailureDetails
+    custom_status: bytes | None = None
+    input: bytes | None = None  # the current execution's input
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceCreate:
+    """Creates the instance record (if absent) together with a message."""
+
+    name: str
+    version: str = ""
+    parent_instance_id: str | None = None
+    input: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedMessage:
+    message_id: str
+    data: bytes
+    attempt: int  # 1 on first fetch, +1 on every fetch of this message
+
+
+@dataclass(frozen=True, slots=True)
+class OrchestrationLease:
+    """One locked instance with its visible messages and its current execution's history."""
+
+    instance_id: str
+    token: str  # fencing token; present it to commit / renew / abandon
+    lease_until_ms: int  # server clock
+    execution_id: int  # current execution (0 if the instance record has none yet)
+    history: Sequence[bytes]  # events of `execution_id`, in order
+    messages: Sequence[QueuedMessage]  # tagged with this lock; others stay queued
+    attempt: int  # max attempt over `messages`
+    instance: InstanceInfo | None
+
+
+@dataclass(frozen=True, slots=True)
+class NewWorkItem:
+    """An activity to enqueue in the instance's partition."""
+
+    activity_key: str  # f"{execution_id}:{activity_id}"
+    data: bytes  # encoded core ActivityTask
+    session_id: str | None = None
+    visible_at_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundMessage:
+    """A message to any instance (this one included: timers are messages with a visible time)."""
+
+    instance_id: str
+    message_id: str
+    data: bytes
+    visible_at_ms: int | None = None
+    create: InstanceCreate | None = None  # start of a child or detached orchestration
+
+
+@dataclass(frozen=True, slots=True)
+class TurnCommit:
+    """The one atomic commit of an orchestration turn."""
+
+    execution_id: int  # the execution the events belong to (new id on continue-as-new start)
+    expected_history_len: int  # events of `execution_id` already stored; else LeaseLostError
+    events: Sequence[bytes]  # appended, in order
+    status: InstanceStatus
+    name: str | None = None  # set name/version/input when an execution starts
+    version: str | None = None
+    input: bytes | None = None
+    output: bytes | None = None
+    error: bytes | None = None
+    set_custom_status: bool = False
+    custom_status: bytes | None = None
+    work_items: Sequence[NewWorkItem] = ()
+    messages: Sequence[OutboundMessage] = ()
+    cancelled_work: Sequence[str] = ()  # activity keys; deleted AFTER enqueueing work_items
+    sessions_opened: Sequence[str] = ()
+    sessions_closed: Sequence[str] = ()  # purged: queued work deleted, in-flight leases stolen
+
+
+@dataclass(frozen=True, slots=True)
+class WorkItemLease:
+    item_id: str
+    token: str
+    instance_id: str
+    activity_key: str
+    session_id: str | None
+    data: bytes
+    attempt: int
+    lease_until_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class InstancePage:
+    instances: Sequence[InstanceInfo]
+    next_cursor: str | None  # pass back to list_instances for the next page; None = last page
+
+
+@dataclass(frozen=True, slots=True)
+class QueueDepths:
+    orchestration_messages: int
+    work_items: int
+    session_work_items: int
+    timers: int  # messages with a future visible time
+    extra: dict[str, int] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Store(Protocol):
+    """What the runtime and client use. ``RedisStore`` is the implementation."""
+
+    namespace: str
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    async def initialize(self) -> None:
+        """Create the namespace metadata if absent; verify it otherwise.
+
+        Raises NamespaceMissingError if the namespace had data (a marker) but its metadata is
+        gone; ConfigurationError if the server's maxmemory-policy is not ``noeviction`` and the
+        store was not created with ``allow_unsafe_eviction=True``.
+        """
+        ...
+
+    async def close(self) -> None: ...
+
+    async def server_time_ms(self) -> int: ...
+
+    # -- orchestration queue -----------------------------------------------------------------
+    async def create_instance(
+        self,
+        instance_id: str,
+        create: InstanceCreate,
+        message_id: str,
+        start_message: bytes,
+        *,
+        policy: ExistingInstancePolicy = ExistingInstancePolicy.FAIL,
+        visible_at_ms: int | None = None,
+    ) -> bool:
+        """Atomically create the instance record (status PENDING) and enqueue its start message.
+
+        Returns True if created, False if it existed and ``policy`` is IGNORE; raises
+        InstanceExistsError under FAIL (or under TERMINATE_IF_DONE for a running instance).
+        """
+        ...
+
+    async def enqueue_message(
+        self,
+        instance_id: str,
+        message_id: str,
+        data: bytes,
+        *,
+        visible_at_ms: int | None = None,
+    ) -> bool:
+        """Enqueue a message for an existing instance. False if the message id was a duplicate.
+
+        Raises InstanceNotFoundError if the instance does not exist.
+        """
+        ...
+
+    async def fetch_orchestration(
+        self, *, lock_ms: int, wait_ms: int = 0
+    ) -> OrchestrationLease | None:
+        """Lock one instance with visible messages (FIFO by oldest visible message).
+
+        Blocks up to ``wait_ms`` for work (no polling: wakes within milliseconds of an enqueue or
+        a timer coming due). Returns None only if nothing was eligible.
+        """
+        ...
+
+    async def commit_turn(self, lease: OrchestrationLease, commit: TurnCommit) -> None:
+        """Apply a turn atomically and release the lock. LeaseLostError changes nothing.
+
+        Deletes the lease's tagged messages; messages that arrived during the turn stay queued.
+        Terminal statuses purge every session of the instance.
+        """
+        ...
+
+    async def renew_orchestration(self, lease: OrchestrationLease, lock_ms: int) -> int:
+        """Extend the lock; returns the new lease_until_ms. LeaseLostError if stale/expired."""
+        ...
+
+    async def abandon_orchestration(
+        self, lease: OrchestrationLease, *, delay_ms: int = 0, count_attempt: bool = True
+    ) -> None:
+        """Release the lock; messages become visible after ``delay_ms``.
+
+        ``count_attempt=False`` gives back the attempt the fetch counted (never below 0).
+        """
+        ...
+
+    # -- activity queue ----------------------------------------------------------------------
+    async def fetch_work_items(
+        self,
+        worker_id: str,
+        *,
+        limit: int,
+        lock_ms: int,
+        wait_ms: int = 0,
+        session_lock_ms: int | None = None,
+        claim_new_sessions: bool = True,
+    ) -> list[WorkItemLease]:
+        """Lease up to ``limit`` items, FIFO among the items this worker may take.
+
+        ``session_lock_ms=None``: plain (non-session) work only. Otherwise also the work of
+        sessions this worker owns (refreshing their lease), and, if ``claim_new_sessions``, the
+        work of unowned or expired sessions, which it claims atomically (one winner). Work of a
+        session another live worker owns is skipped and never blocks the items behind it.
+        """
+        ...
+
+    async def ack_work_item(self, lease: WorkItemLease, message_id: str, completion: bytes) -> None:
+        """Delete the item and enqueue ``completion`` to its instance, atomically.
+
+        LeaseLostError (nothing changed) if the token is stale, the lease expired or the item was
+        cancelled (lock stealing).
+        """
+        ...
+
+    async def renew_work_items(
+        self, leases: Sequence[WorkItemLease], lock_ms: int, session_lock_ms: int | None = None
+    ) -> list[str]:
+        """Extend leases (and the session lease of session work). Returns item ids LOST."""
+        ...
+
+    async def abandon_work_item(
+        self, lease: WorkItemLease, *, delay_ms: int = 0, count_attempt: bool = True
+    ) -> None: ...
+
+    # -- sessions ----------------------------------------------------------------------------
+    async def renew_sessions(
+        self, worker_id: str, sessions: Sequence[SessionRef], lock_ms: int
+    ) -> list[SessionRef]:
+        """Extend session leases this worker owns. Returns the sessions LOST (gone/other owner)."""
+        ...
+
+    async def release_sessions(self, worker_id: str, sessions: Sequence[SessionRef]) -> None:
+        """Make the sessions claimable at once (no-op for sessions this worker does not own)."""
+        ...
+
+    # -- management --------------------------------------------------------------------------
+    async def get_instance(self, instance_id: str) -> InstanceInfo | None: ...
+
+    async def read_history(
+        self, instance_id: str, execution_id: int | None = None
+    ) -> list[bytes]:
+        """Events of one execution (default: the current one). Empty for an unknown instance."""
+        ...
+
+    async def list_instances(
+        self,
+        *,
+        status: InstanceStatus | None = None,
+        name: str | None = None,
+        created_after_ms: int | None = None,
+        created_before_ms: int | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> InstancePage: ...
+
+    async def list_children(self, instance_id: str) -> list[str]: ...
+
+    async def delete_instance(self, instance_id: str, *, force: bool = False) -> int:
+        """Delete an instance and its whole tree of children. Returns instances deleted."""
+        ...
+
+    async def prune_executions(self, instance_id: str, *, keep_last: int = 1) -> int: ...
+
+    async def queue_depths(self) -> QueueDepths: ...
+
+    async def count_by_status(self) -> dict[InstanceStatus, int]: ...
+
+    async def run_janitor(self, *, retention_ms: int, batch: int = 200) -> int:
+        """Remove terminal instances completed more than ``retention_ms`` ago. Returns count."""
+        ...
