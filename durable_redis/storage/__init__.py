@@ -1,0 +1,45 @@
+"""Storage: the Store contract (``base``) and its Redis implementation (``RedisStore``).
+
+This package is the only code that talks to Redis.
+"""
+
+from __future__ import annotations
+
+from durable_redis.storage.base import (
+    ExistingInstancePolicy,
+    InstanceCreate,
+    InstanceInfo,
+    InstancePage,
+    InstanceStatus,
+    NewWorkItem,
+    OrchestrationLease,
+    OutboundMessage,
+    QueueDepths,
+    QueuedMessage,
+    SessionRef,
+    Store,
+    TurnCommit,
+    WorkItemLease,
+)
+from durable_redis.storage.redis_store import RedisStore
+from durable_redis.storage.server import RedisServer, find_redis_server
+
+__all__ = [
+    "ExistingInstancePolicy",
+    "InstanceCreate",
+    "InstanceInfo",
+    "InstancePage",
+    "InstanceStatus",
+    "NewWorkItem",
+    "OrchestrationLease",
+    "OutboundMessage",
+    "QueueDepths",
+    "QueuedMessage",
+    "RedisServer",
+    "RedisStore",
+    "SessionRef",
+    "Store",
+    "TurnCommit",
+    "WorkItemLease",
+    "find_redis_server",
+]

@@ -1,0 +1,227 @@
+"""Key layout: every key of a partition starts with ``dr:{<namespace>:p<N>}:``.
+
+The partition hash tag is the first ``{...}`` of every partition key, so every key a script
+touches maps to one cluster slot. User ids always come last, after a type prefix, so no id can
+change a key's slot or collide with another key (``i:<iid>`` vs ``mz:<iid>``). See
+docs/storage.md for the table.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from functools import cached_property
+
+from durable_redis.errors import InvalidIdError
+
+__all__ = [
+    "STATUS_ORDER",
+    "InstanceKeys",
+    "PartitionKeys",
+    "cluster_slot",
+    "item_id",
+    "meta_key",
+    "partition_of",
+    "session_key",
+    "validate_id",
+]
+
+# Order of the six status index keys wherever a script takes them (see the Lua headers).
+STATUS_ORDER = ("pending", "running", "completed", "failed", "cancelled", "continued_as_new")
+
+MAX_ID_BYTES = 512
+
+
+def validate_id(kind: str, value: str) -> None:
+    """Ids become parts of keys and hash fields: non-empty, bounded, no newline or NUL."""
+    if not isinstance(value, str) or not value:
+        raise InvalidIdError(f"{kind} must be a non-empty string, got {value!r}")
+    if "\n" in value or "\x00" in value:
+        raise InvalidIdError(f"{kind} {value!r} contains a newline or NUL")
+    if len(value.encode("utf-8", "surrogatepass")) > MAX_ID_BYTES:
+        raise InvalidIdError(f"{kind} is longer than {MAX_ID_BYTES} bytes")
+
+
+def meta_key(namespace: str) -> str:
+    """Namespace metadata HASH (partition count, epoch, schema)."""
+    return f"dr:{{{namespace}}}:meta"
+
+
+def partition_of(instance_id: str, partitions: int) -> int:
+    """Stable instance -> partition map (crc32; never Python's salted ``hash``)."""
+    if partitions <= 1:
+        return 0
+    return zlib.crc32(instance_id.encode("utf-8")) % partitions
+
+
+def item_id(instance_id: str, activity_key: str) -> str:
+    """Work item id: deterministic, so a retried commit cannot enqueue an activity twice."""
+    return f"{instance_id}\n{activity_key}"
+
+
+def session_key(instance_id: str, session_id: str) -> str:
+    """Session identity inside the partition's session HASH."""
+    return f"{instance_id}\n{session_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceKeys:
+    """Per-instance keys (all in the instance's partition)."""
+
+    prefix: str
+    instance_id: str
+
+    @property
+    def record(self) -> str:
+        return f"{self.prefix}i:{self.instance_id}"
+
+    @property
+    def done(self) -> str:
+        return f"{self.prefix}d:{self.instance_id}"
+
+    @property
+    def mz(self) -> str:
+        return f"{self.prefix}mz:{self.instance_id}"
+
+    @property
+    def mh(self) -> str:
+        return f"{self.prefix}mh:{self.instance_id}"
+
+    @property
+    def work(self) -> str:
+        return f"{self.prefix}w:{self.instance_id}"
+
+    @property
+    def sessions(self) -> str:
+        return f"{self.prefix}s:{self.instance_id}"
+
+    @property
+    def children(self) -> str:
+        return f"{self.prefix}c:{self.instance_id}"
+
+    def history(self, execution_id: int) -> str:
+        return f"{self.prefix}h:{execution_id}:{self.instance_id}"
+
+
+class PartitionKeys:
+    """Partition-level keys of partition ``index`` of ``namespace``."""
+
+    def __init__(self, namespace: str, index: int) -> None:
+        self.namespace = namespace
+        self.index = index
+        self.prefix = f"dr:{{{namespace}:p{index}}}:"
+
+    def instance(self, instance_id: str) -> InstanceKeys:
+        return InstanceKeys(self.prefix, instance_id)
+
+    def _k(self, name: str) -> str:
+        return self.prefix + name
+
+    @cached_property
+    def pmeta(self) -> str:
+        return self._k("pmeta")
+
+    @cached_property
+    def seq(self) -> str:
+        return self._k("seq")
+
+    @cached_property
+    def oq_ready(self) -> str:
+        return self._k("oq:ready")
+
+    @cached_property
+    def oq_locks(self) -> str:
+        return self._k("oq:locks")
+
+    @cached_property
+    def oq_lock(self) -> str:
+        return self._k("oq:lock")
+
+    @cached_property
+    def oq_marker(self) -> str:
+        return self._k("oq:marker")
+
+    @cached_property
+    def idx_created(self) -> str:
+        return self._k("idx:created")
+
+    @cached_property
+    def idx_terminal(self) -> str:
+        return self._k("idx:terminal")
+
+    def idx_status(self, status: str) -> str:
+        return self._k(f"idx:st:{status}")
+
+    @cached_property
+    def idx_statuses(self) -> list[str]:
+        return [self.idx_status(s) for s in STATUS_ORDER]
+
+    @cached_property
+    def wq_items(self) -> str:
+        return self._k("wq:items")
+
+    @cached_property
+    def wq_ready(self) -> str:
+        return self._k("wq:ready")
+
+    @cached_property
+    def wq_sready(self) -> str:
+        return self._k("wq:sready")
+
+    @cached_property
+    def wq_delayed(self) -> str:
+        return self._k("wq:delayed")
+
+    @cached_property
+    def wq_leases(self) -> str:
+        return self._k("wq:leases")
+
+    @cached_property
+    def wq_marker(self) -> str:
+        return self._k("wq:marker")
+
+    @cached_property
+    def wq_smarker(self) -> str:
+        return self._k("wq:smarker")
+
+    @cached_property
+    def sess(self) -> str:
+        return self._k("sess")
+
+    def wq_wake(self, worker_id: str) -> str:
+        """Per-worker wake-up marker: session work for a session this worker owns."""
+        return self._k(f"wake:{worker_id}")
+
+
+# -- cluster slot (CRC16/XMODEM of the hash tag), as Redis Cluster computes it ----------------
+
+
+def _crc16_table() -> list[int]:
+    table = []
+    for i in range(256):
+        crc = i << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else (crc << 1)
+        table.append(crc & 0xFFFF)
+    return table
+
+
+_CRC16 = _crc16_table()
+
+
+def _crc16(data: bytes) -> int:
+    crc = 0
+    for b in data:
+        crc = ((crc << 8) & 0xFFFF) ^ _CRC16[((crc >> 8) ^ b) & 0xFF]
+    return crc
+
+
+def cluster_slot(key: str | bytes) -> int:
+    """The Redis Cluster slot of ``key`` (hash tag rules of the cluster spec)."""
+    raw = key.encode("utf-8") if isinstance(key, str) else key
+    start = raw.find(b"{")
+    if start != -1:
+        end = raw.find(b"}", start + 1)
+        if end != -1 and end != start + 1:
+            raw = raw[start + 1 : end]
+    return _crc16(raw) % 16384

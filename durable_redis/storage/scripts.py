@@ -1,0 +1,128 @@
+"""Lua scripts: finding, loading (EVALSHA with NOSCRIPT fallback) and status codes.
+
+Scripts live in ``<repo>/lua`` (development, editable installs) or ``durable_redis/_lua`` (the
+wheel force-includes ``lua`` there). A line ``-- @include <name>`` is replaced by
+``lua/includes/<name>.lua``. Status codes map to exceptions here and only here.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import NoReturn
+
+from durable_redis.errors import (
+    InstanceExistsError,
+    InstanceNotFoundError,
+    InstanceRunningError,
+    LeaseLostError,
+    NamespaceMissingError,
+    StoreError,
+)
+
+__all__ = [
+    "SCRIPTS",
+    "ScriptSpec",
+    "Status",
+    "load_script_source",
+    "lua_dir",
+    "raise_for_status",
+]
+
+
+class Status:
+    """Status codes: the first element of every script's reply."""
+
+    OK = 0
+    LEASE_LOST = 1
+    NAMESPACE_MISSING = 2
+    EXISTS = 3
+    NOT_FOUND = 4
+    EMPTY = 5
+    RUNNING = 6
+    RETRY = 7
+    NOT_ELIGIBLE = 8
+
+
+@dataclass(frozen=True, slots=True)
+class ScriptSpec:
+    """Arity of a script as the Python wrapper calls it (checked against the Lua header)."""
+
+    name: str
+    keys: int  # fixed KEYS
+    argv: int  # fixed ARGV
+    variadic_keys: bool = False
+    variadic_argv: bool = False
+
+
+SCRIPTS: dict[str, ScriptSpec] = {
+    s.name: s
+    for s in (
+        ScriptSpec("create_instance", keys=12, argv=11),
+        ScriptSpec("enqueue_message", keys=9, argv=5),
+        ScriptSpec("claim_orchestration", keys=6, argv=3),
+        ScriptSpec("lock_messages", keys=9, argv=4),
+        ScriptSpec("commit_turn", keys=30, argv=20, variadic_keys=True, variadic_argv=True),
+        ScriptSpec("renew_orchestration", keys=3, argv=4),
+        ScriptSpec("abandon_orchestration", keys=7, argv=5),
+        ScriptSpec("fetch_work_items", keys=10, argv=8),
+        ScriptSpec("ack_work_item", keys=16, argv=6),
+        ScriptSpec("renew_work_items", keys=4, argv=3, variadic_argv=True),
+        ScriptSpec("abandon_work_item", keys=8, argv=5),
+        ScriptSpec("renew_sessions", keys=2, argv=3, variadic_argv=True),
+        ScriptSpec("release_sessions", keys=3, argv=2, variadic_argv=True),
+        ScriptSpec("delete_instance", keys=26, argv=6, variadic_keys=True),
+    )
+}
+
+
+def lua_dir() -> Path:
+    """The directory holding the scripts: ``durable_redis/_lua`` (wheel) or ``<repo>/lua``."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here.parent / "_lua", here.parent.parent / "lua"):
+        if (candidate / "commit_turn.lua").is_file():
+            return candidate
+    raise FileNotFoundError("durable_redis Lua scripts not found (expected durable_redis/_lua)")
+
+
+_INCLUDE = re.compile(r"^-- @include (\w+)\s*$", re.MULTILINE)
+
+
+@cache
+def load_script_source(name: str) -> str:
+    """The text of ``<name>.lua`` with its includes inlined."""
+    base = lua_dir()
+    text = (base / f"{name}.lua").read_text(encoding="utf-8")
+
+    def include(match: re.Match[str]) -> str:
+        return (base / "includes" / f"{match.group(1)}.lua").read_text(encoding="utf-8")
+
+    return _INCLUDE.sub(include, text)
+
+
+def raise_for_status(script: str, reply: Sequence[object], subject: str = "") -> NoReturn:
+    """Raise the exception for a script's non-OK status (the one place codes map to errors)."""
+    code = int(reply[0])  # type: ignore[call-overload]
+    detail = ""
+    if len(reply) > 1 and isinstance(reply[1], bytes | str):
+        detail = reply[1].decode() if isinstance(reply[1], bytes) else reply[1]
+    where = f"{script}({subject})" if subject else script
+    if code == Status.LEASE_LOST:
+        raise LeaseLostError(f"{where}: lease lost" + (f" ({detail})" if detail else ""))
+    if code == Status.NAMESPACE_MISSING:
+        raise NamespaceMissingError(
+            f"{where}: the namespace's metadata is missing or was re-created "
+            "(Redis flushed or restarted without persistence)"
+        )
+    if code == Status.EXISTS:
+        raise InstanceExistsError(f"instance {subject!r} already exists (status {detail})")
+    if code == Status.NOT_FOUND:
+        raise InstanceNotFoundError(f"instance {subject!r} not found")
+    if code == Status.RUNNING:
+        raise InstanceRunningError(
+            f"instance {subject!r} is {detail}; pass force=True to delete it anyway"
+        )
+    raise StoreError(f"{where}: unexpected status {code} {detail}".rstrip())

@@ -1,0 +1,63 @@
+--[[
+ack_work_item: delete a leased work item and enqueue its completion to its instance, atomically.
+Refreshes the session's last activity when the session is still owned by the acking worker.
+
+KEYS
+  1 pmeta          partition metadata HASH
+  2 seq            partition sequence counter
+  3 wq_items       HASH of work items
+  4 wq_leases      ZSET work -> lease deadline
+  5 wq_ready       ZSET plain work
+  6 wq_sready      ZSET session work
+  7 wq_delayed     ZSET delayed work
+  8 sess           HASH of sessions
+  9 witems         SET of the instance's work item ids
+  10 inst          instance record HASH
+  11 done          ids consumed by the instance's last turn
+  12 mz            instance message ZSET
+  13 mh            instance message HASH
+  14 oq_ready      ZSET instance -> earliest visible message
+  15 oq_locks      ZSET instance -> lock deadline
+  16 oq_marker     orchestration wake-up marker
+ARGV
+  1 epoch
+  2 item_id
+  3 token
+  4 iid
+  5 message_id     of the completion
+  6 completion
+RETURNS
+  {0} acked (also when this completion was already delivered: a repeated ack);
+  the completion is dropped if the instance no longer exists
+STATUS
+  0 OK, 1 LEASE_LOST (stale token, expired lease, or item cancelled), 2 NAMESPACE_MISSING
+]]
+-- @include common
+if redis.call('HGET', KEYS[1], 'epoch') ~= ARGV[1] then return {2} end
+local now = server_now()
+local id, iid, mid = ARGV[2], ARGV[4], ARGV[5]
+local items = KEYS[3]
+local live = redis.call('HGET', items, id .. '|t') == ARGV[3]
+  and tonumber(redis.call('ZSCORE', KEYS[4], id) or '0') > now
+  and redis.call('HGET', items, id .. '|i') == iid
+if not live then
+  if redis.call('HEXISTS', KEYS[13], mid .. '|d') == 1
+     or redis.call('SISMEMBER', KEYS[11], mid) == 1 then
+    return {0}
+  end
+  return {1}
+end
+local f = redis.call('HMGET', items, id .. '|s', id .. '|w')
+delete_item(items, KEYS[5], KEYS[6], KEYS[7], KEYS[4], KEYS[9], id)
+if f[1] and f[1] ~= '' then
+  local sk = iid .. '\n' .. f[1]
+  if redis.call('HGET', KEYS[8], sk .. '|o') == f[2] then
+    redis.call('HSET', KEYS[8], sk .. '|l', fmt(now))
+  end
+end
+if redis.call('EXISTS', KEYS[10]) == 1 then
+  if add_message(KEYS[2], KEYS[12], KEYS[13], KEYS[11], mid, ARGV[6], now) == 1 then
+    requeue_instance(KEYS[12], KEYS[14], KEYS[15], KEYS[16], iid, now)
+  end
+end
+return {0}

@@ -1,0 +1,238 @@
+--[[
+commit_turn: the one atomic commit of an orchestration turn. Checks the lock token, its lease
+and the expected history length before any write; then deletes the turn's tagged messages,
+appends the events, updates the instance, purges closed sessions, opens sessions, enqueues work
+items, deletes cancelled work (after the enqueue), purges every session on a terminal status,
+delivers messages (creating child instances), and releases the lock.
+
+KEYS
+  1 pmeta          partition metadata HASH
+  2 seq            partition sequence counter
+  3 oq_lock        HASH instance -> lock token
+  4 oq_locks       ZSET instance -> lock deadline
+  5 oq_ready       ZSET instance -> earliest visible message
+  6 oq_marker      orchestration wake-up marker
+  7 inst           instance record HASH
+  8 done           ids consumed by the last turn
+  9 mz             instance message ZSET
+  10 mh            instance message HASH
+  11 hist          history LIST of ARGV[4]'s execution   h:<exec>:<iid>
+  12 idx_created   ZSET instance -> created_at
+  13 idx_terminal  ZSET instance -> completed_at
+  14 idx_pending   status index ZSETs, in this order: pending, running, completed,
+  15 idx_running     failed, cancelled, continued_as_new
+  16 idx_completed
+  17 idx_failed
+  18 idx_cancelled
+  19 idx_continued_as_new
+  20 witems        SET of the instance's work item ids   w:<iid>
+  21 sset          SET of the instance's open sessions   s:<iid>
+  22 children      SET of the instance's children        c:<iid>
+  23 wq_items      HASH of work items
+  24 wq_ready      ZSET plain work, FIFO seq
+  25 wq_sready     ZSET session work, FIFO seq
+  26 wq_delayed    ZSET work -> visible_at
+  27 wq_leases     ZSET work -> lease deadline
+  28 wq_marker     plain work wake-up marker
+  29 wq_smarker    session work wake-up marker
+  30 sess          HASH of sessions "<iid>\n<sid>|o" owner, "|u" locked_until, "|l" last activity
+  31... target groups, 5 keys each (inst, done, mz, mh, parent_children) for every other
+      instance a message goes to (ARGV[19] groups), then the wake key of each session owner
+      named at the end of ARGV (ARGV[20] keys)
+ARGV
+  1 epoch
+  2 iid
+  3 token
+  4 execution_id
+  5 expected_history_len
+  6 status
+  7 name_set   8 name   9 version_set   10 version   11 input_set   12 input
+  13 output_set  14 output  15 error_set  16 error  17 custom_set  18 custom
+  19 n_groups
+  20 n_wake
+  21... n_events, events...;
+        n_work, (item_id, activity_key, session_id, visible_at, data) each;
+        n_cancel, item ids...;  n_open, session ids...;  n_close, session ids...;
+        n_msgs, (group, target_iid, message_id, data, visible_at, create, name, version,
+                 parent, has_input, input) each, group 0 = this instance;
+        wake owners... (n_wake)
+RETURNS
+  {0} committed (also when this exact commit already ran: same token)
+STATUS
+  0 OK, 1 LEASE_LOST (token stale, lease expired, instance gone, or history length mismatch:
+  {1, reason}), 2 NAMESPACE_MISSING
+]]
+-- @include common
+if redis.call('HGET', KEYS[1], 'epoch') ~= ARGV[1] then return {2} end
+local now = server_now()
+local iid = ARGV[2]
+local token = ARGV[3]
+local exec = tonumber(ARGV[4])
+local status = ARGV[6]
+-- preconditions -------------------------------------------------------------------------
+if redis.call('HGET', KEYS[3], iid) ~= token then
+  if redis.call('HGET', KEYS[7], 'ct') == token then return {0} end
+  return {1, 'token'}
+end
+if tonumber(redis.call('ZSCORE', KEYS[4], iid) or '0') <= now then return {1, 'expired'} end
+if redis.call('EXISTS', KEYS[7]) == 0 then return {1, 'instance'} end
+local cur_exec = tonumber(redis.call('HGET', KEYS[7], 'exec') or '0')
+if exec < cur_exec then return {1, 'execution'} end
+if redis.call('LLEN', KEYS[11]) ~= tonumber(ARGV[5]) then return {1, 'history'} end
+if status_key(status, 14) == nil then return {1, 'status'} end
+-- argument cursor -------------------------------------------------------------------------
+local groups = tonumber(ARGV[19])
+local n_wake = tonumber(ARGV[20])
+local pos = 21
+local function take()
+  local v = ARGV[pos]
+  pos = pos + 1
+  return v
+end
+local events = {}
+for _ = 1, tonumber(take()) do events[#events + 1] = take() end
+local work = {}
+for _ = 1, tonumber(take()) do
+  work[#work + 1] = {take(), take(), take(), take(), take()}
+end
+local cancels = {}
+for _ = 1, tonumber(take()) do cancels[#cancels + 1] = take() end
+local opens = {}
+for _ = 1, tonumber(take()) do opens[#opens + 1] = take() end
+local closes = {}
+for _ = 1, tonumber(take()) do closes[#closes + 1] = take() end
+local msgs = {}
+for _ = 1, tonumber(take()) do
+  msgs[#msgs + 1] = {take(), take(), take(), take(), take(), take(), take(), take(), take(),
+                     take(), take()}
+end
+local wake = {}
+local wake_base = 30 + groups * 5
+for w = 1, n_wake do wake[take()] = KEYS[wake_base + w] end
+-- 1. consume the messages tagged with this lock ------------------------------------------
+redis.call('DEL', KEYS[8])
+local queued = redis.call('ZRANGE', KEYS[9], 0, -1)
+for _, member in ipairs(queued) do
+  local mid = string.sub(member, 18)
+  if redis.call('HGET', KEYS[10], mid .. '|t') == token then
+    delete_message(KEYS[9], KEYS[10], mid)
+    redis.call('SADD', KEYS[8], mid)
+  end
+end
+-- 2. history ---------------------------------------------------------------------------------
+for i = 1, #events, 1000 do
+  redis.call('RPUSH', KEYS[11], unpack(events, i, math.min(i + 999, #events)))
+end
+-- 3. instance record and indexes --------------------------------------------------------
+local inst = KEYS[7]
+local old_status = redis.call('HGET', inst, 'status')
+redis.call('HSET', inst, 'exec', fmt(exec), 'status', status, 'updated', fmt(now))
+local function set_or_clear(flag, field, value)
+  if flag == '1' then redis.call('HSET', inst, field, value)
+  elseif flag == '2' then redis.call('HDEL', inst, field) end
+end
+set_or_clear(ARGV[7], 'name', ARGV[8])
+set_or_clear(ARGV[9], 'version', ARGV[10])
+set_or_clear(ARGV[11], 'input', ARGV[12])
+set_or_clear(ARGV[13], 'output', ARGV[14])
+set_or_clear(ARGV[15], 'error', ARGV[16])
+set_or_clear(ARGV[17], 'custom', ARGV[18])
+local created = redis.call('HGET', inst, 'created')
+if old_status ~= status then
+  local old_key = status_key(old_status or '', 14)
+  if old_key then redis.call('ZREM', old_key, iid) end
+  redis.call('ZADD', status_key(status, 14), created, iid)
+end
+local terminal = is_terminal(status)
+if terminal then
+  redis.call('HSET', inst, 'completed', fmt(now))
+  redis.call('ZADD', KEYS[13], fmt(now), iid)
+else
+  redis.call('HDEL', inst, 'completed')
+  redis.call('ZREM', KEYS[13], iid)
+end
+-- 4. sessions closed (purged), then opened --------------------------------------------------
+local items, ready, sready, delayed, leases = KEYS[23], KEYS[24], KEYS[25], KEYS[26], KEYS[27]
+for _, sid in ipairs(closes) do
+  purge_session(items, ready, sready, delayed, leases, KEYS[20], KEYS[30], KEYS[21], iid, sid)
+end
+for _, sid in ipairs(opens) do
+  local sk = iid .. '\n' .. sid
+  if redis.call('HEXISTS', KEYS[30], sk .. '|o') == 0 then
+    redis.call('HSET', KEYS[30], sk .. '|o', '', sk .. '|u', '0', sk .. '|l', fmt(now))
+  end
+  redis.call('SADD', KEYS[21], sid)
+end
+-- 5. work items, then cancelled work ----------------------------------------------------------
+for _, w in ipairs(work) do
+  local id, sid = w[1], w[3]
+  if redis.call('HEXISTS', items, id .. '|d') == 0 then
+    local n = redis.call('INCR', KEYS[2])
+    redis.call('HSET', items, id .. '|d', w[5], id .. '|i', iid, id .. '|k', w[2],
+               id .. '|s', sid, id .. '|a', '0', id .. '|n', n)
+    redis.call('SADD', KEYS[20], id)
+    local vis = now
+    if w[4] ~= '' then vis = tonumber(w[4]) end
+    local where = place_item(items, ready, sready, delayed, id, vis, now)
+    if where == 'plain' then
+      redis.call('ZADD', KEYS[28], 0, '0')
+    elseif where == 'delayed' then
+      arm_marker(KEYS[28], vis, now)
+    else
+      local sk = iid .. '\n' .. sid
+      local owner = redis.call('HGET', KEYS[30], sk .. '|o')
+      local until_ms = tonumber(redis.call('HGET', KEYS[30], sk .. '|u') or '0')
+      if owner and owner ~= '' and until_ms > now and wake[owner] then
+        redis.call('ZADD', wake[owner], 0, '0')
+        redis.call('PEXPIRE', wake[owner], 3600000)
+      else
+        redis.call('ZADD', KEYS[29], 0, '0')
+      end
+    end
+  end
+end
+for _, id in ipairs(cancels) do
+  delete_item(items, ready, sready, delayed, leases, KEYS[20], id)
+end
+-- 6. a terminal status purges every session of the instance --------------------------------
+if terminal then
+  local sids = redis.call('SMEMBERS', KEYS[21])
+  for _, id in ipairs(redis.call('SMEMBERS', KEYS[20])) do
+    local sid = redis.call('HGET', items, id .. '|s')
+    if sid and sid ~= '' then sids[#sids + 1] = sid end
+  end
+  for _, sid in ipairs(sids) do
+    purge_session(items, ready, sready, delayed, leases, KEYS[20], KEYS[30], KEYS[21], iid, sid)
+  end
+end
+-- 7. messages (timers are messages to this instance with a visible time) -------------------
+for _, m in ipairs(msgs) do
+  local g = tonumber(m[1])
+  local t_inst, t_done, t_mz, t_mh, t_children = KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[22]
+  if g > 0 then
+    local b = 30 + (g - 1) * 5
+    t_inst, t_done, t_mz, t_mh, t_children = KEYS[b + 1], KEYS[b + 2], KEYS[b + 3], KEYS[b + 4],
+                                              KEYS[b + 5]
+  end
+  local tiid = m[2]
+  if m[6] == '1' and redis.call('EXISTS', t_inst) == 0 then
+    create_record(t_inst, KEYS[12], KEYS[14], t_children, tiid, m[7], m[8], m[9], m[11], m[10],
+                  now)
+    redis.call('HSET', t_inst, 'smid', m[3])
+    redis.call('DEL', t_done)
+  end
+  if redis.call('EXISTS', t_inst) == 1 then
+    local vis = now
+    if m[5] ~= '' then vis = tonumber(m[5]) end
+    local added = add_message(KEYS[2], t_mz, t_mh, t_done, m[3], m[4], vis)
+    if added == 1 and g > 0 then
+      requeue_instance(t_mz, KEYS[5], KEYS[4], KEYS[6], tiid, now)
+    end
+  end
+end
+-- 8. release the lock -----------------------------------------------------------------------
+redis.call('HDEL', KEYS[3], iid)
+redis.call('ZREM', KEYS[4], iid)
+redis.call('HSET', inst, 'ct', token)
+requeue_instance(KEYS[9], KEYS[5], KEYS[4], KEYS[6], iid, now)
+return {0}

@@ -1,0 +1,131 @@
+--[[
+fetch_work_items: lease up to `limit` activity work items, FIFO among the items this worker may
+take. Promotes due delayed items and reclaims expired leases first (at most 100 each).
+Plain mode (session_lock_ms "") takes non-session work only. Session mode also takes the work
+of sessions this worker owns (refreshing their lease) and, if claim_new is "1", the work of
+unowned or expired sessions, which it claims. Work of a session another live worker owns is
+skipped and never blocks the items behind it (within a window of `window` session items).
+
+KEYS
+  1 pmeta          partition metadata HASH
+  2 seq            partition sequence counter (lease epochs)
+  3 wq_items       HASH of work items
+  4 wq_ready       ZSET plain work, FIFO seq
+  5 wq_sready      ZSET session work, FIFO seq
+  6 wq_delayed     ZSET work -> visible_at
+  7 wq_leases      ZSET work -> lease deadline
+  8 wq_marker      plain work wake-up marker
+  9 wq_smarker     session work wake-up marker
+  10 sess          HASH of sessions
+ARGV
+  1 epoch
+  2 worker_id
+  3 nonce
+  4 limit
+  5 lock_ms
+  6 session_lock_ms   "" = plain work only
+  7 claim_new         "1" / "0"
+  8 window            session items examined per call
+RETURNS
+  {0, lease_until_ms, {item_id, token, iid, activity_key, session_id, data, attempt, ...}}
+STATUS
+  0 OK, 2 NAMESPACE_MISSING
+]]
+-- @include common
+if redis.call('HGET', KEYS[1], 'epoch') ~= ARGV[1] then return {2} end
+local now = server_now()
+local items, ready, sready, delayed, leases = KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+local worker = ARGV[2]
+local limit = tonumber(ARGV[4])
+local deadline = now + tonumber(ARGV[5])
+local session_mode = ARGV[6] ~= ''
+local claim_new = ARGV[7] == '1'
+local session_wake = false
+-- maintenance: due delayed work, expired leases ---------------------------------------------
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', delayed, '-inf', fmt(now), 'LIMIT', 0, 100)) do
+  redis.call('ZREM', delayed, id)
+  if place_item(items, ready, sready, delayed, id, now, now) == 'session' then
+    session_wake = true
+  end
+end
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', leases, '-inf', fmt(now), 'LIMIT', 0, 100)) do
+  redis.call('ZREM', leases, id)
+  redis.call('HDEL', items, id .. '|t', id .. '|w')
+  if place_item(items, ready, sready, delayed, id, now, now) == 'session' then
+    session_wake = true
+  end
+end
+-- candidates in FIFO order ------------------------------------------------------------------
+local plain = redis.call('ZRANGE', ready, 0, limit - 1, 'WITHSCORES')
+local sess_c = {}
+if session_mode then
+  sess_c = redis.call('ZRANGE', sready, 0, tonumber(ARGV[8]) - 1, 'WITHSCORES')
+end
+local out = {}
+local taken = 0
+local decision = {}
+local function lease(id, zset)
+  redis.call('ZREM', zset, id)
+  local token = redis.call('INCR', KEYS[2]) .. ':' .. ARGV[3]
+  local attempt = redis.call('HINCRBY', items, id .. '|a', 1)
+  redis.call('HSET', items, id .. '|t', token, id .. '|w', worker)
+  redis.call('ZADD', leases, fmt(deadline), id)
+  local f = redis.call('HMGET', items, id .. '|i', id .. '|k', id .. '|s', id .. '|d')
+  out[#out + 1] = id
+  out[#out + 1] = token
+  out[#out + 1] = f[1]
+  out[#out + 1] = f[2]
+  out[#out + 1] = f[3]
+  out[#out + 1] = f[4]
+  out[#out + 1] = tostring(attempt)
+  taken = taken + 1
+end
+local function may_take_session(id)
+  local f = redis.call('HMGET', items, id .. '|i', id .. '|s')
+  local sk = f[1] .. '\n' .. f[2]
+  local d = decision[sk]
+  if d == nil then
+    local owner = redis.call('HGET', KEYS[10], sk .. '|o')
+    local until_ms = tonumber(redis.call('HGET', KEYS[10], sk .. '|u') or '0')
+    local live = owner and owner ~= '' and until_ms > now
+    if live and owner ~= worker then
+      d = false
+    elseif live or claim_new or owner == worker then
+      local new_until = now + tonumber(ARGV[6])
+      if live and until_ms > new_until then new_until = until_ms end
+      redis.call('HSET', KEYS[10], sk .. '|o', worker, sk .. '|u', fmt(new_until),
+                 sk .. '|l', fmt(now))
+      d = true
+    else
+      d = false
+    end
+    decision[sk] = d
+  end
+  return d
+end
+local i, j = 1, 1
+while taken < limit and (i <= #plain or j <= #sess_c) do
+  local use_plain
+  if i > #plain then
+    use_plain = false
+  elseif j > #sess_c then
+    use_plain = true
+  else
+    use_plain = tonumber(plain[i + 1]) <= tonumber(sess_c[j + 1])
+  end
+  if use_plain then
+    lease(plain[i], ready)
+    i = i + 2
+  else
+    if may_take_session(sess_c[j]) then lease(sess_c[j], sready) end
+    j = j + 2
+  end
+end
+-- baton passing -------------------------------------------------------------------------------
+if redis.call('ZCARD', ready) > 0 then redis.call('ZADD', KEYS[8], 0, '0') end
+if session_wake or (taken >= limit and redis.call('ZCARD', sready) > 0) then
+  redis.call('ZADD', KEYS[9], 0, '0')
+end
+local first = redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES')
+if #first > 0 then arm_marker(KEYS[8], tonumber(first[2]), now) end
+return {0, deadline, out}

@@ -1,0 +1,139 @@
+-- Shared helpers, inlined by the loader where a script says "-- @include common".
+-- Builds no key names: every key reaches these helpers as an argument taken from KEYS.
+
+local unpack = unpack or table.unpack
+
+local function server_now()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local function fmt(n)
+  return string.format('%d', n)
+end
+
+-- Wake-up hint on a marker ZSET: member "0" = work now, member "1" = next due time (score).
+local function arm_marker(marker, due, now)
+  if due <= now then
+    redis.call('ZADD', marker, 0, '0')
+  else
+    local cur = redis.call('ZSCORE', marker, '1')
+    if (not cur) or due < tonumber(cur) then
+      redis.call('ZADD', marker, fmt(due), '1')
+    end
+  end
+end
+
+-- ZADD with "keep the lower score" semantics (ZADD LT, spelled out for every server/fake).
+local function zadd_min(key, score, member)
+  local cur = redis.call('ZSCORE', key, member)
+  if (not cur) or score < tonumber(cur) then
+    redis.call('ZADD', key, fmt(score), member)
+  end
+end
+
+-- Orchestration queue of one instance: mz (ZSET "<seq>|<mid>" -> visible_at), mh (HASH
+-- "<mid>|d" data, "<mid>|a" attempts, "<mid>|t" lock token, "<mid>|m" ZSET member).
+-- Returns 1 if added, 0 if the message id is queued already or was consumed by the last turn.
+local function add_message(seq, mz, mh, done, mid, data, vis)
+  if redis.call('HEXISTS', mh, mid .. '|d') == 1 then return 0 end
+  if redis.call('SISMEMBER', done, mid) == 1 then return 0 end
+  local n = redis.call('INCR', seq)
+  local member = string.format('%016d', n) .. '|' .. mid
+  redis.call('ZADD', mz, fmt(vis), member)
+  redis.call('HSET', mh, mid .. '|d', data, mid .. '|a', '0', mid .. '|m', member)
+  return 1
+end
+
+-- After a message was added (or a lock released): make an unlocked instance fetchable by the
+-- time of its earliest queued message, and arm the wake-up marker.
+local function requeue_instance(mz, ready, locks, marker, iid, now)
+  if redis.call('ZSCORE', locks, iid) then return end
+  local first = redis.call('ZRANGE', mz, 0, 0, 'WITHSCORES')
+  if #first == 0 then
+    redis.call('ZREM', ready, iid)
+    return
+  end
+  local due = tonumber(first[2])
+  zadd_min(ready, due, iid)
+  arm_marker(marker, due, now)
+end
+
+local function delete_message(mz, mh, mid)
+  local member = redis.call('HGET', mh, mid .. '|m')
+  if member then redis.call('ZREM', mz, member) end
+  redis.call('HDEL', mh, mid .. '|d', mid .. '|a', mid .. '|t', mid .. '|m')
+end
+
+local function status_key(status, first_status_key)
+  local order = {pending = 0, running = 1, completed = 2, failed = 3, cancelled = 4,
+                 continued_as_new = 5}
+  local i = order[status]
+  if i == nil then return nil end
+  return KEYS[first_status_key + i]
+end
+
+local function is_terminal(status)
+  return status == 'completed' or status == 'failed' or status == 'cancelled'
+end
+
+-- New instance record, status pending, indexed by creation time.
+local function create_record(inst, idx_created, pending_idx, parent_children, iid, name,
+                             version, parent, input, has_input, now)
+  redis.call('HSET', inst, 'name', name, 'version', version, 'status', 'pending', 'exec', '0',
+             'created', fmt(now), 'updated', fmt(now))
+  if parent ~= '' then
+    redis.call('HSET', inst, 'parent', parent)
+    redis.call('SADD', parent_children, iid)
+  end
+  if has_input == '1' then redis.call('HSET', inst, 'input', input) end
+  redis.call('ZADD', idx_created, fmt(now), iid)
+  redis.call('ZADD', pending_idx, fmt(now), iid)
+end
+
+-- Activity work items: one partition HASH `items` with "<id>|<f>" fields:
+-- d data, i instance, k activity key, s session ("" none), a attempts, n FIFO seq,
+-- t lease token, w worker holding the lease.
+local function delete_item(items, ready, sready, delayed, leases, witems, id)
+  redis.call('ZREM', ready, id)
+  redis.call('ZREM', sready, id)
+  redis.call('ZREM', delayed, id)
+  redis.call('ZREM', leases, id)
+  redis.call('SREM', witems, id)
+  redis.call('HDEL', items, id .. '|d', id .. '|i', id .. '|k', id .. '|s', id .. '|a',
+             id .. '|n', id .. '|t', id .. '|w')
+end
+
+-- Put an (unleased) item in the queue it belongs to: delayed if not yet visible, else the
+-- plain or the session ready ZSET by its FIFO seq. Returns 'plain', 'session' or 'delayed'.
+local function place_item(items, ready, sready, delayed, id, vis, now)
+  if vis > now then
+    redis.call('ZADD', delayed, fmt(vis), id)
+    return 'delayed'
+  end
+  local n = redis.call('HGET', items, id .. '|n')
+  local sid = redis.call('HGET', items, id .. '|s')
+  if sid and sid ~= '' then
+    redis.call('ZADD', sready, n, id)
+    return 'session'
+  end
+  redis.call('ZADD', ready, n, id)
+  return 'plain'
+end
+
+-- Purge one session of an instance: delete its queued and in-flight work items (in-flight
+-- leases are thereby stolen) and remove the session record. Returns items deleted.
+local function purge_session(items, ready, sready, delayed, leases, witems, sess, sset, iid, sid)
+  local deleted = 0
+  local ids = redis.call('SMEMBERS', witems)
+  for _, id in ipairs(ids) do
+    if redis.call('HGET', items, id .. '|s') == sid then
+      delete_item(items, ready, sready, delayed, leases, witems, id)
+      deleted = deleted + 1
+    end
+  end
+  local sk = iid .. '\n' .. sid
+  redis.call('HDEL', sess, sk .. '|o', sk .. '|u', sk .. '|l')
+  redis.call('SREM', sset, sid)
+  return deleted
+end

@@ -1,0 +1,29 @@
+--[[
+renew_sessions: extend the leases of sessions this worker owns.
+
+KEYS
+  1 pmeta          partition metadata HASH
+  2 sess           HASH of sessions
+ARGV
+  1 epoch
+  2 worker_id
+  3 lock_ms
+  4... session keys "<iid>\n<sid>"
+RETURNS
+  {0, {1-based positions (among ARGV[4...]) of the sessions LOST: gone or owned by another}}
+STATUS
+  0 OK, 2 NAMESPACE_MISSING
+]]
+-- @include common
+if redis.call('HGET', KEYS[1], 'epoch') ~= ARGV[1] then return {2} end
+local now = server_now()
+local lost = {}
+for k = 4, #ARGV do
+  local sk = ARGV[k]
+  if redis.call('HGET', KEYS[2], sk .. '|o') == ARGV[2] then
+    redis.call('HSET', KEYS[2], sk .. '|u', fmt(now + tonumber(ARGV[3])))
+  else
+    lost[#lost + 1] = k - 3
+  end
+end
+return {0, lost}
