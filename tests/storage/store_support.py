@@ -67,7 +67,6 @@ async def schedule(
     store: RedisStore,
     iid: str,
     items: Sequence[NewWorkItem],
-    *,
     sessions_opened: Sequence[str] = (),
 ) -> None:
     """Start ``iid`` and commit a first turn that schedules ``items``."""
