@@ -1,0 +1,100 @@
+"""The pure, deterministic heart: history events, the replay engine, the orchestration context.
+
+No Redis, no I/O, no wall clock, no global random in this package (``tests/test_layers.py``).
+Message classes live in :mod:`durable_redis.core.messages` (several share a name with the
+history event they become, in :mod:`durable_redis.core.events`).
+"""
+
+from __future__ import annotations
+
+from durable_redis.core import events, messages
+from durable_redis.core._serial import SCHEMA_VERSION, decode_failure, encode_failure
+from durable_redis.core.codec import Codec, JsonCodec, MsgpackCodec, PayloadTransform
+from durable_redis.core.context import OrchestrationContext, ReplaySafeLogger
+from durable_redis.core.engine import Terminated
+from durable_redis.core.events import HistoryEvent, decode_event, encode_event
+from durable_redis.core.loop import ForbiddenCallError
+from durable_redis.core.messages import (
+    ActivityTask,
+    CancelRequested,
+    CreateInstance,
+    Message,
+    OutgoingMessage,
+    StartOrchestration,
+    activity_completed,
+    activity_failed,
+    cancel_message,
+    decode_message,
+    decode_task,
+    encode_message,
+    encode_task,
+    event_raised_message,
+    failure_from_exception,
+    start_message,
+)
+from durable_redis.core.registry import (
+    ActivityContext,
+    ActivityDefinition,
+    App,
+    OrchestrationDefinition,
+    activity_metadata,
+    orchestration_metadata,
+)
+from durable_redis.core.retry import Backoff, RetryPolicy
+from durable_redis.core.turn import (
+    OrchestrationStatus,
+    ReplayResult,
+    TurnResult,
+    fail_instance,
+    replay,
+    run_turn,
+)
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "ActivityContext",
+    "ActivityDefinition",
+    "ActivityTask",
+    "App",
+    "Backoff",
+    "CancelRequested",
+    "Codec",
+    "CreateInstance",
+    "ForbiddenCallError",
+    "HistoryEvent",
+    "JsonCodec",
+    "Message",
+    "MsgpackCodec",
+    "OrchestrationContext",
+    "OrchestrationDefinition",
+    "OrchestrationStatus",
+    "OutgoingMessage",
+    "PayloadTransform",
+    "ReplayResult",
+    "ReplaySafeLogger",
+    "RetryPolicy",
+    "StartOrchestration",
+    "Terminated",
+    "TurnResult",
+    "activity_completed",
+    "activity_failed",
+    "activity_metadata",
+    "cancel_message",
+    "decode_event",
+    "decode_failure",
+    "decode_message",
+    "decode_task",
+    "encode_event",
+    "encode_failure",
+    "encode_message",
+    "encode_task",
+    "event_raised_message",
+    "events",
+    "fail_instance",
+    "failure_from_exception",
+    "messages",
+    "orchestration_metadata",
+    "replay",
+    "run_turn",
+    "start_message",
+]

@@ -1,0 +1,380 @@
+"""``OrchestrationContext``: everything orchestration code may do, all of it recorded in history.
+
+Every operation records its command at once (when called, not when awaited) and returns an
+``asyncio.Future`` of the private deterministic loop, so the standard asyncio combinators work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import random as _random
+import uuid
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, MutableMapping
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, overload
+
+from durable_redis.core import events as ev
+from durable_redis.core.registry import (
+    ActivityContext,
+    activity_metadata,
+    orchestration_metadata,
+)
+from durable_redis.core.retry import RetryPolicy, to_ms
+from durable_redis.errors import ActivityTimeoutError, FailureDetails, TaskFailedError
+
+if TYPE_CHECKING:
+    from durable_redis.core.engine import ReplayEngine
+
+__all__ = ["MAX_SESSION_ID_LENGTH", "OrchestrationContext", "ReplaySafeLogger"]
+
+T = TypeVar("T")
+I = TypeVar("I")  # noqa: E741 - input type
+R = TypeVar("R")
+
+MAX_SESSION_ID_LENGTH = 256
+
+
+class ReplaySafeLogger(logging.LoggerAdapter[logging.Logger]):
+    """A logger adapter that is silent while the orchestration replays its history."""
+
+    def __init__(self, logger: logging.Logger, ctx: OrchestrationContext) -> None:
+        super().__init__(logger, {"instance_id": ctx.instance_id})
+        self._ctx = ctx
+
+    def isEnabledFor(self, level: int) -> bool:
+        return not self._ctx.is_replaying and self.logger.isEnabledFor(level)
+
+    def process(
+        self, msg: Any, kwargs: MutableMapping[str, Any]
+    ) -> tuple[Any, MutableMapping[str, Any]]:
+        kwargs["extra"] = {**(self.extra or {}), **kwargs.get("extra", {})}
+        return msg, kwargs
+
+
+class OrchestrationContext:
+    """Passed as the first argument of every orchestration. Deterministic by construction."""
+
+    def __init__(self, engine: ReplayEngine, started: ev.OrchestrationStarted) -> None:
+        self._engine = engine
+        self._started = started
+        self._loop = engine.loop
+        seed = hashlib.sha256(f"{started.instance_id}:{started.execution_id}".encode()).digest()
+        self._random = _random.Random(int.from_bytes(seed[:8], "big"))
+        self._uuid_counter = 0
+        self.logger = ReplaySafeLogger(logging.getLogger("durable_redis.orchestration"), self)
+
+    # -- identity and deterministic helpers -----------------------------------------------------
+    @property
+    def instance_id(self) -> str:
+        return self._started.instance_id
+
+    @property
+    def execution_id(self) -> int:
+        return self._started.execution_id
+
+    @property
+    def name(self) -> str:
+        return self._started.name
+
+    @property
+    def version(self) -> str:
+        return self._started.version
+
+    @property
+    def parent_instance_id(self) -> str | None:
+        return self._started.parent_instance_id
+
+    @property
+    def is_replaying(self) -> bool:
+        """True while the code re-executes steps already in the history."""
+        return self._engine.is_replaying
+
+    @property
+    def max_sessions_per_orchestration(self) -> int:
+        return self._engine.max_sessions
+
+    @property
+    def open_sessions(self) -> frozenset[str]:
+        return frozenset(self._engine.open_sessions)
+
+    def now(self) -> datetime:
+        """The time of the step being executed (recorded, so identical on replay), UTC."""
+        return datetime.fromtimestamp(self._engine.current_ms / 1000, tz=UTC)
+
+    def new_uuid(self) -> uuid.UUID:
+        """A UUID derived from the instance, execution and call count: the same on replay."""
+        self._uuid_counter += 1
+        key = f"{self.instance_id}:{self.execution_id}:{self._uuid_counter}".encode()
+        return uuid.UUID(bytes=hashlib.sha256(key).digest()[:16], version=4)
+
+    def random(self) -> float:
+        """A float in [0, 1) from a generator seeded by the instance and execution."""
+        return self._random.random()
+
+    # -- activities -----------------------------------------------------------------------------
+    @overload
+    def call_activity(
+        self,
+        activity: Callable[[ActivityContext, I], Coroutine[Any, Any, R]],
+        input: I,
+        *,
+        retry: RetryPolicy | None = None,
+        session: str | None = None,
+        timeout: timedelta | float | None = None,
+    ) -> asyncio.Future[R]: ...
+
+    @overload
+    def call_activity(
+        self,
+        activity: Callable[[ActivityContext, I], R],
+        input: I,
+        *,
+        retry: RetryPolicy | None = None,
+        session: str | None = None,
+        timeout: timedelta | float | None = None,
+    ) -> asyncio.Future[R]: ...
+
+    @overload
+    def call_activity(
+        self,
+        activity: str | Callable[..., Any],
+        input: Any = None,
+        *,
+        retry: RetryPolicy | None = None,
+        session: str | None = None,
+        timeout: timedelta | float | None = None,
+    ) -> asyncio.Future[Any]: ...
+
+    def call_activity(
+        self,
+        activity: str | Callable[..., Any],
+        input: Any = None,
+        *,
+        retry: RetryPolicy | None = None,
+        session: str | None = None,
+        timeout: timedelta | float | None = None,
+    ) -> asyncio.Future[Any]:
+        """Schedule an activity (by function: typed result; by name: Any).
+
+        ``retry`` retries failed attempts with durable back-off timers; ``timeout`` (or
+        ``retry.timeout``) bounds each attempt; ``session`` pins it to an open session's worker.
+        Failures raise ``ActivityFailedError`` / ``ActivityTimeoutError`` when awaited.
+        """
+        if isinstance(activity, str):
+            name, result_type = activity, Any
+        else:
+            definition = activity_metadata(activity)
+            name, result_type = definition.name, definition.result_type
+        timeout_ms = to_ms(timeout) if timeout is not None else None
+        if timeout_ms is None and retry is not None:
+            timeout_ms = retry.timeout_ms
+        if session is not None:
+            self._engine.check_session_use(session)
+        payload = self._engine.codec.encode(input)
+        first = self._engine.schedule_activity(name, payload, session, 1, timeout_ms, result_type)
+        if retry is None and timeout_ms is None:
+            return first
+        policy = retry if retry is not None else RetryPolicy(max_attempts=1)
+
+        async def attempts() -> Any:
+            attempt, future = 1, first
+            while True:
+                try:
+                    if timeout_ms is None:
+                        return await future
+                    return await self._with_timeout(future, timeout_ms, name)
+                except TaskFailedError as exc:
+                    if attempt >= policy.max_attempts or not policy.is_retryable(exc.details):
+                        raise
+                    self.logger.info(
+                        "activity %s attempt %d failed (%s); retrying", name, attempt, exc.details
+                    )
+                delay_ms = policy.delay_ms(attempt)
+                if delay_ms > 0:
+                    await self._engine.create_timer(self._engine.current_ms + delay_ms)
+                attempt += 1
+                future = self._engine.schedule_activity(
+                    name, payload, session, attempt, timeout_ms, result_type
+                )
+
+        return self._loop.create_task(attempts(), name=f"activity:{name}")
+
+    async def _with_timeout(self, future: asyncio.Future[T], timeout_ms: int, name: str) -> T:
+        timer = self._engine.create_timer(self._engine.current_ms + timeout_ms)
+        racers: list[asyncio.Future[Any]] = [future, timer]
+        first = self._first_of(racers, cancel_losers=False)
+        try:
+            await first
+        except BaseException:
+            future.cancel()
+            timer.cancel()
+            raise
+        if future.done():
+            timer.cancel()
+            return future.result()
+        future.cancel()
+        details = FailureDetails(
+            kind="timeout",
+            type_name="ActivityTimeoutError",
+            message=f"activity {name!r} attempt timed out after {timeout_ms} ms",
+        )
+        raise ActivityTimeoutError(str(details), details)
+
+    # -- timers and events ----------------------------------------------------------------------
+    def sleep(self, delay: timedelta | float) -> asyncio.Future[None]:
+        """A durable timer ``delay`` (timedelta or seconds) from now."""
+        return self._engine.create_timer(self._engine.current_ms + to_ms(delay))
+
+    def create_timer(self, fire_at: datetime) -> asyncio.Future[None]:
+        """A durable timer due at ``fire_at`` (timezone-aware)."""
+        if fire_at.tzinfo is None:
+            raise ValueError("create_timer() needs a timezone-aware datetime")
+        return self._engine.create_timer(round(fire_at.timestamp() * 1000))
+
+    @overload
+    def wait_for_event(self, name: str) -> asyncio.Future[Any]: ...
+
+    @overload
+    def wait_for_event(self, name: str, result_type: type[T]) -> asyncio.Future[T]: ...
+
+    def wait_for_event(self, name: str, result_type: Any = Any) -> asyncio.Future[Any]:
+        """The next external event called ``name`` (events raised earlier are buffered)."""
+        return self._engine.wait_for_event(name, result_type)
+
+    # -- other orchestrations -------------------------------------------------------------------
+    @overload
+    def call_sub_orchestration(
+        self,
+        orchestration: Callable[[OrchestrationContext, I], Coroutine[Any, Any, R]],
+        input: I,
+        *,
+        instance_id: str | None = None,
+    ) -> asyncio.Future[R]: ...
+
+    @overload
+    def call_sub_orchestration(
+        self,
+        orchestration: str | Callable[..., Any],
+        input: Any = None,
+        *,
+        instance_id: str | None = None,
+        version: str = "",
+    ) -> asyncio.Future[Any]: ...
+
+    def call_sub_orchestration(
+        self,
+        orchestration: str | Callable[..., Any],
+        input: Any = None,
+        *,
+        instance_id: str | None = None,
+        version: str = "",
+    ) -> asyncio.Future[Any]:
+        """Start a child orchestration and await its result.
+
+        The child id defaults to ``f"{instance_id}:sub:{event_id}"`` (deterministic). A failed
+        child raises ``ChildOrchestrationFailedError``; abandoning it cancels the child.
+        """
+        name, version, result_type = self._orchestration_identity(orchestration, version)
+        child_id = instance_id or f"{self.instance_id}:sub:{self._engine.next_event_id}"
+        return self._engine.schedule_child(
+            name, version, child_id, self._engine.codec.encode(input), result_type
+        )
+
+    def start_orchestration(
+        self,
+        orchestration: str | Callable[..., Any],
+        input: Any = None,
+        *,
+        instance_id: str | None = None,
+        version: str = "",
+    ) -> str:
+        """Start a detached orchestration (no result, no parent link); returns its id."""
+        name, version, _ = self._orchestration_identity(orchestration, version)
+        child_id = instance_id or f"{self.instance_id}:detached:{self._engine.next_event_id}"
+        self._engine.command(
+            ev.DetachedOrchestrationStarted,
+            name=name,
+            version=version,
+            instance_id=child_id,
+            input=self._engine.codec.encode(input),
+        )
+        return child_id
+
+    def continue_as_new(self, input: Any = None, *, version: str | None = None) -> NoReturn:
+        """End this execution and start the next one with ``input`` (sessions stay open).
+
+        Raises a ``BaseException`` signal that unwinds the orchestration code; do not catch it.
+        """
+        self._engine.terminate(
+            ev.OrchestrationContinuedAsNew,
+            input=self._engine.codec.encode(input),
+            version=self.version if version is None else version,
+        )
+
+    # -- combinators ----------------------------------------------------------------------------
+    def when_all(self, awaitables: Iterable[Awaitable[T]]) -> asyncio.Future[list[T]]:
+        """Results of all, in argument order (``asyncio.gather``); the first failure raises."""
+        futures = [asyncio.ensure_future(a, loop=self._loop) for a in awaitables]
+        return asyncio.gather(*futures)
+
+    def when_any(self, awaitables: Iterable[Awaitable[T]]) -> asyncio.Future[asyncio.Future[T]]:
+        """The first of ``awaitables`` to finish (as a future); the others are cancelled."""
+        return self._first_of([asyncio.ensure_future(a, loop=self._loop) for a in awaitables])
+
+    def _first_of(
+        self, futures: list[asyncio.Future[T]], *, cancel_losers: bool = True
+    ) -> asyncio.Future[asyncio.Future[T]]:
+        if not futures:
+            raise ValueError("when_any() needs at least one awaitable")
+        winner: asyncio.Future[asyncio.Future[T]] = self._loop.create_future()
+
+        def on_done(done: asyncio.Future[T]) -> None:
+            if winner.done():
+                return
+            winner.set_result(done)
+            if cancel_losers:
+                for other in futures:
+                    if other is not done:
+                        other.cancel()
+
+        def on_winner(w: asyncio.Future[asyncio.Future[T]]) -> None:
+            if w.cancelled():
+                for other in futures:
+                    other.cancel()
+
+        for future in futures:
+            future.add_done_callback(on_done)
+        winner.add_done_callback(on_winner)
+        return winner
+
+    # -- custom status and sessions -------------------------------------------------------------
+    def set_custom_status(self, status: Any) -> None:
+        """Publish a status value clients can read (``None`` clears it)."""
+        encoded = None if status is None else self._engine.codec.encode(status)
+        self._engine.command(ev.CustomStatusSet, status=encoded)
+
+    def open_session(self) -> asyncio.Future[str]:
+        """Open a session with a new deterministic id; activities on it share one worker."""
+        return self._engine.open_session(f"session-{self._engine.next_event_id}", explicit=False)
+
+    def open_session_with_id(self, session_id: str) -> asyncio.Future[str]:
+        """Open ``session_id`` (a no-op if it is already open)."""
+        return self._engine.open_session(session_id, explicit=True)
+
+    def close_session(self, session_id: str) -> asyncio.Future[None]:
+        """Close a session (a no-op for an unknown one); its in-flight activities are cancelled."""
+        return self._engine.close_session(session_id)
+
+    # -- helpers --------------------------------------------------------------------------------
+    def _orchestration_identity(
+        self, orchestration: str | Callable[..., Any], version: str
+    ) -> tuple[str, str, Any]:
+        if isinstance(orchestration, str):
+            return orchestration, version, Any
+        definition = orchestration_metadata(orchestration)
+        return definition.name, version or definition.version, definition.result_type
+
+    def __repr__(self) -> str:
+        return f"OrchestrationContext(instance_id={self.instance_id!r}, name={self.name!r})"

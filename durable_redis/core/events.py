@@ -1,0 +1,318 @@
+"""History events: the append-only record of one execution of an orchestration.
+
+Every event carries a dense, 1-based ``event_id`` (its position in the execution's history plus
+one) and the ``timestamp_ms`` of the turn that wrote it (Redis server time; ``ctx.now()`` reads
+it back on replay). Events that complete or cancel earlier work point at the scheduling event's id.
+
+Two families (see docs/history-events.md):
+
+* **inputs** come from outside the code: the start, completions, raised events, cancel requests;
+* **commands** are what the orchestration code did: schedule, subscribe, open a session, finish.
+  On replay the code must emit the same commands in the same order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from durable_redis.core._serial import Schema
+from durable_redis.errors import FailureDetails
+
+__all__ = [
+    "COMMAND_EVENTS",
+    "INPUT_EVENTS",
+    "TERMINAL_EVENTS",
+    "ActivityCancelRequested",
+    "ActivityCompleted",
+    "ActivityFailed",
+    "ActivityScheduled",
+    "CustomStatusSet",
+    "DetachedOrchestrationStarted",
+    "EventRaised",
+    "EventSubscribed",
+    "HistoryEvent",
+    "OrchestrationCancelRequested",
+    "OrchestrationCompleted",
+    "OrchestrationContinuedAsNew",
+    "OrchestrationFailed",
+    "OrchestrationStarted",
+    "SessionClosed",
+    "SessionOpened",
+    "SubOrchestrationCancelRequested",
+    "SubOrchestrationCompleted",
+    "SubOrchestrationFailed",
+    "SubOrchestrationScheduled",
+    "TimerCreated",
+    "TimerFired",
+    "decode_event",
+    "describe_event",
+    "encode_event",
+]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Event:
+    event_id: int
+    timestamp_ms: int
+
+
+# -- orchestration lifecycle --------------------------------------------------------------------
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OrchestrationStarted(_Event):
+    """Input. First event of every execution."""
+
+    instance_id: str
+    name: str
+    version: str
+    input: bytes
+    execution_id: int = 1
+    parent_instance_id: str | None = None
+    parent_execution_id: int | None = None
+    parent_event_id: int | None = None
+    sessions: tuple[str, ...] = ()  # sessions still open, carried over continue-as-new
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OrchestrationCompleted(_Event):
+    """Command, terminal. The orchestration returned ``output``."""
+
+    output: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OrchestrationFailed(_Event):
+    """Command, terminal. Failed (raised, cancelled, poison, nondeterminism, configuration)."""
+
+    failure: FailureDetails
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OrchestrationContinuedAsNew(_Event):
+    """Command, terminal for this execution; execution N+1 starts with ``input``."""
+
+    input: bytes
+    version: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OrchestrationCancelRequested(_Event):
+    """Input. A client (or the parent) asked to cancel; the turn ends the orchestration."""
+
+    reason: str = ""
+
+
+# -- activities ---------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ActivityScheduled(_Event):
+    """Command. Its ``event_id`` is the activity id (work key ``f"{execution_id}:{event_id}"``)."""
+
+    name: str
+    input: bytes
+    session_id: str | None = None
+    attempt: int = 1
+    timeout_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ActivityCompleted(_Event):
+    """Input. The activity ``activity_id`` returned ``result``."""
+
+    activity_id: int
+    result: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ActivityFailed(_Event):
+    """Input. The activity raised (or was poisoned: ``failure.kind == "poison"``)."""
+
+    activity_id: int
+    failure: FailureDetails
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ActivityCancelRequested(_Event):
+    """Command. The code abandoned the activity (when_any loser, task group exit, timeout)."""
+
+    activity_id: int
+    reason: str = ""
+
+
+# -- timers -------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TimerCreated(_Event):
+    """Command. A durable timer due at ``fire_at_ms``."""
+
+    fire_at_ms: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TimerFired(_Event):
+    """Input. Timer ``timer_id`` came due."""
+
+    timer_id: int
+    fire_at_ms: int
+
+
+# -- external events ----------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EventSubscribed(_Event):
+    """Command. The code waits for the next external event called ``name``."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EventRaised(_Event):
+    """Input. An external event arrived; buffered until a subscription takes it."""
+
+    name: str
+    data: bytes
+
+
+# -- sub-orchestrations -------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SubOrchestrationScheduled(_Event):
+    """Command. A child orchestration ``instance_id`` was started; its result comes back."""
+
+    name: str
+    version: str
+    instance_id: str
+    input: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SubOrchestrationCompleted(_Event):
+    """Input. The child scheduled at ``scheduled_id`` completed."""
+
+    scheduled_id: int
+    output: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SubOrchestrationFailed(_Event):
+    """Input. The child scheduled at ``scheduled_id`` failed or was cancelled."""
+
+    scheduled_id: int
+    failure: FailureDetails
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SubOrchestrationCancelRequested(_Event):
+    """Command. The code abandoned the child; a cancel request is sent to it."""
+
+    scheduled_id: int
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DetachedOrchestrationStarted(_Event):
+    """Command. A fire-and-forget orchestration was started (no result comes back)."""
+
+    name: str
+    version: str
+    instance_id: str
+    input: bytes
+
+
+# -- misc ---------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CustomStatusSet(_Event):
+    """Command. ``ctx.set_custom_status`` (encoded value; None clears it)."""
+
+    status: bytes | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SessionOpened(_Event):
+    """Command. Session ``session_id`` opened for this instance."""
+
+    session_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SessionClosed(_Event):
+    """Command. Session ``session_id`` closed (and purged by storage)."""
+
+    session_id: str
+
+
+HistoryEvent = (
+    OrchestrationStarted
+    | OrchestrationCompleted
+    | OrchestrationFailed
+    | OrchestrationContinuedAsNew
+    | OrchestrationCancelRequested
+    | ActivityScheduled
+    | ActivityCompleted
+    | ActivityFailed
+    | ActivityCancelRequested
+    | TimerCreated
+    | TimerFired
+    | EventSubscribed
+    | EventRaised
+    | SubOrchestrationScheduled
+    | SubOrchestrationCompleted
+    | SubOrchestrationFailed
+    | SubOrchestrationCancelRequested
+    | DetachedOrchestrationStarted
+    | CustomStatusSet
+    | SessionOpened
+    | SessionClosed
+)
+
+INPUT_EVENTS: tuple[type[HistoryEvent], ...] = (
+    OrchestrationStarted,
+    OrchestrationCancelRequested,
+    ActivityCompleted,
+    ActivityFailed,
+    TimerFired,
+    EventRaised,
+    SubOrchestrationCompleted,
+    SubOrchestrationFailed,
+)
+TERMINAL_EVENTS: tuple[type[HistoryEvent], ...] = (
+    OrchestrationCompleted,
+    OrchestrationFailed,
+    OrchestrationContinuedAsNew,
+)
+COMMAND_EVENTS: tuple[type[HistoryEvent], ...] = (
+    *TERMINAL_EVENTS,
+    ActivityScheduled,
+    ActivityCancelRequested,
+    TimerCreated,
+    EventSubscribed,
+    SubOrchestrationScheduled,
+    SubOrchestrationCancelRequested,
+    DetachedOrchestrationStarted,
+    CustomStatusSet,
+    SessionOpened,
+    SessionClosed,
+)
+
+_SCHEMA: Schema[HistoryEvent] = Schema("history event", (*INPUT_EVENTS, *COMMAND_EVENTS))
+
+
+def encode_event(event: HistoryEvent) -> bytes:
+    """msgpack bytes with a schema version. CodecError for non-events."""
+    return _SCHEMA.encode(event)
+
+
+def decode_event(data: bytes) -> HistoryEvent:
+    """Inverse of :func:`encode_event`. CodecError for bad bytes, unknown kinds or versions."""
+    return _SCHEMA.decode(data)
+
+
+_SHORT_FIELDS = ("name", "session_id", "activity_id", "timer_id", "scheduled_id", "instance_id")
+
+
+def describe_event(event: HistoryEvent) -> str:
+    """A short human description, used in NondeterminismError messages."""
+    parts = [f"{f}={getattr(event, f)!r}" for f in _SHORT_FIELDS if hasattr(event, f)]
+    if isinstance(event, ActivityScheduled | SubOrchestrationScheduled):
+        parts.append(f"input={_preview(event.input)}")
+    return f"{type(event).__name__}({', '.join(parts)})"
+
+
+def _preview(data: bytes) -> str:
+    text = data[:32].hex()
+    return text + ("..." if len(data) > 32 else "")

@@ -1,0 +1,236 @@
+"""Messages to an orchestration instance, activity work items, and the helpers that build them.
+
+A :data:`Message` sits in an instance's queue until a turn consumes it; :func:`run_turn` turns
+accepted messages into input history events and drops stale or duplicate ones.
+"""
+
+from __future__ import annotations
+
+import traceback
+from dataclasses import dataclass
+
+from durable_redis.core._serial import Schema
+from durable_redis.core.codec import Codec
+from durable_redis.errors import FailureDetails
+
+__all__ = [
+    "ActivityCompleted",
+    "ActivityFailed",
+    "ActivityTask",
+    "CancelRequested",
+    "CreateInstance",
+    "EventRaised",
+    "Message",
+    "OutgoingMessage",
+    "StartOrchestration",
+    "SubOrchestrationCompleted",
+    "SubOrchestrationFailed",
+    "TimerFired",
+    "activity_completed",
+    "activity_failed",
+    "cancel_message",
+    "decode_message",
+    "decode_task",
+    "encode_message",
+    "encode_task",
+    "event_raised_message",
+    "failure_from_exception",
+    "start_message",
+]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StartOrchestration:
+    """Starts an execution: the first one (client, parent) or N+1 (continue-as-new to self)."""
+
+    name: str
+    input: bytes
+    version: str = ""
+    execution_id: int = 1
+    parent_instance_id: str | None = None
+    parent_execution_id: int | None = None
+    parent_event_id: int | None = None
+    sessions: tuple[str, ...] = ()  # open sessions carried over continue-as-new
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ActivityCompleted:
+    execution_id: int
+    activity_id: int
+    result: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ActivityFailed:
+    execution_id: int
+    activity_id: int
+    failure: FailureDetails
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TimerFired:
+    execution_id: int
+    timer_id: int
+    fire_at_ms: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EventRaised:
+    name: str
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SubOrchestrationCompleted:
+    """Sent by a child to its parent; ``execution_id`` is the parent's execution."""
+
+    execution_id: int
+    scheduled_id: int
+    output: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SubOrchestrationFailed:
+    execution_id: int
+    scheduled_id: int
+    failure: FailureDetails
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CancelRequested:
+    reason: str = ""
+
+
+Message = (
+    StartOrchestration
+    | ActivityCompleted
+    | ActivityFailed
+    | TimerFired
+    | EventRaised
+    | SubOrchestrationCompleted
+    | SubOrchestrationFailed
+    | CancelRequested
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CreateInstance:
+    """Sent beside a StartOrchestration to another instance: create its record."""
+
+    name: str
+    version: str = ""
+    parent_instance_id: str | None = None
+    input: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OutgoingMessage:
+    """A message a turn sends: timers (to self, ``visible_at_ms``), child starts, results..."""
+
+    instance_id: str
+    message_id: str  # deterministic: a re-run of the turn sends the same id
+    message: Message
+    visible_at_ms: int | None = None
+    create: CreateInstance | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ActivityTask:
+    """One activity attempt to run on a worker (encoded into the work item)."""
+
+    instance_id: str
+    execution_id: int
+    activity_id: int
+    name: str
+    input: bytes
+    session_id: str | None = None
+    attempt: int = 1  # retry-policy attempt, 1-based
+    timeout_ms: int | None = None  # per-attempt timeout, also enforced by the orchestration
+    orchestration_name: str = ""
+
+    @property
+    def activity_key(self) -> str:
+        """Unique per instance: ``f"{execution_id}:{activity_id}"`` (the storage work key)."""
+        return f"{self.execution_id}:{self.activity_id}"
+
+    @property
+    def idempotency_key(self) -> str:
+        return f"{self.instance_id}:{self.activity_key}"
+
+    @property
+    def completion_message_id(self) -> str:
+        """Message id of this attempt's completion (the same on every re-run)."""
+        return f"{self.instance_id}:{self.activity_key}:done"
+
+
+_MESSAGES: Schema[Message] = Schema(
+    "message",
+    (
+        StartOrchestration,
+        ActivityCompleted,
+        ActivityFailed,
+        TimerFired,
+        EventRaised,
+        SubOrchestrationCompleted,
+        SubOrchestrationFailed,
+        CancelRequested,
+    ),
+)
+_TASKS: Schema[ActivityTask] = Schema("activity task", (ActivityTask,))
+
+
+def encode_message(message: Message) -> bytes:
+    return _MESSAGES.encode(message)
+
+
+def decode_message(data: bytes) -> Message:
+    """CodecError for bad bytes, unknown kinds or newer schema versions."""
+    return _MESSAGES.decode(data)
+
+
+def encode_task(task: ActivityTask) -> bytes:
+    return _TASKS.encode(task)
+
+
+def decode_task(data: bytes) -> ActivityTask:
+    return _TASKS.decode(data)
+
+
+# -- builders -----------------------------------------------------------------------------------
+def start_message(
+    *, name: str, input: bytes | None = None, version: str = ""
+) -> StartOrchestration:
+    """The first StartOrchestration of a new instance (client side)."""
+    return StartOrchestration(name=name, input=input if input is not None else b"", version=version)
+
+
+def event_raised_message(name: str, data: bytes) -> EventRaised:
+    return EventRaised(name=name, data=data)
+
+
+def cancel_message(reason: str = "") -> CancelRequested:
+    return CancelRequested(reason=reason)
+
+
+def activity_completed(task: ActivityTask, value: object, codec: Codec) -> ActivityCompleted:
+    """The completion message for ``task`` (its id is ``task.completion_message_id``).
+
+    Raises CodecError if ``value`` cannot be encoded; report that with :func:`activity_failed`.
+    """
+    return ActivityCompleted(
+        execution_id=task.execution_id, activity_id=task.activity_id, result=codec.encode(value)
+    )
+
+
+def activity_failed(task: ActivityTask, error: BaseException | FailureDetails) -> ActivityFailed:
+    """The failure message for ``task``: an exception (type, message, traceback) or details."""
+    details = error if isinstance(error, FailureDetails) else failure_from_exception(error)
+    return ActivityFailed(
+        execution_id=task.execution_id, activity_id=task.activity_id, failure=details
+    )
+
+
+def failure_from_exception(exc: BaseException, *, kind: str = "application") -> FailureDetails:
+    """Portable details of ``exc``: type name, message and traceback text (never pickled)."""
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    return FailureDetails(kind=kind, type_name=type(exc).__name__, message=str(exc), traceback=text)

@@ -1,0 +1,266 @@
+"""The user-facing registry: ``App`` with ``@app.orchestration`` and ``@app.activity``."""
+
+from __future__ import annotations
+
+import inspect
+import threading
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar, overload
+
+from durable_redis.core.codec import Codec, MsgpackCodec
+from durable_redis.errors import ConfigurationError, NotRegisteredError, RegistrationError
+
+__all__ = [
+    "ActivityContext",
+    "ActivityDefinition",
+    "App",
+    "OrchestrationDefinition",
+    "activity_metadata",
+    "orchestration_metadata",
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+MAX_NAME_LENGTH = 256
+DEFAULT_MAX_SESSIONS = 10
+_ORCH_ATTR = "__durable_orchestration__"
+_ACT_ATTR = "__durable_activity__"
+
+
+@dataclass(frozen=True, slots=True)
+class ActivityDefinition:
+    name: str
+    version: str
+    fn: Callable[..., Any]
+    is_async: bool
+    input_type: Any
+    result_type: Any
+    takes_input: bool
+
+
+@dataclass(frozen=True, slots=True)
+class OrchestrationDefinition:
+    name: str
+    version: str
+    fn: Callable[..., Any]
+    input_type: Any
+    result_type: Any
+    takes_input: bool
+
+
+class ActivityContext:
+    """What an activity gets as its first argument. Plain data plus a cancellation flag."""
+
+    def __init__(
+        self,
+        *,
+        instance_id: str,
+        execution_id: int,
+        activity_id: int,
+        name: str,
+        attempt: int = 1,
+        session_id: str | None = None,
+        worker_id: str = "",
+        cancel_event: threading.Event | None = None,
+    ) -> None:
+        self.instance_id = instance_id
+        self.execution_id = execution_id
+        self.activity_id = activity_id
+        self.name = name
+        self.attempt = attempt
+        self.session_id = session_id
+        self.worker_id = worker_id
+        self._cancel_event = cancel_event if cancel_event is not None else threading.Event()
+
+    @property
+    def activity_key(self) -> str:
+        return f"{self.execution_id}:{self.activity_id}"
+
+    @property
+    def idempotency_key(self) -> str:
+        """Stable across re-deliveries of this activity: use it to dedupe side effects."""
+        return f"{self.instance_id}:{self.activity_key}"
+
+    @property
+    def is_cancelled(self) -> bool:
+        """True once the runtime cancelled this activity (abandoned, lease lost, shutdown)."""
+        return self._cancel_event.is_set()
+
+    def cancel(self) -> None:
+        """Set the cancellation flag (called by the runtime)."""
+        self._cancel_event.set()
+
+    def __repr__(self) -> str:
+        return (
+            f"ActivityContext(instance_id={self.instance_id!r}, name={self.name!r}, "
+            f"activity_key={self.activity_key!r}, attempt={self.attempt})"
+        )
+
+
+def _validate_name(name: str, what: str) -> str:
+    if not isinstance(name, str) or not name or len(name) > MAX_NAME_LENGTH:
+        raise RegistrationError(f"invalid {what} name {name!r}: 1..{MAX_NAME_LENGTH} characters")
+    if name.startswith("__durable"):
+        raise RegistrationError(f"{what} names starting with '__durable' are reserved: {name!r}")
+    return name
+
+
+def _signature_types(fn: Callable[..., Any], what: str) -> tuple[Any, Any, bool]:
+    """(input type, result type, takes_input) from the annotations of ``fn(ctx, input)``."""
+    params = list(inspect.signature(fn).parameters.values())
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if not 1 <= len(positional) <= 2:
+        raise RegistrationError(
+            f"{what} {fn.__qualname__} must take (ctx) or (ctx, input), got {len(positional)} "
+            "positional parameters"
+        )
+    try:
+        hints = typing.get_type_hints(fn)
+    except Exception:  # unresolvable forward references: fall back to untyped decoding
+        hints = {}
+    input_type = hints.get(positional[1].name, Any) if len(positional) == 2 else Any
+    return input_type, hints.get("return", Any), len(positional) == 2
+
+
+class App:
+    """A registry of orchestrations and activities; workers and clients are built over one.
+
+    ``max_sessions_per_orchestration`` limits the sessions one instance may hold open at once.
+    """
+
+    def __init__(
+        self,
+        name: str = "app",
+        *,
+        codec: Codec | None = None,
+        max_sessions_per_orchestration: int = DEFAULT_MAX_SESSIONS,
+    ) -> None:
+        if max_sessions_per_orchestration < 0:
+            raise ConfigurationError("max_sessions_per_orchestration must be >= 0")
+        self.name = name
+        self.codec: Codec = codec if codec is not None else MsgpackCodec()
+        self.max_sessions_per_orchestration = max_sessions_per_orchestration
+        self._orchestrations: dict[str, dict[str, OrchestrationDefinition]] = {}
+        self._latest: dict[str, str] = {}
+        self._activities: dict[str, ActivityDefinition] = {}
+
+    # -- registration ---------------------------------------------------------------------------
+    @overload
+    def orchestration(self, fn: F, /) -> F: ...
+
+    @overload
+    def orchestration(
+        self, fn: None = None, /, *, name: str | None = None, version: str = ""
+    ) -> Callable[[F], F]: ...
+
+    def orchestration(
+        self, fn: Callable[..., Any] | None = None, /, *, name: str | None = None, version: str = ""
+    ) -> Any:
+        """Register an ``async def fn(ctx: OrchestrationContext, input)``."""
+
+        def register(f: F) -> F:
+            if not inspect.iscoroutinefunction(f):
+                raise RegistrationError(f"orchestration {f.__qualname__} must be an async def")
+            reg_name = _validate_name(name or f.__name__, "orchestration")
+            versions = self._orchestrations.setdefault(reg_name, {})
+            if version in versions:
+                raise RegistrationError(
+                    f"orchestration {reg_name!r} version {version!r} is already registered"
+                )
+            input_type, result_type, takes_input = _signature_types(f, "orchestration")
+            definition = OrchestrationDefinition(
+                reg_name, version, f, input_type, result_type, takes_input
+            )
+            versions[version] = definition
+            self._latest[reg_name] = version
+            setattr(f, _ORCH_ATTR, definition)
+            return f
+
+        return register(fn) if fn is not None else register
+
+    @overload
+    def activity(self, fn: F, /) -> F: ...
+
+    @overload
+    def activity(
+        self, fn: None = None, /, *, name: str | None = None, version: str = ""
+    ) -> Callable[[F], F]: ...
+
+    def activity(
+        self, fn: Callable[..., Any] | None = None, /, *, name: str | None = None, version: str = ""
+    ) -> Any:
+        """Register ``fn(ctx: ActivityContext, input)``, sync or async."""
+
+        def register(f: F) -> F:
+            reg_name = _validate_name(name or f.__name__, "activity")
+            if reg_name in self._activities:
+                raise RegistrationError(f"activity {reg_name!r} is already registered")
+            input_type, result_type, takes_input = _signature_types(f, "activity")
+            definition = ActivityDefinition(
+                reg_name,
+                version,
+                f,
+                inspect.iscoroutinefunction(f),
+                input_type,
+                result_type,
+                takes_input,
+            )
+            self._activities[reg_name] = definition
+            setattr(f, _ACT_ATTR, definition)
+            return f
+
+        return register(fn) if fn is not None else register
+
+    # -- lookup ---------------------------------------------------------------------------------
+    def get_orchestration(self, name: str, version: str | None = None) -> OrchestrationDefinition:
+        """The registration of ``name`` (``version=None`` or ``""`` picks the latest)."""
+        versions = self._orchestrations.get(name)
+        if not versions:
+            raise NotRegisteredError(f"no orchestration named {name!r} in app {self.name!r}")
+        if version is None or (version == "" and "" not in versions):
+            version = self._latest[name]
+        definition = versions.get(version)
+        if definition is None:
+            raise NotRegisteredError(
+                f"orchestration {name!r} has no version {version!r} in app {self.name!r} "
+                f"(registered: {sorted(versions)})"
+            )
+        return definition
+
+    def get_activity(self, name: str) -> ActivityDefinition:
+        definition = self._activities.get(name)
+        if definition is None:
+            raise NotRegisteredError(f"no activity named {name!r} in app {self.name!r}")
+        return definition
+
+    @property
+    def orchestration_names(self) -> list[str]:
+        return sorted(self._orchestrations)
+
+    @property
+    def activity_names(self) -> list[str]:
+        return sorted(self._activities)
+
+    def __repr__(self) -> str:
+        return (
+            f"App({self.name!r}, orchestrations={self.orchestration_names}, "
+            f"activities={self.activity_names})"
+        )
+
+
+def orchestration_metadata(fn: Callable[..., Any]) -> OrchestrationDefinition:
+    """The registration attached to an ``@app.orchestration`` function."""
+    definition = getattr(fn, _ORCH_ATTR, None)
+    if not isinstance(definition, OrchestrationDefinition):
+        raise NotRegisteredError(f"{fn!r} is not registered with @app.orchestration")
+    return definition
+
+
+def activity_metadata(fn: Callable[..., Any]) -> ActivityDefinition:
+    """The registration attached to an ``@app.activity`` function."""
+    definition = getattr(fn, _ACT_ATTR, None)
+    if not isinstance(definition, ActivityDefinition):
+        raise NotRegisteredError(f"{fn!r} is not registered with @app.activity")
+    return definition

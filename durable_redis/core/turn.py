@@ -1,0 +1,531 @@
+"""``run_turn``: the pure function the runtime calls once per orchestration turn."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from durable_redis.core import events as ev
+from durable_redis.core import messages as msg
+from durable_redis.core.codec import Codec
+from durable_redis.core.engine import ReplayEngine
+from durable_redis.core.registry import App
+from durable_redis.core.state import WorkState
+from durable_redis.errors import FailureDetails, NondeterminismError
+
+__all__ = [
+    "OrchestrationStatus",
+    "ReplayResult",
+    "TurnResult",
+    "fail_instance",
+    "replay",
+    "run_turn",
+]
+
+
+class OrchestrationStatus(enum.StrEnum):
+    """Same string values as ``storage.InstanceStatus``."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    CONTINUED_AS_NEW = "continued_as_new"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in (
+            OrchestrationStatus.COMPLETED,
+            OrchestrationStatus.FAILED,
+            OrchestrationStatus.CANCELLED,
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TurnResult:
+    """Everything one turn decided; the runtime maps it 1:1 onto ``storage.TurnCommit``."""
+
+    execution_id: int
+    history_len_before: int
+    new_events: tuple[ev.HistoryEvent, ...]
+    status: OrchestrationStatus
+    name: str | None = None  # set when an execution starts this turn
+    version: str | None = None
+    input: bytes | None = None
+    output: bytes | None = None
+    failure: FailureDetails | None = None
+    custom_status_changed: bool = False
+    custom_status: bytes | None = None
+    activities: tuple[msg.ActivityTask, ...] = ()
+    outgoing: tuple[msg.OutgoingMessage, ...] = ()
+    cancelled_activities: tuple[str, ...] = ()  # activity keys
+    sessions_opened: tuple[str, ...] = ()
+    sessions_closed: tuple[str, ...] = ()
+    nondeterminism: NondeterminismError | None = None  # set when failure.kind == nondeterminism
+
+
+def _status_of(state: WorkState) -> OrchestrationStatus:
+    match state.terminal:
+        case None:
+            return OrchestrationStatus.RUNNING if state.started else OrchestrationStatus.PENDING
+        case ev.OrchestrationCompleted():
+            return OrchestrationStatus.COMPLETED
+        case ev.OrchestrationContinuedAsNew():
+            return OrchestrationStatus.CONTINUED_AS_NEW
+        case ev.OrchestrationFailed(failure=failure) if failure.kind == "cancelled":
+            return OrchestrationStatus.CANCELLED
+        case _:
+            return OrchestrationStatus.FAILED
+
+
+def run_turn(
+    app: App,
+    instance_id: str,
+    history: Sequence[ev.HistoryEvent],
+    messages: Sequence[msg.Message],
+    *,
+    now_ms: int,
+    codec: Codec | None = None,
+    max_sessions_per_orchestration: int | None = None,
+) -> TurnResult:
+    """Replay ``history`` (the current execution), apply ``messages``, return the turn.
+
+    Raises NotRegisteredError for an orchestration (name, version) the app does not know.
+    Nondeterminism, poison and bad session use come back as a FAILED result.
+    """
+    codec = codec if codec is not None else app.codec
+    max_sessions = (
+        max_sessions_per_orchestration
+        if max_sessions_per_orchestration is not None
+        else app.max_sessions_per_orchestration
+    )
+    history = list(history)
+    state = WorkState()
+    for event in history:
+        state.apply(event)
+    execution_id = state.started.execution_id if state.started else 0
+
+    if history and not isinstance(history[0], ev.OrchestrationStarted):
+        return fail_instance(
+            history,
+            FailureDetails(
+                "nondeterminism", "CorruptedHistory", "history does not begin with a start"
+            ),
+            now_ms=now_ms,
+            instance_id=instance_id,
+        )
+    start: msg.StartOrchestration | None = None
+    if state.started is None or isinstance(state.terminal, ev.OrchestrationContinuedAsNew):
+        for message in messages:
+            if isinstance(message, msg.StartOrchestration) and (
+                state.started is None or message.execution_id == execution_id + 1
+            ):
+                start = message
+                break
+        if start is None:  # nothing can happen before a start
+            return TurnResult(
+                execution_id=execution_id,
+                history_len_before=len(history),
+                new_events=(),
+                status=_status_of(state),
+            )
+        history, execution_id = [], start.execution_id
+    elif state.terminal is not None:  # finished: late messages are dropped
+        return TurnResult(
+            execution_id=execution_id,
+            history_len_before=len(history),
+            new_events=(),
+            status=_status_of(state),
+        )
+
+    if start is not None:
+        definition = app.get_orchestration(start.name, start.version or None)
+    else:
+        assert state.started is not None
+        definition = app.get_orchestration(state.started.name, state.started.version)
+
+    engine = ReplayEngine(app, history, now_ms=now_ms, codec=codec, max_sessions=max_sessions)
+    try:
+        if start is not None:
+            engine.add_input(
+                ev.OrchestrationStarted(
+                    event_id=1,
+                    timestamp_ms=now_ms,
+                    instance_id=instance_id,
+                    name=start.name,
+                    version=definition.version,
+                    input=start.input,
+                    execution_id=start.execution_id,
+                    parent_instance_id=start.parent_instance_id,
+                    parent_execution_id=start.parent_execution_id,
+                    parent_event_id=start.parent_event_id,
+                    sessions=tuple(start.sessions),
+                )
+            )
+        else:
+            engine.replay()
+        for message in messages:
+            if engine.finished:
+                break
+            accepted = _accept(engine, execution_id, message, now_ms)
+            if accepted is not None:
+                engine.add_input(accepted)
+    finally:
+        engine.close()
+    return build_result(engine, instance_id, execution_id)
+
+
+def _accept(
+    engine: ReplayEngine, execution_id: int, message: msg.Message, now_ms: int
+) -> ev.HistoryEvent | None:
+    """The input event for ``message``, or None if it is stale, unknown or a duplicate."""
+    state = engine.state
+    eid = len(engine.events) + 1
+    match message:
+        case msg.ActivityCompleted() if (
+            message.execution_id == execution_id and message.activity_id in state.activities
+        ):
+            return ev.ActivityCompleted(
+                event_id=eid,
+                timestamp_ms=now_ms,
+                activity_id=message.activity_id,
+                result=message.result,
+            )
+        case msg.ActivityFailed() if (
+            message.execution_id == execution_id and message.activity_id in state.activities
+        ):
+            return ev.ActivityFailed(
+                event_id=eid,
+                timestamp_ms=now_ms,
+                activity_id=message.activity_id,
+                failure=message.failure,
+            )
+        case msg.TimerFired() if (
+            message.execution_id == execution_id and message.timer_id in state.timers
+        ):
+            return ev.TimerFired(
+                event_id=eid,
+                timestamp_ms=now_ms,
+                timer_id=message.timer_id,
+                fire_at_ms=message.fire_at_ms,
+            )
+        case msg.SubOrchestrationCompleted() if (
+            message.execution_id == execution_id and message.scheduled_id in state.children
+        ):
+            return ev.SubOrchestrationCompleted(
+                event_id=eid,
+                timestamp_ms=now_ms,
+                scheduled_id=message.scheduled_id,
+                output=message.output,
+            )
+        case msg.SubOrchestrationFailed() if (
+            message.execution_id == execution_id and message.scheduled_id in state.children
+        ):
+            return ev.SubOrchestrationFailed(
+                event_id=eid,
+                timestamp_ms=now_ms,
+                scheduled_id=message.scheduled_id,
+                failure=message.failure,
+            )
+        case msg.EventRaised():
+            return ev.EventRaised(
+                event_id=eid, timestamp_ms=now_ms, name=message.name, data=message.data
+            )
+        case msg.CancelRequested() if not state.cancel_requested:
+            return ev.OrchestrationCancelRequested(
+                event_id=eid, timestamp_ms=now_ms, reason=message.reason
+            )
+        case _:
+            return None
+
+
+def build_result(engine: ReplayEngine, instance_id: str, execution_id: int) -> TurnResult:
+    """Turn the events appended this turn into work, messages and session changes."""
+    new = engine.events[engine.base_len :]
+    return _result_from(
+        engine.state, new, instance_id, execution_id, engine.base_len, engine.nondeterminism
+    )
+
+
+def _result_from(
+    state: WorkState,
+    new: Sequence[ev.HistoryEvent],
+    instance_id: str,
+    execution_id: int,
+    history_len_before: int,
+    nondeterminism: NondeterminismError | None,
+) -> TurnResult:
+    terminal = state.terminal if state.terminal in new else None
+    started = state.started
+    prefix = f"{instance_id}:{execution_id}"
+    tasks: list[msg.ActivityTask] = []
+    outgoing: list[msg.OutgoingMessage] = []
+    cancelled: list[str] = []
+    opened: list[str] = []
+    closed: list[str] = []
+    started_here: ev.OrchestrationStarted | None = None
+    custom: ev.CustomStatusSet | None = None
+    name = started.name if started else ""
+    for event in new:
+        match event:
+            case ev.OrchestrationStarted():
+                started_here = event
+            case ev.ActivityScheduled():
+                tasks.append(
+                    msg.ActivityTask(
+                        instance_id=instance_id,
+                        execution_id=execution_id,
+                        activity_id=event.event_id,
+                        name=event.name,
+                        input=event.input,
+                        session_id=event.session_id,
+                        attempt=event.attempt,
+                        timeout_ms=event.timeout_ms,
+                        orchestration_name=name,
+                    )
+                )
+            case ev.ActivityCancelRequested():
+                cancelled.append(f"{execution_id}:{event.activity_id}")
+            case ev.TimerCreated():
+                fired = msg.TimerFired(
+                    execution_id=execution_id, timer_id=event.event_id, fire_at_ms=event.fire_at_ms
+                )
+                outgoing.append(
+                    msg.OutgoingMessage(
+                        instance_id=instance_id,
+                        message_id=f"{prefix}:{event.event_id}:timer",
+                        message=fired,
+                        visible_at_ms=event.fire_at_ms,
+                    )
+                )
+            case ev.SubOrchestrationScheduled() | ev.DetachedOrchestrationStarted():
+                child = isinstance(event, ev.SubOrchestrationScheduled)
+                start = msg.StartOrchestration(
+                    name=event.name,
+                    input=event.input,
+                    version=event.version,
+                    parent_instance_id=instance_id if child else None,
+                    parent_execution_id=execution_id if child else None,
+                    parent_event_id=event.event_id if child else None,
+                )
+                create = msg.CreateInstance(
+                    name=event.name,
+                    version=event.version,
+                    parent_instance_id=instance_id if child else None,
+                    input=event.input,
+                )
+                outgoing.append(
+                    msg.OutgoingMessage(
+                        instance_id=event.instance_id,
+                        message_id=f"{prefix}:{event.event_id}:start",
+                        message=start,
+                        create=create,
+                    )
+                )
+            case ev.SubOrchestrationCancelRequested():
+                outgoing.append(_child_cancel(state, event.scheduled_id, prefix, event.reason, new))
+            case ev.CustomStatusSet():
+                custom = event
+            case ev.SessionOpened():
+                opened.append(event.session_id)
+            case ev.SessionClosed():
+                closed.append(event.session_id)
+            case _:
+                pass
+
+    status = _status_of(state)
+    output: bytes | None = None
+    failure: FailureDetails | None = None
+    if terminal is not None:
+        in_flight = {f"{execution_id}:{aid}" for aid in state.activities}
+        cancelled.extend(sorted(in_flight, key=lambda k: int(k.split(":")[1])))
+        tasks = [t for t in tasks if t.activity_key not in in_flight]
+        fresh_children = {e.event_id for e in new if isinstance(e, ev.SubOrchestrationScheduled)}
+        outgoing = [
+            o
+            for o in outgoing
+            if not isinstance(o.message, msg.TimerFired)
+            and not (
+                isinstance(o.message, msg.StartOrchestration)
+                and _is_fresh_child(o, fresh_children, prefix)
+            )
+        ]
+        for scheduled_id in sorted(state.children):
+            if scheduled_id not in fresh_children:
+                outgoing.append(_child_cancel(state, scheduled_id, prefix, "parent finished", new))
+        if isinstance(terminal, ev.OrchestrationContinuedAsNew):
+            assert started is not None
+            outgoing.append(
+                msg.OutgoingMessage(
+                    instance_id=instance_id,
+                    message_id=f"{prefix}:continue",
+                    message=msg.StartOrchestration(
+                        name=started.name,
+                        input=terminal.input,
+                        version=terminal.version,
+                        execution_id=execution_id + 1,
+                        parent_instance_id=started.parent_instance_id,
+                        parent_execution_id=started.parent_execution_id,
+                        parent_event_id=started.parent_event_id,
+                        sessions=tuple(sorted(state.sessions)),
+                    ),
+                )
+            )
+        else:
+            closed.extend(sorted(state.sessions - set(closed)))
+            if isinstance(terminal, ev.OrchestrationCompleted):
+                output = terminal.output
+            elif isinstance(terminal, ev.OrchestrationFailed):
+                failure = terminal.failure
+            if started is not None and started.parent_instance_id is not None:
+                outgoing.append(_to_parent(started, instance_id, execution_id, output, failure))
+    tasks = [t for t in tasks if t.activity_key not in set(cancelled)]
+    return TurnResult(
+        execution_id=execution_id,
+        history_len_before=history_len_before,
+        new_events=tuple(new),
+        status=status,
+        name=started_here.name if started_here else None,
+        version=started_here.version if started_here else None,
+        input=started_here.input if started_here else None,
+        output=output,
+        failure=failure,
+        custom_status_changed=custom is not None,
+        custom_status=custom.status if custom is not None else None,
+        activities=tuple(tasks),
+        outgoing=tuple(outgoing),
+        cancelled_activities=tuple(dict.fromkeys(cancelled)),
+        sessions_opened=tuple(opened),
+        sessions_closed=tuple(dict.fromkeys(closed)),
+        nondeterminism=nondeterminism,
+    )
+
+
+def _is_fresh_child(out: msg.OutgoingMessage, fresh: set[int], prefix: str) -> bool:
+    return any(out.message_id == f"{prefix}:{sid}:start" for sid in fresh)
+
+
+def _child_cancel(
+    state: WorkState, scheduled_id: int, prefix: str, reason: str, new: Sequence[ev.HistoryEvent]
+) -> msg.OutgoingMessage:
+    child_id = ""
+    for event in new:
+        if isinstance(event, ev.SubOrchestrationScheduled) and event.event_id == scheduled_id:
+            child_id = event.instance_id
+    if not child_id:
+        child_id = (
+            state.children[scheduled_id].instance_id if scheduled_id in state.children else ""
+        )
+    return msg.OutgoingMessage(
+        instance_id=child_id,
+        message_id=f"{prefix}:{scheduled_id}:cancel",
+        message=msg.CancelRequested(reason=reason),
+    )
+
+
+def _to_parent(
+    started: ev.OrchestrationStarted,
+    instance_id: str,
+    execution_id: int,
+    output: bytes | None,
+    failure: FailureDetails | None,
+) -> msg.OutgoingMessage:
+    assert started.parent_instance_id is not None
+    parent_exec = started.parent_execution_id or 0
+    parent_event = started.parent_event_id or 0
+    message: msg.Message
+    if failure is None:
+        message = msg.SubOrchestrationCompleted(
+            execution_id=parent_exec, scheduled_id=parent_event, output=output or b""
+        )
+    else:
+        message = msg.SubOrchestrationFailed(
+            execution_id=parent_exec, scheduled_id=parent_event, failure=failure
+        )
+    return msg.OutgoingMessage(
+        instance_id=started.parent_instance_id,
+        message_id=f"{instance_id}:result:{parent_exec}:{parent_event}",
+        message=message,
+    )
+
+
+def fail_instance(
+    history: Sequence[ev.HistoryEvent],
+    details: FailureDetails,
+    *,
+    now_ms: int,
+    instance_id: str | None = None,
+    execution_id: int | None = None,
+) -> TurnResult:
+    """A FAILED turn for a verdict of the runtime (turn poison, undecodable history).
+
+    Lists in-flight activities and children to cancel, every open session to purge, and
+    notifies the parent. A history that is already terminal gets no new event.
+    """
+    state = WorkState()
+    for event in history:
+        state.apply(event)
+    iid = (
+        instance_id
+        if instance_id is not None
+        else (state.started.instance_id if state.started else "")
+    )
+    eid = (
+        execution_id
+        if execution_id is not None
+        else (state.started.execution_id if state.started else 0)
+    )
+    if state.terminal is not None:
+        return TurnResult(
+            execution_id=eid,
+            history_len_before=len(history),
+            new_events=(),
+            status=_status_of(state),
+        )
+    failed = ev.OrchestrationFailed(event_id=len(history) + 1, timestamp_ms=now_ms, failure=details)
+    state.apply(failed)
+    return _result_from(state, [failed], iid, eid, len(history), None)
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayResult:
+    """Outcome of replaying a whole recorded history against the current code."""
+
+    events_replayed: int
+    status: OrchestrationStatus
+    nondeterminism: NondeterminismError | None
+    new_events: tuple[ev.HistoryEvent, ...]  # commands the code emitted beyond the history
+
+    @property
+    def ok(self) -> bool:
+        return self.nondeterminism is None and not self.new_events
+
+
+def replay(
+    app: App, history: Sequence[ev.HistoryEvent], *, codec: Codec | None = None
+) -> ReplayResult:
+    """Replay a complete recorded execution (terminal or not) and report any divergence."""
+    history = list(history)
+    if not history or not isinstance(history[0], ev.OrchestrationStarted):
+        raise ValueError("a history starts with OrchestrationStarted")
+    started = history[0]
+    app.get_orchestration(started.name, started.version)
+    engine = ReplayEngine(
+        app,
+        history,
+        now_ms=history[-1].timestamp_ms,
+        codec=codec if codec is not None else app.codec,
+        max_sessions=app.max_sessions_per_orchestration,
+    )
+    try:
+        engine.replay()
+    finally:
+        engine.close()
+    return ReplayResult(
+        events_replayed=min(engine.cursor, len(history)),
+        status=_status_of(engine.state),
+        nondeterminism=engine.nondeterminism,
+        new_events=tuple(engine.events[len(history) :]),
+    )
