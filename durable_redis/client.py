@@ -1,0 +1,387 @@
+"""The client: start orchestrations, send them events, cancel, wait, inspect, purge.
+
+::
+
+    async with Client.from_url("redis://localhost:6379/0", app=app) as client:
+        instance_id = await client.start(checkout, order)
+        receipt = await client.wait_for_completion(instance_id, timeout=30)
+
+Every id is validated before anything is written (:class:`~durable_redis.errors.InvalidIdError`).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar, overload
+
+import anyio
+
+from durable_redis import core
+from durable_redis.errors import (
+    FailureDetails,
+    InstanceNotFoundError,
+    InvalidIdError,
+    OrchestrationCancelledError,
+    OrchestrationFailedError,
+    ValidationError,
+    WaitTimeoutError,
+)
+from durable_redis.storage.base import (
+    ExistingInstancePolicy,
+    InstanceCreate,
+    InstanceInfo,
+    InstanceStatus,
+    Store,
+)
+
+__all__ = ["Client", "InstanceState", "InstanceStatePage", "validate_id"]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+MAX_ID_BYTES = 256
+_FORBIDDEN = {"{": "'{'", "}": "'}'", "\n": "a newline", "\r": "a carriage return", "\0": "NUL"}
+_POLL_START_S = 0.01
+_POLL_MAX_S = 0.5
+
+
+def validate_id(value: object, what: str = "instance id") -> str:
+    """Return ``value`` if it is a valid id, else raise InvalidIdError (nothing is written)."""
+    if not isinstance(value, str):
+        raise InvalidIdError(f"{what} must be a str, got {type(value).__name__}")
+    if not value:
+        raise InvalidIdError(f"{what} must not be empty")
+    try:
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError as exc:
+        raise InvalidIdError(f"{what} {value!r} is not encodable as UTF-8: {exc}") from None
+    if size > MAX_ID_BYTES:
+        raise InvalidIdError(f"{what} is {size} bytes long; the limit is {MAX_ID_BYTES}")
+    for char, label in _FORBIDDEN.items():
+        if char in value:
+            raise InvalidIdError(f"{what} {value!r} must not contain {label}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceState:
+    """An instance as the client reports it: payloads decoded, times as UTC datetimes."""
+
+    instance_id: str
+    name: str
+    version: str
+    status: InstanceStatus
+    execution_id: int
+    created_at: datetime
+    updated_at: datetime
+    completed_at: datetime | None
+    parent_instance_id: str | None
+    output: Any
+    error: FailureDetails | None
+    custom_status: Any
+    input: Any
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status.is_terminal
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceStatePage:
+    instances: Sequence[InstanceState]
+    next_cursor: str | None
+
+
+def _dt(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+def _seconds(value: float | timedelta | None) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    return float(value)
+
+
+class Client:
+    """Talks to the store on behalf of applications; never runs orchestration code."""
+
+    def __init__(self, store: Store, app: Any = None, *, codec: Any = None) -> None:
+        self.store = store
+        self.app = app
+        if codec is None:
+            codec = getattr(app, "codec", None) if app is not None else None
+        self.codec: Any = codec if codec is not None else core.MsgpackCodec()
+        self._result_types: dict[str, Any] = {}
+        self._owns_store = False
+        self._initialized = False
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        namespace: str = "default",
+        app: Any = None,
+        codec: Any = None,
+    ) -> Client:
+        from durable_redis.storage import RedisStore
+
+        client = cls(RedisStore.from_url(url, namespace=namespace), app, codec=codec)
+        client._owns_store = True
+        return client
+
+    async def __aenter__(self) -> Client:
+        await self._ensure_initialized()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._owns_store:
+            await self.store.close()
+
+    async def _ensure_initialized(self) -> None:
+        if not self._initialized:
+            await self.store.initialize()
+            self._initialized = True
+
+    # -- commands ------------------------------------------------------------------------------
+    async def start(
+        self,
+        orchestration: Callable[..., Any] | str,
+        input: Any = None,
+        *,
+        instance_id: str | None = None,
+        version: str | None = None,
+        if_exists: ExistingInstancePolicy = ExistingInstancePolicy.FAIL,
+        start_at: datetime | None = None,
+    ) -> str:
+        """Start an orchestration (by function or by registered name); return its instance id.
+
+        ``if_exists`` decides what happens when ``instance_id`` is taken: FAIL raises
+        InstanceExistsError, IGNORE keeps the existing instance, TERMINATE_IF_DONE replaces a
+        finished one. ``start_at`` delays the first turn.
+        """
+        if instance_id is None:
+            instance_id = uuid.uuid4().hex
+        validate_id(instance_id)
+        name, resolved_version, result_type = _orchestration_identity(orchestration, self.app)
+        if version is not None:
+            resolved_version = version
+        encoded_input = self.codec.encode(input)
+        message_id, message = _start_message(instance_id, name, resolved_version, encoded_input)
+        visible_at_ms = None
+        if start_at is not None:
+            if start_at.tzinfo is None:
+                raise ValidationError("start_at must be timezone-aware")
+            visible_at_ms = int(start_at.timestamp() * 1000)
+        await self._ensure_initialized()
+        created = await self.store.create_instance(
+            instance_id,
+            InstanceCreate(name=name, version=resolved_version, input=encoded_input),
+            message_id,
+            message,
+            policy=if_exists,
+            visible_at_ms=visible_at_ms,
+        )
+        if result_type is not None:
+            self._result_types[instance_id] = result_type
+        logger.debug(
+            "started %s as %s (created=%s)",
+            name,
+            instance_id,
+            created,
+            extra={"instance_id": instance_id},
+        )
+        return instance_id
+
+    async def raise_event(self, instance_id: str, name: str, data: Any = None) -> None:
+        """Deliver the external event ``name`` to the instance (InstanceNotFoundError if none)."""
+        validate_id(instance_id)
+        validate_id(name, "event name")
+        encoded = self.codec.encode(data)
+        message_id = f"event:{uuid.uuid4().hex}"
+        message = core.encode_message(core.event_raised_message(name, encoded))
+        await self._ensure_initialized()
+        await self.store.enqueue_message(instance_id, message_id, message)
+
+    async def cancel(self, instance_id: str, reason: str = "") -> None:
+        """Ask the instance to cancel: it fails as cancelled, its activities and children too."""
+        validate_id(instance_id)
+        message = core.encode_message(core.cancel_message(reason))
+        await self._ensure_initialized()
+        await self.store.enqueue_message(instance_id, f"cancel:{uuid.uuid4().hex}", message)
+
+    async def purge(self, instance_id: str, *, force: bool = False) -> int:
+        """Delete the instance and its children. Returns how many instances were deleted.
+
+        Raises InstanceRunningError for a running instance unless ``force``.
+        """
+        validate_id(instance_id)
+        await self._ensure_initialized()
+        self._result_types.pop(instance_id, None)
+        return await self.store.delete_instance(instance_id, force=force)
+
+    # -- queries -------------------------------------------------------------------------------
+    async def get_status(
+        self, instance_id: str, *, result_type: Any = None
+    ) -> InstanceState | None:
+        validate_id(instance_id)
+        await self._ensure_initialized()
+        info = await self.store.get_instance(instance_id)
+        if info is None:
+            return None
+        return self._state(info, result_type or self._result_types.get(instance_id))
+
+    @overload
+    async def wait_for_completion(
+        self, instance_id: str, *, timeout: float | timedelta | None = ..., result_type: None = ...
+    ) -> Any: ...
+
+    @overload
+    async def wait_for_completion(
+        self, instance_id: str, *, timeout: float | timedelta | None = ..., result_type: type[T]
+    ) -> T: ...
+
+    async def wait_for_completion(
+        self,
+        instance_id: str,
+        *,
+        timeout: float | timedelta | None = None,
+        result_type: Any = None,
+    ) -> Any:
+        """Wait until the instance ends; return its output.
+
+        Raises OrchestrationFailedError, OrchestrationCancelledError, WaitTimeoutError (the
+        instance may still finish later) or InstanceNotFoundError.
+        """
+        state = await self.wait_for_state(instance_id, timeout=timeout, result_type=result_type)
+        if state.status is InstanceStatus.COMPLETED:
+            return state.output
+        error = state.error or FailureDetails("application", "Unknown", "no details recorded")
+        if state.status is InstanceStatus.CANCELLED:
+            raise OrchestrationCancelledError(instance_id, error.message)
+        raise OrchestrationFailedError(instance_id, error)
+
+    async def wait_for_state(
+        self,
+        instance_id: str,
+        *,
+        timeout: float | timedelta | None = None,
+        result_type: Any = None,
+    ) -> InstanceState:
+        """Wait until the instance is terminal and return its state (no exception on failure)."""
+        validate_id(instance_id)
+        seconds = _seconds(timeout)
+        delay = _POLL_START_S
+        await self._ensure_initialized()
+        deadline = None if seconds is None else anyio.current_time() + seconds
+        while True:
+            info = await self.store.get_instance(instance_id)
+            if info is None:
+                raise InstanceNotFoundError(f"no instance {instance_id!r}")
+            if info.status.is_terminal:
+                return self._state(info, result_type or self._result_types.get(instance_id))
+            now = anyio.current_time()
+            if deadline is not None and now >= deadline:
+                raise WaitTimeoutError(
+                    f"instance {instance_id!r} still {info.status.value} after {seconds}s"
+                )
+            pause = delay if deadline is None else min(delay, max(deadline - now, 0.0))
+            await anyio.sleep(pause)
+            delay = min(delay * 1.5, _POLL_MAX_S)
+
+    async def list_instances(
+        self,
+        *,
+        status: InstanceStatus | str | None = None,
+        name: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> InstanceStatePage:
+        """One page of instances (pass ``next_cursor`` back for the next)."""
+        if limit < 1:
+            raise ValidationError("limit must be >= 1")
+        await self._ensure_initialized()
+        page = await self.store.list_instances(
+            status=InstanceStatus(status) if status is not None else None,
+            name=name,
+            created_after_ms=int(created_after.timestamp() * 1000) if created_after else None,
+            created_before_ms=int(created_before.timestamp() * 1000) if created_before else None,
+            limit=limit,
+            cursor=cursor,
+        )
+        return InstanceStatePage(
+            instances=[
+                self._state(i, self._result_types.get(i.instance_id)) for i in page.instances
+            ],
+            next_cursor=page.next_cursor,
+        )
+
+    async def get_history(self, instance_id: str, execution_id: int | None = None) -> list[Any]:
+        """The decoded history events of one execution (default: the current one)."""
+        validate_id(instance_id)
+        await self._ensure_initialized()
+        raw = await self.store.read_history(instance_id, execution_id)
+        return [core.decode_event(data) for data in raw]
+
+    # -- decoding ------------------------------------------------------------------------------
+    def _decode(self, data: bytes | None, type_: Any = None) -> Any:
+        if data is None:
+            return None
+        if type_ is not None:
+            return self.codec.decode(data, type_)
+        return self.codec.decode(data)
+
+    def _state(self, info: InstanceInfo, result_type: Any) -> InstanceState:
+        return InstanceState(
+            instance_id=info.instance_id,
+            name=info.name,
+            version=info.version,
+            status=info.status,
+            execution_id=info.execution_id,
+            created_at=_dt(info.created_at_ms),
+            updated_at=_dt(info.updated_at_ms),
+            completed_at=_dt(info.completed_at_ms) if info.completed_at_ms is not None else None,
+            parent_instance_id=info.parent_instance_id,
+            output=self._decode(info.output, result_type),
+            error=core.decode_failure(info.error) if info.error is not None else None,
+            custom_status=self._decode(info.custom_status),
+            input=self._decode(info.input),
+        )
+
+
+# -- core glue -------------------------------------------------------------------------------
+def _orchestration_identity(orchestration: Any, app: Any) -> tuple[str, str, Any]:
+    """(name, version, result type or None) of a function or a registered name."""
+    if isinstance(orchestration, str):
+        validate_id(orchestration, "orchestration name")
+        version = ""
+        if app is not None:
+            try:
+                registered = app.get_orchestration(orchestration)
+                version = getattr(registered, "version", "") or ""
+            except Exception:
+                pass
+        return orchestration, version, None
+    meta = core.orchestration_metadata(orchestration)
+    return meta.name, meta.version or "", meta.result_type
+
+
+def _start_message(
+    instance_id: str, name: str, version: str, encoded_input: bytes
+) -> tuple[str, bytes]:
+    message = core.start_message(name=name, version=version, input=encoded_input)
+    # Unique per start() call: a transport-level retry re-sends the same id (idempotent), while
+    # a second start() of the same instance id is a new request that the policy decides on.
+    return f"start:{uuid.uuid4().hex}", core.encode_message(message)

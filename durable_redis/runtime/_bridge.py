@@ -1,0 +1,218 @@
+"""The runtime's one place of contact with ``durable_redis.core``.
+
+Everything the dispatchers need from core goes through these functions, so the dispatchers
+read as plain runtime logic and a change in core's API touches this file only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from durable_redis import core
+from durable_redis.errors import FailureDetails
+from durable_redis.storage.base import (
+    InstanceCreate,
+    InstanceStatus,
+    NewWorkItem,
+    OrchestrationLease,
+    OutboundMessage,
+    QueuedMessage,
+    TurnCommit,
+)
+
+__all__ = [
+    "ResolvedActivity",
+    "completed_message",
+    "decode_history",
+    "decode_messages",
+    "decode_task",
+    "default_codec",
+    "fail_instance",
+    "failed_message",
+    "make_activity_context",
+    "poison_completion",
+    "resolve_activity",
+    "run_turn",
+    "to_commit",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedActivity:
+    fn: Any
+    is_async: bool
+    input_type: Any = None
+    takes_input: bool = True
+
+
+def default_codec(app: Any) -> Any:
+    codec = getattr(app, "codec", None)
+    return codec if codec is not None else core.MsgpackCodec()
+
+
+# -- orchestrations ------------------------------------------------------------------------------
+def decode_history(history: Sequence[bytes]) -> list[Any]:
+    return [core.decode_event(data) for data in history]
+
+
+def decode_messages(messages: Sequence[QueuedMessage]) -> list[Any]:
+    return [core.decode_message(m.data) for m in messages]
+
+
+def run_turn(
+    app: Any,
+    instance_id: str,
+    history: Sequence[Any],
+    messages: Sequence[Any],
+    now_ms: int,
+    codec: Any,
+) -> Any:
+    return core.run_turn(app, instance_id, history, messages, now_ms=now_ms, codec=codec)
+
+
+def fail_instance(
+    lease: OrchestrationLease,
+    history: Sequence[Any],
+    details: FailureDetails,
+    now_ms: int,
+    *,
+    corrupted: bool = False,
+) -> TurnCommit:
+    """The commit of a FAILED turn decided by the runtime (poison, undecodable history)."""
+    result = core.fail_instance(
+        list(history),
+        details,
+        now_ms=now_ms,
+        instance_id=lease.instance_id,
+        execution_id=lease.execution_id or 1,
+    )
+    commit = to_commit(result)
+    if corrupted:
+        # The stored events could not be decoded, so core saw none: append after what is stored.
+        commit = dataclasses.replace(commit, expected_history_len=len(lease.history))
+    return commit
+
+
+def to_commit(result: Any) -> TurnCommit:
+    """Map core's ``TurnResult`` onto storage's ``TurnCommit`` (docs/internals.md's table)."""
+    work_items = [
+        NewWorkItem(
+            activity_key=task.activity_key,
+            data=core.encode_task(task),
+            session_id=task.session_id,
+            visible_at_ms=getattr(task, "visible_at_ms", None),
+        )
+        for task in result.activities
+    ]
+    messages = [
+        OutboundMessage(
+            instance_id=out.instance_id,
+            message_id=out.message_id,
+            data=core.encode_message(out.message),
+            visible_at_ms=out.visible_at_ms,
+            create=_create(out.create),
+        )
+        for out in result.outgoing
+    ]
+    failure = result.failure
+    return TurnCommit(
+        execution_id=result.execution_id,
+        expected_history_len=result.history_len_before,
+        events=[core.encode_event(e) for e in result.new_events],
+        status=InstanceStatus(
+            str(result.status.value if hasattr(result.status, "value") else result.status)
+        ),
+        name=result.name,
+        version=result.version,
+        input=result.input,
+        output=result.output,
+        error=core.encode_failure(failure) if failure is not None else None,
+        set_custom_status=bool(result.custom_status_changed),
+        custom_status=result.custom_status,
+        work_items=work_items,
+        messages=messages,
+        cancelled_work=list(result.cancelled_activities),
+        sessions_opened=list(result.sessions_opened),
+        sessions_closed=list(result.sessions_closed),
+    )
+
+
+def _create(create: Any) -> InstanceCreate | None:
+    if create is None or isinstance(create, InstanceCreate):
+        return create
+    return InstanceCreate(
+        name=create.name,
+        version=getattr(create, "version", "") or "",
+        parent_instance_id=getattr(create, "parent_instance_id", None),
+        input=getattr(create, "input", None),
+    )
+
+
+# -- activities ----------------------------------------------------------------------------------
+def decode_task(data: bytes) -> Any:
+    return core.decode_task(data)
+
+
+def resolve_activity(app: Any, name: str) -> ResolvedActivity:
+    """Raises NotRegisteredError for an unknown name."""
+    definition = app.get_activity(name)
+    return ResolvedActivity(
+        fn=definition.fn,
+        is_async=bool(definition.is_async),
+        input_type=definition.input_type,
+        takes_input=bool(definition.takes_input),
+    )
+
+
+def activity_args(task: Any, activity: ResolvedActivity, codec: Any) -> tuple[Any, ...]:
+    """The positional arguments after ``ctx``: the decoded input, if the function takes one."""
+    if not activity.takes_input:
+        return ()
+    return (codec.decode(task.input, activity.input_type),)
+
+
+def make_activity_context(
+    task: Any,
+    *,
+    worker_id: str,
+    attempt: int,
+    session_id: str | None,
+    cancel_event: threading.Event,
+) -> Any:
+    return core.ActivityContext(
+        instance_id=task.instance_id,
+        activity_id=task.activity_id,
+        name=task.name,
+        attempt=attempt,
+        session_id=session_id,
+        worker_id=worker_id,
+        execution_id=task.execution_id,
+        cancel_event=cancel_event,
+    )
+
+
+def completed_message(task: Any, value: Any, codec: Any) -> tuple[str, bytes]:
+    message = core.activity_completed(task, value, codec)
+    return task.completion_message_id, core.encode_message(message)
+
+
+def failed_message(task: Any, exc: BaseException, codec: Any) -> tuple[str, bytes]:
+    message = core.activity_failed(task, exc)
+    return task.completion_message_id, core.encode_message(message)
+
+
+def poison_completion(task: Any, attempt: int, max_attempts: int, codec: Any) -> tuple[str, bytes]:
+    details = FailureDetails(
+        kind="poison",
+        type_name="PoisonMessageError",
+        message=(
+            f"activity {task.name!r} was started {attempt} times without completing "
+            f"(max_attempts={max_attempts}); the worker running it probably crashed each time"
+        ),
+    )
+    message = core.activity_failed(task, details)
+    return task.completion_message_id, core.encode_message(message)

@@ -1,0 +1,348 @@
+"""The activity dispatcher: batch fetches, runs activities, renews their leases, acks results.
+
+Async activities run on the worker's event loop; sync ones in a bounded thread pool
+(``anyio.to_thread``), so the event loop, and with it lease renewal, stays free even while a
+CPU-bound sync activity runs. One renewal loop renews every in-flight lease in one batched call
+(which also extends the session leases of session work) and then lets the session manager renew
+idle sessions and release those past their idle timeout.
+
+An activity learns that it should stop through ``ActivityContext``'s cancellation signal: set when
+renewal reports its lease lost (its orchestration cancelled it, closed its session or ended),
+when its session's lease is lost, or at shutdown once the grace period is over.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+import anyio.abc
+
+from durable_redis.errors import LeaseLostError, NotRegisteredError
+from durable_redis.runtime import _bridge
+from durable_redis.runtime.options import WorkerOptions
+from durable_redis.runtime.sessions import SessionEntry, SessionManager
+from durable_redis.storage.base import SessionRef, Store, WorkItemLease
+
+__all__ = ["ActivityDispatcher"]
+
+logger = logging.getLogger(__name__)
+
+_FETCH_ERROR_BACKOFF_S = (0.1, 0.2, 0.5, 1.0, 2.0, 3.0)
+
+
+class _Run:
+    """One in-flight work item."""
+
+    __slots__ = ("cancel_event", "cancel_reason", "hand_back", "lease", "scope", "session")
+
+    def __init__(self, lease: WorkItemLease) -> None:
+        self.lease = lease
+        self.scope = anyio.CancelScope()
+        self.cancel_event = threading.Event()  # read by sync activities in their thread
+        self.cancel_reason: str | None = None
+        self.hand_back = False  # on cancellation, abandon the item (without counting an attempt)
+        self.session: SessionEntry | None = None
+
+    def cancel(self, reason: str) -> None:
+        if self.cancel_reason is None:
+            self.cancel_reason = reason
+        # A lost session lease: the item may still be ours; give it back for the new owner.
+        if reason.startswith("session") or reason == "shutdown":
+            self.hand_back = True
+        self.cancel_event.set()
+        self.scope.cancel()
+
+
+class ActivityDispatcher:
+    def __init__(
+        self,
+        app: Any,
+        store: Store,
+        options: WorkerOptions,
+        worker_id: str,
+        sessions: SessionManager,
+        codec: Any,
+    ) -> None:
+        self._app = app
+        self._store = store
+        self._options = options
+        self._worker_id = worker_id
+        self._sessions = sessions
+        self._codec = codec
+        self._running: dict[str, _Run] = {}
+        self._wakeup = anyio.Event()
+        self._idle = anyio.Event()
+        self._idle.set()
+        self._threads = anyio.CapacityLimiter(options.activity_threads)
+        self._unregistered: dict[str, int] = {}
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._running)
+
+    def _wake(self) -> None:
+        self._wakeup.set()
+        self._wakeup = anyio.Event()
+
+    # -- fetch loop ----------------------------------------------------------------------------
+    async def fetch_loop(self, stopping: anyio.Event, tg: anyio.abc.TaskGroup) -> None:
+        errors = 0
+        options = self._options
+        while not stopping.is_set():
+            free = options.activity_concurrency - len(self._running)
+            if free <= 0:
+                wakeup = self._wakeup
+                await wakeup.wait()
+                continue
+            limit = min(options.batch_size, free)
+            session_lock_ms: int | None = None
+            claim_new = False
+            if self._sessions.enabled:
+                session_lock_ms = options.session_lock_ms
+                remaining = self._sessions.remaining_capacity
+                claim_new = remaining > 0
+                if claim_new:
+                    # Each item could claim one new session: never overshoot the limit.
+                    limit = min(limit, remaining)
+            started = time.monotonic()
+            try:
+                items = await self._store.fetch_work_items(
+                    self._worker_id,
+                    limit=limit,
+                    lock_ms=options.lock_ms,
+                    wait_ms=options.fetch_wait_ms,
+                    session_lock_ms=session_lock_ms,
+                    claim_new_sessions=claim_new,
+                )
+            except Exception:
+                delay = _FETCH_ERROR_BACKOFF_S[min(errors, len(_FETCH_ERROR_BACKOFF_S) - 1)]
+                errors += 1
+                logger.exception("fetching work items failed; retrying in %.1fs", delay)
+                with anyio.move_on_after(delay):
+                    await stopping.wait()
+                continue
+            errors = 0
+            for lease in items:
+                if stopping.is_set():
+                    tg.start_soon(self._abandon, lease, 0, False)
+                    continue
+                run = _Run(lease)
+                self._running[lease.item_id] = run
+                self._idle = anyio.Event() if self._idle.is_set() else self._idle
+                tg.start_soon(self._execute, run, started)
+
+    # -- renewal -------------------------------------------------------------------------------
+    async def renewal_loop(self) -> None:
+        interval = self._options.effective_renewal_interval
+        idle = self._options.session_idle_timeout
+        if idle is not None and idle > 0:
+            interval = min(interval, max(idle / 2, 0.05))
+        while True:
+            await anyio.sleep(interval)
+            try:
+                await self.renew_once()
+            except Exception:
+                logger.exception("lease renewal failed; retrying")
+
+    async def renew_once(self) -> None:
+        runs = [r for r in self._running.values() if r.cancel_reason is None]
+        if runs:
+            lost = await self._store.renew_work_items(
+                [r.lease for r in runs],
+                self._options.lock_ms,
+                self._options.session_lock_ms if self._sessions.enabled else None,
+            )
+            for item_id in lost:
+                run = self._running.get(item_id)
+                if run is not None:
+                    logger.info(
+                        "activity lease lost; cancelling it",
+                        extra={
+                            "instance_id": run.lease.instance_id,
+                            "activity_key": run.lease.activity_key,
+                            "worker_id": self._worker_id,
+                        },
+                    )
+                    run.cancel("activity lease lost")
+        await self._sessions.tick()
+
+    # -- shutdown ------------------------------------------------------------------------------
+    async def drain(self, grace_period: float) -> None:
+        """Wait up to ``grace_period`` for in-flight work, then hand the rest back."""
+        await self._sessions.release_idle()
+        with anyio.move_on_after(grace_period):
+            await self._idle.wait()
+        leftover = list(self._running.values())
+        if leftover:
+            logger.info("handing back %d unfinished activities", len(leftover))
+        for run in leftover:
+            run.cancel("shutdown")
+        # Give the cancelled tasks a moment to hand their items back themselves.
+        with anyio.move_on_after(max(1.0, min(grace_period, 5.0))):
+            await self._idle.wait()
+        with anyio.CancelScope(shield=True):
+            for run in list(self._running.values()):
+                await self._abandon(run.lease, 0, False)
+            await self._sessions.release_all()
+
+    # -- one item ------------------------------------------------------------------------------
+    async def _execute(self, run: _Run, fetch_started: float) -> None:
+        lease = run.lease
+        try:
+            await self._execute_inner(run, fetch_started)
+        except Exception:
+            logger.exception(
+                "unexpected error running an activity; it will be retried",
+                extra={"instance_id": lease.instance_id, "activity_key": lease.activity_key},
+            )
+            await self._abandon(lease, 1000, True)
+        finally:
+            if run.session is not None:
+                self._sessions.detach(run.session, run)
+            self._running.pop(lease.item_id, None)
+            if not self._running:
+                self._idle.set()
+            self._wake()
+
+    async def _execute_inner(self, run: _Run, fetch_started: float) -> None:
+        lease = run.lease
+        if lease.session_id is not None:
+            ref = SessionRef(lease.instance_id, lease.session_id)
+            # A fetch that raced our own release of the session: make sure it is still ours.
+            raced = self._sessions.get(ref) is None and self._sessions.released_since(
+                ref, fetch_started
+            )
+            if raced and not await self._sessions.verify(ref):
+                await self._abandon(lease, 0, False)
+                return
+            run.session = self._sessions.attach(ref, run)
+
+        try:
+            task = _bridge.decode_task(lease.data)
+        except Exception as exc:
+            logger.error(
+                "undecodable work item %s (%s); attempt %d",
+                lease.item_id,
+                exc,
+                lease.attempt,
+                extra={"instance_id": lease.instance_id, "activity_key": lease.activity_key},
+            )
+            await self._abandon(lease, 5000, True)
+            return
+
+        log_extra = {
+            "instance_id": lease.instance_id,
+            "activity_key": lease.activity_key,
+            "activity_name": task.name,
+            "worker_id": self._worker_id,
+        }
+        if lease.attempt > self._options.max_attempts:
+            logger.error(
+                "activity %s is poison (fetched %d times, max %d); failing it",
+                task.name,
+                lease.attempt,
+                self._options.max_attempts,
+                extra=log_extra,
+            )
+            message_id, data = _bridge.poison_completion(
+                task, lease.attempt, self._options.max_attempts, self._codec
+            )
+            await self._ack(run, message_id, data)
+            return
+
+        try:
+            activity = _bridge.resolve_activity(self._app, task.name)
+        except NotRegisteredError:
+            count = self._unregistered.get(task.name, 0) + 1
+            self._unregistered[task.name] = count
+            delay = self._options.unregistered_delay_ms(count)
+            logger.warning(
+                "activity %r is not registered on this worker; retrying in %d ms",
+                task.name,
+                delay,
+                extra=log_extra,
+            )
+            await self._abandon(lease, delay, False)
+            return
+        self._unregistered.pop(task.name, None)
+
+        ctx = _bridge.make_activity_context(
+            task,
+            worker_id=self._worker_id,
+            attempt=lease.attempt,
+            session_id=lease.session_id,
+            cancel_event=run.cancel_event,
+        )
+        outcome: tuple[bool, Any] | None = None
+        timeout = task.timeout_ms / 1000 if task.timeout_ms else math.inf
+        with run.scope:
+            try:
+                with anyio.fail_after(timeout):
+                    args = _bridge.activity_args(task, activity, self._codec)
+                    if activity.is_async:
+                        value = await activity.fn(ctx, *args)
+                    else:
+                        value = await anyio.to_thread.run_sync(
+                            _call_sync,
+                            activity.fn,
+                            ctx,
+                            args,
+                            abandon_on_cancel=True,
+                            limiter=self._threads,
+                        )
+                outcome = (True, value)
+            except TimeoutError as exc:
+                outcome = (False, exc)
+            except Exception as exc:
+                outcome = (False, exc)
+        if outcome is None or run.cancel_reason is not None:
+            logger.info(
+                "activity %s stopped: %s",
+                task.name,
+                run.cancel_reason or "cancelled",
+                extra=log_extra,
+            )
+            if run.hand_back:
+                await self._abandon(lease, 0, False)
+            return
+        ok, value = outcome
+        try:
+            if ok:
+                message_id, data = _bridge.completed_message(task, value, self._codec)
+            else:
+                message_id, data = _bridge.failed_message(task, value, self._codec)
+        except Exception as exc:  # the result could not be encoded: that is a failure too
+            message_id, data = _bridge.failed_message(task, exc, self._codec)
+        await self._ack(run, message_id, data)
+
+    async def _ack(self, run: _Run, message_id: str, data: bytes) -> None:
+        try:
+            with anyio.CancelScope(shield=True):
+                await self._store.ack_work_item(run.lease, message_id, data)
+        except LeaseLostError:
+            logger.info(
+                "late completion dropped: the lease of %s was lost (cancelled or closed)",
+                run.lease.activity_key,
+                extra={"instance_id": run.lease.instance_id, "worker_id": self._worker_id},
+            )
+
+    async def _abandon(self, lease: WorkItemLease, delay_ms: int, count_attempt: bool) -> None:
+        try:
+            with anyio.CancelScope(shield=True):
+                await self._store.abandon_work_item(
+                    lease, delay_ms=delay_ms, count_attempt=count_attempt
+                )
+        except LeaseLostError:
+            pass
+        except Exception:
+            logger.exception("abandoning work item %s failed; its lease will expire", lease.item_id)
+
+
+def _call_sync(fn: Callable[..., Any], ctx: Any, args: tuple[Any, ...]) -> Any:
+    return fn(ctx, *args)

@@ -1,0 +1,221 @@
+"""The orchestration dispatcher: lock an instance, replay it with core, commit the turn.
+
+Each of ``orchestration_concurrency`` loops fetches one instance at a time. The turn itself
+(``core.run_turn``: replay plus the new steps) runs in a worker thread, because core drives the
+orchestration's coroutines on its own deterministic loop and a long replay must not block the
+worker's event loop; meanwhile the lease is renewed. Verdicts of the runtime itself:
+
+- a lease fetched more than ``max_attempts`` times is poison: the instance fails (kind "poison");
+- a history that cannot be decoded fails the instance as poisoned, too;
+- an orchestration name this worker does not know is abandoned with back-off without counting
+  the attempt (a newer worker may know it), never failed;
+- anything unexpected abandons the lease with a delay, counting the attempt, so a turn that keeps
+  crashing ends as poison instead of looping forever.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import anyio
+
+from durable_redis.errors import FailureDetails, LeaseLostError, NotRegisteredError
+from durable_redis.runtime import _bridge
+from durable_redis.runtime.options import WorkerOptions
+from durable_redis.storage.base import OrchestrationLease, Store
+
+__all__ = ["OrchestrationDispatcher"]
+
+logger = logging.getLogger(__name__)
+
+_FETCH_ERROR_BACKOFF_S = (0.1, 0.2, 0.5, 1.0, 2.0, 3.0)
+_CRASH_DELAY_MS = 1000
+
+
+class OrchestrationDispatcher:
+    def __init__(
+        self, app: Any, store: Store, options: WorkerOptions, worker_id: str, codec: Any
+    ) -> None:
+        self._app = app
+        self._store = store
+        self._options = options
+        self._worker_id = worker_id
+        self._codec = codec
+        self._threads = anyio.CapacityLimiter(options.orchestration_concurrency)
+        self._unregistered: dict[str, int] = {}
+        self.in_flight = 0
+
+    async def fetch_loop(self, stopping: anyio.Event) -> None:
+        errors = 0
+        options = self._options
+        while not stopping.is_set():
+            try:
+                lease = await self._store.fetch_orchestration(
+                    lock_ms=options.lock_ms, wait_ms=options.fetch_wait_ms
+                )
+            except Exception:
+                delay = _FETCH_ERROR_BACKOFF_S[min(errors, len(_FETCH_ERROR_BACKOFF_S) - 1)]
+                errors += 1
+                logger.exception("fetching an orchestration failed; retrying in %.1fs", delay)
+                with anyio.move_on_after(delay):
+                    await stopping.wait()
+                continue
+            errors = 0
+            if lease is None:
+                continue
+            if stopping.is_set():
+                await self._abandon(lease, 0, count_attempt=False)
+                break
+            self.in_flight += 1
+            try:
+                with anyio.CancelScope(shield=True):  # a started turn finishes or is abandoned
+                    await self.process(lease)
+            finally:
+                self.in_flight -= 1
+
+    async def process(self, lease: OrchestrationLease) -> None:
+        """Run one turn of ``lease`` and commit it (or abandon it), renewing meanwhile."""
+        lost = anyio.Event()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._renew_until_done, lease, lost)
+            try:
+                await self._turn(lease, lost)
+            except Exception:
+                logger.exception(
+                    "orchestration turn crashed; retrying in %d ms",
+                    _CRASH_DELAY_MS,
+                    extra={"instance_id": lease.instance_id, "worker_id": self._worker_id},
+                )
+                await self._abandon(lease, _CRASH_DELAY_MS, count_attempt=True)
+            finally:
+                tg.cancel_scope.cancel()
+
+    async def _renew_until_done(self, lease: OrchestrationLease, lost: anyio.Event) -> None:
+        interval = self._options.effective_renewal_interval
+        while True:
+            await anyio.sleep(interval)
+            try:
+                await self._store.renew_orchestration(lease, self._options.lock_ms)
+            except LeaseLostError:
+                logger.warning(
+                    "orchestration lease lost during a turn",
+                    extra={"instance_id": lease.instance_id, "worker_id": self._worker_id},
+                )
+                lost.set()
+                return
+            except Exception:
+                logger.exception("renewing an orchestration lease failed; retrying")
+
+    async def _turn(self, lease: OrchestrationLease, lost: anyio.Event) -> None:
+        instance_id = lease.instance_id
+        extra = {"instance_id": instance_id, "worker_id": self._worker_id}
+        now_ms = lease.lease_until_ms - self._options.lock_ms  # server time at fetch
+
+        try:
+            history = _bridge.decode_history(lease.history)
+        except Exception as exc:
+            logger.error(
+                "history of %s cannot be decoded: %s; failing it", instance_id, exc, extra=extra
+            )
+            details = FailureDetails(
+                kind="poison",
+                type_name="CorruptedHistoryError",
+                message=f"the history of {instance_id!r} cannot be decoded: {exc}",
+            )
+            await self._fail(lease, details, now_ms, corrupted=True)
+            return
+
+        if lease.attempt > self._options.max_attempts:
+            logger.error(
+                "orchestration %s is poison (fetched %d times, max %d); failing it",
+                instance_id,
+                lease.attempt,
+                self._options.max_attempts,
+                extra=extra,
+            )
+            details = FailureDetails(
+                kind="poison",
+                type_name="PoisonMessageError",
+                message=(
+                    f"orchestration {instance_id!r} crashed or timed out {lease.attempt - 1} "
+                    f"times (max_attempts={self._options.max_attempts})"
+                ),
+            )
+            await self._fail(lease, details, now_ms, history=history)
+            return
+
+        try:
+            messages = _bridge.decode_messages(lease.messages)
+        except Exception as exc:
+            logger.error(
+                "a message for %s cannot be decoded: %s; failing it", instance_id, exc, extra=extra
+            )
+            details = FailureDetails(
+                kind="poison",
+                type_name="CorruptedMessageError",
+                message=f"a message for {instance_id!r} cannot be decoded: {exc}",
+            )
+            await self._fail(lease, details, now_ms, history=history)
+            return
+
+        try:
+            result = await anyio.to_thread.run_sync(
+                _bridge.run_turn,
+                self._app,
+                instance_id,
+                history,
+                messages,
+                now_ms,
+                self._codec,
+                limiter=self._threads,
+            )
+        except NotRegisteredError as exc:
+            key = instance_id
+            count = self._unregistered.get(key, 0) + 1
+            self._unregistered[key] = count
+            if len(self._unregistered) > 10_000:
+                self._unregistered.clear()
+            delay = self._options.unregistered_delay_ms(count)
+            logger.warning("%s; retrying %s in %d ms", exc, instance_id, delay, extra=extra)
+            await self._abandon(lease, delay, count_attempt=False)
+            return
+        self._unregistered.pop(instance_id, None)
+        if lost.is_set():
+            return
+        commit = _bridge.to_commit(result)
+        await self._commit(lease, commit)
+
+    async def _fail(
+        self,
+        lease: OrchestrationLease,
+        details: FailureDetails,
+        now_ms: int,
+        *,
+        history: Any = (),
+        corrupted: bool = False,
+    ) -> None:
+        result = _bridge.fail_instance(lease, history, details, now_ms, corrupted=corrupted)
+        await self._commit(lease, result)
+
+    async def _commit(self, lease: OrchestrationLease, commit: Any) -> None:
+        try:
+            await self._store.commit_turn(lease, commit)
+        except LeaseLostError:
+            logger.warning(
+                "turn of %s not committed: its lease was lost (another worker will redo it)",
+                lease.instance_id,
+                extra={"instance_id": lease.instance_id, "worker_id": self._worker_id},
+            )
+
+    async def _abandon(
+        self, lease: OrchestrationLease, delay_ms: int, *, count_attempt: bool
+    ) -> None:
+        try:
+            await self._store.abandon_orchestration(
+                lease, delay_ms=delay_ms, count_attempt=count_attempt
+            )
+        except LeaseLostError:
+            pass
+        except Exception:
+            logger.exception("abandoning %s failed; its lease will expire", lease.instance_id)

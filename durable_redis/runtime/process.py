@@ -1,0 +1,222 @@
+"""Running workers as OS processes: ``run_worker("module:app", url, options, processes=N)``.
+
+Each process runs one :class:`Worker` (``python -m durable_redis.runtime MODULE:APP ...``). The
+parent forwards SIGTERM/SIGINT to its children, waits for them and returns the worst exit code.
+With ``processes=1`` the worker runs in the calling process (the main thread, so it handles the
+signals itself).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import importlib
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from types import FrameType
+from typing import Any
+
+import anyio
+
+from durable_redis.errors import ConfigurationError
+from durable_redis.runtime.options import WorkerOptions
+from durable_redis.runtime.worker import Worker
+
+__all__ = ["load_app", "main", "open_store", "run_worker", "serve"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_NAMESPACE = "default"
+
+
+def load_app(app_ref: str) -> Any:
+    """Import ``"package.module:attribute"`` (the current directory is importable, like uvicorn)."""
+    module_name, sep, attr = app_ref.partition(":")
+    if not sep or not module_name or not attr:
+        raise ConfigurationError(f"expected 'module:app', got {app_ref!r}")
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigurationError(f"cannot import {module_name!r}: {exc}") from exc
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise ConfigurationError(f"{module_name!r} has no attribute {attr!r}") from None
+    return obj
+
+
+def open_store(redis_url: str, namespace: str = DEFAULT_NAMESPACE) -> Any:
+    from durable_redis.storage import RedisStore
+
+    return RedisStore.from_url(redis_url, namespace=namespace)
+
+
+async def serve(
+    app: Any,
+    redis_url: str,
+    options: WorkerOptions | None = None,
+    *,
+    namespace: str = DEFAULT_NAMESPACE,
+    handle_signals: bool = True,
+) -> None:
+    """Run one worker in this process until it is stopped (SIGTERM/SIGINT)."""
+    store = open_store(redis_url, namespace)
+    try:
+        worker = Worker(app, store, options)
+        await worker.run(handle_signals=handle_signals)
+    finally:
+        with anyio.CancelScope(shield=True):
+            await store.close()
+
+
+def options_to_json(options: WorkerOptions) -> str:
+    return json.dumps(dataclasses.asdict(options))
+
+
+def options_from_json(text: str) -> WorkerOptions:
+    fields = {f.name for f in dataclasses.fields(WorkerOptions)}
+    raw = json.loads(text)
+    if not isinstance(raw, dict) or set(raw) - fields:
+        raise ConfigurationError(f"bad worker options: {text!r}")
+    return WorkerOptions(**raw)
+
+
+def worker_command(
+    app_ref: str,
+    redis_url: str,
+    options: WorkerOptions | None = None,
+    *,
+    namespace: str = DEFAULT_NAMESPACE,
+    log_level: str | None = None,
+) -> list[str]:
+    """The argv of one worker process (``python -m durable_redis.runtime ...``)."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "durable_redis.runtime",
+        app_ref,
+        "--redis-url",
+        redis_url,
+        "--namespace",
+        namespace,
+    ]
+    if options is not None:
+        cmd += ["--options", options_to_json(options)]
+    if log_level:
+        cmd += ["--log-level", log_level]
+    return cmd
+
+
+def run_worker(
+    app_ref: str,
+    redis_url: str,
+    options: WorkerOptions | None = None,
+    *,
+    processes: int = 1,
+    namespace: str = DEFAULT_NAMESPACE,
+    log_level: str | None = None,
+) -> int:
+    """Run ``processes`` worker processes for the app at ``app_ref``; block until they exit.
+
+    SIGTERM/SIGINT are forwarded to every child (each shuts down gracefully; a second signal
+    makes them hand back their work at once). Returns 0 if every worker exited cleanly, else the
+    first non-zero exit code.
+    """
+    if processes < 1:
+        raise ConfigurationError(f"processes must be >= 1, got {processes}")
+    if processes == 1:
+        app = load_app(app_ref)
+        anyio.run(lambda: serve(app, redis_url, options, namespace=namespace))
+        return 0
+    if options is not None and options.worker_id is not None:
+        raise ConfigurationError("worker_id cannot be shared by several processes")
+    load_app(app_ref)  # fail fast, in the parent, on a bad reference
+    children: list[subprocess.Popen[bytes]] = []
+    received: list[int] = []
+
+    def forward(signum: int, frame: FrameType | None) -> None:
+        received.append(signum)
+        for child in children:
+            if child.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    child.send_signal(signum)
+
+    previous = {}
+    in_main = threading.current_thread() is threading.main_thread()
+    if in_main:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous[sig] = signal.signal(sig, forward)
+    try:
+        for _ in range(processes):
+            children.append(
+                subprocess.Popen(
+                    worker_command(
+                        app_ref, redis_url, options, namespace=namespace, log_level=log_level
+                    ),
+                    start_new_session=True,  # Ctrl-C reaches them only through us, once
+                )
+            )
+        codes = [_wait(child) for child in children]
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+        if in_main:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+    bad = [c for c in codes if c != 0]
+    if received and all(c in (0, -signal.SIGTERM, -signal.SIGINT) for c in codes):
+        return 0
+    return bad[0] if bad else 0
+
+
+def _wait(child: subprocess.Popen[bytes]) -> int:
+    while True:
+        try:
+            return child.wait()
+        except InterruptedError:  # pragma: no cover - PEP 475 retries for us
+            time.sleep(0.01)
+
+
+# -- ``python -m durable_redis.runtime`` ---------------------------------------------------------
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m durable_redis.runtime", description="Run one durable_redis worker."
+    )
+    parser.add_argument("app", help="the App to serve, as 'module:attribute'")
+    parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL"))
+    parser.add_argument("--namespace", default=DEFAULT_NAMESPACE)
+    parser.add_argument("--options", default=None, help="WorkerOptions as a JSON object")
+    parser.add_argument("--log-level", default=os.environ.get("DURABLE_REDIS_LOG_LEVEL", "INFO"))
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s",
+    )
+    if not args.redis_url:
+        parser.error("no Redis URL: pass --redis-url or set REDIS_URL")
+    options = options_from_json(args.options) if args.options else None
+    app = load_app(args.app)
+    anyio.run(lambda: serve(app, args.redis_url, options, namespace=args.namespace))
+    logging.shutdown()
+    if any(
+        t.is_alive() and not t.daemon
+        for t in threading.enumerate()
+        if t is not threading.main_thread()
+    ):
+        # A sync activity that ignored its cancellation is still running; its item was handed
+        # back already, so do not wait for it.
+        os._exit(0)
+    return 0
