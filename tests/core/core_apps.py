@@ -1,0 +1,118 @@
+"""Orchestrations shared by core tests and golden histories. Changing them breaks golden replay."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import timedelta
+
+from durable_redis.core import ActivityContext, App, OrchestrationContext, RetryPolicy
+from durable_redis.errors import ActivityFailedError
+
+app = App("golden")
+
+
+@dataclass(frozen=True)
+class Order:
+    order_id: str
+    items: list[str]
+    amount: float
+
+
+@dataclass(frozen=True)
+class Receipt:
+    order_id: str
+    charged: float
+    shipped: list[str]
+
+
+@app.activity
+def reserve(ctx: ActivityContext, items: list[str]) -> int:
+    return len(items)
+
+
+@app.activity
+async def charge(ctx: ActivityContext, order: Order) -> float:
+    return order.amount
+
+
+@app.activity
+def ship(ctx: ActivityContext, item: str) -> str:
+    return f"shipped:{item}"
+
+
+@app.activity
+def flaky(ctx: ActivityContext, fail_until: int) -> int:
+    if ctx.attempt < fail_until:
+        raise ValueError(f"attempt {ctx.attempt} failed")
+    return ctx.attempt
+
+
+@app.activity
+def always_fails(ctx: ActivityContext, message: str) -> None:
+    raise KeyError(message)
+
+
+@app.orchestration
+async def checkout(ctx: OrchestrationContext, order: Order) -> Receipt:
+    session = await ctx.open_session()
+    await ctx.call_activity(reserve, order.items, session=session)
+    charged = await ctx.call_activity(charge, order, retry=RetryPolicy(max_attempts=3))
+    shipped = await asyncio.gather(*(ctx.call_activity(ship, i) for i in order.items))
+    winner = await ctx.when_any([ctx.wait_for_event("approve"), ctx.sleep(timedelta(hours=1))])
+    ctx.set_custom_status({"approved": winner.result() is not None})
+    await ctx.close_session(session)
+    return Receipt(order.order_id, charged, list(shipped))
+
+
+@app.orchestration
+async def retrying(ctx: OrchestrationContext, fail_until: int) -> int:
+    policy = RetryPolicy(max_attempts=4, initial_delay=timedelta(seconds=2), backoff="linear")
+    value = await ctx.call_activity(flaky, fail_until, retry=policy)
+    try:
+        await ctx.call_activity(always_fails, "nope")
+    except ActivityFailedError as exc:
+        return value * 100 + len(exc.type_name)
+    return value  # pragma: no cover - always_fails raises
+
+
+@app.orchestration
+async def parent(ctx: OrchestrationContext, n: int) -> list[int]:
+    results = await ctx.when_all([ctx.call_sub_orchestration(retrying, i + 1) for i in range(n)])
+    ctx.start_orchestration(retrying, 1, instance_id=f"{ctx.instance_id}-detached")
+    return results
+
+
+@app.orchestration
+async def counter(ctx: OrchestrationContext, n: int) -> int:
+    if n == 0:
+        return await ctx.call_activity(reserve, ["x"], session="s")
+    if ctx.execution_id == 1:
+        await ctx.open_session_with_id("s")
+    await ctx.call_activity(ship, str(n), session="s")
+    ctx.continue_as_new(n - 1)
+
+
+@app.orchestration
+async def structured(ctx: OrchestrationContext, items: list[str]) -> list[str]:
+    out: list[str] = []
+    async with asyncio.TaskGroup() as tg:
+        tasks = [tg.create_task(_ship(ctx, i)) for i in items]
+    out.extend(t.result() for t in tasks)
+    try:
+        async with asyncio.timeout(30):
+            await ctx.wait_for_event("never")
+    except TimeoutError:
+        out.append("timed out")
+    done, pending = await asyncio.wait(
+        [ctx.call_activity(ship, "a"), ctx.wait_for_event("late")],
+        return_when=asyncio.FIRST_COMPLETED,
+    )
+    for p in pending:
+        p.cancel()
+    out.append(str(len(done)))
+    return out
+
+
+async def _ship(ctx: OrchestrationContext, item: str) -> str:
+    return await ctx.call_activity(ship, item)
