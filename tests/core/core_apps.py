@@ -116,3 +116,12 @@ async def structured(ctx: OrchestrationContext, items: list[str]) -> list[str]:
 
 async def _ship(ctx: OrchestrationContext, item: str) -> str:
     return await ctx.call_activity(ship, item)
+
+
+@app.orchestration
+async def steps(ctx: OrchestrationContext, _: None) -> int:
+    session = await ctx.open_session_with_id("s1")
+    a = await ctx.call_activity(reserve, ["a"], session=session)
+    await asyncio.gather(ctx.call_activity(ship, "b"), ctx.call_activity(ship, "c"))
+    await ctx.sleep(1)
+    return a
