@@ -1,4 +1,4 @@
--- Shared helpers, inlined by the loader where a script says "-- @include common".
+-- Shared helpers, inlined by the loader (scripts.py) where a script includes "common".
 -- Builds no key names: every key reaches these helpers as an argument taken from KEYS.
 
 local unpack = unpack or table.unpack

@@ -4,6 +4,8 @@ groups, ported)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import anyio
 import pytest
 from store_support import LOCK, SHORT, fetch, schedule, snapshot, start, timer, turn, work
@@ -58,8 +60,7 @@ async def test_stale_history_length_is_refused_and_changes_nothing(store: RedisS
     await start(store, "a")
     lease = await fetch(store)
     before = await snapshot(store)
-    bad = turn(lease, events=[b"x"])
-    bad = type(bad)(**{**{f: getattr(bad, f) for f in bad.__dataclass_fields__}, "expected_history_len": 3})
+    bad = dataclasses.replace(turn(lease, events=[b"x"]), expected_history_len=3)
     with pytest.raises(LeaseLostError):
         await store.commit_turn(lease, bad)
     assert await snapshot(store) == before
@@ -104,7 +105,9 @@ async def test_create_policies(store: RedisStore) -> None:
     create = InstanceCreate(name="wf")
     with pytest.raises(InstanceExistsError):
         await store.create_instance("a", create, "other", b"x")
-    ok = await store.create_instance("a", create, "other", b"x", policy=ExistingInstancePolicy.IGNORE)
+    ok = await store.create_instance(
+        "a", create, "other", b"x", policy=ExistingInstancePolicy.IGNORE
+    )
     assert ok is False
     with pytest.raises(InstanceExistsError):
         await store.create_instance(
@@ -115,7 +118,11 @@ async def test_create_policies(store: RedisStore) -> None:
     lease = await fetch(store)
     await store.commit_turn(lease, turn(lease, status=InstanceStatus.COMPLETED, output=b"r"))
     assert await store.create_instance(
-        "a", InstanceCreate(name="wf2"), "again", b"x", policy=ExistingInstancePolicy.TERMINATE_IF_DONE
+        "a",
+        InstanceCreate(name="wf2"),
+        "again",
+        b"x",
+        policy=ExistingInstancePolicy.TERMINATE_IF_DONE,
     )
     info = await store.get_instance("a")
     assert info is not None and info.name == "wf2" and info.status is InstanceStatus.PENDING
@@ -165,7 +172,7 @@ async def test_lock_tokens_are_unique(store: RedisStore) -> None:
 async def test_invalid_token_is_rejected(store: RedisStore) -> None:
     await start(store, "a")
     lease = await fetch(store)
-    forged = type(lease)(**{**{f: getattr(lease, f) for f in lease.__dataclass_fields__}, "token": "1:bogus"})
+    forged = dataclasses.replace(lease, token="1:bogus")
     with pytest.raises(LeaseLostError):
         await store.commit_turn(forged, turn(forged))
     with pytest.raises(LeaseLostError):
@@ -266,7 +273,9 @@ async def test_delayed_enqueue(store: RedisStore) -> None:
     await start(store, "a")
     lease = await fetch(store)
     await store.commit_turn(lease, turn(lease))
-    await store.enqueue_message("a", "later", b"x", visible_at_ms=await store.server_time_ms() + 150)
+    await store.enqueue_message(
+        "a", "later", b"x", visible_at_ms=await store.server_time_ms() + 150
+    )
     assert await store.fetch_orchestration(lock_ms=LOCK) is None
     await anyio.sleep(0.2)
     assert [m.message_id for m in (await fetch(store)).messages] == ["later"]
@@ -279,7 +288,9 @@ async def test_message_to_other_instance_and_child_creation(store: RedisStore) -
         instance_id="child",
         message_id="child-start",
         data=b"go",
-        create=InstanceCreate(name="sub", version="1.5.0", parent_instance_id="parent", input=b"ci"),
+        create=InstanceCreate(
+            name="sub", version="1.5.0", parent_instance_id="parent", input=b"ci"
+        ),
     )
     await store.commit_turn(lease, turn(lease, messages=[child_start]))
     info = await store.get_instance("child")

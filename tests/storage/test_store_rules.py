@@ -1,0 +1,246 @@
+"""The Redis rules, each checked: one slot per script call, every key in KEYS (headers match the
+wrappers), refused calls change nothing, every mutating script safe to run twice, leases on the
+server clock, namespace loss detected, unsafe eviction refused."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import time
+from typing import Any
+
+import anyio
+import pytest
+from store_support import LOCK, MARKERS, fetch, schedule, snapshot, start, turn, work
+
+from durable_redis.errors import (
+    ConfigurationError,
+    InstanceExistsError,
+    InstanceNotFoundError,
+    InstanceRunningError,
+    LeaseLostError,
+    NamespaceMissingError,
+)
+from durable_redis.storage import InstanceCreate, InstanceStatus, RedisStore, SessionRef
+from durable_redis.storage.keys import cluster_slot, meta_key
+from durable_redis.storage.scripts import SCRIPTS, load_script_source, lua_dir
+
+pytestmark = pytest.mark.anyio
+
+Calls = list[tuple[str, list[str], list[Any]]]
+
+
+def calls_of(store: RedisStore) -> Calls:
+    return store.script_calls  # type: ignore[attr-defined,no-any-return]
+
+
+# -- headers and arity ---------------------------------------------------------------------
+
+
+def _section(text: str, name: str) -> str:
+    match = re.search(rf"^{name}\n(.*?)^(?:KEYS|ARGV|RETURNS|STATUS)\n", text, re.M | re.S)
+    assert match, f"missing {name} section"
+    return match.group(1)
+
+
+def _arity(section: str) -> tuple[int, bool]:
+    numbers = {int(n) for n in re.findall(r"(?:^\s+|\s{2,})(\d+)\s+[a-z_]", section, re.M)}
+    variadic = re.search(r"\d+\.\.\.", section) is not None
+    fixed = max(numbers, default=0)
+    assert numbers == set(range(1, fixed + 1)), f"non-contiguous numbering {sorted(numbers)}"
+    return fixed, variadic
+
+
+def test_every_script_has_a_header_matching_its_wrapper() -> None:
+    files = {p.stem for p in lua_dir().glob("*.lua")}
+    assert files == set(SCRIPTS), "one file per script, and a ScriptSpec for each"
+    for name, spec in SCRIPTS.items():
+        text = (lua_dir() / f"{name}.lua").read_text()
+        assert text.startswith(f"--[[\n{name}: "), name
+        header = text[: text.index("]]")] + "\n"
+        keys = _arity(_section(header, "KEYS"))
+        argv = _arity(_section(header, "ARGV"))
+        assert keys == (spec.keys, spec.variadic_keys), f"{name} KEYS"
+        assert argv == (spec.argv, spec.variadic_argv), f"{name} ARGV"
+        assert "RETURNS" in header and "STATUS" in header
+        assert "@include" not in load_script_source(name)
+        assert "'dr:" not in text and '"dr:' not in text  # no key names built in Lua
+
+
+def test_cluster_slot_matches_redis_vectors() -> None:
+    assert cluster_slot("foo") == 12182
+    assert cluster_slot("bar") == 5061
+    assert cluster_slot("{user1000}.following") == cluster_slot("{user1000}.followers")
+    assert cluster_slot("foo{}{bar}") == cluster_slot("foo{}{bar}")  # empty tag: whole key
+    assert cluster_slot("foo{{bar}}zap") == cluster_slot("{bar")
+
+
+async def exercise_every_script(store: RedisStore) -> None:
+    await schedule(store, "a", [work("1:1", session="s"), work("1:2")], ["s"])
+    items = await store.fetch_work_items("A", limit=2, lock_ms=LOCK, session_lock_ms=LOCK)
+    await store.renew_work_items(items, LOCK, session_lock_ms=LOCK)
+    await store.renew_sessions("A", [SessionRef("a", "s")], LOCK)
+    await store.abandon_work_item(items[1])
+    await store.ack_work_item(items[0], "done-1", b"r")
+    await store.release_sessions("A", [SessionRef("a", "s")])
+    await store.enqueue_message("a", "m", b"x")
+    lease = await fetch(store)
+    await store.renew_orchestration(lease, LOCK)
+    await store.abandon_orchestration(lease)
+    lease = await fetch(store)
+    await store.commit_turn(lease, turn(lease, status=InstanceStatus.COMPLETED))
+    await store.delete_instance("a")
+
+
+async def test_every_script_call_touches_one_slot(store: RedisStore) -> None:
+    await exercise_every_script(store)
+    calls = calls_of(store)
+    assert {name for name, _, _ in calls} == set(SCRIPTS)
+    for name, keys, args in calls:
+        assert len({cluster_slot(k) for k in keys}) == 1, (name, keys)
+        spec = SCRIPTS[name]
+        assert len(keys) >= spec.keys and (spec.variadic_keys or len(keys) == spec.keys), name
+        assert len(args) >= spec.argv and (spec.variadic_argv or len(args) == spec.argv), name
+
+
+# -- refused calls change nothing -----------------------------------------------------------
+
+
+async def test_refused_calls_change_nothing(store: RedisStore) -> None:
+    await schedule(store, "a", [work("1:1")])
+    [item] = await store.fetch_work_items("w", limit=1, lock_ms=LOCK)
+    await store.enqueue_message("a", "m", b"x")
+    lease = await fetch(store)
+    stale = dataclasses.replace(lease, token="9:x")
+    stale_item = dataclasses.replace(item, token="9:x")
+    before = await snapshot(store)
+    refusals: list[tuple[type[Exception], Any]] = [
+        (LeaseLostError, lambda: store.commit_turn(stale, turn(stale, work_items=[work("2:1")]))),
+        (LeaseLostError, lambda: store.commit_turn(lease, _bad_len(lease))),
+        (LeaseLostError, lambda: store.renew_orchestration(stale, LOCK)),
+        (LeaseLostError, lambda: store.abandon_orchestration(stale)),
+        (LeaseLostError, lambda: store.ack_work_item(stale_item, "c", b"r")),
+        (LeaseLostError, lambda: store.abandon_work_item(stale_item)),
+        (InstanceExistsError, lambda: store.create_instance("a", InstanceCreate("x"), "n", b"x")),
+        (InstanceNotFoundError, lambda: store.enqueue_message("ghost", "m", b"x")),
+        (InstanceRunningError, lambda: store.delete_instance("a")),
+    ]
+    for exc, call in refusals:
+        with pytest.raises(exc):
+            await call()
+        assert await snapshot(store) == before, exc
+
+
+def _bad_len(lease: Any) -> Any:
+    return dataclasses.replace(turn(lease, events=[b"x"]), expected_history_len=5)
+
+
+# -- every mutating script is safe to run twice ---------------------------------------------
+
+
+async def rerun_last(store: RedisStore, name: str, *, skip: tuple[str, ...] = MARKERS) -> None:
+    """Re-send the last call of ``name`` (a client retry): the data must not change."""
+    name_, keys, args = next(c for c in reversed(calls_of(store)) if c[0] == name)
+    before = await snapshot(store, skip=skip)
+    await store._eval(name_, keys, args)
+    assert await snapshot(store, skip=skip) == before, f"{name} is not safe to run twice"
+
+
+async def test_every_mutating_script_is_safe_to_run_twice(store: RedisStore) -> None:
+    leases = ("oq:locks", "wq:leases", ":sess")
+    await start(store, "a")
+    await rerun_last(store, "create_instance")
+    await store.enqueue_message("a", "m", b"x")
+    await rerun_last(store, "enqueue_message")
+    lease = await fetch(store)
+    await rerun_last(store, "claim_orchestration")
+    await rerun_last(store, "lock_messages")
+    await store.abandon_orchestration(lease, count_attempt=False)
+    await rerun_last(store, "abandon_orchestration")
+    lease = await fetch(store)
+    await store.renew_orchestration(lease, LOCK)
+    await rerun_last(store, "renew_orchestration", skip=(*MARKERS, *leases))
+    await store.commit_turn(
+        lease,
+        turn(lease, work_items=[work("1:1", session="s"), work("1:2")], sessions_opened=["s"]),
+    )
+    await rerun_last(store, "commit_turn")
+    items = await store.fetch_work_items("A", limit=2, lock_ms=LOCK, session_lock_ms=LOCK)
+    assert len(items) == 2
+    await rerun_last(store, "fetch_work_items")
+    await store.renew_work_items(items, LOCK, session_lock_ms=LOCK)
+    await rerun_last(store, "renew_work_items", skip=(*MARKERS, *leases))
+    await store.renew_sessions("A", [SessionRef("a", "s")], LOCK)
+    await rerun_last(store, "renew_sessions", skip=(*MARKERS, *leases))
+    await store.abandon_work_item(items[1])
+    await rerun_last(store, "abandon_work_item")
+    await store.ack_work_item(items[0], "done", b"r")
+    await rerun_last(store, "ack_work_item")
+    await store.release_sessions("A", [SessionRef("a", "s")])
+    await rerun_last(store, "release_sessions")
+    await store.delete_instance("a", force=True)
+    await rerun_last(store, "delete_instance")
+    assert {name for name, _, _ in calls_of(store)} == set(SCRIPTS)
+
+
+# -- one clock: the server's ----------------------------------------------------------------
+
+
+async def test_leases_use_the_server_clock(store: RedisStore) -> None:
+    await schedule(store, "a", [work("1:1")])
+    await store.enqueue_message("a", "m", b"x")
+    t0 = await store.server_time_ms()
+    lease = await fetch(store, lock_ms=1_000)
+    [item] = await store.fetch_work_items("w", limit=1, lock_ms=2_000)
+    t1 = await store.server_time_ms()
+    assert t0 + 1_000 <= lease.lease_until_ms <= t1 + 1_000
+    assert t0 + 2_000 <= item.lease_until_ms <= t1 + 2_000
+    # no script call carried a client timestamp (only durations and caller-chosen times)
+    client_now = time.time() * 1000
+    for name, _, args in calls_of(store):
+        for a in args:
+            if isinstance(a, int | str) and str(a).isdigit() and len(str(a)) >= 12:
+                assert abs(int(a) - client_now) > 86_400_000, f"{name} got a client time {a}"
+
+
+# -- namespace loss and eviction policy -----------------------------------------------------
+
+
+async def test_namespace_loss_is_detected(store: RedisStore) -> None:
+    await start(store, "a")
+    r: Any = store._redis
+    await r.delete(meta_key(store.namespace))
+    with pytest.raises(NamespaceMissingError):  # partition data without metadata
+        await RedisStore(r, namespace=store.namespace).initialize()
+    keys = [k async for k in r.scan_iter(match=f"dr:{{{store.namespace}[:}}]*")]
+    await r.delete(*keys)  # "flushed"
+    with pytest.raises(NamespaceMissingError):  # the running store notices at its next call
+        await store.enqueue_message("a", "m", b"x")
+    again = await store.twin()  # a new incarnation...
+    with pytest.raises(NamespaceMissingError):  # ...is not silently adopted by the old store
+        await store.fetch_orchestration(lock_ms=LOCK)
+    assert await again.fetch_orchestration(lock_ms=LOCK) is None
+
+
+async def test_unsafe_eviction_policy_is_refused(store: RedisStore) -> None:
+    if store.backend != "redis":  # type: ignore[attr-defined]
+        pytest.skip("fakeredis has no CONFIG")
+    r: Any = store._redis
+    await r.config_set("maxmemory-policy", "allkeys-lru")
+    try:
+        unsafe = RedisStore(r, namespace=store.namespace)
+        with pytest.raises(ConfigurationError, match="noeviction"):
+            await unsafe.initialize()
+        allowed = RedisStore(r, namespace=store.namespace, allow_unsafe_eviction=True)
+        await allowed.initialize()
+    finally:
+        await r.config_set("maxmemory-policy", "noeviction")
+
+
+async def test_expired_lease_is_judged_by_server_time(store: RedisStore) -> None:
+    await start(store, "a")
+    lease = await fetch(store, lock_ms=100)
+    while await store.server_time_ms() <= lease.lease_until_ms:
+        await anyio.sleep(0.01)
+    with pytest.raises(LeaseLostError):
+        await store.renew_orchestration(lease, LOCK)
