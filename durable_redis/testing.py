@@ -107,8 +107,9 @@ class Instance:
 class InMemoryRunner:
     """Drives an App with ``run_turn`` and in-process activities on a virtual clock.
 
-    ``rng`` shuffles delivery: each turn takes a random non-empty subset of the visible messages
-    and activities complete in random order, which is how property tests explore interleavings.
+    ``rng`` randomises delivery: each turn takes a random non-empty prefix of the visible messages,
+    activities complete in random order and turns interleave with activities at random, which is
+    how property tests explore interleavings.
     """
 
     def __init__(
@@ -187,9 +188,8 @@ class InMemoryRunner:
         return True
 
     def _turn(self, inst: Instance) -> None:
-        visible = [q for q in inst.queue if q[0] <= self.now_ms]
+        visible = [q for q in inst.queue if q[0] <= self.now_ms]  # FIFO, like storage
         if self.rng is not None:
-            self.rng.shuffle(visible)
             visible = visible[: self.rng.randint(1, len(visible))]
         for q in visible:
             inst.queue.remove(q)

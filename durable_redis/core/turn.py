@@ -80,6 +80,19 @@ def _status_of(state: WorkState) -> OrchestrationStatus:
             return OrchestrationStatus.FAILED
 
 
+def _unchanged(state: WorkState, execution_id: int, history_len: int) -> TurnResult:
+    """A turn that changes nothing; a terminal state keeps reporting its output or failure."""
+    terminal = state.terminal
+    return TurnResult(
+        execution_id=execution_id,
+        history_len_before=history_len,
+        new_events=(),
+        status=_status_of(state),
+        output=terminal.output if isinstance(terminal, ev.OrchestrationCompleted) else None,
+        failure=terminal.failure if isinstance(terminal, ev.OrchestrationFailed) else None,
+    )
+
+
 def run_turn(
     app: App,
     instance_id: str,
@@ -133,12 +146,7 @@ def run_turn(
             )
         history, execution_id = [], start.execution_id
     elif state.terminal is not None:  # finished: late messages are dropped
-        return TurnResult(
-            execution_id=execution_id,
-            history_len_before=len(history),
-            new_events=(),
-            status=_status_of(state),
-        )
+        return _unchanged(state, execution_id, len(history))
 
     if start is not None:
         definition = app.get_orchestration(start.name, start.version or None)
@@ -478,12 +486,7 @@ def fail_instance(
         else (state.started.execution_id if state.started else 0)
     )
     if state.terminal is not None:
-        return TurnResult(
-            execution_id=eid,
-            history_len_before=len(history),
-            new_events=(),
-            status=_status_of(state),
-        )
+        return _unchanged(state, eid, len(history))
     failed = ev.OrchestrationFailed(event_id=len(history) + 1, timestamp_ms=now_ms, failure=details)
     state.apply(failed)
     return _result_from(state, [failed], iid, eid, len(history), None)
