@@ -131,7 +131,9 @@ class SessionManager:
             entry = self._entries.pop(ref, None)
             if entry is None:
                 continue
-            logger.warning(
+            level = logging.WARNING if entry.active else logging.INFO
+            logger.log(
+                level,
                 "session lease lost (%s); cancelling %d in-flight activities",
                 reason,
                 len(entry.active),

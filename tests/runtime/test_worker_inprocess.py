@@ -1,0 +1,145 @@
+"""The Worker in the test's own event loop, against the real server and fakeredis.
+
+The fast lane for the runtime's own verdicts: poison turns, undecodable history, a clean stop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import anyio
+import pytest
+
+from durable_redis.client import Client
+from durable_redis.core import ActivityContext, App, OrchestrationContext
+from durable_redis.runtime import Worker, WorkerOptions
+from durable_redis.storage.base import InstanceStatus
+from durable_redis.storage.keys import PartitionKeys
+from durable_redis.storage.redis_store import RedisStore
+
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
+
+app = App("inprocess")
+
+
+@app.activity
+async def add_one(ctx: ActivityContext, x: int) -> int:
+    return x + 1
+
+
+@app.activity
+def shout(ctx: ActivityContext, text: str) -> str:
+    assert ctx.idempotency_key.startswith(ctx.instance_id)
+    return text.upper()
+
+
+@app.orchestration
+async def chain(ctx: OrchestrationContext, x: int) -> list[Any]:
+    y = await ctx.call_activity(add_one, x)
+    z = await ctx.call_activity(shout, f"v{y}")
+    await ctx.wait_for_event("go")
+    return [y, z]
+
+
+OPTIONS = WorkerOptions(
+    lock_timeout=2.0,
+    session_lock_timeout=2.0,
+    renewal_interval=0.5,
+    fetch_wait=0.2,
+    shutdown_grace_period=1.0,
+    janitor_interval=None,
+)
+
+
+@pytest.fixture
+async def running(store: RedisStore) -> AsyncIterator[Callable[..., Worker]]:
+    """Start workers in the background; all are stopped (gracefully) at teardown."""
+    started: list[Worker] = []
+    async with anyio.create_task_group() as tg:
+
+        def start(options: WorkerOptions = OPTIONS) -> Worker:
+            worker = Worker(app, store, options)
+            started.append(worker)
+            tg.start_soon(worker.run)
+            return worker
+
+        yield start
+        for worker in started:
+            worker.stop()
+
+
+async def wait_status(client: Client, iid: str, status: InstanceStatus) -> None:
+    with anyio.fail_after(20):
+        while True:
+            state = await client.get_status(iid)
+            if state is not None and state.status is status:
+                return
+            await anyio.sleep(0.02)
+
+
+async def test_turns_activities_events_and_clean_stop(
+    store: RedisStore, running: Callable[..., Worker]
+) -> None:
+    worker = running()
+    client = Client(store, app)
+    iid = await client.start(chain, 1)
+    await wait_status(client, iid, InstanceStatus.RUNNING)
+    await anyio.sleep(0.3)
+    await client.raise_event(iid, "go")
+    assert await client.wait_for_completion(iid, timeout=20) == [2, "V2"]
+    with anyio.fail_after(5):
+        worker.stop()
+        while worker.activities_in_flight or worker.turns_in_flight:
+            await anyio.sleep(0.01)
+
+
+async def test_poison_turn_fails_the_instance(
+    store: RedisStore, running: Callable[..., Worker]
+) -> None:
+    client = Client(store, app)
+    iid = await client.start(chain, 1)
+    # Three deliveries that never committed (as if three workers crashed mid-turn).
+    for _ in range(3):
+        lease = await store.fetch_orchestration(lock_ms=1000, wait_ms=1000)
+        assert lease is not None and lease.instance_id == iid
+        await store.abandon_orchestration(lease)
+    running(WorkerOptions(**{**_fields(OPTIONS), "max_attempts": 2}))
+    await wait_status(client, iid, InstanceStatus.FAILED)
+    state = await client.get_status(iid)
+    assert state is not None and state.error is not None
+    assert state.error.kind == "poison"
+
+
+async def test_undecodable_history_fails_as_poisoned(
+    store: RedisStore, running: Callable[..., Worker]
+) -> None:
+    running()
+    client = Client(store, app)
+    iid = await client.start(chain, 1)
+    await wait_status(client, iid, InstanceStatus.RUNNING)
+    await anyio.sleep(0.5)  # the activities ran; the instance waits for "go"
+    key = PartitionKeys(store.namespace, 0).instance(iid).history(1)
+    await store._r.rpush(key, b"\xc1 not msgpack")
+    await client.raise_event(iid, "go")
+    await wait_status(client, iid, InstanceStatus.FAILED)
+    state = await client.get_status(iid)
+    assert state is not None and state.error is not None
+    assert state.error.kind == "poison" and "cannot be decoded" in state.error.message
+
+
+async def test_unregistered_orchestration_is_never_failed(
+    store: RedisStore, running: Callable[..., Worker]
+) -> None:
+    running()
+    client = Client(store, app)
+    iid = await client.start("nobody_knows_me")
+    await anyio.sleep(1.5)
+    state = await client.get_status(iid)
+    assert state is not None and state.status is InstanceStatus.PENDING
+
+
+def _fields(options: WorkerOptions) -> dict[str, Any]:
+    import dataclasses
+
+    return {f.name: getattr(options, f.name) for f in dataclasses.fields(options)}
