@@ -211,6 +211,8 @@ def _from_class(plain: object, cls: type) -> Any:
         return timedelta(seconds=plain)
     if cls is float and isinstance(plain, int) and not isinstance(plain, bool):
         return float(plain)
+    if cls in (int, float, str, bytes, bool) and not isinstance(plain, cls):
+        raise TypeError(f"expected {cls.__name__}, got {type(plain).__name__}")
     if cls is tuple and isinstance(plain, list):
         return tuple(plain)
     return plain
