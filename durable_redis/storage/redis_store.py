@@ -1061,9 +1061,7 @@ class RedisStore:
         removed = 0
         for pk in self._parts:
             cutoff = await self.server_time_ms() - retention_ms
-            ids = await self._r.zrangebyscore(
-                pk.idx_terminal, "-inf", cutoff, start=0, num=batch
-            )
+            ids = await self._r.zrangebyscore(pk.idx_terminal, "-inf", cutoff, start=0, num=batch)
             for raw in ids:
                 if await self._delete_one(_s(raw), force=False, min_age_ms=retention_ms):
                     removed += 1
