@@ -1,5 +1,163 @@
-"""durable_redis: durable execution for Python on nothing but Redis."""
+"""durable_redis: durable execution for Python on nothing but Redis.
+
+Write orchestrations as ``async def`` functions and activities as ordinary functions, register
+them on an :class:`App`, run :class:`Worker` processes, and drive instances with a
+:class:`Client`. See the README for the concepts and guarantees.
+"""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from durable_redis.client import Client, InstanceState
+    from durable_redis.core import (
+        ActivityContext,
+        App,
+        Backoff,
+        Codec,
+        JsonCodec,
+        MsgpackCodec,
+        OrchestrationContext,
+        RetryPolicy,
+    )
+    from durable_redis.errors import (
+        ActivityFailedError,
+        ActivityTimeoutError,
+        ChildOrchestrationFailedError,
+        CodecError,
+        ConfigurationError,
+        DurableRedisError,
+        FailureDetails,
+        InstanceExistsError,
+        InstanceNotFoundError,
+        InstanceRunningError,
+        InvalidIdError,
+        LeaseLostError,
+        NamespaceMissingError,
+        NondeterminismError,
+        NotRegisteredError,
+        OrchestrationCancelledError,
+        OrchestrationError,
+        OrchestrationFailedError,
+        PayloadTooLargeError,
+        RegistrationError,
+        StoreError,
+        TaskFailedError,
+        ValidationError,
+        WaitTimeoutError,
+    )
+    from durable_redis.runtime import Worker, WorkerOptions, run_worker
+    from durable_redis.storage import (
+        ExistingInstancePolicy,
+        InstanceStatus,
+        RedisServer,
+        RedisStore,
+    )
+
+_LAZY = {
+    "ActivityContext": "durable_redis.core",
+    "ActivityFailedError": "durable_redis.errors",
+    "ActivityTimeoutError": "durable_redis.errors",
+    "App": "durable_redis.core",
+    "Backoff": "durable_redis.core",
+    "ChildOrchestrationFailedError": "durable_redis.errors",
+    "Client": "durable_redis.client",
+    "Codec": "durable_redis.core",
+    "CodecError": "durable_redis.errors",
+    "ConfigurationError": "durable_redis.errors",
+    "DurableRedisError": "durable_redis.errors",
+    "ExistingInstancePolicy": "durable_redis.storage",
+    "FailureDetails": "durable_redis.errors",
+    "InstanceExistsError": "durable_redis.errors",
+    "InstanceNotFoundError": "durable_redis.errors",
+    "InstanceRunningError": "durable_redis.errors",
+    "InstanceState": "durable_redis.client",
+    "InstanceStatus": "durable_redis.storage",
+    "InvalidIdError": "durable_redis.errors",
+    "JsonCodec": "durable_redis.core",
+    "LeaseLostError": "durable_redis.errors",
+    "MsgpackCodec": "durable_redis.core",
+    "NamespaceMissingError": "durable_redis.errors",
+    "NondeterminismError": "durable_redis.errors",
+    "NotRegisteredError": "durable_redis.errors",
+    "OrchestrationCancelledError": "durable_redis.errors",
+    "OrchestrationContext": "durable_redis.core",
+    "OrchestrationError": "durable_redis.errors",
+    "OrchestrationFailedError": "durable_redis.errors",
+    "PayloadTooLargeError": "durable_redis.errors",
+    "RedisServer": "durable_redis.storage",
+    "RedisStore": "durable_redis.storage",
+    "RegistrationError": "durable_redis.errors",
+    "RetryPolicy": "durable_redis.core",
+    "StoreError": "durable_redis.errors",
+    "TaskFailedError": "durable_redis.errors",
+    "ValidationError": "durable_redis.errors",
+    "WaitTimeoutError": "durable_redis.errors",
+    "Worker": "durable_redis.runtime",
+    "WorkerOptions": "durable_redis.runtime",
+    "run_worker": "durable_redis.runtime",
+}
+
 __version__ = "0.1.0"
+
+__all__ = [
+    "ActivityContext",
+    "ActivityFailedError",
+    "ActivityTimeoutError",
+    "App",
+    "Backoff",
+    "ChildOrchestrationFailedError",
+    "Client",
+    "Codec",
+    "CodecError",
+    "ConfigurationError",
+    "DurableRedisError",
+    "ExistingInstancePolicy",
+    "FailureDetails",
+    "InstanceExistsError",
+    "InstanceNotFoundError",
+    "InstanceRunningError",
+    "InstanceState",
+    "InstanceStatus",
+    "InvalidIdError",
+    "JsonCodec",
+    "LeaseLostError",
+    "MsgpackCodec",
+    "NamespaceMissingError",
+    "NondeterminismError",
+    "NotRegisteredError",
+    "OrchestrationCancelledError",
+    "OrchestrationContext",
+    "OrchestrationError",
+    "OrchestrationFailedError",
+    "PayloadTooLargeError",
+    "RedisServer",
+    "RedisStore",
+    "RegistrationError",
+    "RetryPolicy",
+    "StoreError",
+    "TaskFailedError",
+    "ValidationError",
+    "WaitTimeoutError",
+    "Worker",
+    "WorkerOptions",
+    "__version__",
+    "run_worker",
+]
+
+
+def __getattr__(name: str) -> Any:
+    """Import on first use, so ``import durable_redis.core`` stays free of Redis and I/O."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'durable_redis' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
