@@ -143,3 +143,17 @@ def _fields(options: WorkerOptions) -> dict[str, Any]:
     import dataclasses
 
     return {f.name: getattr(options, f.name) for f in dataclasses.fields(options)}
+
+
+async def test_janitor_removes_expired_instances(
+    store: RedisStore, running: Callable[..., Worker]
+) -> None:
+    running(WorkerOptions(**{**_fields(OPTIONS), "janitor_interval": 0.2, "retention": 0.1}))
+    client = Client(store, app)
+    iid = await client.start(chain, 1)
+    await wait_status(client, iid, InstanceStatus.RUNNING)
+    await client.raise_event(iid, "go")
+    await client.wait_for_completion(iid, timeout=20)
+    with anyio.fail_after(10):
+        while await client.get_status(iid) is not None:
+            await anyio.sleep(0.05)
