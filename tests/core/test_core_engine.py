@@ -679,3 +679,14 @@ def test_corrupted_history_fails() -> None:
     r = run_turn(local, "i", bogus, [], now_ms=T0)
     assert r.status is OrchestrationStatus.FAILED
     assert r.failure is not None and r.failure.type_name == "CorruptedHistory"
+
+
+def test_run_turn_inside_a_running_event_loop_restores_it() -> None:
+    async def outer() -> TurnResult:
+        loop = asyncio.get_running_loop()
+        result = run_turn(app, "i", [], [start("retrying", 1)], now_ms=T0)
+        assert asyncio.get_running_loop() is loop
+        return result
+
+    result = asyncio.run(outer())
+    assert result.status is OrchestrationStatus.RUNNING and len(result.activities) == 1
