@@ -1,0 +1,117 @@
+"""The app the reliability worker processes serve (``rel_app:app``).
+
+``record`` appends one line per *execution* to ``<dir>/executions.log`` (``O_APPEND``, one
+``write``: atomic for short lines on a local file system), so a test can count how often every
+activity really ran, across processes that were killed mid-way. Lines are
+``<instance> <activity_id> <pid> <unix time>``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from durable_redis.core import ActivityContext, App, OrchestrationContext
+
+app = App("rel")
+
+EXECUTIONS = "executions.log"
+
+
+def append_line(path: Path, line: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)
+
+
+@app.activity
+def record(ctx: ActivityContext, args: dict[str, Any]) -> int:
+    d = Path(args["dir"])
+    append_line(
+        d / EXECUTIONS, f"{ctx.instance_id} {ctx.activity_id} {os.getpid()} {time.time():.3f}\n"
+    )
+    if args.get("sleep"):
+        time.sleep(float(args["sleep"]))
+    value: int = args["i"]
+    return value
+
+
+@app.activity
+def big_result(ctx: ActivityContext, size: int) -> bytes:
+    return b"x" * size
+
+
+@app.activity
+def unencodable_result(ctx: ActivityContext, _: Any = None) -> Any:
+    return object()
+
+
+@app.activity
+def crash(ctx: ActivityContext, args: dict[str, Any]) -> None:
+    """Kills its worker process, every time (poison)."""
+    append_line(Path(args["dir"]) / "crashes.log", f"{os.getpid()} {time.time():.3f}\n")
+    os._exit(3)
+
+
+@app.orchestration
+async def fanout(ctx: OrchestrationContext, args: dict[str, Any]) -> int:
+    """``n`` record activities in waves of ``batch`` (several turns, growing history)."""
+    n, batch = int(args["n"]), int(args.get("batch", 10))
+    total = 0
+    for start in range(0, n, batch):
+        calls = [
+            ctx.call_activity(record, {"dir": args["dir"], "i": i, "sleep": args.get("sleep", 0)})
+            for i in range(start, min(n, start + batch))
+        ]
+        total += sum(await asyncio.gather(*calls))
+    return total
+
+
+@app.orchestration
+async def poison(ctx: OrchestrationContext, args: dict[str, Any]) -> None:
+    await ctx.call_activity(crash, args)
+
+
+@app.orchestration
+async def echo(ctx: OrchestrationContext, value: Any) -> Any:
+    return value
+
+
+@app.orchestration
+async def call_big(ctx: OrchestrationContext, size: int) -> str:
+    try:
+        await ctx.call_activity(big_result, size)
+    except Exception as exc:  # TaskFailedError with the original type name
+        return f"{type(exc).__name__}: {getattr(exc, 'type_name', '')}"
+    return "no error"
+
+
+@app.orchestration
+async def call_unencodable(ctx: OrchestrationContext, _: Any = None) -> str:
+    try:
+        await ctx.call_activity(unencodable_result)
+    except Exception as exc:
+        return f"{type(exc).__name__}: {getattr(exc, 'type_name', '')}"
+    return "no error"
+
+
+@app.orchestration
+async def big_output(ctx: OrchestrationContext, size: int) -> bytes:
+    return b"y" * size
+
+
+@app.orchestration
+async def wait_event(ctx: OrchestrationContext, name: str) -> Any:
+    return await ctx.wait_for_event(name)
+
+
+@app.orchestration
+async def bad_session(ctx: OrchestrationContext, session_id: str) -> str:
+    s = await ctx.open_session_with_id(session_id)
+    await ctx.call_activity(record, {"dir": "/nonexistent", "i": 0}, session=s)
+    return s
