@@ -15,6 +15,7 @@ import contextlib
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -200,17 +201,19 @@ def run_demo(
         out("interrupted")
         return 130
     finally:
+        # Clean up first, report after: a failing stdout must not leak processes.
         codes = _stop_workers(workers)
-        if workers:
-            out("stopped the workers (SIGTERM): exit codes " + ", ".join(str(c) for c in codes))
         if server is not None:
             server.stop()
-            out("stopped the private Redis")
-        if server is not None or not any(c != 0 for c in codes):
-            with contextlib.suppress(OSError):
-                for p in Path(logs).iterdir():
-                    p.unlink()
-                Path(logs).rmdir()
+        if server is not None or all(c == 0 for c in codes):
+            shutil.rmtree(logs, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            if workers:
+                out("stopped the workers (SIGTERM): exit codes " + ", ".join(map(str, codes)))
+            if server is not None:
+                out("stopped the private Redis")
+            if Path(logs).exists():
+                out(f"worker logs kept in {logs}")
     ok = bool(report["ok"]) and all(c == 0 for c in codes)
     report["ok"] = ok
     report["worker_exit_codes"] = codes
@@ -223,12 +226,18 @@ def run_demo(
 
 
 class _Printer:
+    """Progress lines on stdout (none with ``--json``); a closed stdout stops the printing."""
+
     def __init__(self, *, quiet: bool) -> None:
         self.quiet = quiet
 
     def __call__(self, text: str) -> None:
-        if not self.quiet:
+        if self.quiet:
+            return
+        try:
             print(text, flush=True)
+        except BrokenPipeError:
+            self.quiet = True
 
 
 def _redact(url: str) -> str:
