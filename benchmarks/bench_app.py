@@ -1,0 +1,60 @@
+"""The app the benchmark workers serve (``bench_app:app``): no-op activities, small workflows.
+
+Worker processes import it as ``python -m durable_redis.runtime bench_app:app`` with the
+``benchmarks/`` directory as their working directory.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from durable_redis import ActivityContext, App, OrchestrationContext
+
+app = App("bench", max_sessions_per_orchestration=10)
+
+
+@app.activity
+def noop(ctx: ActivityContext, x: Any = None) -> Any:
+    return x
+
+
+@app.activity
+def whereami(ctx: ActivityContext, x: Any = None) -> int:
+    return os.getpid()
+
+
+@app.orchestration
+async def hello(ctx: OrchestrationContext, x: Any = None) -> Any:
+    return await ctx.call_activity(noop, x)
+
+
+@app.orchestration
+async def chain(ctx: OrchestrationContext, n: int) -> int:
+    for i in range(n):
+        await ctx.call_activity(noop, i)
+    return n
+
+
+@app.orchestration
+async def fanout(ctx: OrchestrationContext, n: int) -> int:
+    results = await ctx.when_all([ctx.call_activity(noop, i) for i in range(n)])
+    return len(results)
+
+
+@app.orchestration
+async def timer(ctx: OrchestrationContext, ms: int) -> int:
+    """Sleep ``ms`` on a durable timer; return how late it fired (turn time - due time, ms)."""
+    before = ctx.now()
+    await ctx.sleep(ms / 1000)
+    after = ctx.now()
+    return round((after - before).total_seconds() * 1000) - ms
+
+
+@app.orchestration
+async def session_turns(ctx: OrchestrationContext, turns: int) -> list[int]:
+    """Open a session and run ``turns`` activities on it; return the pid of each."""
+    sid = await ctx.open_session()
+    pids = [await ctx.call_activity(whereami, i, session=sid) for i in range(turns)]
+    await ctx.close_session(sid)
+    return pids
