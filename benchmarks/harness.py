@@ -267,6 +267,8 @@ def main() -> int:
         s = Sizes(drain=2000, memory=300, retention_s=4.0)
     all_workloads = ["hello", "chain100", "fanout1000", "many_orch", "timer", "drain10k"]
     all_workloads += ["sessions", "memory", "scale", "ceiling"]
+    if not quick:
+        all_workloads.append("fanout_scaling")
     wl = args.workloads.split(",") if args.workloads else all_workloads
     if args.peers:
         peers = [] if args.peers == "none" else args.peers.split(",")
@@ -293,7 +295,7 @@ def main() -> int:
     slots = warmup + runs
     total = 0
     for w in wl:
-        if w in ("memory", "ceiling"):
+        if w in ("memory", "ceiling", "fanout_scaling"):
             total += 1
         elif w == "scale":
             total += 3 * runs
@@ -307,10 +309,12 @@ def main() -> int:
         port = server.port
         machine["redis_url"] = "redis://127.0.0.1:<private port>/0 (TCP loopback, no persistence)"
         for w in wl:
-            if w in ("memory", "ceiling"):
+            if w in ("memory", "ceiling", "fanout_scaling"):
                 prog.step(f"{w} ours")
                 if w == "memory":
                     data = safe(ours, "memory", url, s)
+                elif w == "fanout_scaling":
+                    data = safe(W.w_fanout_scaling, url)
                 else:
                     data = safe(W.w_ceiling, url, "127.0.0.1", port)
                 res.record(w, "ours", 0, data, False)

@@ -184,6 +184,22 @@ def render(
     lines.append("|---|---|---|")
     for name, shown, verdict in targets(res):
         lines.append(f"| {name} | {shown} | {verdict} |")
+    fs = res.extra.get("fanout_scaling")
+    if fs and fs.get("status") == "ok":
+        lines.append("")
+        lines.append(
+            "Fan-out scaling (one run each; worker CPU per activity should stay flat if a turn costs O(new events)):"
+        )
+        lines.append("")
+        lines.append(
+            "| width N | seconds | activities/s | worker CPU ms/activity | Redis CPU ms/activity | other load (cores) |"
+        )
+        lines.append("|---|---|---|---|---|---|")
+        for r in fs["rows"]:
+            lines.append(
+                f"| {r['n']} | {r['s']} | {fmt(r['activities_per_s'])} | {r['worker_cpu_ms_per_activity']} | "
+                f"{r['redis_cpu_ms_per_activity']} | {r['other_cores']} |"
+            )
     cl = res.extra.get("ceiling")
     if cl and cl.get("status") == "ok":
         lines.append("")

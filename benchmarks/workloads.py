@@ -615,3 +615,23 @@ async def w_ceiling(
     )
     out["redis_cpu_ms_per_hello"] = round(h["redis_cpu_ms"] / h["instances"], 3)
     return out
+
+
+async def w_fanout_scaling(
+    url: str, widths: tuple[int, ...] = (250, 500, 1000, 2000)
+) -> dict[str, Any]:
+    """fanout N for several N: worker CPU per activity grows with N if every turn replays all."""
+    rows = []
+    for n in widths:
+        r = await _one_big(url, "fanout", n, timeout=600)
+        rows.append(
+            {
+                "n": n,
+                "s": r["s"],
+                "activities_per_s": r["activities_per_s"],
+                "worker_cpu_ms_per_activity": round(r["worker_cpu_s"] * 1000 / n, 3),
+                "redis_cpu_ms_per_activity": round(r["redis_cpu_s"] * 1000 / n, 3),
+                "other_cores": r["other_cores"],
+            }
+        )
+    return {"rows": rows}
