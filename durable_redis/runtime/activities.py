@@ -39,7 +39,15 @@ _FETCH_ERROR_BACKOFF_S = (0.1, 0.2, 0.5, 1.0, 2.0, 3.0)
 class _Run:
     """One in-flight work item."""
 
-    __slots__ = ("cancel_event", "cancel_reason", "hand_back", "lease", "scope", "session")
+    __slots__ = (
+        "cancel_event",
+        "cancel_reason",
+        "hand_back",
+        "lease",
+        "scope",
+        "session",
+        "verify_session",
+    )
 
     def __init__(self, lease: WorkItemLease) -> None:
         self.lease = lease
@@ -48,6 +56,7 @@ class _Run:
         self.cancel_reason: str | None = None
         self.hand_back = False  # on cancellation, abandon the item (without counting an attempt)
         self.session: SessionEntry | None = None
+        self.verify_session = False  # fetched while we were releasing it: ask the store first
 
     def cancel(self, reason: str) -> None:
         if self.cancel_reason is None:
@@ -133,9 +142,17 @@ class ActivityDispatcher:
                     tg.start_soon(self._abandon, lease, 0, False)
                     continue
                 run = _Run(lease)
+                if lease.session_id is not None:
+                    # Count the session now, before the next fetch is sized by the remaining
+                    # capacity (attaching later, in the task, would let a batch overshoot it).
+                    ref = SessionRef(lease.instance_id, lease.session_id)
+                    run.verify_session = self._sessions.get(
+                        ref
+                    ) is None and self._sessions.released_since(ref, started)
+                    run.session = self._sessions.attach(ref, run)
                 self._running[lease.item_id] = run
                 self._idle = anyio.Event() if self._idle.is_set() else self._idle
-                tg.start_soon(self._execute, run, started)
+                tg.start_soon(self._execute, run)
 
     # -- renewal -------------------------------------------------------------------------------
     async def renewal_loop(self) -> None:
@@ -192,10 +209,10 @@ class ActivityDispatcher:
             await self._sessions.release_all()
 
     # -- one item ------------------------------------------------------------------------------
-    async def _execute(self, run: _Run, fetch_started: float) -> None:
+    async def _execute(self, run: _Run) -> None:
         lease = run.lease
         try:
-            await self._execute_inner(run, fetch_started)
+            await self._execute_inner(run)
         except Exception:
             logger.exception(
                 "unexpected error running an activity; it will be retried",
@@ -210,18 +227,15 @@ class ActivityDispatcher:
                 self._idle.set()
             self._wake()
 
-    async def _execute_inner(self, run: _Run, fetch_started: float) -> None:
+    async def _execute_inner(self, run: _Run) -> None:
         lease = run.lease
-        if lease.session_id is not None:
-            ref = SessionRef(lease.instance_id, lease.session_id)
+        if run.verify_session and run.session is not None:
             # A fetch that raced our own release of the session: make sure it is still ours.
-            raced = self._sessions.get(ref) is None and self._sessions.released_since(
-                ref, fetch_started
-            )
-            if raced and not await self._sessions.verify(ref):
+            ref = run.session.ref
+            if not await self._sessions.verify(ref):
+                self._sessions.lose([ref], "released while it was being fetched")
                 await self._abandon(lease, 0, False)
                 return
-            run.session = self._sessions.attach(ref, run)
 
         try:
             task = _bridge.decode_task(lease.data)

@@ -157,3 +157,52 @@ async def test_janitor_removes_expired_instances(
     with anyio.fail_after(10):
         while await client.get_status(iid) is not None:
             await anyio.sleep(0.05)
+
+
+_hold = {"release": False, "running": 0}
+
+
+@app.activity
+async def held(ctx: ActivityContext, x: int) -> int:
+    _hold["running"] += 1
+    while not _hold["release"]:
+        await anyio.sleep(0.01)
+    return x
+
+
+@app.orchestration
+async def one_session(ctx: OrchestrationContext, x: int) -> int:
+    session = await ctx.open_session()
+    result: int = await ctx.call_activity(held, x, session=session)
+    await ctx.close_session(session)
+    return result
+
+
+async def test_a_worker_never_owns_more_sessions_than_its_limit(
+    store: RedisStore, running: Callable[..., Worker]
+) -> None:
+    """Sessions are counted when fetched, so back-to-back fetches cannot overshoot the cap."""
+    _hold.update(release=False, running=0)
+    client = Client(store, app)
+    worker = running(
+        WorkerOptions(
+            lock_timeout=2.0,
+            session_lock_timeout=2.0,
+            renewal_interval=0.5,
+            fetch_wait=0.2,
+            shutdown_grace_period=1.0,
+            janitor_interval=None,
+            batch_size=1,
+            max_sessions_per_worker=2,
+        )
+    )
+    iids = [await client.start(one_session, i) for i in range(4)]
+    with anyio.fail_after(20):
+        while _hold["running"] < 2:
+            await anyio.sleep(0.01)
+    await anyio.sleep(0.5)  # time for (wrong) extra claims; the cap must still hold
+    assert worker._activities._sessions.owned_count == 2
+    assert _hold["running"] == 2
+    _hold["release"] = True
+    for iid in iids:
+        await wait_status(client, iid, InstanceStatus.COMPLETED)
