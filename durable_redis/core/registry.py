@@ -64,12 +64,16 @@ class ActivityContext:
         session_id: str | None = None,
         worker_id: str = "",
         cancel_event: threading.Event | None = None,
+        delivery: int = 1,
     ) -> None:
         self.instance_id = instance_id
         self.execution_id = execution_id
         self.activity_id = activity_id
         self.name = name
+        #: the retry-policy attempt, 1-based (each retry is a new activity with a new id)
         self.attempt = attempt
+        #: how often this attempt was delivered to a worker (> 1 after a crash or lost lease)
+        self.delivery = delivery
         self.session_id = session_id
         self.worker_id = worker_id
         self._cancel_event = cancel_event if cancel_event is not None else threading.Event()

@@ -179,7 +179,7 @@ def make_activity_context(
     task: Any,
     *,
     worker_id: str,
-    attempt: int,
+    delivery: int,
     session_id: str | None,
     cancel_event: threading.Event,
 ) -> Any:
@@ -187,7 +187,8 @@ def make_activity_context(
         instance_id=task.instance_id,
         activity_id=task.activity_id,
         name=task.name,
-        attempt=attempt,
+        attempt=task.attempt,
+        delivery=delivery,
         session_id=session_id,
         worker_id=worker_id,
         execution_id=task.execution_id,

@@ -289,7 +289,7 @@ class ActivityDispatcher:
         ctx = _bridge.make_activity_context(
             task,
             worker_id=self._worker_id,
-            attempt=lease.attempt,
+            delivery=lease.attempt,
             session_id=lease.session_id,
             cancel_event=run.cancel_event,
         )

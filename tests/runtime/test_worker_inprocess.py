@@ -12,7 +12,7 @@ import anyio
 import pytest
 
 from durable_redis.client import Client
-from durable_redis.core import ActivityContext, App, OrchestrationContext
+from durable_redis.core import ActivityContext, App, OrchestrationContext, RetryPolicy
 from durable_redis.runtime import Worker, WorkerOptions
 from durable_redis.storage.base import InstanceStatus
 from durable_redis.storage.keys import PartitionKeys
@@ -206,3 +206,32 @@ async def test_a_worker_never_owns_more_sessions_than_its_limit(
     _hold["release"] = True
     for iid in iids:
         await wait_status(client, iid, InstanceStatus.COMPLETED)
+
+
+_attempts_seen: list[tuple[int, int]] = []
+
+
+@app.activity
+def flaky(ctx: ActivityContext, fail_times: int) -> int:
+    _attempts_seen.append((ctx.attempt, ctx.delivery))
+    if ctx.attempt <= fail_times:
+        raise RuntimeError(f"attempt {ctx.attempt} fails")
+    return ctx.attempt
+
+
+@app.orchestration
+async def retried(ctx: OrchestrationContext, fail_times: int) -> int:
+    policy = RetryPolicy(max_attempts=5, initial_delay=0.01, backoff="fixed")
+    result: int = await ctx.call_activity(flaky, fail_times, retry=policy)
+    return result
+
+
+async def test_activity_context_attempt_counts_retry_policy_attempts(
+    store: RedisStore, running: Callable[..., Worker]
+) -> None:
+    _attempts_seen.clear()
+    client = Client(store, app)
+    running()
+    iid = await client.start(retried, 2)
+    assert await client.wait_for_completion(iid, timeout=20) == 3
+    assert _attempts_seen == [(1, 1), (2, 1), (3, 1)]
