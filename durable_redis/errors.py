@@ -8,7 +8,8 @@
     ├── NotRegisteredError                 a name no App on this worker knows
     ├── ValidationError                    bad input from a caller; nothing was written
     │   ├── InvalidIdError                 empty, huge, non-UTF-8 or forbidden characters
-    │   └── PayloadTooLargeError           an encoded payload over the size limit
+    │   └── PayloadTooLargeError           an encoded payload over the size limit (also a
+    │                                      CodecError: the value cannot be encoded in the limit)
     ├── CodecError                         a value that cannot be encoded or decoded
     ├── StoreError                         the storage layer refused or failed
     │   ├── LeaseLostError                 a fenced token is stale or its lease expired
@@ -104,12 +105,16 @@ class InvalidIdError(ValidationError):
     """An instance, session or event id that is empty, too long or has forbidden characters."""
 
 
-class PayloadTooLargeError(ValidationError):
-    """An encoded payload is larger than the configured limit."""
-
-
 class CodecError(DurableRedisError):
     """A value could not be encoded, or bytes could not be decoded."""
+
+
+class PayloadTooLargeError(ValidationError, CodecError):
+    """An encoded payload is larger than the configured limit (``max_payload_bytes``).
+
+    Also a :class:`CodecError`, so every place that turns an unencodable value into a failure
+    (an orchestration's output, an activity's result) handles it the same way.
+    """
 
 
 class StoreError(DurableRedisError):

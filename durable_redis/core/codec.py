@@ -20,9 +20,22 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import msgpack  # type: ignore[import-untyped]
 
-from durable_redis.errors import CodecError
+from durable_redis.errors import CodecError, ConfigurationError, PayloadTooLargeError
 
-__all__ = ["Codec", "JsonCodec", "MsgpackCodec", "PayloadTransform", "from_plain", "to_plain"]
+__all__ = [
+    "DEFAULT_MAX_PAYLOAD_BYTES",
+    "Codec",
+    "JsonCodec",
+    "MsgpackCodec",
+    "PayloadTransform",
+    "from_plain",
+    "to_plain",
+]
+
+#: Largest encoded payload (input, output, activity result, event data, custom status) a codec
+#: produces by default. Redis accepts far more (512 MB a value), but a few huge values fill its
+#: memory and make every replay of the instance slow; raise it per codec if you need to.
+DEFAULT_MAX_PAYLOAD_BYTES = 1 << 20
 
 
 @runtime_checkable
@@ -35,12 +48,31 @@ class PayloadTransform(Protocol):
 
 
 class Codec(ABC):
-    """Encodes user values to bytes and back. Subclasses choose the wire format."""
+    """Encodes user values to bytes and back. Subclasses choose the wire format.
+
+    ``max_payload_bytes`` bounds every encoded payload (after the transform); a larger one raises
+    :class:`~durable_redis.errors.PayloadTooLargeError` before anything is written. ``None``
+    lifts the limit.
+    """
 
     format_name: ClassVar[str] = ""
 
-    def __init__(self, *, transform: PayloadTransform | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        transform: PayloadTransform | None = None,
+        max_payload_bytes: int | None = DEFAULT_MAX_PAYLOAD_BYTES,
+    ) -> None:
+        if max_payload_bytes is not None and (
+            isinstance(max_payload_bytes, bool)
+            or not isinstance(max_payload_bytes, int)
+            or max_payload_bytes < 1
+        ):
+            raise ConfigurationError(
+                f"max_payload_bytes must be an int >= 1 or None, got {max_payload_bytes!r}"
+            )
         self.transform = transform
+        self.max_payload_bytes = max_payload_bytes
 
     @abstractmethod
     def _dumps(self, plain: object) -> bytes: ...
@@ -56,7 +88,13 @@ class Codec(ABC):
             raise
         except (TypeError, ValueError, OverflowError) as exc:
             raise CodecError(f"cannot encode {type(value).__name__}: {exc}") from exc
-        return self.transform.encode(raw) if self.transform is not None else raw
+        data = self.transform.encode(raw) if self.transform is not None else raw
+        if self.max_payload_bytes is not None and len(data) > self.max_payload_bytes:
+            raise PayloadTooLargeError(
+                f"encoded {type(value).__name__} is {len(data)} bytes; the limit is "
+                f"{self.max_payload_bytes} (the codec's max_payload_bytes)"
+            )
+        return data
 
     def decode(self, data: bytes, type_hint: object = Any) -> Any:
         """Decode ``data``, rebuilding ``type_hint`` (dataclass, model, containers) if given."""
@@ -70,7 +108,10 @@ class Codec(ABC):
         return from_plain(plain, type_hint)
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(transform={self.transform!r})"
+        return (
+            f"{type(self).__name__}(transform={self.transform!r}, "
+            f"max_payload_bytes={self.max_payload_bytes!r})"
+        )
 
 
 class MsgpackCodec(Codec):
