@@ -451,15 +451,12 @@ class ReplayEngine:
 
     def open_session(self, session_id: str, *, explicit: bool) -> asyncio.Future[str]:
         future: asyncio.Future[str] = self.loop.create_future()
-        if explicit and (
-            not isinstance(session_id, str)
-            or not session_id
-            or len(session_id) > MAX_SESSION_ID_LENGTH
-        ):
+        if explicit and not _valid_session_id(session_id):
             self.fail(
                 "configuration",
                 "InvalidIdError",
-                f"invalid session id {session_id!r}: 1..{MAX_SESSION_ID_LENGTH} characters",
+                f"invalid session id {session_id!r}: 1..{MAX_SESSION_ID_LENGTH} bytes of "
+                "UTF-8, without newline or NUL",
             )
         if session_id not in self.open_sessions:
             if len(self.open_sessions) >= self.max_sessions:
@@ -516,3 +513,16 @@ class ReplayEngine:
         finally:
             asyncio.events._set_running_loop(previous)
             self.loop.close()
+
+
+def _valid_session_id(session_id: object) -> bool:
+    """Session ids become part of storage keys: the storage layer's rules, checked up front."""
+    if not isinstance(session_id, str) or not session_id:
+        return False
+    if "\n" in session_id or "\x00" in session_id:
+        return False
+    try:
+        size = len(session_id.encode("utf-8"))
+    except UnicodeEncodeError:
+        return False
+    return size <= MAX_SESSION_ID_LENGTH
