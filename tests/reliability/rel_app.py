@@ -111,7 +111,14 @@ async def wait_event(ctx: OrchestrationContext, name: str) -> Any:
 
 
 @app.orchestration
-async def bad_session(ctx: OrchestrationContext, session_id: str) -> str:
-    s = await ctx.open_session_with_id(session_id)
-    await ctx.call_activity(record, {"dir": "/nonexistent", "i": 0}, session=s)
+async def on_session(ctx: OrchestrationContext, args: dict[str, Any]) -> str:
+    # a lone surrogate cannot travel in an input: build it here
+    session = "\udcff" if args.get("surrogate") else args["session"]
+    s = await ctx.open_session_with_id(session)
+    await ctx.call_activity(record, {"dir": args["dir"], "i": 0}, session=s)
     return s
+
+
+@app.orchestration
+async def call_unknown_activity(ctx: OrchestrationContext, _: Any = None) -> Any:
+    return await ctx.call_activity("no_such_activity", 1)
