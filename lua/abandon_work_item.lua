@@ -37,9 +37,9 @@ end
 local vis = now + tonumber(ARGV[4])
 local where = place_item(items, KEYS[4], KEYS[5], KEYS[6], id, vis, now)
 if where == 'plain' then
-  redis.call('ZADD', KEYS[7], 0, '0')
+  wake_now(KEYS[7])
 elseif where == 'session' then
-  redis.call('ZADD', KEYS[8], 0, '0')
+  wake_now(KEYS[8])
 else
   arm_marker(KEYS[7], vis, now)
 end

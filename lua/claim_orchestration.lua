@@ -46,7 +46,7 @@ redis.call('ZADD', KEYS[4], fmt(deadline), iid)
 local more = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', fmt(now), 'LIMIT', 0, 1)
 local first = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
 if #more > 0 then
-  redis.call('ZADD', KEYS[6], 0, '0')
+  wake_now(KEYS[6])
 elseif #first > 0 then
   arm_marker(KEYS[6], tonumber(first[2]), now)
 end

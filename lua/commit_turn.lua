@@ -3,7 +3,8 @@ commit_turn: the one atomic commit of an orchestration turn. Checks the lock tok
 and the expected history length before any write; then deletes the turn's tagged messages,
 appends the events, updates the instance, purges closed sessions, opens sessions, enqueues work
 items, deletes cancelled work (after the enqueue), purges every session on a terminal status,
-delivers messages (creating child instances), and releases the lock.
+delivers messages (creating child instances; a message to another partition is written to this
+partition's outbox instead, and delivered after the commit), and releases the lock.
 
 KEYS
   1 pmeta          partition metadata HASH
@@ -36,7 +37,10 @@ KEYS
   28 wq_marker     plain work wake-up marker
   29 wq_smarker    session work wake-up marker
   30 sess          HASH of sessions "<iid>\n<sid>|o" owner, "|u" locked_until, "|l" last activity
-  31... target groups, 5 keys each (inst, done, mz, mh, parent_children) for every other
+  31 outbox        ZSET "<target iid>\n<message id>" -> partition seq (delivery order)
+  32 outbox_data   HASH "<entry>|<f>": d data, v visible_at, c create, n name, r version,
+                   p parent, h has_input, i input
+  33... target groups, 5 keys each (inst, done, mz, mh, parent_children) for every other
       instance a message goes to (ARGV[19] groups), then the wake key of each session owner
       named at the end of ARGV (ARGV[20] keys)
 ARGV
@@ -54,7 +58,8 @@ ARGV
         n_work, (item_id, activity_key, session_id, visible_at, data) each;
         n_cancel, item ids...;  n_open, session ids...;  n_close, session ids...;
         n_msgs, (group, target_iid, message_id, data, visible_at, create, name, version,
-                 parent, has_input, input) each, group 0 = this instance;
+                 parent, has_input, input) each, group 0 = this instance, -1 = the outbox
+                 (a target in another partition);
         wake owners... (n_wake)
 RETURNS
   {0} committed (also when this exact commit already ran: same token)
@@ -107,7 +112,7 @@ for _ = 1, tonumber(take()) do
                      take(), take()}
 end
 local wake = {}
-local wake_base = 30 + groups * 5
+local wake_base = 32 + groups * 5
 for w = 1, n_wake do wake[take()] = KEYS[wake_base + w] end
 -- 1. consume the messages tagged with this lock ------------------------------------------
 redis.call('DEL', KEYS[8])
@@ -175,7 +180,7 @@ for _, w in ipairs(work) do
     if w[4] ~= '' then vis = tonumber(w[4]) end
     local where = place_item(items, ready, sready, delayed, id, vis, now)
     if where == 'plain' then
-      redis.call('ZADD', KEYS[28], 0, '0')
+      wake_now(KEYS[28])
     elseif where == 'delayed' then
       arm_marker(KEYS[28], vis, now)
     else
@@ -183,10 +188,10 @@ for _, w in ipairs(work) do
       local owner = redis.call('HGET', KEYS[30], sk .. '|o')
       local until_ms = tonumber(redis.call('HGET', KEYS[30], sk .. '|u') or '0')
       if owner and owner ~= '' and until_ms > now and wake[owner] then
-        redis.call('ZADD', wake[owner], 0, '0')
+        wake_now(wake[owner])
         redis.call('PEXPIRE', wake[owner], 3600000)
       else
-        redis.call('ZADD', KEYS[29], 0, '0')
+        wake_now(KEYS[29])
       end
     end
   end
@@ -208,25 +213,37 @@ end
 -- 7. messages (timers are messages to this instance with a visible time) -------------------
 for _, m in ipairs(msgs) do
   local g = tonumber(m[1])
-  local t_inst, t_done, t_mz, t_mh, t_children = KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[22]
-  if g > 0 then
-    local b = 30 + (g - 1) * 5
-    t_inst, t_done, t_mz, t_mh, t_children = KEYS[b + 1], KEYS[b + 2], KEYS[b + 3], KEYS[b + 4],
-                                              KEYS[b + 5]
-  end
-  local tiid = m[2]
-  if m[6] == '1' and redis.call('EXISTS', t_inst) == 0 then
-    create_record(t_inst, KEYS[12], KEYS[14], t_children, tiid, m[7], m[8], m[9], m[11], m[10],
-                  now)
-    redis.call('HSET', t_inst, 'smid', m[3])
-    redis.call('DEL', t_done)
-  end
-  if redis.call('EXISTS', t_inst) == 1 then
-    local vis = now
-    if m[5] ~= '' then vis = tonumber(m[5]) end
-    local added = add_message(KEYS[2], t_mz, t_mh, t_done, m[3], m[4], vis)
-    if added == 1 and g > 0 then
-      requeue_instance(t_mz, KEYS[5], KEYS[4], KEYS[6], tiid, now)
+  if g < 0 then
+    local entry = m[2] .. '\n' .. m[3]
+    if not redis.call('ZSCORE', KEYS[31], entry) then
+      redis.call('ZADD', KEYS[31], redis.call('INCR', KEYS[2]), entry)
+      redis.call('HSET', KEYS[32], entry .. '|d', m[4], entry .. '|v', m[5], entry .. '|c', m[6],
+                 entry .. '|n', m[7], entry .. '|r', m[8], entry .. '|p', m[9],
+                 entry .. '|h', m[10], entry .. '|i', m[11])
+    end
+    if m[6] == '1' and m[9] == iid then redis.call('SADD', KEYS[22], m[2]) end
+  else
+    local t_inst, t_done, t_mz, t_mh, t_children = KEYS[7], KEYS[8], KEYS[9], KEYS[10],
+                                                    KEYS[22]
+    if g > 0 then
+      local b = 32 + (g - 1) * 5
+      t_inst, t_done, t_mz, t_mh, t_children = KEYS[b + 1], KEYS[b + 2], KEYS[b + 3], KEYS[b + 4],
+                                                KEYS[b + 5]
+    end
+    local tiid = m[2]
+    if m[6] == '1' and redis.call('EXISTS', t_inst) == 0 then
+      create_record(t_inst, KEYS[12], KEYS[14], t_children, tiid, m[7], m[8], m[9], m[11], m[10],
+                    now)
+      redis.call('HSET', t_inst, 'smid', m[3])
+      redis.call('DEL', t_done)
+    end
+    if redis.call('EXISTS', t_inst) == 1 then
+      local vis = now
+      if m[5] ~= '' then vis = tonumber(m[5]) end
+      local added = add_message(KEYS[2], t_mz, t_mh, t_done, m[3], m[4], vis)
+      if added == 1 and g > 0 then
+        requeue_instance(t_mz, KEYS[5], KEYS[4], KEYS[6], tiid, now)
+      end
     end
   end
 end

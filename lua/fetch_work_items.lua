@@ -122,9 +122,9 @@ while taken < limit and (i <= #plain or j <= #sess_c) do
   end
 end
 -- baton passing -------------------------------------------------------------------------------
-if redis.call('ZCARD', ready) > 0 then redis.call('ZADD', KEYS[8], 0, '0') end
+if redis.call('ZCARD', ready) > 0 then wake_now(KEYS[8]) end
 if session_wake or (taken >= limit and redis.call('ZCARD', sready) > 0) then
-  redis.call('ZADD', KEYS[9], 0, '0')
+  wake_now(KEYS[9])
 end
 local first = redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES')
 if #first > 0 then arm_marker(KEYS[8], tonumber(first[2]), now) end

@@ -24,5 +24,5 @@ for k = 3, #ARGV do
     released = released + 1
   end
 end
-if released > 0 then redis.call('ZADD', KEYS[3], 0, '0') end
+if released > 0 then wake_now(KEYS[3]) end
 return {0, released}

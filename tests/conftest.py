@@ -7,7 +7,11 @@
 - ``namespace``: a unique namespace per test (isolation; never FLUSHALL/FLUSHDB).
 - ``store``: an initialized ``RedisStore``, parametrised over ``"redis"`` (the real server,
   authoritative) and ``"fakeredis"`` (fakeredis with Lua). Every script call it makes is checked
-  to touch one cluster slot and is recorded in ``store.script_calls``.
+  to touch one cluster slot and is recorded in ``store.script_calls``. A third param,
+  ``"cluster"`` (marker ``cluster``), runs on a real local Redis Cluster (3 primaries) with
+  P = 8 partitions; cluster variants run only with ``--cluster`` (``.ci/run`` runs them as a
+  separate invocation: ``pytest --cluster -m cluster tests/storage tests/e2e``).
+- ``redis_cluster`` (session): that local cluster (``LocalCluster``), stopped by pid at the end.
 """
 
 from __future__ import annotations
@@ -27,6 +31,36 @@ if str(ROOT) not in sys.path:  # the package is not necessarily installed (edita
 from durable_redis.storage.keys import cluster_slot  # noqa: E402
 from durable_redis.storage.redis_store import RedisStore  # noqa: E402
 from durable_redis.storage.server import RedisServer, find_redis_server  # noqa: E402
+
+CLUSTER_PARTITIONS = 8
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--cluster",
+        action="store_true",
+        default=False,
+        help="also run the Redis Cluster variants (marker 'cluster'; needs redis-cli)",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--cluster"):
+        return
+    kept = [i for i in items if i.get_closest_marker("cluster") is None]
+    if len(kept) != len(items):
+        config.hook.pytest_deselected(items=[i for i in items if i not in kept])
+        items[:] = kept
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[Any]:
+    from durable_redis.storage.cluster_server import LocalCluster, find_redis_cli
+
+    if find_redis_server() is None or find_redis_cli() is None:
+        pytest.skip("a local Redis Cluster needs redis-server and redis-cli on PATH")
+    with LocalCluster(primaries=3) as cluster:
+        yield cluster
 
 
 @pytest.fixture(scope="session")
@@ -70,7 +104,7 @@ def record_script_calls(store: RedisStore) -> list[tuple[str, list[str], list[An
     return calls
 
 
-@pytest.fixture(params=["redis", "fakeredis"])
+@pytest.fixture(params=["redis", "fakeredis", pytest.param("cluster", marks=pytest.mark.cluster)])
 async def store(request: pytest.FixtureRequest, namespace: str) -> AsyncIterator[RedisStore]:
     """An initialized store; ``await store.twin()`` makes another client on the same data."""
     opened: list[RedisStore] = []
@@ -80,16 +114,26 @@ async def store(request: pytest.FixtureRequest, namespace: str) -> AsyncIterator
 
         fake_server = fakeredis.FakeServer()
 
-    async def make() -> RedisStore:
+    async def make(ns: str = namespace, partitions: int | None = None) -> RedisStore:
         if request.param == "redis":
-            s = RedisStore.from_url(request.getfixturevalue("redis_url"), namespace=namespace)
+            s = RedisStore.from_url(
+                request.getfixturevalue("redis_url"), namespace=ns, partitions=partitions
+            )
+        elif request.param == "cluster":
+            s = RedisStore.from_url(
+                request.getfixturevalue("redis_cluster").url,
+                namespace=ns,
+                partitions=partitions or CLUSTER_PARTITIONS,
+            )
         else:
             import fakeredis
 
             client = fakeredis.FakeAsyncRedis(server=fake_server)
-            s = RedisStore(client, namespace=namespace, owns_client=True)
+            s = RedisStore(client, namespace=ns, owns_client=True, partitions=partitions)
         s.script_calls = record_script_calls(s)  # type: ignore[attr-defined]
-        s.twin = make  # type: ignore[attr-defined]
+        s.twin = lambda: make(ns, partitions)  # type: ignore[attr-defined]
+        # another namespace on the same backend, with ``partitions`` partitions
+        s.fresh = lambda partitions: make(f"t-{uuid.uuid4().hex[:12]}", partitions)  # type: ignore[attr-defined]
         s.backend = request.param  # type: ignore[attr-defined]
         await s.initialize()
         opened.append(s)

@@ -188,6 +188,20 @@ class PartitionKeys:
     def sess(self) -> str:
         return self._k("sess")
 
+    @cached_property
+    def outbox(self) -> str:
+        """Cross-partition messages waiting for delivery (ZSET entry -> seq)."""
+        return self._k("ob")
+
+    @cached_property
+    def outbox_data(self) -> str:
+        return self._k("ob:d")
+
+    @cached_property
+    def inbox(self) -> str:
+        """Tombstones of applied cross-partition messages (ZSET entry -> expiry)."""
+        return self._k("ib")
+
     def wq_wake(self, worker_id: str) -> str:
         """Per-worker wake-up marker: session work for a session this worker owns."""
         return self._k(f"wake:{worker_id}")

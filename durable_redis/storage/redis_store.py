@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.commands.core import AsyncScript
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -40,6 +41,7 @@ from durable_redis.storage.base import (
     TurnCommit,
     WorkItemLease,
 )
+from durable_redis.storage.cluster import CLUSTER_SCHEMES, Doorbell, cluster_client_from_url
 from durable_redis.storage.keys import (
     STATUS_ORDER,
     PartitionKeys,
@@ -95,10 +97,13 @@ def _info(instance_id: str, fields: dict[str, Any]) -> InstanceInfo:
 
 
 class RedisStore:
-    """The Store contract on one Redis (standalone, or a cluster-ready key layout).
+    """The Store contract on one Redis or on a Redis Cluster.
 
-    ``RedisStore(client, namespace=...)`` wraps an existing ``redis.asyncio.Redis`` (or a
-    fakeredis async client) created with ``decode_responses=False``; ``from_url`` builds one.
+    ``RedisStore(client, namespace=...)`` wraps an existing ``redis.asyncio.Redis``, a
+    ``redis.asyncio.cluster.RedisCluster`` (or a fakeredis async client) created with
+    ``decode_responses=False``; ``from_url`` builds one (``redis+cluster://`` for a cluster).
+    With ``partitions > 1`` a message to an instance of another partition goes through the
+    committing partition's outbox (docs/storage.md "Cluster").
     """
 
     def __init__(
@@ -112,6 +117,8 @@ class RedisStore:
         block_timeout_s: float = 2.0,
         max_messages_per_turn: int = 1000,
         session_window: int = 200,
+        outbox_tombstone_ms: int = 24 * 3600 * 1000,
+        outbox_sweep_s: float = 5.0,
     ) -> None:
         if not namespace or any(c in namespace for c in "{}\n\x00"):
             raise ConfigurationError(f"invalid namespace {namespace!r}")
@@ -135,6 +142,11 @@ class RedisStore:
         self._clock_offset_ms = 0
         self._rr = 0
         self._init_lock = asyncio.Lock()
+        self._is_cluster = isinstance(redis_client, RedisCluster)
+        self._bell: Doorbell | None = None
+        self._tombstone_ms = outbox_tombstone_ms
+        self._sweep_s = outbox_sweep_s
+        self._last_sweep = time.monotonic()
 
     @classmethod
     def from_url(
@@ -148,11 +160,16 @@ class RedisStore:
         max_connections: int | None = None,
         **store_options: Any,
     ) -> RedisStore:
-        """Connect with a URL: ``redis://``, ``rediss://`` or ``unix://``."""
+        """Connect with a URL: ``redis://``, ``rediss://``, ``unix://``, or a cluster node's
+        ``redis+cluster://host:port`` / ``rediss+cluster://`` (Redis Cluster)."""
         kwargs: dict[str, Any] = {"socket_timeout": socket_timeout, "decode_responses": False}
         if max_connections is not None:
             kwargs["max_connections"] = max_connections
-        client = aioredis.Redis.from_url(url, **kwargs)
+        client: Any
+        if url.split("://", 1)[0] in CLUSTER_SCHEMES:
+            client = cluster_client_from_url(url, **kwargs)
+        else:
+            client = aioredis.Redis.from_url(url, **kwargs)
         return cls(
             client,
             namespace=namespace,
@@ -207,6 +224,9 @@ class RedisStore:
                         f"namespace {self.namespace!r}: partition {pk.index} belongs to another "
                         "incarnation of the namespace"
                     )
+            if self._is_cluster:
+                for pk in parts:  # scripts SPUBLISH marker rings (see cluster.Doorbell)
+                    await self._r.hset(pk.pmeta, "bell", "1")
             for name in SCRIPTS:
                 if name not in self._scripts:
                     self._scripts[name] = self._r.register_script(load_script_source(name))
@@ -229,6 +249,9 @@ class RedisStore:
             )
 
     async def close(self) -> None:
+        if self._bell is not None:
+            await self._bell.aclose()
+            self._bell = None
         if self._owns_client:
             await self._r.aclose()
 
@@ -248,8 +271,8 @@ class RedisStore:
     def _same_partition(self, pk: PartitionKeys, instance_id: str, what: str) -> None:
         if self._pk(instance_id).index != pk.index:
             raise NotImplementedError(
-                f"{what} crosses partitions ({instance_id!r}); cross-partition delivery "
-                "(the outbox) is not implemented yet: use partitions=1"
+                f"{what} crosses partitions ({instance_id!r}): a child created in the "
+                "committing instance's partition must have its parent there too"
             )
 
     async def _eval(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> list[Any]:
@@ -258,6 +281,47 @@ class RedisStore:
         return list(reply)
 
     # -- blocking ------------------------------------------------------------------------------
+
+    def _now_ms(self) -> int:
+        return int(time.time() * 1000) + self._clock_offset_ms
+
+    async def _doorbell(self, channels: list[str]) -> Doorbell:
+        if self._bell is None:
+            self._bell = Doorbell(self._r, now_ms=self._now_ms, fallback_s=self._block_s)
+        await self._bell.ensure(channels)
+        return self._bell
+
+    async def _fetch_waiting(
+        self, markers: list[str], wait_ms: int, attempt: Callable[[], Any]
+    ) -> Any:
+        """Run ``attempt`` until it returns something or ``wait_ms`` passed, waiting on markers.
+
+        Standalone: ``BZPOPMIN`` on all markers. Cluster: the doorbell (armed before each attempt
+        so a ring during the attempt is not missed).
+        """
+        deadline = time.monotonic() + wait_ms / 1000.0
+        if not self._is_cluster or wait_ms <= 0:
+            while True:
+                got = await attempt()
+                if got or wait_ms <= 0:
+                    return got
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return got
+                await self._wait_marker(markers, remaining)
+        bell = await self._doorbell(markers)
+        while True:
+            ticket = bell.arm(markers)
+            try:
+                got = await attempt()
+            except BaseException:
+                bell.disarm(ticket)
+                raise
+            remaining = deadline - time.monotonic()
+            if got or remaining <= 0:
+                bell.disarm(ticket)
+                return got
+            await bell.wait(ticket, remaining)
 
     async def _wait_marker(self, keys: list[str], remaining_s: float) -> None:
         """Block on wake-up markers (BZPOPMIN) for at most ``remaining_s`` (chunks <= 2 s)."""
@@ -300,10 +364,14 @@ class RedisStore:
         pk = self._pk(instance_id)
         ik = pk.instance(instance_id)
         parent = create.parent_instance_id or ""
+        children = ik.children
         if parent:
             validate_id("parent instance id", parent)
-            self._same_partition(pk, parent, "a child's parent")
-        children = pk.instance(parent).children if parent else ik.children
+            ppk = self._pk(parent)
+            if ppk.index == pk.index:
+                children = pk.instance(parent).children
+            else:  # link first: a dangling child id is harmless, a lost link is not
+                await self._r.sadd(ppk.instance(parent).children, instance_id)
         keys = [
             pk.pmeta,
             pk.seq,
@@ -379,15 +447,17 @@ class RedisStore:
         self, *, lock_ms: int, wait_ms: int = 0
     ) -> OrchestrationLease | None:
         await self._ready()
-        deadline = time.monotonic() + wait_ms / 1000.0
-        while True:
-            lease = await self._try_fetch_orchestration(lock_ms)
-            if lease is not None or wait_ms <= 0:
-                return lease
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return None
-            await self._wait_marker([pk.oq_marker for pk in self._parts], remaining)
+        if len(self._parts) > 1 and time.monotonic() - self._last_sweep >= self._sweep_s:
+            self._last_sweep = time.monotonic()
+            await self.sweep_outboxes()
+
+        async def attempt() -> OrchestrationLease | None:
+            return await self._try_fetch_orchestration(lock_ms)
+
+        lease: OrchestrationLease | None = await self._fetch_waiting(
+            [pk.oq_marker for pk in self._parts], wait_ms, attempt
+        )
+        return lease
 
     async def _try_fetch_orchestration(self, lock_ms: int) -> OrchestrationLease | None:
         epoch = await self._ready()
@@ -465,12 +535,17 @@ class RedisStore:
         groups: dict[str, int] = {}
         group_keys: list[str] = []
         msg_args: list[Any] = []
+        outbox = False
         for m in commit.messages:
             validate_id("instance id", m.instance_id)
             validate_id("message id", m.message_id)
-            self._same_partition(pk, m.instance_id, "a message")
             g = 0
-            if m.instance_id != iid:
+            if self._pk(m.instance_id).index != pk.index:
+                g = -1  # another partition: the outbox, delivered after the commit
+                outbox = True
+                if m.create and m.create.parent_instance_id:
+                    validate_id("parent instance id", m.create.parent_instance_id)
+            elif m.instance_id != iid:
                 if m.instance_id not in groups:
                     groups[m.instance_id] = len(groups) + 1
                     tk = pk.instance(m.instance_id)
@@ -578,12 +653,98 @@ class RedisStore:
             pk.wq_marker,
             pk.wq_smarker,
             pk.sess,
+            pk.outbox,
+            pk.outbox_data,
             *group_keys,
             *[pk.wq_wake(o) for o in wake_owners],
         ]
         reply = await self._eval("commit_turn", keys, args)
         if reply[0] != Status.OK:
             raise_for_status("commit_turn", reply, iid)
+        if outbox:
+            try:
+                await self.deliver_outbox(pk.index)
+            except Exception:  # committed: any worker's sweep delivers the leftovers
+                log.warning("outbox delivery from partition %d failed", pk.index, exc_info=True)
+
+    # -- outbox (cross-partition delivery) ----------------------------------------------------
+
+    _OUTBOX_FIELDS = ("d", "v", "c", "n", "r", "p", "h", "i")
+
+    async def deliver_outbox(self, partition: int, *, batch: int = 100) -> int:
+        """Deliver partition ``partition``'s outbox, oldest first; returns entries delivered.
+
+        Apply (``outbox_apply`` in each destination partition, deduped by tombstones) THEN
+        remove (``outbox_ack``): a crash in between leaves the entry for a later delivery, which
+        the destination drops. Every deliverer takes the outbox from its oldest entry, so a
+        message is never applied before an older one of the same source partition.
+        """
+        epoch = await self._ready()
+        pk = self._parts[partition]
+        delivered = 0
+        while True:
+            entries = [_s(e) for e in await self._r.zrange(pk.outbox, 0, batch - 1)]
+            if not entries:
+                return delivered
+            fields = [f"{e}|{f}" for e in entries for f in self._OUTBOX_FIELDS]
+            values = await self._r.hmget(pk.outbox_data, fields)
+            by_dest: dict[int, list[list[Any]]] = {}
+            width = len(self._OUTBOX_FIELDS)
+            for n, entry in enumerate(entries):
+                d, v, c, name, version, parent, has_input, inp = values[n * width : n * width + 8]
+                if d is None:  # delivered and removed meanwhile (or a half-removed entry)
+                    continue
+                target, mid = entry.split("\n", 1)
+                row = [target, mid, d, _s(v or b""), _s(c or b"0"), name or b"", version or b""]
+                row += [parent or b"", _s(has_input or b"0"), inp or b""]
+                by_dest.setdefault(self._pk(target).index, []).append(row)
+            for dest, rows in by_dest.items():
+                dk = self._parts[dest]
+                for i in range(0, len(rows), 50):
+                    chunk = rows[i : i + 50]
+                    keys = [
+                        dk.pmeta,
+                        dk.seq,
+                        dk.oq_ready,
+                        dk.oq_locks,
+                        dk.oq_marker,
+                        dk.inbox,
+                        dk.idx_created,
+                        dk.idx_status("pending"),
+                    ]
+                    args: list[Any] = [epoch, self._tombstone_ms, len(chunk)]
+                    for row in chunk:
+                        tk = dk.instance(_s(row[0]))
+                        keys += [tk.record, tk.done, tk.mz, tk.mh]
+                        args += row
+                    reply = await self._eval("outbox_apply", keys, args)
+                    if reply[0] != Status.OK:
+                        raise_for_status("outbox_apply", reply)
+            reply = await self._eval(
+                "outbox_ack", [pk.pmeta, pk.outbox, pk.outbox_data], [epoch, *entries]
+            )
+            if reply[0] != Status.OK:
+                raise_for_status("outbox_ack", reply)
+            delivered += int(reply[1])
+            if len(entries) < batch:
+                return delivered
+
+    async def sweep_outboxes(self) -> int:
+        """Deliver what committers left in any outbox (they crashed between commit and
+        delivery). One ZCARD per partition; runs from idle fetches at most every
+        ``outbox_sweep_s``."""
+        await self._ready()
+        if len(self._parts) < 2:
+            return 0
+        pipe = self._r.pipeline(transaction=False)
+        for pk in self._parts:
+            pipe.zcard(pk.outbox)
+        counts = await pipe.execute()
+        delivered = 0
+        for pk, count in zip(self._parts, counts, strict=True):
+            if int(count):
+                delivered += await self.deliver_outbox(pk.index)
+        return delivered
 
     async def renew_orchestration(self, lease: OrchestrationLease, lock_ms: int) -> int:
         epoch = await self._ready()
@@ -633,7 +794,6 @@ class RedisStore:
         validate_id("worker id", worker_id)
         if limit < 1:
             raise ValueError("limit must be >= 1")
-        deadline = time.monotonic() + wait_ms / 1000.0
         markers: list[str] = []
         for pk in self._parts:
             markers.append(pk.wq_marker)
@@ -641,16 +801,14 @@ class RedisStore:
                 if claim_new_sessions:
                     markers.append(pk.wq_smarker)
                 markers.append(pk.wq_wake(worker_id))
-        while True:
-            items = await self._try_fetch_work(
+
+        async def attempt() -> list[WorkItemLease]:
+            return await self._try_fetch_work(
                 worker_id, limit, lock_ms, session_lock_ms, claim_new_sessions
             )
-            if items or wait_ms <= 0:
-                return items
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return items
-            await self._wait_marker(markers, remaining)
+
+        items: list[WorkItemLease] = await self._fetch_waiting(markers, wait_ms, attempt)
+        return items
 
     async def _try_fetch_work(
         self,
@@ -858,6 +1016,10 @@ class RedisStore:
     ) -> InstancePage:
         """Oldest first. The cursor is ``<partition>:<created_ms>:<instance id>`` (opaque)."""
         await self._ready()
+        if len(self._parts) > 1:
+            return await self._list_merged(
+                status, name, created_after_ms, created_before_ms, limit, cursor
+            )
         part, score, after = 0, created_after_ms, ""
         if cursor:
             p, s, after = cursor.split(":", 2)
@@ -893,6 +1055,57 @@ class RedisStore:
                 lo = str(score)
             score, after = created_after_ms, ""
         return InstancePage(found, None)
+
+    async def _list_merged(
+        self,
+        status: InstanceStatus | None,
+        name: str | None,
+        created_after_ms: int | None,
+        created_before_ms: int | None,
+        limit: int,
+        cursor: str | None,
+    ) -> InstancePage:
+        """``list_instances`` over P > 1 partitions: a k-way merge by (created, id), so the order
+        is global. Cursor ``m:<created_ms>:<instance id>``."""
+        score, after = created_after_ms, ""
+        if cursor:
+            _m, cursor_score, after = cursor.split(":", 2)
+            score = int(cursor_score)
+        hi = "+inf" if created_before_ms is None else f"({created_before_ms}"
+        page = limit + 50
+        found: list[InstanceInfo] = []
+        scanned = 0
+        while True:
+            lo = "-inf" if score is None else str(score)
+            merged: list[tuple[int, str, PartitionKeys]] = []
+            bound: tuple[int, str] | None = None  # rows past this may be missing (full pages)
+            for pk in self._parts:
+                index = pk.idx_status(InstanceStatus(status).value) if status else pk.idx_created
+                raw = await self._r.zrangebyscore(index, lo, hi, start=0, num=page, withscores=True)
+                rows = [(int(sc), _s(m)) for m, sc in raw]
+                if len(rows) == page and (bound is None or rows[-1] < bound):
+                    bound = rows[-1]
+                merged += [
+                    (sc, m, pk)
+                    for sc, m in rows
+                    if score is None or not after or (sc, m) > (score, after)
+                ]
+            merged.sort(key=lambda r: (r[0], r[1]))
+            if bound is not None:
+                merged = [r for r in merged if (r[0], r[1]) <= bound]
+            if not merged:
+                return InstancePage(found, None)
+            for row_score, member, pk in merged:
+                (info,) = await self._infos(pk, [member])
+                score, after = row_score, member
+                scanned += 1
+                if info is None or (name is not None and info.name != name):
+                    continue
+                found.append(info)
+                if len(found) >= limit:
+                    return InstancePage(found, f"m:{row_score}:{member}")
+            if scanned >= limit * 20:
+                return InstancePage(found, f"m:{score}:{after}")
 
     async def _infos(self, pk: PartitionKeys, ids: Sequence[str]) -> list[InstanceInfo | None]:
         pipe = self._r.pipeline(transaction=False)
@@ -951,7 +1164,10 @@ class RedisStore:
             current, parent = await self._r.hmget(ik.record, ["exec", "parent"])
             execution = int(current or 0)
             parent_id = _s(parent) if parent is not None else ""
+            remote_parent = bool(parent_id) and self._pk(parent_id).index != pk.index
             pc = pk.instance(parent_id).children if parent_id else ik.children
+            if remote_parent:  # unlinked below, in the parent's partition
+                pc = ik.children
             keys = [
                 pk.pmeta,
                 pk.oq_lock,
@@ -990,6 +1206,9 @@ class RedisStore:
             )
             code = reply[0]
             if code == Status.OK:
+                if remote_parent:
+                    parent_children = self._pk(parent_id).instance(parent_id).children
+                    await self._r.srem(parent_children, instance_id)
                 return True
             if code in (Status.NOT_FOUND, Status.NOT_ELIGIBLE):
                 return False

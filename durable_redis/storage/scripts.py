@@ -65,7 +65,7 @@ SCRIPTS: dict[str, ScriptSpec] = {
         ScriptSpec("enqueue_message", keys=9, argv=5),
         ScriptSpec("claim_orchestration", keys=6, argv=3),
         ScriptSpec("lock_messages", keys=9, argv=4),
-        ScriptSpec("commit_turn", keys=30, argv=20, variadic_keys=True, variadic_argv=True),
+        ScriptSpec("commit_turn", keys=32, argv=20, variadic_keys=True, variadic_argv=True),
         ScriptSpec("renew_orchestration", keys=3, argv=4),
         ScriptSpec("abandon_orchestration", keys=7, argv=5),
         ScriptSpec("fetch_work_items", keys=10, argv=8),
@@ -75,6 +75,8 @@ SCRIPTS: dict[str, ScriptSpec] = {
         ScriptSpec("renew_sessions", keys=2, argv=3, variadic_argv=True),
         ScriptSpec("release_sessions", keys=3, argv=2, variadic_argv=True),
         ScriptSpec("delete_instance", keys=26, argv=6, variadic_keys=True),
+        ScriptSpec("outbox_apply", keys=8, argv=3, variadic_keys=True, variadic_argv=True),
+        ScriptSpec("outbox_ack", keys=3, argv=1, variadic_argv=True),
     )
 }
 

@@ -64,6 +64,7 @@ class RedisServer:
         directory: str | None = None,
         extra_args: tuple[str, ...] = (),
         startup_timeout_s: float = 10.0,
+        port: int = 0,
     ) -> None:
         self.executable = executable or find_redis_server()
         if self.executable is None:
@@ -76,7 +77,7 @@ class RedisServer:
         self.startup_timeout_s = startup_timeout_s
         self._own_dir = directory is None
         self.directory = directory
-        self.port = 0
+        self.port = port
         self.socket_path = ""
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -115,7 +116,7 @@ class RedisServer:
             self.socket_path = os.path.join(self.directory, "redis.sock")
             args += ["--port", "0", "--unixsocket", self.socket_path, "--unixsocketperm", "700"]
         else:
-            self.port = _free_port()
+            self.port = self.port or _free_port()
             args += ["--port", str(self.port), "--bind", "127.0.0.1"]
         if self.persistence:
             args += ["--appendonly", "yes", "--appendfsync", "everysec"]

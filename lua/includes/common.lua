@@ -12,14 +12,30 @@ local function fmt(n)
   return string.format('%d', n)
 end
 
+-- Doorbell (Redis Cluster mode, docs/storage.md "Cluster"): when the partition metadata (KEYS[1]
+-- of every script) has bell=1, arming a marker also SPUBLISHes on the marker key's own name
+-- (same slot), payload "0" (work now) or the due time. Read once per call, only when arming.
+local bell_on = nil
+local function ring(marker, due)
+  if bell_on == nil then bell_on = redis.call('HGET', KEYS[1], 'bell') == '1' end
+  if bell_on then redis.call('SPUBLISH', marker, due) end
+end
+
+-- Marker member "0": work now.
+local function wake_now(marker)
+  redis.call('ZADD', marker, 0, '0')
+  ring(marker, '0')
+end
+
 -- Wake-up hint on a marker ZSET: member "0" = work now, member "1" = next due time (score).
 local function arm_marker(marker, due, now)
   if due <= now then
-    redis.call('ZADD', marker, 0, '0')
+    wake_now(marker)
   else
     local cur = redis.call('ZSCORE', marker, '1')
     if (not cur) or due < tonumber(cur) then
       redis.call('ZADD', marker, fmt(due), '1')
+      ring(marker, fmt(due))
     end
   end
 end
@@ -84,7 +100,8 @@ local function create_record(inst, idx_created, pending_idx, parent_children, ii
              'created', fmt(now), 'updated', fmt(now))
   if parent ~= '' then
     redis.call('HSET', inst, 'parent', parent)
-    redis.call('SADD', parent_children, iid)
+    -- false when the parent lives in another partition (its creator links the child)
+    if parent_children then redis.call('SADD', parent_children, iid) end
   end
   if has_input == '1' then redis.call('HSET', inst, 'input', input) end
   redis.call('ZADD', idx_created, fmt(now), iid)

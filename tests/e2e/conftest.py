@@ -21,10 +21,27 @@ if str(HERE) not in sys.path:
 from e2e_helpers import WorkerPool  # noqa: E402
 
 
-@pytest.fixture
-def e2e_redis_url(redis_url: str) -> str:
-    """The session's private redis-server (tests/conftest.py starts it)."""
-    return redis_url
+@pytest.fixture(params=["redis", pytest.param("cluster", marks=pytest.mark.cluster)])
+def e2e_redis_url(request: pytest.FixtureRequest, namespace: str) -> str:
+    """The session's private redis-server (tests/conftest.py starts it), or (``cluster``) the
+    session's local Redis Cluster, with the test's namespace created there with P = 8."""
+    if request.param == "redis":
+        return str(request.getfixturevalue("redis_url"))
+    import asyncio
+
+    from durable_redis.storage.redis_store import RedisStore
+
+    url = str(request.getfixturevalue("redis_cluster").url)
+
+    async def create() -> None:
+        store = RedisStore.from_url(url, namespace=namespace, partitions=8)
+        try:
+            await store.initialize()
+        finally:
+            await store.close()
+
+    asyncio.run(create())
+    return url
 
 
 @pytest.fixture

@@ -10,13 +10,12 @@ from typing import Any
 
 import anyio
 import pytest
-import redis.asyncio as aioredis
 from e2e_helpers import WorkerPool, eventually, markers
 
 from durable_redis.client import Client
 from durable_redis.errors import OrchestrationCancelledError, OrchestrationFailedError
 from durable_redis.storage.base import InstanceStatus, SessionRef
-from durable_redis.storage.keys import PartitionKeys, session_key
+from durable_redis.storage.keys import session_key
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio, pytest.mark.timeout(90)]
 
@@ -32,11 +31,8 @@ async def status_value(client: Client, iid: str) -> Any:
 
 async def session_fields(client: Client, url: str, iid: str) -> list[str]:
     """The session records of ``iid`` still in Redis."""
-    r = aioredis.Redis.from_url(url)
-    try:
-        keys = await r.hkeys(PartitionKeys(client.store.namespace, 0).sess)
-    finally:
-        await r.aclose()
+    store: Any = client.store  # its own client: standalone or cluster, the iid's partition
+    keys = await store._r.hkeys(store._pk(iid).sess)
     prefix = f"{iid}\n"
     # Fields are "<iid>\n<sid>|<attribute>": one session has several.
     return sorted(
@@ -45,12 +41,9 @@ async def session_fields(client: Client, url: str, iid: str) -> list[str]:
 
 
 async def namespace_keys(client: Client, url: str) -> set[str]:
-    r = aioredis.Redis.from_url(url)
-    try:
-        pattern = f"dr:{{{client.store.namespace}*"
-        return {k.decode() async for k in r.scan_iter(match=pattern)}
-    finally:
-        await r.aclose()
+    store: Any = client.store  # a cluster client scans every primary
+    pattern = f"dr:{{{client.store.namespace}*"
+    return {k.decode() async for k in store._r.scan_iter(match=pattern)}
 
 
 # -- lifecycle ----
@@ -358,14 +351,12 @@ async def test_many_open_close_cycles_leave_no_stray_keys(
     after = await namespace_keys(client, e2e_redis_url)
     stray = {k for k in after - before if iid in k or ":sess" in k or ":w:" in k}
     assert stray == set(), stray
-    r = aioredis.Redis.from_url(e2e_redis_url)
-    try:
-        pk = PartitionKeys(client.store.namespace, 0)
-        assert await r.hlen(pk.sess) == 0
-        assert await r.zcard(pk.wq_leases) == 0
-        assert not await r.hexists(pk.sess, session_key(iid, "cycle-0"))
-    finally:
-        await r.aclose()
+    store: Any = client.store
+    r = store._r
+    pk = store._pk(iid)
+    assert await r.hlen(pk.sess) == 0
+    assert await r.zcard(pk.wq_leases) == 0
+    assert not await r.hexists(pk.sess, session_key(iid, "cycle-0"))
 
 
 async def _custom(client: Client, iid: str, expected: Any) -> bool:

@@ -21,8 +21,14 @@ from durable_redis.errors import (
     LeaseLostError,
     NamespaceMissingError,
 )
-from durable_redis.storage import InstanceCreate, InstanceStatus, RedisStore, SessionRef
-from durable_redis.storage.keys import cluster_slot, meta_key
+from durable_redis.storage import (
+    InstanceCreate,
+    InstanceStatus,
+    OutboundMessage,
+    RedisStore,
+    SessionRef,
+)
+from durable_redis.storage.keys import cluster_slot, meta_key, partition_of
 from durable_redis.storage.scripts import SCRIPTS, load_script_source, lua_dir
 
 pytestmark = pytest.mark.anyio
@@ -75,6 +81,35 @@ def test_cluster_slot_matches_redis_vectors() -> None:
     assert cluster_slot("foo{{bar}}zap") == cluster_slot("{bar")
 
 
+OUTBOX_SCRIPTS = {"outbox_apply", "outbox_ack"}
+
+
+def other_partition_id(store: RedisStore, iid: str) -> str:
+    """An instance id that hashes to another partition than ``iid``."""
+    mine = partition_of(iid, store.partitions)
+    return next(f"x{n}" for n in range(1000) if partition_of(f"x{n}", store.partitions) != mine)
+
+
+def expected_scripts(store: RedisStore) -> set[str]:
+    """The outbox scripts run only with P > 1 (a message to another partition)."""
+    return set(SCRIPTS) if store.partitions > 1 else set(SCRIPTS) - OUTBOX_SCRIPTS
+
+
+async def exercise_outbox(store: RedisStore) -> None:
+    if store.partitions < 2:
+        return
+    src = "ob-src"
+    dst = other_partition_id(store, src)
+    await start(store, src)
+    await start(store, dst)
+    lease = await store.fetch_orchestration(lock_ms=LOCK)
+    while lease is not None and lease.instance_id != src:
+        await store.commit_turn(lease, turn(lease))
+        lease = await store.fetch_orchestration(lock_ms=LOCK)
+    assert lease is not None
+    await store.commit_turn(lease, turn(lease, messages=[OutboundMessage(dst, "ob-msg", b"hello")]))
+
+
 async def exercise_every_script(store: RedisStore) -> None:
     await schedule(store, "a", [work("1:1", session="s"), work("1:2")], ["s"])
     items = await store.fetch_work_items("A", limit=2, lock_ms=LOCK, session_lock_ms=LOCK)
@@ -90,12 +125,13 @@ async def exercise_every_script(store: RedisStore) -> None:
     lease = await fetch(store)
     await store.commit_turn(lease, turn(lease, status=InstanceStatus.COMPLETED))
     await store.delete_instance("a")
+    await exercise_outbox(store)
 
 
 async def test_every_script_call_touches_one_slot(store: RedisStore) -> None:
     await exercise_every_script(store)
     calls = calls_of(store)
-    assert {name for name, _, _ in calls} == set(SCRIPTS)
+    assert {name for name, _, _ in calls} == expected_scripts(store)
     for name, keys, args in calls:
         assert len({cluster_slot(k) for k in keys}) == 1, (name, keys)
         spec = SCRIPTS[name]
@@ -180,7 +216,11 @@ async def test_every_mutating_script_is_safe_to_run_twice(store: RedisStore) -> 
     await rerun_last(store, "release_sessions")
     await store.delete_instance("a", force=True)
     await rerun_last(store, "delete_instance")
-    assert {name for name, _, _ in calls_of(store)} == set(SCRIPTS)
+    if store.partitions > 1:
+        await exercise_outbox(store)
+        await rerun_last(store, "outbox_apply")
+        await rerun_last(store, "outbox_ack")
+    assert {name for name, _, _ in calls_of(store)} == expected_scripts(store)
 
 
 # -- one clock: the server's ----------------------------------------------------------------
