@@ -120,14 +120,19 @@ class LocalCluster:
     def _create(self) -> None:
         cli = find_redis_cli()
         assert cli is not None
-        args = [cli, "--cluster", "create", *[f"127.0.0.1:{p}" for p in self.ports]]
-        args += ["--cluster-replicas", str(self.replicas), "--cluster-yes"]
-        done = subprocess.run(args, capture_output=True, timeout=60, check=False)
-        if done.returncode != 0:
-            self.stop()
-            raise ConfigurationError(
-                "redis-cli --cluster create failed: " + done.stdout.decode(errors="replace")[-2000:]
-            )
+        if len(self.nodes) == 1:  # redis-cli wants >= 3 primaries: one node takes every slot
+            out = self.cli(self.ports[0], "CLUSTER", "ADDSLOTSRANGE", "0", "16383")
+            if "OK" not in out:
+                self.stop()
+                raise ConfigurationError(f"CLUSTER ADDSLOTSRANGE failed: {out}")
+        else:
+            args = [cli, "--cluster", "create", *[f"127.0.0.1:{p}" for p in self.ports]]
+            args += ["--cluster-replicas", str(self.replicas), "--cluster-yes"]
+            done = subprocess.run(args, capture_output=True, timeout=60, check=False)
+            if done.returncode != 0:
+                self.stop()
+                output = (done.stdout + done.stderr).decode(errors="replace")
+                raise ConfigurationError(f"redis-cli --cluster create failed: {output[-2000:]}")
         deadline = time.monotonic() + self.startup_timeout_s
         while time.monotonic() < deadline:
             if all(self.cluster_ok(n.port) for n in self.nodes):
