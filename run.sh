@@ -4,7 +4,7 @@
 # redis-server binary, so no system Redis is needed).
 #
 #   ./run.sh demo      run the demo: a workflow with sessions across two worker processes
-#   ./run.sh test      run ruff, mypy and the whole test suite (what CI runs)
+#   ./run.sh test      run ruff, mypy and the whole test suite, cluster suite included (CI)
 #   ./run.sh test-fast the suite without the slow fault/load tests
 #   ./run.sh bench     the benchmark harness (pass --quick for a short run)
 set -euo pipefail
@@ -34,7 +34,9 @@ case "$cmd" in
         .venv/bin/ruff check .
         .venv/bin/ruff format --check .
         .venv/bin/mypy
-        exec .venv/bin/python -m pytest "$@"
+        .venv/bin/python -m pytest "$@"
+        # the Redis Cluster variants (a local 3-primary cluster, P = 8) and the failover test
+        exec .venv/bin/python -m pytest --cluster -m cluster "$@" tests/storage tests/e2e tests/cluster
         ;;
     test-fast)
         setup
