@@ -90,6 +90,8 @@ class ActivityDispatcher:
         self._idle.set()
         self._threads = anyio.CapacityLimiter(options.activity_threads)
         self._unregistered: dict[str, int] = {}
+        # The redelivered item waiting to run, or running, alone (see _execute_alone).
+        self._suspects: set[str] = set()
 
     @property
     def in_flight(self) -> int:
@@ -105,7 +107,7 @@ class ActivityDispatcher:
         options = self._options
         while not stopping.is_set():
             free = options.activity_concurrency - len(self._running)
-            if free <= 0:
+            if free <= 0 or self._suspects:  # full, or a redelivered item must run alone
                 wakeup = self._wakeup
                 await wakeup.wait()
                 continue
@@ -141,6 +143,12 @@ class ActivityDispatcher:
                 if stopping.is_set():
                     tg.start_soon(self._abandon, lease, 0, False)
                     continue
+                suspect = 1 < lease.attempt <= options.max_attempts
+                if suspect and self._suspects:
+                    # One redelivered item at a time per worker (see _execute_alone): hand the
+                    # others back at once, without counting the delivery, for another worker.
+                    tg.start_soon(self._abandon, lease, 0, False)
+                    continue
                 run = _Run(lease)
                 if lease.session_id is not None:
                     # Count the session now, before the next fetch is sized by the remaining
@@ -152,7 +160,11 @@ class ActivityDispatcher:
                     run.session = self._sessions.attach(ref, run)
                 self._running[lease.item_id] = run
                 self._idle = anyio.Event() if self._idle.is_set() else self._idle
-                tg.start_soon(self._execute, run)
+                if suspect:
+                    self._suspects.add(lease.item_id)
+                    tg.start_soon(self._execute_alone, run)
+                else:
+                    tg.start_soon(self._execute, run)
 
     # -- renewal -------------------------------------------------------------------------------
     async def renewal_loop(self) -> None:
@@ -209,6 +221,25 @@ class ActivityDispatcher:
             await self._sessions.release_all()
 
     # -- one item ------------------------------------------------------------------------------
+    async def _execute_alone(self, run: _Run) -> None:
+        """Run a redelivered item with no other lease held by this worker.
+
+        Its last holder died or lost it, so it may be what killed that worker. Alone, if it
+        kills this worker too it takes no innocent work down with it: a crash counts a delivery
+        against every item the worker holds, and innocents fetched in one batch with a poison
+        item would otherwise reach ``max_attempts`` with it. While a suspect waits or runs, the
+        fetch loop fetches nothing, other suspects are handed back, and the suspect waits for
+        the work already in flight here to finish; its lease is renewed meanwhile.
+        """
+        try:
+            while len(self._running) > 1:
+                wakeup = self._wakeup
+                await wakeup.wait()
+            await self._execute(run)
+        finally:
+            self._suspects.discard(run.lease.item_id)
+            self._wake()
+
     async def _execute(self, run: _Run) -> None:
         lease = run.lease
         try:
