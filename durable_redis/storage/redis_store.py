@@ -16,6 +16,8 @@ from typing import Any, TypeVar
 import redis.asyncio as aioredis
 from redis.asyncio.client import Redis
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import EqualJitterBackoff
 from redis.commands.core import AsyncScript
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -58,6 +60,11 @@ __all__ = ["RedisStore"]
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = "1"
+# Client-side retries of a command whose connection failed (see RedisStore.from_url): the sum of
+# the back-offs (0.1, 0.2, ... capped at 2 s, each with jitter to half) rides out ~9-17 s.
+RETRY_ATTEMPTS = 12
+RETRY_BACKOFF_BASE_S = 0.05
+RETRY_BACKOFF_CAP_S = 2.0
 _T = TypeVar("_T")
 
 
@@ -169,6 +176,13 @@ class RedisStore:
         if url.split("://", 1)[0] in CLUSTER_SCHEMES:
             client = cluster_client_from_url(url, **kwargs)
         else:
+            # redis-py's from_url connections retry nothing by default: one dropped connection
+            # or a Redis restart would surface to every caller. Every script is safe to run
+            # twice, so re-send on connection errors and timeouts, backing off for ~10-20 s.
+            kwargs["retry"] = AsyncRetry(
+                EqualJitterBackoff(cap=RETRY_BACKOFF_CAP_S, base=RETRY_BACKOFF_BASE_S),
+                RETRY_ATTEMPTS,
+            )
             client = aioredis.Redis.from_url(url, **kwargs)
         return cls(
             client,
