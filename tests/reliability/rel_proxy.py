@@ -24,6 +24,8 @@ class Proxy:
         self.flowing = asyncio.Event()
         self.flowing.set()
         self.cut_replies = 0
+        self.cut_every = 0  # > 0: cut every Nth reply chunk (chaos for client retries)
+        self._replies = 0
         self.cuts_done = 0
         self.connections = 0
         self._server: asyncio.Server | None = None
@@ -96,8 +98,12 @@ class Proxy:
             if not data:
                 return
             await self.flowing.wait()
-            if upstream and self.cut_replies > 0:
-                self.cut_replies -= 1
+            if upstream:
+                self._replies += 1
+            if upstream and (
+                self.cut_replies > 0 or (self.cut_every and self._replies % self.cut_every == 0)
+            ):
+                self.cut_replies = max(0, self.cut_replies - 1)
                 self.cuts_done += 1
                 return  # drop the reply; the caller closes both sides
             writer.write(data)
