@@ -29,6 +29,7 @@ from durable_redis.errors import (
     InstanceRunningError,
     NamespaceMissingError,
     StoreError,
+    ValidationError,
 )
 from durable_redis.storage.base import (
     ExistingInstancePolicy,
@@ -78,6 +79,16 @@ def _opt(value: Any) -> str:
 
 def _pairs(flat: Sequence[Any]) -> dict[str, Any]:
     return {_s(flat[i]): flat[i + 1] for i in range(0, len(flat), 2)}
+
+
+def _split_cursor(cursor: str) -> tuple[str, str, str]:
+    """``<partition or m>:<created_ms>:<instance id>``; ValidationError for anything else."""
+    parts = cursor.split(":", 2) if isinstance(cursor, str) else []
+    if len(parts) != 3 or not parts[1].lstrip("-").isdigit():
+        raise ValidationError(f"invalid list cursor {cursor!r} (pass back a next_cursor)")
+    if parts[0] != "m" and not parts[0].isdigit():
+        raise ValidationError(f"invalid list cursor {cursor!r} (pass back a next_cursor)")
+    return parts[0], parts[1], parts[2]
 
 
 def _info(instance_id: str, fields: dict[str, Any]) -> InstanceInfo:
@@ -1036,8 +1047,10 @@ class RedisStore:
             )
         part, score, after = 0, created_after_ms, ""
         if cursor:
-            p, s, after = cursor.split(":", 2)
+            p, s, after = _split_cursor(cursor)
             part, score = int(p), int(s)
+            if not 0 <= part < len(self._parts):
+                raise ValidationError(f"invalid list cursor {cursor!r}")
         found: list[InstanceInfo] = []
         scanned = 0
         for pk in self._parts[part:]:
@@ -1083,7 +1096,7 @@ class RedisStore:
         is global. Cursor ``m:<created_ms>:<instance id>``."""
         score, after = created_after_ms, ""
         if cursor:
-            _m, cursor_score, after = cursor.split(":", 2)
+            _m, cursor_score, after = _split_cursor(cursor)
             score = int(cursor_score)
         hi = "+inf" if created_before_ms is None else f"({created_before_ms}"
         page = limit + 50
