@@ -312,9 +312,14 @@ class Client:
         """One page of instances (pass ``next_cursor`` back for the next)."""
         if limit < 1:
             raise ValidationError("limit must be >= 1")
+        try:
+            wanted = InstanceStatus(status) if status is not None else None
+        except ValueError:
+            known = ", ".join(s.value for s in InstanceStatus)
+            raise ValidationError(f"unknown status {status!r} (one of {known})") from None
         await self._ensure_initialized()
         page = await self.store.list_instances(
-            status=InstanceStatus(status) if status is not None else None,
+            status=wanted,
             name=name,
             created_after_ms=int(created_after.timestamp() * 1000) if created_after else None,
             created_before_ms=int(created_before.timestamp() * 1000) if created_before else None,
