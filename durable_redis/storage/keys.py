@@ -38,7 +38,11 @@ def validate_id(kind: str, value: str) -> None:
         raise InvalidIdError(f"{kind} must be a non-empty string, got {value!r}")
     if "\n" in value or "\x00" in value:
         raise InvalidIdError(f"{kind} {value!r} contains a newline or NUL")
-    if len(value.encode("utf-8", "surrogatepass")) > MAX_ID_BYTES:
+    try:
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise InvalidIdError(f"{kind} {value!r} is not encodable as UTF-8") from None
+    if size > MAX_ID_BYTES:
         raise InvalidIdError(f"{kind} is longer than {MAX_ID_BYTES} bytes")
 
 

@@ -1012,6 +1012,7 @@ class RedisStore:
 
     async def get_instance(self, instance_id: str) -> InstanceInfo | None:
         await self._ready()
+        validate_id("instance id", instance_id)
         fields = await self._r.hgetall(self._pk(instance_id).instance(instance_id).record)
         if not fields:
             return None
@@ -1019,6 +1020,7 @@ class RedisStore:
 
     async def read_history(self, instance_id: str, execution_id: int | None = None) -> list[bytes]:
         await self._ready()
+        validate_id("instance id", instance_id)
         ik = self._pk(instance_id).instance(instance_id)
         if execution_id is None:
             current = await self._r.hget(ik.record, "exec")
@@ -1146,11 +1148,13 @@ class RedisStore:
 
     async def list_children(self, instance_id: str) -> list[str]:
         await self._ready()
+        validate_id("instance id", instance_id)
         members = await self._r.smembers(self._pk(instance_id).instance(instance_id).children)
         return sorted(_s(m) for m in members)
 
     async def delete_instance(self, instance_id: str, *, force: bool = False) -> int:
         await self._ready()
+        validate_id("instance id", instance_id)
         return await self._delete_tree(instance_id, force=force, missing_ok=False)
 
     async def _delete_tree(self, instance_id: str, *, force: bool, missing_ok: bool) -> int:
@@ -1246,6 +1250,7 @@ class RedisStore:
     async def prune_executions(self, instance_id: str, *, keep_last: int = 1) -> int:
         """Delete the history of old executions; the current one is always kept."""
         await self._ready()
+        validate_id("instance id", instance_id)
         ik = self._pk(instance_id).instance(instance_id)
         current = await self._r.hget(ik.record, "exec")
         if current is None:
