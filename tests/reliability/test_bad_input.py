@@ -294,3 +294,16 @@ def test_every_error_is_a_durable_redis_error() -> None:
     for exc in (InvalidIdError, PayloadTooLargeError, CodecError, NamespaceMissingError):
         assert issubclass(exc, DurableRedisError)
     assert issubclass(PayloadTooLargeError, CodecError)
+
+
+async def test_store_refuses_ids_that_are_not_utf8(redis_url: str, namespace: str) -> None:
+    """Below the client too: a lone surrogate is an InvalidIdError, not a UnicodeEncodeError."""
+    store = RedisStore.from_url(redis_url, namespace=namespace)
+    try:
+        await store.initialize()
+        with pytest.raises(InvalidIdError):
+            await store.enqueue_message("\udcff", "m1", b"x")
+        with pytest.raises(InvalidIdError):
+            await store.get_instance("\udcff")
+    finally:
+        await store.close()
