@@ -157,13 +157,18 @@ def run_worker(
     if in_main:
         for sig in (signal.SIGTERM, signal.SIGINT):
             previous[sig] = signal.signal(sig, forward)
+    # The URL may carry a password: hand it to the children in their environment, never in
+    # their argv (which every local user can read in /proc/<pid>/cmdline).
+    cmd = worker_command(app_ref, redis_url, options, namespace=namespace, log_level=log_level)
+    at = cmd.index("--redis-url")
+    del cmd[at : at + 2]
+    env = {**os.environ, "REDIS_URL": redis_url}
     try:
         for _ in range(processes):
             children.append(
                 subprocess.Popen(
-                    worker_command(
-                        app_ref, redis_url, options, namespace=namespace, log_level=log_level
-                    ),
+                    cmd,
+                    env=env,
                     start_new_session=True,  # Ctrl-C reaches them only through us, once
                 )
             )
