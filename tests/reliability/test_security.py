@@ -205,3 +205,50 @@ async def test_tls_for_worker_client_and_cli(
             assert "certificate" in str(info.value).lower()
         finally:
             await unverified.close()
+
+
+@pytest.mark.skipif(not Path("/proc").exists(), reason="reads /proc/<pid>/cmdline")
+async def test_run_worker_keeps_the_password_out_of_child_argv(
+    redis_binary: str, namespace: str, tmp_path: Path
+) -> None:
+    with RedisServer() as server:
+        _require_password(server)
+        url = f"unix://:{PASSWORD}@{server.socket_path}"
+        script = (
+            "import sys\n"
+            "from durable_redis.runtime import WorkerOptions, run_worker\n"
+            "opts = WorkerOptions(fetch_wait=0.5, janitor_interval=None, shutdown_grace_period=1)\n"
+            f"sys.exit(run_worker('rel_app:app', sys.argv[1], opts, processes=2,"
+            f" namespace={namespace!r}))\n"
+        )
+        env = dict(os.environ, PYTHONPATH=f"{Path(__file__).parent}:{ROOT}")
+        parent = subprocess.Popen(
+            [sys.executable, "-c", script, url],
+            env=env,
+            cwd=str(ROOT),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            async with Client.from_url(url, namespace=namespace, app=rel_app.app) as client:
+                iid = await client.start("echo", "up")
+                assert await client.wait_for_completion(iid, timeout=30) == "up"
+            children = [
+                int(p.name)
+                for p in Path("/proc").iterdir()
+                if p.name.isdigit() and _cmdline(p).count(namespace) and int(p.name) != parent.pid
+            ]
+            assert len(children) == 2, children
+            for pid in children:
+                assert PASSWORD not in _cmdline(Path(f"/proc/{pid}"))
+        finally:
+            if parent.poll() is None:
+                parent.terminate()
+                parent.wait(30)
+
+
+def _cmdline(proc_dir: Path) -> str:
+    try:
+        return (proc_dir / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
