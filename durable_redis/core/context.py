@@ -176,6 +176,7 @@ class OrchestrationContext:
         first = self._engine.schedule_activity(name, payload, session, 1, timeout_ms, result_type)
         if retry is None and timeout_ms is None:
             return first
+        first_id = self._engine.last_activity_id
         policy = retry if retry is not None else RetryPolicy(max_attempts=1)
 
         async def attempts() -> Any:
@@ -196,7 +197,7 @@ class OrchestrationContext:
                     await self._engine.create_timer(self._engine.current_ms + delay_ms)
                 attempt += 1
                 future = self._engine.schedule_activity(
-                    name, payload, session, attempt, timeout_ms, result_type
+                    name, payload, session, attempt, timeout_ms, result_type, first_id
                 )
 
         return self._loop.create_task(attempts(), name=f"activity:{name}")

@@ -120,6 +120,7 @@ class ReplayEngine:
         self.buffered: dict[str, deque[bytes]] = {}
         self.loop_timers: dict[int, asyncio.Future[None]] = {}  # id(TimerHandle) -> timer
         self.open_sessions: set[str] = set()
+        self.last_activity_id = 0  # event id of the newest ActivityScheduled command
 
     # -- positions ------------------------------------------------------------------------------
     @property
@@ -328,6 +329,7 @@ class ReplayEngine:
         attempt: int,
         timeout_ms: int | None,
         result_type: Any,
+        first_attempt_id: int | None = None,
     ) -> asyncio.Future[Any]:
         event = self.command(
             ev.ActivityScheduled,
@@ -336,9 +338,11 @@ class ReplayEngine:
             session_id=session,
             attempt=attempt,
             timeout_ms=timeout_ms,
+            first_attempt_id=first_attempt_id,
         )
         future: asyncio.Future[Any] = self.loop.create_future()
         source_id = event.event_id
+        self.last_activity_id = source_id
         self.activity_sessions[source_id] = session or ""
 
         def on_event(done: ev.HistoryEvent) -> None:

@@ -111,6 +111,7 @@ class ActivityScheduled(_Event):
     session_id: str | None = None
     attempt: int = 1
     timeout_ms: int | None = None
+    first_attempt_id: int | None = None  # a retry: the activity id of the call's first attempt
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

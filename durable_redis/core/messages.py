@@ -147,6 +147,7 @@ class ActivityTask:
     attempt: int = 1  # retry-policy attempt, 1-based
     timeout_ms: int | None = None  # per-attempt timeout, also enforced by the orchestration
     orchestration_name: str = ""
+    first_attempt_id: int | None = None  # retries: the activity id of the first attempt
 
     @property
     def activity_key(self) -> str:
@@ -155,7 +156,9 @@ class ActivityTask:
 
     @property
     def idempotency_key(self) -> str:
-        return f"{self.instance_id}:{self.activity_key}"
+        """The same for every attempt of one ``call_activity`` and every redelivery of each."""
+        first = self.first_attempt_id if self.first_attempt_id is not None else self.activity_id
+        return f"{self.instance_id}:{self.execution_id}:{first}"
 
     @property
     def completion_message_id(self) -> str:

@@ -65,6 +65,7 @@ class ActivityContext:
         worker_id: str = "",
         cancel_event: threading.Event | None = None,
         delivery: int = 1,
+        first_attempt_id: int | None = None,
     ) -> None:
         self.instance_id = instance_id
         self.execution_id = execution_id
@@ -74,6 +75,7 @@ class ActivityContext:
         self.attempt = attempt
         #: how often this attempt was delivered to a worker (> 1 after a crash or lost lease)
         self.delivery = delivery
+        self._first_attempt_id = first_attempt_id if first_attempt_id is not None else activity_id
         self.session_id = session_id
         self.worker_id = worker_id
         self._cancel_event = cancel_event if cancel_event is not None else threading.Event()
@@ -84,8 +86,8 @@ class ActivityContext:
 
     @property
     def idempotency_key(self) -> str:
-        """Stable across re-deliveries of this activity: use it to dedupe side effects."""
-        return f"{self.instance_id}:{self.activity_key}"
+        """Stable across redeliveries and retry-policy attempts: use it to dedupe side effects."""
+        return f"{self.instance_id}:{self.execution_id}:{self._first_attempt_id}"
 
     @property
     def is_cancelled(self) -> bool:

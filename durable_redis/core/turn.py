@@ -291,6 +291,7 @@ def _result_from(
                         session_id=event.session_id,
                         attempt=event.attempt,
                         timeout_ms=event.timeout_ms,
+                        first_attempt_id=event.first_attempt_id,
                         orchestration_name=name,
                     )
                 )

@@ -189,6 +189,7 @@ def make_activity_context(
         name=task.name,
         attempt=task.attempt,
         delivery=delivery,
+        first_attempt_id=task.first_attempt_id,
         session_id=session_id,
         worker_id=worker_id,
         execution_id=task.execution_id,

@@ -209,11 +209,13 @@ async def test_a_worker_never_owns_more_sessions_than_its_limit(
 
 
 _attempts_seen: list[tuple[int, int]] = []
+_keys_seen: list[str] = []
 
 
 @app.activity
 def flaky(ctx: ActivityContext, fail_times: int) -> int:
     _attempts_seen.append((ctx.attempt, ctx.delivery))
+    _keys_seen.append(ctx.idempotency_key)
     if ctx.attempt <= fail_times:
         raise RuntimeError(f"attempt {ctx.attempt} fails")
     return ctx.attempt
@@ -230,8 +232,12 @@ async def test_activity_context_attempt_counts_retry_policy_attempts(
     store: RedisStore, running: Callable[..., Worker]
 ) -> None:
     _attempts_seen.clear()
+    _keys_seen.clear()
     client = Client(store, app)
     running()
     iid = await client.start(retried, 2)
     assert await client.wait_for_completion(iid, timeout=20) == 3
     assert _attempts_seen == [(1, 1), (2, 1), (3, 1)]
+    # one key for the whole call: a retry after a timeout cannot repeat the side effect
+    assert len(set(_keys_seen)) == 1
+    assert _keys_seen[0].startswith(f"{iid}:1:")
