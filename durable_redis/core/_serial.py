@@ -62,6 +62,9 @@ class Schema(Generic[T]):
         self.family = family
         self._by_kind: dict[str, type[T]] = {}
         self._fields: dict[type[T], tuple[tuple[str, bool, bool], ...]] = {}
+        # fields left at a None default are not written (decode restores the default): it
+        # keeps stored histories small
+        self._none_default: dict[type[T], frozenset[str]] = {}
         for cls in classes:
             fields = []
             for f in dataclasses.fields(cls):  # type: ignore[arg-type]
@@ -70,14 +73,22 @@ class Schema(Generic[T]):
                 fields.append((f.name, is_failure, is_tuple))
             self._by_kind[cls.__name__] = cls
             self._fields[cls] = tuple(fields)
+            self._none_default[cls] = frozenset(
+                f.name
+                for f in dataclasses.fields(cls)  # type: ignore[arg-type]
+                if f.default is None
+            )
 
     def encode(self, obj: T) -> bytes:
         fields = self._fields.get(type(obj))
         if fields is None:
             raise CodecError(f"not a {self.family}: {type(obj).__name__}")
         record: dict[str, object] = {"v": SCHEMA_VERSION, "k": type(obj).__name__}
+        omit = self._none_default[type(obj)]
         for name, is_failure, is_tuple in fields:
             value = getattr(obj, name)
+            if value is None and name in omit:
+                continue
             if is_failure and value is not None:
                 value = _failure_to_plain(value)
             elif is_tuple:
