@@ -42,6 +42,12 @@ def record(ctx: ActivityContext, args: dict[str, Any]) -> int:
 
 
 @app.activity
+def report(ctx: ActivityContext, args: dict[str, Any]) -> None:
+    """Append ``<instance> <total>`` to ``<dir>/results.log`` (results outlive retention)."""
+    append_line(Path(args["dir"]) / "results.log", f"{ctx.instance_id} {args['total']}\n")
+
+
+@app.activity
 def big_result(ctx: ActivityContext, size: int) -> bytes:
     return b"x" * size
 
@@ -69,6 +75,8 @@ async def fanout(ctx: OrchestrationContext, args: dict[str, Any]) -> int:
             for i in range(start, min(n, start + batch))
         ]
         total += sum(await asyncio.gather(*calls))
+    if args.get("report"):
+        await ctx.call_activity(report, {"dir": args["dir"], "total": total})
     return total
 
 

@@ -26,6 +26,7 @@ from rel_support import (
 )
 
 from durable_redis.client import Client
+from durable_redis.errors import DurableRedisError
 from durable_redis.storage.server import RedisServer, find_redis_server
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.timeout(900)]
@@ -33,7 +34,11 @@ pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.timeout(900)]
 PER_ORCHESTRATION = 100
 WORKERS = 4
 RETENTION_S = 1.0
-MEMORY_SLACK_BYTES = 2 << 20
+# What "back to baseline" allows: no key survives, but Redis keeps some memory after a burst
+# (hash tables of the keyspace shrink lazily, allocator slack): ~0.1-0.3 MB of dataset and
+# ~1.2-1.4 MB in all after 20,000-100,000 activities whose peak was 15-47 MB.
+DATASET_SLACK_BYTES = 1 << 20
+MEMORY_SLACK_BYTES = 4 << 20
 
 
 @pytest.fixture
@@ -69,27 +74,39 @@ async def test_load_then_retention_returns_memory_to_baseline(
         info = redis_info(url)
         baseline, baseline_dataset = info["used_memory"], info["used_memory_dataset"]
 
-        args = {"dir": str(workdir), "n": PER_ORCHESTRATION, "batch": 20}
+        args = {"dir": str(workdir), "n": PER_ORCHESTRATION, "batch": 20, "report": True}
         started = time.monotonic()
         ids = [
             await client.start("fanout", args, instance_id=f"load-{i}")
             for i in range(orchestrations)
         ]
+        # Results are reported by the orchestrations themselves (a last activity appends them to
+        # a file), because retention removes finished instances within a second or two.
         peak = baseline
         histories_checked = recorded_twice = 0
         expected = sum(range(PER_ORCHESTRATION))
-        for n, iid in enumerate(ids):
-            state = await client.wait_for_state(iid, timeout=600)
-            assert state.output == expected, state
-            if n % 10 == 0:  # before the janitor takes them: check a sample
+        results: dict[str, int] = {}
+        deadline = time.monotonic() + 600
+        sample = iter(ids[::10])
+        while len(results) < orchestrations:
+            assert time.monotonic() < deadline, f"{orchestrations - len(results)} never finished"
+            results = _results(workdir)
+            peak = max(peak, redis_info(url)["used_memory"])
+            iid = next(sample, None)
+            if iid is not None:  # a sample of histories, while they still exist
                 try:
+                    state = await client.wait_for_state(iid, timeout=600)
                     counts = history_check(await client.get_history(iid))
-                except Exception:
-                    counts = None
-                if counts and counts["scheduled"]:
+                except DurableRedisError:  # removed by retention before we looked
+                    continue
+                if state.output is not None and counts["scheduled"]:
+                    assert state.output == expected
                     histories_checked += 1
                     recorded_twice += counts["completed_twice"]
-                peak = max(peak, redis_info(url)["used_memory"])
+            else:
+                await anyio.sleep(0.2)
+        assert set(results) == set(ids)
+        assert set(results.values()) == {expected}
         elapsed = time.monotonic() - started
         removed_in = await _until_removed(client, 120)
     await anyio.sleep(1.0)
@@ -128,11 +145,19 @@ async def test_load_then_retention_returns_memory_to_baseline(
     assert len(runs) == total + 2 and recorded_twice == 0
     assert after_keys == baseline_keys
     # The data set is back to its baseline; the total (client buffers, allocator) nearly so.
-    assert after_dataset <= baseline_dataset + MEMORY_SLACK_BYTES // 8, (
+    assert after_dataset <= baseline_dataset + DATASET_SLACK_BYTES, (
         baseline_dataset,
         after_dataset,
     )
     assert after <= baseline + MEMORY_SLACK_BYTES, (baseline, peak, after)
+
+
+def _results(directory: Path) -> dict[str, int]:
+    path = directory / "results.log"
+    if not path.exists():
+        return {}
+    rows = (line.split(" ") for line in path.read_text().splitlines())
+    return {iid: int(total) for iid, total in rows}
 
 
 async def _until_removed(client: Client, timeout: float) -> float:
