@@ -202,6 +202,10 @@ HEADLINE = {
 }
 
 
+# workloads measured once (no peers, no alternation)
+SINGLE_RUN = ("memory", "ceiling", "fanout_scaling", "cluster")
+
+
 async def ours(workload: str, url: str, s: Sizes, processes: int = 1) -> dict[str, Any]:
     if workload == "hello":
         return await W.w_hello(url, s.hello)
@@ -268,7 +272,7 @@ def main() -> int:
     all_workloads = ["hello", "chain100", "fanout1000", "many_orch", "timer", "drain10k"]
     all_workloads += ["sessions", "memory", "scale", "ceiling"]
     if not quick:
-        all_workloads.append("fanout_scaling")
+        all_workloads += ["fanout_scaling", "cluster"]
     wl = args.workloads.split(",") if args.workloads else all_workloads
     if args.peers:
         peers = [] if args.peers == "none" else args.peers.split(",")
@@ -295,7 +299,7 @@ def main() -> int:
     slots = warmup + runs
     total = 0
     for w in wl:
-        if w in ("memory", "ceiling", "fanout_scaling"):
+        if w in SINGLE_RUN:
             total += 1
         elif w == "scale":
             total += 3 * runs
@@ -309,12 +313,17 @@ def main() -> int:
         port = server.port
         machine["redis_url"] = "redis://127.0.0.1:<private port>/0 (TCP loopback, no persistence)"
         for w in wl:
-            if w in ("memory", "ceiling", "fanout_scaling"):
+            if w in SINGLE_RUN:
                 prog.step(f"{w} ours")
                 if w == "memory":
                     data = safe(ours, "memory", url, s)
                 elif w == "fanout_scaling":
                     data = safe(W.w_fanout_scaling, url)
+                elif w == "cluster":
+                    # its own local clusters (1 and 3 primaries), many_orch with 2 processes
+                    import cluster_bench
+
+                    data = safe(cluster_bench.w_cluster, s.many, 2)
                 else:
                     data = safe(W.w_ceiling, url, "127.0.0.1", port)
                 res.record(w, "ours", 0, data, False)

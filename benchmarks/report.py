@@ -204,6 +204,15 @@ def render(
     if cl and cl.get("status") == "ok":
         lines.append("")
         lines.append(_ceiling(cl))
+    cb = res.extra.get("cluster")
+    if cb and cb.get("status") == "ok":
+        one, three = cb["shards_1"]["orch_per_s"], cb["shards_3"]["orch_per_s"]
+        lines.append("")
+        lines.append(
+            f"Cluster (many_orch, {cb['n']} orchestrations, {cb['processes']} worker processes, "
+            f"P = {cb['partitions']}): 1 shard {fmt(one)} orch/s, 3 shards {fmt(three)} orch/s, "
+            f"ratio {cb['ratio_3_over_1']} on {cb['cores']} cores (bounded by worker CPU)."
+        )
     return "\n".join(lines) + "\n"
 
 
