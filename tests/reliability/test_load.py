@@ -36,9 +36,10 @@ WORKERS = 4
 RETENTION_S = 1.0
 # What "back to baseline" allows: no key survives, but Redis keeps some memory after a burst
 # (hash tables of the keyspace shrink lazily, allocator slack): ~0.1-0.3 MB of dataset and
-# ~1.2-1.4 MB in all after 20,000-100,000 activities whose peak was 15-47 MB.
+# ~1.2-3.2 MB in all (client buffers vary run to run) after 20,000-100,000 activities whose peak
+# was 15-47 MB.
 DATASET_SLACK_BYTES = 1 << 20
-MEMORY_SLACK_BYTES = 4 << 20
+MEMORY_SLACK_BYTES = 8 << 20
 
 
 @pytest.fixture
