@@ -179,7 +179,15 @@ class RedisStore:
         **store_options: Any,
     ) -> RedisStore:
         """Connect with a URL: ``redis://``, ``rediss://``, ``unix://``, or a cluster node's
-        ``redis+cluster://host:port`` / ``rediss+cluster://`` (Redis Cluster)."""
+        ``redis+cluster://host:port`` / ``rediss+cluster://`` (Redis Cluster).
+
+        A ``partitions=P`` query parameter (``redis+cluster://host:7000?partitions=8``) sets the
+        partition count of a new namespace, so workers, clients and the CLI can be given it in
+        the one URL they share; the ``partitions`` argument wins over it.
+        """
+        url, from_query = _pop_partitions(url)
+        if partitions is None:
+            partitions = from_query
         kwargs: dict[str, Any] = {"socket_timeout": socket_timeout, "decode_responses": False}
         if max_connections is not None:
             kwargs["max_connections"] = max_connections
@@ -1317,3 +1325,21 @@ class RedisStore:
                 if await self._delete_one(_s(raw), force=False, min_age_ms=retention_ms):
                     removed += 1
         return removed
+
+
+def _pop_partitions(url: str) -> tuple[str, int | None]:
+    """Split a ``partitions=P`` query parameter off a Redis URL (redis-py would reject it)."""
+    base, sep, query = url.partition("?")
+    if not sep:
+        return url, None
+    kept, count = [], None
+    for param in query.split("&"):
+        key, _, value = param.partition("=")
+        if key != "partitions":
+            kept.append(param)
+            continue
+        try:
+            count = int(value)
+        except ValueError:
+            raise ConfigurationError(f"partitions must be a whole number, got {value!r}") from None
+    return (f"{base}?{'&'.join(kept)}" if kept else base), count
