@@ -25,6 +25,7 @@ from durable_redis.errors import (
     FailureDetails,
     InstanceNotFoundError,
     InvalidIdError,
+    NotRegisteredError,
     OrchestrationCancelledError,
     OrchestrationFailedError,
     ValidationError,
@@ -371,14 +372,17 @@ def _orchestration_identity(orchestration: Any, app: Any) -> tuple[str, str, Any
     """(name, version, result type or None) of a function or a registered name."""
     if isinstance(orchestration, str):
         validate_id(orchestration, "orchestration name")
-        version = ""
-        if app is not None:
-            try:
-                registered = app.get_orchestration(orchestration)
-                version = getattr(registered, "version", "") or ""
-            except Exception:
-                pass
-        return orchestration, version, None
+        if app is None:
+            return orchestration, "", None  # the workers decide whether they know it
+        try:
+            registered = app.get_orchestration(orchestration)
+        except NotRegisteredError:
+            raise NotRegisteredError(
+                f"orchestration {orchestration!r} is not registered on this client's app "
+                f"{getattr(app, 'name', '')!r}; a client made without an app leaves that check "
+                "to the workers"
+            ) from None
+        return orchestration, registered.version or "", registered.result_type
     meta = core.orchestration_metadata(orchestration)
     return meta.name, meta.version or "", meta.result_type
 

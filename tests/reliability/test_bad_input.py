@@ -169,7 +169,8 @@ async def test_unencodable_payloads_raise_codec_error(served: Client) -> None:
 
 
 async def test_unknown_names_wait_without_harming_other_work(served: Client) -> None:
-    orch = await served.start("no_such_orchestration", 1)
+    # started by a client without the app (one with it refuses the name: NotRegisteredError)
+    orch = await Client(served.store).start("no_such_orchestration", 1)
     act = await served.start("call_unknown_activity")
     ok = await served.start("echo", "ok")
     assert await served.wait_for_completion(ok, timeout=20) == "ok"

@@ -133,7 +133,8 @@ async def test_unregistered_orchestration_is_never_failed(
 ) -> None:
     running()
     client = Client(store, app)
-    iid = await client.start("nobody_knows_me")
+    # a client without the app: with it, start() itself refuses the unknown name
+    iid = await Client(store).start("nobody_knows_me")
     await anyio.sleep(1.5)
     state = await client.get_status(iid)
     assert state is not None and state.status is InstanceStatus.PENDING
