@@ -16,7 +16,8 @@
     │   ├── InstanceExistsError            start with an id that exists (policy "fail")
     │   ├── InstanceNotFoundError          no instance with that id
     │   ├── InstanceRunningError           delete of a running instance without force
-    │   └── NamespaceMissingError          the namespace's data vanished from Redis
+    │   ├── NamespaceMissingError          the namespace's data vanished from Redis
+    │   └── StoreUnavailableError          Redis unreachable past the retry window
     ├── NondeterminismError                orchestration code no longer matches its history
     ├── TaskFailedError                    inside an orchestration: durable work failed
     │   ├── ActivityFailedError            an activity raised (type, message, traceback)
@@ -57,6 +58,7 @@ __all__ = [
     "PayloadTooLargeError",
     "RegistrationError",
     "StoreError",
+    "StoreUnavailableError",
     "TaskFailedError",
     "ValidationError",
     "WaitTimeoutError",
@@ -139,6 +141,13 @@ class InstanceRunningError(StoreError):
 
 class NamespaceMissingError(StoreError):
     """The namespace's metadata vanished (Redis restarted without persistence, or was flushed)."""
+
+
+class StoreUnavailableError(StoreError, ConnectionError):
+    """Redis could not be reached: refused, timed out, or down longer than the retry window.
+
+    Nothing is known to have changed; every operation is safe to retry.
+    """
 
 
 class NondeterminismError(DurableRedisError):

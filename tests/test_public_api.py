@@ -14,7 +14,7 @@ EXPECTED = {
     "NondeterminismError", "NotRegisteredError", "OrchestrationCancelledError",
     "OrchestrationContext", "OrchestrationError", "OrchestrationFailedError",
     "PayloadTooLargeError", "RedisServer", "RedisStore", "RegistrationError", "RetryPolicy",
-    "StoreError", "TaskFailedError", "ValidationError", "WaitTimeoutError", "Worker",
+    "StoreError", "StoreUnavailableError", "TaskFailedError", "ValidationError", "WaitTimeoutError", "Worker",
     "WorkerOptions", "__version__", "run_worker",
 }  # fmt: skip
 

@@ -7,10 +7,12 @@ through ``RedisStore._eval`` (tests wrap it to check slots and idempotency).
 from __future__ import annotations
 
 import asyncio
+import functools
+import inspect
 import logging
 import secrets
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
@@ -19,6 +21,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import EqualJitterBackoff
 from redis.commands.core import AsyncScript
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -29,6 +32,7 @@ from durable_redis.errors import (
     InstanceRunningError,
     NamespaceMissingError,
     StoreError,
+    StoreUnavailableError,
     ValidationError,
 )
 from durable_redis.storage.base import (
@@ -41,6 +45,7 @@ from durable_redis.storage.base import (
     QueueDepths,
     QueuedMessage,
     SessionRef,
+    Store,
     TurnCommit,
     WorkItemLease,
 )
@@ -1343,3 +1348,25 @@ def _pop_partitions(url: str) -> tuple[str, int | None]:
         except ValueError:
             raise ConfigurationError(f"partitions must be a whole number, got {value!r}") from None
     return (f"{base}?{'&'.join(kept)}" if kept else base), count
+
+
+def _unavailable_as_store_error(
+    fn: Callable[..., Awaitable[Any]],
+) -> Callable[..., Awaitable[Any]]:
+    """Connection failures that outlast the client's retries become StoreUnavailableError."""
+
+    @functools.wraps(fn)
+    async def call(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return await fn(*args, **kwargs)
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            raise StoreUnavailableError(f"Redis is unavailable ({fn.__name__}): {exc}") from exc
+
+    return call
+
+
+# The public surface (the Store contract) raises only DurableRedisError subclasses.
+for _name in sorted(n for n in dir(Store) if not n.startswith("_")):
+    _method = getattr(RedisStore, _name, None)
+    if inspect.iscoroutinefunction(_method):
+        setattr(RedisStore, _name, _unavailable_as_store_error(_method))

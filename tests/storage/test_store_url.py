@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-import pytest
+from pathlib import Path
 
-from durable_redis.errors import ConfigurationError
+import anyio
+import pytest
+from redis.asyncio import Redis
+
+from durable_redis.errors import ConfigurationError, DurableRedisError, StoreUnavailableError
 from durable_redis.storage.redis_store import RedisStore, _pop_partitions
 
 pytestmark = pytest.mark.anyio
@@ -38,3 +42,15 @@ async def test_a_namespace_created_from_a_url_gets_its_partitions(
         assert again.partitions == 4
     finally:
         await again.close()
+
+
+async def test_an_unreachable_redis_is_a_typed_error(tmp_path: Path) -> None:
+    client = Redis(unix_socket_path=str(tmp_path / "nobody.sock"), socket_timeout=1.0)
+    store = RedisStore(client, namespace="unreachable", owns_client=True)
+    try:
+        with anyio.fail_after(30), pytest.raises(StoreUnavailableError) as caught:
+            await store.get_instance("i")
+        assert isinstance(caught.value, DurableRedisError)
+        assert "Redis is unavailable" in str(caught.value)
+    finally:
+        await store.close()
