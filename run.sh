@@ -35,6 +35,9 @@ case "$cmd" in
         .venv/bin/ruff format --check .
         .venv/bin/mypy
         .venv/bin/python -m pytest "$@"
+        # the pure core keeps >= 95% branch coverage from its own tests
+        .venv/bin/python -m pytest -q -p no:cacheprovider tests/core tests/test_layers.py \
+            --cov=durable_redis/core --cov-branch --cov-report=term --cov-fail-under=95
         # the Redis Cluster variants (a local 3-primary cluster, P = 8) and the failover test
         # (exit 5 = nothing selected, e.g. when "$@" names other tests)
         .venv/bin/python -m pytest --cluster -m cluster "$@" tests/storage tests/e2e tests/cluster \
