@@ -30,8 +30,9 @@ class WorkerOptions:
 
     Durations are in seconds.
 
-    - ``orchestration_concurrency``: orchestration turns run at once (each in a thread, so a long
-      replay never blocks the event loop).
+    - ``orchestration_concurrency``: orchestration turns run at once (small turns inline on the
+      event loop, those with more than 2,000 events in a thread, so a long replay never blocks
+      the event loop).
     - ``activity_concurrency``: activities run at once; ``activity_threads`` bounds how many of
       them may be sync functions running in the thread pool.
     - ``batch_size``: most work items leased by one fetch.
