@@ -1,6 +1,8 @@
 --[[
 lock_messages: phase 2 of an orchestration fetch. Tags the instance's visible messages with the
-lock token (attempt + 1 each, once per token) and returns them with the instance record.
+lock token (attempt + 1 each, once per token) and returns them with the instance record, and the
+history of the current execution when the caller guessed its execution id (KEYS[10] is the
+history LIST of that guess: the caller builds the key, the script only checks the record's exec).
 
 KEYS
   1 pmeta          partition metadata HASH
@@ -12,13 +14,17 @@ KEYS
   7 done           ids consumed by the last turn
   8 mz             instance message ZSET
   9 mh             instance message HASH
+  10 hist          history LIST of ARGV[5]'s execution   h:<exec>:<iid>
 ARGV
   1 epoch
   2 iid
   3 token
   4 max_messages
+  5 exec_guess     execution id whose history KEYS[10] is
 RETURNS
-  {0, lease_until_ms, {instance field, value, ...}, {mid, data, attempt, ...}}
+  {0, lease_until_ms, {instance field, value, ...}, {mid, data, attempt, ...}, read, {event, ...}}
+    read = 1 if the record's exec is ARGV[5] (the list is that execution's history, all of it),
+    else 0 (the list is empty; the caller reads the history itself)
 STATUS
   0 OK, 1 LEASE_LOST, 2 NAMESPACE_MISSING,
   4 NOT_FOUND (instance gone: its orphan messages were deleted and the lock released),
@@ -60,4 +66,10 @@ for _, member in ipairs(visible) do
   msgs[#msgs + 1] = redis.call('HGET', KEYS[9], mid .. '|d')
   msgs[#msgs + 1] = tostring(attempt)
 end
-return {0, deadline, redis.call('HGETALL', KEYS[6]), msgs}
+local hist = {}
+local read = 0
+if redis.call('HGET', KEYS[6], 'exec') == ARGV[5] then
+  read = 1
+  hist = redis.call('LRANGE', KEYS[10], 0, -1)
+end
+return {0, deadline, redis.call('HGETALL', KEYS[6]), msgs, read, hist}

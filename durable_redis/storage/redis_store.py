@@ -170,6 +170,17 @@ class RedisStore:
         self._tombstone_ms = outbox_tombstone_ms
         self._sweep_s = outbox_sweep_s
         self._last_sweep = time.monotonic()
+        # instance -> last execution id seen (lock_messages' guess of the history key); a hint
+        # only: a wrong guess costs the separate LRANGE it saves when right
+        self._exec_guess: dict[str, int] = {}
+
+    def _remember_exec(self, instance_id: str, execution_id: int) -> None:
+        if execution_id == 1:
+            self._exec_guess.pop(instance_id, None)  # 1 is the default guess
+            return
+        if len(self._exec_guess) >= 10_000:
+            self._exec_guess.clear()
+        self._exec_guess[instance_id] = execution_id
 
     @classmethod
     def from_url(
@@ -524,6 +535,9 @@ class RedisStore:
         self, pk: PartitionKeys, epoch: str, iid: str, token: str
     ) -> OrchestrationLease | None:
         ik = pk.instance(iid)
+        # The history comes back in the same call when the execution id is guessed right: the
+        # last one this store saw for the instance, else 1 (most instances never continue).
+        guess = self._exec_guess.get(iid, 1)
         reply = await self._eval(
             "lock_messages",
             [
@@ -536,8 +550,9 @@ class RedisStore:
                 ik.done,
                 ik.mz,
                 ik.mh,
+                ik.history(guess),
             ],
-            [epoch, iid, token, self._max_messages],
+            [epoch, iid, token, self._max_messages, guess],
         )
         if reply[0] in (Status.NOT_FOUND, Status.EMPTY, Status.LEASE_LOST):
             return None
@@ -552,7 +567,11 @@ class RedisStore:
         ]
         history: list[bytes] = []
         if info.execution_id > 0:
-            history = list(await self._r.lrange(ik.history(info.execution_id), 0, -1))
+            if len(reply) > 5 and int(reply[4]) == 1:
+                history = list(reply[5])
+            else:
+                history = list(await self._r.lrange(ik.history(info.execution_id), 0, -1))
+            self._remember_exec(iid, info.execution_id)
         return OrchestrationLease(
             instance_id=iid,
             token=token,
@@ -699,6 +718,7 @@ class RedisStore:
         reply = await self._eval("commit_turn", keys, args)
         if reply[0] != Status.OK:
             raise_for_status("commit_turn", reply, iid)
+        self._remember_exec(iid, commit.execution_id)
         if outbox:
             try:
                 await self.deliver_outbox(pk.index)

@@ -64,7 +64,7 @@ SCRIPTS: dict[str, ScriptSpec] = {
         ScriptSpec("create_instance", keys=12, argv=11),
         ScriptSpec("enqueue_message", keys=9, argv=5),
         ScriptSpec("claim_orchestration", keys=6, argv=3),
-        ScriptSpec("lock_messages", keys=9, argv=4),
+        ScriptSpec("lock_messages", keys=10, argv=5),
         ScriptSpec("commit_turn", keys=32, argv=20, variadic_keys=True, variadic_argv=True),
         ScriptSpec("renew_orchestration", keys=3, argv=4),
         ScriptSpec("abandon_orchestration", keys=7, argv=5),

@@ -387,3 +387,44 @@ async def test_attempt_counts_on_expiry(store: RedisStore) -> None:
     first = await fetch(store, lock_ms=SHORT)
     await anyio.sleep(SHORT / 1000 + 0.05)
     assert (await fetch(store)).attempt == first.attempt + 1
+
+
+async def test_fetch_reads_history_in_the_lock_call_and_falls_back_on_a_wrong_guess(
+    store: RedisStore,
+) -> None:
+    """lock_messages returns the history when the store guesses the execution id right (one
+    round trip); a wrong guess (another client continued the instance) falls back to LRANGE."""
+    lranges: list[str] = []
+    original = store._r.lrange
+
+    async def counting(key: str, *args: object) -> object:
+        lranges.append(key)
+        return await original(key, *args)
+
+    store._r.lrange = counting
+    other = await store.twin()  # type: ignore[attr-defined]
+    await start(store, "a")
+    lease = await fetch(store)
+    await store.commit_turn(lease, turn(lease, events=[b"1a"]))
+    await store.enqueue_message("a", "m1", b"x")
+    lease = await fetch(store)
+    assert lease.history == [b"1a"] and lranges == []  # guessed execution 1: no LRANGE
+    await store.commit_turn(
+        lease,
+        turn(
+            lease,
+            events=[b"1b"],
+            status=InstanceStatus.CONTINUED_AS_NEW,
+            messages=[OutboundMessage("a", "can-1", b"restart")],
+        ),
+    )
+    # the other client runs execution 2; this store still guesses 1
+    lease = await fetch(other)
+    await other.commit_turn(lease, turn(lease, execution_id=2, events=[b"2a"]))
+    await store.enqueue_message("a", "m2", b"x")
+    lease = await fetch(store)
+    assert lease.execution_id == 2 and lease.history == [b"2a"] and len(lranges) == 1
+    await store.commit_turn(lease, turn(lease, events=[b"2b"]))
+    await store.enqueue_message("a", "m3", b"x")
+    lease = await fetch(store)
+    assert lease.history == [b"2a", b"2b"] and len(lranges) == 1  # now guessed 2
