@@ -25,6 +25,7 @@ from durable_redis.storage.base import (
 )
 
 __all__ = [
+    "HistoryCache",
     "ResolvedActivity",
     "completed_message",
     "decode_history",
@@ -57,6 +58,42 @@ def default_codec(app: Any) -> Any:
 # -- orchestrations ------------------------------------------------------------------------------
 def decode_history(history: Sequence[bytes]) -> list[Any]:
     return [core.decode_event(data) for data in history]
+
+
+class HistoryCache:
+    """Decoded history of recently run instances, so a turn decodes only the events it has not
+    seen (decoding is ~3 us per event: 6 ms per turn at 2,000 events).
+
+    Keyed by instance id; a cached event is reused only when its stored bytes are equal to the
+    bytes at the same position now (decoding is a pure function of the bytes, and events are
+    frozen), so a continued, re-created or rewritten history simply decodes again. Bounded by
+    ``max_instances`` (least recently used dropped) and ``max_events`` per instance.
+    """
+
+    def __init__(self, max_instances: int = 512, max_events: int = 100_000) -> None:
+        self._max_instances = max_instances
+        self._max_events = max_events
+        self._entries: dict[str, tuple[list[bytes], list[Any]]] = {}
+
+    def decode(self, instance_id: str, history: Sequence[bytes]) -> list[Any]:
+        cached = self._entries.pop(instance_id, None)
+        events: list[Any] = []
+        if cached is not None:
+            raw, decoded = cached
+            n = min(len(raw), len(history))
+            i = 0
+            while i < n and (raw[i] is history[i] or raw[i] == history[i]):
+                i += 1
+            events = decoded[:i]
+        events.extend(core.decode_event(data) for data in history[len(events) :])
+        if len(history) <= self._max_events:
+            if len(self._entries) >= self._max_instances:
+                del self._entries[next(iter(self._entries))]  # least recently used
+            self._entries[instance_id] = (list(history), events)
+        return list(events)
+
+    def forget(self, instance_id: str) -> None:
+        self._entries.pop(instance_id, None)
 
 
 def decode_messages(messages: Sequence[QueuedMessage]) -> list[Any]:

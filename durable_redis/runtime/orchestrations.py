@@ -49,6 +49,7 @@ class OrchestrationDispatcher:
         self._codec = codec
         self._threads = anyio.CapacityLimiter(options.orchestration_concurrency)
         self._unregistered: dict[str, int] = {}
+        self._histories = _bridge.HistoryCache()
         self.in_flight = 0
 
     async def fetch_loop(self, stopping: anyio.Event) -> None:
@@ -118,7 +119,7 @@ class OrchestrationDispatcher:
         now_ms = lease.lease_until_ms - self._options.lock_ms  # server time at fetch
 
         try:
-            history = _bridge.decode_history(lease.history)
+            history = self._histories.decode(instance_id, lease.history)
         except Exception as exc:
             logger.error(
                 "history of %s cannot be decoded: %s; failing it", instance_id, exc, extra=extra
