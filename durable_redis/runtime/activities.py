@@ -23,7 +23,7 @@ from typing import Any
 import anyio
 import anyio.abc
 
-from durable_redis.errors import LeaseLostError, NotRegisteredError
+from durable_redis.errors import LeaseLostError, NamespaceMissingError, NotRegisteredError
 from durable_redis.runtime import _bridge
 from durable_redis.runtime.options import WorkerOptions
 from durable_redis.runtime.sessions import SessionEntry, SessionManager
@@ -131,6 +131,8 @@ class ActivityDispatcher:
                     session_lock_ms=session_lock_ms,
                     claim_new_sessions=claim_new,
                 )
+            except NamespaceMissingError:
+                raise  # the worker stops: nothing here may re-create a vanished namespace
             except Exception:
                 delay = _FETCH_ERROR_BACKOFF_S[min(errors, len(_FETCH_ERROR_BACKOFF_S) - 1)]
                 errors += 1

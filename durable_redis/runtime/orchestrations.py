@@ -22,7 +22,12 @@ from typing import Any
 
 import anyio
 
-from durable_redis.errors import FailureDetails, LeaseLostError, NotRegisteredError
+from durable_redis.errors import (
+    FailureDetails,
+    LeaseLostError,
+    NamespaceMissingError,
+    NotRegisteredError,
+)
 from durable_redis.runtime import _bridge
 from durable_redis.runtime.options import WorkerOptions
 from durable_redis.storage.base import OrchestrationLease, Store
@@ -60,6 +65,8 @@ class OrchestrationDispatcher:
                 lease = await self._store.fetch_orchestration(
                     lock_ms=options.lock_ms, wait_ms=options.fetch_wait_ms
                 )
+            except NamespaceMissingError:
+                raise  # the worker stops: nothing here may re-create a vanished namespace
             except Exception:
                 delay = _FETCH_ERROR_BACKOFF_S[min(errors, len(_FETCH_ERROR_BACKOFF_S) - 1)]
                 errors += 1

@@ -26,7 +26,7 @@ from typing import Any
 
 import anyio
 
-from durable_redis.errors import ConfigurationError
+from durable_redis.errors import ConfigurationError, DurableRedisError
 from durable_redis.runtime.options import WorkerOptions
 from durable_redis.runtime.worker import Worker
 
@@ -214,7 +214,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("no Redis URL: pass --redis-url or set REDIS_URL")
     options = options_from_json(args.options) if args.options else None
     app = load_app(args.app)
-    anyio.run(lambda: serve(app, args.redis_url, options, namespace=args.namespace))
+    try:
+        anyio.run(lambda: serve(app, args.redis_url, options, namespace=args.namespace))
+    except DurableRedisError as exc:
+        logger.error("worker stopped: %s: %s", type(exc).__name__, exc)
+        logging.shutdown()
+        return 1
     logging.shutdown()
     if any(
         t.is_alive() and not t.daemon

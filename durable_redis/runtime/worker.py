@@ -21,6 +21,7 @@ from typing import Any
 
 import anyio
 
+from durable_redis.errors import NamespaceMissingError
 from durable_redis.runtime import _bridge
 from durable_redis.runtime.activities import ActivityDispatcher
 from durable_redis.runtime.options import WorkerOptions, new_worker_id
@@ -99,7 +100,27 @@ class Worker:
 
     # -- main loop -----------------------------------------------------------------------------
     async def run(self, *, handle_signals: bool = False) -> None:
-        """Serve until :meth:`stop` (or SIGTERM/SIGINT if ``handle_signals``), then shut down."""
+        """Serve until :meth:`stop` (or SIGTERM/SIGINT if ``handle_signals``), then shut down.
+
+        Raises NamespaceMissingError, and stops at once, if the namespace's data vanishes from
+        Redis while it runs (flushed, or restarted without persistence): re-creating it would
+        silently start over.
+        """
+        try:
+            await self._run(handle_signals)
+        except BaseExceptionGroup as group:
+            vanished = group.subgroup(NamespaceMissingError)
+            if vanished is None:
+                raise
+            logger.critical(
+                "worker %s stops: the namespace vanished from Redis (flushed, or restarted "
+                "without persistence); it will not be re-created",
+                self.worker_id,
+                extra={"worker_id": self.worker_id},
+            )
+            raise _first_leaf(vanished) from group
+
+    async def _run(self, handle_signals: bool) -> None:
         if self._stopping is not None:
             raise RuntimeError("Worker.run() can only be called once")
         self._stopping = stopping = anyio.Event()
@@ -181,3 +202,8 @@ class Worker:
 
     def __repr__(self) -> str:
         return f"Worker(worker_id={self.worker_id!r})"
+
+
+def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    first = group.exceptions[0]
+    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first

@@ -274,21 +274,40 @@ async def test_eviction_policy_other_than_noeviction_is_refused_at_worker_start(
 
 
 async def test_a_namespace_whose_data_vanished_is_detected_not_recreated(
-    served: Client, redis_url: str, namespace: str
+    redis_url: str, namespace: str
 ) -> None:
-    iid = await served.start("echo", 1)
-    assert await served.wait_for_completion(iid, timeout=20) == 1
-    r = aioredis.Redis.from_url(redis_url)
-    try:
-        keys = [k async for k in r.scan_iter(match=f"dr:{{{namespace}*")]
-        assert keys
-        await r.delete(*keys)  # what FLUSHALL or a restart without persistence does to it
-    finally:
-        await r.aclose()
-    with pytest.raises(NamespaceMissingError):
-        await served.start("echo", 2)
-    await anyio.sleep(1.0)  # the running worker keeps failing its fetches...
-    assert namespace_keys(redis_url, namespace) == []  # ...and re-creates nothing
+    store = RedisStore.from_url(redis_url, namespace=namespace)
+    worker = Worker(rel_app.app, store, OPTIONS)
+    raised: list[BaseException] = []
+
+    async def run_worker() -> None:
+        try:
+            await worker.run()
+        except NamespaceMissingError as exc:
+            raised.append(exc)
+
+    async with (
+        anyio.create_task_group() as tg,
+        Client.from_url(redis_url, namespace=namespace, app=rel_app.app) as client,
+    ):
+        tg.start_soon(run_worker)
+        iid = await client.start("echo", 1)
+        assert await client.wait_for_completion(iid, timeout=20) == 1
+        r = aioredis.Redis.from_url(redis_url)
+        try:
+            keys = [k async for k in r.scan_iter(match=f"dr:{{{namespace}*")]
+            assert keys
+            await r.delete(*keys)  # what FLUSHALL or a restart without persistence does to it
+        finally:
+            await r.aclose()
+        with pytest.raises(NamespaceMissingError):
+            await client.start("echo", 2)
+        # the running worker notices at its next fetch and stops, rather than re-create it
+        with anyio.fail_after(20):
+            while not raised:
+                await anyio.sleep(0.05)
+    await store.close()
+    assert namespace_keys(redis_url, namespace) == []  # nothing was re-created
 
 
 def test_every_error_is_a_durable_redis_error() -> None:
