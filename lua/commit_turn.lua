@@ -62,7 +62,10 @@ ARGV
                  (a target in another partition);
         wake owners... (n_wake)
 RETURNS
-  {0} committed (also when this exact commit already ran: same token)
+  {0, due} committed; due = 1 if an instance of the partition is claimable now (a visible
+    message or an expired lock), else 0: a hint that lets the committing worker block on the
+    marker at once instead of running a claim that finds nothing
+  {0} this exact commit already ran (same token)
 STATUS
   0 OK, 1 LEASE_LOST (token stale, lease expired, instance gone, or history length mismatch:
   {1, reason}), 2 NAMESPACE_MISSING
@@ -252,4 +255,9 @@ redis.call('HDEL', KEYS[3], iid)
 redis.call('ZREM', KEYS[4], iid)
 redis.call('HSET', inst, 'ct', token)
 requeue_instance(KEYS[9], KEYS[5], KEYS[4], KEYS[6], iid, now)
-return {0}
+local due = 0
+if #redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', fmt(now), 'LIMIT', 0, 1) > 0
+    or #redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', fmt(now), 'LIMIT', 0, 1) > 0 then
+  due = 1
+end
+return {0, due}

@@ -173,6 +173,9 @@ class RedisStore:
         # instance -> last execution id seen (lock_messages' guess of the history key); a hint
         # only: a wrong guess costs the separate LRANGE it saves when right
         self._exec_guess: dict[str, int] = {}
+        # set when our last commit saw nothing claimable (P = 1): the next orchestration fetch
+        # blocks on the marker first instead of running a claim that would find nothing
+        self._nothing_due = False
 
     def _remember_exec(self, instance_id: str, execution_id: int) -> None:
         if execution_id == 1:
@@ -341,7 +344,12 @@ class RedisStore:
         return self._bell
 
     async def _fetch_waiting(
-        self, markers: list[str], wait_ms: int, attempt: Callable[[], Any]
+        self,
+        markers: list[str],
+        wait_ms: int,
+        attempt: Callable[[], Any],
+        *,
+        skip_first_try: bool = False,
     ) -> Any:
         """Run ``attempt`` until it returns something or ``wait_ms`` passed, waiting on markers.
 
@@ -350,6 +358,10 @@ class RedisStore:
         """
         deadline = time.monotonic() + wait_ms / 1000.0
         if not self._is_cluster or wait_ms <= 0:
+            if skip_first_try and wait_ms > 0:
+                # Nothing was claimable a moment ago: any work arriving since armed the marker
+                # ("0" now, "1" due time), so wait on it first (one claim saved per turn).
+                await self._wait_marker(markers, wait_ms / 1000.0)
             while True:
                 got = await attempt()
                 if got or wait_ms <= 0:
@@ -503,8 +515,9 @@ class RedisStore:
         async def attempt() -> OrchestrationLease | None:
             return await self._try_fetch_orchestration(lock_ms)
 
+        skip, self._nothing_due = self._nothing_due, False
         lease: OrchestrationLease | None = await self._fetch_waiting(
-            [pk.oq_marker for pk in self._parts], wait_ms, attempt
+            [pk.oq_marker for pk in self._parts], wait_ms, attempt, skip_first_try=skip
         )
         return lease
 
@@ -719,6 +732,8 @@ class RedisStore:
         if reply[0] != Status.OK:
             raise_for_status("commit_turn", reply, iid)
         self._remember_exec(iid, commit.execution_id)
+        if len(reply) > 1 and int(reply[1]) == 0 and len(self._parts) == 1:
+            self._nothing_due = True
         if outbox:
             try:
                 await self.deliver_outbox(pk.index)

@@ -183,3 +183,42 @@ async def test_waiters_and_enqueuers_lose_nothing(store: RedisStore) -> None:
             await start(store, f"i{i}")
     assert sorted(done) == sorted(f"i{i}" for i in range(20))
     assert time.monotonic() - t0 < 2.0
+
+
+async def test_fetch_after_a_commit_with_nothing_due_blocks_first_and_still_wakes(
+    store: RedisStore,
+) -> None:
+    """commit_turn reports whether anything is claimable; if not, the next fetch waits on the
+    marker before claiming (no claim that finds nothing) and still wakes on new work."""
+    other = await store.twin()  # type: ignore[attr-defined]
+    await start(store, "a")
+    lease = await fetch(store)
+    # consume the wake-up marker the start left behind (a waiter would have popped it)
+    assert await store.fetch_orchestration(lock_ms=LOCK, wait_ms=50) is None
+    await store.commit_turn(lease, turn(lease, events=[b"e"]))
+    claims_before = sum(1 for c in store.script_calls if c[0] == "claim_orchestration")  # type: ignore[attr-defined]
+
+    async def later() -> None:
+        await anyio.sleep(0.2)
+        await other.enqueue_message("a", "m", b"x")
+
+    t0 = time.monotonic()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(later)
+        got = await store.fetch_orchestration(lock_ms=LOCK, wait_ms=3000)
+    assert got is not None and got.instance_id == "a"
+    assert 0.15 <= time.monotonic() - t0 < 1.5
+    claims = sum(1 for c in store.script_calls if c[0] == "claim_orchestration")  # type: ignore[attr-defined]
+    if store.backend != "cluster":  # type: ignore[attr-defined]
+        assert claims - claims_before == 1  # only the one that found the instance
+
+
+async def test_fetch_after_a_commit_with_work_due_claims_at_once(store: RedisStore) -> None:
+    await start(store, "a")
+    await start(store, "b")
+    lease = await fetch(store)
+    await store.commit_turn(lease, turn(lease, events=[b"e"]))  # the other one is still due
+    t0 = time.monotonic()
+    got = await store.fetch_orchestration(lock_ms=LOCK, wait_ms=3000)
+    assert got is not None and got.instance_id != lease.instance_id
+    assert time.monotonic() - t0 < 0.5
