@@ -14,8 +14,8 @@ EXPECTED = {
     "NondeterminismError", "NotRegisteredError", "OrchestrationCancelledError",
     "OrchestrationContext", "OrchestrationError", "OrchestrationFailedError",
     "PayloadTooLargeError", "RedisServer", "RedisStore", "RegistrationError", "RetryPolicy",
-    "StoreError", "StoreUnavailableError", "TaskFailedError", "ValidationError", "WaitTimeoutError", "Worker",
-    "WorkerOptions", "__version__", "run_worker",
+    "StoreError", "StoreUnavailableError", "TaskFailedError", "ValidationError",
+    "WaitTimeoutError", "Worker", "WorkerOptions", "__version__", "run_worker",
 }  # fmt: skip
 
 
