@@ -6,6 +6,11 @@ its own pid. Used by the cluster test fixtures and ``benchmarks/cluster_bench.py
 
     with LocalCluster(primaries=3) as cluster:
         store = RedisStore.from_url(cluster.url, partitions=8)
+
+With replicas, ``start()`` returns only once every replica's link to its primary is up and its
+initial sync is done (``repl-diskless-sync-delay`` is 0 here: Redis's default of 5 s would leave a
+fresh replica unsynced for 5 s). ``failover(replica)`` is a manual ``CLUSTER FAILOVER`` that waits
+for the conditions it needs first and confirms the promotion from the replica itself.
 """
 
 from __future__ import annotations
@@ -112,6 +117,10 @@ class LocalCluster:
                     f"{node_dir}/nodes.conf",
                     "--cluster-node-timeout",
                     str(self.node_timeout_ms),
+                    # without persistence a replica syncs diskless; Redis waits 5 s by default
+                    # for more replicas before starting that transfer: start it at once.
+                    "--repl-diskless-sync-delay",
+                    "0",
                 ),
             )
             self.nodes.append(node)
@@ -135,11 +144,17 @@ class LocalCluster:
                 raise ConfigurationError(f"redis-cli --cluster create failed: {output[-2000:]}")
         deadline = time.monotonic() + self.startup_timeout_s
         while time.monotonic() < deadline:
-            if all(self.cluster_ok(n.port) for n in self.nodes):
+            if (
+                all(self.cluster_ok(n.port) for n in self.nodes)
+                and sum(self.replica_synced(p) for p in self.ports)
+                == self.primaries * self.replicas
+            ):
                 return
             time.sleep(0.1)
         self.stop()
-        raise ConfigurationError("the local cluster did not reach cluster_state:ok in time")
+        raise ConfigurationError(
+            "the local cluster did not reach cluster_state:ok (and replicas synced) in time"
+        )
 
     def cli(self, port: int, *command: str, timeout: float = 10.0) -> str:
         cli = find_redis_cli()
@@ -159,6 +174,126 @@ class LocalCluster:
     def role(self, port: int) -> str:
         out = self.cli(port, "ROLE").split()
         return out[0] if out else ""
+
+    def info(self, port: int, section: str = "replication") -> dict[str, str]:
+        """``INFO <section>`` of one node as a dict."""
+        out = self.cli(port, "INFO", section)
+        return dict(
+            line.strip().split(":", 1)
+            for line in out.splitlines()
+            if ":" in line and line[0] != "#"
+        )
+
+    def replica_synced(self, port: int) -> bool:
+        """A replica whose link to its primary is up and whose initial sync is done."""
+        info = self.info(port)
+        return (
+            info.get("role") == "slave"
+            and info.get("master_link_status") == "up"
+            and info.get("master_sync_in_progress") == "0"
+        )
+
+    def _node_lines(self, port: int) -> list[list[str]]:
+        return [line.split() for line in self.cli(port, "CLUSTER", "NODES").splitlines() if line]
+
+    def node_id(self, port: int) -> str:
+        """The node id of the node on ``port``, from its own ``CLUSTER NODES``."""
+        mine = next((f for f in self._node_lines(port) if "myself" in f[2]), None)
+        return mine[0] if mine else ""
+
+    def primary_of(self, replica: int) -> int | None:
+        """Port of the primary ``replica`` replicates, from the replica's own view."""
+        lines = self._node_lines(replica)
+        mine = next((f for f in lines if "myself" in f[2]), None)
+        if mine is None or "slave" not in mine[2]:
+            return None
+        for port in self.ports:
+            if self.node_id(port) == mine[3]:
+                return port
+        return None
+
+    def failover_blocker(self, replica: int) -> str | None:
+        """Why a manual ``CLUSTER FAILOVER`` on ``replica`` could not succeed now, or ``None``.
+
+        The replica must be synced (a manual failover waits for the replica to reach the
+        primary's offset: with the link down it times out after 5 s and is silently dropped),
+        every node must see ``cluster_state:ok``, and every primary must know ``replica`` as a
+        replica of its primary (a primary only votes for a known replica of that primary).
+        """
+        primary = self.primary_of(replica)
+        if primary is None:
+            return f"{replica} is not a replica"
+        if not self.replica_synced(replica):
+            return f"replica {replica}: link to its primary not up / initial sync not done"
+        not_ok = [p for p in self.ports if not self.cluster_ok(p)]
+        if not_ok:
+            return f"cluster_state is not ok on {not_ok}"
+        replica_id, primary_id = self.node_id(replica), self.node_id(primary)
+        for port in self.ports:
+            if self.role(port) != "master":
+                continue
+            known = [f for f in self._node_lines(port) if f[0] == replica_id]
+            if not known or "slave" not in known[0][2] or known[0][3] != primary_id:
+                return f"primary {port} does not yet know {replica} as a replica of {primary}"
+        return None
+
+    def failover(
+        self, replica: int, *, timeout: float = 30.0, force_if_refused: bool = False
+    ) -> float:
+        """Promote ``replica`` (manual ``CLUSTER FAILOVER``); seconds until its ``ROLE`` is master.
+
+        Waits (within ``timeout``) for ``failover_blocker`` to clear and for the replica's offset
+        to reach the primary's, issues ``CLUSTER FAILOVER``, then polls ``ROLE`` on the replica
+        itself. A manual failover that is accepted but not completed (Redis drops it after 5 s,
+        e.g. an election that did not get a majority in time on a loaded machine) is re-issued,
+        which is safe: it restarts the handshake. ``CLUSTER FAILOVER FORCE`` (no handshake with
+        the primary, so acknowledged writes can be lost) is used only if ``force_if_refused`` and
+        a normal one is refused with an error; by default a refusal raises.
+        """
+        t0 = time.monotonic()
+        deadline = t0 + timeout
+        attempt_s = 5.0 + 2 * self.node_timeout_ms / 1000  # Redis's manual-failover timeout + slack
+        attempts: list[str] = []
+        while time.monotonic() < deadline:
+            if self.role(replica) == "master":
+                return time.monotonic() - t0
+            blocker = self.failover_blocker(replica)
+            primary = self.primary_of(replica)
+            if blocker is None and primary is not None:
+                target = int(self.info(primary).get("master_repl_offset", "0"))
+                if int(self.info(replica).get("slave_repl_offset", "-1")) < target:
+                    blocker = f"replica {replica} behind primary offset {target}"
+            if blocker is not None:
+                attempts.append(blocker)
+                time.sleep(0.1)
+                continue
+            out = self.cli(replica, "CLUSTER", "FAILOVER").strip()
+            if "OK" not in out:
+                if self.role(replica) == "master":  # promoted meanwhile
+                    return time.monotonic() - t0
+                if not force_if_refused:
+                    raise ConfigurationError(f"CLUSTER FAILOVER on {replica} refused: {out}")
+                out = self.cli(replica, "CLUSTER", "FAILOVER", "FORCE").strip()
+                if "OK" not in out:
+                    raise ConfigurationError(f"CLUSTER FAILOVER FORCE on {replica} refused: {out}")
+            attempts.append(f"issued after {time.monotonic() - t0:.2f}s")
+            until = min(deadline, time.monotonic() + attempt_s)
+            while time.monotonic() < until:
+                if self.role(replica) == "master":
+                    return time.monotonic() - t0
+                time.sleep(0.1)
+        raise ConfigurationError(
+            f"replica {replica} was not promoted within {timeout:.0f}s (last: {attempts[-3:]})"
+        )
+
+    def wait_role(self, port: int, role: str, *, timeout: float = 30.0) -> bool:
+        """Poll ``ROLE`` on ``port`` until it is ``role`` (``master`` / ``slave``)."""
+        deadline = time.monotonic() + timeout
+        while self.role(port) != role:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.1)
+        return True
 
     def node_for(self, pid: int) -> RedisServer | None:
         return next((n for n in self.nodes if n.pid == pid), None)
