@@ -141,6 +141,8 @@ class ActivityDispatcher:
                     await stopping.wait()
                 continue
             errors = 0
+            hand_back: list[WorkItemLease] = []
+            starts: list[tuple[_Run, bool]] = []
             for lease in items:
                 if stopping.is_set():
                     tg.start_soon(self._abandon, lease, 0, False)
@@ -148,8 +150,8 @@ class ActivityDispatcher:
                 suspect = 1 < lease.attempt <= options.max_attempts
                 if suspect and self._suspects:
                     # One redelivered item at a time per worker (see _execute_alone): hand the
-                    # others back at once, without counting the delivery, for another worker.
-                    tg.start_soon(self._abandon, lease, 0, False)
+                    # others back, without counting the delivery, for another worker.
+                    hand_back.append(lease)
                     continue
                 run = _Run(lease)
                 if lease.session_id is not None:
@@ -164,9 +166,15 @@ class ActivityDispatcher:
                 self._idle = anyio.Event() if self._idle.is_set() else self._idle
                 if suspect:
                     self._suspects.add(lease.item_id)
-                    tg.start_soon(self._execute_alone, run)
-                else:
-                    tg.start_soon(self._execute, run)
+                starts.append((run, suspect))
+            if hand_back:
+                # Before anything of this batch starts: a suspect that kills this worker while
+                # a hand-back is still in flight would count a delivery against that item too
+                # (its lease expires as this worker's), and innocents fetched beside a poison
+                # item would reach max_attempts with it.
+                await self._hand_back(hand_back)
+            for run, suspect in starts:
+                tg.start_soon(self._execute_alone if suspect else self._execute, run)
 
     # -- renewal -------------------------------------------------------------------------------
     async def renewal_loop(self) -> None:
@@ -378,6 +386,12 @@ class ActivityDispatcher:
                 run.lease.activity_key,
                 extra={"instance_id": run.lease.instance_id, "worker_id": self._worker_id},
             )
+
+    async def _hand_back(self, leases: list[WorkItemLease]) -> None:
+        """Give ``leases`` back without counting their delivery; return once all are back."""
+        async with anyio.create_task_group() as tg:
+            for lease in leases:
+                tg.start_soon(self._abandon, lease, 0, False)
 
     async def _abandon(self, lease: WorkItemLease, delay_ms: int, count_attempt: bool) -> None:
         try:

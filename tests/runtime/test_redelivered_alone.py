@@ -1,0 +1,106 @@
+"""A redelivered activity runs alone on its worker, and the other redelivered items of its batch
+are back in the store, uncounted, before it starts.
+
+The suspect may be a poison item that kills the worker the moment it runs. Anything this worker
+still holds then (a hand-back in flight included) has its lease expire as this worker's, and the
+expiry counts a delivery: innocents fetched in one batch with a poison item would reach
+``max_attempts`` beside it (tests/reliability/test_poison.py failed 3 of 4 looped runs so).
+The dispatcher runs against a scripted store whose hand-backs take a round trip.
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import anyio
+import pytest
+
+from durable_redis.core import ActivityContext, App, encode_task
+from durable_redis.core.messages import ActivityTask
+from durable_redis.runtime import WorkerOptions, _bridge
+from durable_redis.runtime.activities import ActivityDispatcher
+from durable_redis.runtime.sessions import SessionManager
+from durable_redis.storage.base import Store, WorkItemLease
+
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
+
+app = App("alone")
+MAX_ATTEMPTS = 3
+
+
+class ScriptedStore:
+    """Hands out one batch, then nothing; abandons take a (simulated) round trip."""
+
+    def __init__(self, batch: list[WorkItemLease]) -> None:
+        self.batches = [batch]
+        self.abandoned: list[tuple[str, bool]] = []
+        self.acked: list[str] = []
+        self.seen_by_suspect: list[list[tuple[str, bool]]] = []
+
+    async def fetch_work_items(self, worker_id: str, **_: Any) -> list[WorkItemLease]:
+        if self.batches:
+            return self.batches.pop(0)
+        await anyio.sleep(0.01)
+        return []
+
+    async def abandon_work_item(
+        self, lease: WorkItemLease, *, delay_ms: int = 0, count_attempt: bool = True
+    ) -> None:
+        await anyio.sleep(0.05)
+        self.abandoned.append((lease.item_id, count_attempt))
+
+    async def ack_work_item(self, lease: WorkItemLease, message_id: str, data: bytes) -> None:
+        self.acked.append(lease.item_id)
+
+    async def renew_work_items(self, *_: Any) -> list[str]:
+        return []
+
+
+STORE: ScriptedStore | None = None
+
+
+@app.activity
+async def suspect(ctx: ActivityContext) -> None:
+    """Where a poison item would kill the worker: note what the store has back by then."""
+    assert STORE is not None
+    STORE.seen_by_suspect.append(list(STORE.abandoned))
+
+
+def lease(item_id: str, attempt: int) -> WorkItemLease:
+    task = ActivityTask(
+        instance_id=f"i-{item_id}", execution_id=1, activity_id=1, name="suspect", input=b""
+    )
+    return WorkItemLease(
+        item_id=item_id,
+        token="t",
+        instance_id=task.instance_id,
+        activity_key=task.activity_key,
+        session_id=None,
+        data=encode_task(task),
+        attempt=attempt,
+        lease_until_ms=0,
+    )
+
+
+async def test_other_redelivered_items_are_back_before_the_suspect_runs() -> None:
+    global STORE
+    # The first redelivered item runs alone; the other three are handed back.
+    store = STORE = ScriptedStore([lease(f"w{i}", 2) for i in range(4)])
+    options = WorkerOptions(max_attempts=MAX_ATTEMPTS, activity_concurrency=8, fetch_wait=0.01)
+    as_store = cast(Store, store)
+    sessions = SessionManager(as_store, "w", options)
+    dispatcher = ActivityDispatcher(
+        app, as_store, options, "w", sessions, _bridge.default_codec(app)
+    )
+    stopping = anyio.Event()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(dispatcher.fetch_loop, stopping, tg)
+        with anyio.fail_after(10):
+            while not store.acked:
+                await anyio.sleep(0.01)
+        stopping.set()
+        tg.cancel_scope.cancel()
+    assert store.acked == ["w0"]
+    handed_back = [("w1", False), ("w2", False), ("w3", False)]
+    assert store.seen_by_suspect == [handed_back]
+    assert store.abandoned == handed_back
