@@ -1,0 +1,55 @@
+"""Small codecs shared by the RedisStore modules: decoding script replies and hashes
+(``_s``, ``_pairs``, ``_info``), encoding optional arguments (``_opt``), list cursors."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from durable_redis.errors import ValidationError
+from durable_redis.storage.base import InstanceInfo, InstanceStatus
+
+
+def _s(value: Any) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def _opt(value: Any) -> str:
+    return "" if value is None else str(int(value))
+
+
+def _pairs(flat: Sequence[Any]) -> dict[str, Any]:
+    return {_s(flat[i]): flat[i + 1] for i in range(0, len(flat), 2)}
+
+
+def _split_cursor(cursor: str) -> tuple[str, str, str]:
+    """``<partition or m>:<created_ms>:<instance id>``; ValidationError for anything else."""
+    parts = cursor.split(":", 2) if isinstance(cursor, str) else []
+    if len(parts) != 3 or not parts[1].lstrip("-").isdigit():
+        raise ValidationError(f"invalid list cursor {cursor!r} (pass back a next_cursor)")
+    if parts[0] != "m" and not parts[0].isdigit():
+        raise ValidationError(f"invalid list cursor {cursor!r} (pass back a next_cursor)")
+    return parts[0], parts[1], parts[2]
+
+
+def _info(instance_id: str, fields: dict[str, Any]) -> InstanceInfo:
+    def num(name: str) -> int | None:
+        v = fields.get(name)
+        return None if v is None else int(v)
+
+    parent = fields.get("parent")
+    return InstanceInfo(
+        instance_id=instance_id,
+        name=_s(fields.get("name", b"")),
+        version=_s(fields.get("version", b"")),
+        status=InstanceStatus(_s(fields.get("status", b"pending"))),
+        execution_id=num("exec") or 0,
+        created_at_ms=num("created") or 0,
+        updated_at_ms=num("updated") or 0,
+        completed_at_ms=num("completed"),
+        parent_instance_id=None if parent is None else _s(parent),
+        output=fields.get("output"),
+        error=fields.get("error"),
+        custom_status=fields.get("custom"),
+        input=fields.get("input"),
+    )

@@ -1,0 +1,289 @@
+"""``RedisStoreBase``: what every part of ``RedisStore`` shares.
+
+The connection and its options, namespace initialisation and close, the script path
+(``_eval``), partition lookup, and the blocking waits (markers, cluster doorbell) that the
+fetches use. The operations live in mixins over this class (``activities``, ``management``,
+``outbox``) and in ``redis_store.RedisStore`` (the orchestration queue).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
+
+from redis.asyncio.client import Redis
+from redis.asyncio.cluster import RedisCluster
+from redis.commands.core import AsyncScript
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from durable_redis.errors import ConfigurationError, NamespaceMissingError
+from durable_redis.storage._replies import _info, _s
+from durable_redis.storage.base import InstanceInfo
+from durable_redis.storage.cluster import Doorbell
+from durable_redis.storage.keys import PartitionKeys, meta_key, partition_of
+from durable_redis.storage.scripts import SCRIPTS, load_script_source
+
+# the historical logger name (operators filter on it)
+log = logging.getLogger("durable_redis.storage.redis_store")
+
+SCHEMA_VERSION = "1"
+_T = TypeVar("_T")
+
+
+class RedisStoreBase:
+    """State and plumbing of ``RedisStore`` (construction, lifecycle, script calls, waits)."""
+
+    def __init__(
+        self,
+        redis_client: Redis,
+        *,
+        namespace: str = "default",
+        partitions: int | None = None,
+        allow_unsafe_eviction: bool = False,
+        owns_client: bool = False,
+        block_timeout_s: float = 2.0,
+        max_messages_per_turn: int = 1000,
+        session_window: int = 200,
+        outbox_tombstone_ms: int = 24 * 3600 * 1000,
+        outbox_sweep_s: float = 5.0,
+    ) -> None:
+        if not namespace or any(c in namespace for c in "{}\n\x00"):
+            raise ConfigurationError(f"invalid namespace {namespace!r}")
+        if partitions is not None and partitions < 1:
+            raise ConfigurationError("partitions must be >= 1")
+        if not 0 < block_timeout_s <= 2.0:
+            raise ConfigurationError("block_timeout_s must be in (0, 2]")
+        self.namespace = namespace
+        self._redis = redis_client
+        # redis-py's overloaded sync/async annotations do not help here; replies are parsed
+        self._r: Any = redis_client
+        self._requested_partitions = partitions
+        self._allow_unsafe_eviction = allow_unsafe_eviction
+        self._owns_client = owns_client
+        self._block_s = block_timeout_s
+        self._max_messages = max_messages_per_turn
+        self._session_window = session_window
+        self._epoch: str | None = None
+        self._parts: list[PartitionKeys] = []
+        self._scripts: dict[str, AsyncScript] = {}
+        self._clock_offset_ms = 0
+        self._rr = 0
+        self._init_lock = asyncio.Lock()
+        self._is_cluster = isinstance(redis_client, RedisCluster)
+        self._bell: Doorbell | None = None
+        self._tombstone_ms = outbox_tombstone_ms
+        self._sweep_s = outbox_sweep_s
+        self._last_sweep = time.monotonic()
+        # instance -> last execution id seen (lock_messages' guess of the history key); a hint
+        # only: a wrong guess costs the separate LRANGE it saves when right
+        self._exec_guess: dict[str, int] = {}
+        # set when our last commit saw nothing claimable (P = 1): the next orchestration fetch
+        # blocks on the marker first instead of running a claim that would find nothing
+        self._nothing_due = False
+
+    def _remember_exec(self, instance_id: str, execution_id: int) -> None:
+        if execution_id == 1:
+            self._exec_guess.pop(instance_id, None)  # 1 is the default guess
+            return
+        if len(self._exec_guess) >= 10_000:
+            self._exec_guess.clear()
+        self._exec_guess[instance_id] = execution_id
+
+    @property
+    def partitions(self) -> int:
+        return len(self._parts)
+
+    async def initialize(self) -> None:
+        async with self._init_lock:
+            await self._check_eviction_policy()
+            meta = meta_key(self.namespace)
+            fields = {_s(k): _s(v) for k, v in (await self._r.hgetall(meta)).items()}
+            if not fields:
+                wanted = self._requested_partitions or 1
+                probe = [PartitionKeys(self.namespace, p) for p in range(wanted)]
+                if any([await self._r.exists(pk.pmeta, pk.seq) for pk in probe]):
+                    raise NamespaceMissingError(
+                        f"namespace {self.namespace!r}: metadata {meta} is gone but partition "
+                        "data exists (Redis flushed or restarted without persistence?)"
+                    )
+                await self._r.hsetnx(meta, "epoch", secrets.token_hex(8))
+                await self._r.hsetnx(meta, "partitions", str(wanted))
+                await self._r.hsetnx(meta, "schema", SCHEMA_VERSION)
+                fields = {_s(k): _s(v) for k, v in (await self._r.hgetall(meta)).items()}
+            epoch = fields["epoch"]
+            count = int(fields.get("partitions", "1"))
+            if self._requested_partitions not in (None, count):
+                raise ConfigurationError(
+                    f"namespace {self.namespace!r} has {count} partitions, "
+                    f"not {self._requested_partitions}"
+                )
+            parts = [PartitionKeys(self.namespace, p) for p in range(count)]
+            for pk in parts:
+                current = await self._r.hget(pk.pmeta, "epoch")
+                if current is None:
+                    if await self._r.exists(pk.seq):
+                        raise NamespaceMissingError(
+                            f"namespace {self.namespace!r}: partition {pk.index} lost its metadata"
+                        )
+                    await self._r.hsetnx(pk.pmeta, "epoch", epoch)
+                    current = await self._r.hget(pk.pmeta, "epoch")
+                if _s(current) != epoch:
+                    raise NamespaceMissingError(
+                        f"namespace {self.namespace!r}: partition {pk.index} belongs to another "
+                        "incarnation of the namespace"
+                    )
+            if self._is_cluster:
+                for pk in parts:  # scripts SPUBLISH marker rings (see cluster.Doorbell)
+                    await self._r.hset(pk.pmeta, "bell", "1")
+            for name in SCRIPTS:
+                if name not in self._scripts:
+                    self._scripts[name] = self._r.register_script(load_script_source(name))
+            server = await self.server_time_ms()
+            self._clock_offset_ms = server - int(time.time() * 1000)
+            self._epoch = epoch
+            self._parts = parts
+
+    async def _check_eviction_policy(self) -> None:
+        try:
+            reply = await self._r.config_get("maxmemory-policy")
+        except ResponseError:
+            log.warning("cannot read maxmemory-policy (CONFIG GET refused); assuming noeviction")
+            return
+        policy = _s(next(iter(reply.values()), b"noeviction")) if reply else "noeviction"
+        if policy != "noeviction" and not self._allow_unsafe_eviction:
+            raise ConfigurationError(
+                f"Redis maxmemory-policy is {policy!r}: eviction can silently delete workflow "
+                "state. Set it to 'noeviction', or pass allow_unsafe_eviction=True."
+            )
+
+    async def close(self) -> None:
+        if self._bell is not None:
+            await self._bell.aclose()
+            self._bell = None
+        if self._owns_client:
+            await self._r.aclose()
+
+    async def server_time_ms(self) -> int:
+        sec, usec = await self._r.time()
+        return int(sec) * 1000 + int(usec) // 1000
+
+    async def _ready(self) -> str:
+        if self._epoch is None:
+            await self.initialize()
+        assert self._epoch is not None
+        return self._epoch
+
+    def _pk(self, instance_id: str) -> PartitionKeys:
+        return self._parts[partition_of(instance_id, len(self._parts))]
+
+    def _same_partition(self, pk: PartitionKeys, instance_id: str, what: str) -> None:
+        if self._pk(instance_id).index != pk.index:
+            raise NotImplementedError(
+                f"{what} crosses partitions ({instance_id!r}): a child created in the "
+                "committing instance's partition must have its parent there too"
+            )
+
+    async def _eval(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> list[Any]:
+        """Run one script (EVALSHA, NOSCRIPT reload). The single path every script call takes."""
+        reply = await self._scripts[name](keys=list(keys), args=list(args))
+        return list(reply)
+
+    # -- blocking ------------------------------------------------------------------------------
+
+    def _now_ms(self) -> int:
+        return int(time.time() * 1000) + self._clock_offset_ms
+
+    async def _doorbell(self, channels: list[str]) -> Doorbell:
+        if self._bell is None:
+            self._bell = Doorbell(self._r, now_ms=self._now_ms, fallback_s=self._block_s)
+        await self._bell.ensure(channels)
+        return self._bell
+
+    async def _fetch_waiting(
+        self,
+        markers: list[str],
+        wait_ms: int,
+        attempt: Callable[[], Any],
+        *,
+        skip_first_try: bool = False,
+    ) -> Any:
+        """Run ``attempt`` until it returns something or ``wait_ms`` passed, waiting on markers.
+
+        Standalone: ``BZPOPMIN`` on all markers. Cluster: the doorbell (armed before each attempt
+        so a ring during the attempt is not missed).
+        """
+        deadline = time.monotonic() + wait_ms / 1000.0
+        if not self._is_cluster or wait_ms <= 0:
+            if skip_first_try and wait_ms > 0:
+                # Nothing was claimable a moment ago: any work arriving since armed the marker
+                # ("0" now, "1" due time), so wait on it first (one claim saved per turn).
+                await self._wait_marker(markers, wait_ms / 1000.0)
+            while True:
+                got = await attempt()
+                if got or wait_ms <= 0:
+                    return got
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return got
+                await self._wait_marker(markers, remaining)
+        bell = await self._doorbell(markers)
+        while True:
+            ticket = bell.arm(markers)
+            try:
+                got = await attempt()
+            except BaseException:
+                bell.disarm(ticket)
+                raise
+            remaining = deadline - time.monotonic()
+            if got or remaining <= 0:
+                bell.disarm(ticket)
+                return got
+            await bell.wait(ticket, remaining)
+
+    async def _wait_marker(self, keys: list[str], remaining_s: float) -> None:
+        """Block on wake-up markers (BZPOPMIN) for at most ``remaining_s`` (chunks <= 2 s)."""
+        timeout = max(0.01, min(remaining_s, self._block_s))
+        try:
+            popped = await self._r.bzpopmin(keys, timeout=timeout)
+        except RedisTimeoutError:
+            return
+        if popped is None:
+            return
+        _key, member, score = popped
+        if _s(member) != "1":
+            return
+        # a due time: keep blocking until it comes (an earlier "0" still wakes us)
+        now = int(time.time() * 1000) + self._clock_offset_ms
+        wait_s = (float(score) - now) / 1000.0
+        if wait_s > 0:
+            try:
+                await self._r.bzpopmin(
+                    keys, timeout=max(0.01, min(wait_s, remaining_s, self._block_s))
+                )
+            except RedisTimeoutError:
+                return
+
+    # -- helpers shared by the operations ----------------------------------------------------
+
+    def _by_partition(
+        self, things: Iterable[_T], instance_of: Callable[[_T], str]
+    ) -> list[tuple[PartitionKeys, list[_T]]]:
+        groups: dict[int, list[_T]] = {}
+        for t in things:
+            groups.setdefault(self._pk(instance_of(t)).index, []).append(t)
+        return [(self._parts[i], g) for i, g in sorted(groups.items())]
+
+    async def _infos(self, pk: PartitionKeys, ids: Sequence[str]) -> list[InstanceInfo | None]:
+        pipe = self._r.pipeline(transaction=False)
+        for iid in ids:
+            pipe.hgetall(pk.instance(iid).record)
+        rows = await pipe.execute()
+        return [
+            _info(iid, {_s(k): v for k, v in row.items()}) if row else None
+            for iid, row in zip(ids, rows, strict=True)
+        ]
