@@ -49,7 +49,9 @@ async def test_idle_orchestration_fetch_wakes_on_enqueue(store: RedisStore) -> N
         t0 = time.monotonic()
         await start(other, "a")
     assert got[0] is not None and got[0].instance_id == "a"
-    assert woke_after[0] - t0 < 0.15
+    # milliseconds on a real server; fakeredis and the cluster's pub/sub doorbell are emulated
+    # or relayed in this process, so they get a looser bound under a loaded 2-core machine
+    assert woke_after[0] - t0 < (0.15 if store.backend == "redis" else 0.5)  # type: ignore[attr-defined]
 
 
 async def test_idle_fetch_wakes_when_timer_comes_due(store: RedisStore) -> None:
