@@ -44,10 +44,12 @@ from durable_redis.core.retry import Backoff, RetryPolicy
 from durable_redis.core.turn import (
     OrchestrationStatus,
     ReplayResult,
+    SuspendedOrchestration,
     TurnResult,
     fail_instance,
     replay,
     run_turn,
+    run_turn_suspending,
 )
 
 __all__ = [
@@ -74,6 +76,7 @@ __all__ = [
     "ReplaySafeLogger",
     "RetryPolicy",
     "StartOrchestration",
+    "SuspendedOrchestration",
     "Terminated",
     "TurnResult",
     "activity_completed",
@@ -96,5 +99,6 @@ __all__ = [
     "orchestration_metadata",
     "replay",
     "run_turn",
+    "run_turn_suspending",
     "start_message",
 ]

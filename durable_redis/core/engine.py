@@ -508,7 +508,7 @@ class ReplayEngine:
         previous = asyncio.events._get_running_loop()
         asyncio.events._set_running_loop(self.loop)
         try:
-            for task in asyncio.all_tasks(self.loop):
+            for task in [t for t in self.loop.tasks if not t.done()]:
                 task._log_destroy_pending = False  # type: ignore[attr-defined]
                 coro = task.get_coro()
                 # user finally-blocks may raise (Terminated, RuntimeError); nothing to do about it

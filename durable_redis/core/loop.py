@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import asyncio.futures
 import contextvars
+import weakref
 from collections import deque
 from collections.abc import Callable, Coroutine, Generator
 from typing import Any, Protocol, TypeVar, TypeVarTuple
@@ -56,6 +57,8 @@ class DeterministicLoop(asyncio.AbstractEventLoop):
         self._closed = False
         self._halted = False
         self.unhandled: list[dict[str, Any]] = []
+        # this loop's tasks: asyncio.all_tasks() would scan every task of every loop alive
+        self.tasks: weakref.WeakSet[asyncio.Task[Any]] = weakref.WeakSet()
 
     # -- running --------------------------------------------------------------------------------
     def run_until_idle(self) -> None:
@@ -164,7 +167,9 @@ class DeterministicLoop(asyncio.AbstractEventLoop):
         name: str | None = None,
         context: contextvars.Context | None = None,
     ) -> asyncio.Task[T]:
-        return asyncio.Task(coro, loop=self, name=name, context=context)
+        task = asyncio.Task(coro, loop=self, name=name, context=context)
+        self.tasks.add(task)
+        return task
 
     def get_task_factory(self) -> None:
         return None

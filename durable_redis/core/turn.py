@@ -17,10 +17,12 @@ from durable_redis.errors import FailureDetails, NondeterminismError
 __all__ = [
     "OrchestrationStatus",
     "ReplayResult",
+    "SuspendedOrchestration",
     "TurnResult",
     "fail_instance",
     "replay",
     "run_turn",
+    "run_turn_suspending",
 ]
 
 
@@ -108,6 +110,132 @@ def run_turn(
     Raises NotRegisteredError for an orchestration (name, version) the app does not know.
     Nondeterminism, poison and bad session use come back as a FAILED result.
     """
+    result, _ = _run_turn(
+        app,
+        instance_id,
+        history,
+        messages,
+        now_ms=now_ms,
+        codec=codec,
+        max_sessions_per_orchestration=max_sessions_per_orchestration,
+        keep=False,
+    )
+    return result
+
+
+def run_turn_suspending(
+    app: App,
+    instance_id: str,
+    history: Sequence[ev.HistoryEvent],
+    messages: Sequence[msg.Message],
+    *,
+    now_ms: int,
+    codec: Codec | None = None,
+    max_sessions_per_orchestration: int | None = None,
+) -> tuple[TurnResult, SuspendedOrchestration | None]:
+    """:func:`run_turn`, plus the orchestration kept suspended if it is still RUNNING.
+
+    Once the turn is committed (history = ``history`` + ``result.new_events``), the next turn
+    can be :meth:`SuspendedOrchestration.advance` instead of a full replay. The caller owns the
+    suspended orchestration and must :meth:`~SuspendedOrchestration.close` it if unused.
+    """
+    return _run_turn(
+        app,
+        instance_id,
+        history,
+        messages,
+        now_ms=now_ms,
+        codec=codec,
+        max_sessions_per_orchestration=max_sessions_per_orchestration,
+        keep=True,
+    )
+
+
+class SuspendedOrchestration:
+    """A RUNNING orchestration left waiting on its private loop after a turn.
+
+    :meth:`advance` applies only new messages to it and returns exactly the ``TurnResult`` that
+    :func:`run_turn` would return for the full history (``history_len`` events) and the same
+    messages: the replay is skipped, not changed. Valid only while the stored history is the
+    one this object was built from; single use (``advance`` hands back a new object).
+    """
+
+    __slots__ = ("_engine", "execution_id", "history_len", "instance_id")
+
+    def __init__(self, engine: ReplayEngine, instance_id: str, execution_id: int) -> None:
+        self._engine: ReplayEngine | None = engine
+        self.instance_id = instance_id
+        self.execution_id = execution_id
+        self.history_len = len(engine.events)
+
+    def advance(
+        self, messages: Sequence[msg.Message], *, now_ms: int
+    ) -> tuple[TurnResult, SuspendedOrchestration | None]:
+        """Apply ``messages`` as the next turn; the result is a :func:`run_turn_suspending`'s.
+
+        Raises RuntimeError if this object was already advanced or closed, or if its engine
+        changed since the turn that suspended it (then replay in full instead).
+        """
+        engine, self._engine = self._engine, None
+        if engine is None:
+            raise RuntimeError("this suspended orchestration was already advanced or closed")
+        kept = False
+        try:
+            if len(engine.events) != self.history_len or engine.finished:
+                raise RuntimeError("the suspended orchestration changed while it waited")
+            engine.base_len = len(engine.events)
+            engine.now_ms = engine.current_ms = now_ms
+            engine.loop.unhandled.clear()
+            _apply_messages(engine, self.execution_id, messages, now_ms)
+            result = build_result(engine, self.instance_id, self.execution_id)
+            suspended = _suspend(engine, result, self.instance_id, self.execution_id)
+            kept = suspended is not None
+            return result, suspended
+        finally:
+            if not kept:
+                engine.close()
+
+    def close(self) -> None:
+        """Close the waiting coroutines (idempotent); call it when dropping the object."""
+        engine, self._engine = self._engine, None
+        if engine is not None:
+            engine.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._engine is None
+
+
+def _suspend(
+    engine: ReplayEngine, result: TurnResult, instance_id: str, execution_id: int
+) -> SuspendedOrchestration | None:
+    if result.status is not OrchestrationStatus.RUNNING or engine.finished:
+        return None
+    return SuspendedOrchestration(engine, instance_id, execution_id)
+
+
+def _apply_messages(
+    engine: ReplayEngine, execution_id: int, messages: Sequence[msg.Message], now_ms: int
+) -> None:
+    for message in messages:
+        if engine.finished:
+            break
+        accepted = _accept(engine, execution_id, message, now_ms)
+        if accepted is not None:
+            engine.add_input(accepted)
+
+
+def _run_turn(
+    app: App,
+    instance_id: str,
+    history: Sequence[ev.HistoryEvent],
+    messages: Sequence[msg.Message],
+    *,
+    now_ms: int,
+    codec: Codec | None,
+    max_sessions_per_orchestration: int | None,
+    keep: bool,
+) -> tuple[TurnResult, SuspendedOrchestration | None]:
     codec = codec if codec is not None else app.codec
     max_sessions = (
         max_sessions_per_orchestration
@@ -128,7 +256,7 @@ def run_turn(
             ),
             now_ms=now_ms,
             instance_id=instance_id,
-        )
+        ), None
     start: msg.StartOrchestration | None = None
     if state.started is None or isinstance(state.terminal, ev.OrchestrationContinuedAsNew):
         for message in messages:
@@ -143,10 +271,10 @@ def run_turn(
                 history_len_before=len(history),
                 new_events=(),
                 status=_status_of(state),
-            )
+            ), None
         history, execution_id = [], start.execution_id
     elif state.terminal is not None:  # finished: late messages are dropped
-        return _unchanged(state, execution_id, len(history))
+        return _unchanged(state, execution_id, len(history)), None
 
     if start is not None:
         definition = app.get_orchestration(start.name, start.version or None)
@@ -155,6 +283,7 @@ def run_turn(
         definition = app.get_orchestration(state.started.name, state.started.version)
 
     engine = ReplayEngine(app, history, now_ms=now_ms, codec=codec, max_sessions=max_sessions)
+    suspended: SuspendedOrchestration | None = None
     try:
         if start is not None:
             engine.add_input(
@@ -174,15 +303,14 @@ def run_turn(
             )
         else:
             engine.replay()
-        for message in messages:
-            if engine.finished:
-                break
-            accepted = _accept(engine, execution_id, message, now_ms)
-            if accepted is not None:
-                engine.add_input(accepted)
+        _apply_messages(engine, execution_id, messages, now_ms)
+        result = build_result(engine, instance_id, execution_id)
+        if keep:
+            suspended = _suspend(engine, result, instance_id, execution_id)
     finally:
-        engine.close()
-    return build_result(engine, instance_id, execution_id)
+        if suspended is None:
+            engine.close()
+    return result, suspended
 
 
 def _accept(

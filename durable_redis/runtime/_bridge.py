@@ -27,6 +27,7 @@ from durable_redis.storage.base import (
 __all__ = [
     "HistoryCache",
     "ResolvedActivity",
+    "SuspendedCache",
     "completed_message",
     "decode_history",
     "decode_messages",
@@ -107,8 +108,102 @@ def run_turn(
     messages: Sequence[Any],
     now_ms: int,
     codec: Any,
-) -> Any:
-    return core.run_turn(app, instance_id, history, messages, now_ms=now_ms, codec=codec)
+) -> tuple[Any, core.SuspendedOrchestration | None]:
+    """The turn, and the orchestration kept suspended when it is still running."""
+    return core.run_turn_suspending(app, instance_id, history, messages, now_ms=now_ms, codec=codec)
+
+
+def advance(
+    suspended: core.SuspendedOrchestration, messages: Sequence[Any], now_ms: int
+) -> tuple[Any, core.SuspendedOrchestration | None]:
+    """The next turn of a suspended orchestration: only ``messages`` run, no replay."""
+    return suspended.advance(messages, now_ms=now_ms)
+
+
+@dataclass(slots=True)
+class _Suspended:
+    orchestration: core.SuspendedOrchestration
+    execution_id: int
+    history_len: int
+    first: bytes
+    last: bytes
+
+
+class SuspendedCache:
+    """Orchestrations left suspended after a committed turn, so the next turn of the instance on
+    this worker skips the replay (``core.SuspendedOrchestration.advance``).
+
+    An entry is taken out (owned by one turn) and put back only after that turn committed. It is
+    used only when the lease's history is the committed one: same execution, same length, same
+    stored bytes of the first and the last event; anything else closes it (full replay then).
+    Bounded by ``max_instances`` (least recently used closed) and ``max_events`` per instance.
+    """
+
+    def __init__(self, max_instances: int = 256, max_events: int = 100_000) -> None:
+        self._max_instances = max_instances
+        self._max_events = max_events
+        self._entries: dict[str, _Suspended] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def take(self, lease: OrchestrationLease) -> core.SuspendedOrchestration | None:
+        entry = self._entries.pop(lease.instance_id, None)
+        if entry is None:
+            return None
+        history = lease.history
+        if (
+            lease.execution_id == entry.execution_id
+            and len(history) == entry.history_len
+            and history[0] == entry.first
+            and history[-1] == entry.last
+        ):
+            return entry.orchestration
+        entry.orchestration.close()
+        return None
+
+    def put(
+        self,
+        lease: OrchestrationLease,
+        commit: TurnCommit,
+        orchestration: core.SuspendedOrchestration,
+    ) -> None:
+        """Keep ``orchestration`` after ``commit`` of ``lease`` was stored (or close it)."""
+        history = lease.history
+        before = commit.expected_history_len
+        stored = before if commit.execution_id == lease.execution_id else 0
+        events_len = before + len(commit.events)
+        if (
+            stored != before
+            or before > len(history)
+            or orchestration.execution_id != commit.execution_id
+            or orchestration.history_len != events_len
+            or events_len == 0
+            or events_len > self._max_events
+        ):
+            orchestration.close()
+            return
+        first = history[0] if before else commit.events[0]
+        last = commit.events[-1] if commit.events else history[before - 1]
+        old = self._entries.pop(lease.instance_id, None)
+        if old is not None:
+            old.orchestration.close()
+        while len(self._entries) >= self._max_instances:
+            evicted = self._entries.pop(next(iter(self._entries)))  # least recently used
+            evicted.orchestration.close()
+        self._entries[lease.instance_id] = _Suspended(
+            orchestration, commit.execution_id, events_len, first, last
+        )
+
+    def discard(self, instance_id: str) -> None:
+        entry = self._entries.pop(instance_id, None)
+        if entry is not None:
+            entry.orchestration.close()
+
+    def clear(self) -> None:
+        entries, self._entries = self._entries, {}
+        for entry in entries.values():
+            entry.orchestration.close()
 
 
 def fail_instance(

@@ -5,7 +5,11 @@ Each of ``orchestration_concurrency`` loops fetches one instance at a time. The 
 history is small (at most ``INLINE_TURN_MAX_EVENTS`` events and messages: a few ms of CPU; core
 drives the orchestration on its own deterministic loop and restores the running one), and in a
 worker thread otherwise, so a long replay does not block the event loop; meanwhile the lease is
-renewed. The thread hop costs more CPU than a small turn itself. Verdicts of the runtime itself:
+renewed. The thread hop costs more CPU than a small turn itself. A turn that leaves the
+orchestration running keeps it suspended (``core.SuspendedOrchestration``, at most 256 per
+worker); the instance's next turn on this worker, if the lease's history is exactly the committed
+one, feeds it only the new messages instead of replaying (any doubt: full replay). Verdicts of
+the runtime itself:
 
 - a lease fetched more than ``max_attempts`` times is poison: the instance fails (kind "poison");
 - a history that cannot be decoded fails the instance as poisoned, too;
@@ -55,9 +59,18 @@ class OrchestrationDispatcher:
         self._threads = anyio.CapacityLimiter(options.orchestration_concurrency)
         self._unregistered: dict[str, int] = {}
         self._histories = _bridge.HistoryCache()
+        self._suspended = _bridge.SuspendedCache()
         self.in_flight = 0
+        self.resumed_turns = 0  # turns that advanced a suspended orchestration (no replay)
 
     async def fetch_loop(self, stopping: anyio.Event) -> None:
+        try:
+            await self._fetch_loop(stopping)
+        finally:
+            if stopping.is_set():
+                self._suspended.clear()
+
+    async def _fetch_loop(self, stopping: anyio.Event) -> None:
         errors = 0
         options = self._options
         while not stopping.is_set():
@@ -125,6 +138,18 @@ class OrchestrationDispatcher:
         extra = {"instance_id": instance_id, "worker_id": self._worker_id}
         now_ms = lease.lease_until_ms - self._options.lock_ms  # server time at fetch
 
+        suspended = self._suspended.take(lease)
+        if suspended is not None and lease.attempt <= self._options.max_attempts:
+            try:
+                messages = _bridge.decode_messages(lease.messages)
+            except Exception:
+                messages = None  # the full path below reports it
+            if messages is not None:
+                await self._resume(lease, lost, suspended, messages, now_ms)
+                return
+        if suspended is not None:
+            suspended.close()
+
         try:
             history = self._histories.decode(instance_id, lease.history)
         except Exception as exc:
@@ -172,13 +197,55 @@ class OrchestrationDispatcher:
             await self._fail(lease, details, now_ms, history=history)
             return
 
+        await self._full_turn(lease, lost, history, messages, now_ms)
+
+    async def _resume(
+        self,
+        lease: OrchestrationLease,
+        lost: anyio.Event,
+        suspended: Any,
+        messages: list[Any],
+        now_ms: int,
+    ) -> None:
+        """Advance the suspended orchestration by ``messages``; replay in full if that fails."""
+        try:
+            if len(messages) <= INLINE_TURN_MAX_EVENTS:
+                result, after = _bridge.advance(suspended, messages, now_ms)
+            else:
+                result, after = await anyio.to_thread.run_sync(
+                    _bridge.advance, suspended, messages, now_ms, limiter=self._threads
+                )
+        except Exception:
+            logger.debug(
+                "resuming %s failed; replaying it in full",
+                lease.instance_id,
+                exc_info=True,
+                extra={"instance_id": lease.instance_id, "worker_id": self._worker_id},
+            )
+            suspended.close()
+            history = self._histories.decode(lease.instance_id, lease.history)
+            await self._full_turn(lease, lost, history, messages, now_ms)
+            return
+        self.resumed_turns += 1
+        await self._finish(lease, lost, result, after)
+
+    async def _full_turn(
+        self,
+        lease: OrchestrationLease,
+        lost: anyio.Event,
+        history: list[Any],
+        messages: list[Any],
+        now_ms: int,
+    ) -> None:
+        instance_id = lease.instance_id
+        extra = {"instance_id": instance_id, "worker_id": self._worker_id}
         try:
             if len(history) + len(messages) <= INLINE_TURN_MAX_EVENTS:
-                result = _bridge.run_turn(
+                result, after = _bridge.run_turn(
                     self._app, instance_id, history, messages, now_ms, self._codec
                 )
             else:
-                result = await anyio.to_thread.run_sync(
+                result, after = await anyio.to_thread.run_sync(
                     _bridge.run_turn,
                     self._app,
                     instance_id,
@@ -199,10 +266,23 @@ class OrchestrationDispatcher:
             await self._abandon(lease, delay, count_attempt=False)
             return
         self._unregistered.pop(instance_id, None)
-        if lost.is_set():
-            return
-        commit = _bridge.to_commit(result)
-        await self._commit(lease, commit)
+        await self._finish(lease, lost, result, after)
+
+    async def _finish(
+        self, lease: OrchestrationLease, lost: anyio.Event, result: Any, after: Any
+    ) -> None:
+        """Commit the turn; keep the suspended orchestration only once the commit is stored."""
+        kept = False
+        try:
+            if lost.is_set():
+                return
+            commit = _bridge.to_commit(result)
+            if await self._commit(lease, commit) and after is not None and not lost.is_set():
+                self._suspended.put(lease, commit, after)
+                kept = True
+        finally:
+            if after is not None and not kept:
+                after.close()
 
     async def _fail(
         self,
@@ -216,7 +296,8 @@ class OrchestrationDispatcher:
         result = _bridge.fail_instance(lease, history, details, now_ms, corrupted=corrupted)
         await self._commit(lease, result)
 
-    async def _commit(self, lease: OrchestrationLease, commit: Any) -> None:
+    async def _commit(self, lease: OrchestrationLease, commit: Any) -> bool:
+        """Commit; False if the lease was lost (nothing stored)."""
         try:
             await self._store.commit_turn(lease, commit)
         except LeaseLostError:
@@ -225,6 +306,8 @@ class OrchestrationDispatcher:
                 lease.instance_id,
                 extra={"instance_id": lease.instance_id, "worker_id": self._worker_id},
             )
+            return False
+        return True
 
     async def _abandon(
         self, lease: OrchestrationLease, delay_ms: int, *, count_attempt: bool

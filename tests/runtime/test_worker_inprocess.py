@@ -88,6 +88,8 @@ async def test_turns_activities_events_and_clean_stop(
     await anyio.sleep(0.3)
     await client.raise_event(iid, "go")
     assert await client.wait_for_completion(iid, timeout=20) == [2, "V2"]
+    # the turns after the first advanced the suspended orchestration instead of replaying
+    assert worker._orchestrations.resumed_turns >= 2
     with anyio.fail_after(5):
         worker.stop()
         while worker.activities_in_flight or worker.turns_in_flight:

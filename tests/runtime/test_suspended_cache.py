@@ -1,0 +1,81 @@
+"""The runtime's cache of suspended orchestrations: used only for the exact committed history."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+from durable_redis import core
+from durable_redis.core import App, OrchestrationContext
+from durable_redis.core import messages as msg
+from durable_redis.runtime import _bridge
+from durable_redis.storage.base import OrchestrationLease
+
+app = App("suspended-cache")
+
+
+@app.orchestration
+async def waiter(ctx: OrchestrationContext) -> str:
+    return str(await ctx.wait_for_event("go"))
+
+
+def _lease(iid: str, execution_id: int, history: Sequence[bytes]) -> OrchestrationLease:
+    return OrchestrationLease(
+        instance_id=iid,
+        token="t",
+        lease_until_ms=0,
+        execution_id=execution_id,
+        history=list(history),
+        messages=[],
+        attempt=1,
+        instance=None,
+    )
+
+
+def _first_turn(cache: _bridge.SuspendedCache, iid: str) -> tuple[list[bytes], object]:
+    start = msg.StartOrchestration(name="waiter", input=b"")
+    result, after = _bridge.run_turn(app, iid, [], [start], 1, app.codec)
+    assert after is not None
+    commit = _bridge.to_commit(result)
+    cache.put(_lease(iid, 0, []), commit, after)
+    return list(commit.events), after
+
+
+def test_take_matches_only_the_committed_history() -> None:
+    cache = _bridge.SuspendedCache()
+    history, kept = _first_turn(cache, "a")
+    assert isinstance(kept, core.SuspendedOrchestration)
+    assert cache.take(_lease("a", 1, history)) is kept
+    assert cache.take(_lease("a", 1, history)) is None  # taken: owned by one turn
+    result = core.TurnResult(
+        execution_id=1,
+        history_len_before=len(history),
+        new_events=(),
+        status=core.OrchestrationStatus.RUNNING,
+    )
+    cache.put(_lease("a", 1, history), _bridge.to_commit(result), kept)  # a turn of stale messages
+    assert len(cache) == 1
+    assert cache.take(_lease("a", 1, [*history, history[-1]])) is None  # longer: closed
+    assert kept.closed
+
+
+def test_mismatches_close_and_lru_evicts() -> None:
+    cache = _bridge.SuspendedCache(max_instances=1)
+    history, first = _first_turn(cache, "a")
+    assert cache.take(_lease("a", 2, history)) is None  # another execution
+    assert first.closed  # type: ignore[attr-defined]
+    _, second = _first_turn(cache, "b")
+    _, third = _first_turn(cache, "c")  # evicts "b"
+    assert second.closed and not third.closed  # type: ignore[attr-defined]
+    cache.discard("c")
+    assert third.closed  # type: ignore[attr-defined]
+    _, fourth = _first_turn(cache, "d")
+    cache.clear()
+    assert fourth.closed and len(cache) == 0  # type: ignore[attr-defined]
+    # a commit that does not fit the orchestration's length is not kept
+    start = msg.StartOrchestration(name="waiter", input=b"")
+    result, after = _bridge.run_turn(app, "e", [], [start], 1, app.codec)
+    assert after is not None
+    commit = dataclasses.replace(_bridge.to_commit(result), expected_history_len=3)
+    cache.put(_lease("e", 1, [b"x", b"y", b"z"]), commit, after)
+    assert after.closed and len(cache) == 0
