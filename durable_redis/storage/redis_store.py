@@ -23,10 +23,12 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import EqualJitterBackoff
+from redis.exceptions import AuthenticationError as RedisAuthenticationError
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoPermissionError as RedisNoPermissionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from durable_redis.errors import InstanceExistsError, StoreUnavailableError
+from durable_redis.errors import ConfigurationError, InstanceExistsError, StoreUnavailableError
 from durable_redis.storage._replies import _info, _opt, _pairs, _s
 from durable_redis.storage._url import _pop_partitions
 from durable_redis.storage.activities import ActivityQueueMixin
@@ -486,12 +488,17 @@ class RedisStore(ActivityQueueMixin, ManagementMixin, OutboxMixin, RedisStoreBas
 def _unavailable_as_store_error(
     fn: Callable[..., Awaitable[Any]],
 ) -> Callable[..., Awaitable[Any]]:
-    """Connection failures that outlast the client's retries become StoreUnavailableError."""
+    """Connection failures that outlast the client's retries become StoreUnavailableError;
+    refused credentials or ACL permissions become ConfigurationError."""
 
     @functools.wraps(fn)
     async def call(*args: Any, **kwargs: Any) -> Any:
         try:
             return await fn(*args, **kwargs)
+        except (RedisAuthenticationError, RedisNoPermissionError) as exc:
+            raise ConfigurationError(
+                f"Redis refused {fn.__name__} for this user (password or ACL): {exc}"
+            ) from exc
         except (RedisConnectionError, RedisTimeoutError) as exc:
             raise StoreUnavailableError(f"Redis is unavailable ({fn.__name__}): {exc}") from exc
 

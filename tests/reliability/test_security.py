@@ -22,7 +22,7 @@ import rel_app
 from rel_support import ROOT
 
 from durable_redis.client import Client
-from durable_redis.errors import DurableRedisError
+from durable_redis.errors import ConfigurationError, DurableRedisError
 from durable_redis.storage.redis_store import RedisStore
 from durable_redis.storage.server import RedisServer, find_redis_server
 
@@ -130,8 +130,9 @@ async def test_worker_runs_under_the_minimal_acl(
             )
             other = RedisStore.from_url(url, namespace=f"{namespace}-other")
             try:
-                with pytest.raises(redis.exceptions.NoPermissionError):
+                with pytest.raises(ConfigurationError, match="ACL") as refused:
                     await other.initialize()
+                assert isinstance(refused.value.__cause__, redis.exceptions.NoPermissionError)
             finally:
                 await other.close()
             for command in (
