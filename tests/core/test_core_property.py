@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from durable_redis.core import ActivityContext, App, OrchestrationContext, OrchestrationStatus
 from durable_redis.core import events as ev
-from durable_redis.testing import InMemoryRunner, replay_history
+from durable_redis.testing import InMemoryRunner, Instance, replay_history
 
 app = App("prop", max_sessions_per_orchestration=3)
 
@@ -95,12 +95,8 @@ def pending_events(history: list[ev.HistoryEvent]) -> list[str]:
     return waiting
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(steps=st.lists(STEP, max_size=8), seed=st.integers(0, 2**32 - 1))
-def test_random_orchestrations_finish_and_replay_exactly(
-    steps: list[tuple[str, Any]], seed: int
-) -> None:
-    runner = InMemoryRunner(app, rng=random.Random(seed))
+def drive(runner: InMemoryRunner, steps: list[tuple[str, Any]]) -> Instance:
+    """Run ``program`` over ``steps`` to completion, raising each event it waits for."""
     state = {"steps": [list(s) for s in steps], "out": [], "session": None}
     runner.start(program, state, instance_id="p")
     inst = runner.instances["p"]
@@ -112,6 +108,16 @@ def test_random_orchestrations_finish_and_replay_exactly(
             runner.raise_event("p", name, f"data-{name}")
     assert inst.status is OrchestrationStatus.COMPLETED, inst.failure
     assert runner.result("p") == expected(steps)
+    return inst
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(steps=st.lists(STEP, max_size=8), seed=st.integers(0, 2**32 - 1))
+def test_random_orchestrations_finish_and_replay_exactly(
+    steps: list[tuple[str, Any]], seed: int
+) -> None:
+    runner = InMemoryRunner(app, rng=random.Random(seed))
+    inst = drive(runner, steps)
     assert len(inst.executions) == sum(1 for kind, _ in steps if kind == "can")
     for history in [*inst.executions, inst.history]:
         assert [e.event_id for e in history] == list(range(1, len(history) + 1))

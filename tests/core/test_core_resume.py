@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_core_property import STEP, app, expected, pending_events, program
+from test_core_property import STEP, app, drive
 
 from durable_redis.core import (
     OrchestrationStatus,
@@ -75,17 +75,7 @@ class ResumingRunner(InMemoryRunner):
 @given(steps=st.lists(STEP, max_size=8), seed=st.integers(0, 2**32 - 1))
 def test_resumed_turns_equal_full_replays(steps: list[tuple[str, Any]], seed: int) -> None:
     runner = ResumingRunner(app, rng=random.Random(seed))
-    state = {"steps": [list(s) for s in steps], "out": [], "session": None}
-    runner.start(program, state, instance_id="p")
-    inst = runner.instances["p"]
-    for _ in range(50):
-        runner.run()
-        if inst.status.is_terminal:
-            break
-        for name in pending_events(inst.history):
-            runner.raise_event("p", name, f"data-{name}")
-    assert inst.status is OrchestrationStatus.COMPLETED, inst.failure
-    assert runner.result("p") == expected(steps)
+    drive(runner, steps)
     assert "p" not in runner.suspended  # terminal: nothing kept
     if any(kind in ("act", "timer", "event", "gather", "any", "sact") for kind, _ in steps):
         assert runner.resumed_turns > 0
