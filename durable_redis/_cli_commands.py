@@ -1,8 +1,10 @@
 """What the ``durable-redis`` commands do; :mod:`durable_redis.cli` only parses and dispatches.
 
 The client commands print one human-readable block (or, with ``--json``, one JSON document) on
-stdout; errors go to stderr with a non-zero exit code. ``demo`` lives in
-:mod:`durable_redis._demo_runner`.
+stdout; errors go to stderr (with ``--json``: a JSON document on stdout) with the exit codes of
+:data:`durable_redis._cli_support.EXIT_CODES`. Before a client command or a worker talks to
+Redis, :func:`check_reachable` gives an unreachable server ``--connect-timeout`` seconds, saying
+what it retries. ``demo`` lives in :mod:`durable_redis.demo`.
 """
 
 from __future__ import annotations
@@ -15,16 +17,35 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
-from durable_redis.errors import FailureDetails, WaitTimeoutError
+from durable_redis._cli_support import (
+    EXIT_ERROR,
+    EXIT_OK,
+    EXIT_TIMEOUT,
+    IF_EXISTS,
+    UsageError,
+    describe_history,
+    describe_text,
+    parse_duration,
+    parse_future_time,
+    parse_time,
+    read_json_arg,
+)
+from durable_redis.errors import (
+    FailureDetails,
+    InstanceNotFoundError,
+    InstanceRunningError,
+    WaitTimeoutError,
+)
+from durable_redis.storage._url import redact_url
 
 __all__ = [
     "Emit",
     "UsageError",
+    "check_reachable",
     "plain",
     "redact_url",
     "run_bench_command",
@@ -34,10 +55,6 @@ __all__ = [
 ]
 
 Emit = Callable[[argparse.Namespace, Any, str], None]
-
-
-class UsageError(Exception):
-    """A command-line mistake: printed without a traceback, exit code 2."""
 
 
 # -- rendering ------------------------------------------------------------------------------------
@@ -74,25 +91,8 @@ def _show(value: Any) -> str:
         return repr(value)
 
 
-def redact_url(url: str) -> str:
-    """``url`` without its password (for printing)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
-
-
 def _json_arg(text: str | None, what: str) -> Any:
-    if text is None:
-        return None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"{what} is not valid JSON: {exc}") from None
+    return read_json_arg(text, what)
 
 
 def _state_dict(state: Any) -> dict[str, Any]:
@@ -132,7 +132,11 @@ def _state_text(state: Any) -> str:
         ("error", f"[{error.kind}] {error}" if error is not None else "-"),
         ("custom", _show(state.custom_status)),
     ]
-    return "\n".join(f"{label:<10} {value}" for label, value in rows)
+    text = "\n".join(f"{label:<10} {value}" for label, value in rows)
+    if error is not None and error.traceback.strip():
+        indented = "\n".join("  " + line for line in error.traceback.rstrip().splitlines())
+        text += f"\ntraceback (of the {error.type_name}):\n{indented}"
+    return text
 
 
 def _decode_payload(data: bytes) -> Any:
@@ -158,6 +162,9 @@ def _event_dict(event: Any) -> dict[str, Any]:
         value = getattr(event, field.name)
         if isinstance(value, bytes):
             value = _decode_payload(value)
+        if field.name == "fire_at_ms":  # a time (timeout_ms and the like are durations)
+            out["fire_at"] = _iso(datetime.fromtimestamp(value / 1000, tz=UTC))
+            continue
         out[field.name] = plain(value)
     return out
 
@@ -174,32 +181,55 @@ def _event_text(event: dict[str, Any]) -> str:
 
 
 # -- client commands ------------------------------------------------------------------------------
+async def check_reachable(args: argparse.Namespace, url: str) -> None:
+    """Give an unreachable Redis ``--connect-timeout`` seconds, saying so on stderr: once, or
+    at every attempt with ``-v``. StoreUnavailableError when it does not answer in time."""
+    from durable_redis.storage.probe import wait_until_reachable
+
+    said: list[bool] = []
+
+    def on_retry(error: BaseException, left: float) -> None:
+        if said and not args.verbose:
+            return
+        said.append(True)
+        print(
+            f"durable-redis: Redis at {redact_url(url)} unreachable ({error}); retrying for "
+            f"{left:.1f}s more (--connect-timeout {args.connect_timeout:g})",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    await wait_until_reachable(url, timeout=args.connect_timeout, on_retry=on_retry)
+
+
 async def run_client_command(args: argparse.Namespace, url: str, emit: Emit) -> int:
-    """start / status / list / history / cancel / raise-event / purge against ``url``."""
+    """The client commands (start, status, describe, wait, list, history, cancel, raise-event,
+    purge) against ``url``."""
     from durable_redis.client import Client
 
+    await check_reachable(args, url)
     async with Client.from_url(url, namespace=args.namespace) as client:
         command = args.command
         if command == "start":
             return await _start(client, args, emit)
         if command == "status":
-            state = await client.get_status(args.instance_id)
-            if state is None:
-                emit(args, None, f"no instance {args.instance_id!r}")
-                return 1
+            state = await _existing(client, args.instance_id)
             emit(args, _state_dict(state), _state_text(state))
-            return 0
+            return EXIT_OK
+        if command == "describe":
+            return await _describe(client, args, emit)
+        if command == "wait":
+            return await _wait(client, args, emit)
         if command == "list":
             return await _list(client, args, emit)
         if command == "history":
             events = [
                 _event_dict(e) for e in await client.get_history(args.instance_id, args.execution)
             ]
-            if not events and await client.get_status(args.instance_id) is None:
-                emit(args, None, f"no instance {args.instance_id!r}")
-                return 1
+            if not events:
+                await _existing(client, args.instance_id)
             emit(args, events, "\n".join(_event_text(e) for e in events) or "(no events)")
-            return 0
+            return EXIT_OK
         if command == "cancel":
             await client.cancel(args.instance_id, args.reason)
             emit(
@@ -207,7 +237,7 @@ async def run_client_command(args: argparse.Namespace, url: str, emit: Emit) -> 
                 {"instance_id": args.instance_id, "cancel_requested": True},
                 f"cancellation requested for {args.instance_id}",
             )
-            return 0
+            return EXIT_OK
         if command == "raise-event":
             data = _json_arg(args.data, "--data")
             await client.raise_event(args.instance_id, args.event, data)
@@ -216,50 +246,114 @@ async def run_client_command(args: argparse.Namespace, url: str, emit: Emit) -> 
                 {"instance_id": args.instance_id, "event": args.event, "data": data},
                 f"event {args.event!r} sent to {args.instance_id}",
             )
-            return 0
+            return EXIT_OK
         if command == "purge":
-            deleted = await client.purge(args.instance_id, force=args.force)
+            try:
+                deleted = await client.purge(args.instance_id, force=args.force)
+            except InstanceRunningError as exc:
+                raise InstanceRunningError(
+                    str(exc).replace("pass force=True", "pass --force")
+                ) from None
             emit(
                 args,
                 {"instance_id": args.instance_id, "deleted": deleted},
                 f"purged {deleted} instance(s) ({args.instance_id} and its children)",
             )
-            return 0
+            return EXIT_OK
     raise UsageError(f"unknown command {command!r}")  # pragma: no cover - argparse prevents it
+
+
+async def _existing(client: Any, instance_id: str) -> Any:
+    state = await client.get_status(instance_id)
+    if state is None:
+        raise InstanceNotFoundError(f"no instance {instance_id!r}")
+    return state
+
+
+def _start_at(args: argparse.Namespace) -> datetime | None:
+    now = datetime.now(UTC)
+    if args.delay is not None:
+        return now + timedelta(seconds=parse_duration(args.delay, "--delay"))
+    if args.start_at is not None:
+        return parse_future_time(args.start_at, "--start-at", now=now)
+    return None
 
 
 async def _start(client: Any, args: argparse.Namespace, emit: Emit) -> int:
     data = _json_arg(args.input, "--input")
-    instance_id = await client.start(args.name, data, instance_id=args.instance_id)
+    start_at = _start_at(args)
+    instance_id = await client.start(
+        args.name,
+        data,
+        instance_id=args.instance_id,
+        version=args.version,
+        if_exists=IF_EXISTS[args.if_exists],
+        start_at=start_at,
+    )
     if args.wait is None:
+        when = f" (first turn at {_iso(start_at)})" if start_at is not None else ""
         emit(
             args,
             {"instance_id": instance_id, "name": args.name},
-            f"started {args.name} as {instance_id}",
+            f"started {args.name} as {instance_id}{when}",
         )
-        return 0
+        return EXIT_OK
+    return await _wait_and_show(
+        client, instance_id, args.wait, args, emit, f"started {args.name} as {instance_id}"
+    )
+
+
+async def _wait(client: Any, args: argparse.Namespace, emit: Emit) -> int:
+    await _existing(client, args.instance_id)
+    return await _wait_and_show(client, args.instance_id, args.timeout, args, emit, "")
+
+
+async def _wait_and_show(
+    client: Any,
+    instance_id: str,
+    timeout: float | None,
+    args: argparse.Namespace,
+    emit: Emit,
+    head: str,
+) -> int:
+    """Wait for the instance to end; print its state. 0 completed, 1 failed/cancelled, 3 timeout."""
     try:
-        state = await client.wait_for_state(instance_id, timeout=args.wait)
+        state = await client.wait_for_state(instance_id, timeout=timeout)
     except WaitTimeoutError:
         state = await client.get_status(instance_id)
-        result = _state_dict(state) if state is not None else {"instance_id": instance_id}
-        result["timed_out"] = True
-        emit(
-            args,
-            result,
-            f"started {args.name} as {instance_id}; still "
-            f"{result.get('status', 'unknown')} after {args.wait:g}s",
+        result: dict[str, Any] = (
+            _state_dict(state) if state is not None else {"instance_id": instance_id}
         )
-        return 3
-    emit(args, _state_dict(state), f"started {args.name} as {instance_id}\n{_state_text(state)}")
-    return 0 if str(plain(state.status)) == "completed" else 1
+        result["timed_out"] = True
+        still = f"still {result.get('status', 'unknown')} after {timeout:g}s"
+        emit(args, result, f"{head}; {still}" if head else f"{instance_id} {still}")
+        return EXIT_TIMEOUT
+    emit(args, _state_dict(state), f"{head}\n{_state_text(state)}" if head else _state_text(state))
+    return EXIT_OK if str(plain(state.status)) == "completed" else EXIT_ERROR
+
+
+async def _describe(client: Any, args: argparse.Namespace, emit: Emit) -> int:
+    state = await _existing(client, args.instance_id)
+    pending = describe_history(await client.get_history(args.instance_id))
+    emit(
+        args,
+        {"instance": _state_dict(state), **pending},
+        describe_text(_state_text(state), pending, state.is_terminal),
+    )
+    return EXIT_OK
 
 
 async def _list(client: Any, args: argparse.Namespace, emit: Emit) -> int:
     if args.limit < 1:
         raise UsageError("--limit must be at least 1")
+    since = parse_time(args.since, "--since", now=datetime.now(UTC)) if args.since else None
     page = await client.list_instances(
-        status=args.status, name=args.name, limit=args.limit, cursor=args.cursor
+        status=args.status,
+        name=args.name,
+        created_after=since,
+        limit=args.limit,
+        cursor=args.cursor,
+        newest_first=not args.oldest_first,
     )
     rows = [_state_dict(s) for s in page.instances]
     lines = [f"{'INSTANCE':<36} {'NAME':<20} {'STATUS':<16} CREATED"]
@@ -271,22 +365,50 @@ async def _list(client: Any, args: argparse.Namespace, emit: Emit) -> int:
     if page.next_cursor:
         lines.append(f"more: --cursor {page.next_cursor}")
     emit(args, {"instances": rows, "next_cursor": page.next_cursor}, "\n".join(lines))
-    return 0
+    return EXIT_OK
 
 
 # -- worker ---------------------------------------------------------------------------------------
-def run_worker_command(args: argparse.Namespace, url: str) -> int:
-    """Run ``--processes`` worker processes for ``MODULE:APP`` until SIGTERM/SIGINT."""
-    from durable_redis.runtime import WorkerOptions, run_worker
+def _worker_options(args: argparse.Namespace) -> Any:
+    from durable_redis.errors import ConfigurationError
+    from durable_redis.runtime import WorkerOptions
 
     if args.processes < 1:
         raise UsageError("--processes must be at least 1")
     if args.concurrency < 1:
         raise UsageError("--concurrency must be at least 1")
     fields: dict[str, Any] = {"activity_concurrency": args.concurrency}
-    if args.max_sessions is not None:
-        fields["max_sessions_per_worker"] = args.max_sessions
-    options = WorkerOptions(**fields)
+    for flag, field in (
+        ("max_sessions", "max_sessions_per_worker"),
+        ("orchestration_concurrency", "orchestration_concurrency"),
+        ("lock_timeout", "lock_timeout"),
+        ("session_lock_timeout", "session_lock_timeout"),
+        ("session_idle_timeout", "session_idle_timeout"),
+        ("max_attempts", "max_attempts"),
+        ("shutdown_grace", "shutdown_grace_period"),
+        ("retention", "retention"),
+    ):
+        if getattr(args, flag) is not None:
+            fields[field] = getattr(args, flag)
+    if args.janitor_interval is not None:
+        off = args.janitor_interval.strip().lower() in ("off", "never", "0")
+        fields["janitor_interval"] = (
+            None if off else parse_duration(args.janitor_interval, "--janitor-interval")
+        )
+    try:
+        return WorkerOptions(**fields)
+    except ConfigurationError as exc:  # the option names are WorkerOptions'; say the flags
+        raise UsageError(f"bad worker option: {exc}") from None
+
+
+def run_worker_command(args: argparse.Namespace, url: str) -> int:
+    """Run ``--processes`` worker processes for ``MODULE:APP`` until SIGTERM/SIGINT."""
+    import anyio
+
+    from durable_redis.runtime import run_worker
+
+    options = _worker_options(args)
+    anyio.run(check_reachable, args, url)
     print(
         f"durable-redis: {args.processes} worker process(es) for {args.app} on "
         f"{redact_url(url)} (namespace {args.namespace!r}); Ctrl-C or SIGTERM stops them",
@@ -301,6 +423,7 @@ def run_worker_command(args: argparse.Namespace, url: str) -> int:
         processes=args.processes,
         namespace=args.namespace,
         log_level=log_level,
+        log_format="json" if args.json else "text",
     )
 
 

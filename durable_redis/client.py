@@ -205,7 +205,11 @@ class Client:
         return instance_id
 
     async def raise_event(self, instance_id: str, name: str, data: Any = None) -> None:
-        """Deliver the external event ``name`` to the instance (InstanceNotFoundError if none)."""
+        """Deliver the external event ``name`` to the instance.
+
+        Raises InstanceNotFoundError if there is none, InstanceTerminalError if it has ended
+        (completed, failed or cancelled: no code would ever read the event).
+        """
         validate_id(instance_id)
         validate_id(name, "event name")
         encoded = self.codec.encode(data)
@@ -215,7 +219,11 @@ class Client:
         await self.store.enqueue_message(instance_id, message_id, message)
 
     async def cancel(self, instance_id: str, reason: str = "") -> None:
-        """Ask the instance to cancel: it fails as cancelled, its activities and children too."""
+        """Ask the instance to cancel: it fails as cancelled, its activities and children too.
+
+        Raises InstanceNotFoundError if there is none, InstanceTerminalError if it has already
+        ended (``exc.status`` says how).
+        """
         validate_id(instance_id)
         message = core.encode_message(core.cancel_message(reason))
         await self._ensure_initialized()
@@ -309,8 +317,10 @@ class Client:
         created_before: datetime | None = None,
         limit: int = 100,
         cursor: str | None = None,
+        newest_first: bool = False,
     ) -> InstanceStatePage:
-        """One page of instances (pass ``next_cursor`` back for the next)."""
+        """One page of instances, oldest first unless ``newest_first`` (pass ``next_cursor``
+        back, with the same filters and order, for the next)."""
         if limit < 1:
             raise ValidationError("limit must be >= 1")
         try:
@@ -326,6 +336,7 @@ class Client:
             created_before_ms=int(created_before.timestamp() * 1000) if created_before else None,
             limit=limit,
             cursor=cursor,
+            newest_first=newest_first,
         )
         return InstanceStatePage(
             instances=[

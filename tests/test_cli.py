@@ -276,8 +276,8 @@ def test_purge(cli: Run) -> None:
     code, out, _ = cli("purge", done, "--json")
     assert code == 0
     assert as_json(out) == {"instance_id": done, "deleted": 1}
-    code, out, _ = cli("status", done)
-    assert code == 1 and "no instance" in out
+    code, _, err = cli("status", done)
+    assert code == 1 and "no instance" in err
 
     running = f"purge-{uuid.uuid4().hex[:8]}"
     assert cli("start", "wait_for_go", "--id", running)[0] == 0
@@ -290,9 +290,11 @@ def test_purge(cli: Run) -> None:
 
 def test_unknown_instance(cli: Run) -> None:
     code, out, _ = cli("status", "no-such-instance", "--json")
-    assert code == 1 and as_json(out) is None
-    code, out, _ = cli("history", "no-such-instance")
-    assert code == 1 and "no instance" in out
+    assert code == 1
+    assert as_json(out)["error"]["type"] == "InstanceNotFoundError"
+    for command in ("history", "describe", "wait"):
+        code, _, err = cli(command, "no-such-instance")
+        assert code == 1 and "InstanceNotFoundError: no instance 'no-such-instance'" in err
 
 
 # -- demo -----------------------------------------------------------------------------------

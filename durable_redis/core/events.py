@@ -314,6 +314,20 @@ def describe_event(event: HistoryEvent) -> str:
     return f"{type(event).__name__}({', '.join(parts)})"
 
 
-def _preview(data: bytes) -> str:
-    text = data[:32].hex()
-    return text + ("..." if len(data) > 32 else "")
+def _preview(data: bytes, limit: int = 80) -> str:
+    """The payload as JSON-ish text when it is msgpack (the default codec), else hex."""
+    import json
+
+    import msgpack  # type: ignore[import-untyped]
+
+    try:
+        value = msgpack.unpackb(data, raw=False, strict_map_key=False)
+        text = json.dumps(value, ensure_ascii=False, sort_keys=True, default=repr)
+    except Exception:  # another codec: JSON as it is, anything else (encrypted, ...) as hex
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            text = ""
+        if not text or not text.isprintable():
+            return data[:32].hex() + ("..." if len(data) > 32 else "")
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -236,4 +236,15 @@ def activity_failed(task: ActivityTask, error: BaseException | FailureDetails) -
 def failure_from_exception(exc: BaseException, *, kind: str = "application") -> FailureDetails:
     """Portable details of ``exc``: type name, message and traceback text (never pickled)."""
     text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    return FailureDetails(kind=kind, type_name=type(exc).__name__, message=str(exc), traceback=text)
+    return FailureDetails(
+        kind=kind, type_name=type(exc).__name__, message=_message(exc), traceback=text
+    )
+
+
+def _message(exc: BaseException) -> str:
+    """``str(exc)``; for an exception group (a TaskGroup's), its causes too, so the one line
+    reads "... (1 sub-exception): ActivityFailedError: activity 'charge' failed: ..."."""
+    if not isinstance(exc, BaseExceptionGroup):
+        return str(exc)
+    causes = "; ".join(f"{type(e).__name__}: {_message(e)}" for e in exc.exceptions)
+    return f"{exc}: {causes}"

@@ -34,7 +34,7 @@ from durable_redis.errors import (
 )
 from durable_redis.runtime import _bridge
 from durable_redis.runtime.options import WorkerOptions
-from durable_redis.storage.base import OrchestrationLease, Store
+from durable_redis.storage.base import InstanceStatus, OrchestrationLease, Store
 
 __all__ = ["OrchestrationDispatcher"]
 
@@ -277,12 +277,26 @@ class OrchestrationDispatcher:
             if lost.is_set():
                 return
             commit = _bridge.to_commit(result)
-            if await self._commit(lease, commit) and after is not None and not lost.is_set():
+            if not await self._commit(lease, commit):
+                return
+            if commit.status is InstanceStatus.FAILED:
+                self._log_failed(lease.instance_id, result.failure)
+            if after is not None and not lost.is_set():
                 self._suspended.put(lease, commit, after)
                 kept = True
         finally:
             if after is not None and not kept:
                 after.close()
+
+    def _log_failed(self, instance_id: str, failure: FailureDetails | None) -> None:
+        """One ERROR line when an instance's own code fails it (type and message; the
+        traceback is in its status)."""
+        logger.error(
+            "orchestration %s failed: %s",
+            instance_id,
+            failure if failure is not None else "no details recorded",
+            extra={"instance_id": instance_id, "worker_id": self._worker_id},
+        )
 
     async def _fail(
         self,

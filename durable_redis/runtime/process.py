@@ -27,6 +27,7 @@ from typing import Any
 import anyio
 
 from durable_redis.errors import ConfigurationError, DurableRedisError
+from durable_redis.runtime.logs import PROCESS_TEXT_FORMAT, configure_logging
 from durable_redis.runtime.options import WorkerOptions
 from durable_redis.runtime.worker import Worker
 
@@ -99,6 +100,7 @@ def worker_command(
     *,
     namespace: str = DEFAULT_NAMESPACE,
     log_level: str | None = None,
+    log_format: str | None = None,
 ) -> list[str]:
     """The argv of one worker process (``python -m durable_redis.runtime ...``)."""
     cmd = [
@@ -115,6 +117,8 @@ def worker_command(
         cmd += ["--options", options_to_json(options)]
     if log_level:
         cmd += ["--log-level", log_level]
+    if log_format:
+        cmd += ["--log-format", log_format]
     return cmd
 
 
@@ -126,12 +130,14 @@ def run_worker(
     processes: int = 1,
     namespace: str = DEFAULT_NAMESPACE,
     log_level: str | None = None,
+    log_format: str | None = None,
 ) -> int:
     """Run ``processes`` worker processes for the app at ``app_ref``; block until they exit.
 
     SIGTERM/SIGINT are forwarded to every child (each shuts down gracefully; a second signal
-    makes them hand back their work at once). Returns 0 if every worker exited cleanly, else the
-    first non-zero exit code.
+    makes them hand back their work at once). ``log_level`` and ``log_format`` (``"text"`` or
+    ``"json"``) configure the children's logging; with one process, the caller's applies.
+    Returns 0 if every worker exited cleanly, else the first non-zero exit code.
     """
     if processes < 1:
         raise ConfigurationError(f"processes must be >= 1, got {processes}")
@@ -159,7 +165,14 @@ def run_worker(
             previous[sig] = signal.signal(sig, forward)
     # The URL may carry a password: hand it to the children in their environment, never in
     # their argv (which every local user can read in /proc/<pid>/cmdline).
-    cmd = worker_command(app_ref, redis_url, options, namespace=namespace, log_level=log_level)
+    cmd = worker_command(
+        app_ref,
+        redis_url,
+        options,
+        namespace=namespace,
+        log_level=log_level,
+        log_format=log_format,
+    )
     at = cmd.index("--redis-url")
     del cmd[at : at + 2]
     env = {**os.environ, "REDIS_URL": redis_url}
@@ -202,14 +215,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("app", help="the App to serve, as 'module:attribute'")
     parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL"))
-    parser.add_argument("--namespace", default=DEFAULT_NAMESPACE)
+    parser.add_argument(
+        "--namespace", default=os.environ.get("DURABLE_REDIS_NAMESPACE", DEFAULT_NAMESPACE)
+    )
     parser.add_argument("--options", default=None, help="WorkerOptions as a JSON object")
     parser.add_argument("--log-level", default=os.environ.get("DURABLE_REDIS_LOG_LEVEL", "INFO"))
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s",
+    parser.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        default=os.environ.get("DURABLE_REDIS_LOG_FORMAT", "text"),
+        help="text lines, or one JSON object per line",
     )
+    args = parser.parse_args(argv)
+    configure_logging(args.log_level, json_lines=args.log_format == "json", fmt=PROCESS_TEXT_FORMAT)
     if not args.redis_url:
         parser.error("no Redis URL: pass --redis-url or set REDIS_URL")
     options = options_from_json(args.options) if args.options else None

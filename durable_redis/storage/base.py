@@ -334,7 +334,11 @@ class Store(Protocol):
         created_before_ms: int | None = None,
         limit: int = 100,
         cursor: str | None = None,
-    ) -> InstancePage: ...
+        newest_first: bool = False,
+    ) -> InstancePage:
+        """One page, oldest first unless ``newest_first``; pass ``next_cursor`` back (with the
+        same filters and order) for the next."""
+        ...
 
     async def list_children(self, instance_id: str) -> list[str]: ...
 

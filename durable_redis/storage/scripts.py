@@ -18,6 +18,7 @@ from durable_redis.errors import (
     InstanceExistsError,
     InstanceNotFoundError,
     InstanceRunningError,
+    InstanceTerminalError,
     LeaseLostError,
     NamespaceMissingError,
     StoreError,
@@ -45,6 +46,7 @@ class Status:
     RUNNING = 6
     RETRY = 7
     NOT_ELIGIBLE = 8
+    ENDED = 9
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,5 +128,11 @@ def raise_for_status(script: str, reply: Sequence[object], subject: str = "") ->
     if code == Status.RUNNING:
         raise InstanceRunningError(
             f"instance {subject!r} is {detail}; pass force=True to delete it anyway"
+        )
+    if code == Status.ENDED:
+        raise InstanceTerminalError(
+            f"instance {subject!r} has already ended ({detail}); nothing was sent",
+            instance_id=subject,
+            status=detail,
         )
     raise StoreError(f"{where}: unexpected status {code} {detail}".rstrip())
