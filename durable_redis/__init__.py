@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from durable_redis.client import Client, InstanceState
+    from durable_redis.client import Client, InstanceId, InstanceState
     from durable_redis.core import (
         ActivityContext,
         App,
@@ -75,6 +75,7 @@ _LAZY = {
     "InstanceNotFoundError": "durable_redis.errors",
     "InstanceRunningError": "durable_redis.errors",
     "InstanceTerminalError": "durable_redis.errors",
+    "InstanceId": "durable_redis.client",
     "InstanceState": "durable_redis.client",
     "InstanceStatus": "durable_redis.storage",
     "InvalidIdError": "durable_redis.errors",
@@ -120,6 +121,7 @@ __all__ = [
     "ExistingInstancePolicy",
     "FailureDetails",
     "InstanceExistsError",
+    "InstanceId",
     "InstanceNotFoundError",
     "InstanceRunningError",
     "InstanceState",

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar, overload
+from typing import Any, Generic, TypeVar, overload
 
 import anyio
 
@@ -39,11 +39,13 @@ from durable_redis.storage.base import (
     Store,
 )
 
-__all__ = ["Client", "InstanceState", "InstanceStatePage", "validate_id"]
+__all__ = ["Client", "InstanceId", "InstanceState", "InstanceStatePage", "validate_id"]
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+I = TypeVar("I")  # noqa: E741 - input type
+R = TypeVar("R")
 
 MAX_ID_BYTES = 256
 _FORBIDDEN = {"{": "'{'", "}": "'}'", "\n": "a newline", "\r": "a carriage return", "\0": "NUL"}
@@ -67,6 +69,14 @@ def validate_id(value: object, what: str = "instance id") -> str:
         if char in value:
             raise InvalidIdError(f"{what} {value!r} must not contain {label}")
     return value
+
+
+class InstanceId(str, Generic[R]):
+    """The id :meth:`Client.start` returns: a plain ``str`` that also tells a type checker what
+    the orchestration returns, so ``wait_for_completion`` on it is typed (``InstanceId[Receipt]``
+    gives a ``Receipt``). Any ``str`` works wherever an id is taken."""
+
+    __slots__ = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +165,42 @@ class Client:
             self._initialized = True
 
     # -- commands ------------------------------------------------------------------------------
+    @overload
+    async def start(
+        self,
+        orchestration: Callable[[core.OrchestrationContext, I], Coroutine[Any, Any, R]],
+        input: I,
+        *,
+        instance_id: str | None = None,
+        version: str | None = None,
+        if_exists: ExistingInstancePolicy = ExistingInstancePolicy.FAIL,
+        start_at: datetime | None = None,
+    ) -> InstanceId[R]: ...
+
+    @overload
+    async def start(
+        self,
+        orchestration: Callable[[core.OrchestrationContext], Coroutine[Any, Any, R]],
+        input: None = None,
+        *,
+        instance_id: str | None = None,
+        version: str | None = None,
+        if_exists: ExistingInstancePolicy = ExistingInstancePolicy.FAIL,
+        start_at: datetime | None = None,
+    ) -> InstanceId[R]: ...
+
+    @overload
+    async def start(
+        self,
+        orchestration: str,
+        input: Any = None,
+        *,
+        instance_id: str | None = None,
+        version: str | None = None,
+        if_exists: ExistingInstancePolicy = ExistingInstancePolicy.FAIL,
+        start_at: datetime | None = None,
+    ) -> InstanceId[Any]: ...
+
     async def start(
         self,
         orchestration: Callable[..., Any] | str,
@@ -164,8 +210,11 @@ class Client:
         version: str | None = None,
         if_exists: ExistingInstancePolicy = ExistingInstancePolicy.FAIL,
         start_at: datetime | None = None,
-    ) -> str:
+    ) -> InstanceId[Any]:
         """Start an orchestration (by function or by registered name); return its instance id.
+
+        By function, the input is type-checked against its annotation and the returned
+        :class:`InstanceId` carries its result type (for ``wait_for_completion``).
 
         ``if_exists`` decides what happens when ``instance_id`` is taken: FAIL raises
         InstanceExistsError, IGNORE keeps the existing instance, TERMINATE_IF_DONE replaces a
@@ -202,7 +251,7 @@ class Client:
             created,
             extra={"instance_id": instance_id},
         )
-        return instance_id
+        return InstanceId(instance_id)
 
     async def raise_event(self, instance_id: str, name: str, data: Any = None) -> None:
         """Deliver the external event ``name`` to the instance.
@@ -252,13 +301,22 @@ class Client:
 
     @overload
     async def wait_for_completion(
-        self, instance_id: str, *, timeout: float | timedelta | None = ..., result_type: None = ...
-    ) -> Any: ...
+        self,
+        instance_id: InstanceId[R],
+        *,
+        timeout: float | timedelta | None = ...,
+        result_type: None = ...,
+    ) -> R: ...
 
     @overload
     async def wait_for_completion(
         self, instance_id: str, *, timeout: float | timedelta | None = ..., result_type: type[T]
     ) -> T: ...
+
+    @overload
+    async def wait_for_completion(
+        self, instance_id: str, *, timeout: float | timedelta | None = ..., result_type: None = ...
+    ) -> Any: ...
 
     async def wait_for_completion(
         self,
@@ -267,7 +325,9 @@ class Client:
         timeout: float | timedelta | None = None,
         result_type: Any = None,
     ) -> Any:
-        """Wait until the instance ends; return its output.
+        """Wait until the instance ends; return its output (typed by the orchestration's return
+        annotation when ``instance_id`` is the :class:`InstanceId` that ``start`` returned, or by
+        ``result_type``).
 
         Raises OrchestrationFailedError, OrchestrationCancelledError, WaitTimeoutError (the
         instance may still finish later) or InstanceNotFoundError.

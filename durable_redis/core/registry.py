@@ -256,17 +256,31 @@ class App:
         )
 
 
+def _label(fn: Callable[..., Any]) -> str:
+    return getattr(fn, "__qualname__", None) or repr(fn)
+
+
 def orchestration_metadata(fn: Callable[..., Any]) -> OrchestrationDefinition:
     """The registration attached to an ``@app.orchestration`` function."""
     definition = getattr(fn, _ORCH_ATTR, None)
-    if not isinstance(definition, OrchestrationDefinition):
-        raise NotRegisteredError(f"{fn!r} is not registered with @app.orchestration")
-    return definition
+    if isinstance(definition, OrchestrationDefinition):
+        return definition
+    if isinstance(getattr(fn, _ACT_ATTR, None), ActivityDefinition):
+        raise NotRegisteredError(
+            f"{_label(fn)} is an activity (@app.activity), not an orchestration: start an "
+            "orchestration that calls it with ctx.call_activity"
+        )
+    raise NotRegisteredError(f"{_label(fn)} is not registered with @app.orchestration")
 
 
 def activity_metadata(fn: Callable[..., Any]) -> ActivityDefinition:
     """The registration attached to an ``@app.activity`` function."""
     definition = getattr(fn, _ACT_ATTR, None)
-    if not isinstance(definition, ActivityDefinition):
-        raise NotRegisteredError(f"{fn!r} is not registered with @app.activity")
-    return definition
+    if isinstance(definition, ActivityDefinition):
+        return definition
+    if isinstance(getattr(fn, _ORCH_ATTR, None), OrchestrationDefinition):
+        raise NotRegisteredError(
+            f"{_label(fn)} is an orchestration (@app.orchestration), not an activity: run it "
+            "with ctx.call_sub_orchestration"
+        )
+    raise NotRegisteredError(f"{_label(fn)} is not registered with @app.activity")
