@@ -38,3 +38,4 @@ async def use_client(client: Client) -> None:
     instance_id = await client.start(pay, 5)
     receipt = await client.wait_for_completion(instance_id)
     amount: int = receipt  # error
+    print(amount)
