@@ -91,10 +91,6 @@ def _show(value: Any) -> str:
         return repr(value)
 
 
-def _json_arg(text: str | None, what: str) -> Any:
-    return read_json_arg(text, what)
-
-
 def _state_dict(state: Any) -> dict[str, Any]:
     return {
         "instance_id": state.instance_id,
@@ -207,11 +203,12 @@ async def run_client_command(args: argparse.Namespace, url: str, emit: Emit) -> 
     purge) against ``url``."""
     from durable_redis.client import Client
 
+    values = _values(args)  # usage errors before any connection
     await check_reachable(args, url)
     async with Client.from_url(url, namespace=args.namespace) as client:
         command = args.command
         if command == "start":
-            return await _start(client, args, emit)
+            return await _start(client, args, emit, values)
         if command == "status":
             state = await _existing(client, args.instance_id)
             emit(args, _state_dict(state), _state_text(state))
@@ -221,7 +218,7 @@ async def run_client_command(args: argparse.Namespace, url: str, emit: Emit) -> 
         if command == "wait":
             return await _wait(client, args, emit)
         if command == "list":
-            return await _list(client, args, emit)
+            return await _list(client, args, emit, values)
         if command == "history":
             events = [
                 _event_dict(e) for e in await client.get_history(args.instance_id, args.execution)
@@ -239,7 +236,7 @@ async def run_client_command(args: argparse.Namespace, url: str, emit: Emit) -> 
             )
             return EXIT_OK
         if command == "raise-event":
-            data = _json_arg(args.data, "--data")
+            data = values.get("data")
             await client.raise_event(args.instance_id, args.event, data)
             emit(
                 args,
@@ -270,18 +267,28 @@ async def _existing(client: Any, instance_id: str) -> Any:
     return state
 
 
-def _start_at(args: argparse.Namespace) -> datetime | None:
+def _values(args: argparse.Namespace) -> dict[str, Any]:
+    """The command's JSON payloads, times and durations, parsed (UsageError if one is bad)."""
     now = datetime.now(UTC)
-    if args.delay is not None:
-        return now + timedelta(seconds=parse_duration(args.delay, "--delay"))
-    if args.start_at is not None:
-        return parse_future_time(args.start_at, "--start-at", now=now)
-    return None
+    values: dict[str, Any] = {}
+    if getattr(args, "limit", 1) < 1:
+        raise UsageError("--limit must be at least 1")
+    if getattr(args, "input", None) is not None:
+        values["input"] = read_json_arg(args.input, "--input")
+    if getattr(args, "data", None) is not None:
+        values["data"] = read_json_arg(args.data, "--data")
+    if getattr(args, "delay", None) is not None:
+        values["start_at"] = now + timedelta(seconds=parse_duration(args.delay, "--delay"))
+    if getattr(args, "start_at", None) is not None:
+        values["start_at"] = parse_future_time(args.start_at, "--start-at", now=now)
+    if getattr(args, "since", None) is not None:
+        values["since"] = parse_time(args.since, "--since", now=now)
+    return values
 
 
-async def _start(client: Any, args: argparse.Namespace, emit: Emit) -> int:
-    data = _json_arg(args.input, "--input")
-    start_at = _start_at(args)
+async def _start(client: Any, args: argparse.Namespace, emit: Emit, values: dict[str, Any]) -> int:
+    data = values.get("input")
+    start_at = values.get("start_at")
     instance_id = await client.start(
         args.name,
         data,
@@ -343,10 +350,8 @@ async def _describe(client: Any, args: argparse.Namespace, emit: Emit) -> int:
     return EXIT_OK
 
 
-async def _list(client: Any, args: argparse.Namespace, emit: Emit) -> int:
-    if args.limit < 1:
-        raise UsageError("--limit must be at least 1")
-    since = parse_time(args.since, "--since", now=datetime.now(UTC)) if args.since else None
+async def _list(client: Any, args: argparse.Namespace, emit: Emit, values: dict[str, Any]) -> int:
+    since = values.get("since")
     page = await client.list_instances(
         status=args.status,
         name=args.name,

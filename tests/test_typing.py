@@ -13,11 +13,11 @@ ROOT = Path(__file__).resolve().parents[1]
 SNIPPETS = Path(__file__).resolve().parent / "typing_snippets"
 
 
-def _mypy(*paths: Path) -> dict[tuple[str, int], str]:
+def mypy_errors(*paths: Path, cwd: Path = ROOT) -> dict[tuple[str, int], str]:
     """{(file name, line): message} of every error mypy --strict reports."""
     result = subprocess.run(
         [sys.executable, "-m", "mypy", "--strict", "--no-error-summary", *map(str, paths)],
-        cwd=str(ROOT),
+        cwd=str(cwd),
         capture_output=True,
         text=True,
         timeout=110,
@@ -33,7 +33,7 @@ def _mypy(*paths: Path) -> dict[tuple[str, int], str]:
 
 def test_typed_code_passes_strict_and_bad_inputs_are_errors() -> None:
     good, bad = SNIPPETS / "typed_good.py", SNIPPETS / "typed_bad.py"
-    errors = _mypy(good, bad)
+    errors = mypy_errors(good, bad)
     assert [k for k in errors if k[0] == good.name] == [], errors
     marked = {
         number

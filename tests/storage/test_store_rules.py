@@ -269,8 +269,10 @@ async def test_unsafe_eviction_policy_is_refused(store: RedisStore) -> None:
     await r.config_set("maxmemory-policy", "allkeys-lru")
     try:
         unsafe = RedisStore(r, namespace=store.namespace)
-        with pytest.raises(ConfigurationError, match="noeviction"):
+        with pytest.raises(ConfigurationError, match="noeviction") as refused:
             await unsafe.initialize()
+        assert "CONFIG SET maxmemory-policy noeviction" in str(refused.value)
+        assert "the command line never does" in str(refused.value)  # no Python-only advice
         allowed = RedisStore(r, namespace=store.namespace, allow_unsafe_eviction=True)
         await allowed.initialize()
     finally:
