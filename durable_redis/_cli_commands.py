@@ -13,6 +13,7 @@ import argparse
 import dataclasses
 import enum
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -177,6 +178,15 @@ def _event_text(event: dict[str, Any]) -> str:
 
 
 # -- client commands ------------------------------------------------------------------------------
+def notice(args: argparse.Namespace, text: str) -> None:
+    """A line for the person at the terminal, on stderr; ``worker --json`` logs it instead, so
+    that its stderr stays one JSON object per line."""
+    if args.json and args.command == "worker":
+        logging.getLogger("durable_redis.cli").warning(text)
+    else:
+        print(f"durable-redis: {text}", file=sys.stderr, flush=True)
+
+
 async def check_reachable(args: argparse.Namespace, url: str) -> None:
     """Give an unreachable Redis ``--connect-timeout`` seconds, saying so on stderr: once, or
     at every attempt with ``-v``. StoreUnavailableError when it does not answer in time."""
@@ -188,11 +198,10 @@ async def check_reachable(args: argparse.Namespace, url: str) -> None:
         if said and not args.verbose:
             return
         said.append(True)
-        print(
-            f"durable-redis: Redis at {redact_url(url)} unreachable ({error}); retrying for "
-            f"{left:.1f}s more (--connect-timeout {args.connect_timeout:g})",
-            file=sys.stderr,
-            flush=True,
+        notice(
+            args,
+            f"Redis at {redact_url(url)} unreachable ({error}); retrying for {left:.1f}s more "
+            f"(--connect-timeout {args.connect_timeout:g})",
         )
 
     await wait_until_reachable(url, timeout=args.connect_timeout, on_retry=on_retry)
@@ -414,11 +423,10 @@ def run_worker_command(args: argparse.Namespace, url: str) -> int:
 
     options = _worker_options(args)
     anyio.run(check_reachable, args, url)
-    print(
-        f"durable-redis: {args.processes} worker process(es) for {args.app} on "
-        f"{redact_url(url)} (namespace {args.namespace!r}); Ctrl-C or SIGTERM stops them",
-        file=sys.stderr,
-        flush=True,
+    notice(
+        args,
+        f"{args.processes} worker process(es) for {args.app} on {redact_url(url)} "
+        f"(namespace {args.namespace!r}); Ctrl-C or SIGTERM stops them",
     )
     log_level = "DEBUG" if args.verbose >= 2 else "INFO"
     return run_worker(

@@ -49,11 +49,19 @@ _NO_URL = (
 DEFAULT_CONNECT_TIMEOUT_S = 2.0
 
 
+class _ArgumentError(UsageError):
+    """A command line argparse refused; ``usage`` is the command's usage text."""
+
+    def __init__(self, message: str, usage: str) -> None:
+        super().__init__(message)
+        self.usage = usage
+
+
 class _Parser(argparse.ArgumentParser):
     """Raises UsageError instead of exiting, so ``--json`` can report it as JSON too."""
 
     def error(self, message: str) -> Any:
-        raise UsageError(f"{self.prog}: {message}")
+        raise _ArgumentError(f"{message} (see `{self.prog} --help`)", self.format_usage())
 
 
 def _seconds(what: str) -> Any:
@@ -240,7 +248,8 @@ def _emit(args: argparse.Namespace, data: Any, human: str) -> None:
 def _error(args: argparse.Namespace | None, exc: BaseException, text: str) -> None:
     """Report an error: one JSON document on stdout under --json, else a line on stderr."""
     if args is not None and args.json:
-        error = {"type": type(exc).__name__, "message": str(exc)}
+        kind = "UsageError" if isinstance(exc, UsageError) else type(exc).__name__
+        error = {"type": kind, "message": str(exc)}
         print(json.dumps({"error": error}, sort_keys=True, ensure_ascii=False), flush=True)
     else:
         print(f"durable-redis: {text}", file=sys.stderr, flush=True)
@@ -251,8 +260,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = _parser().parse_args(argv)
     except UsageError as exc:
-        as_json = argparse.Namespace(json="--json" in argv)
-        _error(as_json, exc, str(exc).removeprefix("durable-redis: "))
+        as_json = "--json" in argv
+        if isinstance(exc, _ArgumentError) and not as_json:
+            print(exc.usage, end="", file=sys.stderr)
+        _error(argparse.Namespace(json=as_json), exc, str(exc))
         return EXIT_USAGE
     base = logging.INFO if args.command == "worker" else logging.WARNING
     level = max(logging.DEBUG, base - 10 * args.verbose)

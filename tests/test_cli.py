@@ -412,6 +412,9 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_usage_errors_under_json_are_json(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["start"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: durable-redis start ") and "required: name" in err
     assert main(["no-such-command", "--json"]) == 2
     error = as_json(capsys.readouterr().out)["error"]
     assert error["type"] == "UsageError" and "invalid choice" in error["message"]
@@ -691,9 +694,8 @@ def test_worker_json_logs_say_what_it_registered(
     worker += ["--redis-url", redis_url, "--namespace", namespace]
     text = _echo_through(worker, _env(), redis_url, namespace, tmp_path / "worker.log")
     capsys.readouterr()
-    lines = [line for line in text.splitlines() if line.strip()]
-    records = [json.loads(line) for line in lines[1:]]  # after the one plain banner line
-    assert lines[0].startswith("durable-redis: 1 worker process(es) for test_cli:app")
+    records = [json.loads(line) for line in text.splitlines() if line.strip()]  # every line
+    assert records[0]["message"].startswith("1 worker process(es) for test_cli:app")
     (started,) = [r for r in records if " started for app " in r["message"]]
     assert "orchestrations echo, fail_in_group, many_waits, wait_for_go" in started["message"]
     assert "activities lookup_customer, shout" in started["message"]
