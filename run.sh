@@ -51,6 +51,8 @@ case "$cmd" in
             if [ $rc -eq 5 ]; then return 0; fi
             return $rc
         }
+        .venv/bin/python -c 'from durable_redis.storage import server as s  # the one the tests run
+exe = s.resolve_redis_server(); print("redis-server:", exe, s.redis_server_version(exe))' || true
         stage "ruff check" .venv/bin/ruff check .
         stage "ruff format" .venv/bin/ruff format --check .
         stage mypy .venv/bin/mypy

@@ -385,7 +385,8 @@ def run_server_command(args: argparse.Namespace) -> int:
             process = server.process
             assert process is not None
             while not stop.wait(0.2):
-                if process.poll() is not None:
+                # Ctrl-C reaches redis-server too (one process group): it may exit first
+                if process.poll() is not None and not stop.wait(1.0):
                     print(
                         f"durable-redis: redis-server exited ({process.returncode}); see "
                         f"{directory / 'redis.log'}",
