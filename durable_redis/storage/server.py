@@ -35,7 +35,7 @@ __all__ = [
     "resolve_redis_server",
 ]
 
-#: The oldest Redis the library runs on: SPUBLISH (the sharded pub/sub wake-up doorbell),
+#: The oldest Redis supported: SPUBLISH (the sharded pub/sub wake-up doorbell on a cluster),
 #: CLUSTER ADDSLOTSRANGE (LocalCluster) and the ACL of docs/security.md are Redis 7.0 features.
 MIN_REDIS_VERSION = (7, 0)
 #: Path of a ``redis-server`` to use instead of the one found (e.g. ``/usr/bin/redis-server``).
