@@ -4,7 +4,8 @@ The client commands print one human-readable block (or, with ``--json``, one JSO
 stdout; errors go to stderr (with ``--json``: a JSON document on stdout) with the exit codes of
 :data:`durable_redis._cli_support.EXIT_CODES`. Before a client command or a worker talks to
 Redis, :func:`check_reachable` gives an unreachable server ``--connect-timeout`` seconds, saying
-what it retries. ``demo`` lives in :mod:`durable_redis.demo`.
+what it retries. ``demo`` lives in :mod:`durable_redis.demo`; ``server`` runs a local
+development Redis (:func:`run_server_command`).
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ __all__ = [
     "run_bench_command",
     "run_client_command",
     "run_demo_command",
+    "run_server_command",
     "run_worker_command",
 ]
 
@@ -451,6 +453,89 @@ def run_demo_command(args: argparse.Namespace) -> int:
         turns=args.turns,
         as_json=args.json,
     )
+
+
+# -- server ---------------------------------------------------------------------------------------
+def run_server_command(args: argparse.Namespace) -> int:
+    """A development Redis on 127.0.0.1 with AOF in ``--dir`` until Ctrl-C or SIGTERM.
+
+    One server per data folder (a lock file in it), so two can never write the same AOF. The
+    ``export REDIS_URL=...`` line goes to stdout (``--json``: one JSON document), the rest to
+    stderr. Stopping it stops the ``redis-server`` child by its pid (terminate, wait, kill).
+    """
+    import fcntl
+    import signal
+    import socket
+    import threading
+
+    from durable_redis.storage.server import RedisServer, redis_server_version
+
+    if not 0 <= args.port <= 65535:
+        raise UsageError("--port must be between 0 and 65535 (0: a free port)")
+    directory = Path(args.dir).expanduser().resolve()
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        lock = (directory / "durable-redis.lock").open("a")
+    except OSError as exc:
+        raise UsageError(f"cannot use {directory} as the data folder: {exc}") from exc
+    with lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            raise UsageError(
+                f"{directory} is in use by another `durable-redis server`; stop it, or pass "
+                "another --dir"
+            ) from exc
+        if args.port:
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", args.port)) == 0:
+                    raise UsageError(
+                        f"port {args.port} on 127.0.0.1 is in use (another Redis?): pass "
+                        "--port N, or --port 0 for a free one"
+                    )
+        stop = threading.Event()
+        signals = (signal.SIGINT, signal.SIGTERM)
+        previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in signals}
+        server = RedisServer(
+            unix_socket=False,
+            persistence=True,
+            directory=str(directory),
+            port=args.port,
+            startup_timeout_s=120.0,  # a large AOF takes a while to load
+        )
+        try:
+            server.start()
+            url = server.url
+            version = ".".join(map(str, redis_server_version(str(server.executable)) or ()))
+            print(
+                f"durable-redis: Redis {version} ({server.executable}), pid {server.pid}, on "
+                f"127.0.0.1:{server.port}; data in {directory} (AOF, appendfsync everysec, "
+                "noeviction); Ctrl-C or SIGTERM stops it",
+                file=sys.stderr,
+                flush=True,
+            )
+            if args.json:
+                doc = {"redis_url": url, "pid": server.pid, "dir": str(directory)}
+                print(json.dumps(doc, sort_keys=True), flush=True)
+            else:
+                print(f"export REDIS_URL={url}", flush=True)
+            process = server.process
+            assert process is not None
+            while not stop.wait(0.2):
+                # Ctrl-C reaches redis-server too (one process group): it may exit first
+                if process.poll() is not None and not stop.wait(1.0):
+                    print(
+                        f"durable-redis: redis-server exited ({process.returncode}); see "
+                        f"{directory / 'redis.log'}",
+                        file=sys.stderr,
+                    )
+                    return 1
+            print("durable-redis: stopping Redis", file=sys.stderr, flush=True)
+            return 0
+        finally:
+            server.stop()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
 
 # -- bench ----------------------------------------------------------------------------------------

@@ -3,7 +3,8 @@
 Every command takes ``--redis-url`` (or ``REDIS_URL``), ``--namespace`` (or
 ``DURABLE_REDIS_NAMESPACE``) and ``--connect-timeout``; ``--json`` prints machine-readable
 output (the worker: JSON log lines), errors included. ``demo`` needs no URL: it starts a private
-Redis server of its own. The exit codes are in every ``--help`` (``_cli_support.EXIT_CODES``).
+Redis server of its own; ``server`` runs one for the other commands. The exit codes are in every
+``--help`` (``_cli_support.EXIT_CODES``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from durable_redis._cli_commands import (
     run_bench_command,
     run_client_command,
     run_demo_command,
+    run_server_command,
     run_worker_command,
 )
 from durable_redis._cli_support import (
@@ -44,7 +46,8 @@ __all__ = ["main"]
 
 _NO_URL = (
     "no Redis URL given: pass --redis-url redis://HOST:PORT/DB (or rediss://, unix:///path) "
-    "or set REDIS_URL. `durable-redis demo` needs none: it starts a private Redis."
+    "or set REDIS_URL (`durable-redis server` runs a local one and prints it). "
+    "`durable-redis demo` needs none: it starts a private Redis."
 )
 DEFAULT_CONNECT_TIMEOUT_S = 2.0
 
@@ -226,6 +229,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--conversations", type=int, default=4)
     p.add_argument("--turns", type=int, default=5)
 
+    p = command("server", "run a local development Redis (AOF on) in a folder")
+    p.add_argument(
+        "--dir", default=".durable-redis", help="data folder (default: ./.durable-redis)"
+    )
+    p.add_argument("--port", type=int, default=6379, help="port on 127.0.0.1 (0: a free one)")
+
     p = command("bench", "run the benchmark harness")
     p.add_argument("--quick", action="store_true", help="a short run (under 3 minutes)")
     p.add_argument("rest", nargs=argparse.REMAINDER, help="options for benchmarks/harness")
@@ -275,6 +284,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_demo_command(args)
         if args.command == "bench":
             return run_bench_command(args)
+        if args.command == "server":
+            return run_server_command(args)
         url = _require_url(args)
         return anyio.run(run_client_command, args, url, _emit)
     except UsageError as exc:

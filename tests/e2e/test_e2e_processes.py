@@ -30,7 +30,7 @@ def _processes_with(text: str) -> list[int]:
     return found
 
 
-@pytest.mark.skipif(not Path("/proc").exists(), reason="needs /proc to find the children")
+@pytest.mark.skipif(not Path("/proc").exists(), reason="not applicable: no /proc")
 async def test_run_worker_spawns_processes_and_forwards_sigterm(
     client: Client, e2e_redis_url: str, namespace: str, tmp_path: Path
 ) -> None:

@@ -35,7 +35,7 @@ from durable_redis.errors import (
 from durable_redis.runtime import Worker, WorkerOptions
 from durable_redis.storage.base import InstanceStatus
 from durable_redis.storage.redis_store import RedisStore
-from durable_redis.storage.server import RedisServer, find_redis_server
+from durable_redis.storage.server import RedisServer
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(90)]
 
@@ -235,8 +235,6 @@ async def test_corrupted_history_fails_that_instance_only(
 
 @pytest.fixture
 def lru_server() -> Any:
-    if find_redis_server() is None:
-        pytest.skip("no redis-server binary")
     with RedisServer(extra_args=("--maxmemory-policy", "allkeys-lru")) as server:
         yield server
 
