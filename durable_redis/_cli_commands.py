@@ -277,8 +277,9 @@ async def _list(client: Any, args: argparse.Namespace, emit: Emit) -> int:
 # -- worker ---------------------------------------------------------------------------------------
 def run_worker_command(args: argparse.Namespace, url: str) -> int:
     """Run ``--processes`` worker processes for ``MODULE:APP`` until SIGTERM/SIGINT."""
-    from durable_redis.runtime import WorkerOptions, run_worker
+    from durable_redis.runtime import WorkerOptions, load_app, run_worker
 
+    load_app(args.app)  # a bad reference (not an App) is refused before anything starts
     if args.processes < 1:
         raise UsageError("--processes must be at least 1")
     if args.concurrency < 1:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from durable_redis import core
-from durable_redis.errors import FailureDetails
+from durable_redis.errors import ConfigurationError, FailureDetails
 from durable_redis.storage.base import (
     InstanceCreate,
     InstanceStatus,
@@ -28,6 +28,7 @@ __all__ = [
     "HistoryCache",
     "ResolvedActivity",
     "SuspendedCache",
+    "check_app",
     "completed_message",
     "decode_history",
     "decode_messages",
@@ -49,6 +50,26 @@ class ResolvedActivity:
     is_async: bool
     input_type: Any = None
     takes_input: bool = True
+
+
+def check_app(app: Any, given: str = "") -> None:
+    """ConfigurationError unless ``app`` is an ``App`` (``given``: how it was named, if at all)."""
+    if isinstance(app, core.App):
+        return
+    what = describe_object(app)
+    named = f"{given!r} is {what}" if given else f"got {what}"
+    hint = ""
+    for kind in ("orchestration", "activity"):
+        if getattr(app, f"__durable_{kind}__", None) is not None:
+            hint = f" (an @app.{kind}; pass the App it is registered on)"
+    raise ConfigurationError(f"a worker serves an App: {named}, not an App{hint}")
+
+
+def describe_object(obj: Any) -> str:
+    if callable(obj) and hasattr(obj, "__qualname__"):
+        kind = "a class" if isinstance(obj, type) else "the function"
+        return f"{kind} {obj.__qualname__!r}"
+    return f"a {type(obj).__qualname__} object"
 
 
 def default_codec(app: Any) -> Any:

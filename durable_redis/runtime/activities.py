@@ -25,6 +25,7 @@ import anyio.abc
 
 from durable_redis.errors import LeaseLostError, NamespaceMissingError, NotRegisteredError
 from durable_redis.runtime import _bridge
+from durable_redis.runtime.faults import FaultTracker
 from durable_redis.runtime.options import WorkerOptions
 from durable_redis.runtime.sessions import SessionEntry, SessionManager
 from durable_redis.storage.base import SessionRef, Store, WorkItemLease
@@ -90,6 +91,7 @@ class ActivityDispatcher:
         self._idle.set()
         self._threads = anyio.CapacityLimiter(options.activity_threads)
         self._unregistered: dict[str, int] = {}
+        self.faults = FaultTracker()
         # The redelivered item waiting to run, or running, alone (see _execute_alone).
         self._suspects: set[str] = set()
 
@@ -106,6 +108,9 @@ class ActivityDispatcher:
         errors = 0
         options = self._options
         while not stopping.is_set():
+            await self.faults.wait_if_paused(stopping)
+            if stopping.is_set():
+                break
             free = options.activity_concurrency - len(self._running)
             if free <= 0 or self._suspects:  # full, or a redelivered item must run alone
                 wakeup = self._wakeup
@@ -255,11 +260,17 @@ class ActivityDispatcher:
         try:
             await self._execute_inner(run)
         except Exception:
+            # The activity's own exceptions are its outcome: this one is the worker's (Redis, a
+            # broken app or codec), so it does not count toward the item's poison verdict.
+            pause = self.faults.worker_fault()
             logger.exception(
-                "unexpected error running an activity; it will be retried",
+                "worker fault running activity %s: not counted against it; handed back, this "
+                "worker pauses its fetches for %.1fs",
+                lease.activity_key,
+                pause,
                 extra={"instance_id": lease.instance_id, "activity_key": lease.activity_key},
             )
-            await self._abandon(lease, 1000, True)
+            await self._abandon(lease, 1000, False)
         finally:
             if run.session is not None:
                 self._sessions.detach(run.session, run)
@@ -380,6 +391,7 @@ class ActivityDispatcher:
         try:
             with anyio.CancelScope(shield=True):
                 await self._store.ack_work_item(run.lease, message_id, data)
+            self.faults.succeeded()
         except LeaseLostError:
             logger.info(
                 "late completion dropped: the lease of %s was lost (cancelled or closed)",
