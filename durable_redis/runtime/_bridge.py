@@ -36,6 +36,7 @@ __all__ = [
     "default_codec",
     "fail_instance",
     "failed_message",
+    "has_start",
     "make_activity_context",
     "poison_completion",
     "resolve_activity",
@@ -120,6 +121,11 @@ class HistoryCache:
 
 def decode_messages(messages: Sequence[QueuedMessage]) -> list[Any]:
     return [core.decode_message(m.data) for m in messages]
+
+
+def has_start(messages: Sequence[Any]) -> bool:
+    """Whether decoded ``messages`` include a start (of any execution)."""
+    return any(isinstance(m, core.StartOrchestration) for m in messages)
 
 
 def run_turn(

@@ -233,6 +233,16 @@ class OrchestrationDispatcher:
             await self._fail(lease, details, now_ms, history=history)
             return
 
+        if lease.execution_id == 0 and not history and not _bridge.has_start(messages):
+            # Not started, and its start message is not visible yet (start_at, or the back-off
+            # of a name no worker knew): keep the messages (a cancel, an event) for that turn.
+            try:
+                if await self._store.abandon_orchestration(
+                    lease, count_attempt=False, until_start=True
+                ):
+                    return
+            except LeaseLostError:
+                return
         await self._full_turn(lease, lost, history, messages, now_ms)
 
     async def _resume(

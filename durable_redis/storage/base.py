@@ -261,11 +261,19 @@ class Store(Protocol):
         ...
 
     async def abandon_orchestration(
-        self, lease: OrchestrationLease, *, delay_ms: int = 0, count_attempt: bool = True
-    ) -> None:
+        self,
+        lease: OrchestrationLease,
+        *,
+        delay_ms: int = 0,
+        count_attempt: bool = True,
+        until_start: bool = False,
+    ) -> bool:
         """Release the lock; messages become visible after ``delay_ms``.
 
         ``count_attempt=False`` gives back the attempt the fetch counted (never below 0).
+        ``until_start``: an instance not started yet whose start message was not in the lease
+        (``start_at``, or a back-off): its messages stay queued until the start is visible too;
+        False (nothing changed, the lock still held) if no start message is queued for later.
         """
         ...
 
