@@ -352,9 +352,12 @@ class RedisStore(ActivityQueueMixin, ManagementMixin, OutboxMixin, RedisStoreBas
                 "1" if c and c.input is not None else "0",
                 (c.input or b"") if c else b"",
             ]
-        # wake keys of the live owners of sessions that get new work (a hint, re-checked in Lua)
+        # wake keys of the owners of sessions that get new work or are purged (a hint, re-checked
+        # in Lua); a terminal commit lists every open session among sessions_closed
         wake_owners: list[str] = []
-        session_ids = sorted({w.session_id for w in commit.work_items if w.session_id})
+        session_ids = sorted(
+            {w.session_id for w in commit.work_items if w.session_id} | set(commit.sessions_closed)
+        )
         if session_ids:
             for sid in session_ids:
                 validate_id("session id", sid)

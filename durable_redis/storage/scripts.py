@@ -68,7 +68,7 @@ SCRIPTS: dict[str, ScriptSpec] = {
         ScriptSpec("commit_turn", keys=32, argv=20, variadic_keys=True, variadic_argv=True),
         ScriptSpec("renew_orchestration", keys=3, argv=4),
         ScriptSpec("abandon_orchestration", keys=8, argv=6),
-        ScriptSpec("fetch_work_items", keys=10, argv=8),
+        ScriptSpec("fetch_work_items", keys=10, argv=9, variadic_argv=True),
         ScriptSpec("ack_work_item", keys=16, argv=6),
         ScriptSpec("renew_work_items", keys=4, argv=3, variadic_argv=True),
         ScriptSpec("abandon_work_item", keys=8, argv=5),
