@@ -6,7 +6,9 @@ read as plain runtime logic and a change in core's API touches this file only.
 
 from __future__ import annotations
 
+import array
 import dataclasses
+import hashlib
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -37,6 +39,7 @@ __all__ = [
     "fail_instance",
     "failed_message",
     "has_start",
+    "history_digest",
     "make_activity_context",
     "poison_completion",
     "resolve_activity",
@@ -80,7 +83,7 @@ def default_codec(app: Any) -> Any:
 
 # -- orchestrations ------------------------------------------------------------------------------
 def decode_history(history: Sequence[bytes]) -> list[Any]:
-    return [core.decode_event(data) for data in history]
+    return core.decode_history(history)
 
 
 class HistoryCache:
@@ -108,7 +111,7 @@ class HistoryCache:
             while i < n and (raw[i] is history[i] or raw[i] == history[i]):
                 i += 1
             events = decoded[:i]
-        events.extend(core.decode_event(data) for data in history[len(events) :])
+        events.extend(core.decode_history(history, len(events)))
         if len(history) <= self._max_events:
             if len(self._entries) >= self._max_instances:
                 del self._entries[next(iter(self._entries))]  # least recently used
@@ -152,8 +155,18 @@ class _Suspended:
     orchestration: core.SuspendedOrchestration
     execution_id: int
     history_len: int
-    first: bytes
-    last: bytes
+    digest: bytes
+
+
+def history_digest(history: Sequence[bytes]) -> bytes:
+    """A digest of stored events (their bytes and boundaries): equal iff the history is.
+
+    One pass of blake2b over the concatenated bytes and the lengths: ~0.1 ms for 2,000 events
+    of 100 bytes, against ~15 ms for their replay.
+    """
+    h = hashlib.blake2b(b"".join(history), digest_size=16)
+    h.update(array.array("Q", map(len, history)).tobytes())
+    return h.digest()
 
 
 class SuspendedCache:
@@ -162,8 +175,10 @@ class SuspendedCache:
 
     An entry is taken out (owned by one turn) and put back only after that turn committed. It is
     used only when the lease's history is the committed one: same execution, same length, same
-    stored bytes of the first and the last event; anything else closes it (full replay then).
-    Bounded by ``max_instances`` (least recently used closed) and ``max_events`` per instance.
+    digest of every stored event (``history_digest``: a byte changed anywhere in the stored
+    history, say a corrupted entry in its middle, is noticed); anything else closes it (full
+    replay then, which reports an undecodable entry). Bounded by ``max_instances`` (least
+    recently used closed) and ``max_events`` per instance.
     """
 
     def __init__(self, max_instances: int = 256, max_events: int = 100_000) -> None:
@@ -182,8 +197,7 @@ class SuspendedCache:
         if (
             lease.execution_id == entry.execution_id
             and len(history) == entry.history_len
-            and history[0] == entry.first
-            and history[-1] == entry.last
+            and history_digest(history) == entry.digest
         ):
             return entry.orchestration
         entry.orchestration.close()
@@ -210,8 +224,7 @@ class SuspendedCache:
         ):
             orchestration.close()
             return
-        first = history[0] if before else commit.events[0]
-        last = commit.events[-1] if commit.events else history[before - 1]
+        digest = history_digest([*history[:before], *commit.events])
         old = self._entries.pop(lease.instance_id, None)
         if old is not None:
             old.orchestration.close()
@@ -219,7 +232,7 @@ class SuspendedCache:
             evicted = self._entries.pop(next(iter(self._entries)))  # least recently used
             evicted.orchestration.close()
         self._entries[lease.instance_id] = _Suspended(
-            orchestration, commit.execution_id, events_len, first, last
+            orchestration, commit.execution_id, events_len, digest
         )
 
     def discard(self, instance_id: str) -> None:

@@ -7,7 +7,7 @@ deleted and its sessions are purged. Without a cancel the instance waits, never 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import dataclasses
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -54,18 +54,6 @@ async def waits(ctx: OrchestrationContext, _: None = None) -> Any:
     return await ctx.wait_for_event("go")
 
 
-OPTIONS = WorkerOptions(
-    lock_timeout=2.0,
-    session_lock_timeout=2.0,
-    renewal_interval=0.5,
-    fetch_wait=0.2,
-    shutdown_grace_period=0.5,
-    janitor_interval=None,
-    unregistered_backoff=0.2,
-    unregistered_backoff_max=0.5,
-)
-
-
 def test_run_turn_cancels_an_unknown_orchestration_without_its_code() -> None:
     start = msg.StartOrchestration(name="chekout", input=b"", execution_id=1)
     with pytest.raises(NotRegisteredError):
@@ -84,13 +72,6 @@ def test_run_turn_cancels_an_unknown_orchestration_without_its_code() -> None:
     assert result.failure.message == "typo"
 
 
-@pytest.fixture
-async def tg() -> AsyncIterator[anyio.abc.TaskGroup]:
-    async with anyio.create_task_group() as group:
-        yield group
-        group.cancel_scope.cancel()
-
-
 async def _sessions(store: RedisStore) -> dict[bytes, bytes]:
     found: dict[bytes, bytes] = {}
     for p in range(store.partitions):
@@ -99,11 +80,11 @@ async def _sessions(store: RedisStore) -> dict[bytes, bytes]:
 
 
 async def test_a_running_instance_of_an_unknown_orchestration_is_cancelled_and_purged(
-    store: RedisStore, tg: anyio.abc.TaskGroup
+    store: RedisStore, task_group: anyio.abc.TaskGroup, fast_options: WorkerOptions
 ) -> None:
     client = Client(store, old_app)
     iid = await client.start(holder, None, instance_id="held")
-    before = Worker(old_app, store, OPTIONS)
+    before = Worker(old_app, store, fast_options)
     with anyio.fail_after(30):
         async with anyio.create_task_group() as first:  # returns once ``before`` has stopped
             first.start_soon(before.run)
@@ -116,8 +97,8 @@ async def test_a_running_instance_of_an_unknown_orchestration_is_cancelled_and_p
             assert await _sessions(store), "the session is open and owned"
             before.stop(grace_period=0)
 
-    after = Worker(new_app, store, OPTIONS)
-    tg.start_soon(after.run)
+    after = Worker(new_app, store, fast_options)
+    task_group.start_soon(after.run)
     await anyio.sleep(0.5)  # turns of "held" would be abandoned as unregistered meanwhile
     await client.cancel(iid, "holder was removed")
     state = await client.wait_for_state(iid, timeout=20)
@@ -137,15 +118,15 @@ async def test_a_running_instance_of_an_unknown_orchestration_is_cancelled_and_p
 
 
 async def test_a_typo_instance_cancelled_during_its_back_off_ends_cancelled(
-    store: RedisStore, tg: anyio.abc.TaskGroup
+    store: RedisStore, task_group: anyio.abc.TaskGroup, fast_options: WorkerOptions
 ) -> None:
     # The worker has abandoned the start (name unknown) with a back-off by the time the cancel
     # arrives alone: the cancel must wait for the start, not be consumed without it.
-    slow_backoff = WorkerOptions(
-        **{**_fields(OPTIONS), "unregistered_backoff": 1.0, "unregistered_backoff_max": 1.0}
+    slow_backoff = dataclasses.replace(
+        fast_options, unregistered_backoff=1.0, unregistered_backoff_max=1.0
     )
     worker = Worker(new_app, store, slow_backoff)
-    tg.start_soon(worker.run)
+    task_group.start_soon(worker.run)
     client = Client(store)  # no app: the CLI's client cannot check the name either
     iid = await client.start("chekout", {}, instance_id="typo-1")
     with anyio.fail_after(10):
@@ -158,17 +139,13 @@ async def test_a_typo_instance_cancelled_during_its_back_off_ends_cancelled(
 
 
 async def test_an_event_raised_before_a_delayed_start_is_kept_for_it(
-    store: RedisStore, tg: anyio.abc.TaskGroup
+    store: RedisStore, task_group: anyio.abc.TaskGroup, fast_options: WorkerOptions
 ) -> None:
-    worker = Worker(new_app, store, OPTIONS)
-    tg.start_soon(worker.run)
+    worker = Worker(new_app, store, fast_options)
+    task_group.start_soon(worker.run)
     client = Client(store, new_app)
     start_at = datetime.now(UTC) + timedelta(seconds=1.0)
     iid = await client.start(waits, None, start_at=start_at)
     await client.raise_event(iid, "go", "early bird")
     assert await client.wait_for_completion(iid, timeout=20) == "early bird"
     worker.stop()
-
-
-def _fields(options: WorkerOptions) -> dict[str, Any]:
-    return {name: getattr(options, name) for name in options.__dataclass_fields__}

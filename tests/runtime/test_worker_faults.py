@@ -7,8 +7,9 @@ say so, never fail live instances as poison (issue 11, bug 1).
 
 from __future__ import annotations
 
+import dataclasses
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -33,15 +34,9 @@ async def echo(ctx: OrchestrationContext, x: int) -> int:
     return x
 
 
-OPTIONS = WorkerOptions(
-    max_attempts=2,
-    lock_timeout=2.0,
-    session_lock_timeout=2.0,
-    renewal_interval=0.5,
-    fetch_wait=0.2,
-    shutdown_grace_period=1.0,
-    janitor_interval=None,
-)
+@pytest.fixture
+def options(fast_options: WorkerOptions) -> WorkerOptions:
+    return dataclasses.replace(fast_options, max_attempts=2)
 
 
 @pytest.fixture
@@ -70,7 +65,7 @@ def test_load_app_refuses_a_function_and_names_it(shop_module: str) -> None:
 
 async def test_worker_refuses_an_object_that_is_not_an_app(store: RedisStore) -> None:
     with pytest.raises(ConfigurationError, match="the function 'echo', not an App"):
-        Worker(echo, store, OPTIONS)
+        Worker(echo, store)
 
 
 def test_cli_worker_on_a_function_exits_non_zero_with_one_line(
@@ -116,22 +111,15 @@ class BrokenCodec(MsgpackCodec):
         raise RuntimeError("this worker's codec is misconfigured")
 
 
-@pytest.fixture
-async def worker_tg() -> AsyncIterator[anyio.abc.TaskGroup]:
-    async with anyio.create_task_group() as tg:
-        yield tg
-        tg.cancel_scope.cancel()
-
-
 async def test_a_broken_commit_path_counts_no_attempt(
-    store: RedisStore, worker_tg: anyio.abc.TaskGroup
+    store: RedisStore, task_group: anyio.abc.TaskGroup, options: WorkerOptions
 ) -> None:
     client = Client(store, app)
     iid = await client.start(echo, 7)
     # Three failed commits with max_attempts=2: counted, the third fetch would be poison.
     flaky = CountingStore(store, commit_failures=3)
-    worker = Worker(app, cast(Store, flaky), OPTIONS)
-    worker_tg.start_soon(worker.run)
+    worker = Worker(app, cast(Store, flaky), options)
+    task_group.start_soon(worker.run)
     try:
         assert await client.wait_for_completion(iid, timeout=30) == 7
     finally:
@@ -141,13 +129,13 @@ async def test_a_broken_commit_path_counts_no_attempt(
 
 
 async def test_a_crash_that_hits_every_instance_alike_poisons_none(
-    store: RedisStore, worker_tg: anyio.abc.TaskGroup
+    store: RedisStore, task_group: anyio.abc.TaskGroup, options: WorkerOptions
 ) -> None:
     client = Client(store, app)
     ids = [await client.start(echo, i, instance_id=f"alike-{i}") for i in range(3)]
     counting = CountingStore(store)
-    broken = Worker(app, cast(Store, counting), OPTIONS, codec=BrokenCodec())
-    worker_tg.start_soon(broken.run)
+    broken = Worker(app, cast(Store, counting), options, codec=BrokenCodec())
+    task_group.start_soon(broken.run)
     # max_attempts=2: counted crashes would fail every instance as poison at its third fetch.
     with anyio.fail_after(30):
         while not all(counting.fetched.get(iid, 0) >= 3 for iid in ids):
@@ -163,8 +151,8 @@ async def test_a_crash_that_hits_every_instance_alike_poisons_none(
     for iid in ids:
         state = await client.get_status(iid)
         assert state is not None and state.status is InstanceStatus.PENDING, state
-    healthy = Worker(app, store, OPTIONS)
-    worker_tg.start_soon(healthy.run)
+    healthy = Worker(app, store, options)
+    task_group.start_soon(healthy.run)
     try:
         assert [await client.wait_for_completion(iid, timeout=20) for iid in ids] == [0, 1, 2]
     finally:
