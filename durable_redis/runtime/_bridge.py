@@ -161,8 +161,8 @@ class _Suspended:
 def history_digest(history: Sequence[bytes]) -> bytes:
     """A digest of stored events (their bytes and boundaries): equal iff the history is.
 
-    One pass of blake2b over the concatenated bytes and the lengths: ~0.1 ms for 2,000 events
-    of 100 bytes, against ~15 ms for their replay.
+    One pass of blake2b over the concatenated bytes and the lengths: 0.8 ms for 2,000 events
+    of 100 bytes measured on the 2 shared cores at load 7 (their replay: ~15 ms quiet).
     """
     h = hashlib.blake2b(b"".join(history), digest_size=16)
     h.update(array.array("Q", map(len, history)).tobytes())
