@@ -56,9 +56,12 @@ class FaultTracker:
 
     def code_crashed(self, key: str, exc: BaseException) -> bool:
         """A crash out of the turn computation of ``key``; True: count it against ``key``."""
+        if len(self._hit) > 1000:  # many kinds of crashes and no success: start over
+            self._hit.clear()
         hit = self._hit.setdefault(crash_signature(exc), set())
-        hit.add(key)
-        if len(hit) == 1:
+        if len(hit) < 2:  # two instances make it "alike"; more need not be remembered
+            hit.add(key)
+        if hit == {key}:
             return True
         self.worker_fault()
         return False

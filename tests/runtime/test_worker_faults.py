@@ -21,6 +21,7 @@ from durable_redis.client import Client
 from durable_redis.core import App, MsgpackCodec, OrchestrationContext
 from durable_redis.errors import ConfigurationError
 from durable_redis.runtime import Worker, WorkerOptions, load_app
+from durable_redis.runtime.faults import FaultTracker
 from durable_redis.storage.base import InstanceStatus, OrchestrationLease, Store, TurnCommit
 from durable_redis.storage.redis_store import RedisStore
 
@@ -157,3 +158,29 @@ async def test_a_crash_that_hits_every_instance_alike_poisons_none(
         assert [await client.wait_for_completion(iid, timeout=20) for iid in ids] == [0, 1, 2]
     finally:
         healthy.stop()
+
+
+def _crash(where: int) -> RuntimeError:
+    try:
+        if where == 1:
+            raise RuntimeError("in one place")
+        raise RuntimeError("in another place")
+    except RuntimeError as exc:
+        return exc
+
+
+def test_fault_tracker_counts_one_instances_crash_until_it_hits_another() -> None:
+    now = [0.0]
+    tracker = FaultTracker(clock=lambda: now[0])
+    assert tracker.code_crashed("a", _crash(1)) and tracker.code_crashed("a", _crash(1))
+    assert tracker.code_crashed("b", _crash(2))  # another crash: b's own so far
+    assert not tracker.code_crashed("c", _crash(1))  # a's crash hits c too: alike
+    assert not tracker.code_crashed("a", _crash(1))  # ...and is no longer counted for a
+    assert tracker.worker_faults == 1 and tracker.pause_remaining() == 0.5
+    now[0] = 0.2
+    tracker.worker_fault()  # the same burst: no escalation
+    assert tracker.worker_faults == 1
+    now[0] = 1.0
+    assert tracker.worker_fault() == 1.0 and tracker.worker_faults == 2
+    tracker.succeeded()
+    assert tracker.pause_remaining() == 0 and tracker.code_crashed("c", _crash(1))
