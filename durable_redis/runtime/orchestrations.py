@@ -170,8 +170,6 @@ class OrchestrationDispatcher:
                 logger.exception("renewing an orchestration lease failed; retrying")
 
     async def _turn(self, lease: OrchestrationLease, lost: anyio.Event) -> None:
-        instance_id = lease.instance_id
-        extra = {"instance_id": instance_id, "worker_id": self._worker_id}
         now_ms = lease.lease_until_ms - self._options.lock_ms  # server time at fetch
 
         suspended = self._suspended.take(lease)
@@ -185,7 +183,14 @@ class OrchestrationDispatcher:
                 return
         if suspended is not None:
             suspended.close()
+        await self._replayed_turn(lease, lost, now_ms)
 
+    async def _replayed_turn(
+        self, lease: OrchestrationLease, lost: anyio.Event, now_ms: int
+    ) -> None:
+        """The turn from the stored history: its verdicts (corrupted, poison), then the replay."""
+        instance_id = lease.instance_id
+        extra = {"instance_id": instance_id, "worker_id": self._worker_id}
         try:
             history = self._histories.decode(instance_id, lease.history)
         except Exception as exc:
@@ -269,8 +274,7 @@ class OrchestrationDispatcher:
                 extra={"instance_id": lease.instance_id, "worker_id": self._worker_id},
             )
             suspended.close()
-            history = self._histories.decode(lease.instance_id, lease.history)
-            await self._full_turn(lease, lost, history, messages, now_ms)
+            await self._replayed_turn(lease, lost, now_ms)
             return
         self.resumed_turns += 1
         await self._finish(lease, lost, result, after)
