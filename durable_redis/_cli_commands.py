@@ -421,9 +421,10 @@ def run_worker_command(args: argparse.Namespace, url: str) -> int:
     """Run ``--processes`` worker processes for ``MODULE:APP`` until SIGTERM/SIGINT."""
     import anyio
 
-    from durable_redis.runtime import run_worker
+    from durable_redis.runtime import load_app, run_worker
 
-    options = _worker_options(args)
+    options = _worker_options(args)  # flags first: a usage error needs no import
+    load_app(args.app)  # a bad reference (not an App) is refused before anything starts
     anyio.run(check_reachable, args, url)
     notice(
         args,

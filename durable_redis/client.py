@@ -22,6 +22,7 @@ import anyio
 
 from durable_redis import core
 from durable_redis.errors import (
+    CodecError,
     FailureDetails,
     InstanceNotFoundError,
     InvalidIdError,
@@ -410,7 +411,10 @@ class Client:
         validate_id(instance_id)
         await self._ensure_initialized()
         raw = await self.store.read_history(instance_id, execution_id)
-        return [core.decode_event(data) for data in raw]
+        try:
+            return core.decode_history(raw)
+        except CodecError as exc:
+            raise CodecError(f"the history of {instance_id!r}: {exc}") from exc
 
     # -- decoding ------------------------------------------------------------------------------
     def _decode(self, data: bytes | None, type_: Any = None) -> Any:

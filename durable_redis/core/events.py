@@ -13,10 +13,11 @@ Two families (see docs/history-events.md):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from durable_redis.core._serial import Schema
-from durable_redis.errors import FailureDetails
+from durable_redis.errors import CodecError, FailureDetails
 
 __all__ = [
     "COMMAND_EVENTS",
@@ -45,6 +46,7 @@ __all__ = [
     "TimerCreated",
     "TimerFired",
     "decode_event",
+    "decode_history",
     "describe_event",
     "encode_event",
 ]
@@ -301,6 +303,23 @@ def encode_event(event: HistoryEvent) -> bytes:
 def decode_event(data: bytes) -> HistoryEvent:
     """Inverse of :func:`encode_event`. CodecError for bad bytes, unknown kinds or versions."""
     return _SCHEMA.decode(data)
+
+
+def decode_history(records: Sequence[bytes], start: int = 0) -> list[HistoryEvent]:
+    """Decode stored events ``records[start:]`` in order.
+
+    A CodecError names the entry that cannot be decoded (its 0-based position, event id
+    position + 1, among how many) and why.
+    """
+    events: list[HistoryEvent] = []
+    for i in range(start, len(records)):
+        try:
+            events.append(_SCHEMA.decode(records[i]))
+        except CodecError as exc:
+            raise CodecError(
+                f"history entry {i} (event {i + 1} of {len(records)}) cannot be decoded: {exc}"
+            ) from exc
+    return events
 
 
 _SHORT_FIELDS = ("name", "session_id", "activity_id", "timer_id", "scheduled_id", "instance_id")

@@ -27,6 +27,7 @@ from typing import Any
 import anyio
 
 from durable_redis.errors import ConfigurationError, DurableRedisError
+from durable_redis.runtime import _bridge
 from durable_redis.runtime.logs import PROCESS_TEXT_FORMAT, configure_logging
 from durable_redis.runtime.options import WorkerOptions
 from durable_redis.runtime.worker import Worker
@@ -39,22 +40,43 @@ DEFAULT_NAMESPACE = "default"
 
 
 def load_app(app_ref: str) -> Any:
-    """Import ``"package.module:attribute"`` (the current directory is importable, like uvicorn)."""
+    """Import ``"package.module:attribute"`` (the current directory is importable, like uvicorn).
+
+    ConfigurationError if it is missing or is not an ``App`` (say, the orchestration's name
+    where the App's belongs): the worker refuses to start rather than crash every turn.
+    """
     module_name, sep, attr = app_ref.partition(":")
     if not sep or not module_name or not attr:
         raise ConfigurationError(f"expected 'module:app', got {app_ref!r}")
     if "" not in sys.path and os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
-        obj: Any = importlib.import_module(module_name)
+        module: Any = importlib.import_module(module_name)
     except ImportError as exc:
         raise ConfigurationError(f"cannot import {module_name!r}: {exc}") from exc
+    obj = module
     for part in attr.split("."):
         try:
             obj = getattr(obj, part)
         except AttributeError:
             raise ConfigurationError(f"{module_name!r} has no attribute {attr!r}") from None
+    try:
+        _bridge.check_app(obj, app_ref)
+    except ConfigurationError as exc:
+        apps = [name for name, value in vars(module).items() if _is_app(value)]
+        if apps:
+            suggestions = " or ".join(repr(f"{module_name}:{name}") for name in sorted(apps))
+            raise ConfigurationError(f"{exc}; did you mean {suggestions}?") from None
+        raise
     return obj
+
+
+def _is_app(value: Any) -> bool:
+    try:
+        _bridge.check_app(value)
+    except ConfigurationError:
+        return False
+    return True
 
 
 def open_store(redis_url: str, namespace: str = DEFAULT_NAMESPACE) -> Any:
@@ -231,7 +253,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.redis_url:
         parser.error("no Redis URL: pass --redis-url or set REDIS_URL")
     options = options_from_json(args.options) if args.options else None
-    app = load_app(args.app)
+    try:
+        app = load_app(args.app)
+    except ConfigurationError as exc:
+        logger.error("worker not started: %s", exc)
+        return 1
     try:
         anyio.run(lambda: serve(app, args.redis_url, options, namespace=args.namespace))
     except DurableRedisError as exc:

@@ -51,6 +51,7 @@ class Worker:
         *,
         codec: Any = None,
     ) -> None:
+        _bridge.check_app(app)
         self.app = app
         self.store = store
         self.options = options if options is not None else WorkerOptions()
