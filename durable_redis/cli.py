@@ -25,6 +25,12 @@ from durable_redis._cli_commands import (
     run_demo_command,
     run_worker_command,
 )
+from durable_redis._cli_ops import (
+    OPS_COMMANDS,
+    add_ops_commands,
+    run_dashboard_command,
+    run_ops_command,
+)
 from durable_redis.errors import DurableRedisError
 from durable_redis.storage.base import InstanceStatus
 
@@ -117,6 +123,7 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", parents=[common], help="run the benchmark harness")
     p.add_argument("--quick", action="store_true", help="a short run (under 3 minutes)")
     p.add_argument("rest", nargs=argparse.REMAINDER, help="options for benchmarks/harness")
+    add_ops_commands(sub, common)  # workers, doctor, dashboard (_cli_ops)
     return parser
 
 
@@ -146,6 +153,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "bench":
             return run_bench_command(args)
         url = _require_url(args)
+        if args.command == "dashboard":
+            return run_dashboard_command(args, url)
+        if args.command in OPS_COMMANDS:
+            return anyio.run(run_ops_command, args, url, _emit)
         return anyio.run(run_client_command, args, url, _emit)
     except UsageError as exc:
         print(f"durable-redis: {exc}", file=sys.stderr)

@@ -24,6 +24,7 @@ import anyio
 from durable_redis.errors import NamespaceMissingError
 from durable_redis.runtime import _bridge
 from durable_redis.runtime.activities import ActivityDispatcher
+from durable_redis.runtime.heartbeat import Heartbeat
 from durable_redis.runtime.options import WorkerOptions, new_worker_id
 from durable_redis.runtime.orchestrations import OrchestrationDispatcher
 from durable_redis.runtime.sessions import SessionManager
@@ -63,6 +64,8 @@ class Worker:
         self._activities = ActivityDispatcher(
             app, store, self.options, self.worker_id, self.sessions, self.codec
         )
+        self.heartbeat = Heartbeat(self)
+        self._activities.after_renewal = self.heartbeat.beat
         self._stopping: anyio.Event | None = None
         self._stop_requested = threading.Event()
         self._grace_period = self.options.shutdown_grace_period
@@ -127,6 +130,7 @@ class Worker:
         self._token = anyio.lowlevel.current_token()
         self._loop_thread = threading.current_thread()
         await self.store.initialize()
+        await self.heartbeat.beat()
         logger.info("worker %s started", self.worker_id, extra={"worker_id": self.worker_id})
         self._started.set()
         if self._stop_requested.is_set():
@@ -149,6 +153,8 @@ class Worker:
                 await self._activities.drain(remaining)
                 items.cancel_scope.cancel()
             outer.cancel_scope.cancel()
+        with anyio.CancelScope(shield=True):
+            await self.heartbeat.remove()
         logger.info("worker %s stopped", self.worker_id, extra={"worker_id": self.worker_id})
 
     async def _on_stop_release_idle(self, stopping: anyio.Event) -> None:
