@@ -79,11 +79,13 @@ class Dashboard:
     namespace: str
     log_dir: Path
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    logs: list[Any] = field(default_factory=list)
     url: str = ""
 
     def start(self, *flags: str, token: str | None = None) -> str:
         port = free_port()
         log = (self.log_dir / f"dashboard-{port}.log").open("wb")
+        self.logs.append(log)
         env = {**os.environ, "PYTHONPATH": str(ROOT), "REDIS_URL": self.redis_url}
         if token is not None:
             env["DURABLE_REDIS_DASHBOARD_TOKEN"] = token
@@ -115,6 +117,8 @@ class Dashboard:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(proc.pid, signal.SIGKILL)
                 proc.wait(10)
+        for log in self.logs:
+            log.close()
 
 
 @pytest.fixture
