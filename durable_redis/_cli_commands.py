@@ -277,6 +277,7 @@ async def _list(client: Any, args: argparse.Namespace, emit: Emit) -> int:
 # -- worker ---------------------------------------------------------------------------------------
 def run_worker_command(args: argparse.Namespace, url: str) -> int:
     """Run ``--processes`` worker processes for ``MODULE:APP`` until SIGTERM/SIGINT."""
+    from durable_redis._cli_ops import metrics_arguments
     from durable_redis.runtime import WorkerOptions, run_worker
 
     if args.processes < 1:
@@ -301,6 +302,7 @@ def run_worker_command(args: argparse.Namespace, url: str) -> int:
         processes=args.processes,
         namespace=args.namespace,
         log_level=log_level,
+        **metrics_arguments(args),  # _cli_ops: --metrics-port / --metrics-host
     )
 
 

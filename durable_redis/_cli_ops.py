@@ -15,7 +15,14 @@ from typing import Any
 
 from durable_redis._cli_commands import Emit, UsageError, plain
 
-__all__ = ["OPS_COMMANDS", "add_ops_commands", "run_ops_command"]
+__all__ = [
+    "OPS_COMMANDS",
+    "add_metrics_options",
+    "add_ops_commands",
+    "metrics_arguments",
+    "run_dashboard_command",
+    "run_ops_command",
+]
 
 OPS_COMMANDS = ("workers", "doctor", "dashboard")
 
@@ -38,6 +45,36 @@ def add_ops_commands(sub: Any, common: argparse.ArgumentParser) -> None:
         help="require this token (default: $DURABLE_REDIS_DASHBOARD_TOKEN; open it once as "
         "http://HOST:PORT/?token=T, which sets a cookie)",
     )
+
+
+def add_metrics_options(worker_parser: argparse.ArgumentParser) -> None:
+    """``durable-redis worker --metrics-port N [--metrics-host H]``."""
+    worker_parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="serve Prometheus /metrics on this port (process i of --processes: port + i); "
+        "needs the 'metrics' extra",
+    )
+    worker_parser.add_argument(
+        "--metrics-host", default="127.0.0.1", help="address of /metrics (default: 127.0.0.1)"
+    )
+
+
+def metrics_arguments(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``run_worker`` keyword arguments of the metrics options (checked here)."""
+    port = getattr(args, "metrics_port", None)
+    if port is None:
+        return {}
+    if not 0 < port < 65536:
+        raise UsageError("--metrics-port must be a TCP port (1-65535)")
+    try:
+        import prometheus_client  # noqa: F401
+    except ImportError:
+        raise UsageError(
+            "--metrics-port needs the metrics extra: pip install 'durable-redis[metrics]'"
+        ) from None
+    return {"metrics_port": port, "metrics_host": args.metrics_host}
 
 
 async def run_ops_command(args: argparse.Namespace, url: str, emit: Emit) -> int:

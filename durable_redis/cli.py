@@ -27,6 +27,7 @@ from durable_redis._cli_commands import (
 )
 from durable_redis._cli_ops import (
     OPS_COMMANDS,
+    add_metrics_options,
     add_ops_commands,
     run_dashboard_command,
     run_ops_command,
@@ -83,6 +84,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--concurrency", type=int, default=16, help="activities at once per process")
     p.add_argument("--processes", type=int, default=1, help="worker processes to start")
     p.add_argument("--max-sessions", type=int, default=None, help="sessions per worker")
+    add_metrics_options(p)  # --metrics-port, --metrics-host (_cli_ops)
 
     p = sub.add_parser("start", parents=[common], help="start an orchestration")
     p.add_argument("name", help="orchestration name")

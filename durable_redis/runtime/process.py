@@ -69,13 +69,29 @@ async def serve(
     *,
     namespace: str = DEFAULT_NAMESPACE,
     handle_signals: bool = True,
+    metrics_port: int | None = None,
+    metrics_host: str = "127.0.0.1",
 ) -> None:
-    """Run one worker in this process until it is stopped (SIGTERM/SIGINT)."""
+    """Run one worker in this process until it is stopped (SIGTERM/SIGINT).
+
+    ``metrics_port``: serve Prometheus metrics on ``metrics_host:metrics_port`` (runtime.metrics).
+    """
     store = open_store(redis_url, namespace)
+    metrics_server = None
     try:
-        worker = Worker(app, store, options)
+        if metrics_port is None:
+            worker = Worker(app, store, options)
+        else:
+            from durable_redis.runtime.metrics import MeteredStore, WorkerMetrics, serve_metrics
+
+            metrics = WorkerMetrics()
+            worker = Worker(app, MeteredStore(store, metrics), options)
+            metrics.bind(worker)
+            metrics_server = serve_metrics(metrics, metrics_port, metrics_host)
         await worker.run(handle_signals=handle_signals)
     finally:
+        if metrics_server is not None:
+            metrics_server.shutdown()
         with anyio.CancelScope(shield=True):
             await store.close()
 
@@ -126,8 +142,12 @@ def run_worker(
     processes: int = 1,
     namespace: str = DEFAULT_NAMESPACE,
     log_level: str | None = None,
+    metrics_port: int | None = None,
+    metrics_host: str = "127.0.0.1",
 ) -> int:
     """Run ``processes`` worker processes for the app at ``app_ref``; block until they exit.
+
+    With ``metrics_port`` each process serves Prometheus metrics, on ``metrics_port + i``.
 
     SIGTERM/SIGINT are forwarded to every child (each shuts down gracefully; a second signal
     makes them hand back their work at once). Returns 0 if every worker exited cleanly, else the
@@ -137,7 +157,16 @@ def run_worker(
         raise ConfigurationError(f"processes must be >= 1, got {processes}")
     if processes == 1:
         app = load_app(app_ref)
-        anyio.run(lambda: serve(app, redis_url, options, namespace=namespace))
+        anyio.run(
+            lambda: serve(
+                app,
+                redis_url,
+                options,
+                namespace=namespace,
+                metrics_port=metrics_port,
+                metrics_host=metrics_host,
+            )
+        )
         return 0
     if options is not None and options.worker_id is not None:
         raise ConfigurationError("worker_id cannot be shared by several processes")
@@ -164,10 +193,13 @@ def run_worker(
     del cmd[at : at + 2]
     env = {**os.environ, "REDIS_URL": redis_url}
     try:
-        for _ in range(processes):
+        for i in range(processes):
+            metrics = []
+            if metrics_port is not None:
+                metrics = ["--metrics-port", str(metrics_port + i), "--metrics-host", metrics_host]
             children.append(
                 subprocess.Popen(
-                    cmd,
+                    cmd + metrics,
                     env=env,
                     start_new_session=True,  # Ctrl-C reaches them only through us, once
                 )
@@ -205,6 +237,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--namespace", default=DEFAULT_NAMESPACE)
     parser.add_argument("--options", default=None, help="WorkerOptions as a JSON object")
     parser.add_argument("--log-level", default=os.environ.get("DURABLE_REDIS_LOG_LEVEL", "INFO"))
+    parser.add_argument("--metrics-port", type=int, default=None, help="serve /metrics here")
+    parser.add_argument("--metrics-host", default="127.0.0.1")
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=args.log_level.upper(),
@@ -215,7 +249,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = options_from_json(args.options) if args.options else None
     app = load_app(args.app)
     try:
-        anyio.run(lambda: serve(app, args.redis_url, options, namespace=args.namespace))
+        anyio.run(
+            lambda: serve(
+                app,
+                args.redis_url,
+                options,
+                namespace=args.namespace,
+                metrics_port=args.metrics_port,
+                metrics_host=args.metrics_host,
+            )
+        )
     except DurableRedisError as exc:
         logger.error("worker stopped: %s: %s", type(exc).__name__, exc)
         logging.shutdown()
