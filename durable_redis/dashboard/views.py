@@ -285,4 +285,8 @@ async def workers_page(store: Any) -> dict[str, Any]:
     now = await store.server_time_ms()
     workers = await WorkerRegistry(store).list()
     sessions = await open_sessions(store)
-    return {"workers": workers, "sessions": sessions, "now_ms": now}
+    owned: dict[str, int] = {}
+    for s in sessions:  # live, from the session records (heartbeats are a renewal apart)
+        if s.owner:
+            owned[s.owner] = owned.get(s.owner, 0) + 1
+    return {"workers": workers, "sessions": sessions, "owned": owned, "now_ms": now}

@@ -42,7 +42,7 @@ class PartitionOverview:
     work_leased: int
     sessions_open: int
     oldest_message_age_ms: int | None  # oldest visible orchestration message, waiting
-    oldest_work_age_ms: int | None  # the head of the activity queue, since it was scheduled
+    oldest_work_age_ms: int | None  # the heads of the activity queues, since scheduled
     finished: dict[str, int] = field(default_factory=dict)  # "1m"/"5m"/"15m" -> terminal
 
 
@@ -76,14 +76,17 @@ async def partition_overview(store: RedisStoreBase) -> list[PartitionOverview]:
         pipe.hlen(pk.sess)
         pipe.zrangebyscore(pk.oq_ready, "-inf", now, start=0, num=1, withscores=True)
         pipe.zrange(pk.wq_ready, 0, 0)
+        pipe.zrange(pk.wq_sready, 0, 0)
         for ms in _WINDOWS.values():
             pipe.zcount(pk.idx_terminal, now - ms, "+inf")
         rows = await pipe.execute()
         counts = {s: int(n) for s, n in zip(STATUS_ORDER, rows[:6], strict=True)}
-        ready, timers, locked, w, sw, d, le, sess, oldest, head = rows[6:16]
-        finished = {k: int(n) for k, n in zip(_WINDOWS, rows[16:], strict=True)}
+        ready, timers, locked, w, sw, d, le, sess, oldest, head, shead = rows[6:17]
+        finished = {k: int(n) for k, n in zip(_WINDOWS, rows[17:], strict=True)}
         oldest_msg = now - int(oldest[0][1]) if oldest else None
-        oldest_work = await _work_age(store, pk, _s(head[0]), now) if head else None
+        ages = [await _work_age(store, pk, _s(h[0]), now) for h in (head, shead) if h]
+        known = [a for a in ages if a is not None]
+        oldest_work = max(known) if known else None
         out.append(
             PartitionOverview(
                 partition=pk.index,
@@ -95,7 +98,7 @@ async def partition_overview(store: RedisStoreBase) -> list[PartitionOverview]:
                 session_work_ready=int(sw),
                 work_delayed=int(d),
                 work_leased=int(le),
-                sessions_open=int(sess),
+                sessions_open=int(sess) // 3,  # a session is 3 fields: |o owner, |u, |l
                 oldest_message_age_ms=None if oldest_msg is None else max(0, oldest_msg),
                 oldest_work_age_ms=oldest_work,
                 finished=finished,

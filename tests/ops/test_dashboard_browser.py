@@ -75,9 +75,12 @@ def seed(redis_url: str, namespace: str, marker_dir: Path) -> None:
             await c.start("retries", failing, instance_id="payment-failed")
             await c.start("approval", 600, instance_id="approval-1")
             await c.start("approval", 600, instance_id="approval-2")
+            await c.start("crash_owner", {"dir": str(marker_dir)}, instance_id="chat-1")
             for iid in ("hello-ada", "fanout-1", "payment-failed"):
                 await c.wait_for_state(iid, timeout=WAIT_S)
             with anyio.fail_after(WAIT_S):
+                while not list(marker_dir.glob("started-x-*")):  # chat-1 holds its session
+                    await anyio.sleep(0.05)
                 for iid in ("approval-1", "approval-2"):
                     while (state := await c.get_status(iid)) is None or (
                         state.custom_status != "waiting"
@@ -104,7 +107,7 @@ def test_click_through_pages_and_actions(
     wait_until(d, lambda d: text_of(d, "#live-workers") == "1", "one live worker")
     assert text_of(d, "#count-completed").startswith("5")  # hello, fanout and its 3 children
     assert text_of(d, "#count-failed").startswith("1")
-    assert text_of(d, "#count-running").startswith("2")
+    assert text_of(d, "#count-running").startswith("3")
     assert text_of(d, "#q-ready") == "0"
     shoot(d, tmp_path, "overview")
 
@@ -112,7 +115,7 @@ def test_click_through_pages_and_actions(
     d.find_element(By.ID, "nav-instances").click()
     wait_until(d, lambda d: d.find_elements(By.CSS_SELECTOR, "#instances tr[data-id]"), "rows")
     ids = attrs(d, "tr[data-id]", "data-id")
-    assert {"hello-ada", "fanout-1", "payment-failed", "approval-1", "approval-2"} <= set(ids)
+    assert {"hello-ada", "fanout-1", "payment-failed", "approval-1", "chat-1"} <= set(ids)
     assert "fanout-1:sub:2" in ids
     shoot(d, tmp_path, "instances")
     ids_wanted = ["approval-1", "approval-2"]
@@ -171,7 +174,14 @@ def test_click_through_pages_and_actions(
         d, lambda d: d.find_elements(By.CSS_SELECTOR, "#workers tr[data-worker]"), "worker row"
     )
     assert str(worker.pid) in row[0].text
+    worker_id = row[0].get_attribute("data-worker")
+    assert text_of(d, "#workers td.owned") == "1"  # chat-1's session, from its record
+    assert "chat-1" in text_of(d, "#open-sessions") and worker_id in text_of(d, "#open-sessions")
+    d.find_element(By.LINK_TEXT, "chat-1").click()
+    wait_until(d, lambda d: worker_id in text_of(d, "#sessions"), "chat-1's session owner")
+    d.back()
     shoot(d, tmp_path, "workers")
+    (marker_dir / "release-x").touch()
     errors = [e for e in d.get_log("browser") if e.get("source") == "javascript"]
     assert not errors, errors
 

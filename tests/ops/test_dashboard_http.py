@@ -5,7 +5,9 @@ enough to list them and to see what an action enqueued or deleted."""
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -231,3 +233,66 @@ def test_mounted_under_a_prefix(redis_url: str, namespace: str) -> None:
         assert web.get("/ops/static/dashboard.js").status_code == 200
         assert web.portal is not None
         web.portal.call(inner.state.aclose)  # a mounted app gets no lifespan of its own
+
+
+@pytest.mark.e2e
+def test_overview_shows_queue_depths_and_the_oldest_waiting_work(
+    redis_url: str, namespace: str, http: Any, pool: Any, tmp_path: Path
+) -> None:
+    """One activity slot, two held activities: one leased, one waiting in the queue, whose age
+    (since its ActivityScheduled event) the overview reports; plus a message nobody takes."""
+    import e2e_app
+
+    pool.start(activity_concurrency=1)
+
+    async def start() -> None:
+        async with Client.from_url(redis_url, namespace=namespace, app=e2e_app.app) as c:
+            for name in ("a", "b"):
+                await c.start("child_hold", {"dir": str(tmp_path), "name": name})
+
+    anyio.run(start)
+    web = http()
+    deadline = time.monotonic() + 20
+    while True:
+        data = web.get("/api/overview").json()
+        if data["totals"]["work_leased"] == 1 and data["totals"]["work_ready"] == 1:
+            break
+        assert time.monotonic() < deadline, data
+        time.sleep(0.05)
+    assert data["counts"]["running"] == 2 and data["workers"] == 1
+    first_age = data["oldest_work_age_ms"]
+    assert first_age is not None and first_age >= 0
+    while (age := web.get("/api/overview").json()["oldest_work_age_ms"]) <= first_age:
+        assert time.monotonic() < deadline + 10, "the waiting activity's age does not grow"
+        time.sleep(0.05)
+    assert age is not None
+    page = web.get("/").text
+    assert re.search(r'id="q-work">1<', page) and re.search(r'id="q-leased">1<', page)
+    (tmp_path / "release-a").touch()
+    (tmp_path / "release-b").touch()
+
+
+def test_several_partitions_per_partition_table_and_merged_listing(
+    redis_url: str, namespace: str, http: Any
+) -> None:
+    async def create() -> None:
+        store = RedisStore.from_url(redis_url, namespace=namespace, partitions=4)
+        await store.initialize()
+        await store.close()
+
+    anyio.run(create)
+    ids = [f"p4-{i:02d}" for i in range(60)]
+    seed(redis_url, namespace, ids)
+    web = http()
+    overview = web.get("/").text
+    table = overview[overview.index('id="partitions"') :]
+    assert len(re.findall(r"<tr><td>\d+</td>", table)) == 4
+    first = web.get("/instances").text
+    seen = re.findall(r'<tr data-id="([^"]+)"', first)
+    nxt = re.search(r'href="([^"]+)" id="next-page"', first)
+    assert nxt is not None
+    seen += re.findall(r'<tr data-id="([^"]+)"', web.get(nxt.group(1).replace("&amp;", "&")).text)
+    assert seen == ids  # one global order over the four partitions
+    assert re.findall(r'<tr data-id="([^"]+)"', web.get("/instances?q=p4-5").text) == [
+        f"p4-5{i}" for i in range(10)
+    ]
