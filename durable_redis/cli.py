@@ -33,6 +33,7 @@ from durable_redis._cli_ops import (
     run_ops_command,
 )
 from durable_redis.errors import DurableRedisError
+from durable_redis.runtime.logformat import FORMAT_ENV, LOG_FORMATS, configure_logging
 from durable_redis.storage.base import InstanceStatus
 
 __all__ = ["main"]
@@ -67,6 +68,12 @@ def _add_common(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
         "--json", action="store_true", default=default(False), help="machine-readable output"
     )
     parser.add_argument("-v", "--verbose", action="count", default=default(0), help="more logging")
+    parser.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default=default(os.environ.get(FORMAT_ENV, "text")),
+        help="log lines as text or one JSON object each (default: $DURABLE_REDIS_LOG_FORMAT)",
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -146,7 +153,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     base = logging.INFO if args.command == "worker" else logging.WARNING
     level = max(logging.DEBUG, base - 10 * args.verbose)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(level, args.log_format)
+    os.environ[FORMAT_ENV] = args.log_format  # worker processes started from here inherit it
     try:
         if args.command == "worker":
             return run_worker_command(args, _require_url(args))

@@ -27,6 +27,7 @@ from typing import Any
 import anyio
 
 from durable_redis.errors import ConfigurationError, DurableRedisError
+from durable_redis.runtime.logformat import LOG_FORMATS, configure_logging
 from durable_redis.runtime.options import WorkerOptions
 from durable_redis.runtime.worker import Worker
 
@@ -239,11 +240,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--log-level", default=os.environ.get("DURABLE_REDIS_LOG_LEVEL", "INFO"))
     parser.add_argument("--metrics-port", type=int, default=None, help="serve /metrics here")
     parser.add_argument("--metrics-host", default="127.0.0.1")
+    parser.add_argument("--log-format", choices=LOG_FORMATS, default=None, help="text or json")
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(args.log_level.upper(), args.log_format, pid=True)
     if not args.redis_url:
         parser.error("no Redis URL: pass --redis-url or set REDIS_URL")
     options = options_from_json(args.options) if args.options else None

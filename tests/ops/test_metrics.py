@@ -4,6 +4,7 @@ serve Prometheus metrics with the documented names while they run real work."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -89,6 +90,8 @@ def test_worker_processes_serve_metrics(redis_url: str, namespace: str, tmp_path
             "2",
             "--metrics-port",
             str(port),
+            "--log-format",
+            "json",
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -156,3 +159,10 @@ def test_worker_processes_serve_metrics(redis_url: str, namespace: str, tmp_path
             proc.wait(10)
         log.close()
     assert proc.returncode == 0, (tmp_path / "worker.log").read_text()[-3000:]
+    # --log-format json reached both processes: every line one object, ids as fields
+    lines = [line for line in (tmp_path / "worker.log").read_text().splitlines() if line.strip()]
+    records = [json.loads(line) for line in lines if line.startswith("{")]
+    assert len(records) == len(lines) - 1, lines  # all but the CLI's banner
+    started = [r for r in records if r["message"].endswith(" started")]
+    assert {r["worker_id"] for r in started} == set(workers)
+    assert all(r["level"] and r["logger"] and r["time"].endswith("Z") for r in records)
