@@ -245,6 +245,16 @@ def create_app(
         data = await views.workers_page(await src.store())
         return JSONResponse(plain(data))
 
+    async def metrics(request: Request) -> Response:
+        try:
+            from durable_redis.dashboard.exporter import render_metrics
+
+            data = await views.overview_page(await src.store())
+            body = render_metrics(data)
+        except ImportError:
+            return _denied(404, "/metrics needs prometheus_client (the 'metrics' extra)")
+        return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
+
     async def healthz(request: Request) -> Response:
         store = await src.store()
         return JSONResponse({"ok": True, "server_time_ms": await store.server_time_ms()})
@@ -298,6 +308,7 @@ def create_app(
         Route("/api/overview", secured(api_overview)),
         Route("/api/workers", secured(api_workers)),
         Route("/healthz", secured(healthz)),
+        Route("/metrics", secured(metrics)),
         Route("/actions/{kind}", secured(action), methods=["POST"]),
         Mount("/static", app=StaticFiles(directory=str(HERE / "static")), name="static"),
     ]

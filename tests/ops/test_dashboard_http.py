@@ -296,3 +296,33 @@ def test_several_partitions_per_partition_table_and_merged_listing(
     assert re.findall(r'<tr data-id="([^"]+)"', web.get("/instances?q=p4-5").text) == [
         f"p4-5{i}" for i in range(10)
     ]
+
+
+def test_dashboard_exports_namespace_gauges(redis_url: str, namespace: str, http: Any) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    seed(redis_url, namespace, ["m-1", "m-2", "m-3"])
+    web = http(auth_token=TOKEN)
+    assert web.get("/metrics").status_code == 401
+    reply = web.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert reply.status_code == 200
+    families = {f.name: f for f in text_string_to_metric_families(reply.text)}
+    pending = [
+        s.value
+        for s in families["durable_redis_instances"].samples
+        if s.labels["status"] == "pending"
+    ]
+    assert pending == [3.0]
+    ready = [
+        s.value
+        for s in families["durable_redis_queue_depth"].samples
+        if s.labels["queue"] == "orchestrations_ready"
+    ]
+    assert ready == [3.0]
+    lag = [
+        s.value
+        for s in families["durable_redis_oldest_waiting_seconds"].samples
+        if s.labels["queue"] == "orchestrations"
+    ]
+    assert len(lag) == 1 and lag[0] >= 0
+    assert families["durable_redis_live_workers"].samples[0].value == 0
