@@ -283,6 +283,8 @@ def create_app(
                 return _back(request, instance_id, f"event data is not valid JSON: {exc}")
             await client.raise_event(instance_id, form.get("event", ""), data)
             msg = f"event {form.get('event', '')!r} sent"
+        elif kind == "rerun":
+            msg = await views.rerun(await src.store(), instance_id)
         elif kind == "purge":
             try:
                 deleted = await client.purge(instance_id, force=form.get("force") == "1")

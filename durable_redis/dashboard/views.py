@@ -281,6 +281,33 @@ async def instance_page(store: Any, instance_id: str, execution: int | None) -> 
     }
 
 
+async def rerun(store: Any, instance_id: str) -> str:
+    """Start a finished root instance again, same id, name, version and input (the stored
+    bytes, so any codec round-trips); its old history and children are replaced. Returns a
+    message for the page."""
+    import uuid
+
+    from durable_redis import core
+    from durable_redis.storage.base import ExistingInstancePolicy, InstanceCreate
+
+    info = await store.get_instance(instance_id)
+    if info is None:
+        return "no such instance"
+    if not info.status.is_terminal:
+        return f"only a finished instance can be re-run; this one is {info.status.value}"
+    if info.parent_instance_id:
+        return "a child instance is re-run by its parent; re-run the root instead"
+    start = core.start_message(name=info.name, version=info.version, input=info.input)
+    await store.create_instance(
+        instance_id,
+        InstanceCreate(name=info.name, version=info.version, input=info.input),
+        f"start:{uuid.uuid4().hex}",
+        core.encode_message(start),
+        policy=ExistingInstancePolicy.TERMINATE_IF_DONE,
+    )
+    return "re-run started (same id and input)"
+
+
 async def workers_page(store: Any) -> dict[str, Any]:
     now = await store.server_time_ms()
     workers = await WorkerRegistry(store).list()

@@ -326,3 +326,33 @@ def test_dashboard_exports_namespace_gauges(redis_url: str, namespace: str, http
     ]
     assert len(lag) == 1 and lag[0] >= 0
     assert families["durable_redis_live_workers"].samples[0].value == 0
+
+
+@pytest.mark.e2e
+def test_rerun_a_failed_instance(
+    redis_url: str, namespace: str, http: Any, pool: Any, tmp_path: Path
+) -> None:
+    import e2e_app
+
+    pool.start()
+    args = {"dir": str(tmp_path), "fail_times": 1, "max_attempts": 1}
+
+    async def start_and_wait() -> Any:
+        async with Client.from_url(redis_url, namespace=namespace, app=e2e_app.app) as c:
+            await c.start("retries", args, instance_id="rerun-1")
+            return await c.wait_for_state("rerun-1", timeout=30)
+
+    assert anyio.run(start_and_wait).status.value == "failed"
+    web = http()
+    page = web.get("/instance", params={"id": "rerun-1"}).text
+    assert 'id="btn-rerun"' in page
+    reply = web.post("/actions/rerun", data={"instance_id": "rerun-1", "csrf": csrf_of(page)})
+    assert reply.status_code == 200 and "re-run started" in reply.text
+
+    async def wait() -> Any:
+        async with Client.from_url(redis_url, namespace=namespace, app=e2e_app.app) as c:
+            return await c.wait_for_state("rerun-1", timeout=30)
+
+    state = anyio.run(wait)
+    assert state.status.value == "completed" and state.output == 2  # the second call succeeds
+    assert state.input == args
