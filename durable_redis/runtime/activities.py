@@ -17,7 +17,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -92,8 +92,8 @@ class ActivityDispatcher:
         self._unregistered: dict[str, int] = {}
         # The redelivered item waiting to run, or running, alone (see _execute_alone).
         self._suspects: set[str] = set()
-        # called after every renewal (the worker heartbeat rides on this loop)
-        self.after_renewal: Callable[[], Awaitable[None]] | None = None
+        # called after every renewal, must not block (the worker heartbeat's pace)
+        self.after_renewal: Callable[[], None] | None = None
 
     @property
     def in_flight(self) -> int:
@@ -191,7 +191,7 @@ class ActivityDispatcher:
             except Exception:
                 logger.exception("lease renewal failed; retrying")
             if self.after_renewal is not None:
-                await self.after_renewal()
+                self.after_renewal()
 
     async def renew_once(self) -> None:
         runs = [r for r in self._running.values() if r.cancel_reason is None]

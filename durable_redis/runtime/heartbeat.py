@@ -1,9 +1,12 @@
 """The worker's heartbeat into the live worker registry (``storage.workers``).
 
-Sent from the activity dispatcher's lease-renewal loop (one round trip per renewal interval,
-which is shorter than a lease), once at start and removed at graceful shutdown. The record's TTL
-is one lease (``lock_timeout``), so a killed worker drops out of ``durable-redis workers``
-within one lease. A failed heartbeat is logged and never stops the worker.
+Paced by the activity dispatcher's lease-renewal loop: after each renewal the loop calls
+:meth:`Heartbeat.poke`, which only sets an event; :meth:`Heartbeat.run`, a task of its own,
+sends the beat (one round trip per renewal interval, which is shorter than a lease). So a slow or
+retrying heartbeat never delays a lease renewal. Sent once at start, removed at graceful
+shutdown. The record's TTL is one lease (``lock_timeout``), so a killed worker drops out of
+``durable-redis workers`` within one lease. A failed heartbeat is logged and never stops the
+worker.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ import logging
 import os
 import socket
 from typing import Any
+
+import anyio
 
 from durable_redis.storage.workers import MAX_LISTED_SESSIONS, WorkerInfo, registry_for
 
@@ -33,6 +38,7 @@ class Heartbeat:
         self._pid = os.getpid()
         self._started_ms: int | None = None
         self._app = str(getattr(worker.app, "name", "") or type(worker.app).__name__)
+        self._due: anyio.Event | None = None
 
     def info(self, now_ms: int) -> WorkerInfo:
         worker = self._worker
@@ -54,6 +60,18 @@ class Heartbeat:
             sessions_owned=len(owned),
             sessions=tuple(f"{r.instance_id}/{r.session_id}" for r in owned[:MAX_LISTED_SESSIONS]),
         )
+
+    def poke(self) -> None:
+        """A beat is due (called by the renewal loop; never blocks)."""
+        if self._due is not None:
+            self._due.set()
+
+    async def run(self) -> None:
+        """Beat whenever poked, until cancelled."""
+        while True:
+            self._due = due = anyio.Event()
+            await due.wait()
+            await self.beat()
 
     async def beat(self) -> None:
         if self._registry is None:

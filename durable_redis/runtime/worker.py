@@ -65,7 +65,7 @@ class Worker:
             app, store, self.options, self.worker_id, self.sessions, self.codec
         )
         self.heartbeat = Heartbeat(self)
-        self._activities.after_renewal = self.heartbeat.beat
+        self._activities.after_renewal = self.heartbeat.poke
         self._stopping: anyio.Event | None = None
         self._stop_requested = threading.Event()
         self._grace_period = self.options.shutdown_grace_period
@@ -137,6 +137,7 @@ class Worker:
             self._begin_stop()
         async with anyio.create_task_group() as outer:
             outer.start_soon(self._activities.renewal_loop)
+            outer.start_soon(self.heartbeat.run)
             if self.options.janitor_interval is not None:
                 outer.start_soon(self._janitor_loop, self.options.janitor_interval)
             if handle_signals:
@@ -153,8 +154,8 @@ class Worker:
                 await self._activities.drain(remaining)
                 items.cancel_scope.cancel()
             outer.cancel_scope.cancel()
-        with anyio.CancelScope(shield=True):
-            await self.heartbeat.remove()
+        with anyio.CancelScope(shield=True, deadline=anyio.current_time() + 2.0):
+            await self.heartbeat.remove()  # bounded: a dead Redis must not hold up the exit
         logger.info("worker %s stopped", self.worker_id, extra={"worker_id": self.worker_id})
 
     async def _on_stop_release_idle(self, stopping: anyio.Event) -> None:
