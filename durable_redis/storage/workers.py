@@ -7,9 +7,10 @@ Keys (in the namespace's metadata slot ``{<namespace>}``, so one pipeline touche
 - ``dr:{<ns>}:workers``: ZSET worker id -> expiry (server clock, ms). Lists the live workers
   without a SCAN; members past their expiry are pruned by every heartbeat and every listing.
 
-A heartbeat is one round trip (a pipeline: SET PX, ZADD, ZREMRANGEBYSCORE), sent from the
-worker's lease-renewal loop; nothing is sent per unit of work. The record is operational data,
-not workflow state: losing it loses nothing but the listing until the next heartbeat.
+A heartbeat is one round trip (a pipeline: SET PX, ZADD, ZREMRANGEBYSCORE), at the pace of the
+worker's lease-renewal loop (``runtime.heartbeat``); nothing is sent per unit of work. The
+record is operational data, not workflow state: losing it loses nothing but the listing until
+the next heartbeat.
 """
 
 from __future__ import annotations

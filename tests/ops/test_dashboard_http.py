@@ -223,9 +223,12 @@ def test_mounted_under_a_prefix(redis_url: str, namespace: str) -> None:
     from starlette.routing import Mount
 
     seed(redis_url, namespace, ["mnt-1"])
-    inner = create_app(redis_url, namespace=namespace)
+    inner = create_app(redis_url, namespace=namespace, auth_token=TOKEN)
     outer = Starlette(routes=[Mount("/ops", app=inner)])
     with TestClient(outer) as web:
+        login = web.get(f"/ops/instances?token={TOKEN}", follow_redirects=False)
+        assert login.headers["location"] == "/ops/instances"
+        assert "Path=/ops" in login.headers["set-cookie"]
         page = web.get("/ops/instances")
         assert page.status_code == 200
         assert 'href="/ops/instance?id=mnt-1"' in page.text
