@@ -154,7 +154,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     base = logging.INFO if args.command == "worker" else logging.WARNING
     level = max(logging.DEBUG, base - 10 * args.verbose)
     configure_logging(level, args.log_format)
-    os.environ[FORMAT_ENV] = args.log_format  # worker processes started from here inherit it
+    if args.command == "worker":
+        os.environ[FORMAT_ENV] = args.log_format  # its worker processes inherit it
     try:
         if args.command == "worker":
             return run_worker_command(args, _require_url(args))
