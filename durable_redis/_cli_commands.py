@@ -421,6 +421,7 @@ def run_worker_command(args: argparse.Namespace, url: str) -> int:
     """Run ``--processes`` worker processes for ``MODULE:APP`` until SIGTERM/SIGINT."""
     import anyio
 
+    from durable_redis._cli_ops import metrics_arguments
     from durable_redis.runtime import load_app, run_worker
 
     options = _worker_options(args)  # flags first: a usage error needs no import
@@ -439,7 +440,8 @@ def run_worker_command(args: argparse.Namespace, url: str) -> int:
         processes=args.processes,
         namespace=args.namespace,
         log_level=log_level,
-        log_format="json" if args.json else "text",
+        log_format="json" if args.json else args.log_format,
+        **metrics_arguments(args),  # _cli_ops: --metrics-port / --metrics-host
     )
 
 

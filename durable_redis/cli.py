@@ -29,6 +29,13 @@ from durable_redis._cli_commands import (
     run_server_command,
     run_worker_command,
 )
+from durable_redis._cli_ops import (
+    OPS_COMMANDS,
+    add_metrics_options,
+    add_ops_commands,
+    run_dashboard_command,
+    run_ops_command,
+)
 from durable_redis._cli_support import (
     EXIT_CODES,
     EXIT_ENDED,
@@ -39,7 +46,7 @@ from durable_redis._cli_support import (
     parse_duration,
 )
 from durable_redis.errors import DurableRedisError, InstanceTerminalError
-from durable_redis.runtime.logs import configure_logging
+from durable_redis.runtime.logs import FORMAT_ENV, LOG_FORMATS, configure_logging
 from durable_redis.storage.base import InstanceStatus
 
 __all__ = ["main"]
@@ -111,6 +118,12 @@ def _add_common(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
         f"(default: {DEFAULT_CONNECT_TIMEOUT_S:g}s)",
     )
     parser.add_argument("-v", "--verbose", action="count", default=default(0), help="more logging")
+    parser.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default=default(os.environ.get(FORMAT_ENV, "text")),
+        help="log lines as text or one JSON object each (default: $DURABLE_REDIS_LOG_FORMAT)",
+    )
 
 
 _JSON_ARG = "JSON; @PATH reads it from a file, - from stdin"
@@ -169,6 +182,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="DURATION|off",
         help="how often the janitor runs (default 5m; off: never)",
     )
+    add_metrics_options(p)  # --metrics-port, --metrics-host (_cli_ops)
 
     p = command("start", "start an orchestration")
     p.add_argument("name", help="orchestration name")
@@ -238,6 +252,7 @@ def _parser() -> argparse.ArgumentParser:
     p = command("bench", "run the benchmark harness")
     p.add_argument("--quick", action="store_true", help="a short run (under 3 minutes)")
     p.add_argument("rest", nargs=argparse.REMAINDER, help="options for benchmarks/harness")
+    add_ops_commands(command)  # workers, doctor, dashboard (_cli_ops)
     return parser
 
 
@@ -276,7 +291,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     base = logging.INFO if args.command == "worker" else logging.WARNING
     level = max(logging.DEBUG, base - 10 * args.verbose)
-    configure_logging(level, json_lines=args.json and args.command == "worker")
+    log_format = "json" if args.json and args.command == "worker" else args.log_format
+    configure_logging(level, log_format)
+    if args.command == "worker":
+        os.environ[FORMAT_ENV] = log_format  # its worker processes inherit it
     try:
         if args.command == "worker":
             return run_worker_command(args, _require_url(args))
@@ -287,6 +305,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "server":
             return run_server_command(args)
         url = _require_url(args)
+        if args.command == "dashboard":
+            return run_dashboard_command(args, url)
+        if args.command in OPS_COMMANDS:
+            return anyio.run(run_ops_command, args, url, _emit)
         return anyio.run(run_client_command, args, url, _emit)
     except UsageError as exc:
         _error(args, exc, str(exc))

@@ -331,6 +331,8 @@ async def _drive(
         deadline = anyio.current_time() + 60.0
         while anyio.current_time() < deadline:
             for customer, instance_id in ids.items():
+                if customer in states and states[customer].is_terminal:
+                    continue  # its end was shown
                 state = await client.get_status(instance_id)
                 if state is None:
                     continue

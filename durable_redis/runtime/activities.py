@@ -94,6 +94,8 @@ class ActivityDispatcher:
         self.faults = FaultTracker()
         # The redelivered item waiting to run, or running, alone (see _execute_alone).
         self._suspects: set[str] = set()
+        # called after every renewal, must not block (the worker heartbeat's pace)
+        self.after_renewal: Callable[[], None] | None = None
 
     @property
     def in_flight(self) -> int:
@@ -202,6 +204,8 @@ class ActivityDispatcher:
                 await self.renew_once()
             except Exception:
                 logger.exception("lease renewal failed; retrying")
+            if self.after_renewal is not None:
+                self.after_renewal()
 
     async def renew_once(self) -> None:
         runs = [r for r in self._running.values() if r.cancel_reason is None]

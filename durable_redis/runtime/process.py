@@ -22,15 +22,16 @@ import threading
 import time
 from collections.abc import Sequence
 from types import FrameType
-from typing import Any
+from typing import Any, cast
 
 import anyio
 
 from durable_redis.errors import ConfigurationError, DurableRedisError
 from durable_redis.runtime import _bridge
-from durable_redis.runtime.logs import PROCESS_TEXT_FORMAT, configure_logging
+from durable_redis.runtime.logs import LOG_FORMATS, configure_logging
 from durable_redis.runtime.options import WorkerOptions
 from durable_redis.runtime.worker import Worker
+from durable_redis.storage.base import Store
 
 __all__ = ["load_app", "main", "open_store", "run_worker", "serve"]
 
@@ -92,13 +93,29 @@ async def serve(
     *,
     namespace: str = DEFAULT_NAMESPACE,
     handle_signals: bool = True,
+    metrics_port: int | None = None,
+    metrics_host: str = "127.0.0.1",
 ) -> None:
-    """Run one worker in this process until it is stopped (SIGTERM/SIGINT)."""
+    """Run one worker in this process until it is stopped (SIGTERM/SIGINT).
+
+    ``metrics_port``: serve Prometheus metrics on ``metrics_host:metrics_port`` (runtime.metrics).
+    """
     store = open_store(redis_url, namespace)
+    metrics_server = None
     try:
-        worker = Worker(app, store, options)
+        if metrics_port is None:
+            worker = Worker(app, store, options)
+        else:
+            from durable_redis.runtime.metrics import MeteredStore, WorkerMetrics, serve_metrics
+
+            metrics = WorkerMetrics()
+            worker = Worker(app, cast(Store, MeteredStore(store, metrics)), options)
+            metrics.bind(worker)
+            metrics_server = serve_metrics(metrics, metrics_port, metrics_host)
         await worker.run(handle_signals=handle_signals)
     finally:
+        if metrics_server is not None:
+            metrics_server.shutdown()
         with anyio.CancelScope(shield=True):
             await store.close()
 
@@ -153,8 +170,12 @@ def run_worker(
     namespace: str = DEFAULT_NAMESPACE,
     log_level: str | None = None,
     log_format: str | None = None,
+    metrics_port: int | None = None,
+    metrics_host: str = "127.0.0.1",
 ) -> int:
     """Run ``processes`` worker processes for the app at ``app_ref``; block until they exit.
+
+    With ``metrics_port`` each process serves Prometheus metrics, on ``metrics_port + i``.
 
     SIGTERM/SIGINT are forwarded to every child (each shuts down gracefully; a second signal
     makes them hand back their work at once). ``log_level`` and ``log_format`` (``"text"`` or
@@ -165,7 +186,16 @@ def run_worker(
         raise ConfigurationError(f"processes must be >= 1, got {processes}")
     if processes == 1:
         app = load_app(app_ref)
-        anyio.run(lambda: serve(app, redis_url, options, namespace=namespace))
+        anyio.run(
+            lambda: serve(
+                app,
+                redis_url,
+                options,
+                namespace=namespace,
+                metrics_port=metrics_port,
+                metrics_host=metrics_host,
+            )
+        )
         return 0
     if options is not None and options.worker_id is not None:
         raise ConfigurationError("worker_id cannot be shared by several processes")
@@ -199,10 +229,13 @@ def run_worker(
     del cmd[at : at + 2]
     env = {**os.environ, "REDIS_URL": redis_url}
     try:
-        for _ in range(processes):
+        for i in range(processes):
+            metrics = []
+            if metrics_port is not None:
+                metrics = ["--metrics-port", str(metrics_port + i), "--metrics-host", metrics_host]
             children.append(
                 subprocess.Popen(
-                    cmd,
+                    cmd + metrics,
                     env=env,
                     start_new_session=True,  # Ctrl-C reaches them only through us, once
                 )
@@ -242,14 +275,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--options", default=None, help="WorkerOptions as a JSON object")
     parser.add_argument("--log-level", default=os.environ.get("DURABLE_REDIS_LOG_LEVEL", "INFO"))
+    parser.add_argument("--metrics-port", type=int, default=None, help="serve /metrics here")
+    parser.add_argument("--metrics-host", default="127.0.0.1")
     parser.add_argument(
         "--log-format",
-        choices=["text", "json"],
-        default=os.environ.get("DURABLE_REDIS_LOG_FORMAT", "text"),
-        help="text lines, or one JSON object per line",
+        choices=LOG_FORMATS,
+        default=None,
+        help="text lines, or one JSON object per line (default: $DURABLE_REDIS_LOG_FORMAT)",
     )
     args = parser.parse_args(argv)
-    configure_logging(args.log_level, json_lines=args.log_format == "json", fmt=PROCESS_TEXT_FORMAT)
+    configure_logging(args.log_level.upper(), args.log_format, pid=True)
     if not args.redis_url:
         parser.error("no Redis URL: pass --redis-url or set REDIS_URL")
     options = options_from_json(args.options) if args.options else None
@@ -259,7 +294,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         logger.error("worker not started: %s", exc)
         return 1
     try:
-        anyio.run(lambda: serve(app, args.redis_url, options, namespace=args.namespace))
+        anyio.run(
+            lambda: serve(
+                app,
+                args.redis_url,
+                options,
+                namespace=args.namespace,
+                metrics_port=args.metrics_port,
+                metrics_host=args.metrics_host,
+            )
+        )
     except DurableRedisError as exc:
         logger.error("worker stopped: %s: %s", type(exc).__name__, exc)
         logging.shutdown()

@@ -24,6 +24,7 @@ import anyio
 from durable_redis.errors import NamespaceMissingError
 from durable_redis.runtime import _bridge
 from durable_redis.runtime.activities import ActivityDispatcher
+from durable_redis.runtime.heartbeat import Heartbeat
 from durable_redis.runtime.options import WorkerOptions, new_worker_id
 from durable_redis.runtime.orchestrations import OrchestrationDispatcher
 from durable_redis.runtime.sessions import SessionManager
@@ -64,6 +65,8 @@ class Worker:
         self._activities = ActivityDispatcher(
             app, store, self.options, self.worker_id, self.sessions, self.codec
         )
+        self.heartbeat = Heartbeat(self)
+        self._activities.after_renewal = self.heartbeat.poke
         self._stopping: anyio.Event | None = None
         self._stop_requested = threading.Event()
         self._grace_period = self.options.shutdown_grace_period
@@ -128,6 +131,7 @@ class Worker:
         self._token = anyio.lowlevel.current_token()
         self._loop_thread = threading.current_thread()
         await self.store.initialize()
+        await self.heartbeat.beat()
         logger.info(
             "worker %s started for app %r: orchestrations %s; activities %s",
             self.worker_id,
@@ -141,6 +145,7 @@ class Worker:
             self._begin_stop()
         async with anyio.create_task_group() as outer:
             outer.start_soon(self._activities.renewal_loop)
+            outer.start_soon(self.heartbeat.run)
             if self.options.janitor_interval is not None:
                 outer.start_soon(self._janitor_loop, self.options.janitor_interval)
             if handle_signals:
@@ -157,6 +162,8 @@ class Worker:
                 await self._activities.drain(remaining)
                 items.cancel_scope.cancel()
             outer.cancel_scope.cancel()
+        with anyio.CancelScope(shield=True, deadline=anyio.current_time() + 2.0):
+            await self.heartbeat.remove()  # bounded: a dead Redis must not hold up the exit
         logger.info("worker %s stopped", self.worker_id, extra={"worker_id": self.worker_id})
 
     async def _on_stop_release_idle(self, stopping: anyio.Event) -> None:
