@@ -30,9 +30,7 @@ APP = "e2e_messaging_app:app"
 async def mclient(e2e_redis_url: str, namespace: str) -> AsyncIterator[Client]:
     import e2e_messaging_app
 
-    async with Client.from_url(
-        e2e_redis_url, namespace=namespace, app=e2e_messaging_app.app
-    ) as c:
+    async with Client.from_url(e2e_redis_url, namespace=namespace, app=e2e_messaging_app.app) as c:
         yield c
 
 
@@ -136,9 +134,7 @@ async def test_queue_fifo_exactly_once_across_continue_as_new(
     for n in range(8):  # raised before any worker runs: all wait in the queue
         await mclient.enqueue_event(iid, "jobs", n)
     workers.start(APP)
-    await eventually(
-        lambda: _execution_at_least(mclient, iid, 3), timeout=30, message="continues"
-    )
+    await eventually(lambda: _execution_at_least(mclient, iid, 3), timeout=30, message="continues")
     for n in range(8, 12):  # and more while it works through them
         await mclient.enqueue_event(iid, "jobs", n)
     await mclient.enqueue_event(iid, "jobs", "stop")
