@@ -189,6 +189,7 @@ class SuspendedOrchestration:
             engine.base_len = len(engine.events)
             engine.now_ms = engine.current_ms = now_ms
             engine.loop.unhandled.clear()
+            engine.update_replies.clear()  # answered by the turn that suspended it
             _apply_messages(engine, self.execution_id, messages, now_ms)
             result = build_result(engine, self.instance_id, self.execution_id)
             suspended = _suspend(engine, result, self.instance_id, self.execution_id)

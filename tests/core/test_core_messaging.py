@@ -199,3 +199,81 @@ def test_value_bounds_raise_in_the_orchestration() -> None:
     r = Driver(bounded).turn(start("big"))
     assert r.status is OrchestrationStatus.COMPLETED
     assert "bytes encoded" in CODEC.decode(r.output)
+
+
+def test_a_raising_handler_answers_with_its_failure_and_values_can_be_deleted() -> None:
+    local = App("local")
+
+    @local.orchestration
+    async def box(ctx: OrchestrationContext) -> None:
+        def boom(arg: Any) -> None:
+            raise KeyError(arg)
+
+        def drop(key: str) -> None:
+            ctx.set_value(key, None)
+
+        ctx.set_update_handler("boom", boom)
+        ctx.set_update_handler("drop", drop)
+        ctx.set_value("a", 1)
+        await ctx.wait_for_event("never")
+
+    d = Driver(local)
+    first = d.turn(start("box"))
+    assert first.values == (("a", CODEC.encode(1)),)
+    r = d.turn(update("b", "boom", "k"), update("d", "drop", "a"))
+    got = replies(r)
+    assert got["b"].failure is not None and got["b"].failure.type_name == "KeyError"
+    assert got["d"].failure is None and r.values == (("a", None),)
+    assert replay(local, d.history).ok
+
+
+def test_value_key_bound_and_invalid_names() -> None:
+    local = App("keys")
+
+    @local.orchestration
+    async def many(ctx: OrchestrationContext) -> list[str]:
+        errors = []
+        try:
+            for n in range(200):
+                ctx.set_value(f"k{n}", n)
+        except ValidationError as exc:
+            errors.append(str(exc))
+        for bad in ("", "a\nb"):
+            try:
+                ctx.raise_event(bad, "e")
+            except ValidationError as exc:
+                errors.append(type(exc).__name__)
+        return errors
+
+    r = Driver(local).turn(start("many"))
+    assert CODEC.decode(r.output) == [
+        "the instance already has 128 values",
+        "InvalidIdError",
+        "InvalidIdError",
+    ]
+    assert len(r.values) == 128
+
+
+def test_activity_stream_needs_a_worker() -> None:
+    from durable_redis.core import ActivityContext
+    from durable_redis.errors import ConfigurationError as Config
+
+    actx = ActivityContext(instance_id="i", execution_id=1, activity_id=2, name="a")
+    with pytest.raises(Config, match="progress stream"):
+        actx.append_stream({"x": 1})
+
+
+def test_a_suspended_orchestration_answers_each_update_once() -> None:
+    from durable_redis.core import run_turn_suspending
+
+    first, suspended = run_turn_suspending(app, "i", [], [start("cart", [])], now_ms=1)
+    assert suspended is not None
+    history = list(first.new_events)
+    r1, suspended = suspended.advance([update("bad", "add", "")], now_ms=2)
+    assert set(replies(r1)) == {"bad"}
+    assert suspended is not None
+    history += r1.new_events
+    r2, suspended = suspended.advance([update("ok", "add", "x")], now_ms=3)
+    assert set(replies(r2)) == {"ok"}  # the earlier rejection is not answered again
+    assert suspended is not None
+    suspended.close()
