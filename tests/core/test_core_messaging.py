@@ -3,6 +3,8 @@ other instances, history limits (docs/messaging.md). Pure: turns fed by hand."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,6 +14,7 @@ from durable_redis.core import App, OrchestrationContext, OrchestrationStatus, r
 from durable_redis.core import events as ev
 from durable_redis.core import messages as msg
 from durable_redis.errors import ConfigurationError, ValidationError
+from durable_redis.testing import assert_replays, load_history, save_history
 
 app = App("messaging")
 
@@ -21,6 +24,7 @@ async def cart(ctx: OrchestrationContext, items: list[str]) -> list[str]:
     def add(item: str) -> int:
         items.append(item)
         ctx.set_value("count", len(items))
+        ctx.append_stream({"added": item})
         return len(items)
 
     def check(item: object) -> None:
@@ -277,3 +281,29 @@ def test_a_suspended_orchestration_answers_each_update_once() -> None:
     assert set(replies(r2)) == {"ok"}  # the earlier rejection is not answered again
     assert suspended is not None
     suspended.close()
+
+
+# apart from core_apps' goldens (tests/core/test_core_golden.py owns tests/golden/*.history)
+GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "messaging" / "cart.1.history"
+
+
+def _cart_history() -> list[ev.HistoryEvent]:
+    d = Driver(app, "golden-cart")
+    d.turn(start("cart", []))
+    d.turn(update("u1", "add", "apple"), update("bad", "add", ""))
+    r = d.turn(update("u2", "slow_add", "pear"))
+    d.turn(*d.timer_fired(r))
+    d.turn(msg.EventRaised(name="checkout", data=CODEC.encode(None)))
+    return d.history
+
+
+def test_golden_history_with_updates_and_values_replays() -> None:
+    """A recorded history with every update/value event (re-record with
+    DURABLE_REDIS_RECORD_GOLDEN=1, like tests/core/test_core_golden.py)."""
+    if os.environ.get("DURABLE_REDIS_RECORD_GOLDEN") == "1":
+        save_history(GOLDEN, _cart_history())
+    history = load_history(GOLDEN)
+    kinds = {type(e) for e in history}
+    assert {ev.UpdateReceived, ev.UpdateCompleted, ev.ValueSet, ev.StreamAppended} - kinds == set()
+    assert_replays(app, history)
+    assert history == _cart_history()  # today's code records the same events
