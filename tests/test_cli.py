@@ -81,7 +81,7 @@ async def many_waits(ctx: OrchestrationContext, value: Any) -> Any:
 
 
 @app.orchestration
-async def counter_box(ctx: OrchestrationContext, start: int) -> int:
+async def with_updates(ctx: OrchestrationContext, start: int) -> int:
     """Answers ``add`` updates, keeps ``count`` in its state, streams each change, takes
     ``stop`` from its ``control`` queue (docs/messaging.md)."""
     count = start
@@ -778,7 +778,7 @@ def test_demo_keeps_every_conversation_on_one_worker() -> None:
 
 
 def test_update_get_value_stream_enqueue_event(cli: Run) -> None:
-    code, out, _ = cli("start", "counter_box", "--input", "10", "--json")
+    code, out, _ = cli("start", "with_updates", "--input", "10", "--json")
     assert code == 0
     iid = as_json(out)["instance_id"]
     code, out, _ = cli("update", iid, "add", "--input", "5", "--update-id", "a", "--json")
