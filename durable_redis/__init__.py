@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from durable_redis._client_messaging import StreamItem
     from durable_redis.client import Client, InstanceId, InstanceState
     from durable_redis.core import (
         ActivityContext,
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
         ConfigurationError,
         DurableRedisError,
         FailureDetails,
+        HistoryLimitExceededError,
         InstanceExistsError,
         InstanceNotFoundError,
         InstanceRunningError,
@@ -46,6 +48,8 @@ if TYPE_CHECKING:
         StoreError,
         StoreUnavailableError,
         TaskFailedError,
+        UpdateFailedError,
+        UpdateRejectedError,
         ValidationError,
         WaitTimeoutError,
     )
@@ -71,6 +75,7 @@ _LAZY = {
     "DurableRedisError": "durable_redis.errors",
     "ExistingInstancePolicy": "durable_redis.storage",
     "FailureDetails": "durable_redis.errors",
+    "HistoryLimitExceededError": "durable_redis.errors",
     "InstanceExistsError": "durable_redis.errors",
     "InstanceNotFoundError": "durable_redis.errors",
     "InstanceRunningError": "durable_redis.errors",
@@ -96,7 +101,10 @@ _LAZY = {
     "RetryPolicy": "durable_redis.core",
     "StoreError": "durable_redis.errors",
     "StoreUnavailableError": "durable_redis.errors",
+    "StreamItem": "durable_redis._client_messaging",
     "TaskFailedError": "durable_redis.errors",
+    "UpdateFailedError": "durable_redis.errors",
+    "UpdateRejectedError": "durable_redis.errors",
     "ValidationError": "durable_redis.errors",
     "WaitTimeoutError": "durable_redis.errors",
     "Worker": "durable_redis.runtime",
@@ -120,6 +128,7 @@ __all__ = [
     "DurableRedisError",
     "ExistingInstancePolicy",
     "FailureDetails",
+    "HistoryLimitExceededError",
     "InstanceExistsError",
     "InstanceId",
     "InstanceNotFoundError",
@@ -145,7 +154,10 @@ __all__ = [
     "RetryPolicy",
     "StoreError",
     "StoreUnavailableError",
+    "StreamItem",
     "TaskFailedError",
+    "UpdateFailedError",
+    "UpdateRejectedError",
     "ValidationError",
     "WaitTimeoutError",
     "Worker",

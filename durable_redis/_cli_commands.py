@@ -23,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from durable_redis._cli_messaging import MESSAGING_COMMANDS, run_messaging_command
 from durable_redis._cli_support import (
     EXIT_ERROR,
     EXIT_OK,
@@ -211,7 +212,7 @@ async def check_reachable(args: argparse.Namespace, url: str) -> None:
 
 async def run_client_command(args: argparse.Namespace, url: str, emit: Emit) -> int:
     """The client commands (start, status, describe, wait, list, history, cancel, raise-event,
-    purge) against ``url``."""
+    purge, and _cli_messaging's) against ``url``."""
     from durable_redis.client import Client
 
     values = _values(args)  # usage errors before any connection
@@ -268,6 +269,8 @@ async def run_client_command(args: argparse.Namespace, url: str, emit: Emit) -> 
                 f"purged {deleted} instance(s) ({args.instance_id} and its children)",
             )
             return EXIT_OK
+        if command in MESSAGING_COMMANDS:
+            return await run_messaging_command(client, args, emit, values)
     raise UsageError(f"unknown command {command!r}")  # pragma: no cover - argparse prevents it
 
 

@@ -29,6 +29,7 @@ from durable_redis._cli_commands import (
     run_server_command,
     run_worker_command,
 )
+from durable_redis._cli_messaging import add_messaging_commands
 from durable_redis._cli_ops import (
     OPS_COMMANDS,
     add_metrics_options,
@@ -234,6 +235,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("instance_id")
     p.add_argument("event")
     p.add_argument("--data", default=None, help=f"event data as {_JSON_ARG}")
+
+    add_messaging_commands(command, _JSON_ARG, _duration)
 
     p = command("purge", "delete an instance and its children")
     p.add_argument("instance_id")

@@ -21,6 +21,7 @@ from typing import Any, Generic, TypeVar, overload
 import anyio
 
 from durable_redis import core
+from durable_redis._client_messaging import ClientMessagingMixin
 from durable_redis.errors import (
     CodecError,
     FailureDetails,
@@ -121,7 +122,7 @@ def _seconds(value: float | timedelta | None) -> float | None:
     return float(value)
 
 
-class Client:
+class Client(ClientMessagingMixin):
     """Talks to the store on behalf of applications; never runs orchestration code."""
 
     def __init__(self, store: Store, app: Any = None, *, codec: Any = None) -> None:

@@ -20,6 +20,8 @@
     │   ├── NamespaceMissingError          the namespace's data vanished from Redis
     │   └── StoreUnavailableError          Redis unreachable past the retry window
     ├── NondeterminismError                orchestration code no longer matches its history
+    ├── HistoryLimitExceededError          an execution reached max_history_events (the
+    │                                      instance fails with this type name)
     ├── TaskFailedError                    inside an orchestration: durable work failed
     │   ├── ActivityFailedError            an activity raised (type, message, traceback)
     │   ├── ActivityTimeoutError           an attempt ran past its per-attempt timeout
@@ -27,7 +29,10 @@
     └── OrchestrationError                 seen by clients: an orchestration did not complete
         ├── OrchestrationFailedError       it failed (details attached)
         ├── OrchestrationCancelledError    it was cancelled
-        └── WaitTimeoutError               wait_for_completion timed out (it may still finish)
+        ├── WaitTimeoutError               wait_for_completion timed out (it may still finish)
+        └── UpdateFailedError              an update's handler raised, or the instance ended
+            └── UpdateRejectedError        the validator (or a missing handler) refused it;
+                                           nothing was recorded
 
 Control-flow signals used inside orchestrations derive from ``BaseException`` (see
 ``durable_redis.core``), so a user's ``except Exception:`` cannot swallow them.
@@ -45,6 +50,7 @@ __all__ = [
     "ConfigurationError",
     "DurableRedisError",
     "FailureDetails",
+    "HistoryLimitExceededError",
     "InstanceExistsError",
     "InstanceNotFoundError",
     "InstanceRunningError",
@@ -62,6 +68,8 @@ __all__ = [
     "StoreError",
     "StoreUnavailableError",
     "TaskFailedError",
+    "UpdateFailedError",
+    "UpdateRejectedError",
     "ValidationError",
     "WaitTimeoutError",
 ]
@@ -185,6 +193,12 @@ class NondeterminismError(DurableRedisError):
         self.actual = actual
 
 
+class HistoryLimitExceededError(DurableRedisError):
+    """An execution reached its ``max_history_events``; the instance failed with this type
+    name (``FailureDetails.kind == "history_limit"``). Continue-as-new once
+    ``ctx.continue_as_new_suggested`` turns true to avoid it."""
+
+
 class TaskFailedError(DurableRedisError):
     """Durable work awaited inside an orchestration failed. Catchable with ``try/except``."""
 
@@ -239,3 +253,17 @@ class OrchestrationCancelledError(OrchestrationError):
 
 class WaitTimeoutError(OrchestrationError, TimeoutError):
     """``wait_for_completion`` timed out; the orchestration may still finish later."""
+
+
+class UpdateFailedError(OrchestrationError):
+    """``client.update``: the handler raised, or the instance ended first; ``details`` says why."""
+
+    def __init__(self, instance_id: str, name: str, details: FailureDetails) -> None:
+        super().__init__(f"update {name!r} of {instance_id!r} failed: {details}")
+        self.instance_id = instance_id
+        self.name = name
+        self.details = details
+
+
+class UpdateRejectedError(UpdateFailedError):
+    """The update's validator refused it (or no handler has that name); nothing was recorded."""

@@ -43,7 +43,10 @@ KEYS
   33... target groups, 5 keys each (inst, done, mz, mh, parent_children) for every other
       instance a message goes to (ARGV[19] groups), then the wake key of each session owner
       named at the end of ARGV (ARGV[20] keys): owners of sessions that get new work (woken
-      for it) or are purged (woken to reuse the slot)
+      for it) or are purged (woken to reuse the slot), then (appended, docs/messaging.md):
+  +1 values        HASH key-value state of the instance       kv:<iid>
+  +2 replies       HASH update id -> encoded reply            u:<iid>
+  +3 stream        STREAM progress stream of the instance     st:<iid>
 ARGV
   1 epoch
   2 iid
@@ -61,7 +64,10 @@ ARGV
         n_msgs, (group, target_iid, message_id, data, visible_at, create, name, version,
                  parent, has_input, input) each, group 0 = this instance, -1 = the outbox
                  (a target in another partition);
-        wake owners... (n_wake)
+        wake owners... (n_wake);
+        n_values, (key, flag "1" set / "2" delete, value) each;
+        n_replies, (update id, reply) each; replies_ttl_ms;
+        n_stream, items...; stream_maxlen; stream_ttl_ms
 RETURNS
   {0, due} committed; due = 1 if an instance of the partition is claimable now (a visible
     message or an expired lock), else 0: a hint that lets the committing worker block on the
@@ -260,6 +266,26 @@ for _, m in ipairs(msgs) do
     end
   end
 end
+-- 7b. key-value state and update replies (absent tail = none) -------------------------------
+local ext = wake_base + n_wake
+local values = {}
+for _ = 1, tonumber(take() or '0') do values[#values + 1] = {take(), take(), take()} end
+local replies = {}
+for _ = 1, tonumber(take() or '0') do replies[#replies + 1] = {take(), take()} end
+local replies_ttl = take()
+for _, v in ipairs(values) do
+  if v[2] == '1' then redis.call('HSET', KEYS[ext + 1], v[1], v[3])
+  else redis.call('HDEL', KEYS[ext + 1], v[1]) end
+end
+for _, r in ipairs(replies) do redis.call('HSET', KEYS[ext + 2], r[1], r[2]) end
+if #replies > 0 then redis.call('PEXPIRE', KEYS[ext + 2], tonumber(replies_ttl)) end
+local stream_items = {}
+for _ = 1, tonumber(take() or '0') do stream_items[#stream_items + 1] = take() end
+local stream_maxlen, stream_ttl = take(), take()
+for _, item in ipairs(stream_items) do
+  redis.call('XADD', KEYS[ext + 3], 'MAXLEN', '~', stream_maxlen, '*', 'd', item)
+end
+if #stream_items > 0 then redis.call('PEXPIRE', KEYS[ext + 3], tonumber(stream_ttl)) end
 -- 8. release the lock -----------------------------------------------------------------------
 redis.call('HDEL', KEYS[3], iid)
 redis.call('ZREM', KEYS[4], iid)

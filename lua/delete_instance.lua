@@ -30,7 +30,9 @@ KEYS
   24 sset          SET of the instance's open sessions
   25 children      SET of the instance's children
   26 parent_children  SET of the parent's children (c:<iid> when no parent)
-  27... history LIST of executions 1..ARGV[4]
+  27... history LIST of executions 1..ARGV[4], then the key-value state (kv:<iid>), the
+        update replies (u:<iid>) and the progress stream (st:<iid>): every key from 27 on is
+        deleted
 ARGV
   1 epoch
   2 iid

@@ -80,6 +80,29 @@ async def many_waits(ctx: OrchestrationContext, value: Any) -> Any:
     return "go" if winner is go else "other"
 
 
+@app.orchestration
+async def with_updates(ctx: OrchestrationContext, start: int) -> int:
+    """Answers ``add`` updates, keeps ``count`` in its state, streams each change, takes
+    ``stop`` from its ``control`` queue (docs/messaging.md)."""
+    count = start
+
+    def add(n: int) -> int:
+        nonlocal count
+        count += n
+        ctx.set_value("count", count)
+        ctx.append_stream({"count": count})
+        return count
+
+    def positive(n: object) -> None:
+        if not isinstance(n, int) or n <= 0:
+            raise ValueError("add a positive int")
+
+    ctx.set_update_handler("add", add, validator=positive)
+    ctx.set_value("count", count)
+    await ctx.dequeue_event("control")
+    return count
+
+
 # -- fixtures -----------------------------------------------------------------------------------
 def _env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
@@ -752,3 +775,30 @@ def test_demo_keeps_every_conversation_on_one_worker() -> None:
     assert "stopped the workers (SIGTERM): exit codes 0, 0" in out
     assert "stopped the private Redis" in out
     assert elapsed < 60, f"demo took {elapsed:.1f}s"
+
+
+def test_update_get_value_stream_enqueue_event(cli: Run) -> None:
+    code, out, _ = cli("start", "with_updates", "--input", "10", "--json")
+    assert code == 0
+    iid = as_json(out)["instance_id"]
+    code, out, _ = cli("update", iid, "add", "--input", "5", "--update-id", "a", "--json")
+    assert (code, as_json(out)["result"]) == (0, 15)
+    code, out, _ = cli("update", iid, "add", "--input", "5", "--update-id", "a")
+    assert (code, out.strip()) == (0, "15")  # the same id: applied once
+    code, out, err = cli("update", iid, "add", "--input", "-1")
+    assert code == 1 and "UpdateRejectedError" in err and "positive" in err
+    code, out, _ = cli("get-value", iid, "count", "--json")
+    assert (code, as_json(out)) == (0, {"count": 15, "set": True})
+    code, out, _ = cli("get-value", iid)
+    assert (code, out.strip()) == (0, "count = 15")
+    code, out, _ = cli("get-value", iid, "nope")
+    assert (code, out.strip()) == (0, "nope is not set")
+    code, out, _ = cli("enqueue-event", iid, "control", "--data", '"stop"', "--json")
+    assert code == 0 and as_json(out)["queue"] == "control"
+    code, out, _ = cli("stream", iid, "--follow", "--json")
+    assert code == 0
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert [line["value"] for line in lines] == [{"count": 15}]
+    wait_until(cli, iid, lambda s: s["status"] == "completed")
+    code, out, err = cli("update", iid, "add", "--input", "1")
+    assert code == 4, err  # ended

@@ -26,6 +26,8 @@ KEY_LINES = {
     "approval.py": "OK: one request approved in time, one timed out and escalated",
     "saga.py": "OK: ann's trip booked; ben's card declined, hotel then flight compensated",
     "periodic.py": "OK: 3 iterations in 3 executions (continue-as-new)",
+    "order_updates.py": "OK: 2 items added by update (a retried one applied once), a bad one "
+    "rejected, cart read without a turn, progress streamed to checkout",
 }
 
 pytestmark = pytest.mark.e2e

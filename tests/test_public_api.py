@@ -17,6 +17,7 @@ EXPECTED = {
     "PayloadTooLargeError", "RedisServer", "RedisStore", "RegistrationError", "RetryPolicy",
     "StoreError", "StoreUnavailableError", "TaskFailedError", "ValidationError",
     "WaitTimeoutError", "Worker", "WorkerOptions", "__version__", "run_worker",
+    "HistoryLimitExceededError", "StreamItem", "UpdateFailedError", "UpdateRejectedError",
 }  # fmt: skip
 
 

@@ -22,18 +22,41 @@ from durable_redis.core.registry import (
     orchestration_metadata,
 )
 from durable_redis.core.retry import RetryPolicy, to_ms
-from durable_redis.errors import ActivityTimeoutError, FailureDetails, TaskFailedError
+from durable_redis.errors import (
+    ActivityTimeoutError,
+    FailureDetails,
+    InvalidIdError,
+    TaskFailedError,
+    ValidationError,
+)
 
 if TYPE_CHECKING:
     from durable_redis.core.engine import ReplayEngine
 
-__all__ = ["MAX_SESSION_ID_LENGTH", "OrchestrationContext", "ReplaySafeLogger"]
+__all__ = [
+    "MAX_SESSION_ID_LENGTH",
+    "MAX_VALUE_BYTES",
+    "MAX_VALUE_KEYS",
+    "OrchestrationContext",
+    "ReplaySafeLogger",
+]
 
 T = TypeVar("T")
 I = TypeVar("I")  # noqa: E741 - input type
 R = TypeVar("R")
 
 MAX_SESSION_ID_LENGTH = 256
+MAX_VALUE_KEYS = 128
+"""Keys of one instance's key-value state (``ctx.set_value``)."""
+MAX_VALUE_BYTES = 64 * 1024
+"""Encoded size of one value of the key-value state."""
+
+
+def _check_name(value: object, what: str) -> None:
+    """Names become parts of storage keys and ids: 1..256 bytes, no newline or NUL."""
+    ok = isinstance(value, str) and 0 < len(value.encode("utf-8", "replace")) <= 256
+    if not ok or "\n" in str(value) or "\x00" in str(value):
+        raise InvalidIdError(f"invalid {what} {value!r}: 1..256 bytes, without newline or NUL")
 
 
 class ReplaySafeLogger(logging.LoggerAdapter[logging.Logger]):
@@ -413,6 +436,77 @@ class OrchestrationContext:
     def close_session(self, session_id: str) -> asyncio.Future[None]:
         """Close a session (a no-op for an unknown one); its in-flight activities are cancelled."""
         return self._engine.close_session(session_id)
+
+    # -- talking to running orchestrations (docs/messaging.md) ---------------------------------
+    def raise_event(self, instance_id: str, name: str, data: Any = None) -> None:
+        """Send the external event ``name`` to another instance (recorded; delivered once,
+        through the outbox when it lives in another partition; dropped if it does not exist)."""
+        _check_name(instance_id, "instance id")
+        _check_name(name, "event name")
+        self._engine.command(
+            ev.EventSent, instance_id=instance_id, name=name, data=self._engine.codec.encode(data)
+        )
+
+    @overload
+    def dequeue_event(self, queue: str) -> asyncio.Future[Any]: ...
+
+    @overload
+    def dequeue_event(self, queue: str, result_type: type[T]) -> asyncio.Future[T]: ...
+
+    def dequeue_event(self, queue: str, result_type: Any = Any) -> asyncio.Future[Any]:
+        """The oldest event of the persistent FIFO queue ``queue`` (``client.enqueue_event``):
+        each event is taken once, in order, including events raised before the wait and events
+        not taken before a continue-as-new."""
+        _check_name(queue, "queue name")
+        return self._engine.dequeue_event(queue, result_type)
+
+    def set_value(self, key: str, value: Any) -> None:
+        """Write ``key`` of the instance's key-value state (``None`` deletes it), committed with
+        the turn and readable by ``client.get_value`` without a turn; kept across
+        continue-as-new. Raises ValidationError past MAX_VALUE_KEYS keys or MAX_VALUE_BYTES."""
+        _check_name(key, "value key")
+        encoded = None if value is None else self._engine.codec.encode(value)
+        if encoded is not None and len(encoded) > MAX_VALUE_BYTES:
+            raise ValidationError(
+                f"value of {key!r} is {len(encoded)} bytes encoded (max {MAX_VALUE_BYTES})"
+            )
+        keys = self._engine.value_keys
+        if encoded is not None and key not in keys and len(keys) >= MAX_VALUE_KEYS:
+            raise ValidationError(f"the instance already has {MAX_VALUE_KEYS} values")
+        self._engine.command(ev.ValueSet, key=key, value=encoded)
+        if encoded is None:
+            keys.discard(key)
+        else:
+            keys.add(key)
+
+    def set_update_handler(
+        self,
+        name: str,
+        handler: Callable[[Any], Any],
+        *,
+        validator: Callable[[Any], object] | None = None,
+    ) -> None:
+        """Answer ``client.update(instance_id, name, arg)`` with ``handler(arg)`` (a function
+        or coroutine function that may use the context). ``validator(arg)`` runs first and
+        rejects the update by raising; a rejected update is not recorded."""
+        _check_name(name, "update name")
+        self._engine.update_handlers[name] = (handler, validator)
+
+    def append_stream(self, item: Any) -> None:
+        """Append ``item`` to the instance's progress stream (committed with the turn, so
+        once: replay does not append again); clients read it with ``client.stream``."""
+        self._engine.command(ev.StreamAppended, data=self._engine.codec.encode(item))
+
+    @property
+    def history_length(self) -> int:
+        """Events of this execution so far (the same on replay)."""
+        return self._engine.cursor
+
+    @property
+    def continue_as_new_suggested(self) -> bool:
+        """True once the execution has ``App.continue_as_new_suggested_at`` events; past
+        ``App.max_history_events`` the instance fails with HistoryLimitExceededError."""
+        return self._engine.cursor >= self._engine.suggest_at
 
     # -- helpers --------------------------------------------------------------------------------
     def _orchestration_identity(

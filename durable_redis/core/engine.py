@@ -20,7 +20,7 @@ from durable_redis.core.codec import Codec
 from durable_redis.core.context import MAX_SESSION_ID_LENGTH, OrchestrationContext
 from durable_redis.core.loop import DeterministicLoop
 from durable_redis.core.messages import failure_from_exception
-from durable_redis.core.registry import App
+from durable_redis.core.registry import DEFAULT_MAX_HISTORY_EVENTS, App
 from durable_redis.core.state import WorkState
 from durable_redis.errors import (
     ActivityFailedError,
@@ -79,6 +79,22 @@ def _same_command(recorded: ev.HistoryEvent, actual: ev.HistoryEvent) -> bool:
         case ev.OrchestrationFailed():
             assert isinstance(actual, ev.OrchestrationFailed)
             return recorded.failure.kind == actual.failure.kind
+        case ev.EventSent():
+            assert isinstance(actual, ev.EventSent)
+            return (recorded.instance_id, recorded.name, recorded.data) == (
+                actual.instance_id,
+                actual.name,
+                actual.data,
+            )
+        case ev.QueueDequeued():
+            assert isinstance(actual, ev.QueueDequeued)
+            return recorded.queue == actual.queue
+        case ev.ValueSet():
+            assert isinstance(actual, ev.ValueSet)
+            return recorded.key == actual.key
+        case ev.UpdateCompleted():
+            assert isinstance(actual, ev.UpdateCompleted)
+            return recorded.update_id == actual.update_id
         case _:  # timers (due time may change), custom status, completed, continued-as-new
             return True
 
@@ -121,6 +137,16 @@ class ReplayEngine:
         self.loop_timers: dict[int, asyncio.Future[None]] = {}  # id(TimerHandle) -> timer
         self.open_sessions: set[str] = set()
         self.last_activity_id = 0  # event id of the newest ActivityScheduled command
+        # talking to running orchestrations (docs/messaging.md)
+        self.max_events: int = getattr(app, "max_history_events", DEFAULT_MAX_HISTORY_EVENTS)
+        self.suggest_at: int = getattr(app, "continue_as_new_suggested_at", self.max_events)
+        self.queues: dict[str, deque[bytes]] = {}  # queue events not dequeued yet, in order
+        self.queue_waiters: dict[str, deque[tuple[asyncio.Future[Any], Any]]] = {}
+        self.value_keys: set[str] = set()
+        self.update_handlers: dict[str, tuple[Callable[..., Any], Callable[..., Any] | None]] = {}
+        self.updates_done: list[tuple[str, bytes | None, FailureDetails | None]] = []
+        self.update_replies: list[tuple[str, FailureDetails]] = []  # rejected: not recorded
+        self.late_messages: list[Any] = []  # queue events / updates after continue-as-new
 
     # -- positions ------------------------------------------------------------------------------
     @property
@@ -152,6 +178,8 @@ class ReplayEngine:
             return recorded
         if self.replaying:
             self.diverged(recorded="the end of the recorded history", actual=candidate)
+        if cls not in ev.TERMINAL_EVENTS and len(self.events) >= self.max_events:
+            self.history_limit()
         self.events.append(candidate)
         self.state.apply(candidate)
         self.cursor += 1
@@ -187,6 +215,14 @@ class ReplayEngine:
         self.loop.halt()
         raise Terminated
 
+    def history_limit(self) -> NoReturn:
+        self.fail(
+            "history_limit",
+            "HistoryLimitExceededError",
+            f"the execution reached max_history_events ({self.max_events}); continue as new "
+            "when ctx.continue_as_new_suggested turns true",
+        )
+
     def fail(self, kind: str, type_name: str, message: str) -> NoReturn:
         self.terminate(
             ev.OrchestrationFailed,
@@ -215,6 +251,12 @@ class ReplayEngine:
 
     def add_input(self, event: ev.HistoryEvent) -> None:
         """Append a new input event (from a message) and run the code on it."""
+        if len(self.events) >= self.max_events and not self.finished:
+            self.current_ms = self.now_ms
+            try:
+                self.history_limit()
+            except Terminated:
+                return
         self.events.append(event)
         self.state.apply(event)
         self.cursor += 1
@@ -242,6 +284,11 @@ class ReplayEngine:
                         ev.SubOrchestrationCancelRequested, scheduled_id=source_id, reason=reason
                     )
                 # timers: nothing to record; a late TimerFired resolves nothing
+            while self.updates_done:
+                update_id, result, failure = self.updates_done.pop(0)
+                self.command(
+                    ev.UpdateCompleted, update_id=update_id, result=result, failure=failure
+                )
             if self.main is not None and self.main.done():
                 self._finish_main(self.main)
         except Terminated:
@@ -264,6 +311,10 @@ class ReplayEngine:
                 self._resolve(source, event)
             case ev.EventRaised():
                 self._event_raised(event)
+            case ev.QueueEventRaised():
+                self._queue_event(event.queue, event.data)
+            case ev.UpdateReceived():
+                self._run_update(event)
             case ev.OrchestrationCancelRequested(reason=reason):
                 self.fail("cancelled", "OrchestrationCancelled", reason or "cancel requested")
             case _:  # pragma: no cover - replay() only delivers input events
@@ -273,6 +324,9 @@ class ReplayEngine:
         definition = self.app.get_orchestration(started.name, started.version)
         self.ctx = OrchestrationContext(self, started)
         self.open_sessions = set(started.sessions)
+        self.value_keys = set(started.value_keys or ())
+        for queue, data in zip(started.queue_names or (), started.queue_data or (), strict=True):
+            self.queues.setdefault(queue, deque()).append(data)
         try:
             value = self.decode(started.input, definition.input_type)
         except CodecError as exc:
@@ -397,6 +451,84 @@ class ReplayEngine:
             future.set_result(self.decode(data, result_type))
         except CodecError as exc:
             future.set_exception(exc)
+
+    # -- queues, values, updates, events to others (docs/messaging.md) -------------------------
+    def dequeue_event(self, queue: str, result_type: Any) -> asyncio.Future[Any]:
+        self.command(ev.QueueDequeued, queue=queue)
+        future: asyncio.Future[Any] = self.loop.create_future()
+        buffered = self.queues.get(queue)
+        if buffered:
+            self._set_decoded(future, buffered.popleft(), result_type)
+        else:
+            self.queue_waiters.setdefault(queue, deque()).append((future, result_type))
+        return future
+
+    def _queue_event(self, queue: str, data: bytes) -> None:
+        waiting = self.queue_waiters.get(queue)
+        while waiting:
+            future, result_type = waiting.popleft()
+            if not future.done():  # a waiter given up (when_any loser) takes nothing
+                self._set_decoded(future, data, result_type)
+                return
+        self.queues.setdefault(queue, deque()).append(data)
+
+    def unconsumed_queue_events(self) -> list[tuple[str, bytes]]:
+        """Queue events no dequeue took, oldest first in each queue (carried over
+        continue-as-new)."""
+        return [(queue, data) for queue, items in self.queues.items() for data in items]
+
+    def accept_update(self, update_id: str, name: str, data: bytes) -> bool:
+        """Run the validator of a new update (before anything is recorded); False = rejected."""
+        if update_id in self.state.update_ids:
+            return False  # already applied in this execution: a duplicate
+        handler = self.update_handlers.get(name)
+        if handler is None:
+            self.update_replies.append(
+                (
+                    update_id,
+                    FailureDetails("rejected", "UpdateRejectedError", f"no handler {name!r}"),
+                )
+            )
+            return False
+        validator = handler[1]
+        if validator is not None:
+            try:
+                validator(self.decode(data, Any))
+            except Exception as exc:  # the validator's verdict
+                self.update_replies.append(
+                    (update_id, failure_from_exception(exc, kind="rejected"))
+                )
+                return False
+        return True
+
+    def _run_update(self, event: ev.UpdateReceived) -> None:
+        handler = self.update_handlers.get(event.name)
+        update_id = event.update_id
+
+        async def run() -> Any:
+            if handler is None:
+                raise LookupError(f"no update handler {event.name!r}")
+            value = handler[0](self.decode(event.input, Any))
+            if asyncio.iscoroutine(value) or isinstance(value, asyncio.Future):
+                value = await value
+            return value
+
+        def done(task: asyncio.Task[Any]) -> None:
+            if task.cancelled():
+                failure = FailureDetails("application", "CancelledError", "update cancelled")
+                self.updates_done.append((update_id, None, failure))
+                return
+            exc = task.exception()
+            if exc is not None:
+                self.updates_done.append((update_id, None, failure_from_exception(exc)))
+                return
+            try:
+                self.updates_done.append((update_id, self.codec.encode(task.result()), None))
+            except CodecError as error:
+                self.updates_done.append((update_id, None, failure_from_exception(error)))
+
+        task = self.loop.create_task(run(), name=f"update:{event.name}")
+        task.add_done_callback(done)
 
     def schedule_child(
         self, name: str, version: str, child_id: str, payload: bytes, result_type: Any

@@ -30,6 +30,7 @@ __all__ = [
     "CustomStatusSet",
     "DetachedOrchestrationStarted",
     "EventRaised",
+    "EventSent",
     "EventSubscribed",
     "HistoryEvent",
     "OrchestrationCancelRequested",
@@ -37,14 +38,20 @@ __all__ = [
     "OrchestrationContinuedAsNew",
     "OrchestrationFailed",
     "OrchestrationStarted",
+    "QueueDequeued",
+    "QueueEventRaised",
     "SessionClosed",
     "SessionOpened",
+    "StreamAppended",
     "SubOrchestrationCancelRequested",
     "SubOrchestrationCompleted",
     "SubOrchestrationFailed",
     "SubOrchestrationScheduled",
     "TimerCreated",
     "TimerFired",
+    "UpdateCompleted",
+    "UpdateReceived",
+    "ValueSet",
     "decode_event",
     "decode_history",
     "describe_event",
@@ -72,6 +79,10 @@ class OrchestrationStarted(_Event):
     parent_execution_id: int | None = None
     parent_event_id: int | None = None
     sessions: tuple[str, ...] = ()  # sessions still open, carried over continue-as-new
+    # carried over continue-as-new (None, not written, when empty; docs/messaging.md):
+    queue_names: tuple[str, ...] | None = None  # unconsumed queue events, oldest first
+    queue_data: tuple[bytes, ...] | None = None
+    value_keys: tuple[str, ...] | None = None  # keys of the instance's key-value state
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -239,6 +250,64 @@ class SessionClosed(_Event):
     session_id: str
 
 
+# -- talking to running orchestrations (docs/messaging.md) -------------------------------------
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EventSent(_Event):
+    """Command. ``ctx.raise_event``: event ``name`` sent to instance ``instance_id``."""
+
+    instance_id: str
+    name: str
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class QueueEventRaised(_Event):
+    """Input. An event arrived on the persistent FIFO queue ``queue``."""
+
+    queue: str
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class QueueDequeued(_Event):
+    """Command. ``ctx.dequeue_event(queue)``: the code takes the oldest event of ``queue``."""
+
+    queue: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ValueSet(_Event):
+    """Command. ``ctx.set_value``: key ``key`` of the instance's state (None deletes it)."""
+
+    key: str
+    value: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UpdateReceived(_Event):
+    """Input. An update the handler's validator accepted (rejected ones are not recorded)."""
+
+    update_id: str
+    name: str
+    input: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UpdateCompleted(_Event):
+    """Command. The update handler returned ``result`` or raised ``failure``."""
+
+    update_id: str
+    result: bytes | None = None
+    failure: FailureDetails | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StreamAppended(_Event):
+    """Command. ``ctx.append_stream``: ``data`` appended to the instance's progress stream."""
+
+    data: bytes
+
+
 HistoryEvent = (
     OrchestrationStarted
     | OrchestrationCompleted
@@ -261,6 +330,13 @@ HistoryEvent = (
     | CustomStatusSet
     | SessionOpened
     | SessionClosed
+    | EventSent
+    | QueueEventRaised
+    | QueueDequeued
+    | ValueSet
+    | UpdateReceived
+    | UpdateCompleted
+    | StreamAppended
 )
 
 INPUT_EVENTS: tuple[type[HistoryEvent], ...] = (
@@ -272,6 +348,8 @@ INPUT_EVENTS: tuple[type[HistoryEvent], ...] = (
     EventRaised,
     SubOrchestrationCompleted,
     SubOrchestrationFailed,
+    QueueEventRaised,
+    UpdateReceived,
 )
 TERMINAL_EVENTS: tuple[type[HistoryEvent], ...] = (
     OrchestrationCompleted,
@@ -290,6 +368,11 @@ COMMAND_EVENTS: tuple[type[HistoryEvent], ...] = (
     CustomStatusSet,
     SessionOpened,
     SessionClosed,
+    EventSent,
+    QueueDequeued,
+    ValueSet,
+    UpdateCompleted,
+    StreamAppended,
 )
 
 _SCHEMA: Schema[HistoryEvent] = Schema("history event", (*INPUT_EVENTS, *COMMAND_EVENTS))
@@ -322,7 +405,17 @@ def decode_history(records: Sequence[bytes], start: int = 0) -> list[HistoryEven
     return events
 
 
-_SHORT_FIELDS = ("name", "session_id", "activity_id", "timer_id", "scheduled_id", "instance_id")
+_SHORT_FIELDS = (
+    "name",
+    "queue",
+    "key",
+    "update_id",
+    "session_id",
+    "activity_id",
+    "timer_id",
+    "scheduled_id",
+    "instance_id",
+)
 
 
 def describe_event(event: HistoryEvent) -> str:

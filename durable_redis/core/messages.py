@@ -22,16 +22,21 @@ __all__ = [
     "EventRaised",
     "Message",
     "OutgoingMessage",
+    "QueueEventRaised",
     "StartOrchestration",
     "SubOrchestrationCompleted",
     "SubOrchestrationFailed",
     "TimerFired",
+    "UpdateReply",
+    "UpdateRequested",
     "activity_completed",
     "activity_failed",
     "cancel_message",
     "decode_message",
+    "decode_reply",
     "decode_task",
     "encode_message",
+    "encode_reply",
     "encode_task",
     "event_raised_message",
     "failure_from_exception",
@@ -51,6 +56,9 @@ class StartOrchestration:
     parent_execution_id: int | None = None
     parent_event_id: int | None = None
     sessions: tuple[str, ...] = ()  # open sessions carried over continue-as-new
+    queue_names: tuple[str, ...] | None = None  # unconsumed queue events carried over
+    queue_data: tuple[bytes, ...] | None = None
+    value_keys: tuple[str, ...] | None = None  # keys of the instance's key-value state
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -101,6 +109,31 @@ class CancelRequested:
     reason: str = ""
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class QueueEventRaised:
+    """An event for the persistent FIFO queue ``queue`` (``ctx.dequeue_event``)."""
+
+    queue: str
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UpdateRequested:
+    """A client's update: run handler ``name`` on ``input``; reply under ``update_id``."""
+
+    update_id: str
+    name: str
+    input: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UpdateReply:
+    """The answer to an update: the handler's encoded ``result``, or its ``failure``."""
+
+    result: bytes | None = None
+    failure: FailureDetails | None = None
+
+
 Message = (
     StartOrchestration
     | ActivityCompleted
@@ -110,6 +143,8 @@ Message = (
     | SubOrchestrationCompleted
     | SubOrchestrationFailed
     | CancelRequested
+    | QueueEventRaised
+    | UpdateRequested
 )
 
 
@@ -177,8 +212,11 @@ _MESSAGES: Schema[Message] = Schema(
         SubOrchestrationCompleted,
         SubOrchestrationFailed,
         CancelRequested,
+        QueueEventRaised,
+        UpdateRequested,
     ),
 )
+_REPLIES: Schema[UpdateReply] = Schema("update reply", (UpdateReply,))
 _TASKS: Schema[ActivityTask] = Schema("activity task", (ActivityTask,))
 
 
@@ -189,6 +227,15 @@ def encode_message(message: Message) -> bytes:
 def decode_message(data: bytes) -> Message:
     """CodecError for bad bytes, unknown kinds or newer schema versions."""
     return _MESSAGES.decode(data)
+
+
+def encode_reply(reply: UpdateReply) -> bytes:
+    return _REPLIES.encode(reply)
+
+
+def decode_reply(data: bytes) -> UpdateReply:
+    """CodecError for bad bytes."""
+    return _REPLIES.decode(data)
 
 
 def encode_task(task: ActivityTask) -> bytes:

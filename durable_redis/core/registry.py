@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 import threading
 import typing
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar, overload
 
@@ -25,6 +25,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 MAX_NAME_LENGTH = 256
 DEFAULT_MAX_SESSIONS = 10
+DEFAULT_MAX_HISTORY_EVENTS = 50_000
+"""Events one execution may hold (plus its terminal event) before the instance fails."""
 _ORCH_ATTR = "__durable_orchestration__"
 _ACT_ATTR = "__durable_activity__"
 
@@ -50,6 +52,15 @@ class OrchestrationDefinition:
     takes_input: bool
 
 
+@dataclass(frozen=True, slots=True)
+class StreamWriter:
+    """How an activity appends to its instance's progress stream (set by the runtime):
+    ``append`` from async code, ``append_from_thread`` from a sync activity's thread."""
+
+    append: Callable[[Any], Awaitable[str]]
+    append_from_thread: Callable[[Any], str]
+
+
 class ActivityContext:
     """What an activity gets as its first argument. Plain data plus a cancellation flag."""
 
@@ -66,7 +77,9 @@ class ActivityContext:
         cancel_event: threading.Event | None = None,
         delivery: int = 1,
         first_attempt_id: int | None = None,
+        stream: StreamWriter | None = None,
     ) -> None:
+        self._stream = stream
         self.instance_id = instance_id
         self.execution_id = execution_id
         self.activity_id = activity_id
@@ -97,6 +110,22 @@ class ActivityContext:
     def cancel(self) -> None:
         """Set the cancellation flag (called by the runtime)."""
         self._cancel_event.set()
+
+    def append_stream(self, item: Any) -> str:
+        """From a sync activity: append ``item`` to the instance's progress stream; returns
+        its offset. At least once, like the activity: a retried attempt may append again."""
+        return self._writer().append_from_thread(item)
+
+    async def append_stream_async(self, item: Any) -> str:
+        """From an async activity: :meth:`append_stream`."""
+        return await self._writer().append(item)
+
+    def _writer(self) -> StreamWriter:
+        if self._stream is None:
+            raise ConfigurationError(
+                "this activity context has no progress stream (not run by a worker)"
+            )
+        return self._stream
 
     def __repr__(self) -> str:
         return (
@@ -134,6 +163,9 @@ class App:
     """A registry of orchestrations and activities; workers and clients are built over one.
 
     ``max_sessions_per_orchestration`` limits the sessions one instance may hold open at once.
+    ``max_history_events`` (default 50,000) bounds one execution's history: past it the
+    instance fails with ``HistoryLimitExceededError``; ``ctx.continue_as_new_suggested`` turns
+    true at ``continue_as_new_suggested_at`` events (default 80 % of the maximum).
     """
 
     def __init__(
@@ -142,9 +174,24 @@ class App:
         *,
         codec: Codec | None = None,
         max_sessions_per_orchestration: int = DEFAULT_MAX_SESSIONS,
+        max_history_events: int = DEFAULT_MAX_HISTORY_EVENTS,
+        continue_as_new_suggested_at: int | None = None,
     ) -> None:
         if max_sessions_per_orchestration < 0:
             raise ConfigurationError("max_sessions_per_orchestration must be >= 0")
+        if max_history_events < 10:
+            raise ConfigurationError("max_history_events must be >= 10")
+        suggested = (
+            continue_as_new_suggested_at
+            if continue_as_new_suggested_at is not None
+            else max_history_events * 4 // 5
+        )
+        if not 1 <= suggested <= max_history_events:
+            raise ConfigurationError(
+                "continue_as_new_suggested_at must be between 1 and max_history_events"
+            )
+        self.max_history_events = max_history_events
+        self.continue_as_new_suggested_at = suggested
         self.name = name
         self.codec: Codec = codec if codec is not None else MsgpackCodec()
         self.max_sessions_per_orchestration = max_sessions_per_orchestration

@@ -18,6 +18,8 @@ class WorkState:
         "started",
         "terminal",
         "timers",
+        "update_ids",
+        "updates",
     )
 
     def __init__(self) -> None:
@@ -28,6 +30,8 @@ class WorkState:
         self.children: dict[int, ev.SubOrchestrationScheduled] = {}
         self.sessions: set[str] = set()
         self.cancel_requested = False
+        self.updates: dict[str, ev.UpdateReceived] = {}  # received, not completed yet
+        self.update_ids: set[str] = set()  # every update received by this execution
 
     def apply(self, event: ev.HistoryEvent) -> None:
         match event:
@@ -66,8 +70,18 @@ class WorkState:
                 | ev.OrchestrationContinuedAsNew()
             ):
                 self.terminal = event
+            case ev.UpdateReceived():
+                self.updates[event.update_id] = event
+                self.update_ids.add(event.update_id)
+            case ev.UpdateCompleted():
+                self.updates.pop(event.update_id, None)
             case (
-                ev.EventSubscribed()
+                ev.EventSent()
+                | ev.QueueEventRaised()
+                | ev.QueueDequeued()
+                | ev.ValueSet()
+                | ev.StreamAppended()
+                | ev.EventSubscribed()
                 | ev.EventRaised()
                 | ev.DetachedOrchestrationStarted()
                 | ev.CustomStatusSet()

@@ -66,6 +66,9 @@ class TurnResult:
     sessions_opened: tuple[str, ...] = ()
     sessions_closed: tuple[str, ...] = ()
     nondeterminism: NondeterminismError | None = None  # set when failure.kind == nondeterminism
+    values: tuple[tuple[str, bytes | None], ...] = ()  # key-value state writes, in order
+    update_replies: tuple[tuple[str, bytes], ...] = ()  # (update id, encode_reply bytes)
+    stream_items: tuple[bytes, ...] = ()  # appended to the progress stream, in order
 
 
 def _status_of(state: WorkState) -> OrchestrationStatus:
@@ -187,6 +190,7 @@ class SuspendedOrchestration:
             engine.base_len = len(engine.events)
             engine.now_ms = engine.current_ms = now_ms
             engine.loop.unhandled.clear()
+            engine.update_replies.clear()  # answered by the turn that suspended it
             _apply_messages(engine, self.execution_id, messages, now_ms)
             result = build_result(engine, self.instance_id, self.execution_id)
             suspended = _suspend(engine, result, self.instance_id, self.execution_id)
@@ -220,7 +224,9 @@ def _apply_messages(
 ) -> None:
     for message in messages:
         if engine.finished:
-            break
+            if isinstance(message, msg.QueueEventRaised | msg.UpdateRequested):
+                engine.late_messages.append(message)  # carried (CAN) or answered (terminal)
+            continue
         accepted = _accept(engine, execution_id, message, now_ms)
         if accepted is not None:
             engine.add_input(accepted)
@@ -307,6 +313,9 @@ def _run_turn(
                     parent_execution_id=start.parent_execution_id,
                     parent_event_id=start.parent_event_id,
                     sessions=tuple(start.sessions),
+                    queue_names=start.queue_names,
+                    queue_data=start.queue_data,
+                    value_keys=start.value_keys,
                 )
             )
         else:
@@ -429,6 +438,20 @@ def _accept(
             return ev.EventRaised(
                 event_id=eid, timestamp_ms=now_ms, name=message.name, data=message.data
             )
+        case msg.QueueEventRaised():
+            return ev.QueueEventRaised(
+                event_id=eid, timestamp_ms=now_ms, queue=message.queue, data=message.data
+            )
+        case msg.UpdateRequested() if engine.accept_update(
+            message.update_id, message.name, message.input
+        ):
+            return ev.UpdateReceived(
+                event_id=eid,
+                timestamp_ms=now_ms,
+                update_id=message.update_id,
+                name=message.name,
+                input=message.input,
+            )
         case msg.CancelRequested() if not state.cancel_requested:
             return ev.OrchestrationCancelRequested(
                 event_id=eid, timestamp_ms=now_ms, reason=message.reason
@@ -441,7 +464,13 @@ def build_result(engine: ReplayEngine, instance_id: str, execution_id: int) -> T
     """Turn the events appended this turn into work, messages and session changes."""
     new = engine.events[engine.base_len :]
     return _result_from(
-        engine.state, new, instance_id, execution_id, engine.base_len, engine.nondeterminism
+        engine.state,
+        new,
+        instance_id,
+        execution_id,
+        engine.base_len,
+        engine.nondeterminism,
+        engine,
     )
 
 
@@ -452,8 +481,14 @@ def _result_from(
     execution_id: int,
     history_len_before: int,
     nondeterminism: NondeterminismError | None,
+    engine: ReplayEngine | None = None,
 ) -> TurnResult:
     terminal = state.terminal if state.terminal in new else None
+    values: list[tuple[str, bytes | None]] = []
+    replies: list[tuple[str, bytes]] = []
+    stream: list[bytes] = []
+    if engine is not None:
+        replies += [(uid, _reply(None, f)) for uid, f in engine.update_replies]
     started = state.started
     prefix = f"{instance_id}:{execution_id}"
     tasks: list[msg.ActivityTask] = []
@@ -525,6 +560,20 @@ def _result_from(
                 outgoing.append(_child_cancel(state, event.scheduled_id, prefix, event.reason, new))
             case ev.CustomStatusSet():
                 custom = event
+            case ev.ValueSet():
+                values.append((event.key, event.value))
+            case ev.StreamAppended():
+                stream.append(event.data)
+            case ev.UpdateCompleted():
+                replies.append((event.update_id, _reply(event.result, event.failure)))
+            case ev.EventSent():
+                outgoing.append(
+                    msg.OutgoingMessage(
+                        instance_id=event.instance_id,
+                        message_id=f"{prefix}:{event.event_id}:event",
+                        message=msg.EventRaised(name=event.name, data=event.data),
+                    )
+                )
             case ev.SessionOpened():
                 opened.append(event.session_id)
             case ev.SessionClosed():
@@ -552,8 +601,22 @@ def _result_from(
         for scheduled_id in sorted(state.children):
             if scheduled_id not in fresh_children:
                 outgoing.append(_child_cancel(state, scheduled_id, prefix, "parent finished", new))
+        ended = FailureDetails(
+            "application", "InstanceEndedError", f"the instance ended ({status.value}) first"
+        )
+        replies += [(uid, _reply(None, ended)) for uid in sorted(state.updates)]
         if isinstance(terminal, ev.OrchestrationContinuedAsNew):
             assert started is not None
+            carried: list[tuple[str, bytes]] = []
+            late_updates: list[msg.UpdateRequested] = []
+            if engine is not None:  # queue events arrived after the continue: after the
+                carried = engine.unconsumed_queue_events()  # buffered ones, before newer ones
+                for late in engine.late_messages:
+                    if isinstance(late, msg.QueueEventRaised):
+                        carried.append((late.queue, late.data))
+                    else:
+                        late_updates.append(late)
+            value_keys = sorted(engine.value_keys) if engine is not None else []
             outgoing.append(
                 msg.OutgoingMessage(
                     instance_id=instance_id,
@@ -567,10 +630,24 @@ def _result_from(
                         parent_execution_id=started.parent_execution_id,
                         parent_event_id=started.parent_event_id,
                         sessions=tuple(sorted(state.sessions)),
+                        queue_names=tuple(q for q, _ in carried) or None,
+                        queue_data=tuple(d for _, d in carried) or None,
+                        value_keys=tuple(value_keys) or None,
                     ),
                 )
             )
+            for update in late_updates:  # arrived after the continue: to the next execution
+                outgoing.append(
+                    msg.OutgoingMessage(
+                        instance_id=instance_id,
+                        message_id=f"{prefix}:carry:{update.update_id}",
+                        message=update,
+                    )
+                )
         else:
+            for late in engine.late_messages if engine is not None else []:
+                if isinstance(late, msg.UpdateRequested):
+                    replies.append((late.update_id, _reply(None, ended)))
             closed.extend(sorted(state.sessions - set(closed)))
             if isinstance(terminal, ev.OrchestrationCompleted):
                 output = terminal.output
@@ -597,7 +674,14 @@ def _result_from(
         sessions_opened=tuple(opened),
         sessions_closed=tuple(dict.fromkeys(closed)),
         nondeterminism=nondeterminism,
+        values=tuple(values),
+        update_replies=tuple(replies),
+        stream_items=tuple(stream),
     )
+
+
+def _reply(result: bytes | None, failure: FailureDetails | None) -> bytes:
+    return msg.encode_reply(msg.UpdateReply(result=result, failure=failure))
 
 
 def _is_fresh_child(out: msg.OutgoingMessage, fresh: set[int], prefix: str) -> bool:

@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import anyio
+
 from durable_redis import core
 from durable_redis.errors import ConfigurationError, FailureDetails
 from durable_redis.storage.base import (
@@ -310,6 +312,9 @@ def to_commit(result: Any) -> TurnCommit:
         cancelled_work=list(result.cancelled_activities),
         sessions_opened=list(result.sessions_opened),
         sessions_closed=list(result.sessions_closed),
+        values=list(result.values),
+        update_replies=list(result.update_replies),
+        stream_items=list(result.stream_items),
     )
 
 
@@ -354,8 +359,10 @@ def make_activity_context(
     delivery: int,
     session_id: str | None,
     cancel_event: threading.Event,
+    stream: core.StreamWriter | None = None,
 ) -> Any:
     return core.ActivityContext(
+        stream=stream,
         instance_id=task.instance_id,
         activity_id=task.activity_id,
         name=task.name,
@@ -367,6 +374,20 @@ def make_activity_context(
         execution_id=task.execution_id,
         cancel_event=cancel_event,
     )
+
+
+def stream_writer(store: Any, instance_id: str, codec: Any) -> core.StreamWriter:
+    """The activity side of ``ctx.append_stream``: one XADD per item (at least once)."""
+
+    async def append(item: Any) -> str:
+        offset: str = await store.append_stream(instance_id, codec.encode(item))
+        return offset
+
+    def append_from_thread(item: Any) -> str:
+        offset: str = anyio.from_thread.run(append, item)
+        return offset
+
+    return core.StreamWriter(append, append_from_thread)
 
 
 def completed_message(task: Any, value: Any, codec: Any) -> tuple[str, bytes]:

@@ -357,6 +357,7 @@ class ActivityDispatcher:
             delivery=lease.attempt,
             session_id=lease.session_id,
             cancel_event=run.cancel_event,
+            stream=_bridge.stream_writer(self._store, task.instance_id, self._codec),
         )
         outcome: tuple[bool, Any] | None = None
         timeout = task.timeout_ms / 1000 if task.timeout_ms else math.inf

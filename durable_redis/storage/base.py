@@ -171,6 +171,9 @@ class TurnCommit:
     cancelled_work: Sequence[str] = ()  # activity keys; deleted AFTER enqueueing work_items
     sessions_opened: Sequence[str] = ()
     sessions_closed: Sequence[str] = ()  # purged: queued work deleted, in-flight leases stolen
+    values: Sequence[tuple[str, bytes | None]] = ()  # key-value state writes (None deletes)
+    update_replies: Sequence[tuple[str, bytes]] = ()  # update id -> encoded reply
+    stream_items: Sequence[bytes] = ()  # appended to the instance's progress stream
 
 
 @dataclass(frozen=True, slots=True)
@@ -394,4 +397,23 @@ class Store(Protocol):
 
     async def run_janitor(self, *, retention_ms: int, batch: int = 200) -> int:
         """Remove terminal instances completed more than ``retention_ms`` ago. Returns count."""
+        ...
+
+    # -- talking to running orchestrations (docs/messaging.md; storage/messaging.py) ----------
+    async def get_values(
+        self, instance_id: str, keys: Sequence[str] | None = None
+    ) -> dict[str, bytes]:
+        """The instance's key-value state (every key, or the given ones that are set)."""
+        ...
+
+    async def get_update_reply(self, instance_id: str, update_id: str) -> bytes | None: ...
+
+    async def append_stream(self, instance_id: str, data: bytes) -> str:
+        """Append to the instance's progress stream; returns the item's offset."""
+        ...
+
+    async def read_stream(
+        self, instance_id: str, *, after: str = "0", count: int = 100, block_ms: int | None = None
+    ) -> list[tuple[str, bytes]]:
+        """Progress stream entries after offset ``after``; ``block_ms`` waits for the first."""
         ...

@@ -106,6 +106,21 @@ class InstanceKeys:
     def history(self, execution_id: int) -> str:
         return f"{self.prefix}h:{execution_id}:{self.instance_id}"
 
+    @property
+    def values(self) -> str:
+        """HASH: the instance's key-value state (``ctx.set_value``)."""
+        return f"{self.prefix}kv:{self.instance_id}"
+
+    @property
+    def replies(self) -> str:
+        """HASH: update id -> encoded reply (``client.update``)."""
+        return f"{self.prefix}u:{self.instance_id}"
+
+    @property
+    def stream(self) -> str:
+        """STREAM: the instance's progress stream (``client.stream``)."""
+        return f"{self.prefix}st:{self.instance_id}"
+
 
 class PartitionKeys:
     """Partition-level keys of partition ``index`` of ``namespace``."""

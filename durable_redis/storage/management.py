@@ -259,6 +259,9 @@ class ManagementMixin(RedisStoreBase):
                 ik.children,
                 pc,
                 *[ik.history(e) for e in range(1, execution + 1)],
+                ik.values,
+                ik.replies,
+                ik.stream,
             ]
             reply = await self._eval(
                 "delete_instance",

@@ -50,6 +50,7 @@ from durable_redis.storage.keys import (
     validate_id,
 )
 from durable_redis.storage.management import ManagementMixin
+from durable_redis.storage.messaging import MessagingMixin, messaging_args
 from durable_redis.storage.outbox import OutboxMixin
 from durable_redis.storage.redis_base import RedisStoreBase
 from durable_redis.storage.scripts import Status, raise_for_status
@@ -81,7 +82,7 @@ def _message_keys(pk: PartitionKeys, ik: InstanceKeys) -> list[str]:
     ]
 
 
-class RedisStore(ActivityQueueMixin, ManagementMixin, OutboxMixin, RedisStoreBase):
+class RedisStore(ActivityQueueMixin, ManagementMixin, OutboxMixin, MessagingMixin, RedisStoreBase):
     """The Store contract on one Redis or on a Redis Cluster.
 
     ``RedisStore(client, namespace=...)`` wraps an existing ``redis.asyncio.Redis``, a
@@ -412,6 +413,7 @@ class RedisStore(ActivityQueueMixin, ManagementMixin, OutboxMixin, RedisStoreBas
         args.append(len(commit.messages))
         args += msg_args
         args += wake_owners
+        args += messaging_args(commit)
         keys = [
             pk.pmeta,
             pk.seq,
@@ -442,6 +444,9 @@ class RedisStore(ActivityQueueMixin, ManagementMixin, OutboxMixin, RedisStoreBas
             pk.outbox_data,
             *group_keys,
             *[pk.wq_wake(o) for o in wake_owners],
+            ik.values,
+            ik.replies,
+            ik.stream,
         ]
         reply = await self._eval("commit_turn", keys, args)
         if reply[0] != Status.OK:

@@ -210,6 +210,24 @@ ALL_EVENTS: list[ev.HistoryEvent] = [
     ev.CustomStatusSet(event_id=19, timestamp_ms=2, status=None),
     ev.SessionOpened(event_id=20, timestamp_ms=2, session_id="s"),
     ev.SessionClosed(event_id=21, timestamp_ms=2, session_id="s"),
+    ev.EventSent(event_id=22, timestamp_ms=2, instance_id="t", name="e", data=b"d"),
+    ev.QueueEventRaised(event_id=23, timestamp_ms=2, queue="q", data=b"d"),
+    ev.QueueDequeued(event_id=24, timestamp_ms=2, queue="q"),
+    ev.ValueSet(event_id=25, timestamp_ms=2, key="k", value=b"v"),
+    ev.UpdateReceived(event_id=26, timestamp_ms=2, update_id="u", name="n", input=b"i"),
+    ev.UpdateCompleted(event_id=27, timestamp_ms=2, update_id="u", failure=FAIL),
+    ev.StreamAppended(event_id=28, timestamp_ms=2, data=b"s"),
+    ev.OrchestrationStarted(
+        event_id=1,
+        timestamp_ms=2,
+        instance_id="i",
+        name="n",
+        version="v",
+        input=b"x",
+        queue_names=("q",),
+        queue_data=(b"d",),
+        value_keys=("k",),
+    ),
 ]
 
 

@@ -1,0 +1,105 @@
+"""Talking to running orchestrations, the storage side (docs/messaging.md): the key-value
+state and update replies that ``commit_turn`` writes, and the instance's progress stream.
+
+Reads are plain reads (no turn, no script); writes of the state and replies ride on
+``commit_turn`` (its appended KEYS/ARGV, packed by :func:`messaging_args`). An activity's
+stream append is one ``XADD`` (activities run at least once, so a retried one may append again).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from durable_redis.storage._replies import _s
+from durable_redis.storage.base import TurnCommit
+from durable_redis.storage.keys import validate_id
+from durable_redis.storage.redis_base import RedisStoreBase
+
+__all__ = [
+    "REPLY_TTL_MS",
+    "STREAM_MAXLEN",
+    "STREAM_TTL_MS",
+    "MessagingMixin",
+    "StreamEntry",
+    "messaging_args",
+]
+
+REPLY_TTL_MS = 24 * 3600 * 1000
+"""Update replies are kept this long after the instance's last reply (then a retried update
+id is applied again only if the execution that received it has ended)."""
+STREAM_MAXLEN = 10_000
+"""Entries a progress stream keeps (``XADD MAXLEN ~``: about this many, oldest trimmed)."""
+STREAM_TTL_MS = 7 * 24 * 3600 * 1000
+"""A progress stream expires this long after its last append (and goes with its instance)."""
+
+StreamEntry = tuple[str, bytes]
+"""(offset, encoded item); offsets are Redis stream ids ``"<ms>-<seq>"``, in order."""
+
+
+def messaging_args(commit: TurnCommit) -> list[Any]:
+    """commit_turn's appended ARGV: values, replies and stream items (see its header)."""
+    args: list[Any] = [len(commit.values)]
+    for key, value in commit.values:
+        args += [key, "2" if value is None else "1", value or b""]
+    args.append(len(commit.update_replies))
+    for update_id, reply in commit.update_replies:
+        args += [update_id, reply]
+    args.append(REPLY_TTL_MS)
+    args.append(len(commit.stream_items))
+    args += list(commit.stream_items)
+    args += [STREAM_MAXLEN, STREAM_TTL_MS]
+    return args
+
+
+class MessagingMixin(RedisStoreBase):
+    """Key-value state, update replies and progress streams of instances."""
+
+    async def get_values(
+        self, instance_id: str, keys: Sequence[str] | None = None
+    ) -> dict[str, bytes]:
+        """The instance's key-value state: every key, or only ``keys`` that are set."""
+        await self._ready()
+        validate_id("instance id", instance_id)
+        ik = self._pk(instance_id).instance(instance_id)
+        if keys is None:
+            raw = await self._r.hgetall(ik.values)
+            return {_s(k): bytes(v) for k, v in raw.items()}
+        wanted = list(keys)
+        if not wanted:
+            return {}
+        found = await self._r.hmget(ik.values, wanted)
+        return {k: bytes(v) for k, v in zip(wanted, found, strict=True) if v is not None}
+
+    async def get_update_reply(self, instance_id: str, update_id: str) -> bytes | None:
+        """The encoded reply to update ``update_id``, or None while there is none."""
+        await self._ready()
+        validate_id("instance id", instance_id)
+        reply = await self._r.hget(self._pk(instance_id).instance(instance_id).replies, update_id)
+        return None if reply is None else bytes(reply)
+
+    async def append_stream(self, instance_id: str, data: bytes) -> str:
+        """Append one encoded item to the instance's progress stream; returns its offset."""
+        await self._ready()
+        validate_id("instance id", instance_id)
+        key = self._pk(instance_id).instance(instance_id).stream
+        pipe = self._r.pipeline(transaction=False)
+        pipe.xadd(key, {"d": data}, maxlen=STREAM_MAXLEN, approximate=True)
+        pipe.pexpire(key, STREAM_TTL_MS)
+        offset, _ = await pipe.execute()
+        return _s(offset)
+
+    async def read_stream(
+        self, instance_id: str, *, after: str = "0", count: int = 100, block_ms: int | None = None
+    ) -> list[StreamEntry]:
+        """Entries after offset ``after`` ("0": from the start), oldest first; with
+        ``block_ms``, wait up to that long for the first one (``XREAD BLOCK``)."""
+        await self._ready()
+        validate_id("instance id", instance_id)
+        key = self._pk(instance_id).instance(instance_id).stream
+        if block_ms is None:
+            rows = await self._r.xrange(key, min=f"({after}" if after != "0" else "-", count=count)
+        else:
+            reply = await self._r.xread({key: after}, count=count, block=max(1, block_ms))
+            rows = reply[0][1] if reply else []
+        return [(_s(i), bytes(f.get(b"d", b""))) for i, f in rows]
