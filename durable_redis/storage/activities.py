@@ -94,6 +94,8 @@ class ActivityQueueMixin(RedisStoreBase):
                 raise_for_status("fetch_work_items", reply)
             until = int(reply[1])
             flat = reply[2]
+            if not flat:
+                self.calls["fetch_work_items:empty"] += 1
             for i in range(0, len(flat), 7):
                 sid = _s(flat[i + 4])
                 out.append(

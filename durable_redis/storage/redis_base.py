@@ -12,6 +12,7 @@ import asyncio
 import logging
 import secrets
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
@@ -85,6 +86,9 @@ class RedisStoreBase:
         # set when our last commit saw nothing claimable (P = 1): the next orchestration fetch
         # blocks on the marker first instead of running a claim that would find nothing
         self._nothing_due = False
+        # script calls by name, and "<name>:empty" for fetches that found nothing (benchmarks
+        # read them: wasted calls per unit of work)
+        self.calls: Counter[str] = Counter()
 
     def _remember_exec(self, instance_id: str, execution_id: int) -> None:
         if execution_id == 1:
@@ -190,6 +194,7 @@ class RedisStoreBase:
 
     async def _eval(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> list[Any]:
         """Run one script (EVALSHA, NOSCRIPT reload). The single path every script call takes."""
+        self.calls[name] += 1
         reply = await self._scripts[name](keys=list(keys), args=list(args))
         return list(reply)
 

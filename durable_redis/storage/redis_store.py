@@ -249,6 +249,7 @@ class RedisStore(ActivityQueueMixin, ManagementMixin, OutboxMixin, RedisStoreBas
                 if claim[0] != Status.OK:
                     raise_for_status("claim_orchestration", claim)
                 if len(claim) == 1:
+                    self.calls["claim_orchestration:empty"] += 1
                     break
                 iid, token = _s(claim[1]), _s(claim[2])
                 lease = await self._lock_messages(pk, epoch, iid, token)
