@@ -5,6 +5,9 @@ appends the events, updates the instance, purges closed sessions, opens sessions
 items, deletes cancelled work (after the enqueue), purges every session on a terminal status,
 delivers messages (creating child instances; a message to another partition is written to this
 partition's outbox instead, and delivered after the commit), and releases the lock.
+With a take_worker (ARGV[21]) it also leases up to take_limit of the new plain work items that
+are visible now to that worker, as fetch_work_items would, while no older plain item waits
+(FIFO holds); those wake nobody.
 
 KEYS
   1 pmeta          partition metadata HASH
@@ -54,7 +57,11 @@ ARGV
   13 output_set  14 output  15 error_set  16 error  17 custom_set  18 custom
   19 n_groups
   20 n_wake
-  21... n_events, events...;
+  21 take_worker   "" = lease nothing; else the worker id the taken items are leased to
+  22 take_nonce    lease tokens are "<seq>:<nonce>"
+  23 take_limit
+  24 take_lock_ms
+  25... n_events, events...;
         n_work, (item_id, activity_key, session_id, visible_at, data) each;
         n_cancel, item ids...;  n_open, session ids...;  n_close, session ids...;
         n_msgs, (group, target_iid, message_id, data, visible_at, create, name, version,
@@ -62,9 +69,11 @@ ARGV
                  (a target in another partition);
         wake owners... (n_wake)
 RETURNS
-  {0, due} committed; due = 1 if an instance of the partition is claimable now (a visible
-    message or an expired lock), else 0: a hint that lets the committing worker block on the
-    marker at once instead of running a claim that finds nothing
+  {0, due, lease_until_ms, {item_id, token, iid, activity_key, session_id, data, attempt, ...}}
+    committed; due = 1 if an instance of the partition is claimable now (a visible message or
+    an expired lock), else 0: a hint that lets the committing worker block on the marker at
+    once instead of running a claim that finds nothing; then the work items taken (leased to
+    take_worker until lease_until_ms; none without a take_worker)
   {0} this exact commit already ran (same token)
 STATUS
   0 OK, 1 LEASE_LOST (token stale, lease expired, instance gone, or history length mismatch:
@@ -91,7 +100,7 @@ if status_key(status, 14) == nil then return {1, 'status'} end
 -- argument cursor -------------------------------------------------------------------------
 local groups = tonumber(ARGV[19])
 local n_wake = tonumber(ARGV[20])
-local pos = 21
+local pos = 25
 local function take()
   local v = ARGV[pos]
   pos = pos + 1
@@ -172,6 +181,13 @@ for _, sid in ipairs(opens) do
   redis.call('SADD', KEYS[21], sid)
 end
 -- 5. work items, then cancelled work ----------------------------------------------------------
+local take_worker = ARGV[21]
+local take_left = 0
+if take_worker ~= '' and redis.call('ZCARD', ready) == 0 then
+  take_left = tonumber(ARGV[23])
+end
+local take_until = now + tonumber(ARGV[24] ~= '' and ARGV[24] or '0')
+local taken = {}
 for _, w in ipairs(work) do
   local id, sid = w[1], w[3]
   if redis.call('HEXISTS', items, id .. '|d') == 0 then
@@ -182,7 +198,18 @@ for _, w in ipairs(work) do
     local vis = now
     if w[4] ~= '' then vis = tonumber(w[4]) end
     local where = place_item(items, ready, sready, delayed, id, vis, now)
-    if where == 'plain' then
+    if where == 'plain' and take_left > 0 then
+      take_left = take_left - 1
+      redis.call('ZREM', ready, id)
+      local tok = redis.call('INCR', KEYS[2]) .. ':' .. ARGV[22]
+      local attempt = redis.call('HINCRBY', items, id .. '|a', 1)
+      redis.call('HSET', items, id .. '|t', tok, id .. '|w', take_worker)
+      redis.call('ZADD', leases, fmt(take_until), id)
+      for _, v in ipairs({id, tok, iid, w[2], '', w[5], tostring(attempt)}) do
+        taken[#taken + 1] = v
+      end
+    elseif where == 'plain' then
+      take_left = 0  -- an item waits in the queue now: later ones must not pass it
       wake_now(KEYS[28])
     elseif where == 'delayed' then
       arm_marker(KEYS[28], vis, now)
@@ -260,4 +287,4 @@ if #redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', fmt(now), 'LIMIT', 0, 1) > 0
     or #redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', fmt(now), 'LIMIT', 0, 1) > 0 then
   due = 1
 end
-return {0, due}
+return {0, due, take_until, taken}

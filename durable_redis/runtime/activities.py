@@ -17,7 +17,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -27,7 +27,7 @@ from durable_redis.errors import LeaseLostError, NamespaceMissingError, NotRegis
 from durable_redis.runtime import _bridge
 from durable_redis.runtime.options import WorkerOptions
 from durable_redis.runtime.sessions import SessionEntry, SessionManager
-from durable_redis.storage.base import SessionRef, Store, WorkItemLease
+from durable_redis.storage.base import OrchestrationLease, SessionRef, Store, WorkItemLease
 
 __all__ = ["ActivityDispatcher"]
 
@@ -44,6 +44,7 @@ class _Run:
         "cancel_reason",
         "hand_back",
         "lease",
+        "next_turn",
         "scope",
         "session",
         "verify_session",
@@ -57,6 +58,7 @@ class _Run:
         self.hand_back = False  # on cancellation, abandon the item (without counting an attempt)
         self.session: SessionEntry | None = None
         self.verify_session = False  # fetched while we were releasing it: ask the store first
+        self.next_turn: OrchestrationLease | None = None  # the ack locked the instance for us
 
     def cancel(self, reason: str) -> None:
         if self.cancel_reason is None:
@@ -92,6 +94,11 @@ class ActivityDispatcher:
         self._unregistered: dict[str, int] = {}
         # The redelivered item waiting to run, or running, alone (see _execute_alone).
         self._suspects: set[str] = set()
+        # Local hand-off (WorkerOptions.local_handoff): runs the turn of an instance our ack
+        # locked; the Worker sets it. The fetch loop's task group and stop event, once started.
+        self.on_turn: Callable[[OrchestrationLease], Awaitable[None]] | None = None
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._stopping: anyio.Event | None = None
 
     @property
     def in_flight(self) -> int:
@@ -102,7 +109,24 @@ class ActivityDispatcher:
         self._wakeup = anyio.Event()
 
     # -- fetch loop ----------------------------------------------------------------------------
+    def take_capacity(self) -> int:
+        """How many plain work items a commit may lease to us now (local hand-off)."""
+        if self._tg is None or self._stopping is None or self._stopping.is_set() or self._suspects:
+            return 0
+        free = self._options.activity_concurrency - len(self._running)
+        return max(0, min(self._options.batch_size, free))
+
+    def adopt(self, leases: list[WorkItemLease]) -> None:
+        """Run work items a commit of this worker leased to it (fresh plain items, attempt 1)."""
+        assert self._tg is not None
+        for lease in leases:
+            run = _Run(lease)
+            self._running[lease.item_id] = run
+            self._idle = anyio.Event() if self._idle.is_set() else self._idle
+            self._tg.start_soon(self._execute, run)
+
     async def fetch_loop(self, stopping: anyio.Event, tg: anyio.abc.TaskGroup) -> None:
+        self._tg, self._stopping = tg, stopping
         errors = 0
         options = self._options
         while not stopping.is_set():
@@ -267,6 +291,8 @@ class ActivityDispatcher:
             if not self._running:
                 self._idle.set()
             self._wake()
+        if run.next_turn is not None and self.on_turn is not None:
+            await self.on_turn(run.next_turn)  # the turn our ack locked (local hand-off)
 
     async def _execute_inner(self, run: _Run) -> None:
         lease = run.lease
@@ -377,9 +403,15 @@ class ActivityDispatcher:
         await self._ack(run, message_id, data)
 
     async def _ack(self, run: _Run, message_id: str, data: bytes) -> None:
+        handoff = self.on_turn is not None and not (self._stopping and self._stopping.is_set())
         try:
             with anyio.CancelScope(shield=True):
-                await self._store.ack_work_item(run.lease, message_id, data)
+                if handoff:
+                    run.next_turn = await self._store.ack_work_item(
+                        run.lease, message_id, data, lock_ms=self._options.lock_ms
+                    )
+                else:
+                    await self._store.ack_work_item(run.lease, message_id, data)
         except LeaseLostError:
             logger.info(
                 "late completion dropped: the lease of %s was lost (cancelled or closed)",

@@ -34,7 +34,7 @@ from durable_redis.errors import (
 )
 from durable_redis.runtime import _bridge
 from durable_redis.runtime.options import WorkerOptions
-from durable_redis.storage.base import OrchestrationLease, Store
+from durable_redis.storage.base import OrchestrationLease, Store, WorkTake
 
 __all__ = ["OrchestrationDispatcher"]
 
@@ -62,8 +62,25 @@ class OrchestrationDispatcher:
         self._suspended = _bridge.SuspendedCache()
         self.in_flight = 0
         self.resumed_turns = 0  # turns that advanced a suspended orchestration (no replay)
+        # local hand-off (WorkerOptions.local_handoff): the worker's ActivityDispatcher, which
+        # runs the work items our commits lease to it; set by the Worker
+        self.activities: Any = None
+        self._stopping: anyio.Event | None = None
+
+    async def run_adopted(self, lease: OrchestrationLease) -> None:
+        """Run the turn of an instance this worker's activity ack locked (local hand-off)."""
+        with anyio.CancelScope(shield=True):
+            if self._stopping is None or self._stopping.is_set():
+                await self._abandon(lease, 0, count_attempt=False)
+                return
+            self.in_flight += 1
+            try:
+                await self.process(lease)
+            finally:
+                self.in_flight -= 1
 
     async def fetch_loop(self, stopping: anyio.Event) -> None:
+        self._stopping = stopping
         try:
             await self._fetch_loop(stopping)
         finally:
@@ -298,8 +315,16 @@ class OrchestrationDispatcher:
 
     async def _commit(self, lease: OrchestrationLease, commit: Any) -> bool:
         """Commit; False if the lease was lost (nothing stored)."""
+        activities = self.activities
+        limit = activities.take_capacity() if activities is not None else 0
         try:
-            await self._store.commit_turn(lease, commit)
+            if limit > 0:
+                take = WorkTake(self._worker_id, limit, self._options.lock_ms)
+                taken = await self._store.commit_turn(lease, commit, take=take)
+                if taken:
+                    activities.adopt(taken)
+            else:
+                await self._store.commit_turn(lease, commit)
         except LeaseLostError:
             logger.warning(
                 "turn of %s not committed: its lease was lost (another worker will redo it)",

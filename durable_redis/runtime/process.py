@@ -90,6 +90,23 @@ def _write_stats(store: Any) -> None:
             json.dump(dict(getattr(store, "calls", {})), f)
 
 
+def uvloop_enabled() -> bool:
+    """uvloop runs the worker's event loop when it is installed (``durable-redis[fast]``) and
+    ``DURABLE_REDIS_UVLOOP`` is not ``0``."""
+    if os.environ.get("DURABLE_REDIS_UVLOOP", "1") == "0":
+        return False
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def run_event_loop(fn: Any) -> None:
+    """``anyio.run(fn)`` on asyncio, with uvloop when :func:`uvloop_enabled`."""
+    anyio.run(fn, backend="asyncio", backend_options={"use_uvloop": uvloop_enabled()})
+
+
 def options_to_json(options: WorkerOptions) -> str:
     return json.dumps(dataclasses.asdict(options))
 
@@ -147,7 +164,7 @@ def run_worker(
         raise ConfigurationError(f"processes must be >= 1, got {processes}")
     if processes == 1:
         app = load_app(app_ref)
-        anyio.run(lambda: serve(app, redis_url, options, namespace=namespace))
+        run_event_loop(lambda: serve(app, redis_url, options, namespace=namespace))
         return 0
     if options is not None and options.worker_id is not None:
         raise ConfigurationError("worker_id cannot be shared by several processes")
@@ -225,7 +242,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = options_from_json(args.options) if args.options else None
     app = load_app(args.app)
     try:
-        anyio.run(lambda: serve(app, args.redis_url, options, namespace=args.namespace))
+        run_event_loop(lambda: serve(app, args.redis_url, options, namespace=args.namespace))
     except DurableRedisError as exc:
         logger.error("worker stopped: %s: %s", type(exc).__name__, exc)
         logging.shutdown()

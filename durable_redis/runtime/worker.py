@@ -63,6 +63,9 @@ class Worker:
         self._activities = ActivityDispatcher(
             app, store, self.options, self.worker_id, self.sessions, self.codec
         )
+        if self.options.local_handoff:
+            self._orchestrations.activities = self._activities
+            self._activities.on_turn = self._orchestrations.run_adopted
         self._stopping: anyio.Event | None = None
         self._stop_requested = threading.Event()
         self._grace_period = self.options.shutdown_grace_period

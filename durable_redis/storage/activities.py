@@ -7,8 +7,8 @@ import secrets
 from collections.abc import Sequence
 from typing import Any
 
-from durable_redis.storage._replies import _opt, _s
-from durable_redis.storage.base import SessionRef, WorkItemLease
+from durable_redis.storage._replies import _opt, _s, _work_leases
+from durable_redis.storage.base import OrchestrationLease, SessionRef, WorkItemLease
 from durable_redis.storage.keys import session_key, validate_id
 from durable_redis.storage.redis_base import RedisStoreBase
 from durable_redis.storage.scripts import Status, raise_for_status
@@ -92,32 +92,27 @@ class ActivityQueueMixin(RedisStoreBase):
             )
             if reply[0] != Status.OK:
                 raise_for_status("fetch_work_items", reply)
-            until = int(reply[1])
             flat = reply[2]
             if not flat:
                 self.calls["fetch_work_items:empty"] += 1
-            for i in range(0, len(flat), 7):
-                sid = _s(flat[i + 4])
-                out.append(
-                    WorkItemLease(
-                        item_id=_s(flat[i]),
-                        token=_s(flat[i + 1]),
-                        instance_id=_s(flat[i + 2]),
-                        activity_key=_s(flat[i + 3]),
-                        session_id=sid or None,
-                        data=flat[i + 5],
-                        attempt=int(flat[i + 6]),
-                        lease_until_ms=until,
-                    )
-                )
+            out += _work_leases(flat, int(reply[1]))
         return out
 
-    async def ack_work_item(self, lease: WorkItemLease, message_id: str, completion: bytes) -> None:
+    async def ack_work_item(
+        self,
+        lease: WorkItemLease,
+        message_id: str,
+        completion: bytes,
+        *,
+        lock_ms: int | None = None,
+    ) -> OrchestrationLease | None:
         epoch = await self._ready()
         validate_id("message id", message_id)
         iid = lease.instance_id
         pk = self._pk(iid)
         ik = pk.instance(iid)
+        guess = self._exec_guess.get(iid, 1)
+        nonce = secrets.token_hex(8) if lock_ms is not None else ""
         reply = await self._eval(
             "ack_work_item",
             [
@@ -137,11 +132,28 @@ class ActivityQueueMixin(RedisStoreBase):
                 pk.oq_ready,
                 pk.oq_locks,
                 pk.oq_marker,
+                pk.oq_lock,
+                ik.history(guess),
             ],
-            [epoch, lease.item_id, lease.token, iid, message_id, completion],
+            [
+                epoch,
+                lease.item_id,
+                lease.token,
+                iid,
+                message_id,
+                completion,
+                nonce,
+                lock_ms or 0,
+                self._max_messages,
+                guess,
+            ],
         )
         if reply[0] != Status.OK:
             raise_for_status("ack_work_item", reply, lease.item_id.replace("\n", "/"))
+        if len(reply) == 1:
+            return None
+        self.calls["ack_work_item:locked"] += 1
+        return await self._lease_from_lock(iid, _s(reply[1]), reply[2:])
 
     async def renew_work_items(
         self, leases: Sequence[WorkItemLease], lock_ms: int, session_lock_ms: int | None = None

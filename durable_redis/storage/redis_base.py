@@ -23,8 +23,8 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from durable_redis.errors import ConfigurationError, NamespaceMissingError
-from durable_redis.storage._replies import _info, _s
-from durable_redis.storage.base import InstanceInfo
+from durable_redis.storage._replies import _info, _pairs, _s
+from durable_redis.storage.base import InstanceInfo, OrchestrationLease, QueuedMessage
 from durable_redis.storage.cluster import Doorbell
 from durable_redis.storage.keys import PartitionKeys, meta_key, partition_of
 from durable_redis.storage.scripts import SCRIPTS, load_script_source
@@ -197,6 +197,39 @@ class RedisStoreBase:
         self.calls[name] += 1
         reply = await self._scripts[name](keys=list(keys), args=list(args))
         return list(reply)
+
+    async def _lease_from_lock(
+        self, iid: str, token: str, reply: Sequence[Any]
+    ) -> OrchestrationLease:
+        """The lease from a lock reply ``{lease_until_ms, {record}, {messages}, read, {events}}``
+        (lock_messages; ack_work_item when it locked the instance)."""
+        lease_until = int(reply[0])
+        info = _info(iid, _pairs(reply[1]))
+        flat = reply[2]
+        messages = [
+            QueuedMessage(message_id=_s(flat[i]), data=flat[i + 1], attempt=int(flat[i + 2]))
+            for i in range(0, len(flat), 3)
+        ]
+        history: list[bytes] = []
+        if info.execution_id > 0:
+            if len(reply) > 4 and int(reply[3]) == 1:
+                history = list(reply[4])
+            else:
+                pk = self._pk(iid)
+                history = list(
+                    await self._r.lrange(pk.instance(iid).history(info.execution_id), 0, -1)
+                )
+            self._remember_exec(iid, info.execution_id)
+        return OrchestrationLease(
+            instance_id=iid,
+            token=token,
+            lease_until_ms=lease_until,
+            execution_id=info.execution_id,
+            history=history,
+            messages=messages,
+            attempt=max((m.attempt for m in messages), default=0),
+            instance=info,
+        )
 
     # -- blocking ------------------------------------------------------------------------------
 
