@@ -14,10 +14,10 @@ when its session's lease is lost, or at shutdown once the grace period is over.
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import nullcontext
 from typing import Any
 
 import anyio
@@ -361,10 +361,11 @@ class ActivityDispatcher:
             cancel_event=run.cancel_event,
         )
         outcome: tuple[bool, Any] | None = None
-        timeout = task.timeout_ms / 1000 if task.timeout_ms else math.inf
+        # no deadline scope when there is no timeout (one CancelScope less per activity)
+        deadline = anyio.fail_after(task.timeout_ms / 1000) if task.timeout_ms else nullcontext()
         with run.scope:
             try:
-                with anyio.fail_after(timeout):
+                with deadline:
                     args = _bridge.activity_args(task, activity, self._codec)
                     if activity.is_async:
                         value = await activity.fn(ctx, *args)

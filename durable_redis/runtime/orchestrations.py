@@ -47,6 +47,17 @@ _CRASH_DELAY_MS = 1000
 INLINE_TURN_MAX_EVENTS = 2000
 
 
+class _Held:
+    """A lease a turn holds: renewed by the dispatcher's one renewal loop."""
+
+    __slots__ = ("lease", "lost", "renewed")
+
+    def __init__(self, lease: OrchestrationLease, now: float) -> None:
+        self.lease = lease
+        self.lost = anyio.Event()
+        self.renewed = now  # anyio.current_time() of the fetch or the last renewal
+
+
 class OrchestrationDispatcher:
     def __init__(
         self, app: Any, store: Store, options: WorkerOptions, worker_id: str, codec: Any
@@ -66,6 +77,7 @@ class OrchestrationDispatcher:
         # runs the work items our commits lease to it; set by the Worker
         self.activities: Any = None
         self._stopping: anyio.Event | None = None
+        self._held: dict[str, _Held] = {}  # lease token -> the turn's lease (renewal_loop)
 
     async def run_adopted(self, lease: OrchestrationLease) -> None:
         """Run the turn of an instance this worker's activity ack locked (local hand-off)."""
@@ -118,37 +130,50 @@ class OrchestrationDispatcher:
                 self.in_flight -= 1
 
     async def process(self, lease: OrchestrationLease) -> None:
-        """Run one turn of ``lease`` and commit it (or abandon it), renewing meanwhile."""
-        lost = anyio.Event()
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(self._renew_until_done, lease, lost)
-            try:
-                await self._turn(lease, lost)
-            except Exception:
-                logger.exception(
-                    "orchestration turn crashed; retrying in %d ms",
-                    _CRASH_DELAY_MS,
-                    extra={"instance_id": lease.instance_id, "worker_id": self._worker_id},
-                )
-                await self._abandon(lease, _CRASH_DELAY_MS, count_attempt=True)
-            finally:
-                tg.cancel_scope.cancel()
+        """Run one turn of ``lease`` and commit it (or abandon it); ``renewal_loop`` renews it
+        meanwhile."""
+        held = _Held(lease, anyio.current_time())
+        self._held[lease.token] = held
+        try:
+            await self._turn(lease, held.lost)
+        except Exception:
+            logger.exception(
+                "orchestration turn crashed; retrying in %d ms",
+                _CRASH_DELAY_MS,
+                extra={"instance_id": lease.instance_id, "worker_id": self._worker_id},
+            )
+            await self._abandon(lease, _CRASH_DELAY_MS, count_attempt=True)
+        finally:
+            del self._held[lease.token]
 
-    async def _renew_until_done(self, lease: OrchestrationLease, lost: anyio.Event) -> None:
+    async def renewal_loop(self) -> None:
+        """One loop renews every lease a turn of this worker holds (most turns take a few ms
+        and are never renewed): each at most ``renewal_interval`` after its fetch or its last
+        renewal. A lease found lost sets its turn's ``lost`` event (the turn is not committed).
+        """
         interval = self._options.effective_renewal_interval
         while True:
-            await anyio.sleep(interval)
-            try:
-                await self._store.renew_orchestration(lease, self._options.lock_ms)
-            except LeaseLostError:
-                logger.warning(
-                    "orchestration lease lost during a turn",
-                    extra={"instance_id": lease.instance_id, "worker_id": self._worker_id},
-                )
-                lost.set()
-                return
-            except Exception:
-                logger.exception("renewing an orchestration lease failed; retrying")
+            await anyio.sleep(interval / 2)
+            now = anyio.current_time()
+            for token, held in list(self._held.items()):
+                if now - held.renewed < interval / 2 or held.lost.is_set():
+                    continue
+                try:
+                    await self._store.renew_orchestration(held.lease, self._options.lock_ms)
+                    held.renewed = now
+                except LeaseLostError:
+                    if token in self._held:  # else the turn ended (committed) meanwhile
+                        logger.warning(
+                            "orchestration lease lost during a turn",
+                            extra={
+                                "instance_id": held.lease.instance_id,
+                                "worker_id": self._worker_id,
+                            },
+                        )
+                    held.lost.set()
+                except Exception:
+                    if token in self._held:
+                        logger.exception("renewing an orchestration lease failed; retrying")
 
     async def _turn(self, lease: OrchestrationLease, lost: anyio.Event) -> None:
         instance_id = lease.instance_id

@@ -136,6 +136,7 @@ class Worker:
             self._begin_stop()
         async with anyio.create_task_group() as outer:
             outer.start_soon(self._activities.renewal_loop)
+            outer.start_soon(self._orchestrations.renewal_loop)
             if self.options.janitor_interval is not None:
                 outer.start_soon(self._janitor_loop, self.options.janitor_interval)
             if handle_signals:
