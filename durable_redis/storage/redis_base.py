@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 from redis.asyncio.client import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.commands.core import AsyncScript
-from redis.exceptions import ResponseError
+from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from durable_redis.errors import ConfigurationError, NamespaceMissingError
@@ -76,6 +76,10 @@ class RedisStoreBase:
         self._rr = 0
         self._init_lock = asyncio.Lock()
         self._is_cluster = isinstance(redis_client, RedisCluster)
+        # plain Redis: scripts go straight to a pooled connection (see _eval_on_connection)
+        self._pool: Any = (
+            None if self._is_cluster else getattr(redis_client, "connection_pool", None)
+        )
         self._bell: Doorbell | None = None
         self._tombstone_ms = outbox_tombstone_ms
         self._sweep_s = outbox_sweep_s
@@ -195,7 +199,37 @@ class RedisStoreBase:
     async def _eval(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> list[Any]:
         """Run one script (EVALSHA, NOSCRIPT reload). The single path every script call takes."""
         self.calls[name] += 1
-        reply = await self._scripts[name](keys=list(keys), args=list(args))
+        script = self._scripts[name]
+        if self._pool is not None:
+            return await self._eval_on_connection(script, keys, args)
+        reply = await script(keys=list(keys), args=list(args))
+        return list(reply)
+
+    async def _eval_on_connection(
+        self, script: AsyncScript, keys: Sequence[str], args: Sequence[Any]
+    ) -> list[Any]:
+        """EVALSHA on a connection of the client's pool, without redis-py's per-command layers
+        (``Script.__call__``, ``execute_command``, response callbacks, operation metrics): a
+        fifth of a worker's CPU per script call. Same retry policy as the client's commands
+        (the connection's ``Retry``: a connection error disconnects it and re-sends; every
+        script is safe to run twice) and the same NOSCRIPT reload."""
+        conn = await self._pool.get_connection()
+        try:
+
+            async def send() -> Any:
+                await conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
+                return await conn.read_response()
+
+            async def failed(_error: Exception) -> None:
+                await conn.disconnect()
+
+            try:
+                reply = await conn.retry.call_with_retry(send, failed)
+            except NoScriptError:
+                script.sha = await self._r.script_load(script.script)
+                reply = await conn.retry.call_with_retry(send, failed)
+        finally:
+            await self._pool.release(conn)
         return list(reply)
 
     async def _lease_from_lock(
