@@ -1,7 +1,8 @@
 --[[
 ack_work_item: delete a leased work item and enqueue its completion to its instance, atomically.
 Refreshes the session's last activity when the session is still owned by the acking worker.
-With a nonce (ARGV[7]) and the instance unlocked, it also locks the instance for the acking
+With a nonce (ARGV[7]), the instance unlocked and no other work item of the instance left (so
+a fan-out's completions still gather into few turns), it also locks the instance for the acking
 worker and tags its visible messages, as claim_orchestration + lock_messages would (no wake-up:
 the acking worker runs the turn itself).
 
@@ -68,7 +69,8 @@ if f[1] and f[1] ~= '' then
 end
 if redis.call('EXISTS', KEYS[10]) == 1 then
   if add_message(KEYS[2], KEYS[12], KEYS[13], KEYS[11], mid, ARGV[6], now) == 1 then
-    if ARGV[7] ~= '' and not redis.call('ZSCORE', KEYS[15], iid) then
+    if ARGV[7] ~= '' and not redis.call('ZSCORE', KEYS[15], iid)
+       and redis.call('SCARD', KEYS[9]) == 0 then
       local token = redis.call('INCR', KEYS[2]) .. ':' .. ARGV[7]
       local deadline = now + tonumber(ARGV[8])
       redis.call('HSET', KEYS[17], iid, token)

@@ -97,18 +97,30 @@ async def test_ack_locks_an_unlocked_instance_for_the_acker(store: RedisStore) -
     assert await store.read_history("a") == [b"e1", b"e2"]
 
 
-async def test_ack_does_not_lock_an_instance_locked_by_another(store: RedisStore) -> None:
+async def test_ack_locks_only_the_last_outstanding_item_of_an_instance(store: RedisStore) -> None:
     await start(store, "a")
     lease = await fetch(store)
     items = [work("1:1"), work("1:2")]
     await store.commit_turn(lease, turn(lease, work_items=items))
     one, two = await store.fetch_work_items("w", limit=2, lock_ms=LOCK)
-    locked = await store.ack_work_item(one, "done-1", b"r1", lock_ms=LOCK)
+    # another item of the instance is still out: its completions should gather in one turn
+    assert await store.ack_work_item(one, "done-1", b"r1", lock_ms=LOCK) is None
+    locked = await store.ack_work_item(two, "done-2", b"r2", lock_ms=LOCK)
     assert locked is not None
-    assert await store.ack_work_item(two, "done-2", b"r2", lock_ms=LOCK) is None
-    await store.commit_turn(locked, turn(locked))
-    after = await fetch(store)  # the second completion is claimable by anyone now
-    assert [m.message_id for m in after.messages] == ["done-2"]
+    assert [m.message_id for m in locked.messages] == ["done-1", "done-2"]
+
+
+async def test_ack_does_not_lock_an_instance_locked_by_another(store: RedisStore) -> None:
+    await start(store, "a")
+    lease = await fetch(store)
+    await store.commit_turn(lease, turn(lease, work_items=[work("1:1")]))
+    [item] = await store.fetch_work_items("w", limit=1, lock_ms=LOCK)
+    await store.enqueue_message("a", "event", b"e")
+    other = await fetch(store)  # another worker runs a turn for the event meanwhile
+    assert await store.ack_work_item(item, "done-1", b"r1", lock_ms=LOCK) is None
+    await store.commit_turn(other, turn(other))
+    after = await fetch(store)  # the completion is claimable by anyone now
+    assert [m.message_id for m in after.messages] == ["done-1"]
 
 
 async def test_ack_lock_expires_and_the_instance_is_refetched(store: RedisStore) -> None:
