@@ -37,7 +37,8 @@ ARGV
   9 max_messages
   10 exec_guess    execution id whose history KEYS[18] is
 RETURNS
-  {0} acked (also when this completion was already delivered: a repeated ack);
+  {0} acked (also when this completion was already delivered: a repeated ack, which returns
+  the lock below again if its first run took it, same nonce, still held);
   the completion is dropped if the instance no longer exists
   {0, token, lease_until_ms, {instance field, value, ...}, {mid, data, attempt, ...}, read,
    {event, ...}} acked, and the instance locked for the caller (as lock_messages returns it)
@@ -55,6 +56,15 @@ local live = redis.call('HGET', items, id .. '|t') == ARGV[3]
 if not live then
   if redis.call('HEXISTS', KEYS[13], mid .. '|d') == 1
      or redis.call('SISMEMBER', KEYS[11], mid) == 1 then
+    -- a repeated ack (its reply was lost): if the first run locked the instance for us (same
+    -- nonce) and the lock holds, hand its lease back again rather than let it expire
+    local held = redis.call('HGET', KEYS[17], iid)
+    local suffix = ':' .. ARGV[7]
+    local deadline = tonumber(redis.call('ZSCORE', KEYS[15], iid) or '0')
+    if ARGV[7] ~= '' and held and string.sub(held, -#suffix) == suffix and deadline > now then
+      local msgs = tag_messages(KEYS[12], KEYS[13], held, tonumber(ARGV[9]), now)
+      return {0, held, unpack(lock_reply(KEYS[10], KEYS[18], ARGV[10], deadline, msgs))}
+    end
     return {0}
   end
   return {1}

@@ -74,7 +74,8 @@ RETURNS
     an expired lock), else 0: a hint that lets the committing worker block on the marker at
     once instead of running a claim that finds nothing; then the work items taken (leased to
     take_worker until lease_until_ms; none without a take_worker)
-  {0} this exact commit already ran (same token)
+  {0, 1, lease_until_ms, {item, ...}} this exact commit already ran (same token): nothing
+    written; the items the first run took for take_worker (same nonce) are returned again
 STATUS
   0 OK, 1 LEASE_LOST (token stale, lease expired, instance gone, or history length mismatch:
   {1, reason}), 2 NAMESPACE_MISSING
@@ -87,16 +88,19 @@ local token = ARGV[3]
 local exec = tonumber(ARGV[4])
 local status = ARGV[6]
 -- preconditions -------------------------------------------------------------------------
+local rerun = false
 if redis.call('HGET', KEYS[3], iid) ~= token then
-  if redis.call('HGET', KEYS[7], 'ct') == token then return {0} end
-  return {1, 'token'}
+  if redis.call('HGET', KEYS[7], 'ct') ~= token then return {1, 'token'} end
+  rerun = true  -- this exact commit already ran: change nothing (see below)
 end
-if tonumber(redis.call('ZSCORE', KEYS[4], iid) or '0') <= now then return {1, 'expired'} end
-if redis.call('EXISTS', KEYS[7]) == 0 then return {1, 'instance'} end
-local cur_exec = tonumber(redis.call('HGET', KEYS[7], 'exec') or '0')
-if exec < cur_exec then return {1, 'execution'} end
-if redis.call('LLEN', KEYS[11]) ~= tonumber(ARGV[5]) then return {1, 'history'} end
-if status_key(status, 14) == nil then return {1, 'status'} end
+if not rerun then
+  if tonumber(redis.call('ZSCORE', KEYS[4], iid) or '0') <= now then return {1, 'expired'} end
+  if redis.call('EXISTS', KEYS[7]) == 0 then return {1, 'instance'} end
+  local cur_exec = tonumber(redis.call('HGET', KEYS[7], 'exec') or '0')
+  if exec < cur_exec then return {1, 'execution'} end
+  if redis.call('LLEN', KEYS[11]) ~= tonumber(ARGV[5]) then return {1, 'history'} end
+  if status_key(status, 14) == nil then return {1, 'status'} end
+end
 -- argument cursor -------------------------------------------------------------------------
 local groups = tonumber(ARGV[19])
 local n_wake = tonumber(ARGV[20])
@@ -126,6 +130,24 @@ end
 local wake = {}
 local wake_base = 32 + groups * 5
 for w = 1, n_wake do wake[take()] = KEYS[wake_base + w] end
+if rerun then
+  -- A re-sent commit (its reply was lost) writes nothing; it hands back again the leases of
+  -- the work items the first run took (same worker, same nonce), so none waits for its expiry.
+  local again, until_ms = {}, nil
+  local suffix = ':' .. ARGV[22]
+  for _, w in ipairs(work) do
+    local f = redis.call('HMGET', KEYS[23], w[1] .. '|t', w[1] .. '|w', w[1] .. '|a')
+    if ARGV[21] ~= '' and f[2] == ARGV[21] and f[1]
+       and string.sub(f[1], -#suffix) == suffix then
+      local dl = tonumber(redis.call('ZSCORE', KEYS[27], w[1]) or '0')
+      if dl > now then
+        if until_ms == nil or dl < until_ms then until_ms = dl end
+        for _, v in ipairs({w[1], f[1], iid, w[2], '', w[5], f[3]}) do again[#again + 1] = v end
+      end
+    end
+  end
+  return {0, 1, until_ms or now, again}
+end
 -- 1. consume the messages tagged with this lock ------------------------------------------
 redis.call('DEL', KEYS[8])
 local queued = redis.call('ZRANGE', KEYS[9], 0, -1)

@@ -5,6 +5,8 @@ leases, FIFO among plain items, nothing twice, nobody else woken for it."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import anyio
 import pytest
 from store_support import LOCK, SHORT, fetch, start, turn, work
@@ -49,21 +51,62 @@ async def test_commit_takes_nothing_while_an_older_plain_item_waits(store: Redis
     assert [t.instance_id for t in got] == ["old", "new"]  # FIFO
 
 
-async def test_commit_without_take_returns_nothing_and_a_resent_commit_takes_nothing(
-    store: RedisStore,
-) -> None:
+async def test_a_resent_commit_hands_back_what_it_took(store: RedisStore) -> None:
     await start(store, "a")
     lease = await fetch(store)
-    commit = turn(lease, work_items=[work("1:1")])
-    take = WorkTake("w", limit=8, lock_ms=LOCK)
-    [first] = await store.commit_turn(lease, commit, take=take)
-    assert await store.commit_turn(lease, commit, take=take) == []  # a client retry: no-op
-    assert first.instance_id == "a"
+    calls: list[tuple[Any, Any]] = []
+    real_eval = store._eval
+
+    async def recording(name: str, keys: Any, args: Any) -> list[Any]:
+        if name == "commit_turn":
+            calls.append((keys, args))
+        return await real_eval(name, keys, args)
+
+    store._eval = recording  # type: ignore[method-assign]
+    [first] = await store.commit_turn(
+        lease, turn(lease, work_items=[work("1:1")]), take=WorkTake("w", 8, LOCK)
+    )
+    store._eval = real_eval  # type: ignore[method-assign]
+    # the same call sent again (a client retry after a lost reply): nothing written, same lease
+    keys, args = calls[-1]
+    again = await store._eval("commit_turn", keys, args)
+    assert again[0] == 0 and [x.decode() if isinstance(x, bytes) else x for x in again[3][:2]] == [
+        first.item_id,
+        first.token,
+    ]
+    await store.ack_work_item(first, "done", b"r")  # that lease is the live one
+
+
+async def test_commit_without_take_returns_nothing(store: RedisStore) -> None:
     await start(store, "b")
     lease = await fetch(store)
     assert await store.commit_turn(lease, turn(lease, work_items=[work("1:1")])) == []
     [queued] = await store.fetch_work_items("w", limit=10, lock_ms=LOCK)
     assert queued.instance_id == "b"
+
+
+async def test_a_repeated_ack_hands_back_the_lock_it_took(store: RedisStore) -> None:
+    await start(store, "a")
+    lease = await fetch(store)
+    await store.commit_turn(lease, turn(lease, work_items=[work("1:1")]))
+    [item] = await store.fetch_work_items("w", limit=1, lock_ms=LOCK)
+    calls: list[tuple[Any, Any]] = []
+    real_eval = store._eval
+
+    async def recording(name: str, keys: Any, args: Any) -> list[Any]:
+        if name == "ack_work_item":
+            calls.append((keys, args))
+        return await real_eval(name, keys, args)
+
+    store._eval = recording  # type: ignore[method-assign]
+    locked = await store.ack_work_item(item, "done", b"r", lock_ms=LOCK)
+    store._eval = real_eval  # type: ignore[method-assign]
+    assert locked is not None
+    keys, args = calls[-1]
+    again = await store._eval("ack_work_item", keys, args)
+    assert again[0] == 0 and again[1].decode() == locked.token
+    assert [m[0] for m in [again[4][i : i + 3] for i in range(0, len(again[4]), 3)]] == [b"done"]
+    await store.commit_turn(locked, turn(locked))  # the lock is still the one we hold
 
 
 async def test_taken_item_lease_expires_and_is_redelivered(store: RedisStore) -> None:
