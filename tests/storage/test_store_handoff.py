@@ -5,7 +5,8 @@ leases, FIFO among plain items, nothing twice, nobody else woken for it."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
 import anyio
 import pytest
@@ -16,6 +17,7 @@ from durable_redis.storage import RedisStore
 from durable_redis.storage.base import WorkTake
 
 pytestmark = pytest.mark.anyio
+_T = TypeVar("_T")
 
 
 async def test_commit_takes_its_new_plain_items_up_to_the_limit(store: RedisStore) -> None:
@@ -51,25 +53,36 @@ async def test_commit_takes_nothing_while_an_older_plain_item_waits(store: Redis
     assert [t.instance_id for t in got] == ["old", "new"]  # FIFO
 
 
-async def test_a_resent_commit_hands_back_what_it_took(store: RedisStore) -> None:
-    await start(store, "a")
-    lease = await fetch(store)
-    calls: list[tuple[Any, Any]] = []
+async def resend_last(store: RedisStore, script: str, call: Awaitable[_T]) -> tuple[_T, Any]:
+    """Await ``call``, then send its last ``script`` call again, as redis-py's retry does after
+    a lost reply; returns the call's result and the raw reply of the re-sent script."""
+    sent: list[tuple[Any, Any]] = []
     real_eval = store._eval
 
     async def recording(name: str, keys: Any, args: Any) -> list[Any]:
-        if name == "commit_turn":
-            calls.append((keys, args))
+        if name == script:
+            sent.append((keys, args))
         return await real_eval(name, keys, args)
 
     store._eval = recording  # type: ignore[method-assign]
-    [first] = await store.commit_turn(
-        lease, turn(lease, work_items=[work("1:1")]), take=WorkTake("w", 8, LOCK)
-    )
-    store._eval = real_eval  # type: ignore[method-assign]
+    try:
+        result = await call
+    finally:
+        store._eval = real_eval  # type: ignore[method-assign]
+    return result, await real_eval(script, *sent[-1])
+
+
+async def test_a_resent_commit_hands_back_what_it_took(store: RedisStore) -> None:
+    await start(store, "a")
+    lease = await fetch(store)
     # the same call sent again (a client retry after a lost reply): nothing written, same lease
-    keys, args = calls[-1]
-    again = await store._eval("commit_turn", keys, args)
+    [first], again = await resend_last(
+        store,
+        "commit_turn",
+        store.commit_turn(
+            lease, turn(lease, work_items=[work("1:1")]), take=WorkTake("w", 8, LOCK)
+        ),
+    )
     assert again[0] == 0 and [x.decode() if isinstance(x, bytes) else x for x in again[3][:2]] == [
         first.item_id,
         first.token,
@@ -90,20 +103,10 @@ async def test_a_repeated_ack_hands_back_the_lock_it_took(store: RedisStore) -> 
     lease = await fetch(store)
     await store.commit_turn(lease, turn(lease, work_items=[work("1:1")]))
     [item] = await store.fetch_work_items("w", limit=1, lock_ms=LOCK)
-    calls: list[tuple[Any, Any]] = []
-    real_eval = store._eval
-
-    async def recording(name: str, keys: Any, args: Any) -> list[Any]:
-        if name == "ack_work_item":
-            calls.append((keys, args))
-        return await real_eval(name, keys, args)
-
-    store._eval = recording  # type: ignore[method-assign]
-    locked = await store.ack_work_item(item, "done", b"r", lock_ms=LOCK)
-    store._eval = real_eval  # type: ignore[method-assign]
+    locked, again = await resend_last(
+        store, "ack_work_item", store.ack_work_item(item, "done", b"r", lock_ms=LOCK)
+    )
     assert locked is not None
-    keys, args = calls[-1]
-    again = await store._eval("ack_work_item", keys, args)
     assert again[0] == 0 and again[1].decode() == locked.token
     assert [m[0] for m in [again[4][i : i + 3] for i in range(0, len(again[4]), 3)]] == [b"done"]
     await store.commit_turn(locked, turn(locked))  # the lock is still the one we hold
