@@ -269,12 +269,13 @@ class ActivityDispatcher:
             while len(self._running) > 1:
                 wakeup = self._wakeup
                 await wakeup.wait()
-            await self._execute(run)
+            await self._execute(run, then_turn=False)
         finally:
             self._suspects.discard(run.lease.item_id)
             self._wake()
+        await self._next_turn(run)  # not alone: the worker fetches again meanwhile
 
-    async def _execute(self, run: _Run) -> None:
+    async def _execute(self, run: _Run, *, then_turn: bool = True) -> None:
         lease = run.lease
         try:
             await self._execute_inner(run)
@@ -291,8 +292,13 @@ class ActivityDispatcher:
             if not self._running:
                 self._idle.set()
             self._wake()
+        if then_turn:
+            await self._next_turn(run)
+
+    async def _next_turn(self, run: _Run) -> None:
+        """Run the turn our ack locked (local hand-off), once the item is done here."""
         if run.next_turn is not None and self.on_turn is not None:
-            await self.on_turn(run.next_turn)  # the turn our ack locked (local hand-off)
+            await self.on_turn(run.next_turn)
 
     async def _execute_inner(self, run: _Run) -> None:
         lease = run.lease
