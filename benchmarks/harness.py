@@ -37,8 +37,14 @@ import workloads as W  # noqa: E402
 
 from durable_redis import RedisServer  # noqa: E402
 
-QUEUE_PEERS = ["dramatiq", "taskiq", "saq", "bullmq", "arq", "streaq", "celery", "rq"]
+QUEUE_PEERS = ["ardiq", "dramatiq", "taskiq", "saq", "bullmq", "arq", "streaq", "celery", "rq"]
 DUROXIDE_WORKLOADS = ["hello", "chain100", "fanout1000", "many_orch", "timer"]
+# durable-execution peers on DUROXIDE_WORKLOADS: script in --peers-dir, provider, config
+DURABLE_PEERS = {
+    "duroxide": ("duroxide_bench.py", "file", "default"),
+    "redflow": ("redflow_bench.py", "redis", "default"),
+    "dbos": ("dbos_bench.py", "file", "default"),
+}
 
 
 # -- progress ------------------------------------------------------------------------------------
@@ -114,23 +120,28 @@ def peer_python(venvs: Path, peer: str) -> Path | None:
     return py if py.exists() else None
 
 
-def run_duroxide(args: argparse.Namespace, workload: str) -> dict[str, Any]:
-    py = peer_python(args.peer_venvs, "duroxide")
+def run_durable_peer(
+    args: argparse.Namespace, peer: str, workload: str, port: int
+) -> dict[str, Any]:
+    """One run of ``workload`` on duroxide, redflow or DBOS (their scripts share one CLI)."""
+    py = peer_python(args.peer_venvs, peer)
     if py is None:
-        return {"status": f"not installed (no virtualenv at {args.peer_venvs / 'duroxide'})"}
-    script = args.peers_dir / "duroxide_bench.py"
-    workdir = args.out / "duroxide"
+        return {"status": f"not installed (no virtualenv at {args.peer_venvs / peer})"}
+    script, provider, config = DURABLE_PEERS[peer]
+    workdir = args.out / peer
     cmd = [
         str(py),
-        str(script),
+        str(args.peers_dir / script),
         "--workloads",
         workload,
         "--providers",
-        "file",
+        provider,
         "--configs",
-        "default",
+        config,
     ]
     cmd += ["--runs", "1", "--warmup", "0", "--workdir", str(workdir)]
+    if peer == "redflow":  # our server (its own key prefix per cell, deleted afterwards)
+        cmd += ["--redis-url", f"redis://127.0.0.1:{port}/0"]
     try:
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=args.out)
     except subprocess.TimeoutExpired:
@@ -138,6 +149,9 @@ def run_duroxide(args: argparse.Namespace, workload: str) -> dict[str, Any]:
     for line in res.stdout.splitlines():
         if line.startswith("{"):
             row: dict[str, Any] = json.loads(line)
+            units = W.PEER_UNITS.get(workload)
+            if units and isinstance(row.get("worker_cpu_s"), int | float):
+                row["worker_us_per_unit"] = round(row["worker_cpu_s"] * 1e6 / units, 1)
             return row
     return {"status": f"error: rc={res.returncode} {res.stderr[-300:]}"}
 
@@ -277,7 +291,7 @@ def main() -> int:
     if args.peers:
         peers = [] if args.peers == "none" else args.peers.split(",")
     else:
-        peers = ["duroxide", "dramatiq"] if quick else ["duroxide", *QUEUE_PEERS]
+        peers = ["duroxide", "dramatiq"] if quick else [*DURABLE_PEERS, *QUEUE_PEERS]
     quick_duroxide = {
         "hello"
     }  # in quick mode duroxide only runs hello (its chain/fanout take ~11 s each)
@@ -290,8 +304,8 @@ def main() -> int:
 
     def peers_for(w: str) -> list[str]:
         out = []
-        if "duroxide" in peers and w in DUROXIDE_WORKLOADS and (not quick or w in quick_duroxide):
-            out.append("duroxide")
+        if w in DUROXIDE_WORKLOADS and (not quick or w in quick_duroxide):
+            out += [p for p in peers if p in DURABLE_PEERS]
         if w == "drain10k":
             out += [p for p in peers if p in QUEUE_PEERS]
         return out
@@ -311,6 +325,7 @@ def main() -> int:
     with RedisServer(unix_socket=False) as server:
         url = server.url
         port = server.port
+        W.REDIS_PID = server.pid
         machine["redis_url"] = "redis://127.0.0.1:<private port>/0 (TCP loopback, no persistence)"
         for w in wl:
             if w in SINGLE_RUN:
@@ -361,8 +376,8 @@ def main() -> int:
                         res.cell("timer_p50", "ours", "late_p50_ms", False).runs.append(data)
                 for p in peers_for(w):
                     prog.step(f"{w} {p} {tag}")
-                    if p == "duroxide":
-                        pdata = run_duroxide(args, w)
+                    if p in DURABLE_PEERS:
+                        pdata = run_durable_peer(args, p, w, port)
                     else:
                         cell = res.cells.get((w, p))
                         if cell is not None and cell.status.startswith("timeout"):

@@ -72,7 +72,7 @@ def targets(res: Any) -> list[tuple[str, str, str]]:
     fastest = None
     fastest_name = ""
     for (w, system), c in res.cells.items():
-        if w == "drain10k" and system not in ("ours", "duroxide"):
+        if w == "drain10k" and system not in ("ours", *_durable_order()):
             m = c.median()
             if m is not None and (fastest is None or m > fastest):
                 fastest, fastest_name = m, system
@@ -124,7 +124,7 @@ def render(
     sizes: Any,
 ) -> str:
     systems = ["ours"] + [
-        p for p in ["duroxide", *_queue_order(res)] if any(k[1] == p for k in res.cells)
+        p for p in [*_durable_order(), *_queue_order(res)] if any(k[1] == p for k in res.cells)
     ]
     lines = []
     lines.append(f"Command: `{cmd}`  ")
@@ -170,6 +170,14 @@ def render(
                 note = f"v{pc.runs[0]['version']} " + note
             elif pc.runs and pc.runs[0].get("duroxide"):
                 note = f"v{pc.runs[0]['duroxide']} SQLite file, defaults " + note
+            elif pc.runs and pc.runs[0].get("redflow"):
+                note = f"v{pc.runs[0]['redflow']} defaults, our Redis " + note.strip()
+            elif pc.runs and pc.runs[0].get("dbos"):
+                note = f"v{pc.runs[0]['dbos']} SQLite file, defaults " + note
+            if pc.runs and pc.runs[0].get("worker_us_per_unit") is not None:
+                us = sorted(r["worker_us_per_unit"] for r in pc.runs if r.get("worker_us_per_unit"))
+                if us:
+                    note += f" worker CPU {fmt(us[len(us) // 2])} µs/unit"
             first = j == 0
             lines.append(
                 f"| {LABELS[w] if first else ''} | {fmt(ov) if first else ''} | {pc.system} | "
@@ -216,6 +224,12 @@ def render(
     return "\n".join(lines) + "\n"
 
 
+def _durable_order() -> list[str]:
+    from harness import DURABLE_PEERS
+
+    return list(DURABLE_PEERS)
+
+
 def _queue_order(res: Any) -> list[str]:
     from harness import QUEUE_PEERS
 
@@ -224,8 +238,8 @@ def _queue_order(res: Any) -> list[str]:
 
 def _details(res: Any) -> str:
     rows = [
-        "| workload | figure | worker cores | Redis cores | other load (cores) | extra |",
-        "|---|---|---|---|---|---|",
+        "| workload | figure | worker cores | Redis cores | worker CPU µs/unit | Redis CPU µs/unit | unit | other load (cores) | extra |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for w in ORDER:
         c = res.cells.get((w, "ours"))
@@ -247,8 +261,15 @@ def _details(res: Any) -> str:
             extra = f"completion lateness p50 {m('completion_late_p50_ms')} / p99 {m('completion_late_p99_ms')} ms"
         elif w == "sessions":
             extra = f"affinity {m('affinity_pct')}%, failed {m('failed')}, processes used {m('processes_used')}"
+        elif w.startswith("scale_"):
+            extra = (
+                f"{m('script_calls_per_unit')} script calls/unit, empty claims {m('empty_claims_per_unit')}/unit, "
+                f"empty activity fetches {m('empty_fetches_per_unit')}/unit"
+            )
+        unit = next((r["unit"] for r in c.runs if r.get("unit")), "")
         rows.append(
-            f"| {LABELS[w]} | {fmt(c.median())} | {m('worker_cores')} | {m('redis_cores')} | {m('other_cores')} | {extra} |"
+            f"| {LABELS[w]} | {fmt(c.median())} | {m('worker_cores')} | {m('redis_cores')} | "
+            f"{m('worker_us_per_unit')} | {m('redis_us_per_unit')} | {unit} | {m('other_cores')} | {extra} |"
         )
     return "\n".join(rows)
 

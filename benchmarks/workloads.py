@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import os
 import signal
 import statistics
@@ -41,14 +42,37 @@ def pct(xs: list[float], p: float) -> float:
     return s[k]
 
 
+# units of work of the durable peers' runs (their hello is 20 sequential instances)
+PEER_UNITS = {"hello": 20, "chain100": 100, "fanout1000": 1000, "many_orch": 1000}
+# the redis-server the harness started (its CPU is read from /proc); None: INFO cpu instead
+REDIS_PID: int | None = None
+
+
 def proc_cpu_s(pid: int) -> float:
-    """user+sys CPU seconds of one process (and its reaped children), from /proc."""
+    """CPU seconds of one process: /proc/<pid>/schedstat (ns, every thread), else /proc stat
+    (user+sys and reaped children, in clock ticks: 10 ms steps)."""
+    try:
+        with open(f"/proc/{pid}/schedstat") as f:
+            return int(f.read().split()[0]) / 1e9
+    except (OSError, ValueError, IndexError):
+        pass
     try:
         with open(f"/proc/{pid}/stat") as f:
             parts = f.read().rsplit(")", 1)[1].split()
         return sum(int(x) for x in parts[11:15]) / CLK
     except OSError:
         return 0.0
+
+
+def per_unit(cpu: dict[str, float], units: int, unit: str) -> dict[str, Any]:
+    """Worker and Redis CPU per unit of work (µs), from a Meter's figures."""
+    n = max(1, units)
+    return {
+        "unit": unit,
+        "units": units,
+        "worker_us_per_unit": round(cpu["worker_cpu_s"] * 1e6 / n, 1),
+        "redis_us_per_unit": round(cpu["redis_cpu_s"] * 1e6 / n, 1),
+    }
 
 
 def system_busy_s() -> float:
@@ -67,17 +91,32 @@ class Workers:
         LOG_DIR.mkdir(parents=True, exist_ok=True)
         self.procs: list[subprocess.Popen[bytes]] = []
         self.logs = []
+        self.stats_files = [LOG_DIR / f"{tag}-{i}.stats.json" for i in range(count)]
         for i in range(count):
             log = open(LOG_DIR / f"{tag}-{i}.log", "wb")  # noqa: SIM115
             cmd = worker_command(
                 "bench_app:app", url, options, namespace=namespace, log_level="WARNING"
             )
+            env = {**os.environ, "DURABLE_REDIS_STATS_FILE": str(self.stats_files[i])}
             self.procs.append(
                 subprocess.Popen(
-                    cmd, cwd=HERE, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                    cmd,
+                    cwd=HERE,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    env=env,
                 )
             )
             self.logs.append(log)
+
+    def script_calls(self) -> Counter[str]:
+        """Script calls by name over the processes' lives (written when they stopped)."""
+        total: Counter[str] = Counter()
+        for path in self.stats_files:
+            with contextlib.suppress(OSError, ValueError):
+                total.update(json.loads(path.read_text()))
+        return total
 
     @property
     def pids(self) -> list[int]:
@@ -100,7 +139,8 @@ class Workers:
                 p.kill()
                 p.wait(5)
         for log in self.logs:
-            log.close()
+            if not log.closed:
+                log.close()
 
 
 class Run:
@@ -193,6 +233,8 @@ class Run:
         return c
 
     async def redis_cpu_s(self) -> float:
+        if REDIS_PID is not None:
+            return proc_cpu_s(REDIS_PID)
         info = await self.r.info("cpu")
         return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
@@ -227,8 +269,8 @@ class Meter:
         other = (system_busy_s() - self.s0) - w - r - o
         return {
             "wall_s": round(wall, 3),
-            "worker_cpu_s": round(w, 2),
-            "redis_cpu_s": round(r, 2),
+            "worker_cpu_s": round(w, 4),
+            "redis_cpu_s": round(r, 4),
             "harness_cpu_s": round(o, 2),
             "worker_cores": round(w / wall, 2),
             "redis_cores": round(r / wall, 2),
@@ -268,6 +310,7 @@ async def w_hello(url: str, n: int = 200) -> dict[str, Any]:
         "engine_p99_ms": pct(engine_ms, 99),
         "n": n,
         **cpu,
+        **per_unit(cpu, n, "orchestration"),
     }
 
 
@@ -283,7 +326,13 @@ async def _one_big(url: str, orch: str, n: int, timeout: float) -> dict[str, Any
         hist = await run.client.get_history(iid)
     assert out == n, out
     secs = (info.completed_at_ms - info.created_at_ms) / 1000
-    return {"activities_per_s": round(n / secs, 1), "s": secs, "history_events": len(hist), **cpu}
+    return {
+        "activities_per_s": round(n / secs, 1),
+        "s": secs,
+        "history_events": len(hist),
+        **cpu,
+        **per_unit(cpu, n, "chain step" if orch == "chain" else "activity"),
+    }
 
 
 async def w_chain(url: str, n: int = 100) -> dict[str, Any]:
@@ -307,14 +356,22 @@ async def w_many(url: str, n: int = 1000, processes: int = 1) -> dict[str, Any]:
         cpu = await m.stop()
         t1 = await run.last_completion_ms()
         st = await run.statuses(list(ids))
+        assert run.workers is not None
+        await asyncio.to_thread(run.workers.stop)
+        calls = run.workers.script_calls()
     secs = (t1 - t0) / 1000
+    units = n + 4 * processes  # the counts include the warm-up's hellos
     return {
+        "script_calls_per_unit": round(sum(v for k, v in calls.items() if ":" not in k) / units, 2),
+        "empty_claims_per_unit": round(calls["claim_orchestration:empty"] / units, 3),
+        "empty_fetches_per_unit": round(calls["fetch_work_items:empty"] / units, 3),
         "orch_per_s": round(n / secs, 1),
         "s": secs,
         "start_s": (t_started - t0) / 1000,
         "processes": processes,
         "statuses": dict(st),
         **cpu,
+        **per_unit(cpu, n, "orchestration"),
     }
 
 
@@ -373,6 +430,7 @@ async def w_drain(url: str, n: int = 10_000) -> dict[str, Any]:
         "enqueue_s": round(enqueue_s, 2),
         "failed": failed,
         **cpu,
+        **per_unit(cpu, n, "job"),
     }
 
 
@@ -407,6 +465,7 @@ async def w_sessions(
         "processes_used": len(used_pids),
         "s": secs,
         **cpu,
+        **per_unit(cpu, sessions * turns, "turn"),
     }
 
 

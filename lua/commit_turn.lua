@@ -5,6 +5,9 @@ appends the events, updates the instance, purges closed sessions, opens sessions
 items, deletes cancelled work (after the enqueue), purges every session on a terminal status,
 delivers messages (creating child instances; a message to another partition is written to this
 partition's outbox instead, and delivered after the commit), and releases the lock.
+With a take_worker (ARGV[21]) it also leases up to take_limit of the new plain work items that
+are visible now to that worker, as fetch_work_items would, while no older plain item waits
+(FIFO holds); those wake nobody.
 
 KEYS
   1 pmeta          partition metadata HASH
@@ -58,7 +61,11 @@ ARGV
   13 output_set  14 output  15 error_set  16 error  17 custom_set  18 custom
   19 n_groups
   20 n_wake
-  21... n_events, events...;
+  21 take_worker   "" = lease nothing; else the worker id the taken items are leased to
+  22 take_nonce    lease tokens are "<seq>:<nonce>"
+  23 take_limit
+  24 take_lock_ms
+  25... n_events, events...;
         n_work, (item_id, activity_key, session_id, visible_at, data) each;
         n_cancel, item ids...;  n_open, session ids...;  n_close, session ids...;
         n_msgs, (group, target_iid, message_id, data, visible_at, create, name, version,
@@ -69,10 +76,13 @@ ARGV
         n_replies, (update id, reply) each; replies_ttl_ms;
         n_stream, items...; stream_maxlen; stream_ttl_ms
 RETURNS
-  {0, due} committed; due = 1 if an instance of the partition is claimable now (a visible
-    message or an expired lock), else 0: a hint that lets the committing worker block on the
-    marker at once instead of running a claim that finds nothing
-  {0} this exact commit already ran (same token)
+  {0, due, lease_until_ms, {item_id, token, iid, activity_key, session_id, data, attempt, ...}}
+    committed; due = 1 if an instance of the partition is claimable now (a visible message or
+    an expired lock), else 0: a hint that lets the committing worker block on the marker at
+    once instead of running a claim that finds nothing; then the work items taken (leased to
+    take_worker until lease_until_ms; none without a take_worker)
+  {0, 1, lease_until_ms, {item, ...}} this exact commit already ran (same token): nothing
+    written; the items the first run took for take_worker (same nonce) are returned again
 STATUS
   0 OK, 1 LEASE_LOST (token stale, lease expired, instance gone, or history length mismatch:
   {1, reason}), 2 NAMESPACE_MISSING
@@ -85,20 +95,23 @@ local token = ARGV[3]
 local exec = tonumber(ARGV[4])
 local status = ARGV[6]
 -- preconditions -------------------------------------------------------------------------
+local rerun = false
 if redis.call('HGET', KEYS[3], iid) ~= token then
-  if redis.call('HGET', KEYS[7], 'ct') == token then return {0} end
-  return {1, 'token'}
+  if redis.call('HGET', KEYS[7], 'ct') ~= token then return {1, 'token'} end
+  rerun = true  -- this exact commit already ran: change nothing (see below)
 end
-if tonumber(redis.call('ZSCORE', KEYS[4], iid) or '0') <= now then return {1, 'expired'} end
-if redis.call('EXISTS', KEYS[7]) == 0 then return {1, 'instance'} end
-local cur_exec = tonumber(redis.call('HGET', KEYS[7], 'exec') or '0')
-if exec < cur_exec then return {1, 'execution'} end
-if redis.call('LLEN', KEYS[11]) ~= tonumber(ARGV[5]) then return {1, 'history'} end
-if status_key(status, 14) == nil then return {1, 'status'} end
+if not rerun then
+  if tonumber(redis.call('ZSCORE', KEYS[4], iid) or '0') <= now then return {1, 'expired'} end
+  if redis.call('EXISTS', KEYS[7]) == 0 then return {1, 'instance'} end
+  local cur_exec = tonumber(redis.call('HGET', KEYS[7], 'exec') or '0')
+  if exec < cur_exec then return {1, 'execution'} end
+  if redis.call('LLEN', KEYS[11]) ~= tonumber(ARGV[5]) then return {1, 'history'} end
+  if status_key(status, 14) == nil then return {1, 'status'} end
+end
 -- argument cursor -------------------------------------------------------------------------
 local groups = tonumber(ARGV[19])
 local n_wake = tonumber(ARGV[20])
-local pos = 21
+local pos = 25
 local function take()
   local v = ARGV[pos]
   pos = pos + 1
@@ -124,6 +137,24 @@ end
 local wake = {}
 local wake_base = 32 + groups * 5
 for w = 1, n_wake do wake[take()] = KEYS[wake_base + w] end
+if rerun then
+  -- A re-sent commit (its reply was lost) writes nothing; it hands back again the leases of
+  -- the work items the first run took (same worker, same nonce), so none waits for its expiry.
+  local again, until_ms = {}, nil
+  local suffix = ':' .. ARGV[22]
+  for _, w in ipairs(work) do
+    local f = redis.call('HMGET', KEYS[23], w[1] .. '|t', w[1] .. '|w', w[1] .. '|a')
+    if ARGV[21] ~= '' and f[2] == ARGV[21] and f[1]
+       and string.sub(f[1], -#suffix) == suffix then
+      local dl = tonumber(redis.call('ZSCORE', KEYS[27], w[1]) or '0')
+      if dl > now then
+        if until_ms == nil or dl < until_ms then until_ms = dl end
+        for _, v in ipairs({w[1], f[1], iid, w[2], '', w[5], f[3]}) do again[#again + 1] = v end
+      end
+    end
+  end
+  return {0, 1, until_ms or now, again}
+end
 -- 1. consume the messages tagged with this lock ------------------------------------------
 redis.call('DEL', KEYS[8])
 local queued = redis.call('ZRANGE', KEYS[9], 0, -1)
@@ -190,6 +221,13 @@ for _, sid in ipairs(opens) do
   redis.call('SADD', KEYS[21], sid)
 end
 -- 5. work items, then cancelled work ----------------------------------------------------------
+local take_worker = ARGV[21]
+local take_left = 0
+if take_worker ~= '' and redis.call('ZCARD', ready) == 0 then
+  take_left = tonumber(ARGV[23])
+end
+local take_until = now + tonumber(ARGV[24] ~= '' and ARGV[24] or '0')
+local taken = {}
 for _, w in ipairs(work) do
   local id, sid = w[1], w[3]
   if redis.call('HEXISTS', items, id .. '|d') == 0 then
@@ -200,7 +238,18 @@ for _, w in ipairs(work) do
     local vis = now
     if w[4] ~= '' then vis = tonumber(w[4]) end
     local where = place_item(items, ready, sready, delayed, id, vis, now)
-    if where == 'plain' then
+    if where == 'plain' and take_left > 0 then
+      take_left = take_left - 1
+      redis.call('ZREM', ready, id)
+      local tok = redis.call('INCR', KEYS[2]) .. ':' .. ARGV[22]
+      local attempt = redis.call('HINCRBY', items, id .. '|a', 1)
+      redis.call('HSET', items, id .. '|t', tok, id .. '|w', take_worker)
+      redis.call('ZADD', leases, fmt(take_until), id)
+      for _, v in ipairs({id, tok, iid, w[2], '', w[5], tostring(attempt)}) do
+        taken[#taken + 1] = v
+      end
+    elseif where == 'plain' then
+      take_left = 0  -- an item waits in the queue now: later ones must not pass it
       wake_now(KEYS[28])
     elseif where == 'delayed' then
       arm_marker(KEYS[28], vis, now)
@@ -296,4 +345,4 @@ if #redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', fmt(now), 'LIMIT', 0, 1) > 0
     or #redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', fmt(now), 'LIMIT', 0, 1) > 0 then
   due = 1
 end
-return {0, due}
+return {0, due, take_until, taken}

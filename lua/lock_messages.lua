@@ -44,32 +44,12 @@ if redis.call('EXISTS', KEYS[6]) == 0 then
   redis.call('ZREM', KEYS[4], iid)
   return {4}
 end
-local visible = redis.call('ZRANGEBYSCORE', KEYS[8], '-inf', fmt(now), 'LIMIT', 0,
-                           tonumber(ARGV[4]))
-if #visible == 0 then
+local msgs = tag_messages(KEYS[8], KEYS[9], token, tonumber(ARGV[4]), now)
+if #msgs == 0 then
   redis.call('HDEL', KEYS[2], iid)
   redis.call('ZREM', KEYS[3], iid)
   requeue_instance(KEYS[8], KEYS[4], KEYS[3], KEYS[5], iid, now)
   return {5}
 end
-local msgs = {}
-for _, member in ipairs(visible) do
-  local mid = string.sub(member, 18)
-  local attempt
-  if redis.call('HGET', KEYS[9], mid .. '|t') == token then
-    attempt = redis.call('HGET', KEYS[9], mid .. '|a')
-  else
-    redis.call('HSET', KEYS[9], mid .. '|t', token)
-    attempt = redis.call('HINCRBY', KEYS[9], mid .. '|a', 1)
-  end
-  msgs[#msgs + 1] = mid
-  msgs[#msgs + 1] = redis.call('HGET', KEYS[9], mid .. '|d')
-  msgs[#msgs + 1] = tostring(attempt)
-end
-local hist = {}
-local read = 0
-if redis.call('HGET', KEYS[6], 'exec') == ARGV[5] then
-  read = 1
-  hist = redis.call('LRANGE', KEYS[10], 0, -1)
-end
-return {0, deadline, redis.call('HGETALL', KEYS[6]), msgs, read, hist}
+local lease = lock_reply(KEYS[6], KEYS[10], ARGV[5], deadline, msgs)
+return {0, unpack(lease)}

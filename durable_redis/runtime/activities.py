@@ -14,10 +14,10 @@ when its session's lease is lost, or at shutdown once the grace period is over.
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from contextlib import nullcontext
 from typing import Any
 
 import anyio
@@ -28,7 +28,7 @@ from durable_redis.runtime import _bridge
 from durable_redis.runtime.faults import FaultTracker
 from durable_redis.runtime.options import WorkerOptions
 from durable_redis.runtime.sessions import SessionEntry, SessionManager
-from durable_redis.storage.base import SessionRef, Store, WorkItemLease
+from durable_redis.storage.base import OrchestrationLease, SessionRef, Store, WorkItemLease
 
 __all__ = ["ActivityDispatcher", "runs_alone"]
 
@@ -45,6 +45,7 @@ class _Run:
         "cancel_reason",
         "hand_back",
         "lease",
+        "next_turn",
         "scope",
         "session",
         "verify_session",
@@ -58,6 +59,7 @@ class _Run:
         self.hand_back = False  # on cancellation, abandon the item (without counting an attempt)
         self.session: SessionEntry | None = None
         self.verify_session = False  # fetched while we were releasing it: ask the store first
+        self.next_turn: OrchestrationLease | None = None  # the ack locked the instance for us
 
     def cancel(self, reason: str) -> None:
         if self.cancel_reason is None:
@@ -94,8 +96,14 @@ class ActivityDispatcher:
         self.faults = FaultTracker()
         # The redelivered item waiting to run, or running, alone (see _execute_alone).
         self._suspects: set[str] = set()
+        self._reserved = 0  # slots promised to commits in flight (reserve_take / adopt)
         # called after every renewal, must not block (the worker heartbeat's pace)
         self.after_renewal: Callable[[], None] | None = None
+        # Local hand-off (WorkerOptions.local_handoff): runs the turn of an instance our ack
+        # locked; the Worker sets it. The fetch loop's task group and stop event, once started.
+        self.on_turn: Callable[[OrchestrationLease], Awaitable[None]] | None = None
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._stopping: anyio.Event | None = None
 
     @property
     def in_flight(self) -> int:
@@ -106,14 +114,40 @@ class ActivityDispatcher:
         self._wakeup = anyio.Event()
 
     # -- fetch loop ----------------------------------------------------------------------------
+    def reserve_take(self) -> int:
+        """Reserve the slots a commit may lease plain work items into (local hand-off); the
+        caller gives them back with :meth:`adopt` (or ``adopt([], n)``) however the commit ends,
+        so concurrent commits and the fetch loop never overfill ``activity_concurrency``."""
+        if self._tg is None or self._stopping is None or self._stopping.is_set() or self._suspects:
+            return 0
+        free = self._options.activity_concurrency - len(self._running) - self._reserved
+        n = max(0, min(self._options.batch_size, free))
+        self._reserved += n
+        return n
+
+    def adopt(self, leases: list[WorkItemLease], reserved: int) -> None:
+        """Run work items a commit of this worker leased to it (fresh plain items, attempt 1),
+        and give back the ``reserved`` slots of :meth:`reserve_take`."""
+        self._reserved -= reserved
+        if not leases:
+            self._wake()  # unused reserved slots are free for the fetch loop again
+            return
+        assert self._tg is not None
+        for lease in leases:
+            run = _Run(lease)
+            self._running[lease.item_id] = run
+            self._idle = anyio.Event() if self._idle.is_set() else self._idle
+            self._tg.start_soon(self._execute, run)
+
     async def fetch_loop(self, stopping: anyio.Event, tg: anyio.abc.TaskGroup) -> None:
+        self._tg, self._stopping = tg, stopping
         errors = 0
         options = self._options
         while not stopping.is_set():
             await self.faults.wait_if_paused(stopping)
             if stopping.is_set():
                 break
-            free = options.activity_concurrency - len(self._running)
+            free = options.activity_concurrency - len(self._running) - self._reserved
             if free <= 0 or self._suspects:  # full, or a redelivered item must run alone
                 wakeup = self._wakeup
                 await wakeup.wait()
@@ -162,6 +196,11 @@ class ActivityDispatcher:
             for lease in items:
                 if stopping.is_set():
                     tg.start_soon(self._abandon, lease, 0, False)
+                    continue
+                if len(self._running) + self._reserved >= options.activity_concurrency:
+                    # A commit's local hand-off filled the slots while this fetch waited:
+                    # hand the rest back (not counted) rather than overfill the worker.
+                    hand_back.append(lease)
                     continue
                 suspect = runs_alone(lease.attempt, options.max_attempts)
                 if suspect and self._suspects:
@@ -263,12 +302,13 @@ class ActivityDispatcher:
             while len(self._running) > 1:
                 wakeup = self._wakeup
                 await wakeup.wait()
-            await self._execute(run)
+            await self._execute(run, then_turn=False)
         finally:
             self._suspects.discard(run.lease.item_id)
             self._wake()
+        await self._next_turn(run)  # not alone: the worker fetches again meanwhile
 
-    async def _execute(self, run: _Run) -> None:
+    async def _execute(self, run: _Run, *, then_turn: bool = True) -> None:
         lease = run.lease
         try:
             await self._execute_inner(run)
@@ -291,6 +331,13 @@ class ActivityDispatcher:
             if not self._running:
                 self._idle.set()
             self._wake()
+        if then_turn:
+            await self._next_turn(run)
+
+    async def _next_turn(self, run: _Run) -> None:
+        """Run the turn our ack locked (local hand-off), once the item is done here."""
+        if run.next_turn is not None and self.on_turn is not None:
+            await self.on_turn(run.next_turn)
 
     async def _execute_inner(self, run: _Run) -> None:
         lease = run.lease
@@ -360,10 +407,11 @@ class ActivityDispatcher:
             stream=_bridge.stream_writer(self._store, task.instance_id, self._codec),
         )
         outcome: tuple[bool, Any] | None = None
-        timeout = task.timeout_ms / 1000 if task.timeout_ms else math.inf
+        # no deadline scope when there is no timeout (one CancelScope less per activity)
+        deadline = anyio.fail_after(task.timeout_ms / 1000) if task.timeout_ms else nullcontext()
         with run.scope:
             try:
-                with anyio.fail_after(timeout):
+                with deadline:
                     args = _bridge.activity_args(task, activity, self._codec)
                     if activity.is_async:
                         value = await activity.fn(ctx, *args)
@@ -402,9 +450,15 @@ class ActivityDispatcher:
         await self._ack(run, message_id, data)
 
     async def _ack(self, run: _Run, message_id: str, data: bytes) -> None:
+        handoff = self.on_turn is not None and not (self._stopping and self._stopping.is_set())
         try:
             with anyio.CancelScope(shield=True):
-                await self._store.ack_work_item(run.lease, message_id, data)
+                if handoff:
+                    run.next_turn = await self._store.ack_work_item(
+                        run.lease, message_id, data, lock_ms=self._options.lock_ms
+                    )
+                else:
+                    await self._store.ack_work_item(run.lease, message_id, data)
             self.faults.succeeded()
         except LeaseLostError:
             logger.info(

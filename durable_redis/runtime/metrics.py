@@ -151,10 +151,21 @@ class MeteredStore:
     # -- turns ---------------------------------------------------------------------------------
     async def fetch_orchestration(self, *, lock_ms: int, wait_ms: int = 0) -> Any:
         lease = await self.inner.fetch_orchestration(lock_ms=lock_ms, wait_ms=wait_ms)
+        self._start_turn(lease)
+        return lease
+
+    def _start_turn(self, lease: OrchestrationLease | None) -> None:
+        """A turn starts: fetched, or locked for us by an ack (local hand-off)."""
         if lease is not None and len(self._turns) < _MAX_OPEN:
             name = lease.instance.name if lease.instance is not None else ""
             self._turns[lease.token] = (time.perf_counter(), name or "unknown")
-        return lease
+
+    def _start_items(self, leases: Sequence[WorkItemLease]) -> None:
+        """Work items start: fetched, or leased to us by a commit (local hand-off)."""
+        now = time.perf_counter()
+        for lease in leases:
+            if len(self._items) < _MAX_OPEN:
+                self._items[lease.item_id] = (now, _activity_name(lease))
 
     def _end_turn(self, lease: OrchestrationLease, outcome: str) -> None:
         start, name = self._turns.pop(lease.token, (None, "unknown"))
@@ -162,14 +173,16 @@ class MeteredStore:
             self.metrics.turn_seconds.labels(name).observe(time.perf_counter() - start)
         self.metrics.turns.labels(name, outcome).inc()
 
-    async def commit_turn(self, lease: OrchestrationLease, commit: TurnCommit) -> Any:
+    async def commit_turn(self, lease: OrchestrationLease, commit: TurnCommit, **kw: Any) -> Any:
         try:
-            result = await self.inner.commit_turn(lease, commit)
+            result = await self.inner.commit_turn(lease, commit, **kw)
         except LeaseLostError:
             self.metrics.losses.labels("turn").inc()
             self._end_turn(lease, "lease_lost")
             raise
         self._end_turn(lease, str(commit.status.value))
+        if result:
+            self._start_items(result)
         return result
 
     async def abandon_orchestration(self, lease: OrchestrationLease, **kwargs: Any) -> Any:
@@ -190,10 +203,7 @@ class MeteredStore:
     # -- activities ----------------------------------------------------------------------------
     async def fetch_work_items(self, worker_id: str, **kwargs: Any) -> Any:
         leases = await self.inner.fetch_work_items(worker_id, **kwargs)
-        now = time.perf_counter()
-        for lease in leases:
-            if len(self._items) < _MAX_OPEN:
-                self._items[lease.item_id] = (now, _activity_name(lease))
+        self._start_items(leases)
         return leases
 
     def _end_item(self, lease: WorkItemLease, outcome: str) -> None:
@@ -204,13 +214,16 @@ class MeteredStore:
             self.metrics.activity_seconds.labels(name).observe(time.perf_counter() - start)
         self.metrics.activities.labels(name, outcome).inc()
 
-    async def ack_work_item(self, lease: WorkItemLease, message_id: str, completion: bytes) -> Any:
+    async def ack_work_item(
+        self, lease: WorkItemLease, message_id: str, completion: bytes, **kw: Any
+    ) -> Any:
         try:
-            result = await self.inner.ack_work_item(lease, message_id, completion)
+            result = await self.inner.ack_work_item(lease, message_id, completion, **kw)
         except LeaseLostError:
             self._end_item(lease, "lease_lost")
             raise
         self._end_item(lease, _activity_outcome(completion))
+        self._start_turn(result)
         return result
 
     async def abandon_work_item(self, lease: WorkItemLease, **kwargs: Any) -> Any:

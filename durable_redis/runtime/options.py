@@ -56,6 +56,10 @@ class WorkerOptions:
       work arrives; this only bounds how quickly a stop is noticed by an idle fetch).
     - ``janitor_interval``: how often (with jitter) this worker removes terminal instances older
       than ``retention``; ``None`` disables the janitor.
+    - ``local_handoff``: a turn's commit leases its new plain activities to this worker in
+      the same call, and an activity's ack locks its instance for this worker when nobody holds
+      it, so the next step runs here without a fetch (and without waking other workers).
+      ``False``: everything goes through the queues.
     - ``worker_id``: default ``host:pid:random``.
     """
 
@@ -76,6 +80,7 @@ class WorkerOptions:
     janitor_interval: float | None = 300.0
     retention: float = 7 * 24 * 3600.0
     janitor_batch: int = 200
+    local_handoff: bool = True
     worker_id: str | None = None
 
     def __post_init__(self) -> None:

@@ -38,7 +38,7 @@ from durable_redis.errors import (
 from durable_redis.runtime import _bridge
 from durable_redis.runtime.faults import FaultTracker
 from durable_redis.runtime.options import WorkerOptions
-from durable_redis.storage.base import InstanceStatus, OrchestrationLease, Store
+from durable_redis.storage.base import InstanceStatus, OrchestrationLease, Store, WorkTake
 
 __all__ = ["OrchestrationDispatcher"]
 
@@ -53,6 +53,17 @@ INLINE_TURN_MAX_EVENTS = 2000
 
 class _CodeCrash(Exception):
     """The turn computation itself raised (its cause is the exception)."""
+
+
+class _Held:
+    """A lease a turn holds: renewed by the dispatcher's one renewal loop."""
+
+    __slots__ = ("lease", "lost", "renewed")
+
+    def __init__(self, lease: OrchestrationLease, now: float) -> None:
+        self.lease = lease
+        self.lost = anyio.Event()
+        self.renewed = now  # anyio.current_time() of the fetch or the last renewal
 
 
 class OrchestrationDispatcher:
@@ -71,8 +82,26 @@ class OrchestrationDispatcher:
         self.faults = FaultTracker()
         self.in_flight = 0
         self.resumed_turns = 0  # turns that advanced a suspended orchestration (no replay)
+        # local hand-off (WorkerOptions.local_handoff): the worker's ActivityDispatcher, which
+        # runs the work items our commits lease to it; set by the Worker
+        self.activities: Any = None
+        self._stopping: anyio.Event | None = None
+        self._held: dict[str, _Held] = {}  # lease token -> the turn's lease (renewal_loop)
+
+    async def run_adopted(self, lease: OrchestrationLease) -> None:
+        """Run the turn of an instance this worker's activity ack locked (local hand-off)."""
+        with anyio.CancelScope(shield=True):
+            if self._stopping is None or self._stopping.is_set():
+                await self._abandon(lease, 0, count_attempt=False)
+                return
+            self.in_flight += 1
+            try:
+                await self.process(lease)
+            finally:
+                self.in_flight -= 1
 
     async def fetch_loop(self, stopping: anyio.Event) -> None:
+        self._stopping = stopping
         try:
             await self._fetch_loop(stopping)
         finally:
@@ -113,32 +142,32 @@ class OrchestrationDispatcher:
                 self.in_flight -= 1
 
     async def process(self, lease: OrchestrationLease) -> None:
-        """Run one turn of ``lease`` and commit it (or abandon it), renewing meanwhile."""
-        lost = anyio.Event()
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(self._renew_until_done, lease, lost)
-            try:
-                await self._turn(lease, lost)
-            except _CodeCrash as crash:
-                exc = crash.__cause__ or crash
-                if self.faults.code_crashed(lease.instance_id, exc):
-                    logger.error(
-                        "orchestration turn of %s crashed (delivery %d of max %d, counted); "
-                        "retrying in %d ms",
-                        lease.instance_id,
-                        lease.attempt,
-                        self._options.max_attempts,
-                        _CRASH_DELAY_MS,
-                        exc_info=exc,
-                        extra={"instance_id": lease.instance_id, "worker_id": self._worker_id},
-                    )
-                    await self._abandon(lease, _CRASH_DELAY_MS, count_attempt=True)
-                else:
-                    await self._worker_fault(lease, exc, "the same crash hit other instances")
-            except Exception as exc:
-                await self._worker_fault(lease, exc, "outside the orchestration's code")
-            finally:
-                tg.cancel_scope.cancel()
+        """Run one turn of ``lease`` and commit it (or abandon it); ``renewal_loop`` renews it
+        meanwhile."""
+        held = _Held(lease, anyio.current_time())
+        self._held[lease.token] = held
+        try:
+            await self._turn(lease, held.lost)
+        except _CodeCrash as crash:
+            exc = crash.__cause__ or crash
+            if self.faults.code_crashed(lease.instance_id, exc):
+                logger.error(
+                    "orchestration turn of %s crashed (delivery %d of max %d, counted); "
+                    "retrying in %d ms",
+                    lease.instance_id,
+                    lease.attempt,
+                    self._options.max_attempts,
+                    _CRASH_DELAY_MS,
+                    exc_info=exc,
+                    extra={"instance_id": lease.instance_id, "worker_id": self._worker_id},
+                )
+                await self._abandon(lease, _CRASH_DELAY_MS, count_attempt=True)
+            else:
+                await self._worker_fault(lease, exc, "the same crash hit other instances")
+        except Exception as exc:
+            await self._worker_fault(lease, exc, "outside the orchestration's code")
+        finally:
+            del self._held[lease.token]
 
     async def _worker_fault(self, lease: OrchestrationLease, exc: BaseException, why: str) -> None:
         pause = self.faults.worker_fault()
@@ -153,21 +182,34 @@ class OrchestrationDispatcher:
         )
         await self._abandon(lease, _CRASH_DELAY_MS, count_attempt=False)
 
-    async def _renew_until_done(self, lease: OrchestrationLease, lost: anyio.Event) -> None:
+    async def renewal_loop(self) -> None:
+        """One loop renews every lease a turn of this worker holds (most turns take a few ms
+        and are never renewed): each at most ``renewal_interval`` after its fetch or its last
+        renewal. A lease found lost sets its turn's ``lost`` event (the turn is not committed).
+        """
         interval = self._options.effective_renewal_interval
         while True:
-            await anyio.sleep(interval)
-            try:
-                await self._store.renew_orchestration(lease, self._options.lock_ms)
-            except LeaseLostError:
-                logger.warning(
-                    "orchestration lease lost during a turn",
-                    extra={"instance_id": lease.instance_id, "worker_id": self._worker_id},
-                )
-                lost.set()
-                return
-            except Exception:
-                logger.exception("renewing an orchestration lease failed; retrying")
+            await anyio.sleep(interval / 2)
+            now = anyio.current_time()
+            for token, held in list(self._held.items()):
+                if now - held.renewed < interval / 2 or held.lost.is_set():
+                    continue
+                try:
+                    await self._store.renew_orchestration(held.lease, self._options.lock_ms)
+                    held.renewed = now
+                except LeaseLostError:
+                    if token in self._held:  # else the turn ended (committed) meanwhile
+                        logger.warning(
+                            "orchestration lease lost during a turn",
+                            extra={
+                                "instance_id": held.lease.instance_id,
+                                "worker_id": self._worker_id,
+                            },
+                        )
+                    held.lost.set()
+                except Exception:
+                    if token in self._held:
+                        logger.exception("renewing an orchestration lease failed; retrying")
 
     async def _turn(self, lease: OrchestrationLease, lost: anyio.Event) -> None:
         now_ms = lease.lease_until_ms - self._options.lock_ms  # server time at fetch
@@ -365,8 +407,18 @@ class OrchestrationDispatcher:
 
     async def _commit(self, lease: OrchestrationLease, commit: Any) -> bool:
         """Commit; False if the lease was lost (nothing stored)."""
+        activities = self.activities
+        limit = activities.reserve_take() if activities is not None else 0
         try:
-            await self._store.commit_turn(lease, commit)
+            if limit > 0:
+                take = WorkTake(self._worker_id, limit, self._options.lock_ms)
+                taken = []
+                try:
+                    taken = await self._store.commit_turn(lease, commit, take=take) or []
+                finally:
+                    activities.adopt(taken, limit)
+            else:
+                await self._store.commit_turn(lease, commit)
         except LeaseLostError:
             logger.warning(
                 "turn of %s not committed: its lease was lost (another worker will redo it)",

@@ -67,6 +67,9 @@ class Worker:
         )
         self.heartbeat = Heartbeat(self)
         self._activities.after_renewal = self.heartbeat.poke
+        if self.options.local_handoff:
+            self._orchestrations.activities = self._activities
+            self._activities.on_turn = self._orchestrations.run_adopted
         self._stopping: anyio.Event | None = None
         self._stop_requested = threading.Event()
         self._grace_period = self.options.shutdown_grace_period
@@ -146,6 +149,7 @@ class Worker:
         async with anyio.create_task_group() as outer:
             outer.start_soon(self._activities.renewal_loop)
             outer.start_soon(self.heartbeat.run)
+            outer.start_soon(self._orchestrations.renewal_loop)
             if self.options.janitor_interval is not None:
                 outer.start_soon(self._janitor_loop, self.options.janitor_interval)
             if handle_signals:

@@ -1,5 +1,6 @@
 """Small codecs shared by the RedisStore modules: decoding script replies and hashes
-(``_s``, ``_pairs``, ``_info``), encoding optional arguments (``_opt``), list cursors."""
+(``_s``, ``_pairs``, ``_info``, ``_work_leases``), encoding optional arguments (``_opt``), list
+cursors."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from durable_redis.errors import ValidationError
-from durable_redis.storage.base import InstanceInfo, InstanceStatus
+from durable_redis.storage.base import InstanceInfo, InstanceStatus, WorkItemLease
 
 
 def _s(value: Any) -> str:
@@ -53,3 +54,21 @@ def _info(instance_id: str, fields: dict[str, Any]) -> InstanceInfo:
         custom_status=fields.get("custom"),
         input=fields.get("input"),
     )
+
+
+def _work_leases(flat: Sequence[Any], until: int) -> list[WorkItemLease]:
+    """Leases from a ``{item_id, token, iid, activity_key, session_id, data, attempt, ...}``
+    reply (fetch_work_items, commit_turn's taken items)."""
+    return [
+        WorkItemLease(
+            item_id=_s(flat[i]),
+            token=_s(flat[i + 1]),
+            instance_id=_s(flat[i + 2]),
+            activity_key=_s(flat[i + 3]),
+            session_id=_s(flat[i + 4]) or None,
+            data=flat[i + 5],
+            attempt=int(flat[i + 6]),
+            lease_until_ms=until,
+        )
+        for i in range(0, len(flat), 7)
+    ]

@@ -7,8 +7,14 @@ import secrets
 from collections.abc import Sequence
 from typing import Any
 
-from durable_redis.storage._replies import _opt, _s
-from durable_redis.storage.base import LostSessions, SessionRef, WorkBatch, WorkItemLease
+from durable_redis.storage._replies import _opt, _s, _work_leases
+from durable_redis.storage.base import (
+    LostSessions,
+    OrchestrationLease,
+    SessionRef,
+    WorkBatch,
+    WorkItemLease,
+)
 from durable_redis.storage.keys import session_key, validate_id
 from durable_redis.storage.redis_base import RedisStoreBase
 from durable_redis.storage.scripts import Status, raise_for_status
@@ -104,34 +110,31 @@ class ActivityQueueMixin(RedisStoreBase):
             )
             if reply[0] != Status.OK:
                 raise_for_status("fetch_work_items", reply)
-            until = int(reply[1])
             flat = reply[2]
-            for i in range(0, len(flat), 7):
-                sid = _s(flat[i + 4])
-                out.append(
-                    WorkItemLease(
-                        item_id=_s(flat[i]),
-                        token=_s(flat[i + 1]),
-                        instance_id=_s(flat[i + 2]),
-                        activity_key=_s(flat[i + 3]),
-                        session_id=sid or None,
-                        data=flat[i + 5],
-                        attempt=int(flat[i + 6]),
-                        lease_until_ms=until,
-                    )
-                )
+            if not flat:
+                self.calls["fetch_work_items:empty"] += 1
+            out += _work_leases(flat, int(reply[1]))
             if len(reply) > 3:
                 closed += [checked[int(k) - 1] for k in reply[3]]
                 taken += [checked[int(k) - 1] for k in reply[4]]
                 budget = max(0, budget + len(reply[3]) + len(reply[4]) - int(reply[5]))
         return WorkBatch(out, LostSessions([*closed, *taken], closed))
 
-    async def ack_work_item(self, lease: WorkItemLease, message_id: str, completion: bytes) -> None:
+    async def ack_work_item(
+        self,
+        lease: WorkItemLease,
+        message_id: str,
+        completion: bytes,
+        *,
+        lock_ms: int | None = None,
+    ) -> OrchestrationLease | None:
         epoch = await self._ready()
         validate_id("message id", message_id)
         iid = lease.instance_id
         pk = self._pk(iid)
         ik = pk.instance(iid)
+        guess = self._exec_guess.get(iid, 1)
+        nonce = secrets.token_hex(8) if lock_ms is not None else ""
         reply = await self._eval(
             "ack_work_item",
             [
@@ -151,11 +154,28 @@ class ActivityQueueMixin(RedisStoreBase):
                 pk.oq_ready,
                 pk.oq_locks,
                 pk.oq_marker,
+                pk.oq_lock,
+                ik.history(guess),
             ],
-            [epoch, lease.item_id, lease.token, iid, message_id, completion],
+            [
+                epoch,
+                lease.item_id,
+                lease.token,
+                iid,
+                message_id,
+                completion,
+                nonce,
+                lock_ms or 0,
+                self._max_messages,
+                guess,
+            ],
         )
         if reply[0] != Status.OK:
             raise_for_status("ack_work_item", reply, lease.item_id.replace("\n", "/"))
+        if len(reply) == 1:
+            return None
+        self.calls["ack_work_item:locked"] += 1
+        return await self._lease_from_lock(iid, _s(reply[1]), reply[2:])
 
     async def renew_work_items(
         self, leases: Sequence[WorkItemLease], lock_ms: int, session_lock_ms: int | None = None

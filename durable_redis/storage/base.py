@@ -38,6 +38,7 @@ __all__ = [
     "TurnCommit",
     "WorkBatch",
     "WorkItemLease",
+    "WorkTake",
 ]
 
 
@@ -202,6 +203,16 @@ class WorkBatch(list[WorkItemLease]):
 
 
 @dataclass(frozen=True, slots=True)
+class WorkTake:
+    """Ask ``commit_turn`` to lease up to ``limit`` of the turn's new plain work items that are
+    visible now to ``worker_id`` (the committing worker runs them without a fetch)."""
+
+    worker_id: str
+    limit: int
+    lock_ms: int
+
+
+@dataclass(frozen=True, slots=True)
 class InstancePage:
     instances: Sequence[InstanceInfo]
     next_cursor: str | None  # pass back to list_instances for the next page; None = last page
@@ -278,11 +289,17 @@ class Store(Protocol):
         """
         ...
 
-    async def commit_turn(self, lease: OrchestrationLease, commit: TurnCommit) -> None:
+    async def commit_turn(
+        self, lease: OrchestrationLease, commit: TurnCommit, *, take: WorkTake | None = None
+    ) -> list[WorkItemLease]:
         """Apply a turn atomically and release the lock. LeaseLostError changes nothing.
 
         Deletes the lease's tagged messages; messages that arrived during the turn stay queued.
-        Terminal statuses purge every session of the instance.
+        Terminal statuses purge every session of the instance. With ``take``, the new plain
+        work items visible now are leased to ``take.worker_id`` in the same call (at most
+        ``take.limit``, and only while no older plain item waits, so FIFO holds) and returned,
+        as ``fetch_work_items`` would return them; otherwise the result is empty. A re-sent
+        commit (lost reply) returns nothing: items it took come back when their lease expires.
         """
         ...
 
@@ -332,11 +349,21 @@ class Store(Protocol):
         """
         ...
 
-    async def ack_work_item(self, lease: WorkItemLease, message_id: str, completion: bytes) -> None:
+    async def ack_work_item(
+        self,
+        lease: WorkItemLease,
+        message_id: str,
+        completion: bytes,
+        *,
+        lock_ms: int | None = None,
+    ) -> OrchestrationLease | None:
         """Delete the item and enqueue ``completion`` to its instance, atomically.
 
         LeaseLostError (nothing changed) if the token is stale, the lease expired or the item was
-        cancelled (lock stealing).
+        cancelled (lock stealing). With ``lock_ms``, if the instance is not locked, the same call
+        also locks it for the caller for ``lock_ms`` and returns its lease, as
+        ``fetch_orchestration`` would (the caller runs the turn; nobody is woken for it);
+        otherwise it returns None.
         """
         ...
 

@@ -12,21 +12,28 @@ import asyncio
 import logging
 import secrets
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 from redis.asyncio.client import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.commands.core import AsyncScript
-from redis.exceptions import ResponseError
+from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from durable_redis.errors import ConfigurationError, NamespaceMissingError
-from durable_redis.storage._replies import _info, _s
-from durable_redis.storage.base import InstanceInfo
+from durable_redis.storage._replies import _info, _pairs, _s
+from durable_redis.storage.base import InstanceInfo, OrchestrationLease, QueuedMessage
 from durable_redis.storage.cluster import Doorbell
 from durable_redis.storage.keys import PartitionKeys, meta_key, partition_of
 from durable_redis.storage.scripts import SCRIPTS, load_script_source
+
+_hiredis_pack: Callable[[tuple[Any, ...]], bytes] | None
+try:  # C packing of commands (redis[hiredis]); redis-py's Python packer otherwise
+    from hiredis import pack_command as _hiredis_pack
+except ImportError:  # pragma: no cover - hiredis is a dependency
+    _hiredis_pack = None
 
 # the historical logger name (operators filter on it)
 log = logging.getLogger("durable_redis.storage.redis_store")
@@ -75,6 +82,10 @@ class RedisStoreBase:
         self._rr = 0
         self._init_lock = asyncio.Lock()
         self._is_cluster = isinstance(redis_client, RedisCluster)
+        # plain Redis: scripts go straight to a pooled connection (see _eval_on_connection)
+        self._pool: Any = (
+            None if self._is_cluster else getattr(redis_client, "connection_pool", None)
+        )
         self._bell: Doorbell | None = None
         self._tombstone_ms = outbox_tombstone_ms
         self._sweep_s = outbox_sweep_s
@@ -85,6 +96,9 @@ class RedisStoreBase:
         # set when our last commit saw nothing claimable (P = 1): the next orchestration fetch
         # blocks on the marker first instead of running a claim that would find nothing
         self._nothing_due = False
+        # script calls by name, and "<name>:empty" for fetches that found nothing (benchmarks
+        # read them: wasted calls per unit of work)
+        self.calls: Counter[str] = Counter()
 
     def _remember_exec(self, instance_id: str, execution_id: int) -> None:
         if execution_id == 1:
@@ -192,8 +206,77 @@ class RedisStoreBase:
 
     async def _eval(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> list[Any]:
         """Run one script (EVALSHA, NOSCRIPT reload). The single path every script call takes."""
-        reply = await self._scripts[name](keys=list(keys), args=list(args))
+        self.calls[name] += 1
+        script = self._scripts[name]
+        if self._pool is not None:
+            return await self._eval_on_connection(script, keys, args)
+        reply = await script(keys=list(keys), args=list(args))
         return list(reply)
+
+    async def _eval_on_connection(
+        self, script: AsyncScript, keys: Sequence[str], args: Sequence[Any]
+    ) -> list[Any]:
+        """EVALSHA on a connection of the client's pool, without redis-py's per-command layers
+        (``Script.__call__``, ``execute_command``, response callbacks, operation metrics), the
+        command packed by hiredis in C (redis-py's Python packer costs ~2x more for a commit).
+        Same retry policy as the client's commands (the connection's ``Retry``: a connection
+        error disconnects it and re-sends; every script is safe to run twice) and the same
+        NOSCRIPT reload."""
+        conn = await self._pool.get_connection()
+        try:
+
+            async def send() -> Any:
+                command = ("EVALSHA", script.sha, len(keys), *keys, *args)
+                if _hiredis_pack is not None:
+                    await conn.send_packed_command(_hiredis_pack(command))
+                else:
+                    await conn.send_command(*command)
+                return await conn.read_response()
+
+            async def failed(_error: Exception) -> None:
+                await conn.disconnect()
+
+            try:
+                reply = await conn.retry.call_with_retry(send, failed)
+            except NoScriptError:
+                script.sha = await self._r.script_load(script.script)
+                reply = await conn.retry.call_with_retry(send, failed)
+        finally:
+            await self._pool.release(conn)
+        return list(reply)
+
+    async def _lease_from_lock(
+        self, iid: str, token: str, reply: Sequence[Any]
+    ) -> OrchestrationLease:
+        """The lease from a lock reply ``{lease_until_ms, {record}, {messages}, read, {events}}``
+        (lock_messages; ack_work_item when it locked the instance)."""
+        lease_until = int(reply[0])
+        info = _info(iid, _pairs(reply[1]))
+        flat = reply[2]
+        messages = [
+            QueuedMessage(message_id=_s(flat[i]), data=flat[i + 1], attempt=int(flat[i + 2]))
+            for i in range(0, len(flat), 3)
+        ]
+        history: list[bytes] = []
+        if info.execution_id > 0:
+            if len(reply) > 4 and int(reply[3]) == 1:
+                history = list(reply[4])
+            else:
+                pk = self._pk(iid)
+                history = list(
+                    await self._r.lrange(pk.instance(iid).history(info.execution_id), 0, -1)
+                )
+            self._remember_exec(iid, info.execution_id)
+        return OrchestrationLease(
+            instance_id=iid,
+            token=token,
+            lease_until_ms=lease_until,
+            execution_id=info.execution_id,
+            history=history,
+            messages=messages,
+            attempt=max((m.attempt for m in messages), default=0),
+            instance=info,
+        )
 
     # -- blocking ------------------------------------------------------------------------------
 

@@ -29,7 +29,7 @@ from redis.exceptions import NoPermissionError as RedisNoPermissionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from durable_redis.errors import ConfigurationError, InstanceExistsError, StoreUnavailableError
-from durable_redis.storage._replies import _info, _opt, _pairs, _s
+from durable_redis.storage._replies import _opt, _s, _work_leases
 from durable_redis.storage._url import _pop_partitions
 from durable_redis.storage.activities import ActivityQueueMixin
 from durable_redis.storage.base import (
@@ -37,9 +37,10 @@ from durable_redis.storage.base import (
     InstanceCreate,
     InstanceStatus,
     OrchestrationLease,
-    QueuedMessage,
     Store,
     TurnCommit,
+    WorkItemLease,
+    WorkTake,
 )
 from durable_redis.storage.cluster import CLUSTER_SCHEMES, cluster_client_from_url
 from durable_redis.storage.keys import (
@@ -250,6 +251,7 @@ class RedisStore(ActivityQueueMixin, ManagementMixin, OutboxMixin, MessagingMixi
                 if claim[0] != Status.OK:
                     raise_for_status("claim_orchestration", claim)
                 if len(claim) == 1:
+                    self.calls["claim_orchestration:empty"] += 1
                     break
                 iid, token = _s(claim[1]), _s(claim[2])
                 lease = await self._lock_messages(pk, epoch, iid, token)
@@ -284,32 +286,11 @@ class RedisStore(ActivityQueueMixin, ManagementMixin, OutboxMixin, MessagingMixi
             return None
         if reply[0] != Status.OK:
             raise_for_status("lock_messages", reply, iid)
-        lease_until = int(reply[1])
-        info = _info(iid, _pairs(reply[2]))
-        flat = reply[3]
-        messages = [
-            QueuedMessage(message_id=_s(flat[i]), data=flat[i + 1], attempt=int(flat[i + 2]))
-            for i in range(0, len(flat), 3)
-        ]
-        history: list[bytes] = []
-        if info.execution_id > 0:
-            if len(reply) > 5 and int(reply[4]) == 1:
-                history = list(reply[5])
-            else:
-                history = list(await self._r.lrange(ik.history(info.execution_id), 0, -1))
-            self._remember_exec(iid, info.execution_id)
-        return OrchestrationLease(
-            instance_id=iid,
-            token=token,
-            lease_until_ms=lease_until,
-            execution_id=info.execution_id,
-            history=history,
-            messages=messages,
-            attempt=max((m.attempt for m in messages), default=0),
-            instance=info,
-        )
+        return await self._lease_from_lock(iid, token, reply[1:])
 
-    async def commit_turn(self, lease: OrchestrationLease, commit: TurnCommit) -> None:
+    async def commit_turn(
+        self, lease: OrchestrationLease, commit: TurnCommit, *, take: WorkTake | None = None
+    ) -> list[WorkItemLease]:
         epoch = await self._ready()
         iid = lease.instance_id
         pk = self._pk(iid)
@@ -390,6 +371,10 @@ class RedisStore(ActivityQueueMixin, ManagementMixin, OutboxMixin, MessagingMixi
             *flags,
             len(groups),
             len(wake_owners),
+            "" if take is None or take.limit < 1 else take.worker_id,
+            secrets.token_hex(8) if take is not None else "",
+            take.limit if take is not None else 0,
+            take.lock_ms if take is not None else 0,
             len(commit.events),
             *commit.events,
         ]
@@ -454,11 +439,15 @@ class RedisStore(ActivityQueueMixin, ManagementMixin, OutboxMixin, MessagingMixi
         self._remember_exec(iid, commit.execution_id)
         if len(reply) > 1 and int(reply[1]) == 0 and len(self._parts) == 1:
             self._nothing_due = True
+        taken = _work_leases(reply[3], int(reply[2])) if len(reply) > 3 else []
+        if taken:
+            self.calls["commit_turn:taken"] += len(taken)
         if outbox:
             try:
                 await self.deliver_outbox(pk.index)
             except Exception:  # committed: any worker's sweep delivers the leftovers
                 log.warning("outbox delivery from partition %d failed", pk.index, exc_info=True)
+        return taken
 
     async def renew_orchestration(self, lease: OrchestrationLease, lock_ms: int) -> int:
         epoch = await self._ready()

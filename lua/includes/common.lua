@@ -75,6 +75,39 @@ local function requeue_instance(mz, ready, locks, marker, iid, now)
   arm_marker(marker, due, now)
 end
 
+-- Tag the instance's visible messages (at most max_messages) with a lock token: attempt + 1
+-- each, once per token. Returns {mid, data, attempt, ...} (empty: nothing visible).
+local function tag_messages(mz, mh, token, max_messages, now)
+  local visible = redis.call('ZRANGEBYSCORE', mz, '-inf', fmt(now), 'LIMIT', 0, max_messages)
+  local msgs = {}
+  for _, member in ipairs(visible) do
+    local mid = string.sub(member, 18)
+    local attempt
+    if redis.call('HGET', mh, mid .. '|t') == token then
+      attempt = redis.call('HGET', mh, mid .. '|a')
+    else
+      redis.call('HSET', mh, mid .. '|t', token)
+      attempt = redis.call('HINCRBY', mh, mid .. '|a', 1)
+    end
+    msgs[#msgs + 1] = mid
+    msgs[#msgs + 1] = redis.call('HGET', mh, mid .. '|d')
+    msgs[#msgs + 1] = tostring(attempt)
+  end
+  return msgs
+end
+
+-- The lease part of a lock reply: {deadline, {record field, value, ...}, msgs, read, {event...}}
+-- with the history of the current execution when it is exec_guess's (hist is that key).
+local function lock_reply(inst, hist, exec_guess, deadline, msgs)
+  local events = {}
+  local read = 0
+  if redis.call('HGET', inst, 'exec') == exec_guess then
+    read = 1
+    events = redis.call('LRANGE', hist, 0, -1)
+  end
+  return {deadline, redis.call('HGETALL', inst), msgs, read, events}
+end
+
 local function delete_message(mz, mh, mid)
   local member = redis.call('HGET', mh, mid .. '|m')
   if member then redis.call('ZREM', mz, member) end

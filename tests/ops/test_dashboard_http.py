@@ -260,7 +260,7 @@ def test_overview_shows_queue_depths_and_the_oldest_waiting_work(
         data = web.get("/api/overview").json()
         if data["totals"]["work_leased"] == 1 and data["totals"]["work_ready"] == 1:
             break
-        assert time.monotonic() < deadline, data
+        assert time.monotonic() < deadline, str(data["totals"])
         time.sleep(0.05)
     assert data["counts"]["running"] == 2 and data["workers"] == 1
     first_age = data["oldest_work_age_ms"]

@@ -49,7 +49,9 @@ class ScriptedStore:
         await anyio.sleep(0.05)
         self.abandoned.append((lease.item_id, count_attempt))
 
-    async def ack_work_item(self, lease: WorkItemLease, message_id: str, data: bytes) -> None:
+    async def ack_work_item(
+        self, lease: WorkItemLease, message_id: str, data: bytes, **_: Any
+    ) -> None:
         self.acked.append(lease.item_id)
 
     async def renew_work_items(self, *_: Any) -> list[str]:

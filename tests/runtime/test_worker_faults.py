@@ -98,11 +98,11 @@ class CountingStore:
             self.fetched[lease.instance_id] = self.fetched.get(lease.instance_id, 0) + 1
         return lease
 
-    async def commit_turn(self, lease: OrchestrationLease, commit: TurnCommit) -> Any:
+    async def commit_turn(self, lease: OrchestrationLease, commit: TurnCommit, **kw: Any) -> Any:
         if self.commit_failures > 0:
             self.commit_failures -= 1
             raise RuntimeError("injected: the commit path is broken on this worker")
-        return await self._store.commit_turn(lease, commit)
+        return await self._store.commit_turn(lease, commit, **kw)
 
 
 class BrokenCodec(MsgpackCodec):
