@@ -17,7 +17,10 @@
     │   ├── InstanceNotFoundError          no instance with that id
     │   ├── InstanceRunningError           delete of a running instance without force
     │   ├── NamespaceMissingError          the namespace's data vanished from Redis
-    │   └── StoreUnavailableError          Redis unreachable past the retry window
+    │   ├── StoreUnavailableError          Redis unreachable past the retry window
+    │   ├── JobExistsError                 enqueue with a job id that exists (policy "fail")
+    │   ├── JobNotFoundError               no job with that id (never enqueued, or expired)
+    │   └── JobStateError                  retry of a job that is not failed or cancelled
     ├── NondeterminismError                orchestration code no longer matches its history
     ├── TaskFailedError                    inside an orchestration: durable work failed
     │   ├── ActivityFailedError            an activity raised (type, message, traceback)
@@ -26,7 +29,10 @@
     └── OrchestrationError                 seen by clients: an orchestration did not complete
         ├── OrchestrationFailedError       it failed (details attached)
         ├── OrchestrationCancelledError    it was cancelled
-        └── WaitTimeoutError               wait_for_completion timed out (it may still finish)
+        └── WaitTimeoutError               wait_for_completion / job.result timed out
+    └── JobError                           seen by clients: a job did not complete
+        ├── JobFailedError                 its activity failed (details attached)
+        └── JobCancelledError              it was cancelled
 
 Control-flow signals used inside orchestrations derive from ``BaseException`` (see
 ``durable_redis.core``), so a user's ``except Exception:`` cannot swallow them.
@@ -48,6 +54,12 @@ __all__ = [
     "InstanceNotFoundError",
     "InstanceRunningError",
     "InvalidIdError",
+    "JobCancelledError",
+    "JobError",
+    "JobExistsError",
+    "JobFailedError",
+    "JobNotFoundError",
+    "JobStateError",
     "LeaseLostError",
     "NamespaceMissingError",
     "NondeterminismError",
@@ -150,6 +162,18 @@ class StoreUnavailableError(StoreError, ConnectionError):
     """
 
 
+class JobExistsError(StoreError):
+    """A job with this id exists already (enqueue with ``if_exists="fail"``)."""
+
+
+class JobNotFoundError(StoreError, LookupError):
+    """No job with this id: never enqueued, or its result ttl ran out."""
+
+
+class JobStateError(StoreError):
+    """The job is not in a state that allows the operation (retry of a job that did not fail)."""
+
+
 class NondeterminismError(DurableRedisError):
     """Orchestration code no longer matches the history it is replaying.
 
@@ -227,3 +251,30 @@ class OrchestrationCancelledError(OrchestrationError):
 
 class WaitTimeoutError(OrchestrationError, TimeoutError):
     """``wait_for_completion`` timed out; the orchestration may still finish later."""
+
+
+class JobError(DurableRedisError):
+    """Seen by clients: a job did not complete successfully."""
+
+
+class JobFailedError(JobError):
+    """The job's activity failed (after its retries); ``details`` has the original type name,
+    message and traceback text."""
+
+    def __init__(self, job_id: str, details: FailureDetails) -> None:
+        super().__init__(f"job {job_id!r} failed: {details}")
+        self.job_id = job_id
+        self.details = details
+
+    @property
+    def type_name(self) -> str:
+        return self.details.type_name
+
+
+class JobCancelledError(JobError):
+    """The job was cancelled before it completed."""
+
+    def __init__(self, job_id: str, reason: str = "") -> None:
+        super().__init__(f"job {job_id!r} was cancelled" + (f": {reason}" if reason else ""))
+        self.job_id = job_id
+        self.reason = reason

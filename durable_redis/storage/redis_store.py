@@ -42,6 +42,8 @@ from durable_redis.storage.base import (
     TurnCommit,
 )
 from durable_redis.storage.cluster import CLUSTER_SCHEMES, cluster_client_from_url
+from durable_redis.storage.job_types import JobStore
+from durable_redis.storage.jobs import JobQueueMixin
 from durable_redis.storage.keys import (
     InstanceKeys,
     PartitionKeys,
@@ -81,7 +83,7 @@ def _message_keys(pk: PartitionKeys, ik: InstanceKeys) -> list[str]:
     ]
 
 
-class RedisStore(ActivityQueueMixin, ManagementMixin, OutboxMixin, RedisStoreBase):
+class RedisStore(ActivityQueueMixin, JobQueueMixin, ManagementMixin, OutboxMixin, RedisStoreBase):
     """The Store contract on one Redis or on a Redis Cluster.
 
     ``RedisStore(client, namespace=...)`` wraps an existing ``redis.asyncio.Redis``, a
@@ -506,7 +508,9 @@ def _unavailable_as_store_error(
 
 
 # The public surface (the Store contract) raises only DurableRedisError subclasses.
-for _name in sorted(n for n in dir(Store) if not n.startswith("_")):
+_PUBLIC = {n for n in dir(Store) if not n.startswith("_")}
+_PUBLIC |= {n for n in dir(JobStore) if not n.startswith("_")} | {"job_counts"}
+for _name in sorted(_PUBLIC):
     _method = getattr(RedisStore, _name, None)
     if inspect.iscoroutinefunction(_method):
         setattr(RedisStore, _name, _unavailable_as_store_error(_method))

@@ -1,0 +1,58 @@
+-- Job helpers, inlined where a script includes "jobs" (after "common").
+-- Jobs live in one partition HASH `jobs` with "<job id>|<f>" fields:
+-- n name, d spec (encoded by core: input and options), s status, q ready score (priority, FIFO
+-- seq), r result ttl ms, c created, a deliveries of the current attempt, k retry-policy attempt
+-- (absent = 1), t lease token, w worker, b started, f finished, o output, e error, p progress,
+-- l the token whose ack made the job terminal (a repeated ack is recognised by it).
+local JOB_FIELDS = {'n', 'd', 's', 'q', 'r', 'c', 'a', 'k', 't', 'w', 'b', 'f', 'o', 'e', 'p', 'l'}
+
+local function job_fields(id, names)
+  local out = {}
+  for i, f in ipairs(names) do out[i] = id .. '|' .. f end
+  return out
+end
+
+local function job_delete(jobs, id)
+  redis.call('HDEL', jobs, unpack(job_fields(id, JOB_FIELDS)))
+end
+
+-- A job that just became terminal: kept for its result ttl (the `done` ZSET holds the expiry),
+-- or deleted at once when the ttl is 0.
+local function job_retain(jobs, done, id, now)
+  local ttl = tonumber(redis.call('HGET', jobs, id .. '|r') or '0')
+  if ttl <= 0 then
+    job_delete(jobs, id)
+    redis.call('ZREM', done, id)
+  else
+    redis.call('ZADD', done, fmt(now + ttl), id)
+  end
+end
+
+-- Remove up to `n` retained jobs whose ttl ran out.
+local function job_expire(jobs, done, now, n)
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', done, '-inf', fmt(now), 'LIMIT', 0, n)) do
+    redis.call('ZREM', done, id)
+    job_delete(jobs, id)
+  end
+end
+
+-- Queue an unleased job: delayed until `vis`, else ready by its score.
+local function job_place(jobs, ready, delayed, id, vis, now)
+  if vis > now then
+    redis.call('ZADD', delayed, fmt(vis), id)
+    return false
+  end
+  redis.call('ZADD', ready, redis.call('HGET', jobs, id .. '|q'), id)
+  return true
+end
+
+-- Tell waiting clients that jobs ended (PUBLISH on the `done` key's name; SPUBLISH in cluster).
+local function job_announce(done, ids)
+  if #ids == 0 then return end
+  local payload = table.concat(ids, '\n')
+  if redis.call('HGET', KEYS[1], 'bell') == '1' then
+    redis.call('SPUBLISH', done, payload)
+  else
+    redis.call('PUBLISH', done, payload)
+  end
+end
