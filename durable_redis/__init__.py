@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from durable_redis._jobs_client import JobHandle, JobStatus
     from durable_redis.client import Client, InstanceState
     from durable_redis.core import (
         ActivityContext,
@@ -33,6 +34,12 @@ if TYPE_CHECKING:
         InstanceNotFoundError,
         InstanceRunningError,
         InvalidIdError,
+        JobCancelledError,
+        JobError,
+        JobExistsError,
+        JobFailedError,
+        JobNotFoundError,
+        JobStateError,
         LeaseLostError,
         NamespaceMissingError,
         NondeterminismError,
@@ -55,6 +62,8 @@ if TYPE_CHECKING:
         RedisServer,
         RedisStore,
     )
+    from durable_redis.storage.job_types import ExistingJobPolicy, JobState
+    from durable_redis.sync_client import SyncClient
 
 _LAZY = {
     "ActivityContext": "durable_redis.core",
@@ -69,6 +78,7 @@ _LAZY = {
     "ConfigurationError": "durable_redis.errors",
     "DurableRedisError": "durable_redis.errors",
     "ExistingInstancePolicy": "durable_redis.storage",
+    "ExistingJobPolicy": "durable_redis.storage.job_types",
     "FailureDetails": "durable_redis.errors",
     "InstanceExistsError": "durable_redis.errors",
     "InstanceNotFoundError": "durable_redis.errors",
@@ -76,6 +86,15 @@ _LAZY = {
     "InstanceState": "durable_redis.client",
     "InstanceStatus": "durable_redis.storage",
     "InvalidIdError": "durable_redis.errors",
+    "JobCancelledError": "durable_redis.errors",
+    "JobError": "durable_redis.errors",
+    "JobExistsError": "durable_redis.errors",
+    "JobFailedError": "durable_redis.errors",
+    "JobHandle": "durable_redis._jobs_client",
+    "JobNotFoundError": "durable_redis.errors",
+    "JobState": "durable_redis.storage.job_types",
+    "JobStateError": "durable_redis.errors",
+    "JobStatus": "durable_redis._jobs_client",
     "JsonCodec": "durable_redis.core",
     "LeaseLostError": "durable_redis.errors",
     "MsgpackCodec": "durable_redis.core",
@@ -93,6 +112,7 @@ _LAZY = {
     "RetryPolicy": "durable_redis.core",
     "StoreError": "durable_redis.errors",
     "StoreUnavailableError": "durable_redis.errors",
+    "SyncClient": "durable_redis.sync_client",
     "TaskFailedError": "durable_redis.errors",
     "ValidationError": "durable_redis.errors",
     "WaitTimeoutError": "durable_redis.errors",
@@ -116,6 +136,7 @@ __all__ = [
     "ConfigurationError",
     "DurableRedisError",
     "ExistingInstancePolicy",
+    "ExistingJobPolicy",
     "FailureDetails",
     "InstanceExistsError",
     "InstanceNotFoundError",
@@ -123,6 +144,15 @@ __all__ = [
     "InstanceState",
     "InstanceStatus",
     "InvalidIdError",
+    "JobCancelledError",
+    "JobError",
+    "JobExistsError",
+    "JobFailedError",
+    "JobHandle",
+    "JobNotFoundError",
+    "JobState",
+    "JobStateError",
+    "JobStatus",
     "JsonCodec",
     "LeaseLostError",
     "MsgpackCodec",
@@ -140,6 +170,7 @@ __all__ = [
     "RetryPolicy",
     "StoreError",
     "StoreUnavailableError",
+    "SyncClient",
     "TaskFailedError",
     "ValidationError",
     "WaitTimeoutError",

@@ -25,6 +25,7 @@ from durable_redis._cli_commands import (
     run_demo_command,
     run_worker_command,
 )
+from durable_redis._cli_jobs import JOB_COMMANDS, add_job_commands, run_job_command
 from durable_redis.errors import DurableRedisError
 from durable_redis.storage.base import InstanceStatus
 
@@ -110,6 +111,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("instance_id")
     p.add_argument("--force", action="store_true", help="even if it is still running")
 
+    add_job_commands(sub, common)
+
     p = sub.add_parser("demo", parents=[common], help="run the demo on a private Redis")
     p.add_argument("--conversations", type=int, default=4)
     p.add_argument("--turns", type=int, default=5)
@@ -146,6 +149,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "bench":
             return run_bench_command(args)
         url = _require_url(args)
+        if args.command in JOB_COMMANDS:
+            return anyio.run(run_job_command, args, url, _emit)
         return anyio.run(run_client_command, args, url, _emit)
     except UsageError as exc:
         print(f"durable-redis: {exc}", file=sys.stderr)

@@ -21,6 +21,7 @@ from typing import Any, TypeVar, overload
 import anyio
 
 from durable_redis import core
+from durable_redis._jobs_client import JobsClientMixin
 from durable_redis.errors import (
     FailureDetails,
     InstanceNotFoundError,
@@ -110,8 +111,11 @@ def _seconds(value: float | timedelta | None) -> float | None:
     return float(value)
 
 
-class Client:
-    """Talks to the store on behalf of applications; never runs orchestration code."""
+class Client(JobsClientMixin):
+    """Talks to the store on behalf of applications; never runs orchestration code.
+
+    Background jobs (``enqueue``, ``enqueue_many``, ``get_job``, ``list_jobs``, ``cancel_job``,
+    ``retry_job``) come from :class:`~durable_redis._jobs_client.JobsClientMixin`."""
 
     def __init__(self, store: Store, app: Any = None, *, codec: Any = None) -> None:
         self.store = store

@@ -16,6 +16,9 @@ EXPECTED = {
     "PayloadTooLargeError", "RedisServer", "RedisStore", "RegistrationError", "RetryPolicy",
     "StoreError", "StoreUnavailableError", "TaskFailedError", "ValidationError",
     "WaitTimeoutError", "Worker", "WorkerOptions", "__version__", "run_worker",
+    # jobs
+    "ExistingJobPolicy", "JobCancelledError", "JobError", "JobExistsError", "JobFailedError",
+    "JobHandle", "JobNotFoundError", "JobState", "JobStateError", "JobStatus", "SyncClient",
 }  # fmt: skip
 
 

@@ -66,6 +66,8 @@ class ActivityContext:
         cancel_event: threading.Event | None = None,
         delivery: int = 1,
         first_attempt_id: int | None = None,
+        job_id: str | None = None,
+        progress: Callable[[Any], None] | None = None,
     ) -> None:
         self.instance_id = instance_id
         self.execution_id = execution_id
@@ -79,6 +81,16 @@ class ActivityContext:
         self.session_id = session_id
         self.worker_id = worker_id
         self._cancel_event = cancel_event if cancel_event is not None else threading.Event()
+        #: the job's id when this activity runs as a job (``client.enqueue``), else None
+        self.job_id = job_id
+        self._progress = progress
+
+    def report_progress(self, progress: Any) -> None:
+        """Publish the job's progress (any encodable value), shown by ``job.status()`` and
+        ``durable-redis job status``. Stored at the next flush (within ~50 ms), the latest value
+        wins. A no-op for activities called from an orchestration. Safe from any thread."""
+        if self._progress is not None:
+            self._progress(progress)
 
     @property
     def activity_key(self) -> str:
@@ -86,7 +98,11 @@ class ActivityContext:
 
     @property
     def idempotency_key(self) -> str:
-        """Stable across redeliveries and retry-policy attempts: use it to dedupe side effects."""
+        """Stable across redeliveries and retry-policy attempts: use it to dedupe side effects.
+
+        For a job: ``"job:<job id>"``."""
+        if self.job_id is not None:
+            return f"job:{self.job_id}"
         return f"{self.instance_id}:{self.execution_id}:{self._first_attempt_id}"
 
     @property

@@ -24,6 +24,7 @@ import anyio
 from durable_redis.errors import NamespaceMissingError
 from durable_redis.runtime import _bridge
 from durable_redis.runtime.activities import ActivityDispatcher
+from durable_redis.runtime.jobs import JobDispatcher
 from durable_redis.runtime.options import WorkerOptions, new_worker_id
 from durable_redis.runtime.orchestrations import OrchestrationDispatcher
 from durable_redis.runtime.sessions import SessionManager
@@ -62,6 +63,14 @@ class Worker:
         )
         self._activities = ActivityDispatcher(
             app, store, self.options, self.worker_id, self.sessions, self.codec
+        )
+        # jobs need a store with the JobStore methods (RedisStore); JobDispatcher.enabled checks
+        self._jobs = JobDispatcher(
+            app,
+            store,  # type: ignore[arg-type]
+            self.options,
+            self.worker_id,
+            self.codec,
         )
         self._stopping: anyio.Event | None = None
         self._stop_requested = threading.Event()
@@ -138,15 +147,24 @@ class Worker:
             if handle_signals:
                 outer.start_soon(self._signal_loop)
             outer.start_soon(self._on_stop_release_idle, stopping)
+            jobs = self._jobs.enabled
+            if jobs:
+                outer.start_soon(self._jobs.ack_loop)
+                outer.start_soon(self._jobs.renewal_loop)
             async with anyio.create_task_group() as items:
                 async with anyio.create_task_group() as fetchers:
                     for _ in range(self.options.orchestration_concurrency):
                         fetchers.start_soon(self._orchestrations.fetch_loop, stopping)
                     fetchers.start_soon(self._activities.fetch_loop, stopping, items)
+                    if jobs:
+                        fetchers.start_soon(self._jobs.fetch_loop, stopping)
                 remaining = self._grace_period
                 if self._deadline is not None:
                     remaining = max(0.0, self._deadline - anyio.current_time())
-                await self._activities.drain(remaining)
+                async with anyio.create_task_group() as drains:
+                    drains.start_soon(self._activities.drain, remaining)
+                    if jobs:
+                        drains.start_soon(self._jobs.drain, remaining)
                 items.cancel_scope.cancel()
             outer.cancel_scope.cancel()
         logger.info("worker %s stopped", self.worker_id, extra={"worker_id": self.worker_id})
@@ -195,6 +213,10 @@ class Worker:
     @property
     def activities_in_flight(self) -> int:
         return self._activities.in_flight
+
+    @property
+    def jobs_in_flight(self) -> int:
+        return self._jobs.in_flight
 
     @property
     def turns_in_flight(self) -> int:
