@@ -37,7 +37,7 @@ import workloads as W  # noqa: E402
 
 from durable_redis import RedisServer  # noqa: E402
 
-QUEUE_PEERS = ["dramatiq", "taskiq", "saq", "bullmq", "arq", "streaq", "celery", "rq"]
+QUEUE_PEERS = ["ardiq", "dramatiq", "taskiq", "saq", "bullmq", "arq", "streaq", "celery", "rq"]
 DUROXIDE_WORKLOADS = ["hello", "chain100", "fanout1000", "many_orch", "timer"]
 
 
@@ -199,6 +199,9 @@ HEADLINE = {
     "timer": ("late_p99_ms", "fire_late_ms_p99", False, "lateness p99 ms"),
     "timer_p50": ("late_p50_ms", "fire_late_ms_p50", False, "lateness p50 ms"),
     "drain10k": ("jobs_per_s", "jobs_per_s", True, "jobs/s"),
+    "drain10k_orch": ("jobs_per_s", "jobs_per_s", True, "jobs/s (one orchestration per job)"),
+    "enqueue10k": ("jobs_per_s", "jobs_per_s", True, "jobs/s (enqueue_many)"),
+    "job_roundtrip": ("p50_ms", "lat_ms_p50", False, "enqueue -> result p50 ms"),
 }
 
 
@@ -219,6 +222,12 @@ async def ours(workload: str, url: str, s: Sizes, processes: int = 1) -> dict[st
         return await W.w_timer(url, s.timer)
     if workload == "drain10k":
         return await W.w_drain(url, s.drain)
+    if workload == "drain10k_orch":
+        return await W.w_drain_orch(url, s.drain)
+    if workload == "enqueue10k":
+        return await W.w_enqueue(url, s.drain)
+    if workload == "job_roundtrip":
+        return await W.w_job_roundtrip(url)
     if workload == "sessions":
         return await W.w_sessions(url, s.sessions, s.turns)
     if workload == "memory":
@@ -270,6 +279,7 @@ def main() -> int:
     if quick:
         s = Sizes(drain=2000, memory=300, retention_s=4.0)
     all_workloads = ["hello", "chain100", "fanout1000", "many_orch", "timer", "drain10k"]
+    all_workloads += ["drain10k_orch", "enqueue10k", "job_roundtrip"]
     all_workloads += ["sessions", "memory", "scale", "ceiling"]
     if not quick:
         all_workloads += ["fanout_scaling", "cluster"]

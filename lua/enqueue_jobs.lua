@@ -1,9 +1,9 @@
 --[[
-enqueue_jobs: create jobs (queued, or delayed until their visible time) in one partition.
-A job id that exists already is kept as it is (dedupe) unless the policy says otherwise:
-"keep" returns its status, "replace" re-creates a job that is terminal (completed, failed,
-cancelled) and keeps a live one, "fail" refuses the whole call if any id exists (nothing written).
-Also removes up to 20 retained results whose ttl ran out.
+enqueue_jobs: create jobs of one activity with the same options (queued, or delayed until
+their visible time) in one partition. A job id that exists already is kept as it is (dedupe)
+unless the policy says otherwise: "keep" returns its status, "replace" re-creates a job that is
+terminal (completed, failed, cancelled) and keeps a live one, "fail" refuses the whole call if
+any id exists (nothing written). Also removes up to 20 retained results whose ttl ran out.
 
 KEYS
   1 pmeta          partition metadata HASH
@@ -16,7 +16,12 @@ KEYS
 ARGV
   1 epoch
   2 policy         "keep" / "replace" / "fail"
-  3... groups of 7: job_id, name, spec, priority, delay_ms ("" none), at_ms ("" none), ttl_ms
+  3 name           the activity
+  4 priority
+  5 delay_ms       "" none
+  6 at_ms          "" none (absolute, epoch ms)
+  7 ttl_ms         result ttl
+  8... pairs: job_id, spec
 RETURNS
   {0, {"new" or the existing job's status, per job}}
 STATUS
@@ -28,55 +33,58 @@ if redis.call('HGET', KEYS[1], 'epoch') ~= ARGV[1] then return {2} end
 local now = server_now()
 local jobs, ready, delayed, marker, done = KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
 local policy = ARGV[2]
-local n = math.floor((#ARGV - 2) / 7)
-if policy == 'fail' then
-  for g = 0, n - 1 do
-    local id = ARGV[3 + g * 7]
-    local st = redis.call('HGET', jobs, id .. '|s')
-    if st then return {3, id, st} end
+local out = {}
+local creates = 0
+for at = 8, #ARGV, 2 do
+  local id = ARGV[at]
+  local st = redis.call('HGET', jobs, id .. '|s')
+  if not st then
+    out[#out + 1] = true
+    creates = creates + 1
+  elseif policy == 'fail' then
+    return {3, id, st}
+  elseif policy == 'replace' and (st == 'completed' or st == 'failed' or st == 'cancelled') then
+    out[#out + 1] = false
+    creates = creates + 1
+  else
+    out[#out + 1] = st
   end
 end
 job_expire(jobs, done, now, 20)
-local out = {}
-local creates = 0
-for g = 0, n - 1 do
-  local id = ARGV[3 + g * 7]
-  local st = redis.call('HGET', jobs, id .. '|s')
-  if not st or (policy == 'replace' and (st == 'completed' or st == 'failed' or st == 'cancelled')) then
-    out[g + 1] = true
-    creates = creates + 1
-  else
-    out[g + 1] = st
-  end
+if creates == 0 then return {0, out} end
+local vis = now
+if ARGV[6] ~= '' then
+  vis = tonumber(ARGV[6])
+elseif ARGV[5] ~= '' then
+  vis = now + tonumber(ARGV[5])
 end
-local seq = 0
-if creates > 0 then seq = redis.call('INCRBY', KEYS[2], creates) - creates end
-local wake = false
-local first_due = nil
-for g = 0, n - 1 do
-  local at = 3 + g * 7
-  local id = ARGV[at]
-  if out[g + 1] == true then
-    redis.call('ZREM', done, id)
-    job_delete(jobs, id)
+local seq = redis.call('INCRBY', KEYS[2], creates) - creates
+local base = -tonumber(ARGV[4]) * 68719476736
+local tail = ' ' .. ARGV[7] .. ' ' .. fmt(now) .. ' ' .. ARGV[3] .. '\n'
+local queue = ready
+if vis > now then queue = delayed end
+local zargs = {}
+for i = 1, #out do
+  local flag = out[i]
+  if flag == true or flag == false then
+    local at = 6 + 2 * i
+    local id = ARGV[at]
+    if flag == false then
+      redis.call('ZREM', done, id)
+      job_delete(jobs, id)
+    end
     seq = seq + 1
-    local score = -tonumber(ARGV[at + 3]) * 68719476736 + seq
-    local vis = now
-    if ARGV[at + 5] ~= '' then
-      vis = tonumber(ARGV[at + 5])
-    elseif ARGV[at + 4] ~= '' then
-      vis = now + tonumber(ARGV[at + 4])
+    local score = fmt(base + seq)
+    redis.call('HSET', jobs, id .. '|d', score .. tail .. ARGV[at + 1], id .. '|s', 'queued')
+    zargs[#zargs + 1] = queue == ready and score or fmt(vis)
+    zargs[#zargs + 1] = id
+    if #zargs >= 1000 then
+      redis.call('ZADD', queue, unpack(zargs))
+      zargs = {}
     end
-    redis.call('HSET', jobs, id .. '|n', ARGV[at + 1], id .. '|d', ARGV[at + 2], id .. '|s', 'queued',
-               id .. '|q', fmt(score), id .. '|r', ARGV[at + 6], id .. '|c', fmt(now))
-    if job_place(jobs, ready, delayed, id, vis, now) then
-      wake = true
-    elseif first_due == nil or vis < first_due then
-      first_due = vis
-    end
-    out[g + 1] = 'new'
+    out[i] = 'new'
   end
 end
-if wake then wake_now(marker) end
-if first_due then arm_marker(marker, first_due, now) end
+if #zargs > 0 then redis.call('ZADD', queue, unpack(zargs)) end
+if queue == ready then wake_now(marker) else arm_marker(marker, vis, now) end
 return {0, out}

@@ -20,7 +20,8 @@ ARGV
   4 limit
   5 lock_ms
 RETURNS
-  {0, lease_until_ms, token, {job_id, name, spec, delivery, attempt, ...}}
+  {0, lease_until_ms, token, {job_id, d (score, ttl, created, name and spec), delivery,
+  attempt, ...}}
 STATUS
   0 OK, 2 NAMESPACE_MISSING
 ]]
@@ -55,12 +56,11 @@ if #popped > 0 then
     local delivery = redis.call('HINCRBY', jobs, id .. '|a', 1)
     redis.call('HSET', jobs, id .. '|s', 'running', id .. '|t', token, id .. '|w', worker,
                id .. '|b', snow)
-    local f = redis.call('HMGET', jobs, id .. '|n', id .. '|d', id .. '|k')
+    local f = redis.call('HMGET', jobs, id .. '|d', id .. '|k')
     out[#out + 1] = id
     out[#out + 1] = f[1]
-    out[#out + 1] = f[2]
     out[#out + 1] = delivery
-    out[#out + 1] = f[3] or '1'
+    out[#out + 1] = f[2] or '1'
     zargs[#zargs + 1] = deadline
     zargs[#zargs + 1] = id
   end

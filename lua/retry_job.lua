@@ -17,6 +17,7 @@ STATUS
   0 OK, 2 NAMESPACE_MISSING, 4 NOT_FOUND, 8 NOT_ELIGIBLE ({8, status}: not failed or cancelled)
 ]]
 -- @include common
+-- @include jobs
 if redis.call('HGET', KEYS[1], 'epoch') ~= ARGV[1] then return {2} end
 local jobs = KEYS[2]
 local id = ARGV[2]
@@ -27,6 +28,6 @@ redis.call('ZREM', KEYS[5], id)
 redis.call('HDEL', jobs, id .. '|o', id .. '|e', id .. '|f', id .. '|a', id .. '|k', id .. '|l',
            id .. '|p', id .. '|b')
 redis.call('HSET', jobs, id .. '|s', 'queued')
-redis.call('ZADD', KEYS[3], redis.call('HGET', jobs, id .. '|q'), id)
+redis.call('ZADD', KEYS[3], (job_meta(jobs, id)), id)
 wake_now(KEYS[4])
 return {0}

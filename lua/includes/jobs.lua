@@ -1,10 +1,19 @@
 -- Job helpers, inlined where a script includes "jobs" (after "common").
 -- Jobs live in one partition HASH `jobs` with "<job id>|<f>" fields:
--- n name, d spec (encoded by core: input and options), s status, q ready score (priority, FIFO
--- seq), r result ttl ms, c created, a deliveries of the current attempt, k retry-policy attempt
--- (absent = 1), t lease token, w worker, b started, f finished, o output, e error, p progress,
--- l the token whose ack made the job terminal (a repeated ack is recognised by it).
-local JOB_FIELDS = {'n', 'd', 's', 'q', 'r', 'c', 'a', 'k', 't', 'w', 'b', 'f', 'o', 'e', 'p', 'l'}
+-- d "<ready score> <result ttl ms> <created ms> <name>\n<spec>" (set once at enqueue; the score
+-- orders by priority, then FIFO; the spec, encoded by core, holds the input and options),
+-- s status, a deliveries of the current attempt, k retry-policy attempt (absent = 1), t lease
+-- token, w worker, b started, f finished, o output, e error, p progress, l the token whose ack
+-- made the job terminal (a repeated ack is recognised by it).
+local JOB_FIELDS = {'d', 's', 'a', 'k', 't', 'w', 'b', 'f', 'o', 'e', 'p', 'l'}
+
+-- The ready score and the result ttl of a job, from its `d` field.
+local function job_meta(jobs, id)
+  local d = redis.call('HGET', jobs, id .. '|d')
+  if not d then return nil, 0 end
+  local q, ttl = string.match(d, '^(%S+) (%S+) ')
+  return q, tonumber(ttl)
+end
 
 local function job_fields(id, names)
   local out = {}
@@ -19,7 +28,7 @@ end
 -- A job that just became terminal: kept for its result ttl (the `done` ZSET holds the expiry),
 -- or deleted at once when the ttl is 0.
 local function job_retain(jobs, done, id, now)
-  local ttl = tonumber(redis.call('HGET', jobs, id .. '|r') or '0')
+  local _, ttl = job_meta(jobs, id)
   if ttl <= 0 then
     job_delete(jobs, id)
     redis.call('ZREM', done, id)
@@ -42,7 +51,7 @@ local function job_place(jobs, ready, delayed, id, vis, now)
     redis.call('ZADD', delayed, fmt(vis), id)
     return false
   end
-  redis.call('ZADD', ready, redis.call('HGET', jobs, id .. '|q'), id)
+  redis.call('ZADD', ready, (job_meta(jobs, id)), id)
   return true
 end
 

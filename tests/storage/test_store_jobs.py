@@ -45,7 +45,7 @@ def done(lease: JobLease, payload: bytes = b"out") -> JobAck:
 
 def test_argument_packing_is_pure() -> None:
     args = enqueue_args("e", ExistingJobPolicy.KEEP, [job("a", priority=3, delay_ms=5)])
-    assert args == ["e", "keep", "a", "send", b"spec-a", 3, 5, "", TTL]
+    assert args == ["e", "keep", "send", 3, 5, "", TTL, "a", b"spec-a"]
     lease = JobLease("a", "t", "send", b"", 1, 1, 0)
     assert ack_args("e", [JobAck(lease, JobOutcome.RETRY, b"x", -4)]) == [
         "e", "a", "t", "r", b"x", 0,
@@ -205,7 +205,8 @@ async def test_result_ttl_then_removed_and_zero_keeps_nothing(store: RedisStore)
 
 
 async def test_list_jobs_by_state_and_name(store: RedisStore) -> None:
-    await store.enqueue_jobs([job("l1"), job("l2", name="other"), job("l3")])
+    for jid, name in (("l1", "send"), ("l2", "other"), ("l3", "send")):
+        await store.enqueue_jobs([job(jid, name=name)])
     [first] = await fetch_all(store, limit=1)
     await store.ack_jobs([done(first)])
     assert [r.job_id for r in await store.list_jobs()] == ["l1", "l2", "l3"]
