@@ -49,8 +49,8 @@ for at = 2, #ARGV, 5 do
       redis.call('HSET', jobs, id .. '|s', outcome == 'c' and 'completed' or 'failed',
                  id .. (outcome == 'c' and '|o' or '|e'), payload, id .. '|f', fmt(now),
                  id .. '|l', token)
+      job_ended(ended, jobs, id, outcome == 'c' and 'completed' or 'failed', payload)
       job_retain(jobs, done, id, now)
-      ended[#ended + 1] = id
     else
       if outcome == 'r' then
         local k = tonumber(redis.call('HGET', jobs, id .. '|k') or '1')

@@ -33,6 +33,8 @@ redis.call('ZREM', KEYS[4], id)
 redis.call('ZREM', KEYS[5], id)
 redis.call('HDEL', jobs, id .. '|t', id .. '|w')
 redis.call('HSET', jobs, id .. '|s', 'cancelled', id .. '|e', ARGV[3], id .. '|f', fmt(now))
+local ended = {}
+job_ended(ended, jobs, id, 'cancelled', ARGV[3])
 job_retain(jobs, done, id, now)
-job_announce(done, {id})
+job_announce(done, ended)
 return {0, st}

@@ -23,7 +23,7 @@ ARGV
   7 ttl_ms         result ttl
   8... pairs: job_id, spec
 RETURNS
-  {0, {"new" or the existing job's status, per job}}
+  {0, {"new <ready score>" or the existing job's status, per job}}
 STATUS
   0 OK, 2 NAMESPACE_MISSING, 3 EXISTS ({3, job_id, status}: policy "fail", nothing written)
 ]]
@@ -82,7 +82,7 @@ for i = 1, #out do
       redis.call('ZADD', queue, unpack(zargs))
       zargs = {}
     end
-    out[i] = 'new'
+    out[i] = 'new ' .. score
   end
 end
 if #zargs > 0 then redis.call('ZADD', queue, unpack(zargs)) end

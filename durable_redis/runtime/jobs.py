@@ -158,6 +158,8 @@ class JobDispatcher:
                     self._push(JobAck(lease, JobOutcome.HAND_BACK, b"0"))
                 else:
                     self._start(lease)
+            if self._acks:
+                await asyncio.sleep(0)  # the ack flusher sends before the next fetch does
 
     # -- one job -------------------------------------------------------------------------------
     def _start(self, lease: JobLease) -> None:

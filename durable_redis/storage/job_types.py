@@ -148,5 +148,8 @@ class JobStore(Protocol):
     ) -> list[JobRecord]: ...
 
     async def wait_job_ended(self, job_id: str, timeout_s: float) -> JobRecord | None:
-        """Block until the job is terminal (or gone) or ``timeout_s`` passed; its record."""
+        """Block until the job is terminal (or gone) or ``timeout_s`` passed; its record.
+
+        A record taken from the completion message has only its state, output and error set.
+        """
         ...

@@ -11,6 +11,7 @@ import contextlib
 import logging
 import secrets
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
@@ -36,6 +37,7 @@ log = logging.getLogger("durable_redis.storage.jobs")
 _FIELDS = ("d", "s", "a", "k", "w", "b", "f", "o", "e", "p")
 _ENQUEUE_CHUNK = 1000  # jobs per enqueue script call (the calls of a batch share a round trip)
 _ACK_CHUNK = 500
+_RECENT = 4096  # completion messages kept by the listener
 _PRIORITY_LIMIT = 1 << 15  # |priority| below this keeps the score exact (2^15 * 2^36 < 2^53)
 
 
@@ -44,6 +46,50 @@ def split_job_data(data: bytes) -> tuple[int, int, int, str, bytes]:
     head, _, spec = data.partition(b"\n")
     score, ttl, created, name = head.split(b" ", 3)
     return int(score), int(ttl), int(created), name.decode("utf-8"), spec
+
+
+_STATES = {b"completed": JobState.COMPLETED, b"failed": JobState.FAILED}
+
+
+def parse_ended(message: bytes) -> list[tuple[str, str, JobState, bytes | None]]:
+    """(job id, ready score, state, payload or None) of each entry of a completion message
+    (``job_ended`` in ``lua/includes/jobs.lua``)."""
+    out: list[tuple[str, str, JobState, bytes | None]] = []
+    pos = 0
+    while pos < len(message):
+        a = message.index(b"\n", pos)
+        b = message.index(b"\n", a + 1)
+        c = message.index(b"\n", b + 1)
+        d = message.index(b"\n", c + 1)
+        size = int(message[c + 1 : d])
+        job_id, score = message[pos:a].decode("utf-8"), message[a + 1 : b].decode()
+        state = _STATES.get(message[b + 1 : c], JobState.CANCELLED)
+        payload = None if size < 0 else message[d + 1 : d + 1 + size]
+        out.append((job_id, score, state, payload))
+        pos = d + 1 + max(size, 0)
+    return out
+
+
+def _record_from_message(job_id: str, state: JobState, payload: bytes | None) -> JobRecord:
+    """A terminal job as its completion message tells it (state, output or error only)."""
+    done = state is JobState.COMPLETED
+    return JobRecord(
+        job_id=job_id,
+        name="",
+        state=state,
+        spec=b"",
+        priority_score=0,
+        created_at_ms=0,
+        deliveries=0,
+        attempt=1,
+        started_at_ms=None,
+        finished_at_ms=None,
+        worker_id=None,
+        output=payload if done else None,
+        error=None if done else payload,
+        progress=None,
+        result_ttl_ms=0,
+    )
 
 
 def _record(job_id: str, row: Sequence[Any]) -> JobRecord | None:
@@ -125,6 +171,9 @@ class JobQueueMixin(RedisStoreBase):
 
     _job_waiters: dict[str, list[asyncio.Future[None]]]
     _job_listener: asyncio.Task[None] | None
+    _job_recent: OrderedDict[str, tuple[str, JobState, bytes | None]]
+    _job_fresh: dict[str, str]  # job id -> ready score of the incarnation this store created
+    _job_generation: int
 
     # -- plumbing ----------------------------------------------------------------------------
     async def _eval_many(self, name: str, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
@@ -176,6 +225,8 @@ class JobQueueMixin(RedisStoreBase):
                     positions.append(chunk)
                     calls.append((keys, enqueue_args(epoch, policy, [jobs[i] for i in chunk])))
                     subjects.append(jobs[chunk[0]])
+        generation = self._listener_generation()
+        created: dict[str, str] = {}
         replies = await self._eval_many("enqueue_jobs", calls) if calls else []
         out: list[JobState | None] = [None] * len(jobs)
         for chunk, reply, first in zip(positions, replies, subjects, strict=True):
@@ -184,7 +235,11 @@ class JobQueueMixin(RedisStoreBase):
                 raise_for_status("enqueue_jobs", [reply[0], *reply[2:]], subject)
             for i, flag in zip(chunk, reply[1], strict=True):
                 text = _s(flag)
-                out[i] = None if text == "new" else JobState(text)
+                if text.startswith("new "):
+                    created[jobs[i].job_id] = text[4:]
+                else:
+                    out[i] = JobState(text)
+        self._note_fresh(generation, created)
         return out
 
     # -- consumer ----------------------------------------------------------------------------
@@ -351,27 +406,63 @@ class JobQueueMixin(RedisStoreBase):
         return counts
 
     # -- waiting for a job's end (completion channel) ----------------------------------------
+    # One pub/sub connection per store, started by the first wait, subscribed to every
+    # partition's jq:done channel. Each message names the jobs that ended, with their output
+    # or error when small; the listener keeps the last _RECENT of them, so a waiter that comes
+    # after the message still finds it without a read. Jobs this store enqueued while the
+    # listener was up ("fresh") cannot have ended unseen, so their first wait skips the read.
+
+    def _jobs_state(self) -> None:
+        if not hasattr(self, "_job_waiters"):
+            self._job_waiters = {}
+            self._job_listener = None
+            self._job_recent = OrderedDict()
+            self._job_fresh: dict[str, str] = {}
+            self._job_generation = 0
+
+    def _listener_generation(self) -> int | None:
+        """The listener's generation if it is up (a job created now cannot end unseen)."""
+        self._jobs_state()
+        task = self._job_listener
+        return None if task is None or task.done() else self._job_generation
+
+    def _note_fresh(self, generation: int | None, created: dict[str, str]) -> None:
+        if generation is None or generation != self._listener_generation() or len(created) > 64:
+            return
+        if len(self._job_fresh) > 10_000:
+            self._job_fresh.clear()
+        self._job_fresh.update(created)
+
     async def wait_job_ended(self, job_id: str, timeout_s: float) -> JobRecord | None:
         await self._ready()
         validate_id("job id", job_id)
+        self._jobs_state()
         deadline = time.monotonic() + max(0.0, timeout_s)
         poll = 0.005
+        score = self._job_fresh.pop(job_id, None)  # None: not created here, read it first
+        read = score is None
         while True:
             fut: asyncio.Future[None] | None = None
             if not self._is_cluster:
                 fut = await self._job_waiter(job_id)
             try:
-                rec = await self.get_job(job_id)
-                if rec is None or rec.state.is_terminal:
-                    return rec
+                seen = self._job_recent.get(job_id)
+                if seen is not None and seen[0] == score and seen[2] is not None:
+                    return _record_from_message(job_id, seen[1], seen[2])
+                rec: JobRecord | None = None
+                if read or seen is not None:
+                    rec = await self.get_job(job_id)
+                    if rec is None or rec.state.is_terminal:
+                        return rec
+                read = True
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    return rec
+                    return rec if rec is not None else await self.get_job(job_id)
                 if fut is None:  # cluster: poll (bounded back-off)
                     await asyncio.sleep(min(poll, remaining))
                     poll = min(poll * 1.5, 0.25)
                     continue
-                # the re-check after 1 s covers a message lost with a dropped connection
+                # the re-read after 1 s covers a message lost with a dropped connection
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(asyncio.shield(fut), min(remaining, 1.0))
             finally:
@@ -379,12 +470,11 @@ class JobQueueMixin(RedisStoreBase):
                     self._drop_waiter(job_id, fut)
 
     async def _job_waiter(self, job_id: str) -> asyncio.Future[None]:
-        if not hasattr(self, "_job_waiters"):
-            self._job_waiters = {}
-            self._job_listener = None
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._job_waiters.setdefault(job_id, []).append(fut)
         if self._job_listener is None or self._job_listener.done():
+            self._job_fresh.clear()  # nothing was seen while no listener ran
+            self._job_generation += 1
             ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._job_listener = asyncio.create_task(self._listen_jobs(ready))
             await asyncio.shield(ready)
@@ -398,6 +488,17 @@ class JobQueueMixin(RedisStoreBase):
             if not futs:
                 del self._job_waiters[job_id]
 
+    def _on_jobs_ended(self, message: bytes) -> None:
+        recent = self._job_recent
+        for job_id, score, state, payload in parse_ended(message):
+            recent[job_id] = (score, state, payload)
+            recent.move_to_end(job_id)
+            for fut in self._job_waiters.get(job_id, ()):
+                if not fut.done():
+                    fut.set_result(None)
+        while len(recent) > _RECENT:
+            recent.popitem(last=False)
+
     async def _listen_jobs(self, ready: asyncio.Future[None]) -> None:
         pubsub = self._r.pubsub()
         try:
@@ -405,16 +506,12 @@ class JobQueueMixin(RedisStoreBase):
             ready.set_result(None)
             while True:
                 msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5.0)
-                if msg is None or msg.get("type") != "message":
-                    continue
-                for raw in msg["data"].split(b"\n"):
-                    for fut in self._job_waiters.get(_s(raw), ()):
-                        if not fut.done():
-                            fut.set_result(None)
+                if msg is not None and msg.get("type") == "message":
+                    self._on_jobs_ended(msg["data"])
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            log.debug("job completion listener stopped (%s); waiters re-check", exc)
+            log.debug("job completion listener stopped (%s); waiters re-read", exc)
             if not ready.done():
                 ready.set_result(None)
             for futs in self._job_waiters.values():

@@ -56,12 +56,25 @@ local function job_place(jobs, ready, delayed, id, vis, now)
 end
 
 -- Tell waiting clients that jobs ended (PUBLISH on the `done` key's name; SPUBLISH in cluster).
-local function job_announce(done, ids)
-  if #ids == 0 then return end
-  local payload = table.concat(ids, '\n')
-  if redis.call('HGET', KEYS[1], 'bell') == '1' then
-    redis.call('SPUBLISH', done, payload)
+-- `ended` holds one entry per job: "<id>\n<score>\n<state>\n<n>\n<payload>" where the score
+-- (unique per creation) tells incarnations of one id apart and the payload is the output or
+-- error when n >= 0 (n = its length; -1 = too large, read the job instead). Call it before
+-- job_retain (which may delete the job).
+local function job_ended(ended, jobs, id, state, payload)
+  local head = id .. '\n' .. (job_meta(jobs, id) or '') .. '\n' .. state .. '\n'
+  if #payload > 4096 then
+    ended[#ended + 1] = head .. '-1\n'
   else
-    redis.call('PUBLISH', done, payload)
+    ended[#ended + 1] = head .. #payload .. '\n' .. payload
+  end
+end
+
+local function job_announce(done, ended)
+  if #ended == 0 then return end
+  local message = table.concat(ended)
+  if redis.call('HGET', KEYS[1], 'bell') == '1' then
+    redis.call('SPUBLISH', done, message)
+  else
+    redis.call('PUBLISH', done, message)
   end
 end

@@ -24,7 +24,7 @@ from durable_redis.storage.job_types import (
     JobState,
     NewJob,
 )
-from durable_redis.storage.jobs import ack_args, enqueue_args
+from durable_redis.storage.jobs import ack_args, enqueue_args, parse_ended
 
 pytestmark = pytest.mark.anyio
 
@@ -238,3 +238,27 @@ async def test_bad_ids_are_refused_before_anything_is_written(store: RedisStore)
     with pytest.raises(InvalidIdError):
         await store.enqueue_jobs([job("ok"), job("bad\nid")])
     assert await store.get_job("ok") is None
+
+
+def test_completion_message_parsing() -> None:
+    message = b"a\n5\ncompleted\n3\nxyzb\n6\nfailed\n-1\nc\n7\ncancelled\n0\n"
+    assert parse_ended(message) == [
+        ("a", "5", JobState.COMPLETED, b"xyz"),
+        ("b", "6", JobState.FAILED, None),
+        ("c", "7", JobState.CANCELLED, b""),
+    ]
+
+
+async def test_wait_uses_the_message_of_this_incarnation_only(store: RedisStore) -> None:
+    if store.backend == "cluster":  # type: ignore[attr-defined]
+        pytest.skip("cluster waits poll")
+    await store.wait_job_ended("warm", 0.01)  # the listener is up from here on
+    await store.enqueue_jobs([job("inc")])
+    [lease] = await fetch_all(store)
+    await store.ack_jobs([done(lease, b"first")])
+    rec = await store.wait_job_ended("inc", 5)
+    assert rec is not None and rec.output == b"first"
+    # the id re-created: the old completion message must not answer for the new job
+    await store.enqueue_jobs([job("inc")], policy=ExistingJobPolicy.REPLACE)
+    rec = await store.wait_job_ended("inc", 0.3)
+    assert rec is not None and rec.state is JobState.QUEUED
