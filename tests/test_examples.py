@@ -26,6 +26,7 @@ KEY_LINES = {
     "approval.py": "OK: one request approved in time, one timed out and escalated",
     "saga.py": "OK: ann's trip booked; ben's card declined, hotel then flight compensated",
     "periodic.py": "OK: 3 iterations in 3 executions (continue-as-new)",
+    "jobs.py": "OK: 101 e-mails sent, a charge retried twice, progress followed, one job deduped",
 }
 
 pytestmark = pytest.mark.e2e

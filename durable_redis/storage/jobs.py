@@ -374,9 +374,10 @@ class JobQueueMixin(RedisStoreBase):
                 sources = [pk.jq_leases, pk.jq_ready, pk.jq_delayed, pk.jq_done]
             # terminal states share one index: read more of it when filtering
             span = limit if state is None or not state.is_terminal else limit * 4
-            ids: list[str] = []
+            snap = self._r.pipeline(transaction=True)  # one snapshot: jobs move between them
             for src in sources:
-                ids += [_s(x) for x in await self._r.zrange(src, 0, span - 1)]
+                snap.zrange(src, 0, span - 1)
+            ids = [_s(x) for found in await snap.execute() for x in found]
             pipe = self._r.pipeline(transaction=False)
             for jid in ids:
                 pipe.hmget(pk.jq_jobs, [f"{jid}|{f}" for f in _FIELDS])
