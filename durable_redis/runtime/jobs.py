@@ -113,6 +113,7 @@ class JobDispatcher:
         self._slot_wake = asyncio.Event()
         self._threads = anyio.CapacityLimiter(options.activity_threads)
         self._speed: dict[str, _Speed] = {}
+        self._suspect: str | None = None  # the redelivered job waiting to run, or running, alone
         self._unregistered: dict[str, int] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self.completed = 0  # outcomes acked (introspection)
@@ -132,7 +133,7 @@ class JobDispatcher:
         errors = 0
         while not stopping.is_set():
             free = options.job_concurrency - len(self._running)
-            if free <= 0:
+            if free <= 0 or self._suspect is not None:  # full, or a suspect must run alone
                 self._slot_wake.clear()
                 await self._slot_wake.wait()
                 continue
@@ -153,13 +154,55 @@ class JobDispatcher:
                     await stopping.wait()
                 continue
             errors = 0
+            hand_back: list[JobAck] = []
+            suspect: JobLease | None = None
+            plain: list[JobLease] = []
             for lease in leases:
                 if stopping.is_set():
-                    self._push(JobAck(lease, JobOutcome.HAND_BACK, b"0"))
+                    hand_back.append(JobAck(lease, JobOutcome.HAND_BACK, b"0"))
+                elif 1 < lease.delivery <= options.max_attempts:
+                    if suspect is None:
+                        suspect = lease
+                    else:  # one redelivered job at a time: the others go to another worker
+                        hand_back.append(JobAck(lease, JobOutcome.HAND_BACK, b"0"))
                 else:
-                    self._start(lease)
+                    plain.append(lease)
+            if hand_back:
+                # before anything of the batch starts: a suspect that kills this worker while
+                # these are still leased here would count a delivery against them too
+                with anyio.CancelScope(shield=True):
+                    await self._hand_back(hand_back)
+            for lease in plain:
+                self._start(lease)
+            if suspect is not None:
+                self._suspect = suspect.job_id
+                self._spawn(self._run_suspect(suspect))
             if self._acks:
                 await asyncio.sleep(0)  # the ack flusher sends before the next fetch does
+
+    async def _hand_back(self, acks: list[JobAck]) -> None:
+        try:
+            await self._store.ack_jobs(acks)
+        except NamespaceMissingError:
+            raise
+        except Exception:
+            logger.exception("handing back %d jobs failed; their leases will expire", len(acks))
+
+    async def _run_suspect(self, lease: JobLease) -> None:
+        """A redelivered job (its last holder died or lost it) runs with nothing else in flight
+        here: if it kills this worker too, it takes no innocent job's delivery with it (the
+        rule of the activity dispatcher, ``_execute_alone``)."""
+        try:
+            while self._running:
+                self._slot_wake.clear()
+                await self._slot_wake.wait()
+            self._start(lease)
+            while lease.job_id in self._running:
+                self._slot_wake.clear()
+                await self._slot_wake.wait()
+        finally:
+            self._suspect = None
+            self._slot_wake.set()
 
     # -- one job -------------------------------------------------------------------------------
     def _start(self, lease: JobLease) -> None:
@@ -407,7 +450,8 @@ class JobDispatcher:
             run = self._running.get(job_id)
             if run is not None:
                 logger.info(
-                    "job lease lost (cancelled, or expired); cancelling it",
+                    "job lease lost (cancelled, or expired): %s; cancelling it",
+                    job_id,
                     extra={"job_id": job_id, "worker_id": self._worker_id},
                 )
                 run.cancel("job lease lost")

@@ -78,6 +78,19 @@ async def slow(ctx: ActivityContext, steps: int) -> str:
     return "finished"
 
 
+in_flight: dict[str, list[int]] = {}  # key -> [running now, most at once]
+
+
+@app.activity
+async def overlap(ctx: ActivityContext, key: str) -> int:
+    seen = in_flight.setdefault(key, [0, 0])
+    seen[0] += 1
+    seen[1] = max(seen[1], seen[0])
+    await anyio.sleep(0.05)
+    seen[0] -= 1
+    return ctx.delivery
+
+
 @app.activity
 def blocking(ctx: ActivityContext, _: None) -> str:
     ctx.report_progress("waiting")
@@ -315,3 +328,22 @@ def test_sync_client_refuses_a_running_loop(redis_url: str) -> None:
         anyio.run(inside)
     finally:
         client.close()
+
+
+async def test_redelivered_jobs_run_alone_and_hand_the_others_back(
+    store: RedisStore, worker: Callable[..., Worker]
+) -> None:
+    client = Client(store, app)
+    key = store.namespace
+    jobs = await client.enqueue_many(overlap, [key] * 5)
+    dead = await store.fetch_jobs("dead", limit=5, lock_ms=100)  # as if a worker crashed
+    assert len(dead) == 5
+    await anyio.sleep(0.15)
+    w = worker()
+    # every redelivered job ran alone; the ones handed back got their delivery back
+    assert [await j.result(timeout=10) for j in jobs] == [2] * 5
+    assert in_flight[key][1] == 1
+    assert w._jobs._suspect is None
+    fresh = await client.enqueue_many(overlap, [key + "-fresh"] * 5)  # first deliveries: at once
+    assert [await j.result(timeout=10) for j in fresh] == [1] * 5
+    assert in_flight[key + "-fresh"][1] > 1
