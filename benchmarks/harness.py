@@ -142,13 +142,20 @@ def run_duroxide(args: argparse.Namespace, workload: str) -> dict[str, Any]:
     return {"status": f"error: rc={res.returncode} {res.stderr[-300:]}"}
 
 
-def run_queue_peer(args: argparse.Namespace, peer: str, n: int, port: int) -> dict[str, Any]:
+# our workload -> the queue peers' workload of the same measurement
+PEER_WORKLOAD = {"drain10k": "drain10k", "enqueue10k": "enqueue10k", "job_roundtrip": "roundtrip"}
+
+
+def run_queue_peer(
+    args: argparse.Namespace, peer: str, n: int, port: int, workload: str = "drain10k"
+) -> dict[str, Any]:
     py = peer_python(args.peer_venvs, peer)
     if py is None:
         return {"status": f"not installed (no virtualenv at {args.peer_venvs / peer})"}
     qdir = args.peers_dir / "queues"
     timeout = args.peer_timeout
-    cmd = [str(py), f"peer_{peer}.py", "--workload", "drain10k", "--runs", "1", "--n", str(n)]
+    wanted = PEER_WORKLOAD[workload]
+    cmd = [str(py), f"peer_{peer}.py", "--workload", wanted, "--runs", "1", "--n", str(n)]
     cmd += ["--timeout", str(timeout), "--redis-url", f"redis://127.0.0.1:{port}/0"]
     env = dict(os.environ)
     env.update(
@@ -167,7 +174,7 @@ def run_queue_peer(args: argparse.Namespace, peer: str, n: int, port: int) -> di
     for line in res.stdout.splitlines():
         if line.startswith("{"):
             row = json.loads(line)
-            if row.get("workload") == "drain10k":
+            if row.get("workload") == wanted:
                 run0 = (row.get("runs") or [{}])[0]
                 row["other_cores"] = run0.get("other_cores")
                 return dict(row)
@@ -201,7 +208,7 @@ HEADLINE = {
     "drain10k": ("jobs_per_s", "jobs_per_s", True, "jobs/s"),
     "drain10k_orch": ("jobs_per_s", "jobs_per_s", True, "jobs/s (one orchestration per job)"),
     "enqueue10k": ("jobs_per_s", "jobs_per_s", True, "jobs/s (enqueue_many)"),
-    "job_roundtrip": ("p50_ms", "lat_ms_p50", False, "enqueue -> result p50 ms"),
+    "job_roundtrip": ("p50_ms", "median_ms", False, "enqueue -> result p50 ms"),
 }
 
 
@@ -302,7 +309,7 @@ def main() -> int:
         out = []
         if "duroxide" in peers and w in DUROXIDE_WORKLOADS and (not quick or w in quick_duroxide):
             out.append("duroxide")
-        if w == "drain10k":
+        if w in PEER_WORKLOAD:
             out += [p for p in peers if p in QUEUE_PEERS]
         return out
 
@@ -377,7 +384,7 @@ def main() -> int:
                         cell = res.cells.get((w, p))
                         if cell is not None and cell.status.startswith("timeout"):
                             continue  # a timed-out peer is not repeated
-                        pdata = run_queue_peer(args, p, s.drain, port)
+                        pdata = run_queue_peer(args, p, s.drain, port, w)
                     res.record(w, p, i, pdata, is_warm)
                     cell = res.cell(w, p, peer_metric, higher)
                     st = str(pdata.get("status", "ok"))
