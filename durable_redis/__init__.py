@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from durable_redis._jobs_client import JobHandle, JobStatus
+    from durable_redis._schedules_client import ScheduleInfo
     from durable_redis.client import Client, InstanceState
     from durable_redis.core import (
         ActivityContext,
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
         OrchestrationFailedError,
         PayloadTooLargeError,
         RegistrationError,
+        ScheduleNotFoundError,
         StoreError,
         StoreUnavailableError,
         TaskFailedError,
@@ -110,6 +112,8 @@ _LAZY = {
     "RedisStore": "durable_redis.storage",
     "RegistrationError": "durable_redis.errors",
     "RetryPolicy": "durable_redis.core",
+    "ScheduleInfo": "durable_redis._schedules_client",
+    "ScheduleNotFoundError": "durable_redis.errors",
     "StoreError": "durable_redis.errors",
     "StoreUnavailableError": "durable_redis.errors",
     "SyncClient": "durable_redis.sync_client",
@@ -168,6 +172,8 @@ __all__ = [
     "RedisStore",
     "RegistrationError",
     "RetryPolicy",
+    "ScheduleInfo",
+    "ScheduleNotFoundError",
     "StoreError",
     "StoreUnavailableError",
     "SyncClient",

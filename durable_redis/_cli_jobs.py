@@ -1,4 +1,5 @@
-"""The job commands of ``durable-redis``: ``enqueue``, ``jobs``, ``job status|cancel|retry``.
+"""The job commands of ``durable-redis``: ``enqueue``, ``jobs``, ``job status|cancel|retry``,
+``schedules [list|pause|resume|trigger|delete] [NAME]``.
 
 Registered by ``cli.py`` with :func:`add_job_commands`; run with :func:`run_job_command`.
 Exit codes: 0 ok, 1 the job failed / was cancelled / is unknown, 3 ``--wait`` timed out.
@@ -12,12 +13,17 @@ from datetime import datetime
 from typing import Any
 
 from durable_redis._cli_commands import UsageError, _json_arg, _show, plain
-from durable_redis.errors import JobError, JobNotFoundError, WaitTimeoutError
+from durable_redis.errors import (
+    JobError,
+    JobNotFoundError,
+    ScheduleNotFoundError,
+    WaitTimeoutError,
+)
 from durable_redis.storage.job_types import JobState
 
 __all__ = ["JOB_COMMANDS", "add_job_commands", "run_job_command"]
 
-JOB_COMMANDS = frozenset({"enqueue", "jobs", "job"})
+JOB_COMMANDS = frozenset({"enqueue", "jobs", "job", "schedules"})
 Emit = Callable[[argparse.Namespace, Any, str], None]
 
 
@@ -41,6 +47,47 @@ def add_job_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("action", choices=["status", "cancel", "retry"])
     p.add_argument("job_id")
     p.add_argument("--reason", default="cancelled from the command line")
+
+    p = sub.add_parser("schedules", parents=[common], help="list or control schedules")
+    p.add_argument(
+        "action",
+        nargs="?",
+        default="list",
+        choices=["list", "pause", "resume", "trigger", "delete"],
+    )
+    p.add_argument("name", nargs="?", default=None, help="the schedule (all but list)")
+
+
+def _schedule_text(s: Any) -> str:
+    when = s.cron if s.cron is not None else f"every {s.every.total_seconds():g}s"
+    nxt = "paused" if s.paused else f"next {plain(s.next_run_at)}"
+    return f"{s.name}  {s.activity}  {when} ({s.timezone})  {nxt}  last job {s.last_job_id or '-'}"
+
+
+async def _schedules(client: Any, args: argparse.Namespace, emit: Emit) -> int:
+    if args.action == "list":
+        found = await client.list_schedules()
+        emit(args, [plain(s) for s in found], "\n".join(map(_schedule_text, found)) or "(none)")
+        return 0
+    if not args.name:
+        raise UsageError(f"schedules {args.action} needs a schedule name")
+    try:
+        if args.action == "trigger":
+            job = await client.trigger_schedule(args.name)
+            emit(args, {"schedule": args.name, "job_id": job.id}, f"enqueued {job.id}")
+            return 0
+        action = {
+            "pause": client.pause_schedule,
+            "resume": client.resume_schedule,
+            "delete": client.delete_schedule,
+        }[args.action]
+        await action(args.name)
+    except ScheduleNotFoundError:
+        emit(args, None, f"no schedule {args.name!r}")
+        return 1
+    done = {"pause": "paused", "resume": "resumed", "delete": "deleted"}[args.action]
+    emit(args, {"schedule": args.name, done: True}, f"schedule {args.name} {done}")
+    return 0
 
 
 def job_dict(status: Any) -> dict[str, Any]:
@@ -80,6 +127,8 @@ async def run_job_command(args: argparse.Namespace, url: str, emit: Emit) -> int
     async with Client.from_url(url, namespace=args.namespace) as client:
         if args.command == "enqueue":
             return await _enqueue(client, args, emit)
+        if args.command == "schedules":
+            return await _schedules(client, args, emit)
         if args.command == "jobs":
             found = await client.list_jobs(status=args.status, name=args.name, limit=args.limit)
             rows = [

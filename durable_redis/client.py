@@ -22,6 +22,7 @@ import anyio
 
 from durable_redis import core
 from durable_redis._jobs_client import JobsClientMixin
+from durable_redis._schedules_client import SchedulesClientMixin
 from durable_redis.errors import (
     FailureDetails,
     InstanceNotFoundError,
@@ -111,11 +112,13 @@ def _seconds(value: float | timedelta | None) -> float | None:
     return float(value)
 
 
-class Client(JobsClientMixin):
+class Client(JobsClientMixin, SchedulesClientMixin):
     """Talks to the store on behalf of applications; never runs orchestration code.
 
     Background jobs (``enqueue``, ``enqueue_many``, ``get_job``, ``list_jobs``, ``cancel_job``,
-    ``retry_job``) come from :class:`~durable_redis._jobs_client.JobsClientMixin`."""
+    ``retry_job``) come from :class:`~durable_redis._jobs_client.JobsClientMixin`, schedules
+    (``create_schedule``, ``list_schedules``, ``pause_schedule``, ``resume_schedule``,
+    ``trigger_schedule``, ``delete_schedule``) from ``_schedules_client``."""
 
     def __init__(self, store: Store, app: Any = None, *, codec: Any = None) -> None:
         self.store = store

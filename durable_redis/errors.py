@@ -20,7 +20,8 @@
     │   ├── StoreUnavailableError          Redis unreachable past the retry window
     │   ├── JobExistsError                 enqueue with a job id that exists (policy "fail")
     │   ├── JobNotFoundError               no job with that id (never enqueued, or expired)
-    │   └── JobStateError                  retry of a job that is not failed or cancelled
+    │   ├── JobStateError                  retry of a job that is not failed or cancelled
+    │   └── ScheduleNotFoundError          no schedule with that name
     ├── NondeterminismError                orchestration code no longer matches its history
     ├── TaskFailedError                    inside an orchestration: durable work failed
     │   ├── ActivityFailedError            an activity raised (type, message, traceback)
@@ -69,6 +70,7 @@ __all__ = [
     "OrchestrationFailedError",
     "PayloadTooLargeError",
     "RegistrationError",
+    "ScheduleNotFoundError",
     "StoreError",
     "StoreUnavailableError",
     "TaskFailedError",
@@ -172,6 +174,10 @@ class JobNotFoundError(StoreError, LookupError):
 
 class JobStateError(StoreError):
     """The job is not in a state that allows the operation (retry of a job that did not fail)."""
+
+
+class ScheduleNotFoundError(StoreError, LookupError):
+    """No schedule with this name."""
 
 
 class NondeterminismError(DurableRedisError):

@@ -58,3 +58,37 @@ def test_unknown_job_and_bad_input(cli: Run) -> None:  # noqa: F811
     assert code == 1 and "ValidationError" in err  # naive time: refused before writing
     code, _, err = cli("enqueue", "shout", "--delay", "-1")
     assert code == 1 and "ValidationError" in err
+
+
+def test_schedules_commands(cli: Run, redis_url: str, cli_namespace: str) -> None:  # noqa: F811
+    import anyio
+
+    from durable_redis.client import Client
+
+    async def create() -> None:
+        async with Client.from_url(redis_url, namespace=cli_namespace) as client:
+            await client.create_schedule(
+                "nightly", "shout", "hi", cron="0 3 * * *", timezone="Europe/Paris"
+            )
+
+    anyio.run(create)
+    code, out, _ = cli("schedules", "--json")
+    assert code == 0
+    [s] = [x for x in json.loads(out) if x["name"] == "nightly"]
+    assert s["cron"] == "0 3 * * *" and s["timezone"] == "Europe/Paris" and not s["paused"]
+    code, out, _ = cli("schedules", "pause", "nightly")
+    assert code == 0 and "paused" in out
+    code, out, _ = cli("schedules")
+    assert "nightly" in out and "paused" in out
+    code, out, _ = cli("schedules", "trigger", "nightly", "--json")
+    job_id = json.loads(out)["job_id"]
+    code, out, _ = cli("job", "status", job_id, "--json")
+    assert code == 0 and json.loads(out)["name"] == "shout"
+    code, out, _ = cli("schedules", "resume", "nightly")
+    assert code == 0
+    code, out, _ = cli("schedules", "delete", "nightly")
+    assert code == 0
+    code, out, _ = cli("schedules", "delete", "nightly")
+    assert code == 1 and "no schedule" in out
+    code, _, err = cli("schedules", "pause")
+    assert code == 2 and "needs a schedule name" in err

@@ -27,6 +27,7 @@ KEY_LINES = {
     "saga.py": "OK: ann's trip booked; ben's card declined, hotel then flight compensated",
     "periodic.py": "OK: 3 iterations in 3 executions (continue-as-new)",
     "jobs.py": "OK: 101 e-mails sent, a charge retried twice, progress followed, one job deduped",
+    "schedules.py": "OK: every tick ran once across 2 workers; paused, resumed, triggered",
 }
 
 pytestmark = pytest.mark.e2e

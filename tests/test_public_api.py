@@ -19,6 +19,7 @@ EXPECTED = {
     # jobs
     "ExistingJobPolicy", "JobCancelledError", "JobError", "JobExistsError", "JobFailedError",
     "JobHandle", "JobNotFoundError", "JobState", "JobStateError", "JobStatus", "SyncClient",
+    "ScheduleInfo", "ScheduleNotFoundError",
 }  # fmt: skip
 
 

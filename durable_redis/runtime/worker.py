@@ -27,6 +27,7 @@ from durable_redis.runtime.activities import ActivityDispatcher
 from durable_redis.runtime.jobs import JobDispatcher
 from durable_redis.runtime.options import WorkerOptions, new_worker_id
 from durable_redis.runtime.orchestrations import OrchestrationDispatcher
+from durable_redis.runtime.schedules import ScheduleRunner
 from durable_redis.runtime.sessions import SessionManager
 from durable_redis.storage.base import Store
 
@@ -72,6 +73,7 @@ class Worker:
             self.worker_id,
             self.codec,
         )
+        self._schedules = ScheduleRunner(app, store, self.options, self.codec)
         self._stopping: anyio.Event | None = None
         self._stop_requested = threading.Event()
         self._grace_period = self.options.shutdown_grace_period
@@ -158,6 +160,8 @@ class Worker:
                     fetchers.start_soon(self._activities.fetch_loop, stopping, items)
                     if jobs:
                         fetchers.start_soon(self._jobs.fetch_loop, stopping)
+                    if self._schedules.enabled:
+                        fetchers.start_soon(self._schedules.loop, stopping)
                 remaining = self._grace_period
                 if self._deadline is not None:
                     remaining = max(0.0, self._deadline - anyio.current_time())

@@ -232,6 +232,16 @@ class PartitionKeys:
         """Terminal jobs -> expiry of their result; also the name of the completion channel."""
         return self._k("jq:done")
 
+    @cached_property
+    def sc_defs(self) -> str:
+        """Schedules: ``<name>|s`` spec, ``|h`` spec hash, ``|n`` next due, ``|p`` paused,
+        ``|j`` last job id."""
+        return self._k("sc:defs")
+
+    @cached_property
+    def sc_due(self) -> str:
+        return self._k("sc:due")
+
     def wq_wake(self, worker_id: str) -> str:
         """Per-worker wake-up marker: session work for a session this worker owns."""
         return self._k(f"wake:{worker_id}")

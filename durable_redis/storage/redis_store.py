@@ -54,6 +54,7 @@ from durable_redis.storage.keys import (
 from durable_redis.storage.management import ManagementMixin
 from durable_redis.storage.outbox import OutboxMixin
 from durable_redis.storage.redis_base import RedisStoreBase
+from durable_redis.storage.schedules import ScheduleStoreMixin
 from durable_redis.storage.scripts import Status, raise_for_status
 
 __all__ = ["RedisStore"]
@@ -83,7 +84,14 @@ def _message_keys(pk: PartitionKeys, ik: InstanceKeys) -> list[str]:
     ]
 
 
-class RedisStore(ActivityQueueMixin, JobQueueMixin, ManagementMixin, OutboxMixin, RedisStoreBase):
+class RedisStore(
+    ActivityQueueMixin,
+    JobQueueMixin,
+    ScheduleStoreMixin,
+    ManagementMixin,
+    OutboxMixin,
+    RedisStoreBase,
+):
     """The Store contract on one Redis or on a Redis Cluster.
 
     ``RedisStore(client, namespace=...)`` wraps an existing ``redis.asyncio.Redis``, a
@@ -510,6 +518,7 @@ def _unavailable_as_store_error(
 # The public surface (the Store contract) raises only DurableRedisError subclasses.
 _PUBLIC = {n for n in dir(Store) if not n.startswith("_")}
 _PUBLIC |= {n for n in dir(JobStore) if not n.startswith("_")} | {"job_counts"}
+_PUBLIC |= {n for n in vars(ScheduleStoreMixin) if not n.startswith("_")} - {"schedule_job_id"}
 for _name in sorted(_PUBLIC):
     _method = getattr(RedisStore, _name, None)
     if inspect.iscoroutinefunction(_method):

@@ -23,6 +23,7 @@ from durable_redis.errors import (
     JobStateError,
     LeaseLostError,
     NamespaceMissingError,
+    ScheduleNotFoundError,
     StoreError,
 )
 
@@ -86,6 +87,8 @@ SCRIPTS: dict[str, ScriptSpec] = {
         ScriptSpec("renew_jobs", keys=3, argv=2, variadic_argv=True),
         ScriptSpec("cancel_job", keys=6, argv=3),
         ScriptSpec("retry_job", keys=5, argv=2),
+        ScriptSpec("claim_schedule", keys=7, argv=9, variadic_argv=True),
+        ScriptSpec("set_schedule", keys=3, argv=6),
     )
 }
 
@@ -93,6 +96,7 @@ SCRIPTS: dict[str, ScriptSpec] = {
 JOB_SCRIPTS = frozenset(
     {"enqueue_jobs", "fetch_jobs", "ack_jobs", "renew_jobs", "cancel_job", "retry_job"}
 )
+SCHEDULE_SCRIPTS = frozenset({"claim_schedule", "set_schedule"})
 
 
 def lua_dir() -> Path:
@@ -126,6 +130,8 @@ def raise_for_status(script: str, reply: Sequence[object], subject: str = "") ->
     if len(reply) > 1 and isinstance(reply[1], bytes | str):
         detail = reply[1].decode() if isinstance(reply[1], bytes) else reply[1]
     where = f"{script}({subject})" if subject else script
+    if script in SCHEDULE_SCRIPTS and code == Status.NOT_FOUND:
+        raise ScheduleNotFoundError(f"no schedule {subject!r}")
     if script in JOB_SCRIPTS:
         if code == Status.EXISTS:
             raise JobExistsError(f"job {subject!r} already exists (status {detail})")

@@ -142,3 +142,9 @@ def record_job(ctx: ActivityContext, args: dict[str, Any]) -> dict[str, Any]:
     if args.get("sleep"):
         time.sleep(float(args["sleep"]))
     return {"i": args["i"], "pid": os.getpid()}
+
+
+@app.activity
+def record_tick(ctx: ActivityContext, args: dict[str, Any]) -> None:
+    """A scheduled job: one line per execution in ``<dir>/ticks.log`` (``<job id> <pid>``)."""
+    append_line(Path(args["dir"]) / "ticks.log", f"{ctx.job_id} {os.getpid()}\n")

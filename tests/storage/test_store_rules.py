@@ -142,6 +142,19 @@ async def exercise_jobs(store: RedisStore) -> None:
     await store.ack_jobs([JobAck(leases[0], JobOutcome.FAILED, b"e")])
     await store.retry_job("j1")
     await store.cancel_job("j1", b"c")
+    now = await store.server_time_ms()
+    await store.declare_schedule("sc", b"spec", "h", now - 1)
+    await store.claim_schedule(
+        "sc",
+        expected_due_ms=now - 1,
+        next_due_ms=now + 60_000,
+        overlap="skip",
+        activity="send",
+        task=b"t",
+        priority=0,
+        result_ttl_ms=LOCK,
+        ticks=[now - 1],
+    )
 
 
 async def test_every_script_call_touches_one_slot(store: RedisStore) -> None:
@@ -267,6 +280,16 @@ async def test_every_mutating_script_is_safe_to_run_twice(store: RedisStore) -> 
     await rerun_last(store, "retry_job")  # refused the second time (the job is queued)
     await store.cancel_job("j1", b"c")
     await rerun_last(store, "cancel_job")
+    now = await store.server_time_ms()
+    await store.declare_schedule("sc", b"spec", "h", now - 1)
+    await rerun_last(store, "set_schedule")
+    claim = {"overlap": "skip", "activity": "a", "task": b"t", "priority": 0, "result_ttl_ms": 1}
+    await store.claim_schedule(
+        "sc", expected_due_ms=now - 1, next_due_ms=now + 9, ticks=[now - 1], **claim
+    )  # type: ignore[arg-type]
+    await rerun_last(store, "claim_schedule")  # the tick is claimed: refused the second time
+    await store.pause_schedule("sc")
+    await rerun_last(store, "set_schedule")
     assert {name for name, _, _ in calls_of(store)} == expected_scripts(store)
 
 
