@@ -8,12 +8,17 @@ after ``RetryPolicy.delay_ms(n)`` (a durable timer on the Redis clock, not a sle
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from durable_redis.core._serial import Schema
-from durable_redis.core.retry import Backoff, RetryPolicy
+import msgpack  # type: ignore[import-untyped]
 
-__all__ = ["JobTask", "decode_job_task", "encode_job_task", "job_task"]
+from durable_redis.core._serial import SCHEMA_VERSION, Schema
+from durable_redis.core.retry import Backoff, RetryPolicy
+from durable_redis.errors import CodecError
+
+__all__ = ["JobTask", "decode_job_task", "encode_job_task", "encode_job_tasks", "job_task"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -62,10 +67,29 @@ def _seconds(value: object) -> float:
 
 
 _JOBS: Schema[JobTask] = Schema("job task", (JobTask,))
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(JobTask) if f.name != "input"}
 
 
 def encode_job_task(task: JobTask) -> bytes:
-    return _JOBS.encode(task)
+    return encode_job_tasks(task, [task.input])[0]
+
+
+def encode_job_tasks(template: JobTask, inputs: Sequence[bytes]) -> list[bytes]:
+    """The encoding of ``template`` with each of ``inputs`` as its input, built once for the
+    batch. The record is the schema's (``{"v", "k", field: value}``) with the fields at their
+    defaults left out (decoding restores them), so a job with default options is small."""
+    record: dict[str, object] = {"v": SCHEMA_VERSION, "k": "JobTask"}
+    for name, default in _DEFAULTS.items():
+        value = getattr(template, name)
+        if value != default:
+            record[name] = list(value) if isinstance(value, tuple) else value
+    try:
+        head: bytes = msgpack.packb(record, use_bin_type=True)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise CodecError(f"cannot encode a job task: {exc}") from exc
+    count = len(record) + 1  # fixmap (< 16 entries): its first byte holds the count
+    prefix = bytes([0x80 | count]) + head[1:] + msgpack.packb("input")
+    return [prefix + msgpack.packb(data, use_bin_type=True) for data in inputs]
 
 
 def decode_job_task(data: bytes) -> JobTask:

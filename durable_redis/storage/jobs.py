@@ -208,8 +208,9 @@ class JobQueueMixin(RedisStoreBase):
         epoch = await self._ready()
         for j in jobs:
             validate_id("job id", j.job_id)
-            validate_id("job name", j.name)
-            if not -_PRIORITY_LIMIT < j.priority < _PRIORITY_LIMIT:
+        for option in {_options(j) for j in jobs}:
+            validate_id("job name", option[0])
+            if not -_PRIORITY_LIMIT < option[1] < _PRIORITY_LIMIT:
                 raise ValueError(f"priority must be within +-{_PRIORITY_LIMIT - 1}")
         positions: list[list[int]] = []
         calls: list[tuple[list[str], list[Any]]] = []

@@ -134,10 +134,31 @@ async def test_enqueue_and_result_typed(store: RedisStore, worker: Callable[...,
     assert status.started_at is not None and status.finished_at is not None
     jobs = await client.enqueue_many(add, [[i, i] for i in range(300)])
     assert [await j.result(timeout=10) for j in jobs] == [2 * i for i in range(300)]
-    # sync activities measured fast run inline after the probes
+    # sync activities are probed in the pool, then (if fast) run inline
     for _ in range(5):
         await (await client.enqueue(send, Email("x", "y"))).result(timeout=10)
-    assert w._jobs._speed["send"].inline
+    speed = w._jobs._speed["send"]
+    assert speed.inline or speed.pinned  # pinned: a probe was slow (a loaded machine)
+
+
+def test_fast_sync_activities_go_inline_and_slow_ones_back_to_the_pool() -> None:
+    from durable_redis.runtime.jobs import _Speed
+
+    s = _Speed()
+    for _ in range(2):
+        s.record(0.0001, inline=False)
+    assert not s.inline
+    s.record(0.0001, inline=False)
+    assert s.inline  # three fast probes
+    s.record(0.005, inline=True)
+    assert s.inline  # a little slower inline: still fine
+    s.record(0.05, inline=True)
+    assert not s.inline and s.pinned  # one slow inline run: the pool for good
+    s.record(0.0001, inline=False)
+    assert not s.inline
+    slow = _Speed()
+    slow.record(0.01, inline=False)
+    assert slow.pinned and not slow.inline
 
 
 async def test_dedupe_by_job_id(store: RedisStore, worker: Callable[..., Worker]) -> None:
@@ -347,3 +368,21 @@ async def test_redelivered_jobs_run_alone_and_hand_the_others_back(
     fresh = await client.enqueue_many(overlap, [key + "-fresh"] * 5)  # first deliveries: at once
     assert [await j.result(timeout=10) for j in fresh] == [1] * 5
     assert in_flight[key + "-fresh"][1] > 1
+
+
+def test_job_tasks_encode_small_and_decode_back() -> None:
+    from durable_redis.core.jobs import JobTask, decode_job_task, encode_job_tasks, job_task
+
+    plain = job_task(b"\x01", retry=None, timeout_ms=None)
+    tuned = job_task(
+        b"x", retry=RetryPolicy(max_attempts=3, non_retryable=(KeyError,)), timeout_ms=5
+    )
+    for template in (plain, tuned):
+        encoded = encode_job_tasks(template, [b"a", b"bb" * 300])
+        assert [decode_job_task(e) for e in encoded] == [
+            JobTask(
+                **{**{f: getattr(template, f) for f in template.__dataclass_fields__}, "input": i}
+            )
+            for i in (b"a", b"bb" * 300)
+        ]
+    assert len(encode_job_tasks(plain, [b"\x01"])[0]) < 32  # defaults are not stored
