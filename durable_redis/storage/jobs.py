@@ -201,6 +201,12 @@ class JobQueueMixin(RedisStoreBase):
     def _job_pk(self, job_id: str) -> PartitionKeys:
         return self._pk(job_id)
 
+    def _job_groups(self, ids: Sequence[str]) -> list[tuple[PartitionKeys, list[int]]]:
+        """Positions of ``ids`` by partition (one group without hashing when P = 1)."""
+        if len(self._parts) == 1:
+            return [(self._parts[0], list(range(len(ids))))]
+        return self._by_partition(range(len(ids)), lambda i: ids[i])
+
     # -- producer ----------------------------------------------------------------------------
     async def enqueue_jobs(
         self, jobs: Sequence[NewJob], *, policy: ExistingJobPolicy = ExistingJobPolicy.KEEP
@@ -215,7 +221,7 @@ class JobQueueMixin(RedisStoreBase):
         positions: list[list[int]] = []
         calls: list[tuple[list[str], list[Any]]] = []
         subjects: list[NewJob] = []
-        for pk, group in self._by_partition(range(len(jobs)), lambda i: jobs[i].job_id):
+        for pk, group in self._job_groups([j.job_id for j in jobs]):
             keys = job_script_keys(pk, "enqueue_jobs")
             alike: dict[tuple[Any, ...], list[int]] = {}
             for i in group:  # one call carries jobs with the same name and options
@@ -298,7 +304,7 @@ class JobQueueMixin(RedisStoreBase):
         epoch = await self._ready()
         positions: list[list[int]] = []
         calls: list[tuple[list[str], list[Any]]] = []
-        for pk, group in self._by_partition(range(len(acks)), lambda i: acks[i].lease.job_id):
+        for pk, group in self._job_groups([a.lease.job_id for a in acks]):
             keys = job_script_keys(pk, "ack_jobs")
             for start in range(0, len(group), _ACK_CHUNK):
                 chunk = group[start : start + _ACK_CHUNK]
@@ -319,7 +325,7 @@ class JobQueueMixin(RedisStoreBase):
         epoch = await self._ready()
         marks = list(progress) + [None] * (len(leases) - len(progress))
         lost: list[str] = []
-        for pk, group in self._by_partition(range(len(leases)), lambda i: leases[i].job_id):
+        for pk, group in self._job_groups([lease.job_id for lease in leases]):
             args: list[Any] = [epoch, lock_ms]
             for i in group:
                 args += [leases[i].job_id, leases[i].token, marks[i] or b""]
