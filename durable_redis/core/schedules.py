@@ -3,7 +3,7 @@
 Pure: the tick arithmetic (``ticks_due``, ``next_tick``) takes times as arguments (the Redis
 clock's milliseconds, passed in by the runtime) and never reads a clock. Cron expressions are
 parsed by ``cronsim`` (a small, maintained, dependency-free parser with DST handling, used by
-Healthchecks.io): five fields, ``L``, ``W``, ``#`` and the ``@hourly``-style aliases.
+Healthchecks.io): five fields with ranges, steps, month and day names, ``L`` and ``#``.
 
 Policies:
 

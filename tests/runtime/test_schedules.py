@@ -1,24 +1,21 @@
-"""Schedules: tick arithmetic (cron in a time zone, intervals, catch-up policies), the claim
-(one winner per tick, on the Redis clock), and a worker running a schedule declared in code and
-one created through the client, with pause / resume / trigger / delete."""
+"""Schedules on Redis (the tick arithmetic is tested in tests/core): the claim (one winner per
+tick, on the Redis clock), and workers running a schedule declared in code and one created
+through the client, with pause / resume / trigger / delete."""
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
 
 import anyio
 import pytest
 
-from durable_redis import ActivityContext, App, Client, ValidationError
+from durable_redis import ActivityContext, App, Client
 from durable_redis.core import MsgpackCodec
 from durable_redis.core.schedules import (
     ScheduleDefinition,
-    next_tick,
     schedule_declaration,
     spec_of,
-    ticks_due,
 )
 from durable_redis.errors import ScheduleNotFoundError
 from durable_redis.runtime import Worker, WorkerOptions
@@ -43,55 +40,9 @@ def note(ctx: ActivityContext, key: str) -> str:
     return key
 
 
-def ms(*args: int) -> int:
-    return int(datetime(*args, tzinfo=UTC).timestamp() * 1000)
-
-
 def spec(**kw: object) -> object:
     definition = ScheduleDefinition(name="s", activity="note", input="k", **kw)  # type: ignore[arg-type]
     return spec_of(definition, MsgpackCodec())
-
-
-def test_cron_ticks_in_a_time_zone_and_intervals() -> None:
-    paris = spec(cron="0 9 * * *", timezone="Europe/Paris")
-    # 09:00 Paris is 08:00 UTC in winter, 07:00 UTC in summer (DST)
-    assert next_tick(paris, ms(2026, 1, 10, 12, 0)) == ms(2026, 1, 11, 8, 0)  # type: ignore[arg-type]
-    assert next_tick(paris, ms(2026, 7, 10, 12, 0)) == ms(2026, 7, 11, 7, 0)  # type: ignore[arg-type]
-    every = spec(every_ms=5_000)
-    assert next_tick(every, 12_345) == 15_000  # type: ignore[arg-type]
-    assert next_tick(every, 15_000) == 20_000  # type: ignore[arg-type]
-
-
-def test_catch_up_policies() -> None:
-    for policy, expected in (
-        ("skip", [100_000]),
-        ("once", [100_000]),
-        ("all", [97_000, 98_000, 99_000, 100_000]),
-    ):
-        s = spec(every_ms=1000, catch_up=policy)
-        ticks, nxt = ticks_due(s, 97_000, 100_200)  # type: ignore[arg-type]
-        assert (ticks, nxt) == (expected, 101_000), policy
-    # long down: skip runs nothing late, all runs at most max_catch_up, next is in the future
-    ticks, nxt = ticks_due(spec(every_ms=1000, catch_up="skip"), 10_000, 100_500)  # type: ignore[arg-type]
-    assert ticks == [] and nxt == 101_000
-    ticks, nxt = ticks_due(spec(every_ms=1000, catch_up="all", max_catch_up=3), 10_000, 100_500)  # type: ignore[arg-type]
-    assert ticks == [10_000, 11_000, 12_000] and nxt == 101_000
-
-
-def test_bad_schedules_are_refused() -> None:
-    for kw in (
-        {"cron": "not a cron"},
-        {"cron": "* * * * *", "every_ms": 1000},
-        {},
-        {"every_ms": 10},
-        {"cron": "* * * * *", "timezone": "Mars/Olympus"},
-        {"cron": "* * * * *", "catch_up": "sometimes"},
-        {"cron": "* * * * *", "overlap": "maybe"},
-    ):
-        with pytest.raises(ValidationError):
-            spec(**kw)
-    with pytest.raises(ValidationError):
-        App("x").schedule(cron="61 * * * *")
 
 
 async def test_a_tick_is_claimed_once(store: RedisStore) -> None:
