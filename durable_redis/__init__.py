@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from durable_redis._jobs_client import JobHandle, JobStatus
     from durable_redis._schedules_client import ScheduleInfo
-    from durable_redis.client import Client, InstanceState
+    from durable_redis.client import Client, InstanceId, InstanceState
     from durable_redis.core import (
         ActivityContext,
         App,
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
         InstanceExistsError,
         InstanceNotFoundError,
         InstanceRunningError,
+        InstanceTerminalError,
         InvalidIdError,
         JobCancelledError,
         JobError,
@@ -85,6 +86,8 @@ _LAZY = {
     "InstanceExistsError": "durable_redis.errors",
     "InstanceNotFoundError": "durable_redis.errors",
     "InstanceRunningError": "durable_redis.errors",
+    "InstanceTerminalError": "durable_redis.errors",
+    "InstanceId": "durable_redis.client",
     "InstanceState": "durable_redis.client",
     "InstanceStatus": "durable_redis.storage",
     "InvalidIdError": "durable_redis.errors",
@@ -143,10 +146,12 @@ __all__ = [
     "ExistingJobPolicy",
     "FailureDetails",
     "InstanceExistsError",
+    "InstanceId",
     "InstanceNotFoundError",
     "InstanceRunningError",
     "InstanceState",
     "InstanceStatus",
+    "InstanceTerminalError",
     "InvalidIdError",
     "JobCancelledError",
     "JobError",

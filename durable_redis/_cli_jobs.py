@@ -12,7 +12,8 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from durable_redis._cli_commands import UsageError, _json_arg, _show, plain
+from durable_redis._cli_commands import _show, plain
+from durable_redis._cli_support import UsageError, read_json_arg
 from durable_redis.errors import (
     JobError,
     JobNotFoundError,
@@ -172,7 +173,7 @@ async def _enqueue(client: Any, args: argparse.Namespace, emit: Emit) -> int:
     }
     if args.result_ttl is not None:
         options["result_ttl"] = args.result_ttl
-    job = await client.enqueue(args.name, _json_arg(args.input, "--input"), **options)
+    job = await client.enqueue(args.name, read_json_arg(args.input, "--input"), **options)
     if args.wait is None:
         emit(args, {"job_id": job.id, "name": args.name}, f"enqueued {args.name} as {job.id}")
         return 0

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar, overload
+from typing import Any, Generic, TypeVar, overload
 
 import anyio
 
@@ -24,6 +24,7 @@ from durable_redis import core
 from durable_redis._jobs_client import JobsClientMixin
 from durable_redis._schedules_client import SchedulesClientMixin
 from durable_redis.errors import (
+    CodecError,
     FailureDetails,
     InstanceNotFoundError,
     InvalidIdError,
@@ -41,11 +42,13 @@ from durable_redis.storage.base import (
     Store,
 )
 
-__all__ = ["Client", "InstanceState", "InstanceStatePage", "validate_id"]
+__all__ = ["Client", "InstanceId", "InstanceState", "InstanceStatePage", "validate_id"]
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+I = TypeVar("I")  # noqa: E741 - input type
+R = TypeVar("R")
 
 MAX_ID_BYTES = 256
 _FORBIDDEN = {"{": "'{'", "}": "'}'", "\n": "a newline", "\r": "a carriage return", "\0": "NUL"}
@@ -69,6 +72,14 @@ def validate_id(value: object, what: str = "instance id") -> str:
         if char in value:
             raise InvalidIdError(f"{what} {value!r} must not contain {label}")
     return value
+
+
+class InstanceId(str, Generic[R]):
+    """The id :meth:`Client.start` returns: a plain ``str`` that also tells a type checker what
+    the orchestration returns, so ``wait_for_completion`` on it is typed (``InstanceId[Receipt]``
+    gives a ``Receipt``). Any ``str`` works wherever an id is taken."""
+
+    __slots__ = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +173,42 @@ class Client(JobsClientMixin, SchedulesClientMixin):
             self._initialized = True
 
     # -- commands ------------------------------------------------------------------------------
+    @overload
+    async def start(
+        self,
+        orchestration: Callable[[core.OrchestrationContext, I], Coroutine[Any, Any, R]],
+        input: I,
+        *,
+        instance_id: str | None = None,
+        version: str | None = None,
+        if_exists: ExistingInstancePolicy = ExistingInstancePolicy.FAIL,
+        start_at: datetime | None = None,
+    ) -> InstanceId[R]: ...
+
+    @overload
+    async def start(
+        self,
+        orchestration: Callable[[core.OrchestrationContext], Coroutine[Any, Any, R]],
+        input: None = None,
+        *,
+        instance_id: str | None = None,
+        version: str | None = None,
+        if_exists: ExistingInstancePolicy = ExistingInstancePolicy.FAIL,
+        start_at: datetime | None = None,
+    ) -> InstanceId[R]: ...
+
+    @overload
+    async def start(
+        self,
+        orchestration: str,
+        input: Any = None,
+        *,
+        instance_id: str | None = None,
+        version: str | None = None,
+        if_exists: ExistingInstancePolicy = ExistingInstancePolicy.FAIL,
+        start_at: datetime | None = None,
+    ) -> InstanceId[Any]: ...
+
     async def start(
         self,
         orchestration: Callable[..., Any] | str,
@@ -171,8 +218,11 @@ class Client(JobsClientMixin, SchedulesClientMixin):
         version: str | None = None,
         if_exists: ExistingInstancePolicy = ExistingInstancePolicy.FAIL,
         start_at: datetime | None = None,
-    ) -> str:
+    ) -> InstanceId[Any]:
         """Start an orchestration (by function or by registered name); return its instance id.
+
+        By function, the input is type-checked against its annotation and the returned
+        :class:`InstanceId` carries its result type (for ``wait_for_completion``).
 
         ``if_exists`` decides what happens when ``instance_id`` is taken: FAIL raises
         InstanceExistsError, IGNORE keeps the existing instance, TERMINATE_IF_DONE replaces a
@@ -209,10 +259,14 @@ class Client(JobsClientMixin, SchedulesClientMixin):
             created,
             extra={"instance_id": instance_id},
         )
-        return instance_id
+        return InstanceId(instance_id)
 
     async def raise_event(self, instance_id: str, name: str, data: Any = None) -> None:
-        """Deliver the external event ``name`` to the instance (InstanceNotFoundError if none)."""
+        """Deliver the external event ``name`` to the instance.
+
+        Raises InstanceNotFoundError if there is none, InstanceTerminalError if it has ended
+        (completed, failed or cancelled: no code would ever read the event).
+        """
         validate_id(instance_id)
         validate_id(name, "event name")
         encoded = self.codec.encode(data)
@@ -222,7 +276,11 @@ class Client(JobsClientMixin, SchedulesClientMixin):
         await self.store.enqueue_message(instance_id, message_id, message)
 
     async def cancel(self, instance_id: str, reason: str = "") -> None:
-        """Ask the instance to cancel: it fails as cancelled, its activities and children too."""
+        """Ask the instance to cancel: it fails as cancelled, its activities and children too.
+
+        Raises InstanceNotFoundError if there is none, InstanceTerminalError if it has already
+        ended (``exc.status`` says how).
+        """
         validate_id(instance_id)
         message = core.encode_message(core.cancel_message(reason))
         await self._ensure_initialized()
@@ -251,13 +309,22 @@ class Client(JobsClientMixin, SchedulesClientMixin):
 
     @overload
     async def wait_for_completion(
-        self, instance_id: str, *, timeout: float | timedelta | None = ..., result_type: None = ...
-    ) -> Any: ...
+        self,
+        instance_id: InstanceId[R],
+        *,
+        timeout: float | timedelta | None = ...,
+        result_type: None = ...,
+    ) -> R: ...
 
     @overload
     async def wait_for_completion(
         self, instance_id: str, *, timeout: float | timedelta | None = ..., result_type: type[T]
     ) -> T: ...
+
+    @overload
+    async def wait_for_completion(
+        self, instance_id: str, *, timeout: float | timedelta | None = ..., result_type: None = ...
+    ) -> Any: ...
 
     async def wait_for_completion(
         self,
@@ -266,7 +333,9 @@ class Client(JobsClientMixin, SchedulesClientMixin):
         timeout: float | timedelta | None = None,
         result_type: Any = None,
     ) -> Any:
-        """Wait until the instance ends; return its output.
+        """Wait until the instance ends; return its output (typed by the orchestration's return
+        annotation when ``instance_id`` is the :class:`InstanceId` that ``start`` returned, or by
+        ``result_type``).
 
         Raises OrchestrationFailedError, OrchestrationCancelledError, WaitTimeoutError (the
         instance may still finish later) or InstanceNotFoundError.
@@ -316,8 +385,10 @@ class Client(JobsClientMixin, SchedulesClientMixin):
         created_before: datetime | None = None,
         limit: int = 100,
         cursor: str | None = None,
+        newest_first: bool = False,
     ) -> InstanceStatePage:
-        """One page of instances (pass ``next_cursor`` back for the next)."""
+        """One page of instances, oldest first unless ``newest_first`` (pass ``next_cursor``
+        back, with the same filters and order, for the next)."""
         if limit < 1:
             raise ValidationError("limit must be >= 1")
         try:
@@ -333,6 +404,7 @@ class Client(JobsClientMixin, SchedulesClientMixin):
             created_before_ms=int(created_before.timestamp() * 1000) if created_before else None,
             limit=limit,
             cursor=cursor,
+            newest_first=newest_first,
         )
         return InstanceStatePage(
             instances=[
@@ -346,7 +418,10 @@ class Client(JobsClientMixin, SchedulesClientMixin):
         validate_id(instance_id)
         await self._ensure_initialized()
         raw = await self.store.read_history(instance_id, execution_id)
-        return [core.decode_event(data) for data in raw]
+        try:
+            return core.decode_history(raw)
+        except CodecError as exc:
+            raise CodecError(f"the history of {instance_id!r}: {exc}") from exc
 
     # -- decoding ------------------------------------------------------------------------------
     def _decode(self, data: bytes | None, type_: Any = None) -> Any:

@@ -337,6 +337,9 @@ async def _drive(
                 states[customer] = state
                 progress = state.custom_status
                 if state.is_terminal:
+                    last = _last_turn(state.output)
+                    if last is not None and shown.get(customer) != last:
+                        out(f"  {customer:<8} {_progress_text(last)}")  # polled past it
                     progress = f"{state.status.value}"
                 if progress != shown.get(customer):
                     shown[customer] = progress
@@ -380,6 +383,14 @@ async def _drive(
         f"(workers used: {', '.join(str(p) for p in used) or 'none'})"
     )
     return {"ok": ok, "conversations": report_rows, "workers_used": used}
+
+
+def _last_turn(result: Any) -> dict[str, Any] | None:
+    """The custom status of a finished conversation's last turn (as the progress shows it)."""
+    if not isinstance(result, ConversationResult) or not result.worker_pids:
+        return None
+    turns = len(result.worker_pids)
+    return {"turn": turns, "of": turns, "worker_pid": result.worker_pids[-1]}
 
 
 def _progress_text(progress: Any) -> str:

@@ -16,6 +16,7 @@
     │   ├── InstanceExistsError            start with an id that exists (policy "fail")
     │   ├── InstanceNotFoundError          no instance with that id
     │   ├── InstanceRunningError           delete of a running instance without force
+    │   ├── InstanceTerminalError          cancel or event for an instance that has ended
     │   ├── NamespaceMissingError          the namespace's data vanished from Redis
     │   ├── StoreUnavailableError          Redis unreachable past the retry window
     │   ├── JobExistsError                 enqueue with a job id that exists (policy "fail")
@@ -54,6 +55,7 @@ __all__ = [
     "InstanceExistsError",
     "InstanceNotFoundError",
     "InstanceRunningError",
+    "InstanceTerminalError",
     "InvalidIdError",
     "JobCancelledError",
     "JobError",
@@ -151,6 +153,16 @@ class InstanceNotFoundError(StoreError, LookupError):
 
 class InstanceRunningError(StoreError):
     """The instance is still running; pass ``force=True`` to delete it anyway."""
+
+
+class InstanceTerminalError(StoreError):
+    """The instance has ended (completed, failed or cancelled): a cancel or an event for it
+    would never be read, so nothing was written. ``status`` says how it ended."""
+
+    def __init__(self, message: str, *, instance_id: str = "", status: str = "") -> None:
+        super().__init__(message)
+        self.instance_id = instance_id
+        self.status = status
 
 
 class NamespaceMissingError(StoreError):

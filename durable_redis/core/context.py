@@ -139,7 +139,29 @@ class OrchestrationContext:
     @overload
     def call_activity(
         self,
-        activity: str | Callable[..., Any],
+        activity: Callable[[ActivityContext], Coroutine[Any, Any, R]],
+        input: None = None,
+        *,
+        retry: RetryPolicy | None = None,
+        session: str | None = None,
+        timeout: timedelta | float | None = None,
+    ) -> asyncio.Future[R]: ...
+
+    @overload
+    def call_activity(
+        self,
+        activity: Callable[[ActivityContext], R],
+        input: None = None,
+        *,
+        retry: RetryPolicy | None = None,
+        session: str | None = None,
+        timeout: timedelta | float | None = None,
+    ) -> asyncio.Future[R]: ...
+
+    @overload
+    def call_activity(
+        self,
+        activity: str,
         input: Any = None,
         *,
         retry: RetryPolicy | None = None,
@@ -156,7 +178,8 @@ class OrchestrationContext:
         session: str | None = None,
         timeout: timedelta | float | None = None,
     ) -> asyncio.Future[Any]:
-        """Schedule an activity (by function: typed result; by name: Any).
+        """Schedule an activity: by function, typed from its annotations (a wrong input type is
+        a type error, the result has the function's return type); by name, ``Any``.
 
         ``retry`` retries failed attempts with durable back-off timers; ``timeout`` (or
         ``retry.timeout``) bounds each attempt; ``session`` pins it to an open session's worker.
@@ -252,12 +275,23 @@ class OrchestrationContext:
         input: I,
         *,
         instance_id: str | None = None,
+        version: str = "",
     ) -> asyncio.Future[R]: ...
 
     @overload
     def call_sub_orchestration(
         self,
-        orchestration: str | Callable[..., Any],
+        orchestration: Callable[[OrchestrationContext], Coroutine[Any, Any, R]],
+        input: None = None,
+        *,
+        instance_id: str | None = None,
+        version: str = "",
+    ) -> asyncio.Future[R]: ...
+
+    @overload
+    def call_sub_orchestration(
+        self,
+        orchestration: str,
         input: Any = None,
         *,
         instance_id: str | None = None,
@@ -320,8 +354,20 @@ class OrchestrationContext:
         futures = [asyncio.ensure_future(a, loop=self._loop) for a in awaitables]
         return asyncio.gather(*futures)
 
-    def when_any(self, awaitables: Iterable[Awaitable[T]]) -> asyncio.Future[asyncio.Future[T]]:
-        """The first of ``awaitables`` to finish (as a future); the others are cancelled."""
+    @overload
+    def when_any(self, awaitables: Iterable[Awaitable[T]]) -> asyncio.Future[asyncio.Future[T]]: ...
+
+    @overload
+    def when_any(
+        self, awaitables: Iterable[Awaitable[Any]]
+    ) -> asyncio.Future[asyncio.Future[Any]]: ...
+
+    def when_any(self, awaitables: Iterable[Awaitable[Any]]) -> asyncio.Future[asyncio.Future[Any]]:
+        """The first of ``awaitables`` to finish (as a future); the others are cancelled.
+
+        Typed ``Future[Future[T]]`` when they share a result type ``T``; mixed types (an event
+        and a timer) give ``Future[Future[Any]]``: compare the winner with ``is``.
+        """
         return self._first_of([asyncio.ensure_future(a, loop=self._loop) for a in awaitables])
 
     def _first_of(

@@ -13,10 +13,11 @@ Two families (see docs/history-events.md):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from durable_redis.core._serial import Schema
-from durable_redis.errors import FailureDetails
+from durable_redis.errors import CodecError, FailureDetails
 
 __all__ = [
     "COMMAND_EVENTS",
@@ -45,6 +46,7 @@ __all__ = [
     "TimerCreated",
     "TimerFired",
     "decode_event",
+    "decode_history",
     "describe_event",
     "encode_event",
 ]
@@ -303,6 +305,23 @@ def decode_event(data: bytes) -> HistoryEvent:
     return _SCHEMA.decode(data)
 
 
+def decode_history(records: Sequence[bytes], start: int = 0) -> list[HistoryEvent]:
+    """Decode stored events ``records[start:]`` in order.
+
+    A CodecError names the entry that cannot be decoded (its 0-based position, event id
+    position + 1, among how many) and why.
+    """
+    events: list[HistoryEvent] = []
+    for i in range(start, len(records)):
+        try:
+            events.append(_SCHEMA.decode(records[i]))
+        except CodecError as exc:
+            raise CodecError(
+                f"history entry {i} (event {i + 1} of {len(records)}) cannot be decoded: {exc}"
+            ) from exc
+    return events
+
+
 _SHORT_FIELDS = ("name", "session_id", "activity_id", "timer_id", "scheduled_id", "instance_id")
 
 
@@ -314,6 +333,20 @@ def describe_event(event: HistoryEvent) -> str:
     return f"{type(event).__name__}({', '.join(parts)})"
 
 
-def _preview(data: bytes) -> str:
-    text = data[:32].hex()
-    return text + ("..." if len(data) > 32 else "")
+def _preview(data: bytes, limit: int = 80) -> str:
+    """The payload as JSON-ish text when it is msgpack (the default codec), else hex."""
+    import json
+
+    import msgpack  # type: ignore[import-untyped]
+
+    try:
+        value = msgpack.unpackb(data, raw=False, strict_map_key=False)
+        text = json.dumps(value, ensure_ascii=False, sort_keys=True, default=repr)
+    except Exception:  # another codec: JSON as it is, anything else (encrypted, ...) as hex
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            text = ""
+        if not text or not text.isprintable():
+            return data[:32].hex() + ("..." if len(data) > 32 else "")
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from durable_redis.core._serial import Schema
 from durable_redis.core.codec import Codec
-from durable_redis.errors import FailureDetails
+from durable_redis.errors import FailureDetails, TaskFailedError
 
 __all__ = [
     "ActivityCompleted",
@@ -236,4 +236,36 @@ def activity_failed(task: ActivityTask, error: BaseException | FailureDetails) -
 def failure_from_exception(exc: BaseException, *, kind: str = "application") -> FailureDetails:
     """Portable details of ``exc``: type name, message and traceback text (never pickled)."""
     text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    return FailureDetails(kind=kind, type_name=type(exc).__name__, message=str(exc), traceback=text)
+    for failed in _task_failures(exc):  # where the activity or child raised, not only where
+        if failed.details.traceback.strip():  # the orchestration re-raised it
+            text += f"\nThe original error, {failed.details}:\n{failed.details.traceback}"
+    return FailureDetails(
+        kind=kind, type_name=type(exc).__name__, message=_message(exc), traceback=text
+    )
+
+
+def _task_failures(exc: BaseException) -> list[TaskFailedError]:
+    """The TaskFailedErrors in ``exc``: itself, its group's members, its causes."""
+    found: list[TaskFailedError] = []
+    seen: set[int] = set()
+    todo = [exc]
+    while todo:
+        current = todo.pop(0)
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, TaskFailedError):
+            found.append(current)
+        if isinstance(current, BaseExceptionGroup):
+            todo.extend(current.exceptions)
+        todo.extend(e for e in (current.__cause__, current.__context__) if e is not None)
+    return found
+
+
+def _message(exc: BaseException) -> str:
+    """``str(exc)``; for an exception group (a TaskGroup's), its causes too, so the one line
+    reads "... (1 sub-exception): ActivityFailedError: activity 'charge' failed: ..."."""
+    if not isinstance(exc, BaseExceptionGroup):
+        return str(exc)
+    causes = "; ".join(f"{type(e).__name__}: {_message(e)}" for e in exc.exceptions)
+    return f"{exc}: {causes}"

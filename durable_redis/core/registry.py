@@ -334,17 +334,41 @@ class App:
         )
 
 
+def _label(fn: Callable[..., Any]) -> str:
+    return getattr(fn, "__qualname__", None) or repr(fn)
+
+
+def _metadata(fn: Callable[..., Any], wanted: str) -> Any:
+    """The definition ``@app.<wanted>`` attached to ``fn``; NotRegisteredError naming what
+    ``fn`` is instead (the other kind, or nothing)."""
+    kinds = {
+        "orchestration": (_ORCH_ATTR, OrchestrationDefinition),
+        "activity": (_ACT_ATTR, ActivityDefinition),
+    }
+    attr, cls = kinds[wanted]
+    definition = getattr(fn, attr, None)
+    if isinstance(definition, cls):
+        return definition
+    other = "activity" if wanted == "orchestration" else "orchestration"
+    other_attr, other_cls = kinds[other]
+    if isinstance(getattr(fn, other_attr, None), other_cls):
+        how = {
+            "orchestration": "start an orchestration that calls it with ctx.call_activity",
+            "activity": "run it with ctx.call_sub_orchestration",
+        }[wanted]
+        raise NotRegisteredError(
+            f"{_label(fn)} is an {other} (@app.{other}), not an {wanted}: {how}"
+        )
+    raise NotRegisteredError(f"{_label(fn)} is not registered with @app.{wanted}")
+
+
 def orchestration_metadata(fn: Callable[..., Any]) -> OrchestrationDefinition:
     """The registration attached to an ``@app.orchestration`` function."""
-    definition = getattr(fn, _ORCH_ATTR, None)
-    if not isinstance(definition, OrchestrationDefinition):
-        raise NotRegisteredError(f"{fn!r} is not registered with @app.orchestration")
+    definition: OrchestrationDefinition = _metadata(fn, "orchestration")
     return definition
 
 
 def activity_metadata(fn: Callable[..., Any]) -> ActivityDefinition:
     """The registration attached to an ``@app.activity`` function."""
-    definition = getattr(fn, _ACT_ATTR, None)
-    if not isinstance(definition, ActivityDefinition):
-        raise NotRegisteredError(f"{fn!r} is not registered with @app.activity")
+    definition: ActivityDefinition = _metadata(fn, "activity")
     return definition

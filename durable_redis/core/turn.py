@@ -12,7 +12,7 @@ from durable_redis.core.codec import Codec
 from durable_redis.core.engine import ReplayEngine
 from durable_redis.core.registry import App
 from durable_redis.core.state import WorkState
-from durable_redis.errors import FailureDetails, NondeterminismError
+from durable_redis.errors import FailureDetails, NondeterminismError, NotRegisteredError
 
 __all__ = [
     "OrchestrationStatus",
@@ -107,7 +107,8 @@ def run_turn(
 ) -> TurnResult:
     """Replay ``history`` (the current execution), apply ``messages``, return the turn.
 
-    Raises NotRegisteredError for an orchestration (name, version) the app does not know.
+    Raises NotRegisteredError for an orchestration (name, version) the app does not know,
+    unless ``messages`` cancel it: a cancel needs no code, so the turn cancels it.
     Nondeterminism, poison and bad session use come back as a FAILED result.
     """
     result, _ = _run_turn(
@@ -276,11 +277,18 @@ def _run_turn(
     elif state.terminal is not None:  # finished: late messages are dropped
         return _unchanged(state, execution_id, len(history)), None
 
-    if start is not None:
-        definition = app.get_orchestration(start.name, start.version or None)
-    else:
-        assert state.started is not None
-        definition = app.get_orchestration(state.started.name, state.started.version)
+    try:
+        if start is not None:
+            definition = app.get_orchestration(start.name, start.version or None)
+        else:
+            assert state.started is not None
+            definition = app.get_orchestration(state.started.name, state.started.version)
+    except NotRegisteredError:
+        # No code here, but a cancel needs none: it ends the instance before any code would run.
+        cancelled = _cancel_without_code(history, start, messages, now_ms, instance_id)
+        if cancelled is None:
+            raise
+        return cancelled, None
 
     engine = ReplayEngine(app, history, now_ms=now_ms, codec=codec, max_sessions=max_sessions)
     suspended: SuspendedOrchestration | None = None
@@ -311,6 +319,58 @@ def _run_turn(
         if suspended is None:
             engine.close()
     return result, suspended
+
+
+def _cancel_without_code(
+    history: Sequence[ev.HistoryEvent],
+    start: msg.StartOrchestration | None,
+    messages: Sequence[msg.Message],
+    now_ms: int,
+    instance_id: str,
+) -> TurnResult | None:
+    """The CANCELLED turn of an orchestration this app does not know, if ``messages`` cancel it.
+
+    The same outcome as with the code: a cancel ends the execution at once (its in-flight work
+    cancelled, its sessions purged, its parent told); the other messages of the turn are
+    dropped with it. ``start`` begins a new execution (``history`` is then empty).
+    """
+    cancel = next((m for m in messages if isinstance(m, msg.CancelRequested)), None)
+    if cancel is None:
+        return None
+    new: list[ev.HistoryEvent] = []
+    if start is not None:
+        new.append(
+            ev.OrchestrationStarted(
+                event_id=1,
+                timestamp_ms=now_ms,
+                instance_id=instance_id,
+                name=start.name,
+                version=start.version,
+                input=start.input,
+                execution_id=start.execution_id,
+                parent_instance_id=start.parent_instance_id,
+                parent_execution_id=start.parent_execution_id,
+                parent_event_id=start.parent_event_id,
+                sessions=tuple(start.sessions),
+            )
+        )
+    eid = len(history) + len(new) + 1
+    reason = cancel.reason or "cancel requested"
+    new.append(
+        ev.OrchestrationCancelRequested(event_id=eid, timestamp_ms=now_ms, reason=cancel.reason)
+    )
+    new.append(
+        ev.OrchestrationFailed(
+            event_id=eid + 1,
+            timestamp_ms=now_ms,
+            failure=FailureDetails("cancelled", "OrchestrationCancelled", reason),
+        )
+    )
+    state = WorkState()
+    for event in (*history, *new):
+        state.apply(event)
+    assert state.started is not None
+    return _result_from(state, new, instance_id, state.started.execution_id, len(history), None)
 
 
 def _accept(

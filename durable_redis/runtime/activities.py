@@ -25,11 +25,12 @@ import anyio.abc
 
 from durable_redis.errors import LeaseLostError, NamespaceMissingError, NotRegisteredError
 from durable_redis.runtime import _bridge
+from durable_redis.runtime.faults import FaultTracker
 from durable_redis.runtime.options import WorkerOptions
 from durable_redis.runtime.sessions import SessionEntry, SessionManager
 from durable_redis.storage.base import SessionRef, Store, WorkItemLease
 
-__all__ = ["ActivityDispatcher"]
+__all__ = ["ActivityDispatcher", "runs_alone"]
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +91,7 @@ class ActivityDispatcher:
         self._idle.set()
         self._threads = anyio.CapacityLimiter(options.activity_threads)
         self._unregistered: dict[str, int] = {}
+        self.faults = FaultTracker()
         # The redelivered item waiting to run, or running, alone (see _execute_alone).
         self._suspects: set[str] = set()
 
@@ -106,6 +108,9 @@ class ActivityDispatcher:
         errors = 0
         options = self._options
         while not stopping.is_set():
+            await self.faults.wait_if_paused(stopping)
+            if stopping.is_set():
+                break
             free = options.activity_concurrency - len(self._running)
             if free <= 0 or self._suspects:  # full, or a redelivered item must run alone
                 wakeup = self._wakeup
@@ -114,6 +119,7 @@ class ActivityDispatcher:
             limit = min(options.batch_size, free)
             session_lock_ms: int | None = None
             claim_new = False
+            check: list[SessionRef] = []
             if self._sessions.enabled:
                 session_lock_ms = options.session_lock_ms
                 remaining = self._sessions.remaining_capacity
@@ -121,6 +127,10 @@ class ActivityDispatcher:
                 if claim_new:
                     # Each item could claim one new session: never overshoot the limit.
                     limit = min(limit, remaining)
+                else:
+                    # At the limit: the fetch re-checks our sessions; each one closed meanwhile
+                    # (its purge wakes this fetch) frees the claim of a new one at once.
+                    check = self._sessions.owned()
             started = time.monotonic()
             try:
                 items = await self._store.fetch_work_items(
@@ -130,6 +140,7 @@ class ActivityDispatcher:
                     wait_ms=options.fetch_wait_ms,
                     session_lock_ms=session_lock_ms,
                     claim_new_sessions=claim_new,
+                    check_sessions=check,
                 )
             except NamespaceMissingError:
                 raise  # the worker stops: nothing here may re-create a vanished namespace
@@ -141,13 +152,16 @@ class ActivityDispatcher:
                     await stopping.wait()
                 continue
             errors = 0
+            lost = getattr(items, "sessions_lost", None)
+            if lost:
+                self._sessions.forget(lost)
             hand_back: list[WorkItemLease] = []
             starts: list[tuple[_Run, bool]] = []
             for lease in items:
                 if stopping.is_set():
                     tg.start_soon(self._abandon, lease, 0, False)
                     continue
-                suspect = 1 < lease.attempt <= options.max_attempts
+                suspect = runs_alone(lease.attempt, options.max_attempts)
                 if suspect and self._suspects:
                     # One redelivered item at a time per worker (see _execute_alone): hand the
                     # others back, without counting the delivery, for another worker.
@@ -232,14 +246,14 @@ class ActivityDispatcher:
 
     # -- one item ------------------------------------------------------------------------------
     async def _execute_alone(self, run: _Run) -> None:
-        """Run a redelivered item with no other lease held by this worker.
+        """Run a twice-redelivered item (see ``runs_alone``) with no other lease held here.
 
-        Its last holder died or lost it, so it may be what killed that worker. Alone, if it
-        kills this worker too it takes no innocent work down with it: a crash counts a delivery
-        against every item the worker holds, and innocents fetched in one batch with a poison
-        item would otherwise reach ``max_attempts`` with it. While a suspect waits or runs, the
-        fetch loop fetches nothing, other suspects are handed back, and the suspect waits for
-        the work already in flight here to finish; its lease is renewed meanwhile.
+        Its last holders died or lost it, so it may be what killed them. Alone, if it kills this
+        worker too it takes no innocent work down with it: a crash counts a delivery against
+        every item the worker holds, and innocents fetched in one batch with a poison item would
+        otherwise reach ``max_attempts`` with it. While a suspect waits or runs, the fetch loop
+        fetches nothing, other suspects are handed back, and the suspect waits for the work
+        already in flight here to finish; its lease is renewed meanwhile.
         """
         try:
             while len(self._running) > 1:
@@ -255,11 +269,17 @@ class ActivityDispatcher:
         try:
             await self._execute_inner(run)
         except Exception:
+            # The activity's own exceptions are its outcome: this one is the worker's (Redis, a
+            # broken app or codec), so it does not count toward the item's poison verdict.
+            pause = self.faults.worker_fault()
             logger.exception(
-                "unexpected error running an activity; it will be retried",
+                "worker fault running activity %s: not counted against it; handed back, this "
+                "worker pauses its fetches for %.1fs",
+                lease.activity_key,
+                pause,
                 extra={"instance_id": lease.instance_id, "activity_key": lease.activity_key},
             )
-            await self._abandon(lease, 1000, True)
+            await self._abandon(lease, 1000, False)
         finally:
             if run.session is not None:
                 self._sessions.detach(run.session, run)
@@ -380,6 +400,7 @@ class ActivityDispatcher:
         try:
             with anyio.CancelScope(shield=True):
                 await self._store.ack_work_item(run.lease, message_id, data)
+            self.faults.succeeded()
         except LeaseLostError:
             logger.info(
                 "late completion dropped: the lease of %s was lost (cancelled or closed)",
@@ -403,6 +424,22 @@ class ActivityDispatcher:
             pass
         except Exception:
             logger.exception("abandoning work item %s failed; its lease will expire", lease.item_id)
+
+
+def runs_alone(attempt: int, max_attempts: int) -> bool:
+    """Whether the delivery ``attempt`` of an item must run alone on its worker.
+
+    From the second redelivery on (``attempt >= 3``), and on the last delivery allowed. A first
+    redelivery runs like any item: one worker death is usually the worker's (killed, OOM, a
+    deploy), and a dead worker's items (its sessions' above all, which no other worker may
+    take) must come back in parallel, not one at a time. Innocents stay safe: a poison item
+    runs beside other work only on its first two deliveries, so an innocent loses at most two
+    deliveries to it and then, redelivered twice itself, runs alone, within any
+    ``max_attempts >= 2`` (with 2, the second delivery is the last: alone).
+    """
+    if attempt <= 1 or attempt > max_attempts:
+        return False  # a first delivery; or the poison verdict, which runs nothing
+    return attempt >= 3 or attempt == max_attempts
 
 
 def _call_sync(fn: Callable[..., Any], ctx: Any, args: tuple[Any, ...]) -> Any:

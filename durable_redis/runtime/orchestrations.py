@@ -15,8 +15,11 @@ the runtime itself:
 - a history that cannot be decoded fails the instance as poisoned, too;
 - an orchestration name this worker does not know is abandoned with back-off without counting
   the attempt (a newer worker may know it), never failed;
-- anything unexpected abandons the lease with a delay, counting the attempt, so a turn that keeps
-  crashing ends as poison instead of looping forever.
+- an exception out of the turn computation (core running the orchestration) is the instance's
+  fault: the lease is abandoned with a delay, counting the attempt, so a turn that keeps crashing
+  ends as poison instead of looping forever; unless the same crash hits other instances too
+  (``runtime.faults``): then, like any exception of the worker's own machinery (Redis, the
+  commit), it is the worker's fault, not counted, and this dispatcher backs off.
 """
 
 from __future__ import annotations
@@ -33,8 +36,9 @@ from durable_redis.errors import (
     NotRegisteredError,
 )
 from durable_redis.runtime import _bridge
+from durable_redis.runtime.faults import FaultTracker
 from durable_redis.runtime.options import WorkerOptions
-from durable_redis.storage.base import OrchestrationLease, Store
+from durable_redis.storage.base import InstanceStatus, OrchestrationLease, Store
 
 __all__ = ["OrchestrationDispatcher"]
 
@@ -45,6 +49,10 @@ _CRASH_DELAY_MS = 1000
 # Turns with at most this many history events + messages run inline on the event loop (a replay
 # of 2,000 events is ~15 ms of CPU on the benchmark machine); bigger ones run in a thread.
 INLINE_TURN_MAX_EVENTS = 2000
+
+
+class _CodeCrash(Exception):
+    """The turn computation itself raised (its cause is the exception)."""
 
 
 class OrchestrationDispatcher:
@@ -60,6 +68,7 @@ class OrchestrationDispatcher:
         self._unregistered: dict[str, int] = {}
         self._histories = _bridge.HistoryCache()
         self._suspended = _bridge.SuspendedCache()
+        self.faults = FaultTracker()
         self.in_flight = 0
         self.resumed_turns = 0  # turns that advanced a suspended orchestration (no replay)
 
@@ -74,6 +83,9 @@ class OrchestrationDispatcher:
         errors = 0
         options = self._options
         while not stopping.is_set():
+            await self.faults.wait_if_paused(stopping)
+            if stopping.is_set():
+                break
             try:
                 lease = await self._store.fetch_orchestration(
                     lock_ms=options.lock_ms, wait_ms=options.fetch_wait_ms
@@ -107,15 +119,39 @@ class OrchestrationDispatcher:
             tg.start_soon(self._renew_until_done, lease, lost)
             try:
                 await self._turn(lease, lost)
-            except Exception:
-                logger.exception(
-                    "orchestration turn crashed; retrying in %d ms",
-                    _CRASH_DELAY_MS,
-                    extra={"instance_id": lease.instance_id, "worker_id": self._worker_id},
-                )
-                await self._abandon(lease, _CRASH_DELAY_MS, count_attempt=True)
+            except _CodeCrash as crash:
+                exc = crash.__cause__ or crash
+                if self.faults.code_crashed(lease.instance_id, exc):
+                    logger.error(
+                        "orchestration turn of %s crashed (delivery %d of max %d, counted); "
+                        "retrying in %d ms",
+                        lease.instance_id,
+                        lease.attempt,
+                        self._options.max_attempts,
+                        _CRASH_DELAY_MS,
+                        exc_info=exc,
+                        extra={"instance_id": lease.instance_id, "worker_id": self._worker_id},
+                    )
+                    await self._abandon(lease, _CRASH_DELAY_MS, count_attempt=True)
+                else:
+                    await self._worker_fault(lease, exc, "the same crash hit other instances")
+            except Exception as exc:
+                await self._worker_fault(lease, exc, "outside the orchestration's code")
             finally:
                 tg.cancel_scope.cancel()
+
+    async def _worker_fault(self, lease: OrchestrationLease, exc: BaseException, why: str) -> None:
+        pause = self.faults.worker_fault()
+        logger.error(
+            "worker fault in the turn of %s (%s): not counted against it; handed back, "
+            "this worker pauses its turns for %.1fs",
+            lease.instance_id,
+            why,
+            pause,
+            exc_info=exc,
+            extra={"instance_id": lease.instance_id, "worker_id": self._worker_id},
+        )
+        await self._abandon(lease, _CRASH_DELAY_MS, count_attempt=False)
 
     async def _renew_until_done(self, lease: OrchestrationLease, lost: anyio.Event) -> None:
         interval = self._options.effective_renewal_interval
@@ -134,8 +170,6 @@ class OrchestrationDispatcher:
                 logger.exception("renewing an orchestration lease failed; retrying")
 
     async def _turn(self, lease: OrchestrationLease, lost: anyio.Event) -> None:
-        instance_id = lease.instance_id
-        extra = {"instance_id": instance_id, "worker_id": self._worker_id}
         now_ms = lease.lease_until_ms - self._options.lock_ms  # server time at fetch
 
         suspended = self._suspended.take(lease)
@@ -149,7 +183,14 @@ class OrchestrationDispatcher:
                 return
         if suspended is not None:
             suspended.close()
+        await self._replayed_turn(lease, lost, now_ms)
 
+    async def _replayed_turn(
+        self, lease: OrchestrationLease, lost: anyio.Event, now_ms: int
+    ) -> None:
+        """The turn from the stored history: its verdicts (corrupted, poison), then the replay."""
+        instance_id = lease.instance_id
+        extra = {"instance_id": instance_id, "worker_id": self._worker_id}
         try:
             history = self._histories.decode(instance_id, lease.history)
         except Exception as exc:
@@ -197,6 +238,16 @@ class OrchestrationDispatcher:
             await self._fail(lease, details, now_ms, history=history)
             return
 
+        if lease.execution_id == 0 and not history and not _bridge.has_start(messages):
+            # Not started, and its start message is not visible yet (start_at, or the back-off
+            # of a name no worker knew): keep the messages (a cancel, an event) for that turn.
+            try:
+                if await self._store.abandon_orchestration(
+                    lease, count_attempt=False, until_start=True
+                ):
+                    return
+            except LeaseLostError:
+                return
         await self._full_turn(lease, lost, history, messages, now_ms)
 
     async def _resume(
@@ -223,8 +274,7 @@ class OrchestrationDispatcher:
                 extra={"instance_id": lease.instance_id, "worker_id": self._worker_id},
             )
             suspended.close()
-            history = self._histories.decode(lease.instance_id, lease.history)
-            await self._full_turn(lease, lost, history, messages, now_ms)
+            await self._replayed_turn(lease, lost, now_ms)
             return
         self.resumed_turns += 1
         await self._finish(lease, lost, result, after)
@@ -265,6 +315,8 @@ class OrchestrationDispatcher:
             logger.warning("%s; retrying %s in %d ms", exc, instance_id, delay, extra=extra)
             await self._abandon(lease, delay, count_attempt=False)
             return
+        except Exception as exc:
+            raise _CodeCrash() from exc
         self._unregistered.pop(instance_id, None)
         await self._finish(lease, lost, result, after)
 
@@ -277,12 +329,27 @@ class OrchestrationDispatcher:
             if lost.is_set():
                 return
             commit = _bridge.to_commit(result)
-            if await self._commit(lease, commit) and after is not None and not lost.is_set():
+            if not await self._commit(lease, commit):
+                return
+            self.faults.succeeded()
+            if commit.status is InstanceStatus.FAILED:
+                self._log_failed(lease.instance_id, result.failure)
+            if after is not None and not lost.is_set():
                 self._suspended.put(lease, commit, after)
                 kept = True
         finally:
             if after is not None and not kept:
                 after.close()
+
+    def _log_failed(self, instance_id: str, failure: FailureDetails | None) -> None:
+        """One ERROR line when an instance's own code fails it (type and message; the
+        traceback is in its status)."""
+        logger.error(
+            "orchestration %s failed: %s",
+            instance_id,
+            failure if failure is not None else "no details recorded",
+            extra={"instance_id": instance_id, "worker_id": self._worker_id},
+        )
 
     async def _fail(
         self,

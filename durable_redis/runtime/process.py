@@ -27,6 +27,8 @@ from typing import Any
 import anyio
 
 from durable_redis.errors import ConfigurationError, DurableRedisError
+from durable_redis.runtime import _bridge
+from durable_redis.runtime.logs import PROCESS_TEXT_FORMAT, configure_logging
 from durable_redis.runtime.options import WorkerOptions
 from durable_redis.runtime.worker import Worker
 
@@ -38,22 +40,43 @@ DEFAULT_NAMESPACE = "default"
 
 
 def load_app(app_ref: str) -> Any:
-    """Import ``"package.module:attribute"`` (the current directory is importable, like uvicorn)."""
+    """Import ``"package.module:attribute"`` (the current directory is importable, like uvicorn).
+
+    ConfigurationError if it is missing or is not an ``App`` (say, the orchestration's name
+    where the App's belongs): the worker refuses to start rather than crash every turn.
+    """
     module_name, sep, attr = app_ref.partition(":")
     if not sep or not module_name or not attr:
         raise ConfigurationError(f"expected 'module:app', got {app_ref!r}")
     if "" not in sys.path and os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
-        obj: Any = importlib.import_module(module_name)
+        module: Any = importlib.import_module(module_name)
     except ImportError as exc:
         raise ConfigurationError(f"cannot import {module_name!r}: {exc}") from exc
+    obj = module
     for part in attr.split("."):
         try:
             obj = getattr(obj, part)
         except AttributeError:
             raise ConfigurationError(f"{module_name!r} has no attribute {attr!r}") from None
+    try:
+        _bridge.check_app(obj, app_ref)
+    except ConfigurationError as exc:
+        apps = [name for name, value in vars(module).items() if _is_app(value)]
+        if apps:
+            suggestions = " or ".join(repr(f"{module_name}:{name}") for name in sorted(apps))
+            raise ConfigurationError(f"{exc}; did you mean {suggestions}?") from None
+        raise
     return obj
+
+
+def _is_app(value: Any) -> bool:
+    try:
+        _bridge.check_app(value)
+    except ConfigurationError:
+        return False
+    return True
 
 
 def open_store(redis_url: str, namespace: str = DEFAULT_NAMESPACE) -> Any:
@@ -99,6 +122,7 @@ def worker_command(
     *,
     namespace: str = DEFAULT_NAMESPACE,
     log_level: str | None = None,
+    log_format: str | None = None,
 ) -> list[str]:
     """The argv of one worker process (``python -m durable_redis.runtime ...``)."""
     cmd = [
@@ -115,6 +139,8 @@ def worker_command(
         cmd += ["--options", options_to_json(options)]
     if log_level:
         cmd += ["--log-level", log_level]
+    if log_format:
+        cmd += ["--log-format", log_format]
     return cmd
 
 
@@ -126,12 +152,14 @@ def run_worker(
     processes: int = 1,
     namespace: str = DEFAULT_NAMESPACE,
     log_level: str | None = None,
+    log_format: str | None = None,
 ) -> int:
     """Run ``processes`` worker processes for the app at ``app_ref``; block until they exit.
 
     SIGTERM/SIGINT are forwarded to every child (each shuts down gracefully; a second signal
-    makes them hand back their work at once). Returns 0 if every worker exited cleanly, else the
-    first non-zero exit code.
+    makes them hand back their work at once). ``log_level`` and ``log_format`` (``"text"`` or
+    ``"json"``) configure the children's logging; with one process, the caller's applies.
+    Returns 0 if every worker exited cleanly, else the first non-zero exit code.
     """
     if processes < 1:
         raise ConfigurationError(f"processes must be >= 1, got {processes}")
@@ -159,7 +187,14 @@ def run_worker(
             previous[sig] = signal.signal(sig, forward)
     # The URL may carry a password: hand it to the children in their environment, never in
     # their argv (which every local user can read in /proc/<pid>/cmdline).
-    cmd = worker_command(app_ref, redis_url, options, namespace=namespace, log_level=log_level)
+    cmd = worker_command(
+        app_ref,
+        redis_url,
+        options,
+        namespace=namespace,
+        log_level=log_level,
+        log_format=log_format,
+    )
     at = cmd.index("--redis-url")
     del cmd[at : at + 2]
     env = {**os.environ, "REDIS_URL": redis_url}
@@ -202,18 +237,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("app", help="the App to serve, as 'module:attribute'")
     parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL"))
-    parser.add_argument("--namespace", default=DEFAULT_NAMESPACE)
+    parser.add_argument(
+        "--namespace", default=os.environ.get("DURABLE_REDIS_NAMESPACE", DEFAULT_NAMESPACE)
+    )
     parser.add_argument("--options", default=None, help="WorkerOptions as a JSON object")
     parser.add_argument("--log-level", default=os.environ.get("DURABLE_REDIS_LOG_LEVEL", "INFO"))
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s",
+    parser.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        default=os.environ.get("DURABLE_REDIS_LOG_FORMAT", "text"),
+        help="text lines, or one JSON object per line",
     )
+    args = parser.parse_args(argv)
+    configure_logging(args.log_level, json_lines=args.log_format == "json", fmt=PROCESS_TEXT_FORMAT)
     if not args.redis_url:
         parser.error("no Redis URL: pass --redis-url or set REDIS_URL")
     options = options_from_json(args.options) if args.options else None
-    app = load_app(args.app)
+    try:
+        app = load_app(args.app)
+    except ConfigurationError as exc:
+        logger.error("worker not started: %s", exc)
+        return 1
     try:
         anyio.run(lambda: serve(app, args.redis_url, options, namespace=args.namespace))
     except DurableRedisError as exc:

@@ -18,7 +18,7 @@ from typing import Protocol
 
 from durable_redis.errors import StoreError
 from durable_redis.runtime.options import WorkerOptions
-from durable_redis.storage.base import SessionRef, Store
+from durable_redis.storage.base import LostSessions, SessionRef, Store
 
 __all__ = ["Cancellable", "SessionEntry", "SessionManager"]
 
@@ -125,6 +125,28 @@ class SessionManager:
         if not entry.active and self._entries.get(entry.ref) is entry:
             entry.idle_since = self._clock()
 
+    def forget(self, lost: LostSessions) -> None:
+        """The store says these are no longer ours: closed ones ended normally, others were lost."""
+        for ref in lost:
+            if ref in lost.closed:
+                self._end(ref)
+        self.lose([ref for ref in lost if ref not in lost.closed], "taken over by another worker")
+
+    def _end(self, ref: SessionRef) -> None:
+        entry = self._entries.pop(ref, None)
+        if entry is None:
+            return
+        logger.info(
+            "session ended (closed by its orchestration, or it finished); slot free",
+            extra={
+                "instance_id": ref.instance_id,
+                "session_id": ref.session_id,
+                "worker_id": self._worker_id,
+            },
+        )
+        for run in list(entry.active):
+            run.cancel("session closed")
+
     def lose(self, refs: Iterable[SessionRef], reason: str) -> None:
         """The leases of ``refs`` are gone: cancel their activities here, forget the entries."""
         for ref in refs:
@@ -173,7 +195,7 @@ class SessionManager:
             logger.exception("session renewal failed; retrying next tick")
             return
         if lost:
-            self.lose(lost, "renewal refused")
+            self.forget(lost)
 
     async def release_idle(self) -> None:
         """Release at once every owned session with no activity running here (shutdown)."""

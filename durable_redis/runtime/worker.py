@@ -53,6 +53,7 @@ class Worker:
         *,
         codec: Any = None,
     ) -> None:
+        _bridge.check_app(app)
         self.app = app
         self.store = store
         self.options = options if options is not None else WorkerOptions()
@@ -138,7 +139,14 @@ class Worker:
         self._token = anyio.lowlevel.current_token()
         self._loop_thread = threading.current_thread()
         await self.store.initialize()
-        logger.info("worker %s started", self.worker_id, extra={"worker_id": self.worker_id})
+        logger.info(
+            "worker %s started for app %r: orchestrations %s; activities %s",
+            self.worker_id,
+            getattr(self.app, "name", "?"),
+            ", ".join(getattr(self.app, "orchestration_names", ())) or "none",
+            ", ".join(getattr(self.app, "activity_names", ())) or "none",
+            extra={"worker_id": self.worker_id},
+        )
         self._started.set()
         if self._stop_requested.is_set():
             self._begin_stop()

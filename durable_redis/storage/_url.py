@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit, urlunsplit
+
 from durable_redis.errors import ConfigurationError
 
 
@@ -21,3 +23,15 @@ def _pop_partitions(url: str) -> tuple[str, int | None]:
         except ValueError:
             raise ConfigurationError(f"partitions must be a whole number, got {value!r}") from None
     return (f"{base}?{'&'.join(kept)}" if kept else base), count
+
+
+def redact_url(url: str) -> str:
+    """``url`` without its password (for printing)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from durable_redis.storage._replies import _opt, _s
-from durable_redis.storage.base import SessionRef, WorkItemLease
+from durable_redis.storage.base import LostSessions, SessionRef, WorkBatch, WorkItemLease
 from durable_redis.storage.keys import session_key, validate_id
 from durable_redis.storage.redis_base import RedisStoreBase
 from durable_redis.storage.scripts import Status, raise_for_status
@@ -28,25 +28,30 @@ class ActivityQueueMixin(RedisStoreBase):
         wait_ms: int = 0,
         session_lock_ms: int | None = None,
         claim_new_sessions: bool = True,
-    ) -> list[WorkItemLease]:
+        check_sessions: Sequence[SessionRef] = (),
+    ) -> WorkBatch:
         await self._ready()
         validate_id("worker id", worker_id)
         if limit < 1:
             raise ValueError("limit must be >= 1")
+        checks: dict[int, list[SessionRef]] = {}
+        if session_lock_ms is not None and not claim_new_sessions:
+            for pk, group in self._by_partition(check_sessions, lambda s: s.instance_id):
+                checks[pk.index] = group
         markers: list[str] = []
         for pk in self._parts:
             markers.append(pk.wq_marker)
             if session_lock_ms is not None:
-                if claim_new_sessions:
+                if claim_new_sessions or checks:
                     markers.append(pk.wq_smarker)
                 markers.append(pk.wq_wake(worker_id))
 
-        async def attempt() -> list[WorkItemLease]:
+        async def attempt() -> WorkBatch:
             return await self._try_fetch_work(
-                worker_id, limit, lock_ms, session_lock_ms, claim_new_sessions
+                worker_id, limit, lock_ms, session_lock_ms, claim_new_sessions, checks
             )
 
-        items: list[WorkItemLease] = await self._fetch_waiting(markers, wait_ms, attempt)
+        items: WorkBatch = await self._fetch_waiting(markers, wait_ms, attempt)
         return items
 
     async def _try_fetch_work(
@@ -56,15 +61,20 @@ class ActivityQueueMixin(RedisStoreBase):
         lock_ms: int,
         session_lock_ms: int | None,
         claim_new: bool,
-    ) -> list[WorkItemLease]:
+        checks: dict[int, list[SessionRef]],
+    ) -> WorkBatch:
         epoch = await self._ready()
         out: list[WorkItemLease] = []
+        closed: list[SessionRef] = []
+        taken: list[SessionRef] = []
+        budget = 0  # new sessions that slots found free in earlier partitions may still claim
         n = len(self._parts)
         self._rr = (self._rr + 1) % n
         for offset in range(n):
-            if len(out) >= limit:
-                break
             pk = self._parts[(self._rr + offset) % n]
+            checked = checks.get(pk.index, [])
+            if len(out) >= limit and not checked:
+                continue
             reply = await self._eval(
                 "fetch_work_items",
                 [
@@ -83,11 +93,13 @@ class ActivityQueueMixin(RedisStoreBase):
                     epoch,
                     worker_id,
                     secrets.token_hex(8),
-                    limit - len(out),
+                    max(0, limit - len(out)),
                     lock_ms,
                     _opt(session_lock_ms),
                     "1" if claim_new else "0",
                     self._session_window,
+                    budget,
+                    *[session_key(s.instance_id, s.session_id) for s in checked],
                 ],
             )
             if reply[0] != Status.OK:
@@ -108,7 +120,11 @@ class ActivityQueueMixin(RedisStoreBase):
                         lease_until_ms=until,
                     )
                 )
-        return out
+            if len(reply) > 3:
+                closed += [checked[int(k) - 1] for k in reply[3]]
+                taken += [checked[int(k) - 1] for k in reply[4]]
+                budget = max(0, budget + len(reply[3]) + len(reply[4]) - int(reply[5]))
+        return WorkBatch(out, LostSessions([*closed, *taken], closed))
 
     async def ack_work_item(self, lease: WorkItemLease, message_id: str, completion: bytes) -> None:
         epoch = await self._ready()
@@ -184,9 +200,10 @@ class ActivityQueueMixin(RedisStoreBase):
 
     async def renew_sessions(
         self, worker_id: str, sessions: Sequence[SessionRef], lock_ms: int
-    ) -> list[SessionRef]:
+    ) -> LostSessions:
         epoch = await self._ready()
         lost: list[SessionRef] = []
+        closed: list[SessionRef] = []
         for pk, group in self._by_partition(sessions, lambda s: s.instance_id):
             reply = await self._eval(
                 "renew_sessions",
@@ -201,7 +218,9 @@ class ActivityQueueMixin(RedisStoreBase):
             if reply[0] != Status.OK:
                 raise_for_status("renew_sessions", reply)
             lost += [group[int(i) - 1] for i in reply[1]]
-        return lost
+            if len(reply) > 2:
+                closed += [group[int(i) - 1] for i in reply[2]]
+        return LostSessions(lost, closed)
 
     async def release_sessions(self, worker_id: str, sessions: Sequence[SessionRef]) -> None:
         epoch = await self._ready()

@@ -17,7 +17,7 @@ commit is dropped.
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -27,6 +27,7 @@ __all__ = [
     "InstanceInfo",
     "InstancePage",
     "InstanceStatus",
+    "LostSessions",
     "NewWorkItem",
     "OrchestrationLease",
     "OutboundMessage",
@@ -35,6 +36,7 @@ __all__ = [
     "SessionRef",
     "Store",
     "TurnCommit",
+    "WorkBatch",
     "WorkItemLease",
 ]
 
@@ -66,6 +68,18 @@ class ExistingInstancePolicy(enum.StrEnum):
 class SessionRef:
     instance_id: str
     session_id: str
+
+
+class LostSessions(list[SessionRef]):
+    """Sessions a worker no longer owns. ``closed``: those whose record is gone (closed by their
+    orchestration, or purged when it ended); the others were taken over by another worker after
+    this one's lease expired."""
+
+    closed: frozenset[SessionRef]
+
+    def __init__(self, lost: Iterable[SessionRef] = (), closed: Iterable[SessionRef] = ()) -> None:
+        super().__init__(lost)
+        self.closed = frozenset(closed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +185,19 @@ class WorkItemLease:
     lease_until_ms: int
 
 
+class WorkBatch(list[WorkItemLease]):
+    """The items one fetch leased, and ``sessions_lost``: those of the checked sessions (see
+    ``fetch_work_items``) that are no longer the worker's."""
+
+    sessions_lost: LostSessions
+
+    def __init__(
+        self, items: Iterable[WorkItemLease] = (), sessions_lost: LostSessions | None = None
+    ) -> None:
+        super().__init__(items)
+        self.sessions_lost = sessions_lost if sessions_lost is not None else LostSessions()
+
+
 @dataclass(frozen=True, slots=True)
 class InstancePage:
     instances: Sequence[InstanceInfo]
@@ -261,11 +288,19 @@ class Store(Protocol):
         ...
 
     async def abandon_orchestration(
-        self, lease: OrchestrationLease, *, delay_ms: int = 0, count_attempt: bool = True
-    ) -> None:
+        self,
+        lease: OrchestrationLease,
+        *,
+        delay_ms: int = 0,
+        count_attempt: bool = True,
+        until_start: bool = False,
+    ) -> bool:
         """Release the lock; messages become visible after ``delay_ms``.
 
         ``count_attempt=False`` gives back the attempt the fetch counted (never below 0).
+        ``until_start``: an instance not started yet whose start message was not in the lease
+        (``start_at``, or a back-off): its messages stay queued until the start is visible too;
+        False (nothing changed, the lock still held) if no start message is queued for later.
         """
         ...
 
@@ -279,13 +314,18 @@ class Store(Protocol):
         wait_ms: int = 0,
         session_lock_ms: int | None = None,
         claim_new_sessions: bool = True,
-    ) -> list[WorkItemLease]:
+        check_sessions: Sequence[SessionRef] = (),
+    ) -> WorkBatch:
         """Lease up to ``limit`` items, FIFO among the items this worker may take.
 
         ``session_lock_ms=None``: plain (non-session) work only. Otherwise also the work of
         sessions this worker owns (refreshing their lease), and, if ``claim_new_sessions``, the
         work of unowned or expired sessions, which it claims atomically (one winner). Work of a
         session another live worker owns is skipped and never blocks the items behind it.
+
+        ``check_sessions`` (a worker at its session limit: the sessions it owns): each one no
+        longer this worker's frees the claim of one new session in this fetch, and is reported
+        in ``sessions_lost``; a purge of one of this worker's sessions wakes the waiting fetch.
         """
         ...
 
@@ -310,7 +350,7 @@ class Store(Protocol):
     # -- sessions ----------------------------------------------------------------------------
     async def renew_sessions(
         self, worker_id: str, sessions: Sequence[SessionRef], lock_ms: int
-    ) -> list[SessionRef]:
+    ) -> LostSessions:
         """Extend session leases this worker owns. Returns the sessions LOST (gone/other owner)."""
         ...
 
@@ -334,7 +374,11 @@ class Store(Protocol):
         created_before_ms: int | None = None,
         limit: int = 100,
         cursor: str | None = None,
-    ) -> InstancePage: ...
+        newest_first: bool = False,
+    ) -> InstancePage:
+        """One page, oldest first unless ``newest_first``; pass ``next_cursor`` back (with the
+        same filters and order) for the next."""
+        ...
 
     async def list_children(self, instance_id: str) -> list[str]: ...
 

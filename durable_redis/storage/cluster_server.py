@@ -1,14 +1,17 @@
 """``LocalCluster``: a private Redis Cluster (N primaries, optional replicas) for tests and benches.
 
 Every node is a ``redis-server --cluster-enabled yes`` child process on a free loopback port, in
-one temporary directory; ``redis-cli --cluster create`` joins them. ``stop()`` stops each node by
-its own pid. Used by the cluster test fixtures and ``benchmarks/cluster_bench.py``::
+one temporary directory. The cluster is formed through redis-py alone (no ``redis-cli``): each
+node gets its own config epoch, ``CLUSTER MEET`` joins them, ``CLUSTER ADDSLOTSRANGE`` splits the
+16384 slots over the primaries and ``CLUSTER REPLICATE`` attaches the replicas. ``stop()`` stops
+each node by its own pid. Used by the cluster test fixtures and ``benchmarks/cluster_bench.py``::
 
     with LocalCluster(primaries=3) as cluster:
         store = RedisStore.from_url(cluster.url, partitions=8)
 
-With replicas, ``start()`` returns only once every replica's link to its primary is up and its
-initial sync is done (``repl-diskless-sync-delay`` is 0 here: Redis's default of 5 s would leave a
+``start()`` returns once every node reports ``cluster_state:ok``, every node agrees on who owns
+which slots and who replicates whom, and every replica's link to its primary is up with its
+initial sync done (``repl-diskless-sync-delay`` is 0 here: Redis's default of 5 s would leave a
 fresh replica unsynced for 5 s). ``failover(replica)`` is a manual ``CLUSTER FAILOVER`` that waits
 for the conditions it needs first and confirms the promotion from the replica itself.
 """
@@ -19,19 +22,20 @@ import contextlib
 import os
 import shutil
 import socket
-import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from types import TracebackType
+from typing import Any
+
+import redis
 
 from durable_redis.errors import ConfigurationError
-from durable_redis.storage.server import RedisServer, find_redis_server
+from durable_redis.storage.server import RedisServer, resolve_redis_server
 
-__all__ = ["LocalCluster", "find_redis_cli"]
+__all__ = ["LocalCluster"]
 
-
-def find_redis_cli() -> str | None:
-    return shutil.which("redis-cli")
+SLOTS = 16384
 
 
 def _free_ports(n: int) -> list[int]:
@@ -52,6 +56,12 @@ def _free_ports(n: int) -> list[int]:
     return ports
 
 
+def slot_ranges(primaries: int) -> list[tuple[int, int]]:
+    """The 16384 slots split into ``primaries`` contiguous ``(first, last)`` ranges."""
+    bounds = [SLOTS * i // primaries for i in range(primaries + 1)]
+    return [(bounds[i], bounds[i + 1] - 1) for i in range(primaries)]
+
+
 class LocalCluster:
     """``primaries`` primaries with ``replicas`` replicas each, on loopback, in a temp dir."""
 
@@ -64,8 +74,7 @@ class LocalCluster:
         persistence: bool = False,
         startup_timeout_s: float = 30.0,
     ) -> None:
-        if find_redis_server() is None or find_redis_cli() is None:
-            raise ConfigurationError("a Redis Cluster needs redis-server and redis-cli on PATH")
+        resolve_redis_server()  # a clear ConfigurationError now if there is no usable binary
         self.primaries = primaries
         self.replicas = replicas
         self.node_timeout_ms = node_timeout_ms
@@ -73,6 +82,7 @@ class LocalCluster:
         self.startup_timeout_s = startup_timeout_s
         self.directory: str | None = None
         self.nodes: list[RedisServer] = []
+        self._clients: dict[int, Any] = {}  # redis.Redis (execute_command is untyped)
 
     @property
     def ports(self) -> list[int]:
@@ -97,7 +107,11 @@ class LocalCluster:
                 self._stop_nodes()
                 if attempt == 2:
                     raise
-        self._create()
+        try:
+            self._create()
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def _start_nodes(self, ports: list[int]) -> None:
@@ -126,58 +140,90 @@ class LocalCluster:
             self.nodes.append(node)
             node.start()
 
-    def _create(self) -> None:
-        cli = find_redis_cli()
-        assert cli is not None
-        if len(self.nodes) == 1:  # redis-cli wants >= 3 primaries: one node takes every slot
-            out = self.cli(self.ports[0], "CLUSTER", "ADDSLOTSRANGE", "0", "16383")
-            if "OK" not in out:
-                self.stop()
-                raise ConfigurationError(f"CLUSTER ADDSLOTSRANGE failed: {out}")
-        else:
-            args = [cli, "--cluster", "create", *[f"127.0.0.1:{p}" for p in self.ports]]
-            args += ["--cluster-replicas", str(self.replicas), "--cluster-yes"]
-            done = subprocess.run(args, capture_output=True, timeout=60, check=False)
-            if done.returncode != 0:
-                self.stop()
-                output = (done.stdout + done.stderr).decode(errors="replace")
-                raise ConfigurationError(f"redis-cli --cluster create failed: {output[-2000:]}")
+    def _wait(self, what: str, done: Callable[[], bool]) -> None:
         deadline = time.monotonic() + self.startup_timeout_s
-        while time.monotonic() < deadline:
-            if (
-                all(self.cluster_ok(n.port) for n in self.nodes)
-                and sum(self.replica_synced(p) for p in self.ports)
-                == self.primaries * self.replicas
-            ):
-                return
-            time.sleep(0.1)
-        self.stop()
-        raise ConfigurationError(
-            "the local cluster did not reach cluster_state:ok (and replicas synced) in time"
+        while not done():
+            if time.monotonic() >= deadline:
+                raise ConfigurationError(f"the local cluster: {what} not reached in time")
+            time.sleep(0.05)
+
+    def _create(self) -> None:
+        """Form the cluster with plain commands (what ``redis-cli --cluster create`` does)."""
+        ports = self.ports
+        for epoch, port in enumerate(ports, start=1):  # distinct epochs: no collision to settle
+            self.command(port, "CLUSTER", "SET-CONFIG-EPOCH", str(epoch))
+        for port in ports[1:]:
+            self.command(ports[0], "CLUSTER", "MEET", "127.0.0.1", str(port))
+        self._wait("every node knowing every other", lambda: self._all_known(len(ports)))
+        for port, (first, last) in zip(ports, slot_ranges(self.primaries), strict=False):
+            self.command(port, "CLUSTER", "ADDSLOTSRANGE", str(first), str(last))
+        primary_ids = [self.node_id(p) for p in ports[: self.primaries]]
+        for i, port in enumerate(ports[self.primaries :]):
+            self.command(port, "CLUSTER", "REPLICATE", primary_ids[i % self.primaries])
+        self._wait("cluster_state:ok on every node", lambda: all(map(self.cluster_ok, ports)))
+        self._wait("one view of slots and replicas on every node", self._agreed)
+        self._wait(
+            "every replica synced",
+            lambda: sum(map(self.replica_synced, ports)) == self.primaries * self.replicas,
         )
 
-    def cli(self, port: int, *command: str, timeout: float = 10.0) -> str:
-        cli = find_redis_cli()
-        assert cli is not None
-        done = subprocess.run(
-            [cli, "-h", "127.0.0.1", "-p", str(port), *command],
-            capture_output=True,
-            timeout=timeout,
-            check=False,
-        )
-        return done.stdout.decode(errors="replace")
+    def _all_known(self, count: int) -> bool:
+        for port in self.ports:
+            lines = self._node_lines(port)
+            if len(lines) != count or any(
+                {"handshake", "noaddr", "fail", "fail?"} & set(f[2].split(",")) for f in lines
+            ):
+                return False
+        return True
+
+    def _view(self, port: int) -> set[tuple[str, str, tuple[str, ...]]]:
+        """``port``'s view: (node id, primary id or '-', slot ranges) of every node."""
+        return {(f[0], f[3], tuple(f[8:])) for f in self._node_lines(port)}
+
+    def _agreed(self) -> bool:
+        views = [self._view(p) for p in self.ports]
+        return self._all_known(len(self.ports)) and all(v == views[0] for v in views)
+
+    def _client(self, port: int) -> Any:
+        client = self._clients.get(port)
+        if client is None:
+            client = redis.Redis(
+                host="127.0.0.1", port=port, socket_timeout=10, decode_responses=True
+            )
+            client.response_callbacks.clear()  # raw replies: INFO and CLUSTER NODES as text
+            self._clients[port] = client
+        return client
+
+    def command(self, port: int, *command: str) -> Any:
+        """One command on the node on ``port``, its raw reply (text); a refusal raises."""
+        try:
+            return self._client(port).execute_command(*command)
+        except redis.ResponseError as exc:
+            raise ConfigurationError(f"{' '.join(command)} on {port}: {exc}") from exc
+
+    def reply_text(self, port: int, *command: str) -> str:
+        """The reply of one command as text, ``""`` if the node is unreachable (polling)."""
+        try:
+            reply = self._client(port).execute_command(*command)
+        except redis.ResponseError as exc:
+            return f"ERR {exc}"
+        except redis.RedisError:
+            return ""
+        if isinstance(reply, list):
+            return "\n".join(str(x) for x in reply)
+        return str(reply)
 
     def cluster_ok(self, port: int) -> bool:
-        info = self.cli(port, "CLUSTER", "INFO")
-        return "cluster_state:ok" in info and "cluster_slots_ok:16384" in info
+        info = self.reply_text(port, "CLUSTER", "INFO")
+        return "cluster_state:ok" in info and f"cluster_slots_ok:{SLOTS}" in info
 
     def role(self, port: int) -> str:
-        out = self.cli(port, "ROLE").split()
+        out = self.reply_text(port, "ROLE").split()
         return out[0] if out else ""
 
     def info(self, port: int, section: str = "replication") -> dict[str, str]:
         """``INFO <section>`` of one node as a dict."""
-        out = self.cli(port, "INFO", section)
+        out = self.reply_text(port, "INFO", section)
         return dict(
             line.strip().split(":", 1)
             for line in out.splitlines()
@@ -194,7 +240,8 @@ class LocalCluster:
         )
 
     def _node_lines(self, port: int) -> list[list[str]]:
-        return [line.split() for line in self.cli(port, "CLUSTER", "NODES").splitlines() if line]
+        nodes = self.reply_text(port, "CLUSTER", "NODES")
+        return [line.split() for line in nodes.splitlines() if line]
 
     def node_id(self, port: int) -> str:
         """The node id of the node on ``port``, from its own ``CLUSTER NODES``."""
@@ -267,13 +314,13 @@ class LocalCluster:
                 attempts.append(blocker)
                 time.sleep(0.1)
                 continue
-            out = self.cli(replica, "CLUSTER", "FAILOVER").strip()
+            out = self.reply_text(replica, "CLUSTER", "FAILOVER").strip()
             if "OK" not in out:
                 if self.role(replica) == "master":  # promoted meanwhile
                     return time.monotonic() - t0
                 if not force_if_refused:
                     raise ConfigurationError(f"CLUSTER FAILOVER on {replica} refused: {out}")
-                out = self.cli(replica, "CLUSTER", "FAILOVER", "FORCE").strip()
+                out = self.reply_text(replica, "CLUSTER", "FAILOVER", "FORCE").strip()
                 if "OK" not in out:
                     raise ConfigurationError(f"CLUSTER FAILOVER FORCE on {replica} refused: {out}")
             attempts.append(f"issued after {time.monotonic() - t0:.2f}s")
@@ -299,6 +346,9 @@ class LocalCluster:
         return next((n for n in self.nodes if n.pid == pid), None)
 
     def _stop_nodes(self) -> None:
+        clients, self._clients = self._clients, {}
+        for client in clients.values():
+            client.close()
         nodes, self.nodes = self.nodes, []
         for node in nodes:
             node.stop()

@@ -51,12 +51,14 @@ class ManagementMixin(RedisStoreBase):
         created_before_ms: int | None = None,
         limit: int = 100,
         cursor: str | None = None,
+        newest_first: bool = False,
     ) -> InstancePage:
-        """Oldest first. The cursor is ``<partition>:<created_ms>:<instance id>`` (opaque)."""
+        """Oldest first (or newest first). The cursor is opaque: pass it back with the same
+        filters and order."""
         await self._ready()
-        if len(self._parts) > 1:
+        if len(self._parts) > 1 or newest_first:
             return await self._list_merged(
-                status, name, created_after_ms, created_before_ms, limit, cursor
+                status, name, created_after_ms, created_before_ms, limit, cursor, newest_first
             )
         part, score, after = 0, created_after_ms, ""
         if cursor:
@@ -104,35 +106,69 @@ class ManagementMixin(RedisStoreBase):
         created_before_ms: int | None,
         limit: int,
         cursor: str | None,
+        newest_first: bool = False,
     ) -> InstancePage:
-        """``list_instances`` over P > 1 partitions: a k-way merge by (created, id), so the order
-        is global. Cursor ``m:<created_ms>:<instance id>``."""
-        score, after = created_after_ms, ""
+        """``list_instances`` over every partition: a k-way merge by (created, id), so the order
+        is global (ascending, or descending if ``newest_first``). Cursor ``m:<created_ms>:<id>``:
+        the last row returned."""
+        score: int | None = None
+        after = ""
         if cursor:
             _m, cursor_score, after = _split_cursor(cursor)
             score = int(cursor_score)
-        hi = "+inf" if created_before_ms is None else f"({created_before_ms}"
+        elif not newest_first:
+            score = created_after_ms
+        # `lo`/`hi` are the fixed far end; the near end moves with the cursor position.
+        far = (
+            ("-inf" if created_after_ms is None else str(created_after_ms))
+            if newest_first
+            else ("+inf" if created_before_ms is None else f"({created_before_ms}")
+        )
+
+        def beyond(row: tuple[int, str]) -> bool:
+            """Whether ``row`` comes after the cursor position in this order."""
+            if score is None or not after:
+                return True
+            return row < (score, after) if newest_first else row > (score, after)
+
         page = limit + 50
         found: list[InstanceInfo] = []
         scanned = 0
         while True:
-            lo = "-inf" if score is None else str(score)
+            if newest_first:
+                near = (
+                    ("+inf" if created_before_ms is None else f"({created_before_ms}")
+                    if score is None
+                    else str(score)
+                )
+            else:
+                near = "-inf" if score is None else str(score)
             merged: list[tuple[int, str, PartitionKeys]] = []
             bound: tuple[int, str] | None = None  # rows past this may be missing (full pages)
             for pk in self._parts:
                 index = pk.idx_status(InstanceStatus(status).value) if status else pk.idx_created
-                raw = await self._r.zrangebyscore(index, lo, hi, start=0, num=page, withscores=True)
+                if newest_first:
+                    raw = await self._r.zrevrangebyscore(
+                        index, near, far, start=0, num=page, withscores=True
+                    )
+                else:
+                    raw = await self._r.zrangebyscore(
+                        index, near, far, start=0, num=page, withscores=True
+                    )
                 rows = [(int(sc), _s(m)) for m, sc in raw]
-                if len(rows) == page and (bound is None or rows[-1] < bound):
+                if len(rows) == page and (
+                    bound is None or (rows[-1] > bound if newest_first else rows[-1] < bound)
+                ):
                     bound = rows[-1]
-                merged += [
-                    (sc, m, pk)
-                    for sc, m in rows
-                    if score is None or not after or (sc, m) > (score, after)
-                ]
-            merged.sort(key=lambda r: (r[0], r[1]))
+                merged += [(sc, m, pk) for sc, m in rows if beyond((sc, m))]
+            merged.sort(key=lambda r: (r[0], r[1]), reverse=newest_first)
             if bound is not None:
-                merged = [r for r in merged if (r[0], r[1]) <= bound]
+                edge = bound
+                merged = [
+                    r
+                    for r in merged
+                    if ((r[0], r[1]) >= edge if newest_first else (r[0], r[1]) <= edge)
+                ]
             if not merged:
                 return InstancePage(found, None)
             for row_score, member, pk in merged:

@@ -158,7 +158,9 @@ class RedisStoreBase:
         if policy != "noeviction" and not self._allow_unsafe_eviction:
             raise ConfigurationError(
                 f"Redis maxmemory-policy is {policy!r}: eviction can silently delete workflow "
-                "state. Set it to 'noeviction', or pass allow_unsafe_eviction=True."
+                "state. Set it to 'noeviction' (CONFIG SET maxmemory-policy noeviction, and in "
+                "redis.conf). Only the Python API can accept the risk "
+                "(RedisStore(..., allow_unsafe_eviction=True)); the command line never does."
             )
 
     async def close(self) -> None:

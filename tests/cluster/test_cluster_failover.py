@@ -28,18 +28,15 @@ if str(E2E) not in sys.path:
 from e2e_helpers import WorkerPool  # noqa: E402
 
 from durable_redis.client import Client  # noqa: E402
-from durable_redis.storage.cluster_server import LocalCluster, find_redis_cli  # noqa: E402
+from durable_redis.storage.cluster_server import LocalCluster  # noqa: E402
 from durable_redis.storage.keys import PartitionKeys, cluster_slot  # noqa: E402
 from durable_redis.storage.redis_store import RedisStore  # noqa: E402
-from durable_redis.storage.server import find_redis_server  # noqa: E402
 
 pytestmark = [pytest.mark.cluster, pytest.mark.e2e, pytest.mark.anyio, pytest.mark.timeout(240)]
 
 
 @pytest.fixture(scope="module")
 def replicated_cluster() -> Iterator[LocalCluster]:
-    if find_redis_server() is None or find_redis_cli() is None:
-        pytest.skip("needs redis-server and redis-cli on PATH")
     with LocalCluster(primaries=3, replicas=1) as cluster:
         yield cluster
 
@@ -51,7 +48,7 @@ def replica_of_partition_owner(cluster: LocalCluster, namespace: str) -> tuple[i
     """
     slot = cluster_slot(PartitionKeys(namespace, 0).pmeta)
     for port in cluster.ports:
-        for line in cluster.cli(port, "CLUSTER", "NODES").splitlines():
+        for line in cluster.reply_text(port, "CLUSTER", "NODES").splitlines():
             f = line.split()
             if "myself" in f[2] and "master" in f[2]:
                 for rng in f[8:]:

@@ -339,6 +339,70 @@ def test_registry_names_versions_and_errors() -> None:
         App("bad", max_sessions_per_orchestration=-1)
 
 
+def test_the_wrong_kind_of_function_is_named() -> None:
+    app = App("kinds")
+
+    @app.activity
+    def send_email(ctx: ActivityContext, to: str) -> None: ...
+
+    @app.orchestration
+    async def flow(ctx: OrchestrationContext) -> None: ...
+
+    with pytest.raises(
+        NotRegisteredError,
+        match=r"send_email is an activity \(@app.activity\), "
+        r"not an orchestration: start an orchestration that calls it",
+    ):
+        orchestration_metadata(send_email)
+    with pytest.raises(
+        NotRegisteredError,
+        match=r"flow is an orchestration .* not an activity: "
+        r"run it with ctx.call_sub_orchestration",
+    ):
+        activity_metadata(flow)
+    with pytest.raises(NotRegisteredError, match=r"print is not registered with @app\.activity"):
+        activity_metadata(print)
+
+
+def test_failure_details_name_the_causes_of_a_task_group() -> None:
+    from durable_redis.errors import ActivityFailedError
+
+    inner = FailureDetails("application", "KeyError", "'no such customer 7'", "Traceback: boom\n")
+    try:
+        try:
+            raise ActivityFailedError(
+                "activity 'lookup' failed: KeyError: 'no such customer 7'", inner
+            )
+        except ActivityFailedError as exc:
+            raise ExceptionGroup(
+                "unhandled errors in a TaskGroup", [exc, ValueError("two")]
+            ) from None
+    except ExceptionGroup as group:
+        details = msg.failure_from_exception(group)
+    assert details.type_name == "ExceptionGroup"
+    assert details.message == (
+        "unhandled errors in a TaskGroup (2 sub-exceptions): ActivityFailedError: activity "
+        "'lookup' failed: KeyError: 'no such customer 7'; ValueError: two"
+    )
+    assert "The original error, KeyError: 'no such customer 7':\nTraceback: boom" in (
+        details.traceback
+    )  # fmt: skip
+
+
+def test_describe_event_shows_msgpack_payloads_as_json() -> None:
+    def scheduled(data: bytes) -> ev.ActivityScheduled:
+        return ev.ActivityScheduled(event_id=3, timestamp_ms=0, name="ship", input=data)
+
+    packed = msgpack.packb({"items": ["a"], "amount": 1}, use_bin_type=True)
+    assert describe_event(scheduled(packed)) == (
+        'ActivityScheduled(name=\'ship\', session_id=None, input={"amount": 1, "items": ["a"]})'
+    )
+    assert describe_event(scheduled(b'{"x":1}')).endswith('input={"x":1})')  # JSON codec
+    assert describe_event(scheduled(b"\x00\xff")).endswith("input=00ff)")  # encrypted: hex
+    long = describe_event(scheduled(msgpack.packb("y" * 500)))
+    assert long.endswith("...)") and len(long) < 200
+
+
 def test_unresolvable_hints_fall_back_to_any() -> None:
     app = App("hints")
 

@@ -99,6 +99,16 @@ def always_fails(ctx: ActivityContext, message: str) -> None:
 
 
 @app.activity
+async def nap(ctx: ActivityContext, args: dict[str, Any]) -> int:
+    """Blocks on its first delivery (on a worker the test kills), naps ``seconds`` on later ones."""
+    (Path(args["dir"]) / f"started-nap-{os.getpid()}-{ctx.delivery}-{time.monotonic_ns()}").touch()
+    if ctx.delivery == 1:
+        await anyio.sleep(3600)
+    await anyio.sleep(args["seconds"])
+    return os.getpid()
+
+
+@app.activity
 def crash(ctx: ActivityContext, args: dict[str, Any]) -> None:
     """Kills its worker process (poison test)."""
     (Path(args["dir"]) / f"crash-{os.getpid()}-{time.monotonic_ns()}").touch()
@@ -310,6 +320,13 @@ async def two_sessions(ctx: OrchestrationContext, rounds: int) -> dict[str, list
         winner = await ctx.when_any([on_one, on_two])
         (one if winner is on_one else two).append(winner.result())
     return {"one": one, "two": two}
+
+
+@app.orchestration
+async def session_nap(ctx: OrchestrationContext, args: dict[str, Any]) -> int:
+    s = await ctx.open_session()
+    pid: int = await ctx.call_activity(nap, args, session=s)
+    return pid
 
 
 @app.orchestration

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from e2e_helpers import HERE, ROOT
@@ -30,7 +31,7 @@ def _processes_with(text: str) -> list[int]:
     return found
 
 
-@pytest.mark.skipif(not Path("/proc").exists(), reason="needs /proc to find the children")
+@pytest.mark.skipif(not Path("/proc").exists(), reason="not applicable: no /proc")
 async def test_run_worker_spawns_processes_and_forwards_sigterm(
     client: Client, e2e_redis_url: str, namespace: str, tmp_path: Path
 ) -> None:
@@ -61,3 +62,21 @@ async def test_run_worker_spawns_processes_and_forwards_sigterm(
             parent.wait()
         for pid in _processes_with(namespace):
             os.kill(pid, signal.SIGKILL)
+
+
+async def test_a_worker_on_a_function_instead_of_the_app_refuses_to_start(
+    workers: Any, client: Client
+) -> None:
+    """Issue 11, bug 1: ``worker e2e_app:hello`` (an orchestration) crashed every turn and
+    failed live instances as poison; now it exits at once, naming the mistake."""
+    live = await client.start("hello", "victim", instance_id="victim")
+    wrong = workers.start("e2e_app:hello")
+    assert wrong.wait(timeout=30) == 1
+    log = wrong.log()
+    assert "'e2e_app:hello' is the function 'hello', not an App" in log, log
+    assert "did you mean 'e2e_app:app'" in log
+    state = await client.get_status(live)
+    assert state is not None and state.status.value == "pending", state  # untouched
+    workers.start()
+    result = await client.wait_for_completion(live, timeout=30)
+    assert result.startswith("hello victim from "), result

@@ -27,7 +27,7 @@ from rel_support import (
 
 from durable_redis.client import Client
 from durable_redis.errors import DurableRedisError
-from durable_redis.storage.server import RedisServer, find_redis_server
+from durable_redis.storage.server import RedisServer
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -44,8 +44,6 @@ MEMORY_SLACK_BYTES = 8 << 20
 
 @pytest.fixture
 def private_server(tmp_path: Path) -> Any:
-    if find_redis_server() is None:
-        pytest.skip("no redis-server binary")
     with RedisServer() as server:
         yield server
 

@@ -2,7 +2,8 @@
 runs under the minimal ACL of docs/security.md, which confines it to its namespace.
 
 Each test starts its own ``redis-server`` (its own pid, its own temporary directory). The TLS
-test makes a throw-away CA and server certificate with the ``openssl`` command line.
+test makes a throw-away CA and server certificate with the ``openssl`` command line and serves
+TLS from a front in the test process (``rel_tls``), since the embedded binary has no TLS build.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -20,11 +20,12 @@ import pytest
 import redis
 import rel_app
 from rel_support import ROOT
+from rel_tls import TlsFront
 
 from durable_redis.client import Client
 from durable_redis.errors import ConfigurationError, DurableRedisError
 from durable_redis.storage.redis_store import RedisStore
-from durable_redis.storage.server import RedisServer, find_redis_server
+from durable_redis.storage.server import RedisServer, resolve_redis_server
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
 
@@ -55,10 +56,7 @@ def worker_acl(namespace: str, user: str = "dr-worker", password: str = WORKER_P
 
 @pytest.fixture
 def redis_binary() -> str:
-    binary = find_redis_server()
-    if binary is None:
-        pytest.skip("no redis-server binary")
-    return binary
+    return resolve_redis_server()  # none usable: a ConfigurationError that says what to do
 
 
 def _require_password(server: RedisServer) -> None:
@@ -158,8 +156,8 @@ async def test_worker_runs_under_the_minimal_acl(
 
 @pytest.fixture
 def certificates(tmp_path: Path) -> Path:
-    if shutil.which("openssl") is None:
-        pytest.skip("no openssl command")
+    if shutil.which("openssl") is None:  # it comes with ca-certificates
+        pytest.fail("the TLS test makes its certificates with the openssl command: install it")
     d = tmp_path / "tls"
     d.mkdir()
 
@@ -177,26 +175,15 @@ def certificates(tmp_path: Path) -> Path:
     return d
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def test_tls_for_worker_client_and_cli(
     pools: Any, redis_binary: str, namespace: str, certificates: Path
 ) -> None:
-    port = _free_port()
-    tls_args = (
-        "--tls-port", str(port),
-        "--tls-cert-file", str(certificates / "server.crt"),
-        "--tls-key-file", str(certificates / "server.key"),
-        "--tls-ca-cert-file", str(certificates / "ca.crt"),
-        "--tls-auth-clients", "no",
-    )  # fmt: skip
-    # The unix socket is only for the server's readiness check; clients use TLS on the port.
-    with RedisServer(extra_args=tls_args) as server:
+    # Clients reach the server only through TLS on the front's port (rel_tls: the embedded
+    # redis-server has no TLS build); the server itself listens on a unix socket.
+    cert, key = certificates / "server.crt", certificates / "server.key"
+    with RedisServer() as server, TlsFront(server.socket_path, cert, key) as tls:
         _require_password(server)
+        port = tls.port
         url = f"rediss://:{PASSWORD}@127.0.0.1:{port}/0?ssl_ca_certs={certificates / 'ca.crt'}"
         await _roundtrip(pools, url, namespace, "tls")
         # Verification is on: without the CA the connection is refused.
@@ -209,7 +196,7 @@ async def test_tls_for_worker_client_and_cli(
             await unverified.close()
 
 
-@pytest.mark.skipif(not Path("/proc").exists(), reason="reads /proc/<pid>/cmdline")
+@pytest.mark.skipif(not Path("/proc").exists(), reason="not applicable: no /proc")
 async def test_run_worker_keeps_the_password_out_of_child_argv(
     redis_binary: str, namespace: str, tmp_path: Path
 ) -> None:

@@ -306,7 +306,7 @@ async def test_sync_client_from_threads(
     store: RedisStore, worker: Callable[..., Worker], request: pytest.FixtureRequest
 ) -> None:
     if store.backend != "redis":  # type: ignore[attr-defined]
-        pytest.skip("SyncClient opens its own connection: real Redis only")
+        pytest.skip("not applicable: SyncClient opens its own connection (real Redis only)")
     from durable_redis import SyncClient
 
     worker()

@@ -1,5 +1,5 @@
-"""A redelivered activity runs alone on its worker, and the other redelivered items of its batch
-are back in the store, uncounted, before it starts.
+"""A twice-redelivered activity runs alone on its worker, and the other redelivered items of its
+batch are back in the store, uncounted, before it starts; first redeliveries run together.
 
 The suspect may be a poison item that kills the worker the moment it runs. Anything this worker
 still holds then (a hand-back in flight included) has its lease expire as this worker's, and the
@@ -18,7 +18,7 @@ import pytest
 from durable_redis.core import ActivityContext, App, encode_task
 from durable_redis.core.messages import ActivityTask
 from durable_redis.runtime import WorkerOptions, _bridge
-from durable_redis.runtime.activities import ActivityDispatcher
+from durable_redis.runtime.activities import ActivityDispatcher, runs_alone
 from durable_redis.runtime.sessions import SessionManager
 from durable_redis.storage.base import Store, WorkItemLease
 
@@ -84,8 +84,8 @@ def lease(item_id: str, attempt: int) -> WorkItemLease:
 
 async def test_other_redelivered_items_are_back_before_the_suspect_runs() -> None:
     global STORE
-    # The first redelivered item runs alone; the other three are handed back.
-    store = STORE = ScriptedStore([lease(f"w{i}", 2) for i in range(4)])
+    # The first twice-redelivered item runs alone; the other three are handed back.
+    store = STORE = ScriptedStore([lease(f"w{i}", 3) for i in range(4)])
     options = WorkerOptions(max_attempts=MAX_ATTEMPTS, activity_concurrency=8, fetch_wait=0.01)
     as_store = cast(Store, store)
     sessions = SessionManager(as_store, "w", options)
@@ -104,3 +104,44 @@ async def test_other_redelivered_items_are_back_before_the_suspect_runs() -> Non
     handed_back = [("w1", False), ("w2", False), ("w3", False)]
     assert store.seen_by_suspect == [handed_back]
     assert store.abandoned == handed_back
+
+
+@pytest.mark.parametrize(
+    ("attempt", "max_attempts", "alone"),
+    [
+        (1, 10, False),
+        (2, 10, False),
+        (3, 10, True),
+        (10, 10, True),
+        (11, 10, False),
+        (2, 2, True),
+        (2, 3, False),
+        (3, 3, True),
+    ],
+)
+def test_runs_alone_from_the_second_redelivery_or_on_the_last(
+    attempt: int, max_attempts: int, alone: bool
+) -> None:
+    assert runs_alone(attempt, max_attempts) is alone
+
+
+async def test_first_redeliveries_run_together() -> None:
+    """A dead worker's items (its sessions' above all) come back in parallel, not one by one."""
+    global STORE
+    store = STORE = ScriptedStore([lease(f"w{i}", 2) for i in range(4)])
+    options = WorkerOptions(max_attempts=10, activity_concurrency=8, fetch_wait=0.01)
+    as_store = cast(Store, store)
+    sessions = SessionManager(as_store, "w", options)
+    dispatcher = ActivityDispatcher(
+        app, as_store, options, "w", sessions, _bridge.default_codec(app)
+    )
+    stopping = anyio.Event()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(dispatcher.fetch_loop, stopping, tg)
+        with anyio.fail_after(10):
+            while len(store.acked) < 4:
+                await anyio.sleep(0.01)
+        stopping.set()
+        tg.cancel_scope.cancel()
+    assert sorted(store.acked) == ["w0", "w1", "w2", "w3"]
+    assert store.abandoned == []  # nothing handed back, nothing waited for another

@@ -8,7 +8,7 @@ import pytest
 
 from durable_redis.runtime.options import WorkerOptions
 from durable_redis.runtime.sessions import SessionManager
-from durable_redis.storage.base import SessionRef
+from durable_redis.storage.base import LostSessions, SessionRef
 
 pytestmark = pytest.mark.anyio
 
@@ -16,14 +16,18 @@ pytestmark = pytest.mark.anyio
 class FakeStore:
     def __init__(self) -> None:
         self.lost: set[SessionRef] = set()
+        self.closed: set[SessionRef] = set()  # lost because the orchestration closed them
         self.renewed: list[list[SessionRef]] = []
         self.released: list[list[SessionRef]] = []
 
     async def renew_sessions(
         self, worker_id: str, sessions: Sequence[SessionRef], lock_ms: int
-    ) -> list[SessionRef]:
+    ) -> LostSessions:
         self.renewed.append(list(sessions))
-        return [s for s in sessions if s in self.lost]
+        return LostSessions(
+            [s for s in sessions if s in self.lost | self.closed],
+            [s for s in sessions if s in self.closed],
+        )
 
     async def release_sessions(self, worker_id: str, sessions: Sequence[SessionRef]) -> None:
         self.released.append(list(sessions))
@@ -137,3 +141,19 @@ async def test_verify_asks_the_store() -> None:
     assert await manager.verify(A)
     store.lost.add(A)
     assert not await manager.verify(A)
+
+
+async def test_a_closed_session_ends_without_a_lost_lease_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    manager, store, _ = make(max_sessions_per_worker=1)
+    run = FakeRun()
+    entry = manager.attach(A, run)
+    manager.detach(entry, run)
+    store.closed.add(A)
+    with caplog.at_level("INFO", logger="durable_redis.runtime.sessions"):
+        await manager.tick()
+    assert manager.remaining_capacity == 1
+    messages = [r.getMessage() for r in caplog.records]
+    assert any(m.startswith("session ended") for m in messages), messages
+    assert not any("lost" in m for m in messages), messages

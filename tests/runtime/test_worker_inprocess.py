@@ -15,7 +15,6 @@ from durable_redis.client import Client
 from durable_redis.core import ActivityContext, App, OrchestrationContext, RetryPolicy
 from durable_redis.runtime import Worker, WorkerOptions
 from durable_redis.storage.base import InstanceStatus
-from durable_redis.storage.keys import PartitionKeys
 from durable_redis.storage.redis_store import RedisStore
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
@@ -121,7 +120,7 @@ async def test_undecodable_history_fails_as_poisoned(
     iid = await client.start(chain, 1)
     await wait_status(client, iid, InstanceStatus.RUNNING)
     await anyio.sleep(0.5)  # the activities ran; the instance waits for "go"
-    key = PartitionKeys(store.namespace, 0).instance(iid).history(1)
+    key = store._pk(iid).instance(iid).history(1)  # its own partition (P = 8 on the cluster)
     await store._r.rpush(key, b"\xc1 not msgpack")
     await client.raise_event(iid, "go")
     await wait_status(client, iid, InstanceStatus.FAILED)

@@ -251,7 +251,7 @@ def test_completion_message_parsing() -> None:
 
 async def test_wait_uses_the_message_of_this_incarnation_only(store: RedisStore) -> None:
     if store.backend == "cluster":  # type: ignore[attr-defined]
-        pytest.skip("cluster waits poll")
+        pytest.skip("not applicable: cluster waits poll (no completion channel)")
     await store.wait_job_ended("warm", 0.01)  # the listener is up from here on
     await store.enqueue_jobs([job("inc")])
     [lease] = await fetch_all(store)

@@ -7,7 +7,12 @@ import anyio
 import pytest
 from store_support import LOCK, fetch, schedule, start, turn, work
 
-from durable_redis.errors import InstanceNotFoundError, InstanceRunningError, LeaseLostError
+from durable_redis.errors import (
+    InstanceNotFoundError,
+    InstanceRunningError,
+    InstanceTerminalError,
+    LeaseLostError,
+)
 from durable_redis.storage import InstanceCreate, InstanceStatus, OutboundMessage, RedisStore
 
 pytestmark = pytest.mark.anyio
@@ -71,6 +76,51 @@ async def test_list_instances_filters_and_pages(store: RedisStore) -> None:
     assert [i.instance_id for i in after.instances] == ["done"]
     before = await store.list_instances(created_before_ms=mid, limit=100)
     assert len(before.instances) == 7
+
+
+async def test_list_instances_newest_first(store: RedisStore) -> None:
+    for i in range(7):
+        await start(store, f"r{i}", name="even" if i % 2 == 0 else "odd")
+        await anyio.sleep(0.002)
+    mid = await store.server_time_ms()
+    await anyio.sleep(0.002)
+    await start(store, "late", name="even")
+
+    def ids(page: object) -> list[str]:
+        return [i.instance_id for i in page.instances]  # type: ignore[attr-defined]
+
+    page = await store.list_instances(limit=3, newest_first=True)
+    seen = ids(page)
+    while page.next_cursor:
+        page = await store.list_instances(limit=3, cursor=page.next_cursor, newest_first=True)
+        seen += ids(page)
+    assert seen == ["late"] + [f"r{i}" for i in reversed(range(7))]
+    even = await store.list_instances(name="even", limit=2, newest_first=True)
+    assert ids(even) == ["late", "r6"] and even.next_cursor
+    rest = await store.list_instances(
+        name="even", limit=5, cursor=even.next_cursor, newest_first=True
+    )
+    assert ids(rest) == ["r4", "r2", "r0"]
+    since = await store.list_instances(created_after_ms=mid, newest_first=True)
+    assert ids(since) == ["late"]
+    before = await store.list_instances(created_before_ms=mid, limit=2, newest_first=True)
+    assert ids(before) == ["r6", "r5"]
+    before = await store.list_instances(
+        created_before_ms=mid, cursor=before.next_cursor, newest_first=True
+    )
+    assert ids(before) == ["r4", "r3", "r2", "r1", "r0"]
+
+
+@pytest.mark.parametrize(
+    "status", [InstanceStatus.COMPLETED, InstanceStatus.FAILED, InstanceStatus.CANCELLED]
+)
+async def test_no_message_for_an_ended_instance(store: RedisStore, status: InstanceStatus) -> None:
+    await finish(store, "x", status)
+    with pytest.raises(InstanceTerminalError) as caught:
+        await store.enqueue_message("x", "late", b"m")
+    assert caught.value.status == status.value and caught.value.instance_id == "x"
+    assert f"({status.value})" in str(caught.value)
+    assert (await store.queue_depths()).orchestration_messages == 0  # nothing was written
 
 
 async def test_counts_and_queue_depths(store: RedisStore) -> None:

@@ -213,3 +213,28 @@ async def test_reopen_in_same_turn_after_close(store: RedisStore) -> None:
 async def test_start_helper_smoke(store: RedisStore) -> None:
     await start(store, "x")
     assert (await fetch(store)).instance_id == "x"
+
+
+async def test_checked_sessions_gone_free_claims_at_the_limit(store: RedisStore) -> None:
+    """A worker at its session limit names its sessions: one closed frees one new claim."""
+    items = [work("1:1", session="s1"), work("1:2", session="s2"), work("1:3", session="s3")]
+    await schedule(store, "a", items, sessions_opened=["s1", "s2", "s3"])
+    [mine] = await store.fetch_work_items("A", limit=1, lock_ms=LOCK, session_lock_ms=S)
+    s1 = SessionRef("a", "s1")
+    assert mine.session_id == "s1"
+    got = await store.fetch_work_items(
+        "A", limit=5, lock_ms=LOCK, session_lock_ms=S, claim_new_sessions=False, check_sessions=[s1]
+    )
+    assert got == [] and got.sessions_lost == []  # still ours: nothing new claimed
+    await store.ack_work_item(mine, "done-1", b"r")
+    lease = await fetch(store)
+    await store.commit_turn(lease, turn(lease, sessions_closed=["s1"]))
+    got = await store.fetch_work_items(
+        "A", limit=5, lock_ms=LOCK, session_lock_ms=S, claim_new_sessions=False, check_sessions=[s1]
+    )
+    assert [i.session_id for i in got] == ["s2"]  # exactly one slot freed: s3 stays
+    assert got.sessions_lost == [s1] and got.sessions_lost.closed == {s1}
+    lost = await store.renew_sessions("A", [s1, SessionRef("a", "s2")], S)
+    assert lost == [s1] and lost.closed == {s1}
+    lost = await store.renew_sessions("B", [SessionRef("a", "s2")], S)
+    assert lost == [SessionRef("a", "s2")] and lost.closed == frozenset()  # taken, not closed
