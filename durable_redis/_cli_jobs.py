@@ -28,8 +28,10 @@ JOB_COMMANDS = frozenset({"enqueue", "jobs", "job", "schedules"})
 Emit = Callable[[argparse.Namespace, Any, str], None]
 
 
-def add_job_commands(sub: Any, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("enqueue", parents=[common], help="enqueue an activity as a job")
+def add_job_commands(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
+    """Add the job commands with ``command(name, help)``, the CLI's subcommand factory (the
+    common options, the help, the exit codes)."""
+    p = command("enqueue", "enqueue an activity as a job")
     p.add_argument("name", help="activity name")
     p.add_argument("--input", default=None, help="input as JSON")
     p.add_argument("--id", dest="job_id", default=None, help="job id (dedupes)")
@@ -39,17 +41,17 @@ def add_job_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--result-ttl", type=float, default=None, metavar="SECONDS")
     p.add_argument("--wait", type=float, default=None, metavar="SECONDS", help="wait for result")
 
-    p = sub.add_parser("jobs", parents=[common], help="list jobs")
+    p = command("jobs", "list jobs")
     p.add_argument("--status", default=None, choices=[s.value for s in JobState])
     p.add_argument("--name", default=None)
     p.add_argument("--limit", type=int, default=50)
 
-    p = sub.add_parser("job", parents=[common], help="show, cancel or retry one job")
+    p = command("job", "show, cancel or retry one job")
     p.add_argument("action", choices=["status", "cancel", "retry"])
     p.add_argument("job_id")
     p.add_argument("--reason", default="cancelled from the command line")
 
-    p = sub.add_parser("schedules", parents=[common], help="list or control schedules")
+    p = command("schedules", "list or control schedules")
     p.add_argument(
         "action",
         nargs="?",

@@ -226,7 +226,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("instance_id")
     p.add_argument("--force", action="store_true", help="even if it is still running")
 
-    add_job_commands(sub, common)
+    add_job_commands(command)
 
     p = command("demo", "run the demo on a private Redis")
     p.add_argument("--conversations", type=int, default=4)
