@@ -174,6 +174,7 @@ class JobQueueMixin(RedisStoreBase):
     _job_recent: OrderedDict[str, tuple[str, JobState, bytes | None]]
     _job_fresh: dict[str, str]  # job id -> ready score of the incarnation this store created
     _job_generation: int
+    _job_rr: int
 
     # -- plumbing ----------------------------------------------------------------------------
     async def _eval_many(self, name: str, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
@@ -232,6 +233,13 @@ class JobQueueMixin(RedisStoreBase):
                     positions.append(chunk)
                     calls.append((keys, enqueue_args(epoch, policy, [jobs[i] for i in chunk])))
                     subjects.append(jobs[chunk[0]])
+        if policy is ExistingJobPolicy.FAIL and len(calls) > 1:
+            # one script checks its own partition only: look at every id first, so a refused
+            # batch writes nothing anywhere (each script still checks again, atomically)
+            for job in jobs:
+                state = await self._r.hget(self._job_pk(job.job_id).jq_jobs, f"{job.job_id}|s")
+                if state is not None:
+                    raise_for_status("enqueue_jobs", [Status.EXISTS, _s(state)], job.job_id)
         generation = self._listener_generation()
         created: dict[str, str] = {}
         replies = await self._eval_many("enqueue_jobs", calls) if calls else []
@@ -269,12 +277,13 @@ class JobQueueMixin(RedisStoreBase):
         epoch = await self._ready()
         out: list[JobLease] = []
         n = len(self._parts)
-        self._rr = (self._rr + 1) % n
+        # its own round robin: the activity fetch's (self._rr) is left to the activity fetch
+        self._job_rr = (getattr(self, "_job_rr", 0) + 1) % n
         nonce = secrets.token_hex(6)
         for offset in range(n):
             if len(out) >= limit:
                 break
-            pk = self._parts[(self._rr + offset) % n]
+            pk = self._parts[(self._job_rr + offset) % n]
             reply = await self._eval(
                 "fetch_jobs",
                 job_script_keys(pk, "fetch_jobs"),

@@ -25,6 +25,7 @@ from durable_redis.storage.job_types import (
     NewJob,
 )
 from durable_redis.storage.jobs import ack_args, enqueue_args, parse_ended
+from durable_redis.storage.keys import partition_of
 
 pytestmark = pytest.mark.anyio
 
@@ -37,6 +38,19 @@ def job(jid: str, *, name: str = "send", ttl: int = TTL, **kw: object) -> NewJob
 
 async def fetch_all(store: RedisStore, limit: int = 100, lock_ms: int = LOCK) -> list[JobLease]:
     return await store.fetch_jobs("w1", limit=limit, lock_ms=lock_ms)
+
+
+def together(store: RedisStore, *names: str) -> list[str]:
+    """Job ids made of ``names`` that all live in one partition (order is per partition)."""
+    if store.partitions == 1:
+        return list(names)
+    out = []
+    for name in names:
+        k = 0
+        while partition_of(f"{name}~{k}", store.partitions) != 0:
+            k += 1
+        out.append(f"{name}~{k}")
+    return out
 
 
 def done(lease: JobLease, payload: bytes = b"out") -> JobAck:
@@ -53,17 +67,18 @@ def test_argument_packing_is_pure() -> None:
 
 
 async def test_enqueue_fetch_ack_in_batches(store: RedisStore) -> None:
-    flags = await store.enqueue_jobs([job(f"j{i}") for i in range(10)])
+    ids = together(store, *[f"j{i}" for i in range(10)])
+    flags = await store.enqueue_jobs([job(i) for i in ids])
     assert flags == [None] * 10
     first = await fetch_all(store, limit=4)
     rest = await fetch_all(store)
-    assert [x.job_id for x in first + rest] == [f"j{i}" for i in range(10)]
+    assert [x.job_id for x in first + rest] == ids  # FIFO (within a partition)
     assert all(x.delivery == 1 and x.attempt == 1 and x.name == "send" for x in first + rest)
-    assert first[0].spec == b"spec-j0"
+    assert first[0].spec == f"spec-{ids[0]}".encode()
     assert await fetch_all(store) == []  # invisible while leased
     assert await store.ack_jobs([done(x, x.job_id.encode()) for x in first + rest]) == [True] * 10
-    rec = await store.get_job("j3")
-    assert rec is not None and rec.state is JobState.COMPLETED and rec.output == b"j3"
+    rec = await store.get_job(ids[3])
+    assert rec is not None and rec.state is JobState.COMPLETED and rec.output == ids[3].encode()
     assert rec.finished_at_ms is not None and rec.started_at_ms is not None
 
 
@@ -92,9 +107,10 @@ async def test_dedupe_by_job_id_and_policies(store: RedisStore) -> None:
 
 
 async def test_priority_then_fifo(store: RedisStore) -> None:
-    await store.enqueue_jobs([job("low", priority=-1), job("a"), job("high", priority=5), job("b")])
+    low, a, high, b = together(store, "low", "a", "high", "b")  # priority is per partition
+    await store.enqueue_jobs([job(low, priority=-1), job(a), job(high, priority=5), job(b)])
     got = [x.job_id for x in await fetch_all(store)]
-    assert got == ["high", "a", "b", "low"]
+    assert got == [high, a, b, low]
 
 
 async def test_delay_and_at_use_the_redis_clock(store: RedisStore) -> None:
@@ -205,14 +221,15 @@ async def test_result_ttl_then_removed_and_zero_keeps_nothing(store: RedisStore)
 
 
 async def test_list_jobs_by_state_and_name(store: RedisStore) -> None:
-    for jid, name in (("l1", "send"), ("l2", "other"), ("l3", "send")):
+    l1, l2, l3 = together(store, "l1", "l2", "l3")
+    for jid, name in ((l1, "send"), (l2, "other"), (l3, "send")):
         await store.enqueue_jobs([job(jid, name=name)])
     [first] = await fetch_all(store, limit=1)
     await store.ack_jobs([done(first)])
-    assert [r.job_id for r in await store.list_jobs()] == ["l1", "l2", "l3"]
-    assert [r.job_id for r in await store.list_jobs(state=JobState.QUEUED)] == ["l2", "l3"]
-    assert [r.job_id for r in await store.list_jobs(state=JobState.COMPLETED)] == ["l1"]
-    assert [r.job_id for r in await store.list_jobs(name="other")] == ["l2"]
+    assert [r.job_id for r in await store.list_jobs()] == [l1, l2, l3]
+    assert [r.job_id for r in await store.list_jobs(state=JobState.QUEUED)] == [l2, l3]
+    assert [r.job_id for r in await store.list_jobs(state=JobState.COMPLETED)] == [l1]
+    assert [r.job_id for r in await store.list_jobs(name="other")] == [l2]
 
 
 async def test_wait_job_ended_wakes_on_completion(store: RedisStore) -> None:
