@@ -156,13 +156,20 @@ def run_durable_peer(
     return {"status": f"error: rc={res.returncode} {res.stderr[-300:]}"}
 
 
-def run_queue_peer(args: argparse.Namespace, peer: str, n: int, port: int) -> dict[str, Any]:
+# our workload -> the queue peers' workload of the same measurement
+PEER_WORKLOAD = {"drain10k": "drain10k", "enqueue10k": "enqueue10k", "job_roundtrip": "roundtrip"}
+
+
+def run_queue_peer(
+    args: argparse.Namespace, peer: str, n: int, port: int, workload: str = "drain10k"
+) -> dict[str, Any]:
     py = peer_python(args.peer_venvs, peer)
     if py is None:
         return {"status": f"not installed (no virtualenv at {args.peer_venvs / peer})"}
     qdir = args.peers_dir / "queues"
     timeout = args.peer_timeout
-    cmd = [str(py), f"peer_{peer}.py", "--workload", "drain10k", "--runs", "1", "--n", str(n)]
+    wanted = PEER_WORKLOAD[workload]
+    cmd = [str(py), f"peer_{peer}.py", "--workload", wanted, "--runs", "1", "--n", str(n)]
     cmd += ["--timeout", str(timeout), "--redis-url", f"redis://127.0.0.1:{port}/0"]
     env = dict(os.environ)
     env.update(
@@ -181,7 +188,7 @@ def run_queue_peer(args: argparse.Namespace, peer: str, n: int, port: int) -> di
     for line in res.stdout.splitlines():
         if line.startswith("{"):
             row = json.loads(line)
-            if row.get("workload") == "drain10k":
+            if row.get("workload") == wanted:
                 run0 = (row.get("runs") or [{}])[0]
                 row["other_cores"] = run0.get("other_cores")
                 return dict(row)
@@ -213,6 +220,9 @@ HEADLINE = {
     "timer": ("late_p99_ms", "fire_late_ms_p99", False, "lateness p99 ms"),
     "timer_p50": ("late_p50_ms", "fire_late_ms_p50", False, "lateness p50 ms"),
     "drain10k": ("jobs_per_s", "jobs_per_s", True, "jobs/s"),
+    "drain10k_orch": ("jobs_per_s", "jobs_per_s", True, "jobs/s (one orchestration per job)"),
+    "enqueue10k": ("jobs_per_s", "jobs_per_s", True, "jobs/s (enqueue_many)"),
+    "job_roundtrip": ("p50_ms", "median_ms", False, "enqueue -> result p50 ms"),
 }
 
 
@@ -233,6 +243,12 @@ async def ours(workload: str, url: str, s: Sizes, processes: int = 1) -> dict[st
         return await W.w_timer(url, s.timer)
     if workload == "drain10k":
         return await W.w_drain(url, s.drain)
+    if workload == "drain10k_orch":
+        return await W.w_drain_orch(url, s.drain)
+    if workload == "enqueue10k":
+        return await W.w_enqueue(url, s.drain)
+    if workload == "job_roundtrip":
+        return await W.w_job_roundtrip(url)
     if workload == "sessions":
         return await W.w_sessions(url, s.sessions, s.turns)
     if workload == "memory":
@@ -284,6 +300,7 @@ def main() -> int:
     if quick:
         s = Sizes(drain=2000, memory=300, retention_s=4.0)
     all_workloads = ["hello", "chain100", "fanout1000", "many_orch", "timer", "drain10k"]
+    all_workloads += ["drain10k_orch", "enqueue10k", "job_roundtrip"]
     all_workloads += ["sessions", "memory", "scale", "ceiling"]
     if not quick:
         all_workloads += ["fanout_scaling", "cluster"]
@@ -306,7 +323,7 @@ def main() -> int:
         out = []
         if w in DUROXIDE_WORKLOADS and (not quick or w in quick_duroxide):
             out += [p for p in peers if p in DURABLE_PEERS]
-        if w == "drain10k":
+        if w in PEER_WORKLOAD:
             out += [p for p in peers if p in QUEUE_PEERS]
         return out
 
@@ -382,7 +399,7 @@ def main() -> int:
                         cell = res.cells.get((w, p))
                         if cell is not None and cell.status.startswith("timeout"):
                             continue  # a timed-out peer is not repeated
-                        pdata = run_queue_peer(args, p, s.drain, port)
+                        pdata = run_queue_peer(args, p, s.drain, port, w)
                     res.record(w, p, i, pdata, is_warm)
                     cell = res.cell(w, p, peer_metric, higher)
                     st = str(pdata.get("status", "ok"))

@@ -395,11 +395,118 @@ async def w_timer(url: str, n: int = 100, ms: int = 1000) -> dict[str, Any]:
     }
 
 
+async def _jobs_done(run: Run) -> int:
+    return int(await run.r.zcard(run.prefix + "jq:done"))
+
+
+async def _jobs_state_counts(run: Run) -> Counter[str]:
+    states: Counter[str] = Counter()
+    cursor = 0
+    jobs_key = run.prefix + "jq:jobs"
+    while True:
+        cursor, fields = await run.r.hscan(jobs_key, cursor, match="*|s", count=2000)
+        states.update(v.decode() for v in fields.values())
+        if cursor == 0:
+            return states
+
+
 async def w_drain(url: str, n: int = 10_000) -> dict[str, Any]:
+    """n plain jobs (``client.enqueue_many`` of the no-op activity, untimed), then one worker
+    process is spawned and drains them; like the queue peers, the time runs from spawn to the
+    last completion (interpreter start and imports included), "steady" from the first one."""
+    async with Run(url, tag="drain", start_workers=False) as run:
+        t = time.perf_counter()
+        await run.client.enqueue_many(run.app.noop, list(range(n)))
+        enqueue_s = time.perf_counter() - t
+        await run.spawn()
+        m = Meter()
+        await m.start(run)
+        t0 = time.perf_counter()
+        t_first = None
+        while True:
+            done = await _jobs_done(run)
+            now = time.perf_counter()
+            if done and t_first is None:
+                t_first = now
+            if done >= n:
+                break
+            if now - t0 > 300:
+                raise TimeoutError(f"drain: {done}/{n} after 300 s")
+            if run.workers is not None and not run.workers.alive():
+                raise RuntimeError("the worker process exited; see " + str(LOG_DIR))
+            await asyncio.sleep(0.005)
+        cpu = await m.stop()
+        states = await _jobs_state_counts(run)
+    wall = now - t0
+    return {
+        "jobs_per_s": round(n / wall, 1),
+        "steady_jobs_per_s": round((n - 1) / (now - t_first), 1)
+        if t_first and now > t_first
+        else None,
+        "wall_s": round(wall, 3),
+        "enqueue_s": round(enqueue_s, 3),
+        "completed": states.get("completed", 0),
+        "failed": states.get("failed", 0),
+        "worker_cpu_ms_per_job": round(cpu["worker_cpu_s"] * 1000 / n, 3),
+        "redis_cpu_ms_per_job": round(cpu["redis_cpu_s"] * 1000 / n, 3),
+        **cpu,
+    }
+
+
+async def w_enqueue(url: str, n: int = 10_000) -> dict[str, Any]:
+    """``enqueue_many`` of n jobs (no worker): jobs/s as the client sees it, and the Redis bytes
+    per queued job (used_memory delta and MEMORY USAGE of the job keys)."""
+    async with Run(url, tag="enqueue", start_workers=False) as run:
+        await run.client.enqueue_many(run.app.noop, [0])  # connection and scripts loaded
+        await run.drop_namespace()
+        await run.client.store.initialize()
+        u0 = await _used_memory(run)
+        k0, b0 = await _ns_bytes(run)
+        inputs = list(range(n))
+        t = time.perf_counter()
+        await run.client.enqueue_many(run.app.noop, inputs)
+        secs = time.perf_counter() - t
+        u1 = await _used_memory(run)
+        k1, b1 = await _ns_bytes(run)
+    return {
+        "jobs_per_s": round(n / secs, 1),
+        "s": round(secs, 4),
+        "bytes_per_queued_job_used_memory": round((u1 - u0) / n),
+        "bytes_per_queued_job_keys": round((b1 - b0) / n),
+        "keys_added": k1 - k0,
+    }
+
+
+async def w_job_roundtrip(url: str, n: int = 300) -> dict[str, Any]:
+    """One job at a time on an idle, warm worker: enqueue -> result seen by the client."""
+    async with Run(url, tag="job-roundtrip") as run:
+        for i in range(20):  # warm: worker up, activity measured fast, pub/sub subscribed
+            await (await run.client.enqueue(run.app.noop, i)).result(timeout=60)
+        await asyncio.sleep(0.2)
+        lat = []
+        for i in range(n):
+            t = time.perf_counter()
+            job = await run.client.enqueue(run.app.noop, i)
+            await job.result(timeout=30)
+            lat.append((time.perf_counter() - t) * 1000)
+        done = await _jobs_done(run)
+        u0 = await _used_memory(run)
+        await run.r.delete(run.prefix + "jq:done", run.prefix + "jq:jobs")
+        u1 = await _used_memory(run)
+    return {
+        "p50_ms": round(pct(lat, 50), 3),
+        "p99_ms": round(pct(lat, 99), 3),
+        "max_ms": round(max(lat), 3),
+        "n": n,
+        "bytes_per_retained_result_used_memory": round((u0 - u1) / max(1, done)),
+    }
+
+
+async def w_drain_orch(url: str, n: int = 10_000) -> dict[str, Any]:
     """n single-activity orchestrations enqueued first (untimed), then one worker process is
     spawned and drains them; like the queue peers, the time runs from spawn to the last
     completion (interpreter start and imports included) and "steady" from the first one."""
-    async with Run(url, tag="drain", start_workers=False) as run:
+    async with Run(url, tag="drain-orch", start_workers=False) as run:
         t = time.perf_counter()
         await start_many(run, run.app.hello, list(range(n)))
         enqueue_s = time.perf_counter() - t

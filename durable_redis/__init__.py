@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from durable_redis._client_messaging import StreamItem
+    from durable_redis._jobs_client import JobHandle, JobStatus
+    from durable_redis._schedules_client import ScheduleInfo
     from durable_redis.client import Client, InstanceId, InstanceState
     from durable_redis.core import (
         ActivityContext,
@@ -36,6 +38,12 @@ if TYPE_CHECKING:
         InstanceRunningError,
         InstanceTerminalError,
         InvalidIdError,
+        JobCancelledError,
+        JobError,
+        JobExistsError,
+        JobFailedError,
+        JobNotFoundError,
+        JobStateError,
         LeaseLostError,
         NamespaceMissingError,
         NondeterminismError,
@@ -45,6 +53,7 @@ if TYPE_CHECKING:
         OrchestrationFailedError,
         PayloadTooLargeError,
         RegistrationError,
+        ScheduleNotFoundError,
         StoreError,
         StoreUnavailableError,
         TaskFailedError,
@@ -60,6 +69,8 @@ if TYPE_CHECKING:
         RedisServer,
         RedisStore,
     )
+    from durable_redis.storage.job_types import ExistingJobPolicy, JobState
+    from durable_redis.sync_client import SyncClient
 
 _LAZY = {
     "ActivityContext": "durable_redis.core",
@@ -74,6 +85,7 @@ _LAZY = {
     "ConfigurationError": "durable_redis.errors",
     "DurableRedisError": "durable_redis.errors",
     "ExistingInstancePolicy": "durable_redis.storage",
+    "ExistingJobPolicy": "durable_redis.storage.job_types",
     "FailureDetails": "durable_redis.errors",
     "HistoryLimitExceededError": "durable_redis.errors",
     "InstanceExistsError": "durable_redis.errors",
@@ -84,6 +96,15 @@ _LAZY = {
     "InstanceState": "durable_redis.client",
     "InstanceStatus": "durable_redis.storage",
     "InvalidIdError": "durable_redis.errors",
+    "JobCancelledError": "durable_redis.errors",
+    "JobError": "durable_redis.errors",
+    "JobExistsError": "durable_redis.errors",
+    "JobFailedError": "durable_redis.errors",
+    "JobHandle": "durable_redis._jobs_client",
+    "JobNotFoundError": "durable_redis.errors",
+    "JobState": "durable_redis.storage.job_types",
+    "JobStateError": "durable_redis.errors",
+    "JobStatus": "durable_redis._jobs_client",
     "JsonCodec": "durable_redis.core",
     "LeaseLostError": "durable_redis.errors",
     "MsgpackCodec": "durable_redis.core",
@@ -99,9 +120,12 @@ _LAZY = {
     "RedisStore": "durable_redis.storage",
     "RegistrationError": "durable_redis.errors",
     "RetryPolicy": "durable_redis.core",
+    "ScheduleInfo": "durable_redis._schedules_client",
+    "ScheduleNotFoundError": "durable_redis.errors",
     "StoreError": "durable_redis.errors",
     "StoreUnavailableError": "durable_redis.errors",
     "StreamItem": "durable_redis._client_messaging",
+    "SyncClient": "durable_redis.sync_client",
     "TaskFailedError": "durable_redis.errors",
     "UpdateFailedError": "durable_redis.errors",
     "UpdateRejectedError": "durable_redis.errors",
@@ -127,6 +151,7 @@ __all__ = [
     "ConfigurationError",
     "DurableRedisError",
     "ExistingInstancePolicy",
+    "ExistingJobPolicy",
     "FailureDetails",
     "HistoryLimitExceededError",
     "InstanceExistsError",
@@ -137,6 +162,15 @@ __all__ = [
     "InstanceStatus",
     "InstanceTerminalError",
     "InvalidIdError",
+    "JobCancelledError",
+    "JobError",
+    "JobExistsError",
+    "JobFailedError",
+    "JobHandle",
+    "JobNotFoundError",
+    "JobState",
+    "JobStateError",
+    "JobStatus",
     "JsonCodec",
     "LeaseLostError",
     "MsgpackCodec",
@@ -152,9 +186,12 @@ __all__ = [
     "RedisStore",
     "RegistrationError",
     "RetryPolicy",
+    "ScheduleInfo",
+    "ScheduleNotFoundError",
     "StoreError",
     "StoreUnavailableError",
     "StreamItem",
+    "SyncClient",
     "TaskFailedError",
     "UpdateFailedError",
     "UpdateRejectedError",

@@ -29,6 +29,7 @@ from durable_redis._cli_commands import (
     run_server_command,
     run_worker_command,
 )
+from durable_redis._cli_jobs import JOB_COMMANDS, add_job_commands, run_job_command
 from durable_redis._cli_messaging import add_messaging_commands
 from durable_redis._cli_ops import (
     OPS_COMMANDS,
@@ -242,6 +243,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("instance_id")
     p.add_argument("--force", action="store_true", help="even if it is still running")
 
+    add_job_commands(command)
+
     p = command("demo", "run the demo on a private Redis")
     p.add_argument("--conversations", type=int, default=4)
     p.add_argument("--turns", type=int, default=5)
@@ -312,6 +315,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_dashboard_command(args, url)
         if args.command in OPS_COMMANDS:
             return anyio.run(run_ops_command, args, url, _emit)
+        if args.command in JOB_COMMANDS:
+            return anyio.run(run_job_command, args, url, _emit)
         return anyio.run(run_client_command, args, url, _emit)
     except UsageError as exc:
         _error(args, exc, str(exc))

@@ -22,6 +22,8 @@ import anyio
 
 from durable_redis import core
 from durable_redis._client_messaging import ClientMessagingMixin
+from durable_redis._jobs_client import JobsClientMixin
+from durable_redis._schedules_client import SchedulesClientMixin
 from durable_redis.errors import (
     CodecError,
     FailureDetails,
@@ -122,8 +124,14 @@ def _seconds(value: float | timedelta | None) -> float | None:
     return float(value)
 
 
-class Client(ClientMessagingMixin):
-    """Talks to the store on behalf of applications; never runs orchestration code."""
+class Client(ClientMessagingMixin, JobsClientMixin, SchedulesClientMixin):
+    """Talks to the store on behalf of applications; never runs orchestration code.
+
+    Background jobs (``enqueue``, ``enqueue_many``, ``get_job``, ``list_jobs``, ``cancel_job``,
+    ``retry_job``) come from :class:`~durable_redis._jobs_client.JobsClientMixin`, schedules
+    (``create_schedule``, ``list_schedules``, ``pause_schedule``, ``resume_schedule``,
+    ``trigger_schedule``, ``delete_schedule``) from ``_schedules_client``; updates, values, event
+    queues and streams from :class:`~durable_redis._client_messaging.ClientMessagingMixin`."""
 
     def __init__(self, store: Store, app: Any = None, *, codec: Any = None) -> None:
         self.store = store

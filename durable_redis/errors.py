@@ -18,7 +18,11 @@
     │   ├── InstanceRunningError           delete of a running instance without force
     │   ├── InstanceTerminalError          cancel or event for an instance that has ended
     │   ├── NamespaceMissingError          the namespace's data vanished from Redis
-    │   └── StoreUnavailableError          Redis unreachable past the retry window
+    │   ├── StoreUnavailableError          Redis unreachable past the retry window
+    │   ├── JobExistsError                 enqueue with a job id that exists (policy "fail")
+    │   ├── JobNotFoundError               no job with that id (never enqueued, or expired)
+    │   ├── JobStateError                  retry of a job that is not failed or cancelled
+    │   └── ScheduleNotFoundError          no schedule with that name
     ├── NondeterminismError                orchestration code no longer matches its history
     ├── HistoryLimitExceededError          an execution reached max_history_events (the
     │                                      instance fails with this type name)
@@ -26,13 +30,17 @@
     │   ├── ActivityFailedError            an activity raised (type, message, traceback)
     │   ├── ActivityTimeoutError           an attempt ran past its per-attempt timeout
     │   └── ChildOrchestrationFailedError  a sub-orchestration failed
-    └── OrchestrationError                 seen by clients: an orchestration did not complete
-        ├── OrchestrationFailedError       it failed (details attached)
-        ├── OrchestrationCancelledError    it was cancelled
-        ├── WaitTimeoutError               wait_for_completion timed out (it may still finish)
-        └── UpdateFailedError              an update's handler raised, or the instance ended
-            └── UpdateRejectedError        the validator (or a missing handler) refused it;
-                                           nothing was recorded
+    ├── OrchestrationError                 seen by clients: an orchestration did not complete
+    │   ├── OrchestrationFailedError       it failed (details attached)
+    │   ├── OrchestrationCancelledError    it was cancelled
+    │   ├── WaitTimeoutError               wait_for_completion / job.result timed out (it may
+    │   │                                  still finish)
+    │   └── UpdateFailedError              an update's handler raised, or the instance ended
+    │       └── UpdateRejectedError        the validator (or a missing handler) refused it;
+    │                                      nothing was recorded
+    └── JobError                           seen by clients: a job did not complete
+        ├── JobFailedError                 its activity failed (details attached)
+        └── JobCancelledError              it was cancelled
 
 Control-flow signals used inside orchestrations derive from ``BaseException`` (see
 ``durable_redis.core``), so a user's ``except Exception:`` cannot swallow them.
@@ -56,6 +64,12 @@ __all__ = [
     "InstanceRunningError",
     "InstanceTerminalError",
     "InvalidIdError",
+    "JobCancelledError",
+    "JobError",
+    "JobExistsError",
+    "JobFailedError",
+    "JobNotFoundError",
+    "JobStateError",
     "LeaseLostError",
     "NamespaceMissingError",
     "NondeterminismError",
@@ -65,6 +79,7 @@ __all__ = [
     "OrchestrationFailedError",
     "PayloadTooLargeError",
     "RegistrationError",
+    "ScheduleNotFoundError",
     "StoreError",
     "StoreUnavailableError",
     "TaskFailedError",
@@ -170,6 +185,22 @@ class StoreUnavailableError(StoreError, ConnectionError):
     """
 
 
+class JobExistsError(StoreError):
+    """A job with this id exists already (enqueue with ``if_exists="fail"``)."""
+
+
+class JobNotFoundError(StoreError, LookupError):
+    """No job with this id: never enqueued, or its result ttl ran out."""
+
+
+class JobStateError(StoreError):
+    """The job is not in a state that allows the operation (retry of a job that did not fail)."""
+
+
+class ScheduleNotFoundError(StoreError, LookupError):
+    """No schedule with this name."""
+
+
 class NondeterminismError(DurableRedisError):
     """Orchestration code no longer matches the history it is replaying.
 
@@ -267,3 +298,30 @@ class UpdateFailedError(OrchestrationError):
 
 class UpdateRejectedError(UpdateFailedError):
     """The update's validator refused it (or no handler has that name); nothing was recorded."""
+
+
+class JobError(DurableRedisError):
+    """Seen by clients: a job did not complete successfully."""
+
+
+class JobFailedError(JobError):
+    """The job's activity failed (after its retries); ``details`` has the original type name,
+    message and traceback text."""
+
+    def __init__(self, job_id: str, details: FailureDetails) -> None:
+        super().__init__(f"job {job_id!r} failed: {details}")
+        self.job_id = job_id
+        self.details = details
+
+    @property
+    def type_name(self) -> str:
+        return self.details.type_name
+
+
+class JobCancelledError(JobError):
+    """The job was cancelled before it completed."""
+
+    def __init__(self, job_id: str, reason: str = "") -> None:
+        super().__init__(f"job {job_id!r} was cancelled" + (f": {reason}" if reason else ""))
+        self.job_id = job_id
+        self.reason = reason

@@ -18,6 +18,10 @@ EXPECTED = {
     "StoreError", "StoreUnavailableError", "TaskFailedError", "ValidationError",
     "WaitTimeoutError", "Worker", "WorkerOptions", "__version__", "run_worker",
     "HistoryLimitExceededError", "StreamItem", "UpdateFailedError", "UpdateRejectedError",
+    # jobs
+    "ExistingJobPolicy", "JobCancelledError", "JobError", "JobExistsError", "JobFailedError",
+    "JobHandle", "JobNotFoundError", "JobState", "JobStateError", "JobStatus", "SyncClient",
+    "ScheduleInfo", "ScheduleNotFoundError",
 }  # fmt: skip
 
 

@@ -7,6 +7,7 @@ import threading
 import typing
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, TypeVar, overload
 
 from durable_redis.core.codec import Codec, MsgpackCodec
@@ -78,6 +79,8 @@ class ActivityContext:
         delivery: int = 1,
         first_attempt_id: int | None = None,
         stream: StreamWriter | None = None,
+        job_id: str | None = None,
+        progress: Callable[[Any], None] | None = None,
     ) -> None:
         self._stream = stream
         self.instance_id = instance_id
@@ -92,6 +95,16 @@ class ActivityContext:
         self.session_id = session_id
         self.worker_id = worker_id
         self._cancel_event = cancel_event if cancel_event is not None else threading.Event()
+        #: the job's id when this activity runs as a job (``client.enqueue``), else None
+        self.job_id = job_id
+        self._progress = progress
+
+    def report_progress(self, progress: Any) -> None:
+        """Publish the job's progress (any encodable value), shown by ``job.status()`` and
+        ``durable-redis job status``. Stored at the next flush (within ~50 ms), the latest value
+        wins. A no-op for activities called from an orchestration. Safe from any thread."""
+        if self._progress is not None:
+            self._progress(progress)
 
     @property
     def activity_key(self) -> str:
@@ -99,7 +112,11 @@ class ActivityContext:
 
     @property
     def idempotency_key(self) -> str:
-        """Stable across redeliveries and retry-policy attempts: use it to dedupe side effects."""
+        """Stable across redeliveries and retry-policy attempts: use it to dedupe side effects.
+
+        For a job: ``"job:<job id>"``."""
+        if self.job_id is not None:
+            return f"job:{self.job_id}"
         return f"{self.instance_id}:{self.execution_id}:{self._first_attempt_id}"
 
     @property
@@ -198,6 +215,7 @@ class App:
         self._orchestrations: dict[str, dict[str, OrchestrationDefinition]] = {}
         self._latest: dict[str, str] = {}
         self._activities: dict[str, ActivityDefinition] = {}
+        self._schedules: dict[str, Any] = {}
 
     # -- registration ---------------------------------------------------------------------------
     @overload
@@ -265,6 +283,66 @@ class App:
             return f
 
         return register(fn) if fn is not None else register
+
+    def schedule(
+        self,
+        *,
+        cron: str | None = None,
+        every: float | timedelta | None = None,
+        timezone: str = "UTC",
+        name: str | None = None,
+        input: Any = None,
+        catch_up: str = "skip",
+        max_catch_up: int = 10,
+        overlap: str = "skip",
+        priority: int = 0,
+        retry: Any = None,
+        timeout: float | timedelta | None = None,
+        result_ttl: float | timedelta = 3600.0,
+    ) -> Callable[[F], F]:
+        """Run an activity as a job on a cron expression (in ``timezone``) or every ``every``
+        seconds; every worker of this app declares it at start, and each tick runs once.
+        Also registers the function as an activity if it is not one yet. Policies:
+        ``durable_redis.core.schedules``; ValidationError for a bad expression or policy."""
+        from durable_redis.core.retry import to_ms
+        from durable_redis.core.schedules import ScheduleDefinition
+
+        def define(activity: str) -> ScheduleDefinition:
+            return ScheduleDefinition(
+                name=_validate_name(name or activity, "schedule"),
+                activity=activity,
+                input=input,
+                cron=cron,
+                every_ms=None if every is None else to_ms(every),
+                timezone=timezone,
+                catch_up=catch_up,
+                max_catch_up=max_catch_up,
+                overlap=overlap,
+                priority=priority,
+                result_ttl_ms=to_ms(result_ttl),
+                timeout_ms=None if timeout is None else to_ms(timeout),
+                retry=retry,
+            )
+
+        define("check")  # ValidationError at decoration, before anything is registered
+
+        def register(f: F) -> F:
+            found = getattr(f, _ACT_ATTR, None)
+            if found is None or self._activities.get(found.name) is not found:
+                self.activity(f)
+            definition: ActivityDefinition = getattr(f, _ACT_ATTR)
+            schedule = define(definition.name)
+            if schedule.name in self._schedules:
+                raise RegistrationError(f"schedule {schedule.name!r} is already registered")
+            self._schedules[schedule.name] = schedule
+            return f
+
+        return register
+
+    @property
+    def schedules(self) -> list[Any]:
+        """The schedules declared with ``@app.schedule`` (ScheduleDefinition)."""
+        return list(self._schedules.values())
 
     # -- lookup ---------------------------------------------------------------------------------
     def get_orchestration(self, name: str, version: str | None = None) -> OrchestrationDefinition:

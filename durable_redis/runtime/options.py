@@ -36,6 +36,8 @@ class WorkerOptions:
     - ``activity_concurrency``: activities run at once; ``activity_threads`` bounds how many of
       them may be sync functions running in the thread pool.
     - ``batch_size``: most work items leased by one fetch.
+    - ``job_concurrency``: jobs (``client.enqueue``) run at once; ``0`` = this worker runs no
+      jobs. ``job_batch_size``: most jobs leased by one fetch (acks are batched too).
     - ``lock_timeout``: lease of an orchestration turn or an activity; a crashed worker's work is
       retried elsewhere after this. ``renewal_interval`` (default a third of it) renews leases
       of work still running.
@@ -67,6 +69,8 @@ class WorkerOptions:
     activity_concurrency: int = 16
     activity_threads: int = 8
     batch_size: int = 16
+    job_concurrency: int = 128
+    job_batch_size: int = 128
     lock_timeout: float = 30.0
     renewal_interval: float | None = None
     max_attempts: int = 10
@@ -89,12 +93,21 @@ class WorkerOptions:
             "activity_concurrency": self.activity_concurrency,
             "activity_threads": self.activity_threads,
             "batch_size": self.batch_size,
+            "job_batch_size": self.job_batch_size,
             "max_attempts": self.max_attempts,
             "janitor_batch": self.janitor_batch,
         }
         for name, value in positive_ints.items():
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigurationError(f"WorkerOptions.{name} must be an int >= 1, got {value!r}")
+        if (
+            not isinstance(self.job_concurrency, int)
+            or isinstance(self.job_concurrency, bool)
+            or self.job_concurrency < 0
+        ):
+            raise ConfigurationError(
+                f"WorkerOptions.job_concurrency must be an int >= 0, got {self.job_concurrency!r}"
+            )
         if (
             not isinstance(self.max_sessions_per_worker, int)
             or isinstance(self.max_sessions_per_worker, bool)

@@ -25,8 +25,10 @@ from durable_redis.errors import NamespaceMissingError
 from durable_redis.runtime import _bridge
 from durable_redis.runtime.activities import ActivityDispatcher
 from durable_redis.runtime.heartbeat import Heartbeat
+from durable_redis.runtime.jobs import JobDispatcher
 from durable_redis.runtime.options import WorkerOptions, new_worker_id
 from durable_redis.runtime.orchestrations import OrchestrationDispatcher
+from durable_redis.runtime.schedules import ScheduleRunner
 from durable_redis.runtime.sessions import SessionManager
 from durable_redis.storage.base import Store
 
@@ -70,6 +72,15 @@ class Worker:
         if self.options.local_handoff:
             self._orchestrations.activities = self._activities
             self._activities.on_turn = self._orchestrations.run_adopted
+        # jobs need a store with the JobStore methods (RedisStore); JobDispatcher.enabled checks
+        self._jobs = JobDispatcher(
+            app,
+            store,  # type: ignore[arg-type]
+            self.options,
+            self.worker_id,
+            self.codec,
+        )
+        self._schedules = ScheduleRunner(app, store, self.options, self.codec)
         self._stopping: anyio.Event | None = None
         self._stop_requested = threading.Event()
         self._grace_period = self.options.shutdown_grace_period
@@ -155,15 +166,26 @@ class Worker:
             if handle_signals:
                 outer.start_soon(self._signal_loop)
             outer.start_soon(self._on_stop_release_idle, stopping)
+            jobs = self._jobs.enabled
+            if jobs:
+                outer.start_soon(self._jobs.ack_loop)
+                outer.start_soon(self._jobs.renewal_loop)
             async with anyio.create_task_group() as items:
                 async with anyio.create_task_group() as fetchers:
                     for _ in range(self.options.orchestration_concurrency):
                         fetchers.start_soon(self._orchestrations.fetch_loop, stopping)
                     fetchers.start_soon(self._activities.fetch_loop, stopping, items)
+                    if jobs:
+                        fetchers.start_soon(self._jobs.fetch_loop, stopping)
+                    if self._schedules.enabled:
+                        fetchers.start_soon(self._schedules.loop, stopping)
                 remaining = self._grace_period
                 if self._deadline is not None:
                     remaining = max(0.0, self._deadline - anyio.current_time())
-                await self._activities.drain(remaining)
+                async with anyio.create_task_group() as drains:
+                    drains.start_soon(self._activities.drain, remaining)
+                    if jobs:
+                        drains.start_soon(self._jobs.drain, remaining)
                 items.cancel_scope.cancel()
             outer.cancel_scope.cancel()
         with anyio.CancelScope(shield=True, deadline=anyio.current_time() + 2.0):
@@ -214,6 +236,10 @@ class Worker:
     @property
     def activities_in_flight(self) -> int:
         return self._activities.in_flight
+
+    @property
+    def jobs_in_flight(self) -> int:
+        return self._jobs.in_flight
 
     @property
     def turns_in_flight(self) -> int:

@@ -221,6 +221,42 @@ class PartitionKeys:
         """Tombstones of applied cross-partition messages (ZSET entry -> expiry)."""
         return self._k("ib")
 
+    # -- jobs (lua/includes/jobs.lua describes the fields of jq:jobs) --------------------------
+    @cached_property
+    def jq_jobs(self) -> str:
+        return self._k("jq:jobs")
+
+    @cached_property
+    def jq_ready(self) -> str:
+        return self._k("jq:ready")
+
+    @cached_property
+    def jq_delayed(self) -> str:
+        return self._k("jq:delayed")
+
+    @cached_property
+    def jq_leases(self) -> str:
+        return self._k("jq:leases")
+
+    @cached_property
+    def jq_marker(self) -> str:
+        return self._k("jq:marker")
+
+    @cached_property
+    def jq_done(self) -> str:
+        """Terminal jobs -> expiry of their result; also the name of the completion channel."""
+        return self._k("jq:done")
+
+    @cached_property
+    def sc_defs(self) -> str:
+        """Schedules: ``<name>|s`` spec, ``|h`` spec hash, ``|n`` next due, ``|p`` paused,
+        ``|j`` last job id."""
+        return self._k("sc:defs")
+
+    @cached_property
+    def sc_due(self) -> str:
+        return self._k("sc:due")
+
     def wq_wake(self, worker_id: str) -> str:
         """Per-worker wake-up marker: session work for a session this worker owns."""
         return self._k(f"wake:{worker_id}")

@@ -43,6 +43,8 @@ from durable_redis.storage.base import (
     WorkTake,
 )
 from durable_redis.storage.cluster import CLUSTER_SCHEMES, cluster_client_from_url
+from durable_redis.storage.job_types import JobStore
+from durable_redis.storage.jobs import JobQueueMixin
 from durable_redis.storage.keys import (
     InstanceKeys,
     PartitionKeys,
@@ -54,6 +56,7 @@ from durable_redis.storage.management import ManagementMixin
 from durable_redis.storage.messaging import MessagingMixin, messaging_args
 from durable_redis.storage.outbox import OutboxMixin
 from durable_redis.storage.redis_base import RedisStoreBase
+from durable_redis.storage.schedules import ScheduleStoreMixin
 from durable_redis.storage.scripts import Status, raise_for_status
 
 __all__ = ["RedisStore"]
@@ -83,7 +86,15 @@ def _message_keys(pk: PartitionKeys, ik: InstanceKeys) -> list[str]:
     ]
 
 
-class RedisStore(ActivityQueueMixin, ManagementMixin, OutboxMixin, MessagingMixin, RedisStoreBase):
+class RedisStore(
+    ActivityQueueMixin,
+    JobQueueMixin,
+    ScheduleStoreMixin,
+    ManagementMixin,
+    OutboxMixin,
+    MessagingMixin,
+    RedisStoreBase,
+):
     """The Store contract on one Redis or on a Redis Cluster.
 
     ``RedisStore(client, namespace=...)`` wraps an existing ``redis.asyncio.Redis``, a
@@ -510,7 +521,10 @@ def _unavailable_as_store_error(
 
 
 # The public surface (the Store contract) raises only DurableRedisError subclasses.
-for _name in sorted(n for n in dir(Store) if not n.startswith("_")):
+_PUBLIC = {n for n in dir(Store) if not n.startswith("_")}
+_PUBLIC |= {n for n in dir(JobStore) if not n.startswith("_")} | {"job_counts"}
+_PUBLIC |= {n for n in vars(ScheduleStoreMixin) if not n.startswith("_")} - {"schedule_job_id"}
+for _name in sorted(_PUBLIC):
     _method = getattr(RedisStore, _name, None)
     if inspect.iscoroutinefunction(_method):
         setattr(RedisStore, _name, _unavailable_as_store_error(_method))

@@ -19,8 +19,12 @@ from durable_redis.errors import (
     InstanceNotFoundError,
     InstanceRunningError,
     InstanceTerminalError,
+    JobExistsError,
+    JobNotFoundError,
+    JobStateError,
     LeaseLostError,
     NamespaceMissingError,
+    ScheduleNotFoundError,
     StoreError,
 )
 
@@ -79,8 +83,22 @@ SCRIPTS: dict[str, ScriptSpec] = {
         ScriptSpec("delete_instance", keys=26, argv=6, variadic_keys=True),
         ScriptSpec("outbox_apply", keys=8, argv=3, variadic_keys=True, variadic_argv=True),
         ScriptSpec("outbox_ack", keys=3, argv=1, variadic_argv=True),
+        ScriptSpec("enqueue_jobs", keys=7, argv=7, variadic_argv=True),
+        ScriptSpec("fetch_jobs", keys=8, argv=5),
+        ScriptSpec("ack_jobs", keys=7, argv=1, variadic_argv=True),
+        ScriptSpec("renew_jobs", keys=3, argv=2, variadic_argv=True),
+        ScriptSpec("cancel_job", keys=6, argv=3),
+        ScriptSpec("retry_job", keys=5, argv=2),
+        ScriptSpec("claim_schedule", keys=7, argv=9, variadic_argv=True),
+        ScriptSpec("set_schedule", keys=3, argv=6),
     )
 }
+
+
+JOB_SCRIPTS = frozenset(
+    {"enqueue_jobs", "fetch_jobs", "ack_jobs", "renew_jobs", "cancel_job", "retry_job"}
+)
+SCHEDULE_SCRIPTS = frozenset({"claim_schedule", "set_schedule"})
 
 
 def lua_dir() -> Path:
@@ -114,6 +132,15 @@ def raise_for_status(script: str, reply: Sequence[object], subject: str = "") ->
     if len(reply) > 1 and isinstance(reply[1], bytes | str):
         detail = reply[1].decode() if isinstance(reply[1], bytes) else reply[1]
     where = f"{script}({subject})" if subject else script
+    if script in SCHEDULE_SCRIPTS and code == Status.NOT_FOUND:
+        raise ScheduleNotFoundError(f"no schedule {subject!r}")
+    if script in JOB_SCRIPTS:
+        if code == Status.EXISTS:
+            raise JobExistsError(f"job {subject!r} already exists (status {detail})")
+        if code == Status.NOT_FOUND:
+            raise JobNotFoundError(f"no job {subject!r} (never enqueued, or its result expired)")
+        if code == Status.NOT_ELIGIBLE:
+            raise JobStateError(f"job {subject!r} is {detail}, not failed or cancelled")
     if code == Status.LEASE_LOST:
         raise LeaseLostError(f"{where}: lease lost" + (f" ({detail})" if detail else ""))
     if code == Status.NAMESPACE_MISSING:

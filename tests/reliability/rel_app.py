@@ -130,3 +130,21 @@ async def on_session(ctx: OrchestrationContext, args: dict[str, Any]) -> str:
 @app.orchestration
 async def call_unknown_activity(ctx: OrchestrationContext, _: Any = None) -> Any:
     return await ctx.call_activity("no_such_activity", 1)
+
+
+@app.activity
+def record_job(ctx: ActivityContext, args: dict[str, Any]) -> dict[str, Any]:
+    """A job: one line per execution in ``<dir>/job_executions.log`` (``<job id> <pid> <time>``),
+    then a short sleep (so kills catch jobs in flight)."""
+    append_line(
+        Path(args["dir"]) / "job_executions.log", f"{ctx.job_id} {os.getpid()} {time.time():.3f}\n"
+    )
+    if args.get("sleep"):
+        time.sleep(float(args["sleep"]))
+    return {"i": args["i"], "pid": os.getpid()}
+
+
+@app.activity
+def record_tick(ctx: ActivityContext, args: dict[str, Any]) -> None:
+    """A scheduled job: one line per execution in ``<dir>/ticks.log`` (``<job id> <pid>``)."""
+    append_line(Path(args["dir"]) / "ticks.log", f"{ctx.job_id} {os.getpid()}\n")

@@ -41,7 +41,8 @@ WORKER_COMMANDS = (
     "+exists +del +pexpire +incr +rpush +llen +lrange "
     "+sadd +srem +smembers +sismember "
     "+zadd +zrem +zscore +zcard +zcount +zrange +zrangebyscore "
-    "+spublish"
+    "+spublish "
+    "+zpopmin +incrby +hkeys +publish +subscribe +unsubscribe +multi +exec"  # jobs, schedules
 )
 
 

@@ -18,6 +18,9 @@ from durable_redis.errors import (
     InstanceExistsError,
     InstanceNotFoundError,
     InstanceRunningError,
+    JobExistsError,
+    JobNotFoundError,
+    JobStateError,
     LeaseLostError,
     NamespaceMissingError,
 )
@@ -28,6 +31,7 @@ from durable_redis.storage import (
     RedisStore,
     SessionRef,
 )
+from durable_redis.storage.job_types import ExistingJobPolicy, JobAck, JobOutcome, NewJob
 from durable_redis.storage.keys import cluster_slot, meta_key, partition_of
 from durable_redis.storage.scripts import SCRIPTS, load_script_source, lua_dir
 
@@ -126,6 +130,32 @@ async def exercise_every_script(store: RedisStore) -> None:
     await store.commit_turn(lease, turn(lease, status=InstanceStatus.COMPLETED))
     await store.delete_instance("a")
     await exercise_outbox(store)
+    await exercise_jobs(store)
+
+
+async def exercise_jobs(store: RedisStore) -> None:
+    await store.enqueue_jobs(
+        [NewJob("j1", "send", b"s", result_ttl_ms=LOCK), NewJob("j2", "x", b"")]
+    )
+    leases = await store.fetch_jobs("A", limit=2, lock_ms=LOCK)
+    await store.renew_jobs(leases, LOCK, [b"half"])
+    j1 = next(lease for lease in leases if lease.job_id == "j1")
+    await store.ack_jobs([JobAck(j1, JobOutcome.FAILED, b"e")])
+    await store.retry_job("j1")
+    await store.cancel_job("j1", b"c")
+    now = await store.server_time_ms()
+    await store.declare_schedule("sc", b"spec", "h", now - 1)
+    await store.claim_schedule(
+        "sc",
+        expected_due_ms=now - 1,
+        next_due_ms=now + 60_000,
+        overlap="skip",
+        activity="send",
+        task=b"t",
+        priority=0,
+        result_ttl_ms=LOCK,
+        ticks=[now - 1],
+    )
 
 
 async def test_every_script_call_touches_one_slot(store: RedisStore) -> None:
@@ -149,7 +179,13 @@ async def test_refused_calls_change_nothing(store: RedisStore) -> None:
     lease = await fetch(store)
     stale = dataclasses.replace(lease, token="9:x")
     stale_item = dataclasses.replace(item, token="9:x")
+    await store.enqueue_jobs([NewJob("j", "n", b"")])
+    [job] = await store.fetch_jobs("w", limit=1, lock_ms=LOCK)
     before = await snapshot(store)
+    stale_job = dataclasses.replace(job, token="9:x")
+    assert await store.ack_jobs([JobAck(stale_job, JobOutcome.COMPLETED)]) == [False]
+    assert await store.renew_jobs([stale_job], LOCK, [b"p"]) == ["j"]
+    assert await snapshot(store) == before
     refusals: list[tuple[type[Exception], Any]] = [
         (LeaseLostError, lambda: store.commit_turn(stale, turn(stale, work_items=[work("2:1")]))),
         (LeaseLostError, lambda: store.commit_turn(lease, _bad_len(lease))),
@@ -160,6 +196,15 @@ async def test_refused_calls_change_nothing(store: RedisStore) -> None:
         (InstanceExistsError, lambda: store.create_instance("a", InstanceCreate("x"), "n", b"x")),
         (InstanceNotFoundError, lambda: store.enqueue_message("ghost", "m", b"x")),
         (InstanceRunningError, lambda: store.delete_instance("a")),
+        (
+            JobExistsError,
+            lambda: store.enqueue_jobs(
+                [NewJob("new", "n", b""), NewJob("j", "n", b"")], policy=ExistingJobPolicy.FAIL
+            ),
+        ),
+        (JobNotFoundError, lambda: store.cancel_job("ghost", b"")),
+        (JobNotFoundError, lambda: store.retry_job("ghost")),
+        (JobStateError, lambda: store.retry_job("j")),
     ]
     for exc, call in refusals:
         with pytest.raises(exc):
@@ -220,6 +265,33 @@ async def test_every_mutating_script_is_safe_to_run_twice(store: RedisStore) -> 
         await exercise_outbox(store)
         await rerun_last(store, "outbox_apply")
         await rerun_last(store, "outbox_ack")
+    await store.enqueue_jobs(
+        [NewJob("j1", "send", b"s", result_ttl_ms=LOCK), NewJob("j2", "x", b"")]
+    )
+    await rerun_last(store, "enqueue_jobs")
+    jobs = await store.fetch_jobs("A", limit=2, lock_ms=LOCK)
+    await rerun_last(store, "fetch_jobs")
+    await store.renew_jobs(jobs, LOCK, [b"p"])
+    await rerun_last(store, "renew_jobs", skip=(*MARKERS, "jq:leases"))
+    jobs.sort(key=lambda lease: lease.job_id)  # j1, j2 (partitions change the fetch order)
+    await store.ack_jobs([JobAck(jobs[0], JobOutcome.FAILED, b"e")])
+    await rerun_last(store, "ack_jobs")
+    await store.ack_jobs([JobAck(jobs[1], JobOutcome.RETRY, b"e", 60_000)])
+    await rerun_last(store, "ack_jobs")
+    await store.retry_job("j1")
+    await rerun_last(store, "retry_job")  # refused the second time (the job is queued)
+    await store.cancel_job("j1", b"c")
+    await rerun_last(store, "cancel_job")
+    now = await store.server_time_ms()
+    await store.declare_schedule("sc", b"spec", "h", now - 1)
+    await rerun_last(store, "set_schedule")
+    claim = {"overlap": "skip", "activity": "a", "task": b"t", "priority": 0, "result_ttl_ms": 1}
+    await store.claim_schedule(
+        "sc", expected_due_ms=now - 1, next_due_ms=now + 9, ticks=[now - 1], **claim
+    )  # type: ignore[arg-type]
+    await rerun_last(store, "claim_schedule")  # the tick is claimed: refused the second time
+    await store.pause_schedule("sc")
+    await rerun_last(store, "set_schedule")
     assert {name for name, _, _ in calls_of(store)} == expected_scripts(store)
 
 

@@ -1,0 +1,165 @@
+"""The schedule half of the client: create, list, pause, resume, trigger and delete schedules
+(an activity run as a job on a cron expression or an interval; see ``@app.schedule``)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from durable_redis.core.retry import RetryPolicy
+from durable_redis.core.schedules import (
+    ScheduleDefinition,
+    decode_schedule,
+    next_tick,
+    schedule_declaration,
+    spec_of,
+)
+from durable_redis.errors import ScheduleNotFoundError, ValidationError
+
+__all__ = ["ScheduleInfo", "SchedulesClientMixin"]
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleInfo:
+    name: str
+    activity: str
+    cron: str | None
+    every: timedelta | None
+    timezone: str
+    catch_up: str
+    overlap: str
+    paused: bool
+    next_run_at: datetime | None
+    last_job_id: str | None
+
+
+class SchedulesClientMixin:
+    app: Any
+    codec: Any
+
+    async def _ensure_initialized(self) -> None:  # provided by Client
+        raise NotImplementedError
+
+    def _sched_store(self) -> Any:
+        return getattr(self, "store")  # noqa: B009 (Client's attribute)
+
+    async def create_schedule(
+        self,
+        name: str,
+        activity: str | Callable[..., Any],
+        input: Any = None,
+        *,
+        cron: str | None = None,
+        every: float | timedelta | None = None,
+        timezone: str = "UTC",
+        catch_up: str = "skip",
+        max_catch_up: int = 10,
+        overlap: str = "skip",
+        priority: int = 0,
+        retry: RetryPolicy | None = None,
+        timeout: float | timedelta | None = None,
+        result_ttl: float | timedelta = 3600.0,
+    ) -> ScheduleInfo:
+        """Create (or replace) a schedule at run time; its first run is the next tick."""
+        from durable_redis._jobs_client import _activity_identity, _ms_option
+        from durable_redis.client import validate_id
+
+        validate_id(name, "schedule name")
+        activity_name, _ = _activity_identity(activity, self.app)
+        definition = ScheduleDefinition(
+            name=name,
+            activity=activity_name,
+            input=input,
+            cron=cron,
+            every_ms=_ms_option(every, "every", allow_zero=False),
+            timezone=timezone,
+            catch_up=catch_up,
+            max_catch_up=max_catch_up,
+            overlap=overlap,
+            priority=priority,
+            result_ttl_ms=_ms_option(result_ttl, "result_ttl", allow_zero=True) or 0,
+            timeout_ms=_ms_option(timeout, "timeout", allow_zero=False),
+            retry=retry,
+        )
+        spec = spec_of(definition, self.codec)
+        await self._ensure_initialized()
+        store = self._sched_store()
+        await store.declare_schedule(*schedule_declaration(spec, await store.server_time_ms()))
+        return await self.get_schedule(name)
+
+    async def list_schedules(self) -> list[ScheduleInfo]:
+        await self._ensure_initialized()
+        records = await self._sched_store().list_schedules()
+        return sorted((_info(r) for r in records), key=lambda s: s.name)
+
+    async def get_schedule(self, name: str) -> ScheduleInfo:
+        for info in await self.list_schedules():
+            if info.name == name:
+                return info
+        raise ScheduleNotFoundError(f"no schedule {name!r}")
+
+    async def pause_schedule(self, name: str) -> None:
+        await self._ensure_initialized()
+        await self._sched_store().pause_schedule(name)
+
+    async def resume_schedule(self, name: str) -> None:
+        """Resume a paused schedule from the next tick after now (missed ticks are not run)."""
+        await self._ensure_initialized()
+        store = self._sched_store()
+        records = [r for r in await store.list_schedules() if r.name == name]
+        if not records:
+            raise ScheduleNotFoundError(f"no schedule {name!r}")
+        spec = decode_schedule(records[0].spec)
+        await store.resume_schedule(name, next_tick(spec, await store.server_time_ms()))
+
+    async def delete_schedule(self, name: str) -> None:
+        """Delete the schedule (the jobs it enqueued stay)."""
+        await self._ensure_initialized()
+        await self._sched_store().delete_schedule(name)
+
+    async def trigger_schedule(self, name: str) -> Any:
+        """Run the schedule's job now, outside its ticks; its JobHandle."""
+        await self._ensure_initialized()
+        records = [r for r in await self._sched_store().list_schedules() if r.name == name]
+        if not records:
+            raise ScheduleNotFoundError(f"no schedule {name!r}")
+        spec = decode_schedule(records[0].spec)
+        from durable_redis._jobs_client import JobHandle
+        from durable_redis.storage.job_types import NewJob
+
+        job_id = f"sched:{name}:now:{uuid.uuid4().hex[:12]}"
+        await self._sched_store().enqueue_jobs(
+            [
+                NewJob(
+                    job_id=job_id,
+                    name=spec.activity,
+                    spec=spec.task,
+                    priority=spec.priority,
+                    result_ttl_ms=spec.result_ttl_ms,
+                )
+            ]
+        )
+        return JobHandle(self, job_id)  # type: ignore[arg-type]
+
+
+def _info(record: Any) -> ScheduleInfo:
+    spec = decode_schedule(record.spec)
+    if spec.every_ms is None and spec.cron is None:
+        raise ValidationError(f"schedule {record.name!r} has neither cron nor every")
+    return ScheduleInfo(
+        name=record.name,
+        activity=spec.activity,
+        cron=spec.cron,
+        every=None if spec.every_ms is None else timedelta(milliseconds=spec.every_ms),
+        timezone=spec.timezone,
+        catch_up=spec.catch_up,
+        overlap=spec.overlap,
+        paused=record.paused,
+        next_run_at=None
+        if record.paused or record.next_due_ms is None
+        else datetime.fromtimestamp(record.next_due_ms / 1000, tz=UTC),
+        last_job_id=record.last_job_id,
+    )

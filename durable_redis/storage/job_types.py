@@ -1,0 +1,155 @@
+"""The job part of the Store contract: types and the ``JobStore`` protocol.
+
+A job is one activity call with no orchestration around it, stored in the partition of its own
+id (``lua/includes/jobs.lua`` lists its fields). The store never decodes a job's ``spec`` (its
+input and options, encoded by ``durable_redis.core``) nor its output, error or progress.
+
+Lifecycle: ``queued`` (ready, or delayed until a visible time) -> ``running`` (leased, fenced
+token) -> ``completed`` / ``failed`` / ``cancelled``; a retry goes back to ``queued`` on a
+durable timer. Terminal jobs are kept for their ``result_ttl_ms`` (0 = removed at once).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+__all__ = [
+    "ExistingJobPolicy",
+    "JobAck",
+    "JobLease",
+    "JobOutcome",
+    "JobRecord",
+    "JobState",
+    "JobStore",
+    "NewJob",
+]
+
+
+class JobState(enum.StrEnum):
+    QUEUED = "queued"  # ready, or delayed until its visible time (a retry back-off included)
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in (JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED)
+
+
+class ExistingJobPolicy(enum.StrEnum):
+    """What enqueue does with a job id that exists already."""
+
+    KEEP = "keep"  # dedupe: keep the existing job (live or terminal), enqueue nothing
+    REPLACE = "replace"  # re-create a terminal job; a live one is kept
+    FAIL = "fail"  # raise JobExistsError, write nothing
+
+
+class JobOutcome(enum.StrEnum):
+    COMPLETED = "c"  # payload: the encoded output
+    FAILED = "f"  # payload: the encoded FailureDetails
+    RETRY = "r"  # payload: the encoded FailureDetails; queued again after delay_ms
+    HAND_BACK = "b"  # queued again after delay_ms; payload b"0" gives the delivery back
+
+
+@dataclass(frozen=True, slots=True)
+class NewJob:
+    job_id: str
+    name: str
+    spec: bytes
+    priority: int = 0
+    delay_ms: int | None = None  # relative to the Redis clock
+    at_ms: int | None = None  # absolute, epoch ms
+    result_ttl_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class JobLease:
+    job_id: str
+    token: str
+    name: str
+    spec: bytes
+    delivery: int  # fetches of the current attempt (> 1 after a crash or a lost lease)
+    attempt: int  # retry-policy attempt, 1-based
+    lease_until_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class JobAck:
+    lease: JobLease
+    outcome: JobOutcome
+    payload: bytes = b""
+    delay_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class JobRecord:
+    job_id: str
+    name: str
+    state: JobState
+    spec: bytes
+    priority_score: int
+    created_at_ms: int
+    deliveries: int
+    attempt: int
+    started_at_ms: int | None
+    finished_at_ms: int | None
+    worker_id: str | None
+    output: bytes | None
+    error: bytes | None
+    progress: bytes | None
+    result_ttl_ms: int
+
+
+class JobStore(Protocol):
+    async def enqueue_jobs(
+        self, jobs: Sequence[NewJob], *, policy: ExistingJobPolicy = ExistingJobPolicy.KEEP
+    ) -> list[JobState | None]:
+        """Create the jobs; one script call per partition (all sent in one round trip).
+
+        Returns, per job, None if it was created, else the state of the job that exists.
+        JobExistsError (nothing written in that partition) under FAIL.
+        """
+        ...
+
+    async def fetch_jobs(
+        self, worker_id: str, *, limit: int, lock_ms: int, wait_ms: int = 0
+    ) -> list[JobLease]:
+        """Lease up to ``limit`` jobs (priority, then FIFO); block up to ``wait_ms`` for one."""
+        ...
+
+    async def ack_jobs(self, acks: Sequence[JobAck]) -> list[bool]:
+        """Record outcomes, one script call per partition. Per ack: False if the lease was lost
+        (stale token, expired, cancelled); nothing changed for that job then."""
+        ...
+
+    async def renew_jobs(
+        self, leases: Sequence[JobLease], lock_ms: int, progress: Sequence[bytes | None] = ()
+    ) -> list[str]:
+        """Extend leases (and store progress where given). Returns the job ids LOST."""
+        ...
+
+    async def cancel_job(self, job_id: str, error: bytes) -> JobState:
+        """Cancel a live job (a running one by lock stealing); returns its state before.
+        JobNotFoundError if unknown; a terminal job is left alone."""
+        ...
+
+    async def retry_job(self, job_id: str) -> None:
+        """Queue a failed or cancelled job again (JobStateError otherwise)."""
+        ...
+
+    async def get_job(self, job_id: str) -> JobRecord | None: ...
+
+    async def list_jobs(
+        self, *, state: JobState | None = None, name: str | None = None, limit: int = 100
+    ) -> list[JobRecord]: ...
+
+    async def wait_job_ended(self, job_id: str, timeout_s: float) -> JobRecord | None:
+        """Block until the job is terminal (or gone) or ``timeout_s`` passed; its record.
+
+        A record taken from the completion message has only its state, output and error set.
+        """
+        ...

@@ -1,0 +1,153 @@
+"""Schedules of ``RedisStore``: declare / pause / resume / delete (``set_schedule``), the due
+index, and the claim of a due tick with its jobs in one script (``claim_schedule``).
+
+A schedule lives in the partition of its name; the jobs of its ticks get ids chosen in that
+same partition (``schedule_job_id``), so one script claims the tick and enqueues the job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from durable_redis.storage._replies import _s
+from durable_redis.storage.keys import PartitionKeys, partition_of, validate_id
+from durable_redis.storage.redis_base import RedisStoreBase
+from durable_redis.storage.scripts import Status, raise_for_status
+
+__all__ = ["ScheduleRecord", "ScheduleStoreMixin"]
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleRecord:
+    name: str
+    spec: bytes
+    next_due_ms: int | None
+    paused: bool
+    last_job_id: str | None
+
+
+class ScheduleStoreMixin(RedisStoreBase):
+    def _sched_pk(self, name: str) -> PartitionKeys:
+        return self._pk(name)
+
+    def schedule_job_id(self, name: str, tick_ms: int) -> str:
+        """The id of the job of one tick: deterministic, in the schedule's partition."""
+        base = f"sched:{name}:{tick_ms}"
+        n = len(self._parts)
+        want = partition_of(name, n)
+        if partition_of(base, n) == want:
+            return base
+        return next(
+            f"{base}:{k}" for k in range(1, 1_000_000) if partition_of(f"{base}:{k}", n) == want
+        )
+
+    async def _set_schedule(
+        self, op: str, name: str, spec: bytes = b"", spec_hash: str = "", due: int | None = None
+    ) -> str:
+        epoch = await self._ready()
+        validate_id("schedule name", name)
+        pk = self._sched_pk(name)
+        reply = await self._eval(
+            "set_schedule",
+            [pk.pmeta, pk.sc_defs, pk.sc_due],
+            [epoch, op, name, spec, spec_hash, "" if due is None else int(due)],
+        )
+        if reply[0] != Status.OK:
+            raise_for_status("set_schedule", reply, name)
+        return _s(reply[1])
+
+    async def declare_schedule(
+        self, name: str, spec: bytes, spec_hash: str, next_due_ms: int
+    ) -> str:
+        """Create the schedule, or replace it if its spec changed; "created" / "updated" /
+        "unchanged"."""
+        return await self._set_schedule("declare", name, spec, spec_hash, next_due_ms)
+
+    async def pause_schedule(self, name: str) -> None:
+        await self._set_schedule("pause", name)
+
+    async def resume_schedule(self, name: str, next_due_ms: int) -> None:
+        await self._set_schedule("resume", name, due=next_due_ms)
+
+    async def delete_schedule(self, name: str) -> None:
+        await self._set_schedule("delete", name)
+
+    async def claim_schedule(
+        self,
+        name: str,
+        *,
+        expected_due_ms: int,
+        next_due_ms: int,
+        overlap: str,
+        activity: str,
+        task: bytes,
+        priority: int,
+        result_ttl_ms: int,
+        ticks: Sequence[int],
+    ) -> tuple[int, bool] | None:
+        """Claim the due tick(s); (jobs enqueued, skipped for overlap), or None if another
+        worker claimed it first (or it is not due, paused, deleted)."""
+        epoch = await self._ready()
+        pk = self._sched_pk(name)
+        args: list[Any] = [
+            epoch,
+            name,
+            int(expected_due_ms),
+            int(next_due_ms),
+            overlap,
+            activity,
+            task,
+            priority,
+            result_ttl_ms,
+        ]
+        args += [self.schedule_job_id(name, t) for t in ticks]
+        reply = await self._eval(
+            "claim_schedule",
+            [pk.pmeta, pk.seq, pk.sc_defs, pk.sc_due, pk.jq_jobs, pk.jq_ready, pk.jq_marker],
+            args,
+        )
+        if reply[0] == Status.NOT_ELIGIBLE:
+            return None
+        if reply[0] != Status.OK:
+            raise_for_status("claim_schedule", reply, name)
+        return int(reply[1]), _s(reply[2]) == "overlap"
+
+    async def list_schedules(self, *, due_before_ms: int | None = None) -> list[ScheduleRecord]:
+        """Every schedule (or only those due by ``due_before_ms``, paused ones excluded)."""
+        await self._ready()
+        out: list[ScheduleRecord] = []
+        for pk in self._parts:
+            if due_before_ms is None:
+                fields = await self._r.hkeys(pk.sc_defs)
+                names = sorted({_s(f).rsplit("|", 1)[0] for f in fields})
+            else:
+                names = [
+                    _s(x) for x in await self._r.zrangebyscore(pk.sc_due, "-inf", due_before_ms)
+                ]
+            for name in names:
+                row = await self._r.hmget(pk.sc_defs, [f"{name}|{f}" for f in "snpj"])
+                if row[0] is None:
+                    continue
+                out.append(
+                    ScheduleRecord(
+                        name=name,
+                        spec=row[0],
+                        next_due_ms=int(row[1]) if row[1] is not None else None,
+                        paused=row[2] is not None and _s(row[2]) == "1",
+                        last_job_id=_s(row[3]) if row[3] is not None else None,
+                    )
+                )
+        return out
+
+    async def next_schedule_due_ms(self) -> int | None:
+        """The earliest next due time of any active schedule (None: no schedule)."""
+        await self._ready()
+        best: int | None = None
+        for pk in self._parts:
+            first = await self._r.zrange(pk.sc_due, 0, 0, withscores=True)
+            if first:
+                due = int(first[0][1])
+                best = due if best is None else min(best, due)
+        return best

@@ -1,0 +1,76 @@
+--[[
+ack_jobs: record the outcome of leased jobs, one partition, one call per batch. Per job the
+token must still hold the lease (else nothing changes for it and its code is 1, except a repeat
+of the ack that made it terminal, code 0). Outcomes: "c" completed (payload = output), "f"
+failed (payload = error), "r" retry: the error is kept, the retry-policy attempt counted, and the
+job is queued again after delay_ms (a durable timer on the Redis clock), "b" hand back: queued
+again after delay_ms, payload "0" gives back the delivery the fetch counted. Terminal jobs are
+kept for their result ttl and announced on the jq_done channel.
+
+KEYS
+  1 pmeta          partition metadata HASH
+  2 jq_jobs        HASH of jobs
+  3 jq_ready       ZSET job -> priority and FIFO score
+  4 jq_delayed     ZSET job -> visible at
+  5 jq_leases      ZSET job -> lease deadline
+  6 jq_marker      job wake-up marker
+  7 jq_done        ZSET terminal job -> expiry (and the completion channel's name)
+ARGV
+  1 epoch
+  2... groups of 5: job_id, token, outcome, payload, delay_ms
+RETURNS
+  {0, {0 recorded or repeated, 1 lease lost; per job}}
+STATUS
+  0 OK, 2 NAMESPACE_MISSING
+]]
+-- @include common
+-- @include jobs
+if redis.call('HGET', KEYS[1], 'epoch') ~= ARGV[1] then return {2} end
+local now = server_now()
+local jobs, ready, delayed, leases, marker, done = KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+local codes = {}
+local ended = {}
+local wake = false
+local first_due = nil
+for at = 2, #ARGV, 5 do
+  local id, token, outcome, payload = ARGV[at], ARGV[at + 1], ARGV[at + 2], ARGV[at + 3]
+  local live = redis.call('HGET', jobs, id .. '|t') == token
+    and tonumber(redis.call('ZSCORE', leases, id) or '0') > now
+  if not live then
+    if redis.call('HGET', jobs, id .. '|l') == token then
+      codes[#codes + 1] = 0
+    else
+      codes[#codes + 1] = 1
+    end
+  else
+    redis.call('ZREM', leases, id)
+    redis.call('HDEL', jobs, id .. '|t', id .. '|w')
+    if outcome == 'c' or outcome == 'f' then
+      redis.call('HSET', jobs, id .. '|s', outcome == 'c' and 'completed' or 'failed',
+                 id .. (outcome == 'c' and '|o' or '|e'), payload, id .. '|f', fmt(now),
+                 id .. '|l', token)
+      job_ended(ended, jobs, id, outcome == 'c' and 'completed' or 'failed', payload)
+      job_retain(jobs, done, id, now)
+    else
+      if outcome == 'r' then
+        local k = tonumber(redis.call('HGET', jobs, id .. '|k') or '1')
+        redis.call('HSET', jobs, id .. '|k', fmt(k + 1), id .. '|e', payload, id .. '|a', '0')
+      elseif payload == '0' then
+        local a = tonumber(redis.call('HGET', jobs, id .. '|a') or '0')
+        if a > 0 then redis.call('HSET', jobs, id .. '|a', fmt(a - 1)) end
+      end
+      redis.call('HSET', jobs, id .. '|s', 'queued')
+      local vis = now + tonumber(ARGV[at + 4])
+      if job_place(jobs, ready, delayed, id, vis, now) then
+        wake = true
+      elseif first_due == nil or vis < first_due then
+        first_due = vis
+      end
+    end
+    codes[#codes + 1] = 0
+  end
+end
+if wake then wake_now(marker) end
+if first_due then arm_marker(marker, first_due, now) end
+job_announce(done, ended)
+return {0, codes}

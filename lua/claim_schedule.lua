@@ -1,0 +1,66 @@
+--[[
+claim_schedule: claim a schedule's due tick(s) and enqueue their jobs, atomically, so every
+tick runs once however many workers race for it. The claim is a compare-and-set on the
+schedule's next due time, judged on the Redis clock: a worker that read an older due time, a
+paused or deleted schedule, or a tick not yet due changes nothing. With overlap "skip", ticks are
+claimed but no job is enqueued while the previous job is still queued or running.
+
+KEYS
+  1 pmeta          partition metadata HASH
+  2 seq            partition sequence counter (FIFO order)
+  3 sc_defs        HASH of schedules
+  4 sc_due         ZSET schedule -> next due time
+  5 jq_jobs        HASH of jobs
+  6 jq_ready       ZSET job -> priority and FIFO score
+  7 jq_marker      job wake-up marker
+ARGV
+  1 epoch
+  2 name           the schedule
+  3 expected_due   the due time the caller read
+  4 next_due       the tick after the claimed ones
+  5 overlap        "skip" / "allow"
+  6 activity
+  7 task           the encoded job task
+  8 priority
+  9 ttl_ms         result ttl
+  10... job ids, one per claimed tick (all in this partition)
+RETURNS
+  {0, jobs enqueued, "overlap" if skipped for overlap else ""}
+STATUS
+  0 OK, 2 NAMESPACE_MISSING, 8 NOT_ELIGIBLE (not due, claimed already, paused or deleted)
+]]
+-- @include common
+-- @include jobs
+if redis.call('HGET', KEYS[1], 'epoch') ~= ARGV[1] then return {2} end
+local now = server_now()
+local defs, jobs = KEYS[3], KEYS[5]
+local name = ARGV[2]
+local due = redis.call('HGET', defs, name .. '|n')
+if not due or due ~= ARGV[3] or redis.call('HGET', defs, name .. '|p') == '1'
+   or tonumber(due) > now then
+  return {8}
+end
+redis.call('HSET', defs, name .. '|n', ARGV[4])
+redis.call('ZADD', KEYS[4], ARGV[4], name)
+if ARGV[5] == 'skip' then
+  local last = redis.call('HGET', defs, name .. '|j')
+  if last then
+    local st = redis.call('HGET', jobs, last .. '|s')
+    if st == 'queued' or st == 'running' then return {0, 0, 'overlap'} end
+  end
+end
+local made = 0
+local tail = ' ' .. ARGV[9] .. ' ' .. fmt(now) .. ' ' .. ARGV[6] .. '\n' .. ARGV[7]
+local base = -tonumber(ARGV[8]) * 68719476736
+for at = 10, #ARGV do
+  local id = ARGV[at]
+  if not redis.call('HGET', jobs, id .. '|s') then
+    local score = fmt(base + redis.call('INCR', KEYS[2]))
+    redis.call('HSET', jobs, id .. '|d', score .. tail, id .. '|s', 'queued')
+    redis.call('ZADD', KEYS[6], score, id)
+    made = made + 1
+  end
+  redis.call('HSET', defs, name .. '|j', id)
+end
+if made > 0 then wake_now(KEYS[7]) end
+return {0, made, ''}

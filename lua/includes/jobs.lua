@@ -1,0 +1,80 @@
+-- Job helpers, inlined where a script includes "jobs" (after "common").
+-- Jobs live in one partition HASH `jobs` with "<job id>|<f>" fields:
+-- d "<ready score> <result ttl ms> <created ms> <name>\n<spec>" (set once at enqueue; the score
+-- orders by priority, then FIFO; the spec, encoded by core, holds the input and options),
+-- s status, a deliveries of the current attempt, k retry-policy attempt (absent = 1), t lease
+-- token, w worker, b started, f finished, o output, e error, p progress, l the token whose ack
+-- made the job terminal (a repeated ack is recognised by it).
+local JOB_FIELDS = {'d', 's', 'a', 'k', 't', 'w', 'b', 'f', 'o', 'e', 'p', 'l'}
+
+-- The ready score and the result ttl of a job, from its `d` field.
+local function job_meta(jobs, id)
+  local d = redis.call('HGET', jobs, id .. '|d')
+  if not d then return nil, 0 end
+  local q, ttl = string.match(d, '^(%S+) (%S+) ')
+  return q, tonumber(ttl)
+end
+
+local function job_fields(id, names)
+  local out = {}
+  for i, f in ipairs(names) do out[i] = id .. '|' .. f end
+  return out
+end
+
+local function job_delete(jobs, id)
+  redis.call('HDEL', jobs, unpack(job_fields(id, JOB_FIELDS)))
+end
+
+-- A job that just became terminal: kept for its result ttl (the `done` ZSET holds the expiry),
+-- or deleted at once when the ttl is 0.
+local function job_retain(jobs, done, id, now)
+  local _, ttl = job_meta(jobs, id)
+  if ttl <= 0 then
+    job_delete(jobs, id)
+    redis.call('ZREM', done, id)
+  else
+    redis.call('ZADD', done, fmt(now + ttl), id)
+  end
+end
+
+-- Remove up to `n` retained jobs whose ttl ran out.
+local function job_expire(jobs, done, now, n)
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', done, '-inf', fmt(now), 'LIMIT', 0, n)) do
+    redis.call('ZREM', done, id)
+    job_delete(jobs, id)
+  end
+end
+
+-- Queue an unleased job: delayed until `vis`, else ready by its score.
+local function job_place(jobs, ready, delayed, id, vis, now)
+  if vis > now then
+    redis.call('ZADD', delayed, fmt(vis), id)
+    return false
+  end
+  redis.call('ZADD', ready, (job_meta(jobs, id)), id)
+  return true
+end
+
+-- Tell waiting clients that jobs ended (PUBLISH on the `done` key's name; SPUBLISH in cluster).
+-- `ended` holds one entry per job: "<id>\n<score>\n<state>\n<n>\n<payload>" where the score
+-- (unique per creation) tells incarnations of one id apart and the payload is the output or
+-- error when n >= 0 (n = its length; -1 = too large, read the job instead). Call it before
+-- job_retain (which may delete the job).
+local function job_ended(ended, jobs, id, state, payload)
+  local head = id .. '\n' .. (job_meta(jobs, id) or '') .. '\n' .. state .. '\n'
+  if #payload > 4096 then
+    ended[#ended + 1] = head .. '-1\n'
+  else
+    ended[#ended + 1] = head .. #payload .. '\n' .. payload
+  end
+end
+
+local function job_announce(done, ended)
+  if #ended == 0 then return end
+  local message = table.concat(ended)
+  if redis.call('HGET', KEYS[1], 'bell') == '1' then
+    redis.call('SPUBLISH', done, message)
+  else
+    redis.call('PUBLISH', done, message)
+  end
+end

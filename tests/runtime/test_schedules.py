@@ -1,0 +1,142 @@
+"""Schedules on Redis (the tick arithmetic is tested in tests/core): the claim (one winner per
+tick, on the Redis clock), and workers running a schedule declared in code and one created
+through the client, with pause / resume / trigger / delete."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterator, Callable
+
+import anyio
+import pytest
+
+from durable_redis import ActivityContext, App, Client
+from durable_redis.core import MsgpackCodec
+from durable_redis.core.schedules import (
+    ScheduleDefinition,
+    schedule_declaration,
+    spec_of,
+)
+from durable_redis.errors import ScheduleNotFoundError
+from durable_redis.runtime import Worker, WorkerOptions
+from durable_redis.storage.redis_store import RedisStore
+
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
+
+app = App("sched-test")
+runs: dict[str, list[int]] = {}
+
+
+@app.schedule(every=1, input="tick", name="every-second")
+@app.activity
+def beat(ctx: ActivityContext, label: str) -> str:
+    runs.setdefault(ctx.job_id or "", []).append(1)
+    return label
+
+
+@app.activity
+def note(ctx: ActivityContext, key: str) -> str:
+    runs.setdefault(key, []).append(1)
+    return key
+
+
+def spec(**kw: object) -> object:
+    definition = ScheduleDefinition(name="s", activity="note", input="k", **kw)  # type: ignore[arg-type]
+    return spec_of(definition, MsgpackCodec())
+
+
+async def test_a_tick_is_claimed_once(store: RedisStore) -> None:
+    s = spec(every_ms=1000)
+    now = await store.server_time_ms()
+    name, data, digest, _ = schedule_declaration(s, now)  # type: ignore[arg-type]
+    due = now - 10
+    assert await store.declare_schedule(name, data, digest, due) == "created"
+    assert await store.declare_schedule(name, data, digest, due + 999) == "unchanged"
+    claim = {
+        "expected_due_ms": due,
+        "next_due_ms": due + 1000,
+        "overlap": "allow",
+        "activity": "note",
+        "task": b"t",
+        "priority": 0,
+        "result_ttl_ms": 60_000,
+        "ticks": [due],
+    }
+    results = []
+
+    async def race() -> None:
+        results.append(await store.claim_schedule(name, **claim))  # type: ignore[arg-type]
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(5):
+            tg.start_soon(race)
+    assert results.count((1, False)) == 1 and results.count(None) == 4
+    jobs = await store.list_jobs()
+    assert [j.job_id for j in jobs] == [store.schedule_job_id(name, due)]
+    # not due yet: nothing claimed
+    assert await store.claim_schedule(name, **{**claim, "expected_due_ms": due + 1000}) is None  # type: ignore[arg-type]
+    await store.pause_schedule(name)
+    [rec] = await store.list_schedules()
+    assert rec.paused and await store.list_schedules(due_before_ms=due + 10_000) == []
+    await store.delete_schedule(name)
+    assert await store.list_schedules() == []
+    with pytest.raises(ScheduleNotFoundError):
+        await store.pause_schedule(name)
+
+
+OPTIONS = WorkerOptions(
+    lock_timeout=2.0, fetch_wait=0.2, shutdown_grace_period=1.0, janitor_interval=None
+)
+
+
+@pytest.fixture
+async def worker(store: RedisStore) -> AsyncIterator[Callable[[], Worker]]:
+    started: list[Worker] = []
+    async with anyio.create_task_group() as tg:
+
+        def start() -> Worker:
+            w = Worker(app, store, OPTIONS)
+            started.append(w)
+            tg.start_soon(w.run)
+            return w
+
+        yield start
+        for w in started:
+            w.stop()
+
+
+async def test_workers_run_declared_and_created_schedules(
+    store: RedisStore, worker: Callable[[], Worker]
+) -> None:
+    if store.backend == "cluster":  # type: ignore[attr-defined]
+        pytest.skip("not applicable: the cluster variant (in-process timing test)")
+    client = Client(store, app)
+    key = store.namespace
+    workers = [worker(), worker()]  # two workers race for every tick
+    await client.create_schedule("fast", note, key, every=1, overlap="allow")
+    with anyio.fail_after(15):
+        while len(runs.get(key, [])) < 3:
+            await anyio.sleep(0.05)
+    infos = {s.name: s for s in await client.list_schedules()}
+    assert set(infos) == {"every-second", "fast"}
+    assert infos["fast"].next_run_at is not None and not infos["fast"].paused
+    jobs = [j for j in await client.list_jobs(name="note", limit=500)]
+    ticks = sorted(int(j.job_id.split(":")[2]) for j in jobs)
+    assert len(ticks) == len(set(ticks))  # one job per tick, whichever worker claimed it
+    assert all(b - a == 1000 for a, b in itertools.pairwise(ticks))
+    assert sum(w._schedules.claimed for w in workers) >= 3
+    await client.pause_schedule("fast")
+    before = len(runs[key])
+    await anyio.sleep(1.5)
+    assert len(runs[key]) <= before + 1  # at most a job claimed before the pause
+    paused = len(runs[key])
+    job = await client.trigger_schedule("fast")
+    assert await job.result(timeout=10) == key
+    assert len(runs[key]) == paused + 1
+    await client.resume_schedule("fast")
+    with anyio.fail_after(10):
+        while len(runs[key]) < paused + 2:
+            await anyio.sleep(0.05)
+    await client.delete_schedule("fast")
+    with pytest.raises(ScheduleNotFoundError):
+        await client.get_schedule("fast")

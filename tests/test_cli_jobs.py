@@ -1,0 +1,94 @@
+"""``durable-redis enqueue / jobs / job status|cancel|retry`` against a real Redis and a real
+``durable-redis worker test_cli:app`` (the fixtures of ``test_cli``)."""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+
+import pytest
+from test_cli import Run, cli, cli_namespace, cli_worker  # noqa: F401 (fixtures)
+
+pytestmark = pytest.mark.e2e
+
+
+def test_enqueue_wait_and_job_status(cli: Run) -> None:  # noqa: F811
+    job_id = f"j-{uuid.uuid4().hex[:8]}"
+    code, out, _ = cli(
+        "enqueue", "shout", "--input", '[1, "a"]', "--id", job_id, "--wait", "20", "--json"
+    )
+    assert code == 0, out
+    data = json.loads(out)
+    assert data["job_id"] == job_id and data["state"] == "completed"
+    assert data["result"] == {"echo": [1, "a"]}
+    code, out, _ = cli("job", "status", job_id)
+    assert code == 0
+    assert re.search(r"^status\s+completed$", out, re.M), out
+    code, out, _ = cli("jobs", "--status", "completed", "--json")
+    assert job_id in [j["job_id"] for j in json.loads(out)]
+    code, _, err = cli("job", "retry", job_id)
+    assert code == 1 and "JobStateError" in err  # completed: nothing to retry
+
+
+def test_delayed_job_cancel_and_retry(cli: Run) -> None:  # noqa: F811
+    code, out, _ = cli("enqueue", "shout", "--input", "1", "--delay", "300", "--json")
+    assert code == 0
+    job_id = json.loads(out)["job_id"]
+    code, out, _ = cli("jobs", "--status", "queued", "--name", "shout")
+    assert job_id in out
+    code, out, _ = cli("job", "cancel", job_id, "--json")
+    assert code == 0 and json.loads(out) == {
+        "job_id": job_id, "cancelled": True, "status_before": "queued"
+    }  # fmt: skip
+    code, out, _ = cli("job", "status", job_id, "--json")
+    assert json.loads(out)["state"] == "cancelled"
+    code, out, _ = cli("job", "retry", job_id)
+    assert code == 0, out
+    code, out, _ = cli("job", "status", job_id, "--json")
+    assert json.loads(out)["state"] in ("queued", "running", "completed")
+
+
+def test_unknown_job_and_bad_input(cli: Run) -> None:  # noqa: F811
+    code, out, _ = cli("job", "status", "no-such-job")
+    assert code == 1 and "no job" in out
+    code, _, err = cli("enqueue", "shout", "--input", "{bad")
+    assert code == 2 and "--input" in err
+    code, _, err = cli("enqueue", "shout", "--at", "2030-01-01T00:00:00")
+    assert code == 1 and "ValidationError" in err  # naive time: refused before writing
+    code, _, err = cli("enqueue", "shout", "--delay", "-1")
+    assert code == 1 and "ValidationError" in err
+
+
+def test_schedules_commands(cli: Run, redis_url: str, cli_namespace: str) -> None:  # noqa: F811
+    import anyio
+
+    from durable_redis.client import Client
+
+    async def create() -> None:
+        async with Client.from_url(redis_url, namespace=cli_namespace) as client:
+            await client.create_schedule(
+                "nightly", "shout", "hi", cron="0 3 * * *", timezone="Europe/Paris"
+            )
+
+    anyio.run(create)
+    code, out, _ = cli("schedules", "--json")
+    assert code == 0
+    [s] = [x for x in json.loads(out) if x["name"] == "nightly"]
+    assert s["cron"] == "0 3 * * *" and s["timezone"] == "Europe/Paris" and not s["paused"]
+    code, out, _ = cli("schedules", "pause", "nightly")
+    assert code == 0 and "paused" in out
+    code, out, _ = cli("schedules")
+    assert "nightly" in out and "paused" in out
+    code, out, _ = cli("schedules", "trigger", "nightly", "--json")
+    job_id = json.loads(out)["job_id"]
+    code, out, _ = cli("job", "status", job_id, "--json")
+    assert code == 0 and json.loads(out)["name"] == "shout"
+    code, out, _ = cli("schedules", "resume", "nightly")
+    assert code == 0
+    code, out, _ = cli("schedules", "delete", "nightly")
+    assert code == 0
+    code, out, _ = cli("schedules", "delete", "nightly")
+    assert code == 1 and "no schedule" in out
+    code, _, err = cli("schedules", "pause")
+    assert code == 2 and "needs a schedule name" in err
