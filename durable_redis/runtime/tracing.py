@@ -1,8 +1,9 @@
 """OpenTelemetry traces of starts, turns and activities (the ``otel`` extra).
 
-Active only when ``opentelemetry`` is importable **and** the application has set a tracer
-provider (``opentelemetry.trace.set_tracer_provider``); otherwise every hook here is one global
-check and returns a shared no-op, so tracing costs nothing when it is off.
+Active only when the application has set a tracer provider
+(``opentelemetry.trace.set_tracer_provider``, the ``otel`` extra); otherwise every hook here is
+a check or two and returns a shared no-op, and nothing of opentelemetry is imported unless the
+application imported it, so tracing costs nothing when it is off.
 
 The W3C trace context travels through Redis with the work (docs/operations.md, "Traces"):
 ``client.start`` puts its span's context in the start message (``trace``), core copies it into
@@ -27,20 +28,21 @@ Spans (kind, attributes prefixed ``durable_redis.``):
 from __future__ import annotations
 
 import contextvars
+import sys
 import time
 from collections.abc import Sequence
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from durable_redis import core
 from durable_redis.core import events as ev
 
-try:
+if TYPE_CHECKING:
     from opentelemetry import context as _otel_context
     from opentelemetry import propagate as _propagate
     from opentelemetry import trace as _otel_trace
-except ImportError:  # the otel extra is not installed: tracing stays off
-    _otel_trace = None  # type: ignore[assignment]
+else:  # bound on first use (_tracer): nothing of opentelemetry is imported here
+    _otel_context = _propagate = _otel_trace = None
 
 __all__ = [
     "ActivitySpan",
@@ -60,10 +62,18 @@ _cached: tuple[Any, Any] | None = None  # (provider, tracer)
 
 
 def _tracer() -> Any | None:
-    """The library's tracer, or None when tracing is off (no otel, or no provider set)."""
-    global _cached
+    """The library's tracer, or None when tracing is off.
+
+    Off unless the application imported ``opentelemetry.trace`` (setting a provider needs it;
+    so this module imports nothing of opentelemetry until then, and an untraced process pays
+    one dict lookup) and set a tracer provider."""
+    global _cached, _otel_context, _propagate, _otel_trace
     if _otel_trace is None:
-        return None
+        if "opentelemetry.trace" not in sys.modules:
+            return None
+        from opentelemetry import context, propagate, trace
+
+        _otel_context, _propagate, _otel_trace = context, propagate, trace
     provider = _otel_trace.get_tracer_provider()
     if isinstance(provider, _otel_trace.ProxyTracerProvider | _otel_trace.NoOpTracerProvider):
         return None
