@@ -21,7 +21,7 @@ from durable_redis.errors import (
 )
 from durable_redis.storage.base import Store
 
-__all__ = ["ClientMessagingMixin", "StreamItem"]
+__all__ = ["ClientMessagingMixin", "StreamItem", "follow_stream"]
 
 _POLL_START_S = 0.005
 _POLL_MAX_S = 0.25
@@ -171,26 +171,41 @@ class ClientMessagingMixin:
         """
         self._id(instance_id)
         await self._ensure_initialized()
-        after = from_offset or "0"
-        while True:
-            rows = await self.store.read_stream(instance_id, after=after, count=100)
-            for offset, data in rows:
-                after = offset
-                value = (
-                    self.codec.decode(data, result_type)
-                    if result_type is not None
-                    else self.codec.decode(data)
-                )
-                yield StreamItem(offset, value)
-            if rows:
+        async for row in follow_stream(self.store, instance_id, from_offset, follow=follow):
+            if row is None:
                 continue
-            if not follow:
-                return
-            info = await self.store.get_instance(instance_id)
-            if info is None or info.status.is_terminal:
-                if not await self.store.read_stream(instance_id, after=after, count=1):
-                    return
-                continue
-            await self.store.read_stream(
-                instance_id, after=after, count=1, block_ms=_FOLLOW_BLOCK_MS
+            offset, data = row
+            value = (
+                self.codec.decode(data, result_type)
+                if result_type is not None
+                else self.codec.decode(data)
             )
+            yield StreamItem(offset, value)
+
+
+async def follow_stream(
+    store: Store, instance_id: str, from_offset: str = "0", *, follow: bool = True
+) -> AsyncIterator[tuple[str, bytes] | None]:
+    """The raw entries ``(offset, data)`` of an instance's progress stream after
+    ``from_offset``; with ``follow``, None after each wait (about a second) that brought nothing
+    (the dashboard's SSE keep-alive), ending once the instance has ended, or is gone, and
+    everything is read."""
+    after = from_offset or "0"
+    while True:
+        rows = await store.read_stream(instance_id, after=after, count=100)
+        for offset, data in rows:
+            after = offset
+            yield offset, data
+        if rows:
+            continue
+        if not follow:
+            return
+        info = await store.get_instance(instance_id)
+        if info is None or info.status.is_terminal:
+            if not await store.read_stream(instance_id, after=after, count=1):
+                return
+            continue
+        if not await store.read_stream(
+            instance_id, after=after, count=1, block_ms=_FOLLOW_BLOCK_MS
+        ):
+            yield None

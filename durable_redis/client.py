@@ -35,6 +35,7 @@ from durable_redis.errors import (
     ValidationError,
     WaitTimeoutError,
 )
+from durable_redis.runtime import tracing
 from durable_redis.storage.base import (
     ExistingInstancePolicy,
     InstanceCreate,
@@ -237,21 +238,24 @@ class Client(ClientMessagingMixin, JobsClientMixin, SchedulesClientMixin):
         if version is not None:
             resolved_version = version
         encoded_input = self.codec.encode(input)
-        message_id, message = _start_message(instance_id, name, resolved_version, encoded_input)
         visible_at_ms = None
         if start_at is not None:
             if start_at.tzinfo is None:
                 raise ValidationError("start_at must be timezone-aware")
             visible_at_ms = int(start_at.timestamp() * 1000)
         await self._ensure_initialized()
-        created = await self.store.create_instance(
-            instance_id,
-            InstanceCreate(name=name, version=resolved_version, input=encoded_input),
-            message_id,
-            message,
-            policy=if_exists,
-            visible_at_ms=visible_at_ms,
-        )
+        with tracing.client_start_span(name, instance_id) as trace:  # a no-op unless traced
+            message_id, message = _start_message(
+                instance_id, name, resolved_version, encoded_input, trace
+            )
+            created = await self.store.create_instance(
+                instance_id,
+                InstanceCreate(name=name, version=resolved_version, input=encoded_input),
+                message_id,
+                message,
+                policy=if_exists,
+                visible_at_ms=visible_at_ms,
+            )
         if result_type is not None:
             self._result_types[instance_id] = result_type
         logger.debug(
@@ -472,9 +476,13 @@ def _orchestration_identity(orchestration: Any, app: Any) -> tuple[str, str, Any
 
 
 def _start_message(
-    instance_id: str, name: str, version: str, encoded_input: bytes
+    instance_id: str,
+    name: str,
+    version: str,
+    encoded_input: bytes,
+    trace: dict[str, str] | None = None,
 ) -> tuple[str, bytes]:
-    message = core.start_message(name=name, version=version, input=encoded_input)
+    message = core.start_message(name=name, version=version, input=encoded_input, trace=trace)
     # Unique per start() call: a transport-level retry re-sends the same id (idempotent), while
     # a second start() of the same instance id is a new request that the policy decides on.
     return f"start:{uuid.uuid4().hex}", core.encode_message(message)

@@ -357,6 +357,7 @@ class OrchestrationContext:
             version=version,
             instance_id=child_id,
             input=self._engine.codec.encode(input),
+            trace=self._engine.trace,
         )
         return child_id
 

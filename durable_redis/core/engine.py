@@ -147,6 +147,9 @@ class ReplayEngine:
         self.updates_done: list[tuple[str, bytes | None, FailureDetails | None]] = []
         self.update_replies: list[tuple[str, FailureDetails]] = []  # rejected: not recorded
         self.late_messages: list[Any] = []  # queue events / updates after continue-as-new
+        # W3C trace context of this turn's span, stamped on the work it schedules (not compared
+        # on replay: a replayed command keeps the one recorded)
+        self.trace: dict[str, str] | None = None
 
     # -- positions ------------------------------------------------------------------------------
     @property
@@ -393,6 +396,7 @@ class ReplayEngine:
             attempt=attempt,
             timeout_ms=timeout_ms,
             first_attempt_id=first_attempt_id,
+            trace=self.trace,
         )
         future: asyncio.Future[Any] = self.loop.create_future()
         source_id = event.event_id
@@ -539,6 +543,7 @@ class ReplayEngine:
             version=version,
             instance_id=child_id,
             input=payload,
+            trace=self.trace,
         )
         future: asyncio.Future[Any] = self.loop.create_future()
 

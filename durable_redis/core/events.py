@@ -14,7 +14,7 @@ Two families (see docs/history-events.md):
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from durable_redis.core._serial import Schema
 from durable_redis.errors import CodecError, FailureDetails
@@ -83,6 +83,8 @@ class OrchestrationStarted(_Event):
     queue_names: tuple[str, ...] | None = None  # unconsumed queue events, oldest first
     queue_data: tuple[bytes, ...] | None = None
     value_keys: tuple[str, ...] | None = None  # keys of the instance's key-value state
+    # the W3C trace context of the start (docs/operations.md, "Traces"); None when not traced
+    trace: dict[str, str] | None = field(default=None, hash=False)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -125,6 +127,7 @@ class ActivityScheduled(_Event):
     attempt: int = 1
     timeout_ms: int | None = None
     first_attempt_id: int | None = None  # a retry: the activity id of the call's first attempt
+    trace: dict[str, str] | None = field(default=None, hash=False)  # of the turn that scheduled it
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -192,6 +195,7 @@ class SubOrchestrationScheduled(_Event):
     version: str
     instance_id: str
     input: bytes
+    trace: dict[str, str] | None = field(default=None, hash=False)  # of the turn that started it
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -226,6 +230,7 @@ class DetachedOrchestrationStarted(_Event):
     version: str
     instance_id: str
     input: bytes
+    trace: dict[str, str] | None = field(default=None, hash=False)  # of the turn that started it
 
 
 # -- misc ---------------------------------------------------------------------------------------

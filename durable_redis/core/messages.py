@@ -7,7 +7,7 @@ accepted messages into input history events and drops stale or duplicate ones.
 from __future__ import annotations
 
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from durable_redis.core._serial import Schema
 from durable_redis.core.codec import Codec
@@ -59,6 +59,7 @@ class StartOrchestration:
     queue_names: tuple[str, ...] | None = None  # unconsumed queue events carried over
     queue_data: tuple[bytes, ...] | None = None
     value_keys: tuple[str, ...] | None = None  # keys of the instance's key-value state
+    trace: dict[str, str] | None = field(default=None, hash=False)  # W3C trace context
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -183,6 +184,7 @@ class ActivityTask:
     timeout_ms: int | None = None  # per-attempt timeout, also enforced by the orchestration
     orchestration_name: str = ""
     first_attempt_id: int | None = None  # retries: the activity id of the first attempt
+    trace: dict[str, str] | None = field(default=None, hash=False)  # W3C trace context
 
     @property
     def activity_key(self) -> str:
@@ -248,10 +250,17 @@ def decode_task(data: bytes) -> ActivityTask:
 
 # -- builders -----------------------------------------------------------------------------------
 def start_message(
-    *, name: str, input: bytes | None = None, version: str = ""
+    *,
+    name: str,
+    input: bytes | None = None,
+    version: str = "",
+    trace: dict[str, str] | None = None,
 ) -> StartOrchestration:
-    """The first StartOrchestration of a new instance (client side)."""
-    return StartOrchestration(name=name, input=input if input is not None else b"", version=version)
+    """The first StartOrchestration of a new instance (client side); ``trace`` is the W3C trace
+    context of the client's span, if it traces."""
+    return StartOrchestration(
+        name=name, input=input if input is not None else b"", version=version, trace=trace
+    )
 
 
 def event_raised_message(name: str, data: bytes) -> EventRaised:

@@ -107,8 +107,12 @@ def run_turn(
     now_ms: int,
     codec: Codec | None = None,
     max_sessions_per_orchestration: int | None = None,
+    trace: dict[str, str] | None = None,
 ) -> TurnResult:
     """Replay ``history`` (the current execution), apply ``messages``, return the turn.
+
+    ``trace`` (the W3C trace context of the runtime's span for this turn) is stamped on the
+    activities and children the turn schedules; replayed commands keep their recorded one.
 
     Raises NotRegisteredError for an orchestration (name, version) the app does not know,
     unless ``messages`` cancel it: a cancel needs no code, so the turn cancels it.
@@ -123,6 +127,7 @@ def run_turn(
         codec=codec,
         max_sessions_per_orchestration=max_sessions_per_orchestration,
         keep=False,
+        trace=trace,
     )
     return result
 
@@ -136,6 +141,7 @@ def run_turn_suspending(
     now_ms: int,
     codec: Codec | None = None,
     max_sessions_per_orchestration: int | None = None,
+    trace: dict[str, str] | None = None,
 ) -> tuple[TurnResult, SuspendedOrchestration | None]:
     """:func:`run_turn`, plus the orchestration kept suspended if it is still RUNNING.
 
@@ -152,6 +158,7 @@ def run_turn_suspending(
         codec=codec,
         max_sessions_per_orchestration=max_sessions_per_orchestration,
         keep=True,
+        trace=trace,
     )
 
 
@@ -172,8 +179,17 @@ class SuspendedOrchestration:
         self.execution_id = execution_id
         self.history_len = len(engine.events)
 
+    @property
+    def started(self) -> ev.OrchestrationStarted | None:
+        """The start of the execution it runs (None once closed)."""
+        return self._engine.state.started if self._engine is not None else None
+
     def advance(
-        self, messages: Sequence[msg.Message], *, now_ms: int
+        self,
+        messages: Sequence[msg.Message],
+        *,
+        now_ms: int,
+        trace: dict[str, str] | None = None,
     ) -> tuple[TurnResult, SuspendedOrchestration | None]:
         """Apply ``messages`` as the next turn; the result is a :func:`run_turn_suspending`'s.
 
@@ -189,6 +205,7 @@ class SuspendedOrchestration:
                 raise RuntimeError("the suspended orchestration changed while it waited")
             engine.base_len = len(engine.events)
             engine.now_ms = engine.current_ms = now_ms
+            engine.trace = trace
             engine.loop.unhandled.clear()
             engine.update_replies.clear()  # answered by the turn that suspended it
             _apply_messages(engine, self.execution_id, messages, now_ms)
@@ -242,6 +259,7 @@ def _run_turn(
     codec: Codec | None,
     max_sessions_per_orchestration: int | None,
     keep: bool,
+    trace: dict[str, str] | None = None,
 ) -> tuple[TurnResult, SuspendedOrchestration | None]:
     codec = codec if codec is not None else app.codec
     max_sessions = (
@@ -297,6 +315,7 @@ def _run_turn(
         return cancelled, None
 
     engine = ReplayEngine(app, history, now_ms=now_ms, codec=codec, max_sessions=max_sessions)
+    engine.trace = trace
     suspended: SuspendedOrchestration | None = None
     try:
         if start is not None:
@@ -316,6 +335,7 @@ def _run_turn(
                     queue_names=start.queue_names,
                     queue_data=start.queue_data,
                     value_keys=start.value_keys,
+                    trace=start.trace,
                 )
             )
         else:
@@ -361,6 +381,7 @@ def _cancel_without_code(
                 parent_execution_id=start.parent_execution_id,
                 parent_event_id=start.parent_event_id,
                 sessions=tuple(start.sessions),
+                trace=start.trace,
             )
         )
     eid = len(history) + len(new) + 1
@@ -516,6 +537,7 @@ def _result_from(
                         timeout_ms=event.timeout_ms,
                         first_attempt_id=event.first_attempt_id,
                         orchestration_name=name,
+                        trace=event.trace,
                     )
                 )
             case ev.ActivityCancelRequested():
@@ -541,6 +563,7 @@ def _result_from(
                     parent_instance_id=instance_id if child else None,
                     parent_execution_id=execution_id if child else None,
                     parent_event_id=event.event_id if child else None,
+                    trace=event.trace,
                 )
                 create = msg.CreateInstance(
                     name=event.name,
@@ -633,6 +656,7 @@ def _result_from(
                         queue_names=tuple(q for q, _ in carried) or None,
                         queue_data=tuple(d for _, d in carried) or None,
                         value_keys=tuple(value_keys) or None,
+                        trace=started.trace,
                     ),
                 )
             )

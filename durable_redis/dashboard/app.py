@@ -30,12 +30,18 @@ import anyio
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.responses import (
+    HTMLResponse,
+    JSONResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from durable_redis._cli_commands import plain
-from durable_redis.dashboard import views
+from durable_redis.dashboard import sse, views
 from durable_redis.errors import DurableRedisError, InstanceRunningError
 from durable_redis.storage.base import InstanceStatus
 
@@ -233,6 +239,24 @@ def create_app(
         )
         return render(request, "instance.html", data, status=200 if data["found"] else 404)
 
+    async def stream(request: Request) -> Response:
+        from durable_redis.client import validate_id
+
+        instance_id = validate_id(request.path_params["instance_id"])
+        after = sse.start_offset(
+            request.headers.get("last-event-id"), request.query_params.get("from")
+        )
+        if after is None:
+            return _denied(400, "from / Last-Event-ID must be a stream offset such as 0 or 17-0")
+        client = await src.client()
+        if await client.store.get_instance(instance_id) is None:
+            return _denied(404, f"no instance {instance_id!r}")
+        return StreamingResponse(
+            sse.events(client.store, client.codec, instance_id, after),
+            media_type="text/event-stream",
+            headers={"X-Accel-Buffering": "no"},  # proxies must not buffer it
+        )
+
     async def workers(request: Request) -> Response:
         data = await views.workers_page(await src.store())
         return render(request, "workers.html", data)
@@ -306,6 +330,7 @@ def create_app(
         Route("/", secured(overview), name="overview"),
         Route("/instances", secured(instances), name="instances"),
         Route("/instance", secured(instance), name="instance"),
+        Route("/instances/{instance_id:path}/stream", secured(stream), name="stream"),
         Route("/workers", secured(workers), name="workers"),
         Route("/api/overview", secured(api_overview)),
         Route("/api/workers", secured(api_workers)),

@@ -18,6 +18,7 @@ import anyio
 
 from durable_redis import core
 from durable_redis.errors import ConfigurationError, FailureDetails
+from durable_redis.runtime import tracing
 from durable_redis.storage.base import (
     InstanceCreate,
     InstanceStatus,
@@ -142,14 +143,26 @@ def run_turn(
     codec: Any,
 ) -> tuple[Any, core.SuspendedOrchestration | None]:
     """The turn, and the orchestration kept suspended when it is still running."""
-    return core.run_turn_suspending(app, instance_id, history, messages, now_ms=now_ms, codec=codec)
+    trace = tracing.begin_turn(
+        tracing.start_of(history, messages), history_events=len(history), resumed=False
+    )
+    result, suspended = core.run_turn_suspending(
+        app, instance_id, history, messages, now_ms=now_ms, codec=codec, trace=trace
+    )
+    tracing.end_turn(result)
+    return result, suspended
 
 
 def advance(
     suspended: core.SuspendedOrchestration, messages: Sequence[Any], now_ms: int
 ) -> tuple[Any, core.SuspendedOrchestration | None]:
     """The next turn of a suspended orchestration: only ``messages`` run, no replay."""
-    return suspended.advance(messages, now_ms=now_ms)
+    trace = tracing.begin_turn(
+        suspended.started, history_events=suspended.history_len, resumed=True
+    )
+    result, after = suspended.advance(messages, now_ms=now_ms, trace=trace)
+    tracing.end_turn(result)
+    return result, after
 
 
 @dataclass(slots=True)

@@ -24,7 +24,7 @@ import anyio
 import anyio.abc
 
 from durable_redis.errors import LeaseLostError, NamespaceMissingError, NotRegisteredError
-from durable_redis.runtime import _bridge
+from durable_redis.runtime import _bridge, tracing
 from durable_redis.runtime.faults import FaultTracker
 from durable_redis.runtime.options import WorkerOptions
 from durable_redis.runtime.sessions import SessionEntry, SessionManager
@@ -409,7 +409,8 @@ class ActivityDispatcher:
         outcome: tuple[bool, Any] | None = None
         # no deadline scope when there is no timeout (one CancelScope less per activity)
         deadline = anyio.fail_after(task.timeout_ms / 1000) if task.timeout_ms else nullcontext()
-        with run.scope:
+        span = tracing.activity_span(task, delivery=lease.attempt, worker_id=self._worker_id)
+        with run.scope, span:
             try:
                 with deadline:
                     args = _bridge.activity_args(task, activity, self._codec)
@@ -429,6 +430,7 @@ class ActivityDispatcher:
                 outcome = (False, exc)
             except Exception as exc:
                 outcome = (False, exc)
+            span.outcome(outcome)
         if outcome is None or run.cancel_reason is not None:
             logger.info(
                 "activity %s stopped: %s",

@@ -35,7 +35,7 @@ from durable_redis.errors import (
     NamespaceMissingError,
     NotRegisteredError,
 )
-from durable_redis.runtime import _bridge
+from durable_redis.runtime import _bridge, tracing
 from durable_redis.runtime.faults import FaultTracker
 from durable_redis.runtime.options import WorkerOptions
 from durable_redis.storage.base import InstanceStatus, OrchestrationLease, Store, WorkTake
@@ -147,7 +147,8 @@ class OrchestrationDispatcher:
         held = _Held(lease, anyio.current_time())
         self._held[lease.token] = held
         try:
-            await self._turn(lease, held.lost)
+            with tracing.turn_span(lease.instance_id, self._worker_id, lease.attempt):
+                await self._turn(lease, held.lost)
         except _CodeCrash as crash:
             exc = crash.__cause__ or crash
             if self.faults.code_crashed(lease.instance_id, exc):

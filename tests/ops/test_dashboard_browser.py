@@ -208,3 +208,46 @@ def test_read_only_and_token_in_the_browser(
     assert "read-only" in text_of(d, "header")
     d.get(url + "/workers")  # the cookie carries on
     wait_until(d, lambda d: d.find_elements(By.CSS_SELECTOR, "tr[data-worker]"), "worker row")
+
+
+def test_instance_page_follows_the_progress_stream_live(
+    redis_url: str, namespace: str, pool: Any, dashboard: Any, browser: Any, tmp_path: Path
+) -> None:
+    """The instance page's panel (EventSource on /instances/{id}/stream, behind the token's
+    cookie) shows items as the orchestration appends them, and says when it ended."""
+    pool.start("e2e_messaging_app:app")
+    token = "browser-token-5678"
+    url = dashboard.start(token=token)
+
+    async def start_and_add() -> None:
+        async with Client.from_url(redis_url, namespace=namespace) as c:
+            await c.start("order", {"dir": str(tmp_path)}, instance_id="order-live")
+            assert await c.update("order-live", "add", "apple", timeout=WAIT_S) == 1
+
+    anyio.run(start_and_add)
+    d = browser
+    d.get(url + f"/instance?id=order-live&token={token}")
+
+    def items(d: Any) -> list[str]:
+        return [t.split(" ", 1)[1] for t in attrs(d, "#stream-items li", "textContent")]
+
+    wait_until(d, lambda d: items(d) == ['{"added": "apple"}'], "the first stream item")
+    assert text_of(d, "#stream-state") == "following"
+
+    async def add_and_checkout() -> None:
+        async with Client.from_url(redis_url, namespace=namespace) as c:
+            assert await c.update("order-live", "add", "<b>pear</b>", timeout=WAIT_S) == 2
+            await c.raise_event("order-live", "checkout")
+            await c.wait_for_completion("order-live", timeout=WAIT_S)
+
+    anyio.run(add_and_checkout)
+    wait_until(
+        d, lambda d: attrs(d, "#stream-panel", "data-ended") == ["completed"], "the stream's end"
+    )
+    assert items(d) == ['{"added": "apple"}', '{"added": "<b>pear</b>"}', '{"done": 2}']
+    assert not d.find_elements("css selector", "#stream-items b")  # text, not HTML
+    assert text_of(d, "#stream-state") == "ended (completed)"
+    d.execute_script("document.getElementById('stream-panel').scrollIntoView()")
+    shoot(d, tmp_path, "instance-stream")
+    errors = [e for e in d.get_log("browser") if e.get("source") == "javascript"]
+    assert not errors, errors

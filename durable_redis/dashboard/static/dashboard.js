@@ -1,4 +1,5 @@
-// durable-redis dashboard: live refresh by short polling, timeline bars, confirmations.
+// durable-redis dashboard: live refresh by short polling, timeline bars, confirmations,
+// the instance's progress stream (EventSource).
 // No framework, no build step. The server renders everything; this only swaps #live.
 (function () {
   "use strict";
@@ -13,6 +14,34 @@
       form.addEventListener("submit", function (ev) {
         if (!window.confirm(form.dataset.confirm)) { ev.preventDefault(); }
       });
+    });
+  }
+  // The instance page's progress stream: server-sent events, appended as text (never HTML).
+  function followStream() {
+    var panel = document.getElementById("stream-panel");
+    if (!panel || !window.EventSource) { return; }
+    var list = document.getElementById("stream-items");
+    var note = document.getElementById("stream-state");
+    var source = new EventSource(panel.dataset.streamUrl);
+    source.addEventListener("open", function () { note.textContent = "following"; });
+    source.addEventListener("item", function (ev) {
+      var li = document.createElement("li");
+      var offset = document.createElement("code");
+      offset.textContent = ev.lastEventId;
+      li.appendChild(offset);
+      li.appendChild(document.createTextNode(" " + ev.data));
+      list.appendChild(li);
+      while (list.children.length > 500) { list.removeChild(list.firstChild); }
+      panel.dataset.items = String(list.children.length);
+    });
+    source.addEventListener("end", function (ev) {
+      source.close();
+      panel.dataset.ended = JSON.parse(ev.data).status;
+      note.textContent = list.children.length ? "ended (" + panel.dataset.ended + ")"
+        : "empty (the instance has ended: " + panel.dataset.ended + ")";
+    });
+    source.addEventListener("error", function () {
+      if (!panel.dataset.ended) { note.textContent = "reconnecting"; }
     });
   }
   var live = null, state = null, busy = false, failures = 0;
@@ -47,6 +76,7 @@
     state = document.getElementById("live-state");
     drawBars(document);
     confirmations();
+    followStream();
     var every = parseInt(document.body.dataset.pollMs || "2000", 10);
     if (live && every > 0) { window.setInterval(refresh, every); }
   });
