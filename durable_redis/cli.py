@@ -215,7 +215,10 @@ def _parser() -> argparse.ArgumentParser:
     _duration(p, "--timeout", "give up after this long (exit 3); default: wait forever")
 
     p = command("list", "list instances (newest first)")
-    p.add_argument("--status", default=None, choices=[s.value for s in InstanceStatus])
+    p.add_argument("--status", default=None, choices=[s.value for s in InstanceStatus] + ["held"])
+    p.add_argument(
+        "--held", action="store_true", help="only instances held by a nondeterministic deploy"
+    )
     p.add_argument("--name", default=None)
     p.add_argument(
         "--since", default=None, metavar="TIME", help="created since: ISO 8601 time, or 10m, 2h"
@@ -238,6 +241,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default=None, help=f"event data as {_JSON_ARG}")
 
     add_messaging_commands(command, _JSON_ARG, _duration)
+
+    p = command("held", "instances held by a nondeterministic deploy: list, fail or purge one")
+    p.add_argument("action", nargs="?", default="list", choices=["list", "fail", "purge"])
+    p.add_argument("instance_id", nargs="?", default=None)
+    p.add_argument("--name", default=None, help="list: only this orchestration")
+    p.add_argument("--limit", type=int, default=100)
 
     p = command("purge", "delete an instance and its children")
     p.add_argument("instance_id")

@@ -51,6 +51,12 @@ class OrchestrationDefinition:
     input_type: Any
     result_type: Any
     takes_input: bool
+    # what a worker does when the code no longer matches an instance's history: "hold" it
+    # (retried until compatible code is deployed), "fail" it, or None (the worker's option)
+    on_nondeterminism: str | None = None
+
+
+NONDETERMINISM_POLICIES = ("hold", "fail")
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,13 +229,35 @@ class App:
 
     @overload
     def orchestration(
-        self, fn: None = None, /, *, name: str | None = None, version: str = ""
+        self,
+        fn: None = None,
+        /,
+        *,
+        name: str | None = None,
+        version: str = "",
+        on_nondeterminism: str | None = None,
     ) -> Callable[[F], F]: ...
 
     def orchestration(
-        self, fn: Callable[..., Any] | None = None, /, *, name: str | None = None, version: str = ""
+        self,
+        fn: Callable[..., Any] | None = None,
+        /,
+        *,
+        name: str | None = None,
+        version: str = "",
+        on_nondeterminism: str | None = None,
     ) -> Any:
-        """Register an ``async def fn(ctx: OrchestrationContext, input)``."""
+        """Register an ``async def fn(ctx: OrchestrationContext, input)``.
+
+        ``on_nondeterminism`` ("hold" or "fail"; default: the worker's
+        ``WorkerOptions.on_nondeterminism``) is what a worker does with an instance whose
+        history this code no longer matches (docs/deploying.md).
+        """
+        if on_nondeterminism is not None and on_nondeterminism not in NONDETERMINISM_POLICIES:
+            raise RegistrationError(
+                f"on_nondeterminism must be one of {NONDETERMINISM_POLICIES}, "
+                f"not {on_nondeterminism!r}"
+            )
 
         def register(f: F) -> F:
             if not inspect.iscoroutinefunction(f):
@@ -242,7 +270,7 @@ class App:
                 )
             input_type, result_type, takes_input = _signature_types(f, "orchestration")
             definition = OrchestrationDefinition(
-                reg_name, version, f, input_type, result_type, takes_input
+                reg_name, version, f, input_type, result_type, takes_input, on_nondeterminism
             )
             versions[version] = definition
             self._latest[reg_name] = version

@@ -54,6 +54,12 @@ class WorkerOptions:
     - ``unregistered_backoff`` / ``unregistered_backoff_max``: exponential back-off for work
       naming an orchestration or activity this worker does not know (it is never failed for
       that; another worker with a newer deployment may know it).
+    - ``on_nondeterminism``: what to do with an instance whose history the code no longer
+      matches (a changed orchestration deployed while it ran): ``"hold"`` (default) keeps its
+      messages queued and retries its turn with back-off (``held_backoff`` doubling up to
+      ``held_backoff_max``, not counted as attempts), marked held, until compatible code is
+      deployed; ``"fail"`` fails it. ``@app.orchestration(on_nondeterminism=...)`` overrides
+      it per orchestration (docs/deploying.md).
     - ``fetch_wait``: how long one fetch blocks on Redis waiting for work (it wakes at once when
       work arrives; this only bounds how quickly a stop is noticed by an idle fetch).
     - ``janitor_interval``: how often (with jitter) this worker removes terminal instances older
@@ -80,6 +86,9 @@ class WorkerOptions:
     shutdown_grace_period: float = 10.0
     unregistered_backoff: float = 1.0
     unregistered_backoff_max: float = 60.0
+    on_nondeterminism: str = "hold"
+    held_backoff: float = 1.0
+    held_backoff_max: float = 60.0
     fetch_wait: float = 2.0
     janitor_interval: float | None = 300.0
     retention: float = 7 * 24 * 3600.0
@@ -122,6 +131,8 @@ class WorkerOptions:
             "session_lock_timeout": self.session_lock_timeout,
             "unregistered_backoff": self.unregistered_backoff,
             "unregistered_backoff_max": self.unregistered_backoff_max,
+            "held_backoff": self.held_backoff,
+            "held_backoff_max": self.held_backoff_max,
             "fetch_wait": self.fetch_wait,
             "retention": self.retention,
         }
@@ -145,6 +156,13 @@ class WorkerOptions:
             )
         if self.unregistered_backoff_max < self.unregistered_backoff:
             raise ConfigurationError("unregistered_backoff_max must be >= unregistered_backoff")
+        if self.held_backoff_max < self.held_backoff:
+            raise ConfigurationError("held_backoff_max must be >= held_backoff")
+        if self.on_nondeterminism not in ("hold", "fail"):
+            raise ConfigurationError(
+                "WorkerOptions.on_nondeterminism must be 'hold' or 'fail', "
+                f"got {self.on_nondeterminism!r}"
+            )
         if self.worker_id is not None and (
             not self.worker_id
             or len(self.worker_id) > 200
@@ -179,8 +197,16 @@ class WorkerOptions:
 
     def unregistered_delay_ms(self, attempt: int) -> int:
         """Back-off before retrying work whose name is not registered (attempt >= 1)."""
-        exponent = min(max(attempt - 1, 0), 16)
-        return _ms(min(self.unregistered_backoff * 2**exponent, self.unregistered_backoff_max))
+        return _backoff_ms(self.unregistered_backoff, self.unregistered_backoff_max, attempt)
+
+    def held_delay_ms(self, attempt: int) -> int:
+        """Back-off before retrying the turn of a held (nondeterministic) instance."""
+        return _backoff_ms(self.held_backoff, self.held_backoff_max, attempt)
+
+
+def _backoff_ms(base: float, cap: float, attempt: int) -> int:
+    exponent = min(max(attempt - 1, 0), 16)
+    return _ms(min(base * 2**exponent, cap))
 
 
 def _check_seconds(name: str, value: float, *, allow_zero: bool) -> None:

@@ -1,0 +1,103 @@
+"""A bad deploy is recoverable (issue 16): real worker processes on v1, then on changed code
+(steps swapped), then rolled back. The instance is held, not failed, and completes after the
+rollback; ``on_nondeterminism="fail"`` keeps today's failure; an operator can fail a held one."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from e2e_helpers import eventually
+
+from durable_redis.client import Client
+from durable_redis.storage.base import InstanceStatus
+
+pytestmark = [pytest.mark.e2e, pytest.mark.anyio, pytest.mark.timeout(120)]
+
+HELD = {"held_backoff": 0.2, "held_backoff_max": 0.5}
+
+
+@pytest.fixture
+async def client(e2e_redis_url: str, namespace: str) -> AsyncIterator[Client]:
+    import e2e_deploy_v1
+
+    async with Client.from_url(e2e_redis_url, namespace=namespace, app=e2e_deploy_v1.app) as c:
+        yield c
+
+
+async def _waiting_on_v1(workers: Any, client: Client, instance_id: str) -> Any:
+    v1 = workers.start("e2e_deploy_v1:app", **HELD)
+    await client.start("order", "book", instance_id=instance_id)
+
+    async def reserved() -> bool:
+        history = await client.get_history(instance_id)
+        return any(type(e).__name__ == "ActivityCompleted" for e in history)
+
+    await eventually(reserved, timeout=30, message="v1 reserved the item")
+    v1.terminate()
+    assert v1.wait(30) == 0
+    return v1
+
+
+async def _held(client: Client, instance_id: str) -> Any:
+    async def is_held() -> bool:
+        state = await client.get_status(instance_id)
+        return state is not None and state.held is not None
+
+    await eventually(is_held, timeout=30, message=f"{instance_id} held")
+    return await client.get_status(instance_id)
+
+
+async def test_a_bad_deploy_holds_the_instance_and_a_rollback_completes_it(
+    workers: Any, client: Client
+) -> None:
+    await _waiting_on_v1(workers, client, "order-1")
+    v2 = workers.start("e2e_deploy_v2:app", **HELD)
+    await client.raise_event("order-1", "paid", "card")
+    state = await _held(client, "order-1")
+    assert state.status is InstanceStatus.RUNNING, state
+    assert "no longer matches its history at event" in state.held
+    assert "ActivityScheduled" in state.held and "ship" in state.held, state.held
+    assert [s.instance_id for s in await client.list_held()] == ["order-1"]
+
+    # it stays held across retries (the back-off is 0.5 s at most): not failed, not poison
+    async def retried_twice() -> bool:
+        return v2.log().count("orchestration order-1 is held") >= 3
+
+    await eventually(retried_twice, timeout=30, message="held turns retried")
+    assert "ERROR" in v2.log()
+    state = await client.get_status("order-1")
+    assert state is not None and state.status is InstanceStatus.RUNNING and state.held
+
+    v2.terminate()
+    assert v2.wait(30) == 0
+    workers.start("e2e_deploy_v1:app", **HELD)  # the rollback
+    result = await client.wait_for_completion("order-1", timeout=30)
+    assert result == ["reserved book", "card", "shipped book"]
+    state = await client.get_status("order-1")
+    assert state is not None and state.held is None and state.held_since is None
+    assert await client.list_held() == []
+
+
+async def test_on_nondeterminism_fail_fails_it_as_before(workers: Any, client: Client) -> None:
+    await _waiting_on_v1(workers, client, "order-2")
+    workers.start("e2e_deploy_v2:app", on_nondeterminism="fail", **HELD)
+    await client.raise_event("order-2", "paid", "card")
+    state = await client.wait_for_state("order-2", timeout=30)
+    assert state.status is InstanceStatus.FAILED
+    assert state.error is not None and state.error.kind == "nondeterminism"
+    assert state.held is None
+
+
+async def test_an_operator_fails_a_held_instance(workers: Any, client: Client) -> None:
+    await _waiting_on_v1(workers, client, "order-3")
+    workers.start("e2e_deploy_v2:app", **HELD)
+    await client.raise_event("order-3", "paid", "card")
+    await _held(client, "order-3")
+    assert await client.fail_held("order-3") is True
+    state = await client.wait_for_state("order-3", timeout=30)
+    assert state.status is InstanceStatus.FAILED
+    assert state.error is not None and state.error.kind == "nondeterminism"
+    assert state.held is None
+    assert await client.fail_held("order-3") is False  # no longer held: nothing changed
