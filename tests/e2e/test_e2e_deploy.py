@@ -4,11 +4,14 @@ rollback; ``on_nondeterminism="fail"`` keeps today's failure; an operator can fa
 
 from __future__ import annotations
 
+import json
+import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio
 import pytest
-from e2e_helpers import eventually
+from e2e_helpers import ROOT, eventually
 
 from durable_redis.client import Client
 from durable_redis.storage.base import InstanceStatus
@@ -90,14 +93,51 @@ async def test_on_nondeterminism_fail_fails_it_as_before(workers: Any, client: C
     assert state.held is None
 
 
-async def test_an_operator_fails_a_held_instance(workers: Any, client: Client) -> None:
+def _target(workers: Any) -> list[str]:
+    return ["--redis-url", workers.redis_url, "--namespace", workers.namespace]
+
+
+async def _cli(workers: Any, *args: str) -> tuple[int, str]:
+    """``durable-redis ARGS`` as a subprocess against the test's namespace: (exit code, out)."""
+    done = await anyio.run_process(
+        [sys.executable, "-m", "durable_redis.cli", *args, *_target(workers)],
+        check=False,
+        cwd=str(ROOT),
+    )
+    return done.returncode, done.stdout.decode()
+
+
+async def test_an_operator_lists_and_fails_a_held_instance_from_the_cli(
+    workers: Any, client: Client
+) -> None:
     await _waiting_on_v1(workers, client, "order-3")
     workers.start("e2e_deploy_v2:app", **HELD)
     await client.raise_event("order-3", "paid", "card")
     await _held(client, "order-3")
-    assert await client.fail_held("order-3") is True
+    code, out = await _cli(workers, "status", "order-3")
+    assert code == 0 and "held" in out and "no longer matches its history" in out, out
+    code, out = await _cli(workers, "list", "--held", "--json")
+    assert code == 0 and [r["instance_id"] for r in json.loads(out)["instances"]] == ["order-3"]
+    code, out = await _cli(workers, "list", "--status", "held")
+    assert code == 0 and "order-3" in out and "(held)" in out, out
+    code, out = await _cli(workers, "held")
+    assert code == 0 and "order-3" in out, out
+    code, out = await _cli(workers, "held", "fail", "order-3")
+    assert code == 0, out
     state = await client.wait_for_state("order-3", timeout=30)
     assert state.status is InstanceStatus.FAILED
     assert state.error is not None and state.error.kind == "nondeterminism"
     assert state.held is None
     assert await client.fail_held("order-3") is False  # no longer held: nothing changed
+    code, out = await _cli(workers, "held", "fail", "order-3")
+    assert code == 2  # a usage error: it is not held
+
+
+async def test_an_operator_purges_a_held_instance(workers: Any, client: Client) -> None:
+    await _waiting_on_v1(workers, client, "order-4")
+    workers.start("e2e_deploy_v2:app", **HELD)
+    await client.raise_event("order-4", "paid", "card")
+    await _held(client, "order-4")
+    code, out = await _cli(workers, "held", "purge", "order-4")
+    assert code == 0, out
+    assert await client.get_status("order-4") is None
