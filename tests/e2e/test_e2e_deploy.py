@@ -141,3 +141,36 @@ async def test_an_operator_purges_a_held_instance(workers: Any, client: Client) 
     code, out = await _cli(workers, "held", "purge", "order-4")
     assert code == 0, out
     assert await client.get_status("order-4") is None
+
+
+async def test_patched_code_completes_a_v1_instance_and_runs_new_ones_down_the_new_path(
+    workers: Any, client: Client
+) -> None:
+    await _waiting_on_v1(workers, client, "order-5")
+    workers.start("e2e_deploy_v3:app", **HELD)
+    await client.raise_event("order-5", "paid", "card")
+    assert await client.wait_for_completion("order-5", timeout=30) == [
+        "reserved book",
+        "card",
+        "shipped book",
+    ]
+    await client.start("order", "pen", instance_id="order-6")
+    await eventually(
+        lambda: _scheduled(client, "order-6", 1), timeout=30, message="order-6 shipped"
+    )
+    await client.raise_event("order-6", "paid", "cash")
+    assert await client.wait_for_completion("order-6", timeout=30) == [
+        "reserved pen",
+        "cash",
+        "shipped pen",
+    ]
+    kinds = [type(e).__name__ for e in await client.get_history("order-6")]
+    assert kinds[1] == "PatchMarker", kinds
+    names = [e.name for e in await client.get_history("order-6") if hasattr(e, "attempt")]
+    assert names == ["ship", "reserve"]
+    assert await client.list_held() == []
+
+
+async def _scheduled(client: Client, instance_id: str, count: int) -> bool:
+    history = await client.get_history(instance_id)
+    return sum(type(e).__name__ == "ActivityCompleted" for e in history) >= count
