@@ -118,11 +118,6 @@ def test_deprecated_patch_writes_no_marker_and_replays() -> None:
     assert replay_history(_app("v4"), history).ok
 
 
-def test_the_marker_survives_encoding() -> None:
-    marker = ev.PatchMarker(event_id=2, timestamp_ms=5, change_id=PATCH)
-    assert ev.decode_event(ev.encode_event(marker)) == marker
-
-
 @pytest.mark.parametrize("bad", ["", 3, "x" * 201])
 def test_a_bad_change_id_is_a_validation_error(bad: Any) -> None:
     app = App("bad-patch")
