@@ -38,6 +38,7 @@ from durable_redis._cli_ops import (
     run_dashboard_command,
     run_ops_command,
 )
+from durable_redis._cli_replay import REPLAY_COMMANDS, add_replay_commands, run_replay_command
 from durable_redis._cli_support import (
     EXIT_CODES,
     EXIT_ENDED,
@@ -253,6 +254,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="even if it is still running")
 
     add_job_commands(command)
+    add_replay_commands(command)
 
     p = command("demo", "run the demo on a private Redis")
     p.add_argument("--conversations", type=int, default=4)
@@ -319,6 +321,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_bench_command(args)
         if args.command == "server":
             return run_server_command(args)
+        if args.command in REPLAY_COMMANDS:
+            return anyio.run(run_replay_command, args, args.redis_url or None, _emit)
         url = _require_url(args)
         if args.command == "dashboard":
             return run_dashboard_command(args, url)

@@ -5,13 +5,15 @@ rollback; ``on_nondeterminism="fail"`` keeps today's failure; an operator can fa
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
-from e2e_helpers import ROOT, eventually
+from e2e_helpers import HERE, ROOT, eventually
 
 from durable_redis.client import Client
 from durable_redis.storage.base import InstanceStatus
@@ -97,12 +99,15 @@ def _target(workers: Any) -> list[str]:
     return ["--redis-url", workers.redis_url, "--namespace", workers.namespace]
 
 
-async def _cli(workers: Any, *args: str) -> tuple[int, str]:
-    """``durable-redis ARGS`` as a subprocess against the test's namespace: (exit code, out)."""
+async def _cli(workers: Any, *args: str, redis: bool = True) -> tuple[int, str]:
+    """``durable-redis ARGS`` as a subprocess against the test's namespace (``redis=False``: no
+    URL given at all): (exit code, out)."""
+    target = _target(workers) if redis else []
     done = await anyio.run_process(
-        [sys.executable, "-m", "durable_redis.cli", *args, *_target(workers)],
+        [sys.executable, "-m", "durable_redis.cli", *args, *target],
         check=False,
         cwd=str(ROOT),
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), str(ROOT)])},
     )
     return done.returncode, done.stdout.decode()
 
@@ -174,3 +179,29 @@ async def test_patched_code_completes_a_v1_instance_and_runs_new_ones_down_the_n
 async def _scheduled(client: Client, instance_id: str, count: int) -> bool:
     history = await client.get_history(instance_id)
     return sum(type(e).__name__ == "ActivityCompleted" for e in history) >= count
+
+
+async def test_the_replay_gate_catches_an_unpatched_change_and_passes_a_patched_one(
+    workers: Any, client: Client, tmp_path: Path
+) -> None:
+    await _waiting_on_v1(workers, client, "order-7")  # running, its history in Redis
+    code, out = await _cli(workers, "replay", "e2e_deploy_v2:app")
+    assert code == 1, out
+    assert "order-7: event 2: recorded ActivityScheduled(name='reserve'" in out, out
+    assert "now ActivityScheduled(name='ship'" in out and "1 diverged" in out, out
+    code, out = await _cli(workers, "replay", "e2e_deploy_v3:app", "--name", "order")
+    assert code == 0 and "replayed 1 histories: 0 diverged" in out, out
+    code, out = await _cli(workers, "replay", "e2e_deploy_v1:app", "--status", "completed")
+    assert code == 0 and "replayed 0 histories" in out, out
+
+    # the same from exported files, without Redis
+    code, out = await _cli(workers, "export", "order-7", "--dir", str(tmp_path / "h"))
+    assert code == 0 and (tmp_path / "h" / "order-7.history").is_file(), out
+    code, out = await _cli(
+        workers, "replay", "e2e_deploy_v2:app", "--json", "--dir", str(tmp_path / "h"), redis=False
+    )
+    report = json.loads(out)
+    assert code == 1 and report["replayed"] == 1, report
+    [divergence] = report["divergences"]
+    assert divergence["instance_id"] == "order-7" and divergence["position"] == 2
+    assert "reserve" in divergence["recorded"] and "ship" in divergence["now"]
