@@ -223,7 +223,6 @@ async def overview_page(store: Any) -> dict[str, Any]:
         "workers": len(workers),
         "turns_in_flight": sum(w.turns_in_flight for w in workers),
         "activities_in_flight": sum(w.activities_in_flight for w in workers),
-        "jobs_in_flight": sum(w.jobs_in_flight for w in workers),
         "job_counts": await job_counts(store),
     }
 

@@ -90,6 +90,12 @@ def test_jobs_page_lists_filters_and_shows_a_failed_job_then_retries_it(
         "finished": 2,
     }
 
+    from prometheus_client.parser import text_string_to_metric_families
+
+    families = {f.name: f for f in text_string_to_metric_families(web.get("/metrics").text)}
+    gauges = {s.labels["state"]: s.value for s in families["durable_redis_jobs"].samples}
+    assert gauges == {"queued": 1.0, "running": 0.0, "finished": 2.0}
+
     done = web.get("/job", params={"id": "hello-1"}).text
     assert "st-completed" in done and re.search(r'id="job-result">\{', done)
     page = web.get("/job", params={"id": "pay-1"})
