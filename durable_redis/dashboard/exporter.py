@@ -56,6 +56,6 @@ def render_metrics(overview: dict[str, Any]) -> bytes:
             ["state"],
             registry=registry,
         )
-        for state, n in overview["job_counts"].items():
-            jobs.labels(state).set(n)
+        for state in ("queued", "running", "finished"):
+            jobs.labels(state).set(overview["job_counts"][state])
     return bytes(generate_latest(registry))

@@ -17,6 +17,7 @@ from durable_redis.errors import CodecError
 from durable_redis.storage.base import InstanceInfo, InstanceStatus
 from durable_redis.storage.insights import (
     instance_sessions,
+    job_overview,
     open_sessions,
     partition_overview,
     search_ids,
@@ -372,17 +373,20 @@ def _one_line(text: str, limit: int = 120) -> str:
     return flat if len(flat) <= limit else flat[:limit] + "..."
 
 
-async def job_counts(store: Any) -> dict[str, int] | None:
-    """Jobs queued, running and finished (still retained): three ZCARDs per partition. None for
-    a store without jobs."""
+async def job_counts(store: Any) -> dict[str, Any] | None:
+    """Jobs queued (ready + delayed), running, finished (retained), and the finished ones by
+    state while few enough are retained (:func:`~durable_redis.storage.insights.job_overview`).
+    None for a store without jobs."""
     if not hasattr(store, "job_counts"):
         return None
-    counts = await store.job_counts()
-    finished = sum(n for s, n in counts.items() if s.is_terminal)
+    jobs = await job_overview(store)
     return {
-        JobState.QUEUED.value: counts[JobState.QUEUED],
-        JobState.RUNNING.value: counts[JobState.RUNNING],
-        "finished": finished,
+        JobState.QUEUED.value: jobs.ready + jobs.delayed,
+        "ready": jobs.ready,
+        "delayed": jobs.delayed,
+        JobState.RUNNING.value: jobs.running,
+        "finished": jobs.finished,
+        "finished_by_state": jobs.finished_by_state,
     }
 
 

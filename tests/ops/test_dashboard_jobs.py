@@ -79,15 +79,25 @@ def test_jobs_page_lists_filters_and_shows_a_failed_job_then_retries_it(
     web = http()
     listing = web.get("/jobs").text
     assert set(job_ids(listing)) == {"pay-1", "hello-1", "later-1"}
-    assert re.search(r'id="job-counts">1 queued · 0 running · 2 finished', listing)
+    assert re.search(
+        r'id="job-counts">1 queued · 0 running · 2 finished \(retained\): '
+        r"1 completed, 1 failed, 0 cancelled<",
+        listing,
+    )
     assert job_ids(web.get("/jobs", params={"status": "failed"}).text) == ["pay-1"]
     assert job_ids(web.get("/jobs", params={"status": "queued"}).text) == ["later-1"]
     assert job_ids(web.get("/jobs", params={"name": "whoami"}).text) == ["hello-1", "later-1"]
-    assert re.search(r'id="jobs-queued">1<', web.get("/").text)
+    overview = web.get("/").text
+    assert re.search(r'id="jobs-queued">1<', overview)
+    assert re.search(r'id="jobs-delayed">1<', overview)
+    assert re.search(r'id="jobs-failed">1 failed<', overview)
     assert web.get("/api/overview").json()["job_counts"] == {
         "queued": 1,
+        "ready": 0,
+        "delayed": 1,
         "running": 0,
         "finished": 2,
+        "finished_by_state": {"completed": 1, "failed": 1, "cancelled": 0},
     }
 
     from prometheus_client.parser import text_string_to_metric_families
@@ -233,3 +243,32 @@ def test_schedules_page_pause_resume_and_trigger(
     assert "whoami" in web.get("/job", params={"id": job_id}).text
     missing = web.post("/actions/pause-schedule", data={"schedule": "nope", "csrf": csrf})
     assert missing.status_code == 200 and "ScheduleNotFoundError" in missing.text
+
+
+def test_job_overview_splits_finished_jobs_by_state_only_while_few(
+    redis_url: str, namespace: str
+) -> None:
+    """Over four partitions: ready, delayed and cancelled jobs counted; the finished ones split
+    by state up to ``split_limit`` retained jobs, beyond it only their total."""
+    import e2e_app
+
+    from durable_redis.storage.insights import job_overview
+    from durable_redis.storage.redis_store import RedisStore
+
+    async def go() -> tuple[Any, Any]:
+        store = RedisStore.from_url(redis_url, namespace=namespace, partitions=4)
+        try:
+            await store.initialize()
+            async with Client(store, app=e2e_app.app) as c:
+                await c.enqueue_many(e2e_app.whoami, range(3), job_ids=["r-1", "r-2", "r-3"])
+                await c.enqueue_many(e2e_app.whoami, range(2), job_ids=["d-1", "d-2"], delay=600)
+                for jid in ("r-1", "d-1"):
+                    await c.cancel_job(jid, "test")
+            return await job_overview(store), await job_overview(store, split_limit=1)
+        finally:
+            await store.close()
+
+    split, total_only = anyio.run(go)
+    assert (split.ready, split.delayed, split.running, split.finished) == (2, 1, 0, 2)
+    assert split.finished_by_state == {"completed": 0, "failed": 0, "cancelled": 2}
+    assert total_only.finished == 2 and total_only.finished_by_state is None
