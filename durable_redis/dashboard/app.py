@@ -54,6 +54,7 @@ AUTH_COOKIE = "dr_auth"
 CSRF_COOKIE = "dr_csrf"
 PAGE_SIZE = 50
 _MAX_FORM_BYTES = 256 * 1024
+_JOBS_MAX = 1000  # rows of the jobs page ("show more" doubles up to this)
 _JOB_ACTIONS = ("cancel-job", "retry-job")
 _SCHEDULE_ACTIONS = ("pause-schedule", "resume-schedule", "trigger-schedule")
 _CSP = (
@@ -263,11 +264,17 @@ def create_app(
     async def jobs(request: Request) -> Response:
         q = request.query_params
         status = _choice(q.get("status"), JobState)
+        asked = q.get("limit", "")
+        limit = min(_JOBS_MAX, max(1, int(asked))) if asked.isdigit() else PAGE_SIZE * 2
         data = await views.jobs_page(
-            await src.store(), status=status, name=q.get("name") or None, limit=PAGE_SIZE * 2
+            await src.store(), status=status, name=q.get("name") or None, limit=limit
         )
         filters = {k: q.get(k, "") for k in ("status", "name")}
-        return render(request, "jobs.html", {**data, "filters": filters})
+        more = None
+        if len(data["rows"]) == limit and limit < _JOBS_MAX:
+            wanted = {k: v for k, v in filters.items() if v}
+            more = urlencode({**wanted, "limit": min(_JOBS_MAX, limit * 2)})
+        return render(request, "jobs.html", {**data, "filters": filters, "more_query": more})
 
     async def job(request: Request) -> Response:
         from durable_redis.client import validate_id

@@ -87,6 +87,11 @@ def test_jobs_page_lists_filters_and_shows_a_failed_job_then_retries_it(
     assert job_ids(web.get("/jobs", params={"status": "failed"}).text) == ["pay-1"]
     assert job_ids(web.get("/jobs", params={"status": "queued"}).text) == ["later-1"]
     assert job_ids(web.get("/jobs", params={"name": "whoami"}).text) == ["hello-1", "later-1"]
+    first = web.get("/jobs", params={"name": "whoami", "limit": "1"}).text
+    assert len(job_ids(first)) == 1  # (list_jobs reads the first of each index, then sorts)
+    more = re.search(r'href="/jobs\?([^"]+)" id="more-jobs"', first)
+    assert more and more.group(1) == "name=whoami&amp;limit=2"
+    assert 'id="more-jobs"' not in web.get("/jobs").text
     overview = web.get("/").text
     assert re.search(r'id="jobs-queued">1<', overview)
     assert re.search(r'id="jobs-delayed">1<', overview)
@@ -134,11 +139,16 @@ def test_jobs_page_lists_filters_and_shows_a_failed_job_then_retries_it(
 
 
 @pytest.mark.e2e
-def test_cancel_a_queued_job(redis_url: str, namespace: str, http: Any) -> None:
+def test_cancel_a_queued_and_a_running_job(
+    redis_url: str, namespace: str, http: Any, pool: Any, tmp_path: Path
+) -> None:
     import e2e_app
+
+    pool.start()
 
     async def use(c: Client) -> None:
         await c.enqueue(e2e_app.whoami, "x", job_id="wait-1", delay=600)
+        await c.enqueue(e2e_app.hold, {"dir": str(tmp_path), "name": "j"}, job_id="busy-1")
 
     run(redis_url, namespace, use)
     web = http()
@@ -151,6 +161,17 @@ def test_cancel_a_queued_job(redis_url: str, namespace: str, http: Any) -> None:
     assert reply.status_code == 200 and "cancelled" in reply.text
     assert job_state(redis_url, namespace, "wait-1") == "cancelled"
     assert "not needed" in web.get("/job", params={"id": "wait-1"}).text
+
+    wait_job(redis_url, namespace, "busy-1", "running")
+    busy = web.get("/job", params={"id": "busy-1"}).text
+    assert "st-running" in busy and 'id="btn-cancel-job"' in busy
+    web.post("/actions/cancel-job", data={"job_id": "busy-1", "csrf": csrf_of(busy)})
+    assert job_state(redis_url, namespace, "busy-1") == "cancelled"
+    deadline = time.monotonic() + WAIT_S
+    while not list(tmp_path.glob("cancelled-j-*")):  # its worker stopped the activity
+        assert time.monotonic() < deadline, "the running job was not stopped"
+        time.sleep(0.05)
+    assert 'id="btn-retry-job"' in web.get("/job", params={"id": "busy-1"}).text
 
 
 def test_job_actions_refused_read_only_and_without_the_token(
