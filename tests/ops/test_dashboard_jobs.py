@@ -174,6 +174,31 @@ def test_cancel_a_queued_and_a_running_job(
     assert 'id="btn-retry-job"' in web.get("/job", params={"id": "busy-1"}).text
 
 
+@pytest.mark.e2e
+def test_a_running_job_shows_its_progress(
+    redis_url: str, namespace: str, http: Any, pool: Any, tmp_path: Path
+) -> None:
+    import e2e_app
+
+    pool.start()
+
+    async def use(c: Client) -> None:
+        await c.enqueue(e2e_app.hold_progress, {"dir": str(tmp_path), "name": "p"}, job_id="prog-1")
+
+    run(redis_url, namespace, use)
+    web = http()
+    deadline = time.monotonic() + WAIT_S
+    while "&#34;step&#34;: 1" not in (page := web.get("/job", params={"id": "prog-1"}).text):
+        assert time.monotonic() < deadline, "no progress shown"
+        time.sleep(0.05)
+    assert "st-running" in page and re.search(r'id="job-progress">\{', page)
+    row = web.get("/jobs", params={"status": "running"}).text
+    assert job_ids(row) == ["prog-1"] and "{ &#34;of&#34;: 3, &#34;step&#34;: 1 }" in row
+    (tmp_path / "release-p").touch()
+    wait_job(redis_url, namespace, "prog-1", "completed")
+    assert re.search(r'id="job-result">3<', web.get("/job", params={"id": "prog-1"}).text)
+
+
 def test_job_actions_refused_read_only_and_without_the_token(
     redis_url: str, namespace: str, http: Any, tmp_path: Path
 ) -> None:
