@@ -264,8 +264,7 @@ def create_app(
     async def jobs(request: Request) -> Response:
         q = request.query_params
         status = _choice(q.get("status"), JobState)
-        asked = q.get("limit", "")
-        limit = min(_JOBS_MAX, max(1, int(asked))) if asked.isdigit() else PAGE_SIZE * 2
+        limit = min(_JOBS_MAX, max(1, _int_or(q.get("limit"), PAGE_SIZE * 2)))
         data = await views.jobs_page(
             await src.store(), status=status, name=q.get("name") or None, limit=limit
         )
@@ -425,6 +424,13 @@ def create_app(
     # the outer app's shutdown to close the Redis connection it opened.
     app.state.aclose = src.close
     return app
+
+
+def _int_or(text: str | None, default: int) -> int:
+    try:
+        return int(text) if text else default
+    except ValueError:
+        return default
 
 
 def _choice(value: str | None, options: type[enum.StrEnum]) -> str | None:

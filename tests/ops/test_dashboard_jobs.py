@@ -92,6 +92,8 @@ def test_jobs_page_lists_filters_and_shows_a_failed_job_then_retries_it(
     more = re.search(r'href="/jobs\?([^"]+)" id="more-jobs"', first)
     assert more and more.group(1) == "name=whoami&amp;limit=2"
     assert 'id="more-jobs"' not in web.get("/jobs").text
+    for odd in ("²", "-5", "9" * 5000, "x"):  # a bad limit is the default (or 1), never a 500
+        assert web.get("/jobs", params={"limit": odd}).status_code == 200
     overview = web.get("/").text
     assert re.search(r'id="jobs-queued">1<', overview)
     assert re.search(r'id="jobs-delayed">1<', overview)
