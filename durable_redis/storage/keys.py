@@ -8,6 +8,7 @@ docs/storage.md for the table.
 
 from __future__ import annotations
 
+import re
 import zlib
 from dataclasses import dataclass
 from functools import cached_property
@@ -44,6 +45,16 @@ def validate_id(kind: str, value: str) -> None:
         raise InvalidIdError(f"{kind} {value!r} is not encodable as UTF-8") from None
     if size > MAX_ID_BYTES:
         raise InvalidIdError(f"{kind} is longer than {MAX_ID_BYTES} bytes")
+
+
+_QUEUE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+def validate_queue(value: object) -> str:
+    """A job queue's name: 1-64 of A-Z a-z 0-9 _ . - (it becomes part of keys)."""
+    if not isinstance(value, str) or not _QUEUE_NAME.fullmatch(value):
+        raise InvalidIdError(f"queue name must be 1-64 of A-Z a-z 0-9 _ . -, got {value!r}")
+    return value
 
 
 def meta_key(namespace: str) -> str:
@@ -241,6 +252,19 @@ class PartitionKeys:
     @cached_property
     def jq_marker(self) -> str:
         return self._k("jq:marker")
+
+    @cached_property
+    def jq_queues(self) -> str:
+        """SET of the queues other than "default" that jobs were enqueued to or paused in."""
+        return self._k("jq:queues")
+
+    def jq_queue_keys(self, queue: str) -> tuple[str, str, str]:
+        """(ready, delayed, marker) of a job queue; "default" keeps jq:ready / jq:delayed /
+        jq:marker (``job_qkeys`` in lua/includes/jobs.lua names them alike)."""
+        if queue == "default":
+            return self.jq_ready, self.jq_delayed, self.jq_marker
+        base = self._k(f"jq:q:{queue}:")
+        return base + "ready", base + "delayed", base + "marker"
 
     @cached_property
     def jq_done(self) -> str:
