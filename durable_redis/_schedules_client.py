@@ -68,7 +68,7 @@ class SchedulesClientMixin:
         from durable_redis.client import validate_id
 
         validate_id(name, "schedule name")
-        activity_name, _ = _activity_identity(activity, self.app)
+        activity_name, _, _ = _activity_identity(activity, self.app)
         definition = ScheduleDefinition(
             name=name,
             activity=activity_name,

@@ -17,6 +17,7 @@ from typing import Any
 
 from redis.exceptions import NoScriptError, ResponseError
 
+from durable_redis.core.jobs import validate_queue
 from durable_redis.storage._replies import _s
 from durable_redis.storage.job_types import (
     ExistingJobPolicy,
@@ -27,7 +28,7 @@ from durable_redis.storage.job_types import (
     JobState,
     NewJob,
 )
-from durable_redis.storage.keys import PartitionKeys, validate_id, validate_queue
+from durable_redis.storage.keys import PartitionKeys, validate_id
 from durable_redis.storage.redis_base import RedisStoreBase
 from durable_redis.storage.scripts import Status, raise_for_status
 

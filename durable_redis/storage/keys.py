@@ -8,7 +8,6 @@ docs/storage.md for the table.
 
 from __future__ import annotations
 
-import re
 import zlib
 from dataclasses import dataclass
 from functools import cached_property
@@ -45,16 +44,6 @@ def validate_id(kind: str, value: str) -> None:
         raise InvalidIdError(f"{kind} {value!r} is not encodable as UTF-8") from None
     if size > MAX_ID_BYTES:
         raise InvalidIdError(f"{kind} is longer than {MAX_ID_BYTES} bytes")
-
-
-_QUEUE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
-
-
-def validate_queue(value: object) -> str:
-    """A job queue's name: 1-64 of A-Z a-z 0-9 _ . - (it becomes part of keys)."""
-    if not isinstance(value, str) or not _QUEUE_NAME.fullmatch(value):
-        raise InvalidIdError(f"queue name must be 1-64 of A-Z a-z 0-9 _ . -, got {value!r}")
-    return value
 
 
 def meta_key(namespace: str) -> str:
