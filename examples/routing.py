@@ -67,5 +67,6 @@ if __name__ == "__main__":
     )
     finish(
         ok,
-        "6 embeddings on the gpu pool, 6 thumbnails on the cpu pool; 3 held by a pause ran after resume",
+        "6 embeddings on the gpu pool, 6 thumbnails on the cpu pool; "
+        "3 held by a pause ran after resume",
     )
