@@ -129,3 +129,14 @@ async def test_a_bad_queue_name_is_refused_and_writes_nothing(store: RedisStore)
             await store.set_job_queue_paused(bad, True)
     assert await store.get_job("j1") is None
     assert [q.name for q in await store.job_queues()] == ["default"]
+
+
+async def test_the_overview_counts_every_queue(store: RedisStore) -> None:
+    from durable_redis.storage.insights import job_overview
+
+    await store.enqueue_jobs([job("d1"), job("g1", "gpu"), job("g2", "gpu", delay_ms=60_000)])
+    await store.enqueue_jobs([job("c1", "cpu")])
+    await store.fetch_jobs("w", limit=5, lock_ms=LOCK, queues=("cpu",))
+    seen = await job_overview(store)
+    assert (seen.ready, seen.delayed, seen.running) == (2, 1, 1)
+    assert (await store.job_counts())[JobState.QUEUED] == 3
