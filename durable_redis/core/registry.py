@@ -435,6 +435,13 @@ def orchestration_metadata(fn: Callable[..., Any]) -> OrchestrationDefinition:
     return definition
 
 
+def activity_queue(app: Any, activity: str) -> str:
+    """The queue of ``activity``'s jobs on ``app`` ("default" without an app, or when the app
+    does not register it)."""
+    found = getattr(app, "_activities", {}).get(activity) if app is not None else None
+    return found.queue if isinstance(found, ActivityDefinition) else "default"
+
+
 def activity_metadata(fn: Callable[..., Any]) -> ActivityDefinition:
     """The registration attached to an ``@app.activity`` function."""
     definition: ActivityDefinition = _metadata(fn, "activity")

@@ -90,7 +90,7 @@ SCRIPTS: dict[str, ScriptSpec] = {
         ScriptSpec("cancel_job", keys=6, argv=3),
         ScriptSpec("retry_job", keys=5, argv=2),
         ScriptSpec("pause_job_queue", keys=2, argv=3),
-        ScriptSpec("claim_schedule", keys=7, argv=9, variadic_argv=True),
+        ScriptSpec("claim_schedule", keys=7, argv=10, variadic_argv=True),
         ScriptSpec("set_schedule", keys=3, argv=6),
     )
 }
