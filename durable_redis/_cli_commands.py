@@ -458,6 +458,8 @@ def _worker_options(args: argparse.Namespace) -> Any:
     ):
         if getattr(args, flag) is not None:
             fields[field] = getattr(args, flag)
+    if getattr(args, "queues", None) is not None:
+        fields["queues"] = tuple(q.strip() for q in args.queues.split(",") if q.strip())
     if args.janitor_interval is not None:
         off = args.janitor_interval.strip().lower() in ("off", "never", "0")
         fields["janitor_interval"] = (

@@ -68,7 +68,7 @@ class SchedulesClientMixin:
         from durable_redis.client import validate_id
 
         validate_id(name, "schedule name")
-        activity_name, _ = _activity_identity(activity, self.app)
+        activity_name, _, _ = _activity_identity(activity, self.app)
         definition = ScheduleDefinition(
             name=name,
             activity=activity_name,
@@ -128,6 +128,7 @@ class SchedulesClientMixin:
             raise ScheduleNotFoundError(f"no schedule {name!r}")
         spec = decode_schedule(records[0].spec)
         from durable_redis._jobs_client import JobHandle
+        from durable_redis.core.registry import activity_queue
         from durable_redis.storage.job_types import NewJob
 
         job_id = f"sched:{name}:now:{uuid.uuid4().hex[:12]}"
@@ -139,6 +140,7 @@ class SchedulesClientMixin:
                     spec=spec.task,
                     priority=spec.priority,
                     result_ttl_ms=spec.result_ttl_ms,
+                    queue=activity_queue(self.app, spec.activity),
                 )
             ]
         )

@@ -41,6 +41,7 @@ class ActivityDefinition:
     input_type: Any
     result_type: Any
     takes_input: bool
+    queue: str = "default"  # the job queue of its jobs (client.enqueue may override it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,13 +285,31 @@ class App:
 
     @overload
     def activity(
-        self, fn: None = None, /, *, name: str | None = None, version: str = ""
+        self,
+        fn: None = None,
+        /,
+        *,
+        name: str | None = None,
+        version: str = "",
+        queue: str = "default",
     ) -> Callable[[F], F]: ...
 
     def activity(
-        self, fn: Callable[..., Any] | None = None, /, *, name: str | None = None, version: str = ""
+        self,
+        fn: Callable[..., Any] | None = None,
+        /,
+        *,
+        name: str | None = None,
+        version: str = "",
+        queue: str = "default",
     ) -> Any:
-        """Register ``fn(ctx: ActivityContext, input)``, sync or async."""
+        """Register ``fn(ctx: ActivityContext, input)``, sync or async. ``queue``: the queue
+        its jobs go to (``client.enqueue(..., queue=)`` overrides it); only workers serving it
+        (``WorkerOptions.queues``) run them. Activities called by orchestrations are not
+        routed by queue yet."""
+        from durable_redis.core.jobs import validate_queue
+
+        validate_queue(queue)
 
         def register(f: F) -> F:
             reg_name = _validate_name(name or f.__name__, "activity")
@@ -305,6 +324,7 @@ class App:
                 input_type,
                 result_type,
                 takes_input,
+                queue,
             )
             self._activities[reg_name] = definition
             setattr(f, _ACT_ATTR, definition)
@@ -441,6 +461,13 @@ def orchestration_metadata(fn: Callable[..., Any]) -> OrchestrationDefinition:
     """The registration attached to an ``@app.orchestration`` function."""
     definition: OrchestrationDefinition = _metadata(fn, "orchestration")
     return definition
+
+
+def activity_queue(app: Any, activity: str) -> str:
+    """The queue of ``activity``'s jobs on ``app`` ("default" without an app, or when the app
+    does not register it)."""
+    found = getattr(app, "_activities", {}).get(activity) if app is not None else None
+    return found.queue if isinstance(found, ActivityDefinition) else "default"
 
 
 def activity_metadata(fn: Callable[..., Any]) -> ActivityDefinition:

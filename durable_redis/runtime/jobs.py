@@ -143,6 +143,7 @@ class JobDispatcher:
                     limit=min(options.job_batch_size, free),
                     lock_ms=options.lock_ms,
                     wait_ms=options.fetch_wait_ms,
+                    queues=options.queues,
                 )
             except NamespaceMissingError:
                 raise

@@ -10,7 +10,8 @@ import secrets
 import socket
 from dataclasses import dataclass
 
-from durable_redis.errors import ConfigurationError
+from durable_redis.core.jobs import validate_queue
+from durable_redis.errors import ConfigurationError, InvalidIdError
 
 __all__ = ["WorkerOptions", "new_worker_id"]
 
@@ -38,6 +39,9 @@ class WorkerOptions:
     - ``batch_size``: most work items leased by one fetch.
     - ``job_concurrency``: jobs (``client.enqueue``) run at once; ``0`` = this worker runs no
       jobs. ``job_batch_size``: most jobs leased by one fetch (acks are batched too).
+    - ``queues``: the job queues this worker serves (``@app.activity(queue=)``,
+      ``client.enqueue(..., queue=)``); it never fetches a job of another queue, and one
+      blocking wait covers all of them. Default ``("default",)``. See docs/routing.md.
     - ``lock_timeout``: lease of an orchestration turn or an activity; a crashed worker's work is
       retried elsewhere after this. ``renewal_interval`` (default a third of it) renews leases
       of work still running.
@@ -77,6 +81,7 @@ class WorkerOptions:
     batch_size: int = 16
     job_concurrency: int = 128
     job_batch_size: int = 128
+    queues: tuple[str, ...] = ("default",)
     lock_timeout: float = 30.0
     renewal_interval: float | None = None
     max_attempts: int = 10
@@ -97,6 +102,15 @@ class WorkerOptions:
     worker_id: str | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.queues, str) or not self.queues:
+            raise ConfigurationError(
+                f"WorkerOptions.queues must be a non-empty sequence of names, got {self.queues!r}"
+            )
+        try:
+            served = tuple(dict.fromkeys(validate_queue(q) for q in self.queues))
+        except InvalidIdError as exc:
+            raise ConfigurationError(f"WorkerOptions.queues: {exc}") from None
+        object.__setattr__(self, "queues", served)  # a list (JSON) becomes a tuple
         positive_ints = {
             "orchestration_concurrency": self.orchestration_concurrency,
             "activity_concurrency": self.activity_concurrency,

@@ -14,6 +14,7 @@ from typing import Any
 import anyio
 
 from durable_redis import core
+from durable_redis.core.registry import activity_queue
 from durable_redis.core.schedules import (
     decode_schedule,
     schedule_declaration,
@@ -88,6 +89,7 @@ class ScheduleRunner:
             priority=spec.priority,
             result_ttl_ms=spec.result_ttl_ms,
             ticks=ticks,
+            queue=activity_queue(self._app, spec.activity),
         )
         if got is None:
             return  # another worker claimed it

@@ -144,6 +144,12 @@ async def exercise_jobs(store: RedisStore) -> None:
     await store.ack_jobs([JobAck(j1, JobOutcome.FAILED, b"e")])
     await store.retry_job("j1")
     await store.cancel_job("j1", b"c")
+    await store.set_job_queue_paused("gpu", True)
+    await store.enqueue_jobs([NewJob("j3", "send", b"s", queue="gpu")])
+    assert await store.fetch_jobs("A", limit=2, lock_ms=LOCK, queues=("gpu",)) == []
+    await store.set_job_queue_paused("gpu", False)
+    [j3] = await store.fetch_jobs("A", limit=2, lock_ms=LOCK, queues=("gpu", "default"))
+    await store.ack_jobs([JobAck(j3, JobOutcome.COMPLETED, b"o")])
     now = await store.server_time_ms()
     await store.declare_schedule("sc", b"spec", "h", now - 1)
     await store.claim_schedule(
@@ -288,6 +294,10 @@ async def test_every_mutating_script_is_safe_to_run_twice(store: RedisStore) -> 
     await rerun_last(store, "retry_job")  # refused the second time (the job is queued)
     await store.cancel_job("j1", b"c")
     await rerun_last(store, "cancel_job")
+    await store.set_job_queue_paused("gpu", True)
+    await rerun_last(store, "pause_job_queue")
+    await store.set_job_queue_paused("gpu", False)
+    await rerun_last(store, "pause_job_queue")
     now = await store.server_time_ms()
     await store.declare_schedule("sc", b"spec", "h", now - 1)
     await rerun_last(store, "set_schedule")
