@@ -40,6 +40,8 @@ log = logging.getLogger("durable_redis.storage.redis_store")
 
 SCHEMA_VERSION = "1"
 _T = TypeVar("_T")
+# NOSCRIPT answers a call may reload through before it gives up (scripts flushed again meanwhile)
+_NOSCRIPT_RELOADS = 5
 
 
 class RedisStoreBase:
@@ -210,8 +212,12 @@ class RedisStoreBase:
         script = self._scripts[name]
         if self._pool is not None:
             return await self._eval_on_connection(script, keys, args)
-        reply = await script(keys=list(keys), args=list(args))
-        return list(reply)
+        for _ in range(_NOSCRIPT_RELOADS):
+            try:  # redis-py reloads once on NOSCRIPT; the scripts can go again meanwhile
+                return list(await script(keys=list(keys), args=list(args)))
+            except NoScriptError:
+                continue
+        return list(await script(keys=list(keys), args=list(args)))
 
     async def _eval_on_connection(
         self, script: AsyncScript, keys: Sequence[str], args: Sequence[Any]
@@ -236,11 +242,16 @@ class RedisStoreBase:
             async def failed(_error: Exception) -> None:
                 await conn.disconnect()
 
-            try:
-                reply = await conn.retry.call_with_retry(send, failed)
-            except NoScriptError:
-                script.sha = await self._r.script_load(script.script)
-                reply = await conn.retry.call_with_retry(send, failed)
+            for reloads in range(_NOSCRIPT_RELOADS + 1):
+                try:
+                    reply = await conn.retry.call_with_retry(send, failed)
+                    break
+                except NoScriptError:
+                    # not run: safe to send again. Loaded scripts can go again before the
+                    # retry arrives (another SCRIPT FLUSH, a restart): reload a few times
+                    if reloads == _NOSCRIPT_RELOADS:
+                        raise
+                    script.sha = await self._r.script_load(script.script)
         finally:
             await self._pool.release(conn)
         return list(reply)

@@ -148,3 +148,9 @@ def record_job(ctx: ActivityContext, args: dict[str, Any]) -> dict[str, Any]:
 def record_tick(ctx: ActivityContext, args: dict[str, Any]) -> None:
     """A scheduled job: one line per execution in ``<dir>/ticks.log`` (``<job id> <pid>``)."""
     append_line(Path(args["dir"]) / "ticks.log", f"{ctx.job_id} {os.getpid()}\n")
+
+
+@app.orchestration
+async def collect_events(ctx: OrchestrationContext, n: int) -> list[Any]:
+    """Waits for ``n`` events called ``e`` and returns their payloads in the order applied."""
+    return [await ctx.wait_for_event("e") for _ in range(int(n))]
