@@ -29,7 +29,8 @@ KEY_LINES = {
     "order_updates.py": "OK: 2 items added by update (a retried one applied once), a bad one "
     "rejected, cart read without a turn, progress streamed to checkout",
     "jobs.py": "OK: 101 e-mails sent, a charge retried twice, progress followed, one job deduped",
-    "schedules.py": "OK: every tick ran once across 2 workers; paused, resumed, triggered",
+    "schedules.py": "OK: every tick ran once across 2 workers; paused, resumed, triggered; "
+    "an orchestration started once per tick",
 }
 
 pytestmark = pytest.mark.e2e

@@ -91,6 +91,9 @@ SCRIPTS: dict[str, ScriptSpec] = {
         ScriptSpec("retry_job", keys=5, argv=2),
         ScriptSpec("claim_schedule", keys=7, argv=9, variadic_argv=True),
         ScriptSpec("set_schedule", keys=3, argv=6),
+        ScriptSpec(
+            "claim_schedule_start", keys=10, argv=10, variadic_keys=True, variadic_argv=True
+        ),
     )
 }
 
@@ -98,7 +101,7 @@ SCRIPTS: dict[str, ScriptSpec] = {
 JOB_SCRIPTS = frozenset(
     {"enqueue_jobs", "fetch_jobs", "ack_jobs", "renew_jobs", "cancel_job", "retry_job"}
 )
-SCHEDULE_SCRIPTS = frozenset({"claim_schedule", "set_schedule"})
+SCHEDULE_SCRIPTS = frozenset({"claim_schedule", "claim_schedule_start", "set_schedule"})
 
 
 def lua_dir() -> Path:
