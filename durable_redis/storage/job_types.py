@@ -116,9 +116,17 @@ class JobStore(Protocol):
         ...
 
     async def fetch_jobs(
-        self, worker_id: str, *, limit: int, lock_ms: int, wait_ms: int = 0
+        self,
+        worker_id: str,
+        *,
+        limit: int,
+        lock_ms: int,
+        wait_ms: int = 0,
+        skip_first_try: bool = False,
     ) -> list[JobLease]:
-        """Lease up to ``limit`` jobs (priority, then FIFO); block up to ``wait_ms`` for one."""
+        """Lease up to ``limit`` jobs (priority, then FIFO); block up to ``wait_ms`` for one.
+        ``skip_first_try``: the caller's last fetch drained what it could see, so wait on the
+        wake-up marker first (any job since armed it) instead of an empty fetch."""
         ...
 
     async def ack_jobs(self, acks: Sequence[JobAck]) -> list[bool]:

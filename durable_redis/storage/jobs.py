@@ -259,7 +259,13 @@ class JobQueueMixin(RedisStoreBase):
 
     # -- consumer ----------------------------------------------------------------------------
     async def fetch_jobs(
-        self, worker_id: str, *, limit: int, lock_ms: int, wait_ms: int = 0
+        self,
+        worker_id: str,
+        *,
+        limit: int,
+        lock_ms: int,
+        wait_ms: int = 0,
+        skip_first_try: bool = False,
     ) -> list[JobLease]:
         await self._ready()
         validate_id("worker id", worker_id)
@@ -270,7 +276,9 @@ class JobQueueMixin(RedisStoreBase):
         async def attempt() -> list[JobLease]:
             return await self._try_fetch_jobs(worker_id, limit, lock_ms)
 
-        leases: list[JobLease] = await self._fetch_waiting(markers, wait_ms, attempt)
+        leases: list[JobLease] = await self._fetch_waiting(
+            markers, wait_ms, attempt, skip_first_try=skip_first_try
+        )
         return leases
 
     async def _try_fetch_jobs(self, worker_id: str, limit: int, lock_ms: int) -> list[JobLease]:
