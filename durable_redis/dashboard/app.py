@@ -16,6 +16,7 @@ Security model (docs/operations.md):
 from __future__ import annotations
 
 import contextlib
+import enum
 import hashlib
 import hmac
 import json
@@ -44,6 +45,7 @@ from durable_redis._cli_commands import plain
 from durable_redis.dashboard import sse, views
 from durable_redis.errors import DurableRedisError, InstanceRunningError
 from durable_redis.storage.base import InstanceStatus
+from durable_redis.storage.job_types import JobState
 
 __all__ = ["create_app"]
 
@@ -52,6 +54,9 @@ AUTH_COOKIE = "dr_auth"
 CSRF_COOKIE = "dr_csrf"
 PAGE_SIZE = 50
 _MAX_FORM_BYTES = 256 * 1024
+_JOBS_MAX = 1000  # rows of the jobs page ("show more" doubles up to this)
+_JOB_ACTIONS = ("cancel-job", "retry-job")
+_SCHEDULE_ACTIONS = ("pause-schedule", "resume-schedule", "trigger-schedule")
 _CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
@@ -151,6 +156,7 @@ def create_app(
             "msg": request.query_params.get("msg", ""),
             "page": name.removesuffix(".html"),
             "statuses": [s.value for s in InstanceStatus],
+            "job_statuses": [s.value for s in JobState],
             **context,
         }
         if request.query_params.get("partial") == "1" and "live" in template.blocks:
@@ -202,9 +208,7 @@ def create_app(
 
     async def instances(request: Request) -> Response:
         q = request.query_params
-        status = q.get("status") or None
-        if status is not None and status not in {s.value for s in InstanceStatus}:
-            status = None
+        status = _choice(q.get("status"), InstanceStatus)
         data = await views.instances_page(
             await src.store(),
             status=status,
@@ -257,6 +261,33 @@ def create_app(
             headers={"X-Accel-Buffering": "no"},  # proxies must not buffer it
         )
 
+    async def jobs(request: Request) -> Response:
+        q = request.query_params
+        status = _choice(q.get("status"), JobState)
+        limit = min(_JOBS_MAX, max(1, _int_or(q.get("limit"), PAGE_SIZE * 2)))
+        data = await views.jobs_page(
+            await src.store(), status=status, name=q.get("name") or None, limit=limit
+        )
+        filters = {k: q.get(k, "") for k in ("status", "name")}
+        more = None
+        if len(data["rows"]) == limit and limit < _JOBS_MAX:
+            wanted = {k: v for k, v in filters.items() if v}
+            more = urlencode({**wanted, "limit": min(_JOBS_MAX, limit * 2)})
+        return render(request, "jobs.html", {**data, "filters": filters, "more_query": more})
+
+    async def job(request: Request) -> Response:
+        from durable_redis.client import validate_id
+
+        job_id = request.query_params.get("id", "")
+        if not job_id:
+            return RedirectResponse(f"{base(request)}/jobs", status_code=303)
+        data = await views.job_page(await src.store(), validate_id(job_id, "job id"))
+        return render(request, "job.html", data, status=200 if data["found"] else 404)
+
+    async def schedules(request: Request) -> Response:
+        data = await views.schedules_page(await src.client())
+        return render(request, "schedules.html", data)
+
     async def workers(request: Request) -> Response:
         data = await views.workers_page(await src.store())
         return render(request, "workers.html", data)
@@ -294,8 +325,10 @@ def create_app(
         cookie = request.cookies.get(CSRF_COOKIE, "")
         if not cookie or not hmac.compare_digest(form.get("csrf", ""), cookie):
             return _denied(403, "missing or wrong CSRF token; reload the page")
-        instance_id = form.get("instance_id", "")
         client = await src.client()
+        if kind in _JOB_ACTIONS or kind in _SCHEDULE_ACTIONS:
+            return await job_or_schedule_action(request, client, kind, form)
+        instance_id = form.get("instance_id", "")
         if kind == "cancel":
             await client.cancel(instance_id, form.get("reason") or "cancelled from the dashboard")
             msg = "cancellation requested"
@@ -322,15 +355,55 @@ def create_app(
             return _denied(404, f"no action {kind!r}")
         return _back(request, instance_id, msg)
 
-    def _back(request: Request, instance_id: str, msg: str) -> Response:
-        query = urlencode({"id": instance_id, "msg": msg})
-        return RedirectResponse(f"{base(request)}/instance?{query}", status_code=303)
+    async def job_or_schedule_action(
+        request: Request, client: Any, kind: str, form: dict[str, str]
+    ) -> Response:
+        """Cancel / retry a job, pause / resume / trigger a schedule; back to its page with
+        what happened (a refusal, such as retrying a running job, is said there too)."""
+        if kind in _JOB_ACTIONS:
+            job_id = form.get("job_id", "")
+            try:
+                if kind == "cancel-job":
+                    before = await client.cancel_job(job_id, form.get("reason") or "")
+                    msg = (
+                        "cancelled"
+                        if not before.is_terminal
+                        else f"the job had already ended ({before.value}); left alone"
+                    )
+                else:
+                    await client.retry_job(job_id)
+                    msg = "queued again (from its first attempt)"
+            except DurableRedisError as exc:
+                msg = f"{type(exc).__name__}: {exc}"
+            return _back(request, job_id, msg, page="job")
+        name = form.get("schedule", "")
+        try:
+            if kind == "pause-schedule":
+                await client.pause_schedule(name)
+                msg = f"schedule {name!r} paused"
+            elif kind == "resume-schedule":
+                await client.resume_schedule(name)
+                msg = f"schedule {name!r} resumed (from its next tick)"
+            else:
+                handle = await client.trigger_schedule(name)
+                return _back(request, handle.id, f"schedule {name!r} triggered", page="job")
+        except DurableRedisError as exc:
+            msg = f"{type(exc).__name__}: {exc}"
+        target = f"{base(request)}/schedules?" + urlencode({"msg": msg})
+        return RedirectResponse(target, status_code=303)
+
+    def _back(request: Request, item_id: str, msg: str, page: str = "instance") -> Response:
+        query = urlencode({"id": item_id, "msg": msg})
+        return RedirectResponse(f"{base(request)}/{page}?{query}", status_code=303)
 
     routes = [
         Route("/", secured(overview), name="overview"),
         Route("/instances", secured(instances), name="instances"),
         Route("/instance", secured(instance), name="instance"),
         Route("/instances/{instance_id:path}/stream", secured(stream), name="stream"),
+        Route("/jobs", secured(jobs), name="jobs"),
+        Route("/job", secured(job), name="job"),
+        Route("/schedules", secured(schedules), name="schedules"),
         Route("/workers", secured(workers), name="workers"),
         Route("/api/overview", secured(api_overview)),
         Route("/api/workers", secured(api_workers)),
@@ -351,6 +424,18 @@ def create_app(
     # the outer app's shutdown to close the Redis connection it opened.
     app.state.aclose = src.close
     return app
+
+
+def _int_or(text: str | None, default: int) -> int:
+    try:
+        return int(text) if text else default
+    except ValueError:
+        return default
+
+
+def _choice(value: str | None, options: type[enum.StrEnum]) -> str | None:
+    """A filter's value if it is one of ``options``, else None (no filter)."""
+    return value if value and value in {o.value for o in options} else None
 
 
 def _authorised(request: Request, digest: str) -> bool:

@@ -2,8 +2,8 @@
 
 Worker processes export what they do (``runtime.metrics``); this exports what Redis holds, which
 no single worker knows: instances by status, queue depths and the queues' lag, per partition,
-and the live workers. Needs ``prometheus_client`` (the ``metrics`` extra); without it the route
-answers 404 with that hint.
+the live workers, and the background jobs queued, running and finished (retained). Needs
+``prometheus_client`` (the ``metrics`` extra); without it the route answers 404 with that hint.
 """
 
 from __future__ import annotations
@@ -49,4 +49,13 @@ def render_metrics(overview: dict[str, Any]) -> bytes:
         lag.labels(part, "orchestrations").set((p.oldest_message_age_ms or 0) / 1000)
         lag.labels(part, "activities").set((p.oldest_work_age_ms or 0) / 1000)
     workers.set(overview["workers"])
+    if overview.get("job_counts"):
+        jobs = Gauge(
+            "durable_redis_jobs",
+            "Background jobs: queued (ready or delayed), running, finished (results retained)",
+            ["state"],
+            registry=registry,
+        )
+        for state in ("queued", "running", "finished"):
+            jobs.labels(state).set(overview["job_counts"][state])
     return bytes(generate_latest(registry))

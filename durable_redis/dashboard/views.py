@@ -12,23 +12,32 @@ from typing import Any
 
 from durable_redis._cli_commands import _decode_payload, _event_dict, plain
 from durable_redis.core import decode_event, decode_failure
+from durable_redis.core.jobs import decode_job_task
+from durable_redis.errors import CodecError
 from durable_redis.storage.base import InstanceInfo, InstanceStatus
 from durable_redis.storage.insights import (
     instance_sessions,
+    job_overview,
     open_sessions,
     partition_overview,
     search_ids,
 )
+from durable_redis.storage.job_types import JobRecord, JobState
 from durable_redis.storage.workers import WorkerRegistry
 
 __all__ = [
     "InstanceRow",
+    "JobRow",
+    "ScheduleRow",
     "TimelineRow",
     "fmt_age",
     "fmt_ms",
     "instance_page",
     "instances_page",
+    "job_page",
+    "jobs_page",
     "overview_page",
+    "schedules_page",
     "workers_page",
 ]
 
@@ -215,6 +224,7 @@ async def overview_page(store: Any) -> dict[str, Any]:
         "workers": len(workers),
         "turns_in_flight": sum(w.turns_in_flight for w in workers),
         "activities_in_flight": sum(w.activities_in_flight for w in workers),
+        "job_counts": await job_counts(store),
     }
 
 
@@ -317,3 +327,144 @@ async def workers_page(store: Any) -> dict[str, Any]:
         if s.owner:
             owned[s.owner] = owned.get(s.owner, 0) + 1
     return {"workers": workers, "sessions": sessions, "owned": owned, "now_ms": now}
+
+
+# -- jobs and schedules -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class JobRow:
+    job_id: str
+    name: str
+    status: str
+    attempt: int
+    deliveries: int
+    progress: str
+    created: str
+    started: str
+    finished: str
+    took: str
+    worker_id: str | None
+    error: str  # "Type: message", one line
+
+    @classmethod
+    def of(cls, rec: JobRecord, now_ms: int) -> JobRow:
+        began = rec.started_at_ms
+        end = rec.finished_at_ms if rec.finished_at_ms is not None else now_ms
+        failure = decode_failure(rec.error) if rec.error is not None else None
+        return cls(
+            job_id=rec.job_id,
+            name=rec.name,
+            status=rec.state.value,
+            attempt=rec.attempt,
+            deliveries=rec.deliveries,
+            progress=_one_line(payload(rec.progress)),
+            created=fmt_ms(rec.created_at_ms),
+            started=fmt_ms(began),
+            finished=fmt_ms(rec.finished_at_ms),
+            took="-" if began is None else fmt_age(max(0, end - began)),
+            worker_id=rec.worker_id,
+            error="" if failure is None else _one_line(f"{failure.type_name}: {failure.message}"),
+        )
+
+
+def _one_line(text: str, limit: int = 120) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[:limit] + "..."
+
+
+async def job_counts(store: Any) -> dict[str, Any] | None:
+    """Jobs queued (ready + delayed), running, finished (retained), and the finished ones by
+    state while few enough are retained (:func:`~durable_redis.storage.insights.job_overview`).
+    None for a store without jobs."""
+    if not hasattr(store, "job_counts"):
+        return None
+    jobs = await job_overview(store)
+    return {
+        JobState.QUEUED.value: jobs.ready + jobs.delayed,
+        "ready": jobs.ready,
+        "delayed": jobs.delayed,
+        JobState.RUNNING.value: jobs.running,
+        "finished": jobs.finished,
+        "finished_by_state": jobs.finished_by_state,
+    }
+
+
+async def jobs_page(
+    store: Any, *, status: str | None, name: str | None, limit: int
+) -> dict[str, Any]:
+    now = await store.server_time_ms()
+    state = JobState(status) if status else None
+    records = await store.list_jobs(state=state, name=name or None, limit=limit)
+    return {
+        "rows": [JobRow.of(r, now) for r in records],
+        "job_counts": await job_counts(store),
+        "limit": limit,
+    }
+
+
+async def job_page(store: Any, job_id: str) -> dict[str, Any]:
+    rec = await store.get_job(job_id)
+    if rec is None:
+        return {"found": False, "job_id": job_id}
+    now = await store.server_time_ms()
+    try:
+        task = decode_job_task(rec.spec)
+        job_input, max_attempts, timeout_ms = (
+            payload(task.input),
+            task.max_attempts,
+            task.timeout_ms,
+        )
+    except CodecError:
+        job_input, max_attempts, timeout_ms = f"<{len(rec.spec)} bytes>", None, None
+    return {
+        "found": True,
+        "job_id": job_id,
+        "row": JobRow.of(rec, now),
+        "terminal": rec.state.is_terminal,
+        "retryable": rec.state in (JobState.FAILED, JobState.CANCELLED),
+        "input": job_input,
+        "max_attempts": max_attempts,
+        "timeout": fmt_age(timeout_ms),
+        "result": payload(rec.output),
+        "progress": payload(rec.progress),
+        "failure": decode_failure(rec.error) if rec.error is not None else None,
+        "result_ttl": fmt_age(rec.result_ttl_ms),
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleRow:
+    name: str
+    activity: str
+    when: str  # "cron 0 * * * *" or "every 30.0 s"
+    timezone: str
+    catch_up: str
+    overlap: str
+    paused: bool
+    next_run: str
+    next_in: str
+    last_job_id: str | None
+
+
+async def schedules_page(client: Any) -> dict[str, Any]:
+    now = await client.store.server_time_ms()
+    rows = []
+    for s in await client.list_schedules():
+        due = None if s.next_run_at is None else int(s.next_run_at.timestamp() * 1000)
+        every = None if s.every is None else int(s.every.total_seconds() * 1000)
+        rows.append(
+            ScheduleRow(
+                name=s.name,
+                activity=s.activity,
+                when=f"cron {s.cron}" if s.cron else f"every {fmt_age(every)}",
+                timezone=s.timezone,
+                catch_up=s.catch_up,
+                overlap=s.overlap,
+                paused=s.paused,
+                next_run=fmt_ms(due),
+                next_in="-" if due is None else fmt_age(max(0, due - now)),
+                last_job_id=s.last_job_id,
+            )
+        )
+    return {"schedules": rows}

@@ -7,7 +7,9 @@ bounded number of commands per partition; nothing SCANs the keyspace. Times are 
   oldest waiting item (orchestration message and activity), and instances finished recently;
 - :func:`instance_sessions`: an instance's open sessions and their owners;
 - :func:`open_sessions`: open sessions of the namespace (bounded);
-- :func:`search_ids`: instance ids by prefix (exact id first, then ZSCAN of the created index).
+- :func:`search_ids`: instance ids by prefix (exact id first, then ZSCAN of the created index);
+- :func:`job_overview`: background jobs ready, delayed, running and finished, and the finished
+  ones by state while few enough are retained to read their states.
 """
 
 from __future__ import annotations
@@ -20,9 +22,11 @@ from durable_redis.storage.keys import STATUS_ORDER, PartitionKeys, session_key,
 from durable_redis.storage.redis_base import RedisStoreBase
 
 __all__ = [
+    "JobOverview",
     "PartitionOverview",
     "SessionView",
     "instance_sessions",
+    "job_overview",
     "open_sessions",
     "partition_overview",
     "search_ids",
@@ -194,6 +198,42 @@ async def search_ids(store: RedisStoreBase, prefix: str, *, limit: int = 50) -> 
             if cursor == 0:
                 break
     return sorted(found[:limit])
+
+
+@dataclass(frozen=True, slots=True)
+class JobOverview:
+    ready: int  # queued and visible now
+    delayed: int  # queued for later: a delay, an ``at``, a retry's back-off
+    running: int
+    finished: int  # terminal, result still retained
+    # completed / failed / cancelled; None when more than the limit are retained (not read)
+    finished_by_state: dict[str, int] | None
+
+
+async def job_overview(store: RedisStoreBase, *, split_limit: int = 2000) -> JobOverview:
+    """Four ZCARDs per partition; then, if at most ``split_limit`` jobs are retained in all, one
+    more pipeline per partition reading their states (the finished index holds all three)."""
+    await store._ready()
+    r: Any = store._r
+    sizes = []
+    for pk in store._parts:
+        pipe = r.pipeline(transaction=False)
+        for key in (pk.jq_ready, pk.jq_delayed, pk.jq_leases, pk.jq_done):
+            pipe.zcard(key)
+        sizes.append([int(n) for n in await pipe.execute()])
+    ready, delayed, running, finished = (sum(col) for col in zip(*sizes, strict=True))
+    by_state: dict[str, int] | None = None
+    if finished <= split_limit:
+        by_state = {"completed": 0, "failed": 0, "cancelled": 0}
+        for pk, size in zip(store._parts, sizes, strict=True):
+            if not size[3]:
+                continue
+            ids = [_s(x) for x in await r.zrange(pk.jq_done, 0, split_limit - 1)]
+            states = await r.hmget(pk.jq_jobs, [f"{i}|s" for i in ids]) if ids else []
+            for state in states:  # None: expired between the two reads
+                if state is not None and _s(state) in by_state:
+                    by_state[_s(state)] += 1
+    return JobOverview(ready, delayed, running, finished, by_state)
 
 
 def _int(value: Any) -> int | None:

@@ -58,6 +58,15 @@ async def hold(ctx: ActivityContext, args: dict[str, Any]) -> dict[str, Any]:
 
 
 @app.activity
+async def hold_progress(ctx: ActivityContext, args: dict[str, Any]) -> int:
+    """Report progress, then block until ``release-<name>`` exists in ``dir``."""
+    ctx.report_progress({"step": 1, "of": 3})
+    while not (Path(args["dir"]) / f"release-{args['name']}").exists():
+        await anyio.sleep(0.05)
+    return 3
+
+
+@app.activity
 def hold_sync(ctx: ActivityContext, args: dict[str, Any]) -> dict[str, Any]:
     """Sync and stubborn: ignores cancellation until released (a late completion)."""
     d = Path(args["dir"])

@@ -1,5 +1,6 @@
 """Fixtures of the operations tests (dashboard, workers, doctor, metrics).
 
+- ``http``: the dashboard app over Starlette's TestClient (no server process).
 - ``pool``: real worker processes (``python -m durable_redis.runtime e2e_app:app``, the e2e
   suite's app and short leases) on the session's private Redis, killed by pid at teardown.
 - ``dashboard``: ``durable-redis dashboard`` as a real subprocess on a free loopback port,
@@ -40,6 +41,28 @@ CHROMIUM = os.environ.get("DURABLE_REDIS_CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("DURABLE_REDIS_CHROMEDRIVER", "/usr/bin/chromedriver")
 SKIP_BROWSER_ENV = "DURABLE_REDIS_SKIP_BROWSER"
 INSTALL_HINT = "apt-get install -y chromium chromium-driver && pip install selenium"
+
+
+@pytest.fixture
+def http(redis_url: str, namespace: str) -> Iterator[Any]:
+    """``http(**create_app options)``: the dashboard app in Starlette's TestClient, as if at
+    http://127.0.0.1:8080; closed at teardown."""
+    from starlette.testclient import TestClient
+
+    from durable_redis.dashboard import create_app
+
+    def make(**options: Any) -> TestClient:
+        app = create_app(redis_url, namespace=namespace, **options)
+        client = TestClient(app, base_url="http://127.0.0.1:8080")
+        clients.append(client)
+        return client.__enter__()
+
+    clients: list[TestClient] = []
+    try:
+        yield make
+    finally:
+        for c in clients:
+            c.__exit__(None, None, None)
 
 
 @pytest.fixture

@@ -251,3 +251,86 @@ def test_instance_page_follows_the_progress_stream_live(
     shoot(d, tmp_path, "instance-stream")
     errors = [e for e in d.get_log("browser") if e.get("source") == "javascript"]
     assert not errors, errors
+
+
+def test_jobs_page_retry_a_failed_job_and_schedules(
+    redis_url: str, namespace: str, pool: Any, dashboard: Any, browser: Any, tmp_path: Path
+) -> None:
+    """Click from the overview to the jobs page, open a failed job (its traceback), retry it
+    and watch the page turn it completed (live, no reload); pause a schedule and run it now."""
+    import e2e_app
+    from selenium.webdriver.common.by import By
+
+    pool.start()
+
+    async def seed_jobs() -> None:
+        async with Client.from_url(redis_url, namespace=namespace, app=e2e_app.app) as c:
+            failing = await c.enqueue(
+                e2e_app.flaky, {"dir": str(tmp_path), "fail_times": 1}, job_id="charge-card-42"
+            )
+            for who in ("ada", "grace"):
+                await (await c.enqueue(e2e_app.whoami, who, job_id=f"greet-{who}")).result(
+                    timeout=WAIT_S
+                )
+            await c.enqueue(e2e_app.whoami, "later", job_id="reminder-1", delay=3600)
+            await c.create_schedule(
+                "nightly-report",
+                e2e_app.whoami,
+                "report",
+                cron="30 2 * * *",
+                timezone="Europe/Paris",
+            )
+            with anyio.fail_after(WAIT_S):
+                while not (await failing.status()).is_terminal:
+                    await anyio.sleep(0.05)
+
+    anyio.run(seed_jobs)
+    url = dashboard.start()
+    d = browser
+    d.get(url + "/")
+    wait_until(d, lambda d: text_of(d, "#jobs-queued") == "1", "one queued job on the overview")
+    assert text_of(d, "#jobs-finished") == "3"
+    d.find_element(By.ID, "nav-jobs").click()
+    wait_until(d, lambda d: len(attrs(d, "#jobs tr[data-job]", "data-job")) == 4, "four job rows")
+    assert "flaky failure 1" in text_of(d, 'tr[data-job="charge-card-42"] td.error')
+    shoot(d, tmp_path, "jobs")
+    d.find_element(By.ID, "jf-status").send_keys("failed")
+    d.find_element(By.ID, "jf-apply").click()
+    wait_until(
+        d, lambda d: attrs(d, "#jobs tr[data-job]", "data-job") == ["charge-card-42"], "filter"
+    )
+    d.find_element(By.LINK_TEXT, "charge-card-42").click()
+    wait_until(d, lambda d: "failed" in text_of(d, "#job-status"), "the failed job's page")
+    traceback = text_of(d, "#job-traceback")
+    assert "Traceback (most recent call last)" in traceback and "flaky failure 1" in traceback
+    shoot(d, tmp_path, "job-failed")
+    d.find_element(By.ID, "btn-retry-job").click()
+    wait_until(d, lambda d: "queued again" in text_of(d, "#flash"), "the retry flash")
+    d.execute_script("window.__no_reload = true;")
+    wait_until(d, lambda d: "completed" in text_of(d, "#job-status"), "the job completed (live)")
+    assert d.execute_script("return window.__no_reload === true;"), "the page reloaded"
+    assert text_of(d, "#job-result") == "2"  # flaky's second call succeeds
+
+    async def tick_every_second() -> None:  # created now: its jobs would crowd the list above
+        async with Client.from_url(redis_url, namespace=namespace, app=e2e_app.app) as c:
+            await c.create_schedule("heartbeat", e2e_app.whoami, "beat", every=1)
+
+    anyio.run(tick_every_second)
+    d.find_element(By.ID, "nav-schedules").click()
+    row = 'tr[data-schedule="heartbeat"]'
+    wait_until(d, lambda d: "active" in text_of(d, row + " td.state"), "the schedules")
+    wait_until(
+        d, lambda d: text_of(d, row + " td.last-job").startswith("sched:heartbeat:"), "a tick"
+    )
+    assert "Europe/Paris" in text_of(d, 'tr[data-schedule="nightly-report"]')
+    d.find_element(By.CSS_SELECTOR, row + " .btn-pause").click()
+    wait_until(d, lambda d: "paused" in text_of(d, "#flash"), "the pause flash")
+    assert "paused" in text_of(d, row + " td.state")
+    assert text_of(d, row + " td.next-run") == "-"
+    shoot(d, tmp_path, "schedules")
+    d.find_element(By.CSS_SELECTOR, 'tr[data-schedule="nightly-report"] .btn-trigger').click()
+    wait_until(d, lambda d: "triggered" in text_of(d, "#flash"), "the trigger flash")
+    wait_until(d, lambda d: "completed" in text_of(d, "#job-status"), "the triggered job ran")
+    assert "report" in text_of(d, "#job-input")
+    errors = [e for e in d.get_log("browser") if e.get("source") == "javascript"]
+    assert not errors, errors

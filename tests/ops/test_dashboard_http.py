@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -53,22 +52,6 @@ def queued_messages(redis_url: str, namespace: str, iid: str) -> int:
             await store.close()
 
     return anyio.run(go)
-
-
-@pytest.fixture
-def http(redis_url: str, namespace: str) -> Iterator[Any]:
-    def make(**options: Any) -> TestClient:
-        app = create_app(redis_url, namespace=namespace, **options)
-        client = TestClient(app, base_url="http://127.0.0.1:8080")
-        clients.append(client)
-        return client.__enter__()
-
-    clients: list[TestClient] = []
-    try:
-        yield make
-    finally:
-        for c in clients:
-            c.__exit__(None, None, None)
 
 
 def csrf_of(html: str) -> str:
