@@ -110,6 +110,8 @@ def _state_dict(state: Any) -> dict[str, Any]:
         "output": plain(state.output),
         "error": plain(state.error),
         "custom_status": plain(state.custom_status),
+        "held": state.held,
+        "held_since": plain(state.held_since),
     }
 
 
@@ -132,6 +134,9 @@ def _state_text(state: Any) -> str:
         ("error", f"[{error.kind}] {error}" if error is not None else "-"),
         ("custom", _show(state.custom_status)),
     ]
+    if state.held is not None:
+        since = _iso(state.held_since) if state.held_since else "-"
+        rows.insert(3, ("held", f"since {since}: {state.held}"))
     text = "\n".join(f"{label:<10} {value}" for label, value in rows)
     if error is not None and error.traceback.strip():
         indented = "\n".join("  " + line for line in error.traceback.rstrip().splitlines())
@@ -256,6 +261,8 @@ async def run_client_command(args: argparse.Namespace, url: str, emit: Emit) -> 
                 f"event {args.event!r} sent to {args.instance_id}",
             )
             return EXIT_OK
+        if command == "held":
+            return await _held(client, args, emit)
         if command == "purge":
             try:
                 deleted = await client.purge(args.instance_id, force=args.force)
@@ -365,6 +372,8 @@ async def _describe(client: Any, args: argparse.Namespace, emit: Emit) -> int:
 
 
 async def _list(client: Any, args: argparse.Namespace, emit: Emit, values: dict[str, Any]) -> int:
+    if args.held or args.status == "held":
+        return _emit_states(args, emit, await client.list_held(name=args.name, limit=args.limit))
     since = values.get("since")
     page = await client.list_instances(
         status=args.status,
@@ -374,16 +383,56 @@ async def _list(client: Any, args: argparse.Namespace, emit: Emit, values: dict[
         cursor=args.cursor,
         newest_first=not args.oldest_first,
     )
-    rows = [_state_dict(s) for s in page.instances]
+    return _emit_states(args, emit, page.instances, page.next_cursor)
+
+
+def _emit_states(
+    args: argparse.Namespace, emit: Emit, states: Any, next_cursor: str | None = None
+) -> int:
+    rows = [_state_dict(s) for s in states]
     lines = [f"{'INSTANCE':<36} {'NAME':<20} {'STATUS':<16} CREATED"]
     lines += [
-        f"{r['instance_id']:<36} {r['name']:<20} {r['status']:<16} {r['created_at']}" for r in rows
+        f"{r['instance_id']:<36} {r['name']:<20} "
+        f"{r['status'] + (' (held)' if r['held'] is not None else ''):<16} {r['created_at']}"
+        for r in rows
     ]
     if not rows:
         lines = ["(no instances)"]
-    if page.next_cursor:
-        lines.append(f"more: --cursor {page.next_cursor}")
-    emit(args, {"instances": rows, "next_cursor": page.next_cursor}, "\n".join(lines))
+    if next_cursor:
+        lines.append(f"more: --cursor {next_cursor}")
+    emit(args, {"instances": rows, "next_cursor": next_cursor}, "\n".join(lines))
+    return EXIT_OK
+
+
+async def _held(client: Any, args: argparse.Namespace, emit: Emit) -> int:
+    """``held [list]``, ``held fail ID``, ``held purge ID`` (docs/deploying.md)."""
+    if args.action == "list":
+        held = await client.list_held(name=args.name, limit=args.limit)
+        rows = [_state_dict(s) for s in held]
+        lines = [f"{r['instance_id']:<36} {r['name']:<20} {r['held']}" for r in rows]
+        emit(args, {"instances": rows}, "\n".join(lines) or "(no held instances)")
+        return EXIT_OK
+    if args.instance_id is None:
+        raise UsageError(f"held {args.action} needs an INSTANCE_ID")
+    state = await _existing(client, args.instance_id)
+    if state.held is None:
+        raise UsageError(f"instance {args.instance_id!r} is not held (status {state.status})")
+    if args.action == "fail":
+        marked = await client.fail_held(args.instance_id)
+        if not marked:
+            raise UsageError(f"instance {args.instance_id!r} is no longer held")
+        emit(
+            args,
+            {"instance_id": args.instance_id, "fail_requested": True},
+            f"{args.instance_id} will be failed at its next retried turn",
+        )
+        return EXIT_OK
+    deleted = await client.purge(args.instance_id, force=True)
+    emit(
+        args,
+        {"instance_id": args.instance_id, "deleted": deleted},
+        f"purged {deleted} instance(s) ({args.instance_id} and its children)",
+    )
     return EXIT_OK
 
 
@@ -409,6 +458,8 @@ def _worker_options(args: argparse.Namespace) -> Any:
     ):
         if getattr(args, flag) is not None:
             fields[field] = getattr(args, flag)
+    if getattr(args, "queues", None) is not None:
+        fields["queues"] = tuple(q.strip() for q in args.queues.split(",") if q.strip())
     if args.janitor_interval is not None:
         off = args.janitor_interval.strip().lower() in ("off", "never", "0")
         fields["janitor_interval"] = (

@@ -1,5 +1,5 @@
 """The job commands of ``durable-redis``: ``enqueue``, ``jobs``, ``job status|cancel|retry``,
-``schedules [list|pause|resume|trigger|delete] [NAME]``.
+``schedules [list|pause|resume|trigger|delete] [NAME]``, ``queues [list|pause|resume] [NAME]``.
 
 Registered by ``cli.py`` with :func:`add_job_commands`; run with :func:`run_job_command`.
 Exit codes: 0 ok, 1 the job failed / was cancelled / is unknown, 3 ``--wait`` timed out.
@@ -24,7 +24,7 @@ from durable_redis.storage.job_types import JobState
 
 __all__ = ["JOB_COMMANDS", "add_job_commands", "run_job_command"]
 
-JOB_COMMANDS = frozenset({"enqueue", "jobs", "job", "schedules"})
+JOB_COMMANDS = frozenset({"enqueue", "jobs", "job", "schedules", "queues"})
 Emit = Callable[[argparse.Namespace, Any, str], None]
 
 
@@ -38,6 +38,7 @@ def add_job_commands(command: Callable[[str, str], argparse.ArgumentParser]) -> 
     p.add_argument("--delay", type=float, default=None, metavar="SECONDS", help="run later")
     p.add_argument("--at", default=None, metavar="ISO8601", help="run at (timezone-aware)")
     p.add_argument("--priority", type=int, default=0, help="higher runs first")
+    p.add_argument("--queue", default=None, help="job queue (default: the activity's)")
     p.add_argument("--result-ttl", type=float, default=None, metavar="SECONDS")
     p.add_argument("--wait", type=float, default=None, metavar="SECONDS", help="wait for result")
 
@@ -59,6 +60,32 @@ def add_job_commands(command: Callable[[str, str], argparse.ArgumentParser]) -> 
         choices=["list", "pause", "resume", "trigger", "delete"],
     )
     p.add_argument("name", nargs="?", default=None, help="the schedule (all but list)")
+
+    p = command("queues", "list, pause or resume job queues")
+    p.add_argument("action", nargs="?", default="list", choices=["list", "pause", "resume"])
+    p.add_argument("name", nargs="?", default=None, help="the queue (pause, resume)")
+
+
+async def _queues(client: Any, args: argparse.Namespace, emit: Emit) -> int:
+    if args.action == "list":
+        found = await client.list_queues()
+        rows = [
+            f"{q.name}  ready {q.ready}  delayed {q.delayed}" + ("  PAUSED" if q.paused else "")
+            for q in found
+        ]
+        emit(args, [plain(q) for q in found], "\n".join(rows))
+        return 0
+    if not args.name:
+        raise UsageError(f"queues {args.action} needs a queue name")
+    if args.action == "pause":
+        was = await client.pause_queue(args.name)
+        text = f"queue {args.name} " + ("was paused already" if was else "paused")
+        emit(args, {"queue": args.name, "paused": True, "was_paused": was}, text)
+        return 0
+    was = await client.resume_queue(args.name)
+    text = f"queue {args.name} " + ("resumed" if was else "was not paused")
+    emit(args, {"queue": args.name, "paused": False, "was_paused": was}, text)
+    return 0
 
 
 def _schedule_text(s: Any) -> str:
@@ -137,6 +164,8 @@ async def run_job_command(args: argparse.Namespace, url: str, emit: Emit) -> int
             return await _enqueue(client, args, emit)
         if args.command == "schedules":
             return await _schedules(client, args, emit)
+        if args.command == "queues":
+            return await _queues(client, args, emit)
         if args.command == "jobs":
             found = await client.list_jobs(status=args.status, name=args.name, limit=args.limit)
             rows = [
@@ -177,6 +206,7 @@ async def _enqueue(client: Any, args: argparse.Namespace, emit: Emit) -> int:
         "delay": args.delay,
         "at": _at(args.at),
         "priority": args.priority,
+        "queue": args.queue,
     }
     if args.result_ttl is not None:
         options["result_ttl"] = args.result_ttl

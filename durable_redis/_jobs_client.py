@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 from durable_redis import core
-from durable_redis.core.jobs import encode_job_tasks, job_task
+from durable_redis.core.jobs import DEFAULT_QUEUE, encode_job_tasks, job_task, validate_queue
 from durable_redis.core.retry import RetryPolicy
 from durable_redis.errors import (
     FailureDetails,
@@ -33,7 +33,13 @@ from durable_redis.errors import (
     ValidationError,
     WaitTimeoutError,
 )
-from durable_redis.storage.job_types import ExistingJobPolicy, JobRecord, JobState, NewJob
+from durable_redis.storage.job_types import (
+    ExistingJobPolicy,
+    JobQueueInfo,
+    JobRecord,
+    JobState,
+    NewJob,
+)
 
 if TYPE_CHECKING:
     from durable_redis.core.registry import ActivityContext
@@ -198,6 +204,7 @@ class JobsClientMixin:
         delay: float | timedelta | None = ...,
         at: datetime | None = ...,
         priority: int = ...,
+        queue: str | None = ...,
         retry: RetryPolicy | None = ...,
         timeout: float | timedelta | None = ...,
         result_ttl: float | timedelta = ...,
@@ -214,6 +221,7 @@ class JobsClientMixin:
         delay: float | timedelta | None = ...,
         at: datetime | None = ...,
         priority: int = ...,
+        queue: str | None = ...,
         retry: RetryPolicy | None = ...,
         timeout: float | timedelta | None = ...,
         result_ttl: float | timedelta = ...,
@@ -230,6 +238,7 @@ class JobsClientMixin:
         delay: float | timedelta | None = ...,
         at: datetime | None = ...,
         priority: int = ...,
+        queue: str | None = ...,
         retry: RetryPolicy | None = ...,
         timeout: float | timedelta | None = ...,
         result_ttl: float | timedelta = ...,
@@ -245,6 +254,7 @@ class JobsClientMixin:
         delay: float | timedelta | None = None,
         at: datetime | None = None,
         priority: int = 0,
+        queue: str | None = None,
         retry: RetryPolicy | None = None,
         timeout: float | timedelta | None = None,
         result_ttl: float | timedelta = DEFAULT_RESULT_TTL,
@@ -256,7 +266,9 @@ class JobsClientMixin:
         default, also for a finished job whose result is still kept), re-created if finished
         (``"replace"``), or refused (``"fail"``: JobExistsError). ``delay`` (seconds or
         timedelta, judged on the Redis clock) or ``at`` (timezone-aware) defer it; higher
-        ``priority`` runs first (FIFO within a priority, range +-32767). ``retry`` retries failed
+        ``priority`` runs first (FIFO within a priority, range +-32767). ``queue`` routes it to
+        the workers serving that queue (default: the activity's ``@app.activity(queue=)``, else
+        ``"default"``); a paused queue keeps it queued. ``retry`` retries failed
         attempts on durable timers (default: one attempt); ``timeout`` bounds each attempt.
         The result (or failure) is kept for ``result_ttl`` (default 1 hour; 0 = keep nothing).
         """
@@ -267,6 +279,7 @@ class JobsClientMixin:
             delay=delay,
             at=at,
             priority=priority,
+            queue=queue,
             retry=retry,
             timeout=timeout,
             result_ttl=result_ttl,
@@ -283,6 +296,7 @@ class JobsClientMixin:
         delay: float | timedelta | None = None,
         at: datetime | None = None,
         priority: int = 0,
+        queue: str | None = None,
         retry: RetryPolicy | None = None,
         timeout: float | timedelta | None = None,
         result_ttl: float | timedelta = DEFAULT_RESULT_TTL,
@@ -292,7 +306,8 @@ class JobsClientMixin:
         jobs). Same options as :meth:`enqueue`, for every job; all are checked first."""
         from durable_redis.client import validate_id
 
-        name, result_type = _activity_identity(activity, self.app)
+        name, result_type, registered_queue = _activity_identity(activity, self.app)
+        target = validate_queue(registered_queue if queue is None else queue)
         values = list(inputs)
         if job_ids is not None:
             ids = [validate_id(j, "job id") for j in job_ids]
@@ -327,7 +342,7 @@ class JobsClientMixin:
         template = job_task(b"", retry=retry, timeout_ms=timeout_ms)
         specs = encode_job_tasks(template, [encode(value) for value in values])
         jobs = [
-            NewJob(jid, name, spec, priority, delay_ms, at_ms, ttl_ms)
+            NewJob(jid, name, spec, priority, delay_ms, at_ms, ttl_ms, target)
             for jid, spec in zip(ids, specs, strict=True)
         ]
         await self._ensure_initialized()
@@ -371,6 +386,28 @@ class JobsClientMixin:
         await self._ensure_initialized()
         await self._job_store().retry_job(job_id)
 
+    # -- queues --------------------------------------------------------------------------------
+    async def pause_queue(self, queue: str) -> bool:
+        """Pause a job queue: its jobs (and new ones) stay queued, no worker fetches any;
+        running jobs finish. True if it was paused already."""
+        validate_queue(queue)
+        await self._ensure_initialized()
+        was: bool = await self._job_store().set_job_queue_paused(queue, True)
+        return was
+
+    async def resume_queue(self, queue: str) -> bool:
+        """Resume a paused job queue (its waiting workers are woken). True if it was paused."""
+        validate_queue(queue)
+        await self._ensure_initialized()
+        was: bool = await self._job_store().set_job_queue_paused(queue, False)
+        return was
+
+    async def list_queues(self) -> list[JobQueueInfo]:
+        """Every job queue known (enqueued to or paused): jobs ready, delayed, and paused."""
+        await self._ensure_initialized()
+        queues: list[JobQueueInfo] = await self._job_store().job_queues()
+        return queues
+
     async def list_jobs(
         self, *, status: JobState | str | None = None, name: str | None = None, limit: int = 100
     ) -> list[JobStatus]:
@@ -387,16 +424,17 @@ class JobsClientMixin:
         return [_status(r, self.codec) for r in records]
 
 
-def _activity_identity(activity: Any, app: Any) -> tuple[str, Any]:
-    """(registered name, result type or None) of an activity function or name."""
+def _activity_identity(activity: Any, app: Any) -> tuple[str, Any, str]:
+    """(registered name, result type or None, queue) of an activity function or name."""
     from durable_redis.client import validate_id
 
     if isinstance(activity, str):
         validate_id(activity, "activity name")
         if app is None:
-            return activity, None  # the workers decide whether they know it
+            return activity, None, DEFAULT_QUEUE  # the workers decide whether they know it
         try:
-            return activity, app.get_activity(activity).result_type
+            found = app.get_activity(activity)
+            return activity, found.result_type, found.queue
         except NotRegisteredError:
             raise NotRegisteredError(
                 f"activity {activity!r} is not registered on this client's app "
@@ -409,4 +447,4 @@ def _activity_identity(activity: Any, app: Any) -> tuple[str, Any]:
             f"activity {meta.name!r} is not registered on this client's app "
             f"{getattr(app, 'name', '')!r}"
         )
-    return meta.name, meta.result_type
+    return meta.name, meta.result_type, meta.queue

@@ -84,7 +84,7 @@ class SchedulesClientMixin:
         if orchestration is not None:
             orch_name, version, _ = _orchestration_identity(orchestration, self.app)
         else:
-            activity_name, _ = _activity_identity(activity, self.app)
+            activity_name, _, _ = _activity_identity(activity, self.app)
         definition = ScheduleDefinition(
             name=name,
             activity=activity_name,
@@ -155,6 +155,7 @@ class SchedulesClientMixin:
                 version=spec.version,
             )
         from durable_redis._jobs_client import JobHandle
+        from durable_redis.core.registry import activity_queue
         from durable_redis.storage.job_types import NewJob
 
         job_id = f"sched:{name}:now:{uuid.uuid4().hex[:12]}"
@@ -166,6 +167,7 @@ class SchedulesClientMixin:
                     spec=spec.task,
                     priority=spec.priority,
                     result_ttl_ms=spec.result_ttl_ms,
+                    queue=activity_queue(self.app, spec.activity),
                 )
             ]
         )

@@ -38,6 +38,7 @@ from durable_redis._cli_ops import (
     run_dashboard_command,
     run_ops_command,
 )
+from durable_redis._cli_replay import REPLAY_COMMANDS, add_replay_commands, run_replay_command
 from durable_redis._cli_support import (
     EXIT_CODES,
     EXIT_ENDED,
@@ -162,6 +163,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--processes", type=int, default=1, help="worker processes to start")
     p.add_argument("--max-sessions", type=int, default=None, help="sessions per worker")
     p.add_argument(
+        "--queues", default=None, help="job queues to serve, comma-separated (default: default)"
+    )
+    p.add_argument(
         "--orchestration-concurrency", type=int, default=None, help="turns at once per process"
     )
     for flag, help in (
@@ -215,7 +219,10 @@ def _parser() -> argparse.ArgumentParser:
     _duration(p, "--timeout", "give up after this long (exit 3); default: wait forever")
 
     p = command("list", "list instances (newest first)")
-    p.add_argument("--status", default=None, choices=[s.value for s in InstanceStatus])
+    p.add_argument("--status", default=None, choices=[s.value for s in InstanceStatus] + ["held"])
+    p.add_argument(
+        "--held", action="store_true", help="only instances held by a nondeterministic deploy"
+    )
     p.add_argument("--name", default=None)
     p.add_argument(
         "--since", default=None, metavar="TIME", help="created since: ISO 8601 time, or 10m, 2h"
@@ -239,11 +246,18 @@ def _parser() -> argparse.ArgumentParser:
 
     add_messaging_commands(command, _JSON_ARG, _duration)
 
+    p = command("held", "instances held by a nondeterministic deploy: list, fail or purge one")
+    p.add_argument("action", nargs="?", default="list", choices=["list", "fail", "purge"])
+    p.add_argument("instance_id", nargs="?", default=None)
+    p.add_argument("--name", default=None, help="list: only this orchestration")
+    p.add_argument("--limit", type=int, default=100)
+
     p = command("purge", "delete an instance and its children")
     p.add_argument("instance_id")
     p.add_argument("--force", action="store_true", help="even if it is still running")
 
     add_job_commands(command)
+    add_replay_commands(command)
 
     p = command("demo", "run the demo on a private Redis")
     p.add_argument("--conversations", type=int, default=4)
@@ -310,6 +324,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_bench_command(args)
         if args.command == "server":
             return run_server_command(args)
+        if args.command in REPLAY_COMMANDS:
+            return anyio.run(run_replay_command, args, args.redis_url or None, _emit)
         url = _require_url(args)
         if args.command == "dashboard":
             return run_dashboard_command(args, url)

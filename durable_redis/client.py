@@ -101,6 +101,10 @@ class InstanceState:
     error: FailureDetails | None
     custom_status: Any
     input: Any
+    # the divergence text while a worker holds the instance because its code no longer matches
+    # its history (docs/deploying.md); None otherwise
+    held: str | None = None
+    held_since: datetime | None = None
 
     @property
     def is_terminal(self) -> bool:
@@ -302,6 +306,13 @@ class Client(ClientMessagingMixin, JobsClientMixin, SchedulesClientMixin):
         self._result_types.pop(instance_id, None)
         return await self.store.delete_instance(instance_id, force=force)
 
+    async def fail_held(self, instance_id: str) -> bool:
+        """Fail a held instance (code that no longer matches its history) at its next retried
+        turn instead of holding it again. False if it is not held (nothing changed)."""
+        validate_id(instance_id)
+        await self._ensure_initialized()
+        return await self.store.request_fail_held(instance_id)
+
     # -- queries -------------------------------------------------------------------------------
     async def get_status(
         self, instance_id: str, *, result_type: Any = None
@@ -419,6 +430,22 @@ class Client(ClientMessagingMixin, JobsClientMixin, SchedulesClientMixin):
             next_cursor=page.next_cursor,
         )
 
+    async def list_held(self, *, name: str | None = None, limit: int = 100) -> list[InstanceState]:
+        """Instances a worker holds because their code no longer matches their history (at
+        most ``limit``, oldest first): the running and pending instances with a held marker."""
+        if limit < 1:
+            raise ValidationError("limit must be >= 1")
+        held: list[InstanceState] = []
+        for status in (InstanceStatus.RUNNING, InstanceStatus.PENDING):
+            cursor: str | None = None
+            while len(held) < limit:
+                page = await self.list_instances(status=status, name=name, limit=500, cursor=cursor)
+                held += [s for s in page.instances if s.held is not None]
+                cursor = page.next_cursor
+                if cursor is None:
+                    break
+        return held[:limit]
+
     async def get_history(self, instance_id: str, execution_id: int | None = None) -> list[Any]:
         """The decoded history events of one execution (default: the current one)."""
         validate_id(instance_id)
@@ -452,6 +479,8 @@ class Client(ClientMessagingMixin, JobsClientMixin, SchedulesClientMixin):
             error=core.decode_failure(info.error) if info.error is not None else None,
             custom_status=self._decode(info.custom_status),
             input=self._decode(info.input),
+            held=info.held,
+            held_since=_dt(info.held_at_ms) if info.held_at_ms is not None else None,
         )
 
 

@@ -26,7 +26,7 @@ from durable_redis._jobs_client import DEFAULT_RESULT_TTL, JobHandle, JobStatus
 from durable_redis.client import Client, InstanceState
 from durable_redis.core.retry import RetryPolicy
 from durable_redis.storage.base import ExistingInstancePolicy
-from durable_redis.storage.job_types import ExistingJobPolicy, JobState
+from durable_redis.storage.job_types import ExistingJobPolicy, JobQueueInfo, JobState
 
 __all__ = ["SyncClient", "SyncJobHandle"]
 
@@ -142,6 +142,7 @@ class SyncClient:
         delay: float | timedelta | None = None,
         at: datetime | None = None,
         priority: int = 0,
+        queue: str | None = None,
         retry: RetryPolicy | None = None,
         timeout: float | timedelta | None = None,
         result_ttl: float | timedelta = DEFAULT_RESULT_TTL,
@@ -155,6 +156,7 @@ class SyncClient:
                 delay=delay,
                 at=at,
                 priority=priority,
+                queue=queue,
                 retry=retry,
                 timeout=timeout,
                 result_ttl=result_ttl,
@@ -189,6 +191,15 @@ class SyncClient:
 
     def retry_job(self, job_id: str) -> None:
         self._loop.run(self._client.retry_job(job_id))
+
+    def pause_queue(self, queue: str) -> bool:
+        return self._loop.run(self._client.pause_queue(queue))
+
+    def resume_queue(self, queue: str) -> bool:
+        return self._loop.run(self._client.resume_queue(queue))
+
+    def list_queues(self) -> list[JobQueueInfo]:
+        return self._loop.run(self._client.list_queues())
 
     # -- orchestrations ------------------------------------------------------------------------
     def start(

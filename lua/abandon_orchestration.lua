@@ -4,6 +4,8 @@ queued, visible again after delay_ms; count_attempt "0" gives back the attempt t
 (never below 0). until_start "1" (an instance not started yet, whose start message was not among
 the tagged ones: delayed by start_at or a back-off) keeps them until its start message is visible
 too, so they are delivered with it instead of being consumed by a turn that cannot apply them.
+held (non-empty) marks the instance held (its code diverged from its history): the text goes to
+the record's "held" field, "held_at" the first time (commit_turn clears both).
 
 KEYS
   1 pmeta          partition metadata HASH
@@ -21,6 +23,7 @@ ARGV
   4 delay_ms
   5 count_attempt  "1" / "0"
   6 until_start    "1" / "0"
+  7 held           divergence text, or "" (not held)
 RETURNS
   {0, 1} released
   {0, 0} until_start and no start message queued for later: nothing changed, the lock is held
@@ -52,6 +55,10 @@ for _, member in ipairs(redis.call('ZRANGE', KEYS[6], 0, -1)) do
     end
     if visible_at > now then redis.call('ZADD', KEYS[6], fmt(visible_at), member) end
   end
+end
+if ARGV[7] ~= '' and redis.call('EXISTS', KEYS[8]) == 1 then
+  redis.call('HSET', KEYS[8], 'held', ARGV[7])
+  redis.call('HSETNX', KEYS[8], 'held_at', fmt(now))
 end
 redis.call('HDEL', KEYS[2], iid)
 redis.call('ZREM', KEYS[3], iid)

@@ -10,8 +10,8 @@ kept for their result ttl and announced on the jq_done channel.
 KEYS
   1 pmeta          partition metadata HASH
   2 jq_jobs        HASH of jobs
-  3 jq_ready       ZSET job -> priority and FIFO score
-  4 jq_delayed     ZSET job -> visible at
+  3 jq_ready       ZSET job -> priority and FIFO score (queue "default"; a job of another
+  4 jq_delayed     ZSET job -> visible at              queue goes back to its own keys)
   5 jq_leases      ZSET job -> lease deadline
   6 jq_marker      job wake-up marker
   7 jq_done        ZSET terminal job -> expiry (and the completion channel's name)
@@ -30,8 +30,9 @@ local now = server_now()
 local jobs, ready, delayed, leases, marker, done = KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
 local codes = {}
 local ended = {}
-local wake = false
-local first_due = nil
+local wake = {}   -- marker -> true: a job of its queue is ready now
+local due = {}    -- marker -> the earliest visible time of a job placed in its queue
+local paused = {}  -- queue -> paused?
 for at = 2, #ARGV, 5 do
   local id, token, outcome, payload = ARGV[at], ARGV[at + 1], ARGV[at + 2], ARGV[at + 3]
   local live = redis.call('HGET', jobs, id .. '|t') == token
@@ -61,16 +62,20 @@ for at = 2, #ARGV, 5 do
       end
       redis.call('HSET', jobs, id .. '|s', 'queued')
       local vis = now + tonumber(ARGV[at + 4])
-      if job_place(jobs, ready, delayed, id, vis, now) then
-        wake = true
-      elseif first_due == nil or vis < first_due then
-        first_due = vis
+      local qn = job_queue(jobs, id)
+      local qready, qdelayed, qmarker = ready, delayed, marker
+      if qn ~= 'default' then qready, qdelayed, qmarker = job_qkeys(jobs, qn) end
+      if paused[qn] == nil then paused[qn] = queue_paused(KEYS[1], qn) end
+      if job_place(jobs, qready, qdelayed, id, vis, now) then
+        if not paused[qn] then wake[qmarker] = true end
+      elseif due[qmarker] == nil or vis < due[qmarker] then
+        due[qmarker] = vis
       end
     end
     codes[#codes + 1] = 0
   end
 end
-if wake then wake_now(marker) end
-if first_due then arm_marker(marker, first_due, now) end
+for m in pairs(wake) do wake_now(m) end
+for m, vis in pairs(due) do arm_marker(m, vis, now) end
 job_announce(done, ended)
 return {0, codes}

@@ -6,7 +6,7 @@ is. The cancelled job is kept for its result ttl and announced on the jq_done ch
 KEYS
   1 pmeta          partition metadata HASH
   2 jq_jobs        HASH of jobs
-  3 jq_ready       ZSET job -> priority and FIFO score
+  3 jq_ready       ZSET job -> priority and FIFO score (a job of another queue: its own)
   4 jq_delayed     ZSET job -> visible at
   5 jq_leases      ZSET job -> lease deadline
   6 jq_done        ZSET terminal job -> expiry (and the completion channel's name)
@@ -28,8 +28,12 @@ local id = ARGV[2]
 local st = redis.call('HGET', jobs, id .. '|s')
 if not st then return {4} end
 if st == 'completed' or st == 'failed' or st == 'cancelled' then return {0, st} end
-redis.call('ZREM', KEYS[3], id)
-redis.call('ZREM', KEYS[4], id)
+local qready, qdelayed = KEYS[3], KEYS[4]
+if redis.call('HEXISTS', jobs, id .. '|q') == 1 then
+  qready, qdelayed = job_qkeys(jobs, job_queue(jobs, id))
+end
+redis.call('ZREM', qready, id)
+redis.call('ZREM', qdelayed, id)
 redis.call('ZREM', KEYS[5], id)
 redis.call('HDEL', jobs, id .. '|t', id .. '|w')
 redis.call('HSET', jobs, id .. '|s', 'cancelled', id .. '|e', ARGV[3], id .. '|f', fmt(now))

@@ -11,8 +11,8 @@ KEYS
   3 sc_defs        HASH of schedules
   4 sc_due         ZSET schedule -> next due time
   5 jq_jobs        HASH of jobs
-  6 jq_ready       ZSET job -> priority and FIFO score
-  7 jq_marker      job wake-up marker
+  6 jq_ready       ZSET job -> priority and FIFO score (of the job's queue: job_qkeys)
+  7 jq_marker      job wake-up marker (of the job's queue)
 ARGV
   1 epoch
   2 name           the schedule
@@ -23,7 +23,8 @@ ARGV
   7 task           the encoded job task
   8 priority
   9 ttl_ms         result ttl
-  10... job ids, one per claimed tick (all in this partition)
+  10 queue         the job queue ("default" or a name; docs/routing.md)
+  11... job ids, one per claimed tick (all in this partition)
 RETURNS
   {0, jobs enqueued, "overlap" if skipped for overlap else ""}
 STATUS
@@ -48,15 +49,19 @@ end
 local made = 0
 local tail = ' ' .. ARGV[9] .. ' ' .. fmt(now) .. ' ' .. ARGV[6] .. '\n' .. ARGV[7]
 local base = -tonumber(ARGV[8]) * 68719476736
-for at = 10, #ARGV do
+for at = 11, #ARGV do
   local id = ARGV[at]
   if not redis.call('HGET', jobs, id .. '|s') then
     local score = fmt(base + redis.call('INCR', KEYS[2]))
     redis.call('HSET', jobs, id .. '|d', score .. tail, id .. '|s', 'queued')
+    if ARGV[10] ~= 'default' then redis.call('HSET', jobs, id .. '|q', ARGV[10]) end
     redis.call('ZADD', KEYS[6], score, id)
     made = made + 1
   end
   redis.call('HSET', defs, name .. '|j', id)
 end
-if made > 0 then wake_now(KEYS[7]) end
+if ARGV[10] ~= 'default' then
+  redis.call('SADD', string.sub(jobs, 1, #jobs - 4) .. 'queues', ARGV[10])
+end
+if made > 0 and not queue_paused(KEYS[1], ARGV[10]) then wake_now(KEYS[7]) end
 return {0, made, ''}

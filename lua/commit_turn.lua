@@ -173,6 +173,7 @@ end
 local inst = KEYS[7]
 local old_status = redis.call('HGET', inst, 'status')
 redis.call('HSET', inst, 'exec', fmt(exec), 'status', status, 'updated', fmt(now))
+redis.call('HDEL', inst, 'held', 'held_at', 'held_fail') -- a committed turn is not held
 local function set_or_clear(flag, field, value)
   if flag == '1' then redis.call('HSET', inst, field, value)
   elseif flag == '2' then redis.call('HDEL', inst, field) end

@@ -9,9 +9,9 @@ KEYS
   1 pmeta          partition metadata HASH
   2 seq            partition sequence counter (FIFO order)
   3 jq_jobs        HASH of jobs
-  4 jq_ready       ZSET job -> priority and FIFO score
-  5 jq_delayed     ZSET job -> visible at
-  6 jq_marker      job wake-up marker
+  4 jq_ready       ZSET job -> priority and FIFO score (queue "default"; other queues: their
+  5 jq_delayed     ZSET job -> visible at             own keys, named by job_qkeys in the
+  6 jq_marker      job wake-up marker                 same partition)
   7 jq_done        ZSET terminal job -> expiry
 ARGV
   1 epoch
@@ -21,7 +21,8 @@ ARGV
   5 delay_ms       "" none
   6 at_ms          "" none (absolute, epoch ms)
   7 ttl_ms         result ttl
-  8... pairs: job_id, spec
+  8 queue          "default" or a queue name (kept in the job's q field; listed in jq:queues)
+  9... pairs: job_id, spec
 RETURNS
   {0, {"new <ready score>" or the existing job's status, per job}}
 STATUS
@@ -31,11 +32,13 @@ STATUS
 -- @include jobs
 if redis.call('HGET', KEYS[1], 'epoch') ~= ARGV[1] then return {2} end
 local now = server_now()
-local jobs, ready, delayed, marker, done = KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+local jobs, done = KEYS[3], KEYS[7]
+local qname = ARGV[8]
+local ready, delayed, marker = job_qkeys(jobs, qname)
 local policy = ARGV[2]
 local out = {}
 local creates = 0
-for at = 8, #ARGV, 2 do
+for at = 9, #ARGV, 2 do
   local id = ARGV[at]
   local st = redis.call('HGET', jobs, id .. '|s')
   if not st then
@@ -67,7 +70,7 @@ local zargs = {}
 for i = 1, #out do
   local flag = out[i]
   if flag == true or flag == false then
-    local at = 6 + 2 * i
+    local at = 7 + 2 * i
     local id = ARGV[at]
     if flag == false then
       redis.call('ZREM', done, id)
@@ -76,6 +79,7 @@ for i = 1, #out do
     seq = seq + 1
     local score = fmt(base + seq)
     redis.call('HSET', jobs, id .. '|d', score .. tail .. ARGV[at + 1], id .. '|s', 'queued')
+    if qname ~= 'default' then redis.call('HSET', jobs, id .. '|q', qname) end
     zargs[#zargs + 1] = queue == ready and score or fmt(vis)
     zargs[#zargs + 1] = id
     if #zargs >= 1000 then
@@ -86,5 +90,7 @@ for i = 1, #out do
   end
 end
 if #zargs > 0 then redis.call('ZADD', queue, unpack(zargs)) end
+if qname ~= 'default' then redis.call('SADD', string.sub(jobs, 1, #jobs - 4) .. 'queues', qname) end
+if queue == ready and queue_paused(KEYS[1], qname) then return {0, out} end
 if queue == ready then wake_now(marker) else arm_marker(marker, vis, now) end
 return {0, out}

@@ -1,6 +1,8 @@
 --[[
-fetch_jobs: lease up to `limit` ready jobs, highest priority first, FIFO within a priority.
-Promotes due delayed jobs and requeues jobs whose lease expired first (at most 100 + limit
+fetch_jobs: lease up to `limit` ready jobs of the queues served, queue by queue in the order
+given, highest priority first and FIFO within a priority in each queue. A paused queue is
+skipped (its jobs stay queued; its marker is not woken). Promotes the due delayed jobs of the
+queues served and requeues jobs (of any queue) whose lease expired first (at most 100 + limit
 each), and removes up to 100 retained results whose ttl ran out. Every job of one call gets the
 same token (a job's token still changes on every lease).
 
@@ -8,9 +10,9 @@ KEYS
   1 pmeta          partition metadata HASH
   2 seq            partition sequence counter (lease epochs)
   3 jq_jobs        HASH of jobs
-  4 jq_ready       ZSET job -> priority and FIFO score
-  5 jq_delayed     ZSET job -> visible at
-  6 jq_leases      ZSET job -> lease deadline
+  4 jq_ready       ZSET job -> priority and FIFO score (queue "default"; other queues' keys
+  5 jq_delayed     ZSET job -> visible at               are named by job_qkeys in the same
+  6 jq_leases      ZSET job -> lease deadline           partition)
   7 jq_marker      job wake-up marker
   8 jq_done        ZSET terminal job -> expiry
 ARGV
@@ -19,6 +21,7 @@ ARGV
   3 nonce
   4 limit
   5 lock_ms
+  6... the queues served (none: "default")
 RETURNS
   {0, lease_until_ms, token, {job_id, d (score, ttl, created, name and spec), delivery,
   attempt, ...}}
@@ -29,28 +32,45 @@ STATUS
 -- @include jobs
 if redis.call('HGET', KEYS[1], 'epoch') ~= ARGV[1] then return {2} end
 local now = server_now()
-local jobs, ready, delayed, leases, marker, done = KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
+local pmeta, jobs, leases, done = KEYS[1], KEYS[3], KEYS[6], KEYS[8]
 local limit = tonumber(ARGV[4])
 local deadline = now + tonumber(ARGV[5])
-for _, id in ipairs(redis.call('ZRANGEBYSCORE', delayed, '-inf', fmt(now), 'LIMIT', 0, 100 + limit)) do
-  redis.call('ZREM', delayed, id)
-  job_place(jobs, ready, delayed, id, now, now)
+local served = {}
+for at = 6, #ARGV do
+  if not queue_paused(pmeta, ARGV[at]) then
+    local ready, delayed, marker = job_qkeys(jobs, ARGV[at])
+    served[#served + 1] = {ready, delayed, marker}
+  end
+end
+if #ARGV < 6 and not queue_paused(pmeta, 'default') then
+  served[1] = {KEYS[4], KEYS[5], KEYS[7]}
+end
+for _, q in ipairs(served) do
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', q[2], '-inf', fmt(now), 'LIMIT', 0, 100 + limit)) do
+    redis.call('ZREM', q[2], id)
+    job_place(jobs, q[1], q[2], id, now, now)
+  end
 end
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', leases, '-inf', fmt(now), 'LIMIT', 0, 100 + limit)) do
   redis.call('ZREM', leases, id)
   redis.call('HDEL', jobs, id .. '|t', id .. '|w')
   redis.call('HSET', jobs, id .. '|s', 'queued')
+  local qn = job_queue(jobs, id)
+  local ready, delayed, marker = job_qkeys(jobs, qn)
   job_place(jobs, ready, delayed, id, now, now)
+  if not queue_paused(pmeta, qn) then wake_now(marker) end
 end
 job_expire(jobs, done, now, 100)
-local popped = redis.call('ZPOPMIN', ready, limit)
 local out = {}
 local token = ''
-if #popped > 0 then
-  token = redis.call('INCR', KEYS[2]) .. ':' .. ARGV[3]
-  local zargs = {}
-  local worker = ARGV[2]
-  local snow = fmt(now)
+local zargs = {}
+local worker = ARGV[2]
+local snow = fmt(now)
+for _, q in ipairs(served) do
+  local want = limit - #zargs / 2
+  if want <= 0 then break end
+  local popped = redis.call('ZPOPMIN', q[1], want)
+  if #popped > 0 and token == '' then token = redis.call('INCR', KEYS[2]) .. ':' .. ARGV[3] end
   for i = 1, #popped, 2 do
     local id = popped[i]
     local delivery = redis.call('HINCRBY', jobs, id .. '|a', 1)
@@ -64,9 +84,11 @@ if #popped > 0 then
     zargs[#zargs + 1] = deadline
     zargs[#zargs + 1] = id
   end
-  redis.call('ZADD', leases, unpack(zargs))
 end
-if redis.call('ZCARD', ready) > 0 then wake_now(marker) end
-local first = redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES')
-if #first > 0 then arm_marker(marker, tonumber(first[2]), now) end
+if #zargs > 0 then redis.call('ZADD', leases, unpack(zargs)) end
+for _, q in ipairs(served) do
+  if redis.call('ZCARD', q[1]) > 0 then wake_now(q[3]) end
+  local first = redis.call('ZRANGE', q[2], 0, 0, 'WITHSCORES')
+  if #first > 0 then arm_marker(q[3], tonumber(first[2]), now) end
+end
 return {0, deadline, token, out}

@@ -5,7 +5,7 @@ options (its output, error and progress are cleared).
 KEYS
   1 pmeta          partition metadata HASH
   2 jq_jobs        HASH of jobs
-  3 jq_ready       ZSET job -> priority and FIFO score
+  3 jq_ready       ZSET job -> priority and FIFO score (a job of another queue: its own)
   4 jq_marker      job wake-up marker
   5 jq_done        ZSET terminal job -> expiry
 ARGV
@@ -28,6 +28,9 @@ redis.call('ZREM', KEYS[5], id)
 redis.call('HDEL', jobs, id .. '|o', id .. '|e', id .. '|f', id .. '|a', id .. '|k', id .. '|l',
            id .. '|p', id .. '|b')
 redis.call('HSET', jobs, id .. '|s', 'queued')
-redis.call('ZADD', KEYS[3], (job_meta(jobs, id)), id)
-wake_now(KEYS[4])
+local qn = job_queue(jobs, id)
+local ready, _, marker = KEYS[3], nil, KEYS[4]
+if qn ~= 'default' then ready, _, marker = job_qkeys(jobs, qn) end
+redis.call('ZADD', ready, (job_meta(jobs, id)), id)
+if not queue_paused(KEYS[1], qn) then wake_now(marker) end
 return {0}

@@ -101,3 +101,42 @@ def test_schedules_commands(cli: Run, redis_url: str, cli_namespace: str) -> Non
     assert code == 1 and "no schedule" in out
     code, _, err = cli("schedules", "pause")
     assert code == 2 and "needs a schedule name" in err
+
+
+def test_queues_commands_and_enqueue_to_a_queue(cli: Run) -> None:  # noqa: F811
+    queue = f"q{uuid.uuid4().hex[:6]}"  # no worker serves it: its job stays queued
+    code, out, _ = cli("enqueue", "shout", "--input", "1", "--queue", queue, "--json")
+    assert code == 0, out
+    job_id = json.loads(out)["job_id"]
+    code, out, _ = cli("queues", "pause", queue, "--json")
+    assert code == 0 and json.loads(out) == {"queue": queue, "paused": True, "was_paused": False}
+    code, out, _ = cli("queues")
+    assert re.search(rf"^{queue}  ready 1  delayed 0  PAUSED$", out, re.M), out
+    code, out, _ = cli("queues", "resume", queue)
+    assert code == 0 and out.strip() == f"queue {queue} resumed"
+    code, out, _ = cli("queues", "list", "--json")
+    [row] = [q for q in json.loads(out) if q["name"] == queue]
+    assert row == {"name": queue, "ready": 1, "delayed": 0, "paused": False}
+    code, out, _ = cli("job", "status", job_id, "--json")
+    assert json.loads(out)["state"] == "queued"  # the worker serves "default" only
+    code, _, err = cli("queues", "pause")
+    assert code == 2 and "needs a queue name" in err
+    code, _, err = cli("queues", "pause", "bad name")
+    assert code == 1 and "InvalidIdError" in err
+    code, _, err = cli("enqueue", "shout", "--queue", "a:b")
+    assert code == 1 and "InvalidIdError" in err
+
+
+def test_worker_queues_flag() -> None:
+    from durable_redis._cli_commands import _worker_options
+    from durable_redis._cli_support import UsageError
+    from durable_redis.cli import _parser
+
+    args = _parser().parse_args(["worker", "m:app", "--queues", "gpu, default"])
+    assert _worker_options(args).queues == ("gpu", "default")
+    args = _parser().parse_args(["worker", "m:app"])
+    assert _worker_options(args).queues == ("default",)
+    with pytest.raises(UsageError, match="queue name"):
+        _worker_options(_parser().parse_args(["worker", "m:app", "--queues", "a b"]))
+    with pytest.raises(UsageError, match="queues"):
+        _worker_options(_parser().parse_args(["worker", "m:app", "--queues", ","]))

@@ -420,6 +420,27 @@ class OrchestrationContext:
         winner.add_done_callback(on_winner)
         return winner
 
+    # -- patching (docs/deploying.md) ---------------------------------------------------------
+    def patched(self, change_id: str) -> bool:
+        """Whether to take the new path of a code change named ``change_id``.
+
+        True in executions that reach this point on code that has the call (a ``PatchMarker``
+        is recorded the first time), False when replaying history recorded without it, so an
+        instance started on the old code keeps the old path and replays unchanged::
+
+            if ctx.patched("ship-before-charge"):
+                await ctx.call_activity(ship, order)   # new code
+            else:
+                await ctx.call_activity(charge, order) # old code, for old instances
+        """
+        return self._engine.patched(_change_id(change_id), deprecated=False)
+
+    def deprecate_patch(self, change_id: str) -> None:
+        """The old path of ``change_id`` is gone (no instance that took it remains): the
+        marker is accepted where recorded and no longer written. Remove the call once no
+        instance recorded with the marker remains."""
+        self._engine.patched(_change_id(change_id), deprecated=True)
+
     # -- custom status and sessions -------------------------------------------------------------
     def set_custom_status(self, status: Any) -> None:
         """Publish a status value clients can read (``None`` clears it)."""
@@ -520,3 +541,9 @@ class OrchestrationContext:
 
     def __repr__(self) -> str:
         return f"OrchestrationContext(instance_id={self.instance_id!r}, name={self.name!r})"
+
+
+def _change_id(change_id: object) -> str:
+    if not isinstance(change_id, str) or not change_id or len(change_id) > 200:
+        raise ValidationError(f"a patch change id is a str of 1 to 200 chars, not {change_id!r}")
+    return change_id

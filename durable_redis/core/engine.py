@@ -95,6 +95,9 @@ def _same_command(recorded: ev.HistoryEvent, actual: ev.HistoryEvent) -> bool:
         case ev.UpdateCompleted():
             assert isinstance(actual, ev.UpdateCompleted)
             return recorded.update_id == actual.update_id
+        case ev.PatchMarker():
+            assert isinstance(actual, ev.PatchMarker)
+            return recorded.change_id == actual.change_id
         case _:  # timers (due time may change), custom status, completed, continued-as-new
             return True
 
@@ -150,6 +153,7 @@ class ReplayEngine:
         # W3C trace context of this turn's span, stamped on the work it schedules (not compared
         # on replay: a replayed command keeps the one recorded)
         self.trace: dict[str, str] | None = None
+        self.patches: dict[str, bool] = {}  # change id -> what patched() answered (sticks)
 
     # -- positions ------------------------------------------------------------------------------
     @property
@@ -187,6 +191,28 @@ class ReplayEngine:
         self.state.apply(candidate)
         self.cursor += 1
         return candidate
+
+    def patched(self, change_id: str, *, deprecated: bool) -> bool:
+        """``ctx.patched`` / ``ctx.deprecate_patch``: True where the history has this change's
+        marker here, or the code runs past the recorded history (a new step: the marker is
+        recorded, unless ``deprecated``); False on a replay of history recorded without it
+        (``deprecated``: True, the old path is gone). The first answer sticks per execution."""
+        known = self.patches.get(change_id)
+        if known is not None:
+            return known
+        if self.finished:
+            raise Terminated
+        recorded = self.events[self.cursor] if self.cursor < len(self.events) else None
+        if isinstance(recorded, ev.PatchMarker) and recorded.change_id == change_id:
+            self.cursor += 1
+            answer = True
+        elif self.replaying or deprecated:
+            answer = deprecated
+        else:
+            self.command(ev.PatchMarker, change_id=change_id)
+            answer = True
+        self.patches[change_id] = answer
+        return answer
 
     def diverged(self, *, recorded: str, actual: ev.HistoryEvent | str) -> NoReturn:
         """The code no longer matches the history: fail the orchestration (uncatchable)."""

@@ -38,6 +38,7 @@ __all__ = [
     "OrchestrationContinuedAsNew",
     "OrchestrationFailed",
     "OrchestrationStarted",
+    "PatchMarker",
     "QueueDequeued",
     "QueueEventRaised",
     "SessionClosed",
@@ -313,6 +314,14 @@ class StreamAppended(_Event):
     data: bytes
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PatchMarker(_Event):
+    """Command. ``ctx.patched(change_id)`` took the new path in an execution that had not
+    recorded otherwise (docs/deploying.md); on replay, ``patched`` is True iff it is here."""
+
+    change_id: str
+
+
 HistoryEvent = (
     OrchestrationStarted
     | OrchestrationCompleted
@@ -342,6 +351,7 @@ HistoryEvent = (
     | UpdateReceived
     | UpdateCompleted
     | StreamAppended
+    | PatchMarker
 )
 
 INPUT_EVENTS: tuple[type[HistoryEvent], ...] = (
@@ -378,6 +388,7 @@ COMMAND_EVENTS: tuple[type[HistoryEvent], ...] = (
     ValueSet,
     UpdateCompleted,
     StreamAppended,
+    PatchMarker,
 )
 
 _SCHEMA: Schema[HistoryEvent] = Schema("history event", (*INPUT_EVENTS, *COMMAND_EVENTS))
@@ -420,6 +431,7 @@ _SHORT_FIELDS = (
     "timer_id",
     "scheduled_id",
     "instance_id",
+    "change_id",
 )
 
 

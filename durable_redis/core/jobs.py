@@ -9,6 +9,7 @@ after ``RetryPolicy.delay_ms(n)`` (a durable timer on the Redis clock, not a sle
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -16,7 +17,7 @@ import msgpack  # type: ignore[import-untyped]
 
 from durable_redis.core._serial import SCHEMA_VERSION, Schema
 from durable_redis.core.retry import Backoff, RetryPolicy
-from durable_redis.errors import CodecError
+from durable_redis.errors import CodecError, InvalidIdError
 
 __all__ = ["JobTask", "decode_job_task", "encode_job_task", "encode_job_tasks", "job_task"]
 
@@ -42,6 +43,17 @@ class JobTask:
             max_delay=self.retry_max_ms / 1000,
             non_retryable=self.non_retryable,
         )
+
+
+_QUEUE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+DEFAULT_QUEUE = "default"
+
+
+def validate_queue(value: object) -> str:
+    """A queue's name: 1-64 of A-Z a-z 0-9 _ . - (it becomes part of Redis keys)."""
+    if not isinstance(value, str) or not _QUEUE_NAME.fullmatch(value):
+        raise InvalidIdError(f"queue name must be 1-64 of A-Z a-z 0-9 _ . -, got {value!r}")
+    return value
 
 
 def job_task(input: bytes, *, retry: RetryPolicy | None, timeout_ms: int | None) -> JobTask:

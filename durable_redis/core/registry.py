@@ -41,6 +41,7 @@ class ActivityDefinition:
     input_type: Any
     result_type: Any
     takes_input: bool
+    queue: str = "default"  # the job queue of its jobs (client.enqueue may override it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +52,12 @@ class OrchestrationDefinition:
     input_type: Any
     result_type: Any
     takes_input: bool
+    # what a worker does when the code no longer matches an instance's history: "hold" it
+    # (retried until compatible code is deployed), "fail" it, or None (the worker's option)
+    on_nondeterminism: str | None = None
+
+
+NONDETERMINISM_POLICIES = ("hold", "fail")
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,13 +230,35 @@ class App:
 
     @overload
     def orchestration(
-        self, fn: None = None, /, *, name: str | None = None, version: str = ""
+        self,
+        fn: None = None,
+        /,
+        *,
+        name: str | None = None,
+        version: str = "",
+        on_nondeterminism: str | None = None,
     ) -> Callable[[F], F]: ...
 
     def orchestration(
-        self, fn: Callable[..., Any] | None = None, /, *, name: str | None = None, version: str = ""
+        self,
+        fn: Callable[..., Any] | None = None,
+        /,
+        *,
+        name: str | None = None,
+        version: str = "",
+        on_nondeterminism: str | None = None,
     ) -> Any:
-        """Register an ``async def fn(ctx: OrchestrationContext, input)``."""
+        """Register an ``async def fn(ctx: OrchestrationContext, input)``.
+
+        ``on_nondeterminism`` ("hold" or "fail"; default: the worker's
+        ``WorkerOptions.on_nondeterminism``) is what a worker does with an instance whose
+        history this code no longer matches (docs/deploying.md).
+        """
+        if on_nondeterminism is not None and on_nondeterminism not in NONDETERMINISM_POLICIES:
+            raise RegistrationError(
+                f"on_nondeterminism must be one of {NONDETERMINISM_POLICIES}, "
+                f"not {on_nondeterminism!r}"
+            )
 
         def register(f: F) -> F:
             if not inspect.iscoroutinefunction(f):
@@ -242,7 +271,7 @@ class App:
                 )
             input_type, result_type, takes_input = _signature_types(f, "orchestration")
             definition = OrchestrationDefinition(
-                reg_name, version, f, input_type, result_type, takes_input
+                reg_name, version, f, input_type, result_type, takes_input, on_nondeterminism
             )
             versions[version] = definition
             self._latest[reg_name] = version
@@ -256,13 +285,31 @@ class App:
 
     @overload
     def activity(
-        self, fn: None = None, /, *, name: str | None = None, version: str = ""
+        self,
+        fn: None = None,
+        /,
+        *,
+        name: str | None = None,
+        version: str = "",
+        queue: str = "default",
     ) -> Callable[[F], F]: ...
 
     def activity(
-        self, fn: Callable[..., Any] | None = None, /, *, name: str | None = None, version: str = ""
+        self,
+        fn: Callable[..., Any] | None = None,
+        /,
+        *,
+        name: str | None = None,
+        version: str = "",
+        queue: str = "default",
     ) -> Any:
-        """Register ``fn(ctx: ActivityContext, input)``, sync or async."""
+        """Register ``fn(ctx: ActivityContext, input)``, sync or async. ``queue``: the queue
+        its jobs go to (``client.enqueue(..., queue=)`` overrides it); only workers serving it
+        (``WorkerOptions.queues``) run them. Activities called by orchestrations are not
+        routed by queue yet."""
+        from durable_redis.core.jobs import validate_queue
+
+        validate_queue(queue)
 
         def register(f: F) -> F:
             reg_name = _validate_name(name or f.__name__, "activity")
@@ -277,6 +324,7 @@ class App:
                 input_type,
                 result_type,
                 takes_input,
+                queue,
             )
             self._activities[reg_name] = definition
             setattr(f, _ACT_ATTR, definition)
@@ -425,6 +473,13 @@ def orchestration_metadata(fn: Callable[..., Any]) -> OrchestrationDefinition:
     """The registration attached to an ``@app.orchestration`` function."""
     definition: OrchestrationDefinition = _metadata(fn, "orchestration")
     return definition
+
+
+def activity_queue(app: Any, activity: str) -> str:
+    """The queue of ``activity``'s jobs on ``app`` ("default" without an app, or when the app
+    does not register it)."""
+    found = getattr(app, "_activities", {}).get(activity) if app is not None else None
+    return found.queue if isinstance(found, ActivityDefinition) else "default"
 
 
 def activity_metadata(fn: Callable[..., Any]) -> ActivityDefinition:

@@ -85,6 +85,7 @@ class WorkState:
                 | ev.EventRaised()
                 | ev.DetachedOrchestrationStarted()
                 | ev.CustomStatusSet()
+                | ev.PatchMarker()
             ):
                 pass
             case _:  # pragma: no cover - exhaustive

@@ -103,6 +103,7 @@ class InstanceRow:
     completed: str
     took: str
     parent: str | None
+    held: str | None = None  # held by a nondeterministic deploy: the divergence (deploying.md)
 
     @classmethod
     def of(cls, info: InstanceInfo, now_ms: int) -> InstanceRow:
@@ -118,6 +119,7 @@ class InstanceRow:
             completed=fmt_ms(info.completed_at_ms),
             took=fmt_age(max(0, end - info.created_at_ms)),
             parent=info.parent_instance_id,
+            held=info.held,
         )
 
 

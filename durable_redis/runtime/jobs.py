@@ -147,6 +147,7 @@ class JobDispatcher:
                     limit=min(options.job_batch_size, free),
                     lock_ms=options.lock_ms,
                     wait_ms=options.fetch_wait_ms,
+                    queues=options.queues,
                     skip_first_try=drained,
                 )
             except NamespaceMissingError:

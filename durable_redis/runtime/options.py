@@ -10,7 +10,8 @@ import secrets
 import socket
 from dataclasses import dataclass
 
-from durable_redis.errors import ConfigurationError
+from durable_redis.core.jobs import validate_queue
+from durable_redis.errors import ConfigurationError, InvalidIdError
 
 __all__ = ["WorkerOptions", "new_worker_id"]
 
@@ -38,6 +39,9 @@ class WorkerOptions:
     - ``batch_size``: most work items leased by one fetch.
     - ``job_concurrency``: jobs (``client.enqueue``) run at once; ``0`` = this worker runs no
       jobs. ``job_batch_size``: most jobs leased by one fetch (acks are batched too).
+    - ``queues``: the job queues this worker serves (``@app.activity(queue=)``,
+      ``client.enqueue(..., queue=)``); it never fetches a job of another queue, and one
+      blocking wait covers all of them. Default ``("default",)``. See docs/routing.md.
     - ``lock_timeout``: lease of an orchestration turn or an activity; a crashed worker's work is
       retried elsewhere after this. ``renewal_interval`` (default a third of it) renews leases
       of work still running.
@@ -54,6 +58,12 @@ class WorkerOptions:
     - ``unregistered_backoff`` / ``unregistered_backoff_max``: exponential back-off for work
       naming an orchestration or activity this worker does not know (it is never failed for
       that; another worker with a newer deployment may know it).
+    - ``on_nondeterminism``: what to do with an instance whose history the code no longer
+      matches (a changed orchestration deployed while it ran): ``"hold"`` (default) keeps its
+      messages queued and retries its turn with back-off (``held_backoff`` doubling up to
+      ``held_backoff_max``, not counted as attempts), marked held, until compatible code is
+      deployed; ``"fail"`` fails it. ``@app.orchestration(on_nondeterminism=...)`` overrides
+      it per orchestration (docs/deploying.md).
     - ``fetch_wait``: how long one fetch blocks on Redis waiting for work (it wakes at once when
       work arrives; this only bounds how quickly a stop is noticed by an idle fetch).
     - ``janitor_interval``: how often (with jitter) this worker removes terminal instances older
@@ -71,6 +81,7 @@ class WorkerOptions:
     batch_size: int = 16
     job_concurrency: int = 128
     job_batch_size: int = 128
+    queues: tuple[str, ...] = ("default",)
     lock_timeout: float = 30.0
     renewal_interval: float | None = None
     max_attempts: int = 10
@@ -80,6 +91,9 @@ class WorkerOptions:
     shutdown_grace_period: float = 10.0
     unregistered_backoff: float = 1.0
     unregistered_backoff_max: float = 60.0
+    on_nondeterminism: str = "hold"
+    held_backoff: float = 1.0
+    held_backoff_max: float = 60.0
     fetch_wait: float = 2.0
     janitor_interval: float | None = 300.0
     retention: float = 7 * 24 * 3600.0
@@ -88,6 +102,15 @@ class WorkerOptions:
     worker_id: str | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.queues, str) or not self.queues:
+            raise ConfigurationError(
+                f"WorkerOptions.queues must be a non-empty sequence of names, got {self.queues!r}"
+            )
+        try:
+            served = tuple(dict.fromkeys(validate_queue(q) for q in self.queues))
+        except InvalidIdError as exc:
+            raise ConfigurationError(f"WorkerOptions.queues: {exc}") from None
+        object.__setattr__(self, "queues", served)  # a list (JSON) becomes a tuple
         positive_ints = {
             "orchestration_concurrency": self.orchestration_concurrency,
             "activity_concurrency": self.activity_concurrency,
@@ -122,6 +145,8 @@ class WorkerOptions:
             "session_lock_timeout": self.session_lock_timeout,
             "unregistered_backoff": self.unregistered_backoff,
             "unregistered_backoff_max": self.unregistered_backoff_max,
+            "held_backoff": self.held_backoff,
+            "held_backoff_max": self.held_backoff_max,
             "fetch_wait": self.fetch_wait,
             "retention": self.retention,
         }
@@ -145,6 +170,13 @@ class WorkerOptions:
             )
         if self.unregistered_backoff_max < self.unregistered_backoff:
             raise ConfigurationError("unregistered_backoff_max must be >= unregistered_backoff")
+        if self.held_backoff_max < self.held_backoff:
+            raise ConfigurationError("held_backoff_max must be >= held_backoff")
+        if self.on_nondeterminism not in ("hold", "fail"):
+            raise ConfigurationError(
+                "WorkerOptions.on_nondeterminism must be 'hold' or 'fail', "
+                f"got {self.on_nondeterminism!r}"
+            )
         if self.worker_id is not None and (
             not self.worker_id
             or len(self.worker_id) > 200
@@ -179,8 +211,16 @@ class WorkerOptions:
 
     def unregistered_delay_ms(self, attempt: int) -> int:
         """Back-off before retrying work whose name is not registered (attempt >= 1)."""
-        exponent = min(max(attempt - 1, 0), 16)
-        return _ms(min(self.unregistered_backoff * 2**exponent, self.unregistered_backoff_max))
+        return _backoff_ms(self.unregistered_backoff, self.unregistered_backoff_max, attempt)
+
+    def held_delay_ms(self, attempt: int) -> int:
+        """Back-off before retrying the turn of a held (nondeterministic) instance."""
+        return _backoff_ms(self.held_backoff, self.held_backoff_max, attempt)
+
+
+def _backoff_ms(base: float, cap: float, attempt: int) -> int:
+    exponent = min(max(attempt - 1, 0), 16)
+    return _ms(min(base * 2**exponent, cap))
 
 
 def _check_seconds(name: str, value: float, *, allow_zero: bool) -> None:

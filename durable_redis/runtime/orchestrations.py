@@ -15,6 +15,12 @@ the runtime itself:
 - a history that cannot be decoded fails the instance as poisoned, too;
 - an orchestration name this worker does not know is abandoned with back-off without counting
   the attempt (a newer worker may know it), never failed;
+- a turn whose code no longer matches the history (``NondeterminismError``: a changed
+  orchestration was deployed) *holds* the instance by default: abandoned with a capped back-off
+  (``held_backoff`` .. ``held_backoff_max``) without counting the attempt, its messages kept,
+  the divergence stored as the record's ``held`` marker and logged at ERROR, so rolling the code
+  back (or patching it) lets it continue; ``on_nondeterminism="fail"`` (per orchestration or
+  per worker), or an operator's ``request_fail_held``, commits the failure instead;
 - an exception out of the turn computation (core running the orchestration) is the instance's
   fault: the lease is abandoned with a delay, counting the attempt, so a turn that keeps crashing
   ends as poison instead of looping forever; unless the same crash hits other instances too
@@ -77,6 +83,7 @@ class OrchestrationDispatcher:
         self._codec = codec
         self._threads = anyio.CapacityLimiter(options.orchestration_concurrency)
         self._unregistered: dict[str, int] = {}
+        self._holds: dict[str, int] = {}  # instance -> turns held in a row (the back-off)
         self._histories = _bridge.HistoryCache()
         self._suspended = _bridge.SuspendedCache()
         self.faults = FaultTracker()
@@ -361,7 +368,72 @@ class OrchestrationDispatcher:
         except Exception as exc:
             raise _CodeCrash() from exc
         self._unregistered.pop(instance_id, None)
+        if result.nondeterminism is not None and await self._hold(lease, history, result, after):
+            return
+        self._holds.pop(instance_id, None)
         await self._finish(lease, lost, result, after)
+
+    def _hold_policy(self, history: list[Any]) -> str:
+        started = history[0] if history else None
+        definition = None
+        if started is not None:
+            try:
+                definition = self._app.get_orchestration(started.name, started.version)
+            except Exception:
+                definition = None
+        policy = getattr(definition, "on_nondeterminism", None)
+        return str(policy or self._options.on_nondeterminism)
+
+    async def _hold(
+        self, lease: OrchestrationLease, history: list[Any], result: Any, after: Any
+    ) -> bool:
+        """Hold an instance whose turn diverged from its history; False: fail it instead
+        (its policy is "fail", or an operator asked to fail it)."""
+        instance_id = lease.instance_id
+        extra = {"instance_id": instance_id, "worker_id": self._worker_id}
+        divergence = str(result.nondeterminism)
+        if after is not None:
+            after.close()
+        if self._hold_policy(history) == "fail":
+            return False
+        try:
+            info = await self._store.get_instance(instance_id)
+        except Exception:
+            info = None  # cannot tell: hold (failing would be the irreversible choice)
+        if info is not None and info.fail_requested:
+            logger.error(
+                "orchestration %s was held (%s); failing it as an operator asked",
+                instance_id,
+                divergence,
+                extra=extra,
+            )
+            self._holds.pop(instance_id, None)
+            return False
+        count = self._holds.get(instance_id, 0) + 1
+        self._holds[instance_id] = count
+        if len(self._holds) > 10_000:
+            self._holds.clear()
+        delay = self._options.held_delay_ms(count)
+        logger.error(
+            "orchestration %s is held: %s; its messages are kept and the turn is retried in "
+            "%d ms (deploy compatible code; "
+            "`durable-redis held fail %s` fails it)",
+            instance_id,
+            divergence,
+            delay,
+            instance_id,
+            extra=extra,
+        )
+        self._suspended.discard(instance_id)
+        try:
+            await self._store.abandon_orchestration(
+                lease, delay_ms=delay, count_attempt=False, held=divergence
+            )
+        except LeaseLostError:
+            pass
+        except Exception:
+            logger.exception("holding %s failed; its lease will expire", instance_id, extra=extra)
+        return True
 
     async def _finish(
         self, lease: OrchestrationLease, lost: anyio.Event, result: Any, after: Any

@@ -15,6 +15,7 @@ from typing import Any
 import anyio
 
 from durable_redis import core
+from durable_redis.core.registry import activity_queue
 from durable_redis.core.schedules import (
     decode_schedule,
     schedule_declaration,
@@ -105,6 +106,7 @@ class ScheduleRunner:
                 task=spec.task,
                 priority=spec.priority,
                 result_ttl_ms=spec.result_ttl_ms,
+                queue=activity_queue(self._app, spec.activity),
                 **claim,
             )
         if got is None:

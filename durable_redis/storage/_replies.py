@@ -53,6 +53,9 @@ def _info(instance_id: str, fields: dict[str, Any]) -> InstanceInfo:
         error=fields.get("error"),
         custom_status=fields.get("custom"),
         input=fields.get("input"),
+        held=None if fields.get("held") is None else _s(fields["held"]),
+        held_at_ms=num("held_at"),
+        fail_requested=fields.get("held_fail") is not None,
     )
 
 

@@ -98,6 +98,11 @@ class InstanceInfo:
     error: bytes | None = None  # encoded FailureDetails
     custom_status: bytes | None = None
     input: bytes | None = None  # the current execution's input
+    # set while a worker holds the instance because its code no longer matches its history
+    # (the divergence, as text); cleared by the next committed turn
+    held: str | None = None
+    held_at_ms: int | None = None
+    fail_requested: bool = False  # an operator asked to fail it at its next held turn
 
 
 @dataclass(frozen=True, slots=True)
@@ -314,8 +319,12 @@ class Store(Protocol):
         delay_ms: int = 0,
         count_attempt: bool = True,
         until_start: bool = False,
+        held: str | None = None,
     ) -> bool:
         """Release the lock; messages become visible after ``delay_ms``.
+
+        ``held``: the instance is held (its code diverged from its history): the text is stored
+        as the record's ``held`` field until a turn of it commits.
 
         ``count_attempt=False`` gives back the attempt the fetch counted (never below 0).
         ``until_start``: an instance not started yet whose start message was not in the lease
@@ -390,6 +399,11 @@ class Store(Protocol):
 
     # -- management --------------------------------------------------------------------------
     async def get_instance(self, instance_id: str) -> InstanceInfo | None: ...
+
+    async def request_fail_held(self, instance_id: str) -> bool:
+        """Mark a held instance (``InstanceInfo.held``) to be failed at its next retried turn
+        instead of held again; False (nothing changed) if it is not held."""
+        ...
 
     async def read_history(self, instance_id: str, execution_id: int | None = None) -> list[bytes]:
         """Events of one execution (default: the current one). Empty for an unknown instance."""

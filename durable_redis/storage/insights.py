@@ -211,16 +211,23 @@ class JobOverview:
 
 
 async def job_overview(store: RedisStoreBase, *, split_limit: int = 2000) -> JobOverview:
-    """Four ZCARDs per partition; then, if at most ``split_limit`` jobs are retained in all, one
-    more pipeline per partition reading their states (the finished index holds all three)."""
+    """Two ZCARDs per queue and two more per partition; then, if at most ``split_limit`` jobs
+    are retained in all, one more pipeline per partition reading their states (the finished
+    index holds all three). Every queue counts (docs/routing.md)."""
     await store._ready()
     r: Any = store._r
     sizes = []
     for pk in store._parts:
+        queues = ["default", *sorted(q for q in map(_s, await r.smembers(pk.jq_queues)))]
         pipe = r.pipeline(transaction=False)
-        for key in (pk.jq_ready, pk.jq_delayed, pk.jq_leases, pk.jq_done):
-            pipe.zcard(key)
-        sizes.append([int(n) for n in await pipe.execute()])
+        for q in queues:
+            ready_key, delayed_key, _ = pk.jq_queue_keys(q)
+            pipe.zcard(ready_key)
+            pipe.zcard(delayed_key)
+        pipe.zcard(pk.jq_leases)
+        pipe.zcard(pk.jq_done)
+        *waiting, leased, done = [int(n) for n in await pipe.execute()]
+        sizes.append([sum(waiting[0::2]), sum(waiting[1::2]), leased, done])
     ready, delayed, running, finished = (sum(col) for col in zip(*sizes, strict=True))
     by_state: dict[str, int] | None = None
     if finished <= split_limit:

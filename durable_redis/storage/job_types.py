@@ -21,6 +21,7 @@ __all__ = [
     "JobAck",
     "JobLease",
     "JobOutcome",
+    "JobQueueInfo",
     "JobRecord",
     "JobState",
     "JobStore",
@@ -64,6 +65,7 @@ class NewJob:
     delay_ms: int | None = None  # relative to the Redis clock
     at_ms: int | None = None  # absolute, epoch ms
     result_ttl_ms: int = 0
+    queue: str = "default"
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +85,16 @@ class JobAck:
     outcome: JobOutcome
     payload: bytes = b""
     delay_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class JobQueueInfo:
+    """A job queue: jobs ready and delayed in it, and whether it is paused."""
+
+    name: str
+    ready: int
+    delayed: int
+    paused: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,9 +134,11 @@ class JobStore(Protocol):
         limit: int,
         lock_ms: int,
         wait_ms: int = 0,
+        queues: Sequence[str] = ("default",),
         skip_first_try: bool = False,
     ) -> list[JobLease]:
-        """Lease up to ``limit`` jobs (priority, then FIFO); block up to ``wait_ms`` for one.
+        """Lease up to ``limit`` jobs of ``queues`` (not paused ones; priority, then FIFO in a
+        queue); block up to ``wait_ms`` for one (one wait covers every queue).
         ``skip_first_try``: the caller's last fetch drained what it could see, so wait on the
         wake-up marker first (any job since armed it) instead of an empty fetch."""
         ...
@@ -150,6 +164,12 @@ class JobStore(Protocol):
         ...
 
     async def get_job(self, job_id: str) -> JobRecord | None: ...
+
+    async def set_job_queue_paused(self, queue: str, paused: bool) -> bool:
+        """Pause or resume a job queue in every partition; True if it was paused before."""
+        ...
+
+    async def job_queues(self) -> list[JobQueueInfo]: ...
 
     async def list_jobs(
         self, *, state: JobState | None = None, name: str | None = None, limit: int = 100

@@ -17,11 +17,13 @@ from typing import Any
 
 from redis.exceptions import NoScriptError, ResponseError
 
+from durable_redis.core.jobs import validate_queue
 from durable_redis.storage._replies import _s
 from durable_redis.storage.job_types import (
     ExistingJobPolicy,
     JobAck,
     JobLease,
+    JobQueueInfo,
     JobRecord,
     JobState,
     NewJob,
@@ -129,6 +131,7 @@ _SCRIPT_KEYS: dict[str, tuple[str, ...]] = {
     "renew_jobs": ("pmeta", "jq_jobs", "jq_leases"),
     "cancel_job": ("pmeta", "jq_jobs", "jq_ready", "jq_delayed", "jq_leases", "jq_done"),
     "retry_job": ("pmeta", "jq_jobs", "jq_ready", "jq_marker", "jq_done"),
+    "pause_job_queue": ("pmeta", "jq_jobs"),
 }
 
 
@@ -148,14 +151,15 @@ def enqueue_args(epoch: str, policy: ExistingJobPolicy, jobs: Sequence[NewJob]) 
         "" if j.delay_ms is None else int(j.delay_ms),
         "" if j.at_ms is None else int(j.at_ms),
         int(j.result_ttl_ms),
+        j.queue,
     ]
     for job in jobs:
         args += [job.job_id, job.spec]
     return args
 
 
-def _options(job: NewJob) -> tuple[str, int, int | None, int | None, int]:
-    return (job.name, job.priority, job.delay_ms, job.at_ms, job.result_ttl_ms)
+def _options(job: NewJob) -> tuple[str, int, int | None, int | None, int, str]:
+    return (job.name, job.priority, job.delay_ms, job.at_ms, job.result_ttl_ms, job.queue)
 
 
 def ack_args(epoch: str, acks: Sequence[JobAck]) -> list[Any]:
@@ -175,6 +179,7 @@ class JobQueueMixin(RedisStoreBase):
     _job_fresh: dict[str, str]  # job id -> ready score of the incarnation this store created
     _job_generation: int
     _job_rr: int
+    _job_qrr: int
 
     # -- plumbing ----------------------------------------------------------------------------
     async def _eval_many(self, name: str, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
@@ -217,6 +222,7 @@ class JobQueueMixin(RedisStoreBase):
             validate_id("job id", j.job_id)
         for option in {_options(j) for j in jobs}:
             validate_id("job name", option[0])
+            validate_queue(option[5])
             if not -_PRIORITY_LIMIT < option[1] < _PRIORITY_LIMIT:
                 raise ValueError(f"priority must be within +-{_PRIORITY_LIMIT - 1}")
         positions: list[list[int]] = []
@@ -265,23 +271,33 @@ class JobQueueMixin(RedisStoreBase):
         limit: int,
         lock_ms: int,
         wait_ms: int = 0,
+        queues: Sequence[str] = ("default",),
         skip_first_try: bool = False,
     ) -> list[JobLease]:
         await self._ready()
         validate_id("worker id", worker_id)
         if limit < 1:
             raise ValueError("limit must be >= 1")
-        markers = [pk.jq_marker for pk in self._parts]
+        served = list(dict.fromkeys(validate_queue(q) for q in queues))
+        if not served:
+            raise ValueError("queues must name at least one queue")
+        # one blocking wait covers every queue of every partition
+        markers = [pk.jq_queue_keys(q)[2] for pk in self._parts for q in served]
 
         async def attempt() -> list[JobLease]:
-            return await self._try_fetch_jobs(worker_id, limit, lock_ms)
+            # the queue that goes first turns per call: a busy queue cannot starve the others
+            self._job_qrr = (getattr(self, "_job_qrr", -1) + 1) % len(served)
+            turn = served[self._job_qrr :] + served[: self._job_qrr]
+            return await self._try_fetch_jobs(worker_id, limit, lock_ms, turn)
 
         leases: list[JobLease] = await self._fetch_waiting(
             markers, wait_ms, attempt, skip_first_try=skip_first_try
         )
         return leases
 
-    async def _try_fetch_jobs(self, worker_id: str, limit: int, lock_ms: int) -> list[JobLease]:
+    async def _try_fetch_jobs(
+        self, worker_id: str, limit: int, lock_ms: int, queues: Sequence[str] = ("default",)
+    ) -> list[JobLease]:
         epoch = await self._ready()
         out: list[JobLease] = []
         n = len(self._parts)
@@ -295,7 +311,7 @@ class JobQueueMixin(RedisStoreBase):
             reply = await self._eval(
                 "fetch_jobs",
                 job_script_keys(pk, "fetch_jobs"),
-                [epoch, worker_id, nonce, limit - len(out), lock_ms],
+                [epoch, worker_id, nonce, limit - len(out), lock_ms, *queues],
             )
             if reply[0] != Status.OK:
                 raise_for_status("fetch_jobs", reply)
@@ -379,6 +395,54 @@ class JobQueueMixin(RedisStoreBase):
         row = await self._r.hmget(pk.jq_jobs, [f"{job_id}|{f}" for f in _FIELDS])
         return _record(job_id, row)
 
+    # -- queues ------------------------------------------------------------------------------
+    async def _queue_names(self, pk: PartitionKeys) -> list[str]:
+        """ "default" and the other queues of a partition (jq:queues)."""
+        named = sorted(_s(q) for q in await self._r.smembers(pk.jq_queues))
+        return ["default", *[q for q in named if q != "default"]]
+
+    def _queued_sources(self, pk: PartitionKeys, queues: Sequence[str]) -> list[str]:
+        return [key for q in queues for key in pk.jq_queue_keys(q)[:2]]
+
+    async def set_job_queue_paused(self, queue: str, paused: bool) -> bool:
+        """Pause (or resume) ``queue`` in every partition; True if it was paused before."""
+        epoch = await self._ready()
+        validate_queue(queue)
+        was = False
+        for pk in self._parts:
+            reply = await self._eval(
+                "pause_job_queue",
+                job_script_keys(pk, "pause_job_queue"),
+                [epoch, queue, "1" if paused else "0"],
+            )
+            if reply[0] != Status.OK:
+                raise_for_status("pause_job_queue", reply, queue)
+            was = was or int(reply[1]) == 1
+        return was
+
+    async def job_queues(self) -> list[JobQueueInfo]:
+        """Every job queue known (enqueued to or paused), with its counts and pause state."""
+        await self._ready()
+        found: dict[str, list[int]] = {}  # queue -> [ready, delayed, paused partitions]
+        for pk in self._parts:
+            names = await self._queue_names(pk)
+            pipe = self._r.pipeline(transaction=False)
+            for q in names:
+                ready, delayed, _ = pk.jq_queue_keys(q)
+                pipe.zcard(ready)
+                pipe.zcard(delayed)
+                pipe.hexists(pk.pmeta, f"qp:{q}")
+            replies = await pipe.execute()
+            for i, q in enumerate(names):
+                row = found.setdefault(q, [0, 0, 0])
+                row[0] += int(replies[3 * i])
+                row[1] += int(replies[3 * i + 1])
+                row[2] += 1 if replies[3 * i + 2] else 0
+        return [
+            JobQueueInfo(name=q, ready=r, delayed=d, paused=p == len(self._parts))
+            for q, (r, d, p) in found.items()
+        ]
+
     async def list_jobs(
         self, *, state: JobState | None = None, name: str | None = None, limit: int = 100
     ) -> list[JobRecord]:
@@ -388,14 +452,15 @@ class JobQueueMixin(RedisStoreBase):
         out: list[JobRecord] = []
         for pk in self._parts:
             sources: list[str]
+            queued = self._queued_sources(pk, await self._queue_names(pk))
             if state is JobState.QUEUED:
-                sources = [pk.jq_ready, pk.jq_delayed]
+                sources = queued
             elif state is JobState.RUNNING:
                 sources = [pk.jq_leases]
             elif state is not None:
                 sources = [pk.jq_done]
             else:
-                sources = [pk.jq_leases, pk.jq_ready, pk.jq_delayed, pk.jq_done]
+                sources = [pk.jq_leases, *queued, pk.jq_done]
             # terminal states share one index: read more of it when filtering
             span = limit if state is None or not state.is_terminal else limit * 4
             snap = self._r.pipeline(transaction=True)  # one snapshot: jobs move between them
@@ -421,11 +486,12 @@ class JobQueueMixin(RedisStoreBase):
         await self._ready()
         counts = dict.fromkeys(JobState, 0)
         for pk in self._parts:
+            queued = self._queued_sources(pk, await self._queue_names(pk))
             pipe = self._r.pipeline(transaction=False)
-            for key in (pk.jq_ready, pk.jq_delayed, pk.jq_leases, pk.jq_done):
+            for key in (*queued, pk.jq_leases, pk.jq_done):
                 pipe.zcard(key)
-            ready, delayed, leased, done = await pipe.execute()
-            counts[JobState.QUEUED] += int(ready) + int(delayed)
+            *waiting, leased, done = await pipe.execute()
+            counts[JobState.QUEUED] += sum(int(n) for n in waiting)
             counts[JobState.RUNNING] += int(leased)
             counts[JobState.COMPLETED] += int(done)  # refined by list_jobs when needed
         return counts

@@ -243,6 +243,19 @@ class PartitionKeys:
         return self._k("jq:marker")
 
     @cached_property
+    def jq_queues(self) -> str:
+        """SET of the queues other than "default" that jobs were enqueued to or paused in."""
+        return self._k("jq:queues")
+
+    def jq_queue_keys(self, queue: str) -> tuple[str, str, str]:
+        """(ready, delayed, marker) of a job queue; "default" keeps jq:ready / jq:delayed /
+        jq:marker (``job_qkeys`` in lua/includes/jobs.lua names them alike)."""
+        if queue == "default":
+            return self.jq_ready, self.jq_delayed, self.jq_marker
+        base = self._k(f"jq:q:{queue}:")
+        return base + "ready", base + "delayed", base + "marker"
+
+    @cached_property
     def jq_done(self) -> str:
         """Terminal jobs -> expiry of their result; also the name of the completion channel."""
         return self._k("jq:done")

@@ -29,6 +29,16 @@ class ManagementMixin(RedisStoreBase):
             return None
         return _info(instance_id, {_s(k): v for k, v in fields.items()})
 
+    async def request_fail_held(self, instance_id: str) -> bool:
+        """Mark a held instance to be failed at its next retried turn; False if not held."""
+        epoch = await self._ready()
+        validate_id("instance id", instance_id)
+        pk = self._pk(instance_id)
+        reply = await self._eval("fail_held", [pk.pmeta, pk.instance(instance_id).record], [epoch])
+        if reply[0] != Status.OK:
+            raise_for_status("fail_held", reply, instance_id)
+        return int(reply[1]) == 1
+
     async def read_history(self, instance_id: str, execution_id: int | None = None) -> list[bytes]:
         await self._ready()
         validate_id("instance id", instance_id)

@@ -479,6 +479,7 @@ class RedisStore(
         delay_ms: int = 0,
         count_attempt: bool = True,
         until_start: bool = False,
+        held: str | None = None,
     ) -> bool:
         epoch = await self._ready()
         pk = self._pk(lease.instance_id)
@@ -493,6 +494,7 @@ class RedisStore(
                 max(0, delay_ms),
                 "1" if count_attempt else "0",
                 "1" if until_start else "0",
+                held or "",
             ],
         )
         if reply[0] != Status.OK:

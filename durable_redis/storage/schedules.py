@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from durable_redis.core.jobs import validate_queue
 from durable_redis.core.schedules import tick_instance_base
 from durable_redis.storage._replies import _s
 from durable_redis.storage.keys import PartitionKeys, partition_of, validate_id
@@ -96,10 +97,12 @@ class ScheduleStoreMixin(RedisStoreBase):
         priority: int,
         result_ttl_ms: int,
         ticks: Sequence[int],
+        queue: str = "default",
     ) -> tuple[int, bool] | None:
         """Claim the due tick(s); (jobs enqueued, skipped for overlap), or None if another
-        worker claimed it first (or it is not due, paused, deleted)."""
+        worker claimed it first (or it is not due, paused, deleted). The jobs go to ``queue``."""
         epoch = await self._ready()
+        validate_queue(queue)
         pk = self._sched_pk(name)
         args: list[Any] = [
             epoch,
@@ -111,11 +114,13 @@ class ScheduleStoreMixin(RedisStoreBase):
             task,
             priority,
             result_ttl_ms,
+            queue,
         ]
         args += [self.schedule_job_id(name, t) for t in ticks]
+        ready, _, marker = pk.jq_queue_keys(queue)
         reply = await self._eval(
             "claim_schedule",
-            [pk.pmeta, pk.seq, pk.sc_defs, pk.sc_due, pk.jq_jobs, pk.jq_ready, pk.jq_marker],
+            [pk.pmeta, pk.seq, pk.sc_defs, pk.sc_due, pk.jq_jobs, ready, marker],
             args,
         )
         if reply[0] == Status.NOT_ELIGIBLE:

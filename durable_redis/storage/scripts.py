@@ -73,7 +73,8 @@ SCRIPTS: dict[str, ScriptSpec] = {
         ScriptSpec("lock_messages", keys=10, argv=5),
         ScriptSpec("commit_turn", keys=32, argv=24, variadic_keys=True, variadic_argv=True),
         ScriptSpec("renew_orchestration", keys=3, argv=4),
-        ScriptSpec("abandon_orchestration", keys=8, argv=6),
+        ScriptSpec("abandon_orchestration", keys=8, argv=7),
+        ScriptSpec("fail_held", keys=2, argv=1),
         ScriptSpec("fetch_work_items", keys=10, argv=9, variadic_argv=True),
         ScriptSpec("ack_work_item", keys=18, argv=10),
         ScriptSpec("renew_work_items", keys=4, argv=3, variadic_argv=True),
@@ -83,13 +84,14 @@ SCRIPTS: dict[str, ScriptSpec] = {
         ScriptSpec("delete_instance", keys=26, argv=6, variadic_keys=True),
         ScriptSpec("outbox_apply", keys=8, argv=3, variadic_keys=True, variadic_argv=True),
         ScriptSpec("outbox_ack", keys=3, argv=1, variadic_argv=True),
-        ScriptSpec("enqueue_jobs", keys=7, argv=7, variadic_argv=True),
-        ScriptSpec("fetch_jobs", keys=8, argv=5),
+        ScriptSpec("enqueue_jobs", keys=7, argv=8, variadic_argv=True),
+        ScriptSpec("fetch_jobs", keys=8, argv=5, variadic_argv=True),
         ScriptSpec("ack_jobs", keys=7, argv=1, variadic_argv=True),
         ScriptSpec("renew_jobs", keys=3, argv=2, variadic_argv=True),
         ScriptSpec("cancel_job", keys=6, argv=3),
         ScriptSpec("retry_job", keys=5, argv=2),
-        ScriptSpec("claim_schedule", keys=7, argv=9, variadic_argv=True),
+        ScriptSpec("pause_job_queue", keys=2, argv=3),
+        ScriptSpec("claim_schedule", keys=7, argv=10, variadic_argv=True),
         ScriptSpec("set_schedule", keys=3, argv=6),
         ScriptSpec(
             "claim_schedule_start", keys=10, argv=10, variadic_keys=True, variadic_argv=True
@@ -99,7 +101,15 @@ SCRIPTS: dict[str, ScriptSpec] = {
 
 
 JOB_SCRIPTS = frozenset(
-    {"enqueue_jobs", "fetch_jobs", "ack_jobs", "renew_jobs", "cancel_job", "retry_job"}
+    {
+        "enqueue_jobs",
+        "fetch_jobs",
+        "ack_jobs",
+        "renew_jobs",
+        "cancel_job",
+        "retry_job",
+        "pause_job_queue",
+    }
 )
 SCHEDULE_SCRIPTS = frozenset({"claim_schedule", "claim_schedule_start", "set_schedule"})
 

@@ -4,8 +4,30 @@
 -- orders by priority, then FIFO; the spec, encoded by core, holds the input and options),
 -- s status, a deliveries of the current attempt, k retry-policy attempt (absent = 1), t lease
 -- token, w worker, b started, f finished, o output, e error, p progress, l the token whose ack
--- made the job terminal (a repeated ack is recognised by it).
-local JOB_FIELDS = {'d', 's', 'a', 'k', 't', 'w', 'b', 'f', 'o', 'e', 'p', 'l'}
+-- made the job terminal (a repeated ack is recognised by it), q its queue (absent = "default").
+local JOB_FIELDS = {'d', 's', 'a', 'k', 't', 'w', 'b', 'f', 'o', 'e', 'p', 'l', 'q'}
+
+-- The ready ZSET, delayed ZSET and wake-up marker of queue `q` in the partition of the `jobs`
+-- HASH (same hash tag; storage/keys.py PartitionKeys.jq_queue_keys names them alike). The
+-- "default" queue keeps the plain jq:ready / jq:delayed / jq:marker keys.
+local function job_qkeys(jobs, q)
+  local base = string.sub(jobs, 1, #jobs - 7)  -- strip 'jq:jobs'
+  if q == nil or q == '' or q == 'default' then
+    return base .. 'jq:ready', base .. 'jq:delayed', base .. 'jq:marker'
+  end
+  local p = base .. 'jq:q:' .. q .. ':'
+  return p .. 'ready', p .. 'delayed', p .. 'marker'
+end
+
+-- The queue of a job ("default" when none was named).
+local function job_queue(jobs, id)
+  return redis.call('HGET', jobs, id .. '|q') or 'default'
+end
+
+-- True when queue `q` is paused (pmeta field "qp:<q>"): its jobs stay queued, none is fetched.
+local function queue_paused(pmeta, q)
+  return redis.call('HEXISTS', pmeta, 'qp:' .. q) == 1
+end
 
 -- The ready score and the result ttl of a job, from its `d` field.
 local function job_meta(jobs, id)

@@ -217,6 +217,7 @@ ALL_EVENTS: list[ev.HistoryEvent] = [
     ev.UpdateReceived(event_id=26, timestamp_ms=2, update_id="u", name="n", input=b"i"),
     ev.UpdateCompleted(event_id=27, timestamp_ms=2, update_id="u", failure=FAIL),
     ev.StreamAppended(event_id=28, timestamp_ms=2, data=b"s"),
+    ev.PatchMarker(event_id=29, timestamp_ms=2, change_id="c"),
     ev.OrchestrationStarted(
         event_id=1,
         timestamp_ms=2,

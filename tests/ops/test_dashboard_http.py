@@ -342,3 +342,29 @@ def test_rerun_a_failed_instance(
     state = anyio.run(wait)
     assert state.status.value == "completed" and state.output == 2  # the second call succeeds
     assert state.input == args
+
+
+def test_a_held_instance_shows_as_held(redis_url: str, namespace: str, http: Any) -> None:
+    """Issue 16: the held marker (a nondeterministic deploy) on the list and the instance page,
+    escaped like any stored text."""
+    seed(redis_url, namespace, ["held-1"])
+
+    async def hold() -> None:
+        store = RedisStore.from_url(redis_url, namespace=namespace)
+        try:
+            lease = await store.fetch_orchestration(lock_ms=5000)
+            assert lease is not None and lease.instance_id == "held-1"
+            await store.abandon_orchestration(
+                lease, delay_ms=60_000, count_attempt=False, held="recorded <A>, now B"
+            )
+        finally:
+            await store.close()
+
+    anyio.run(hold)
+    seed(redis_url, namespace, ["fine-1"])
+    web = http()
+    listing = web.get("/instances").text
+    assert listing.count('title="recorded &lt;A&gt;, now B">held</span>') == 1
+    detail = web.get("/instance", params={"id": "held-1"}).text
+    assert re.search(r'id="held">recorded &lt;A&gt;, now B', detail)
+    assert 'id="held"' not in web.get("/instance", params={"id": "fine-1"}).text

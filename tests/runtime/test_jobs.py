@@ -329,11 +329,18 @@ async def test_sync_client_from_threads(
             results.append(job.result(timeout=10))
             results.append(job.status().state)
             results.append(client.get_job(job.id).id == job.id)
+            assert client.pause_queue("sync-q") is False
+            parked = client.enqueue(send, Email("p@y.nc", "parked"), queue="sync-q")
+            [q] = [q for q in client.list_queues() if q.name == "sync-q"]
+            results.append((q.ready, q.paused, parked.status().state))
+            results.append(client.resume_queue("sync-q"))
             return results
 
     out = await anyio.to_thread.run_sync(blocking_use)
     assert sorted(out[:8]) == list(range(1, 9))  # type: ignore[type-var]
-    assert out[8:] == ["sent sync to s@y.nc", JobState.COMPLETED, True]
+    assert out[8:] == [
+        "sent sync to s@y.nc", JobState.COMPLETED, True, (1, True, JobState.QUEUED), True
+    ]  # fmt: skip
 
 
 def test_sync_client_refuses_a_running_loop(redis_url: str) -> None:

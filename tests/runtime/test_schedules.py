@@ -144,6 +144,46 @@ async def test_workers_run_declared_and_created_schedules(
         await client.get_schedule("fast")
 
 
+gpu_app = App("sched-gpu")
+
+
+@gpu_app.schedule(every=1, input="g", name="gpu-beat", overlap="allow")
+@gpu_app.activity(queue="gpu")
+def gpu_beat(ctx: ActivityContext, label: str) -> str:
+    runs.setdefault(f"gpu:{ctx.worker_id}", []).append(1)
+    return label
+
+
+async def test_schedule_ticks_go_to_the_activitys_queue(store: RedisStore) -> None:
+    """A tick's job (and a trigger's) goes to the queue of the activity: a worker serving only
+    "default" leaves it queued, one serving "gpu" runs it."""
+    import dataclasses
+
+    client = Client(store, gpu_app)
+    other = dataclasses.replace(OPTIONS, queues=("default",), worker_id="cpu-only")
+    gpu = dataclasses.replace(OPTIONS, queues=("gpu",), worker_id="gpu-only")
+    async with anyio.create_task_group() as tg:
+        cpu_worker = Worker(gpu_app, store, other)
+        tg.start_soon(cpu_worker.run)
+        with anyio.fail_after(15):  # the cpu worker claims ticks but never runs them
+            while True:
+                found = {q.name: q for q in await client.list_queues()}
+                if "gpu" in found and found["gpu"].ready >= 2:
+                    break
+                await anyio.sleep(0.05)
+        triggered = await client.trigger_schedule("gpu-beat")
+        assert "gpu:cpu-only" not in runs
+        gpu_worker = Worker(gpu_app, store, gpu)
+        tg.start_soon(gpu_worker.run)
+        assert await triggered.result(timeout=10) == "g"
+        with anyio.fail_after(15):
+            while len(runs.get("gpu:gpu-only", [])) < 3:
+                await anyio.sleep(0.05)
+        assert "gpu:cpu-only" not in runs
+        cpu_worker.stop()
+        gpu_worker.stop()
+
+
 orch_app = App("sched-orch-test")
 
 

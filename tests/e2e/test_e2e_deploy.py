@@ -1,0 +1,207 @@
+"""A bad deploy is recoverable (issue 16): real worker processes on v1, then on changed code
+(steps swapped), then rolled back. The instance is held, not failed, and completes after the
+rollback; ``on_nondeterminism="fail"`` keeps today's failure; an operator can fail a held one."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from e2e_helpers import HERE, ROOT, eventually
+
+from durable_redis.client import Client
+from durable_redis.storage.base import InstanceStatus
+
+pytestmark = [pytest.mark.e2e, pytest.mark.anyio, pytest.mark.timeout(120)]
+
+HELD = {"held_backoff": 0.2, "held_backoff_max": 0.5}
+
+
+@pytest.fixture
+async def client(e2e_redis_url: str, namespace: str) -> AsyncIterator[Client]:
+    import e2e_deploy_v1
+
+    async with Client.from_url(e2e_redis_url, namespace=namespace, app=e2e_deploy_v1.app) as c:
+        yield c
+
+
+async def _waiting_on_v1(workers: Any, client: Client, instance_id: str) -> Any:
+    v1 = workers.start("e2e_deploy_v1:app", **HELD)
+    await client.start("order", "book", instance_id=instance_id)
+
+    async def reserved() -> bool:
+        history = await client.get_history(instance_id)
+        return any(type(e).__name__ == "ActivityCompleted" for e in history)
+
+    await eventually(reserved, timeout=30, message="v1 reserved the item")
+    v1.terminate()
+    assert v1.wait(30) == 0
+    return v1
+
+
+async def _held(client: Client, instance_id: str) -> Any:
+    async def is_held() -> bool:
+        state = await client.get_status(instance_id)
+        return state is not None and state.held is not None
+
+    await eventually(is_held, timeout=30, message=f"{instance_id} held")
+    return await client.get_status(instance_id)
+
+
+async def test_a_bad_deploy_holds_the_instance_and_a_rollback_completes_it(
+    workers: Any, client: Client
+) -> None:
+    await _waiting_on_v1(workers, client, "order-1")
+    v2 = workers.start("e2e_deploy_v2:app", max_attempts=2, **HELD)  # held turns are not counted
+    await client.raise_event("order-1", "paid", "card")
+    state = await _held(client, "order-1")
+    assert state.status is InstanceStatus.RUNNING, state
+    assert "no longer matches its history at event" in state.held
+    assert "ActivityScheduled" in state.held and "ship" in state.held, state.held
+    assert [s.instance_id for s in await client.list_held()] == ["order-1"]
+
+    # it stays held across retries (the back-off is 0.5 s at most): not failed, not poison
+    async def retried_twice() -> bool:
+        return v2.log().count("orchestration order-1 is held") >= 4
+
+    await eventually(retried_twice, timeout=30, message="held turns retried")
+    assert "ERROR" in v2.log()
+    state = await client.get_status("order-1")
+    assert state is not None and state.status is InstanceStatus.RUNNING and state.held
+
+    v2.terminate()
+    assert v2.wait(30) == 0
+    workers.start("e2e_deploy_v1:app", **HELD)  # the rollback
+    result = await client.wait_for_completion("order-1", timeout=30)
+    assert result == ["reserved book", "card", "shipped book"]
+    state = await client.get_status("order-1")
+    assert state is not None and state.held is None and state.held_since is None
+    assert await client.list_held() == []
+
+
+async def test_on_nondeterminism_fail_fails_it_as_before(workers: Any, client: Client) -> None:
+    await _waiting_on_v1(workers, client, "order-2")
+    workers.start("e2e_deploy_v2:app", on_nondeterminism="fail", **HELD)
+    await client.raise_event("order-2", "paid", "card")
+    state = await client.wait_for_state("order-2", timeout=30)
+    assert state.status is InstanceStatus.FAILED
+    assert state.error is not None and state.error.kind == "nondeterminism"
+    assert state.held is None
+
+
+def _target(workers: Any) -> list[str]:
+    return ["--redis-url", workers.redis_url, "--namespace", workers.namespace]
+
+
+async def _cli(workers: Any, *args: str, redis: bool = True) -> tuple[int, str]:
+    """``durable-redis ARGS`` as a subprocess against the test's namespace (``redis=False``: no
+    URL given at all): (exit code, out)."""
+    target = _target(workers) if redis else []
+    done = await anyio.run_process(
+        [sys.executable, "-m", "durable_redis.cli", *args, *target],
+        check=False,
+        cwd=str(ROOT),
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), str(ROOT)])},
+    )
+    return done.returncode, done.stdout.decode()
+
+
+async def test_an_operator_lists_and_fails_a_held_instance_from_the_cli(
+    workers: Any, client: Client
+) -> None:
+    await _waiting_on_v1(workers, client, "order-3")
+    workers.start("e2e_deploy_v2:app", **HELD)
+    await client.raise_event("order-3", "paid", "card")
+    await _held(client, "order-3")
+    code, out = await _cli(workers, "status", "order-3")
+    assert code == 0 and "held" in out and "no longer matches its history" in out, out
+    code, out = await _cli(workers, "list", "--held", "--json")
+    assert code == 0 and [r["instance_id"] for r in json.loads(out)["instances"]] == ["order-3"]
+    code, out = await _cli(workers, "list", "--status", "held")
+    assert code == 0 and "order-3" in out and "(held)" in out, out
+    code, out = await _cli(workers, "held")
+    assert code == 0 and "order-3" in out, out
+    code, out = await _cli(workers, "held", "fail", "order-3")
+    assert code == 0, out
+    state = await client.wait_for_state("order-3", timeout=30)
+    assert state.status is InstanceStatus.FAILED
+    assert state.error is not None and state.error.kind == "nondeterminism"
+    assert state.held is None
+    assert await client.fail_held("order-3") is False  # no longer held: nothing changed
+    code, out = await _cli(workers, "held", "fail", "order-3")
+    assert code == 2  # a usage error: it is not held
+
+
+async def test_an_operator_purges_a_held_instance(workers: Any, client: Client) -> None:
+    await _waiting_on_v1(workers, client, "order-4")
+    workers.start("e2e_deploy_v2:app", **HELD)
+    await client.raise_event("order-4", "paid", "card")
+    await _held(client, "order-4")
+    code, out = await _cli(workers, "held", "purge", "order-4")
+    assert code == 0, out
+    assert await client.get_status("order-4") is None
+
+
+async def test_patched_code_completes_a_v1_instance_and_runs_new_ones_down_the_new_path(
+    workers: Any, client: Client
+) -> None:
+    await _waiting_on_v1(workers, client, "order-5")
+    workers.start("e2e_deploy_v3:app", **HELD)
+    await client.raise_event("order-5", "paid", "card")
+    assert await client.wait_for_completion("order-5", timeout=30) == [
+        "reserved book",
+        "card",
+        "shipped book",
+    ]
+    await client.start("order", "pen", instance_id="order-6")
+    await eventually(
+        lambda: _scheduled(client, "order-6", 1), timeout=30, message="order-6 shipped"
+    )
+    await client.raise_event("order-6", "paid", "cash")
+    assert await client.wait_for_completion("order-6", timeout=30) == [
+        "reserved pen",
+        "cash",
+        "shipped pen",
+    ]
+    kinds = [type(e).__name__ for e in await client.get_history("order-6")]
+    assert kinds[1] == "PatchMarker", kinds
+    names = [e.name for e in await client.get_history("order-6") if hasattr(e, "attempt")]
+    assert names == ["ship", "reserve"]
+    assert await client.list_held() == []
+
+
+async def _scheduled(client: Client, instance_id: str, count: int) -> bool:
+    history = await client.get_history(instance_id)
+    return sum(type(e).__name__ == "ActivityCompleted" for e in history) >= count
+
+
+async def test_the_replay_gate_catches_an_unpatched_change_and_passes_a_patched_one(
+    workers: Any, client: Client, tmp_path: Path
+) -> None:
+    await _waiting_on_v1(workers, client, "order-7")  # running, its history in Redis
+    code, out = await _cli(workers, "replay", "e2e_deploy_v2:app")
+    assert code == 1, out
+    assert "order-7: event 2: recorded ActivityScheduled(name='reserve'" in out, out
+    assert "now ActivityScheduled(name='ship'" in out and "1 diverged" in out, out
+    code, out = await _cli(workers, "replay", "e2e_deploy_v3:app", "--name", "order")
+    assert code == 0 and "replayed 1 histories: 0 diverged" in out, out
+    code, out = await _cli(workers, "replay", "e2e_deploy_v1:app", "--status", "completed")
+    assert code == 0 and "replayed 0 histories" in out, out
+
+    # the same from exported files, without Redis
+    code, out = await _cli(workers, "export", "order-7", "--dir", str(tmp_path / "h"))
+    assert code == 0 and (tmp_path / "h" / "order-7.history").is_file(), out
+    code, out = await _cli(
+        workers, "replay", "e2e_deploy_v2:app", "--json", "--dir", str(tmp_path / "h"), redis=False
+    )
+    report = json.loads(out)
+    assert code == 1 and report["replayed"] == 1, report
+    [divergence] = report["divergences"]
+    assert divergence["instance_id"] == "order-7" and divergence["position"] == 2
+    assert "reserve" in divergence["recorded"] and "ship" in divergence["now"]
