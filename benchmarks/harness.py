@@ -215,6 +215,7 @@ HEADLINE = {
     "hello": ("p50_ms", "lat_ms_p50", False, "latency p50 ms"),
     "hello_p99": ("p99_ms", "lat_ms_max", False, "latency p99 ms (duroxide: max of 20)"),
     "chain100": ("activities_per_s", "activities_per_s", True, "activities/s"),
+    "chain100_local": ("activities_per_s", "activities_per_s", True, "local activities/s"),
     "fanout1000": ("activities_per_s", "activities_per_s", True, "activities/s"),
     "many_orch": ("orch_per_s", "orch_per_s", True, "orchestrations/s"),
     "timer": ("late_p99_ms", "fire_late_ms_p99", False, "lateness p99 ms"),
