@@ -210,6 +210,46 @@ class OrchestrationContext:
         """
         return self._call_activity(activity, input, retry, session, timeout, local=False)
 
+    @overload
+    def call_local_activity(
+        self,
+        activity: Callable[[ActivityContext, I], Coroutine[Any, Any, R]],
+        input: I,
+        *,
+        retry: RetryPolicy | None = None,
+        timeout: timedelta | float | None = None,
+    ) -> asyncio.Future[R]: ...
+
+    @overload
+    def call_local_activity(
+        self,
+        activity: Callable[[ActivityContext, I], R],
+        input: I,
+        *,
+        retry: RetryPolicy | None = None,
+        timeout: timedelta | float | None = None,
+    ) -> asyncio.Future[R]: ...
+
+    @overload
+    def call_local_activity(
+        self,
+        activity: Callable[[ActivityContext], Coroutine[Any, Any, R]],
+        input: None = None,
+        *,
+        retry: RetryPolicy | None = None,
+        timeout: timedelta | float | None = None,
+    ) -> asyncio.Future[R]: ...
+
+    @overload
+    def call_local_activity(
+        self,
+        activity: Callable[[ActivityContext], R],
+        input: None = None,
+        *,
+        retry: RetryPolicy | None = None,
+        timeout: timedelta | float | None = None,
+    ) -> asyncio.Future[R]: ...
+
     def call_local_activity(
         self,
         activity: Callable[..., Any],
