@@ -111,3 +111,15 @@ def test_failures_retry_on_durable_timers_and_surface() -> None:
     assert second.status is OrchestrationStatus.COMPLETED
     assert app.codec.decode(second.output or b"", str) == "failed: no 2"
     assert len(runner.calls) == 2  # the first attempt was not run again on replay
+
+
+def test_a_turn_lost_before_its_commit_runs_the_activity_again() -> None:
+    runner = Runner()
+    lost, _ = run_turn_suspending(
+        app, "c3", [], _start("chain", 1), now_ms=1000, local_runner=runner
+    )
+    assert len(runner.calls) == 3  # not committed: the stored history is still empty
+    redone, _ = run_turn_suspending(
+        app, "c3", [], _start("chain", 1), now_ms=1500, local_runner=runner
+    )
+    assert len(runner.calls) == 6 and redone.output == lost.output
