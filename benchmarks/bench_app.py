@@ -37,6 +37,14 @@ async def chain(ctx: OrchestrationContext, n: int) -> int:
 
 
 @app.orchestration
+async def chain_local(ctx: OrchestrationContext, n: int) -> int:
+    """``chain`` with local activities: each step runs inside the turn (no dispatch)."""
+    for i in range(n):
+        await ctx.call_local_activity(noop, i)
+    return n
+
+
+@app.orchestration
 async def fanout(ctx: OrchestrationContext, n: int) -> int:
     results = await ctx.when_all([ctx.call_activity(noop, i) for i in range(n)])
     return len(results)

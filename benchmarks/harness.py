@@ -215,6 +215,7 @@ HEADLINE = {
     "hello": ("p50_ms", "lat_ms_p50", False, "latency p50 ms"),
     "hello_p99": ("p99_ms", "lat_ms_max", False, "latency p99 ms (duroxide: max of 20)"),
     "chain100": ("activities_per_s", "activities_per_s", True, "activities/s"),
+    "chain100_local": ("activities_per_s", "activities_per_s", True, "local activities/s"),
     "fanout1000": ("activities_per_s", "activities_per_s", True, "activities/s"),
     "many_orch": ("orch_per_s", "orch_per_s", True, "orchestrations/s"),
     "timer": ("late_p99_ms", "fire_late_ms_p99", False, "lateness p99 ms"),
@@ -235,6 +236,8 @@ async def ours(workload: str, url: str, s: Sizes, processes: int = 1) -> dict[st
         return await W.w_hello(url, s.hello)
     if workload == "chain100":
         return await W.w_chain(url, s.chain)
+    if workload == "chain100_local":
+        return await W.w_chain_local(url, s.chain)
     if workload == "fanout1000":
         return await W.w_fanout(url, s.fanout)
     if workload == "many_orch":
@@ -299,7 +302,15 @@ def main() -> int:
     s = Sizes()
     if quick:
         s = Sizes(drain=2000, memory=300, retention_s=4.0)
-    all_workloads = ["hello", "chain100", "fanout1000", "many_orch", "timer", "drain10k"]
+    all_workloads = [
+        "hello",
+        "chain100",
+        "chain100_local",
+        "fanout1000",
+        "many_orch",
+        "timer",
+        "drain10k",
+    ]
     all_workloads += ["drain10k_orch", "enqueue10k", "job_roundtrip"]
     all_workloads += ["sessions", "memory", "scale", "ceiling"]
     if not quick:

@@ -331,12 +331,17 @@ async def _one_big(url: str, orch: str, n: int, timeout: float) -> dict[str, Any
         "s": secs,
         "history_events": len(hist),
         **cpu,
-        **per_unit(cpu, n, "chain step" if orch == "chain" else "activity"),
+        **per_unit(cpu, n, "chain step" if orch.startswith("chain") else "activity"),
     }
 
 
 async def w_chain(url: str, n: int = 100) -> dict[str, Any]:
     return await _one_big(url, "chain", n, timeout=300)
+
+
+async def w_chain_local(url: str, n: int = 100) -> dict[str, Any]:
+    """chain100_local: the chain of ``n`` steps as local activities (ctx.call_local_activity)."""
+    return await _one_big(url, "chain_local", n, timeout=300)
 
 
 async def w_fanout(url: str, n: int = 1000) -> dict[str, Any]:

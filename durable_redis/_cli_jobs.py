@@ -91,7 +91,9 @@ async def _queues(client: Any, args: argparse.Namespace, emit: Emit) -> int:
 def _schedule_text(s: Any) -> str:
     when = s.cron if s.cron is not None else f"every {s.every.total_seconds():g}s"
     nxt = "paused" if s.paused else f"next {plain(s.next_run_at)}"
-    return f"{s.name}  {s.activity}  {when} ({s.timezone})  {nxt}  last job {s.last_job_id or '-'}"
+    what = f"orchestration {s.orchestration}" if s.orchestration else f"activity {s.activity}"
+    last = "last instance" if s.orchestration else "last job"
+    return f"{s.name}  {what}  {when} ({s.timezone})  {nxt}  {last} {s.last_job_id or '-'}"
 
 
 async def _schedules(client: Any, args: argparse.Namespace, emit: Emit) -> int:
@@ -103,8 +105,11 @@ async def _schedules(client: Any, args: argparse.Namespace, emit: Emit) -> int:
         raise UsageError(f"schedules {args.action} needs a schedule name")
     try:
         if args.action == "trigger":
-            job = await client.trigger_schedule(args.name)
-            emit(args, {"schedule": args.name, "job_id": job.id}, f"enqueued {job.id}")
+            run = await client.trigger_schedule(args.name)
+            if isinstance(run, str):  # an orchestration schedule: the started instance's id
+                emit(args, {"schedule": args.name, "instance_id": run}, f"started {run}")
+            else:
+                emit(args, {"schedule": args.name, "job_id": run.id}, f"enqueued {run.id}")
             return 0
         action = {
             "pause": client.pause_schedule,

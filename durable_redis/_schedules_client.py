@@ -1,5 +1,6 @@
 """The schedule half of the client: create, list, pause, resume, trigger and delete schedules
-(an activity run as a job on a cron expression or an interval; see ``@app.schedule``)."""
+(an activity run as a job, or an orchestration started, on a cron expression or an interval;
+see ``@app.schedule``)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from durable_redis.core.schedules import (
     next_tick,
     schedule_declaration,
     spec_of,
+    target_of,
 )
 from durable_redis.errors import ScheduleNotFoundError, ValidationError
 
@@ -33,7 +35,10 @@ class ScheduleInfo:
     overlap: str
     paused: bool
     next_run_at: datetime | None
-    last_job_id: str | None
+    last_job_id: str | None  # the last run's job id, or instance id for an orchestration
+    # "activity" (each tick enqueues a job) or "orchestration" (each tick starts an instance)
+    target: str = "activity"
+    orchestration: str | None = None
 
 
 class SchedulesClientMixin:
@@ -49,9 +54,10 @@ class SchedulesClientMixin:
     async def create_schedule(
         self,
         name: str,
-        activity: str | Callable[..., Any],
+        activity: str | Callable[..., Any] | None = None,
         input: Any = None,
         *,
+        orchestration: str | Callable[..., Any] | None = None,
         cron: str | None = None,
         every: float | timedelta | None = None,
         timezone: str = "UTC",
@@ -63,15 +69,27 @@ class SchedulesClientMixin:
         timeout: float | timedelta | None = None,
         result_ttl: float | timedelta = 3600.0,
     ) -> ScheduleInfo:
-        """Create (or replace) a schedule at run time; its first run is the next tick."""
+        """Create (or replace) a schedule at run time; its first run is the next tick. The
+        target is ``activity`` (each tick enqueues a job) or ``orchestration=`` (each tick
+        starts one instance ``<name>@<tick ms>``; the job options are ignored there)."""
         from durable_redis._jobs_client import _activity_identity, _ms_option
-        from durable_redis.client import validate_id
+        from durable_redis.client import _orchestration_identity, validate_id
 
         validate_id(name, "schedule name")
-        activity_name, _, _ = _activity_identity(activity, self.app)
+        if (activity is None) == (orchestration is None):
+            raise ValidationError(
+                "create_schedule takes exactly one of activity and orchestration="
+            )
+        activity_name, orch_name, version = "", None, ""
+        if orchestration is not None:
+            orch_name, version, _ = _orchestration_identity(orchestration, self.app)
+        else:
+            activity_name, _, _ = _activity_identity(activity, self.app)
         definition = ScheduleDefinition(
             name=name,
             activity=activity_name,
+            orchestration=orch_name,
+            version=version,
             input=input,
             cron=cron,
             every_ms=_ms_option(every, "every", allow_zero=False),
@@ -121,12 +139,21 @@ class SchedulesClientMixin:
         await self._sched_store().delete_schedule(name)
 
     async def trigger_schedule(self, name: str) -> Any:
-        """Run the schedule's job now, outside its ticks; its JobHandle."""
+        """Run the schedule now, outside its ticks: its JobHandle, or for an orchestration
+        schedule the started instance's id (``<name>@now:<random>``)."""
         await self._ensure_initialized()
         records = [r for r in await self._sched_store().list_schedules() if r.name == name]
         if not records:
             raise ScheduleNotFoundError(f"no schedule {name!r}")
         spec = decode_schedule(records[0].spec)
+        if spec.orchestration is not None:
+            start = getattr(self, "start")  # noqa: B009 (Client's method)
+            return await start(
+                spec.orchestration,
+                self.codec.decode(spec.task),
+                instance_id=f"{name}@now:{uuid.uuid4().hex[:12]}",
+                version=spec.version,
+            )
         from durable_redis._jobs_client import JobHandle
         from durable_redis.core.registry import activity_queue
         from durable_redis.storage.job_types import NewJob
@@ -164,4 +191,6 @@ def _info(record: Any) -> ScheduleInfo:
         if record.paused or record.next_due_ms is None
         else datetime.fromtimestamp(record.next_due_ms / 1000, tz=UTC),
         last_job_id=record.last_job_id,
+        target=target_of(spec)[0],
+        orchestration=spec.orchestration,
     )

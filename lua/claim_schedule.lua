@@ -1,5 +1,5 @@
 --[[
-claim_schedule: claim a schedule's due tick(s) and enqueue their jobs, atomically, so every
+claim_schedule: claim an activity schedule's due tick(s) and enqueue their jobs, atomically, so every
 tick runs once however many workers race for it. The claim is a compare-and-set on the
 schedule's next due time, judged on the Redis clock: a worker that read an older due time, a
 paused or deleted schedule, or a tick not yet due changes nothing. With overlap "skip", ticks are
@@ -32,17 +32,13 @@ STATUS
 ]]
 -- @include common
 -- @include jobs
+-- @include schedules
 if redis.call('HGET', KEYS[1], 'epoch') ~= ARGV[1] then return {2} end
 local now = server_now()
 local defs, jobs = KEYS[3], KEYS[5]
 local name = ARGV[2]
-local due = redis.call('HGET', defs, name .. '|n')
-if not due or due ~= ARGV[3] or redis.call('HGET', defs, name .. '|p') == '1'
-   or tonumber(due) > now then
-  return {8}
-end
-redis.call('HSET', defs, name .. '|n', ARGV[4])
-redis.call('ZADD', KEYS[4], ARGV[4], name)
+if not tick_claimable(defs, name, ARGV[3], now) then return {8} end
+advance_schedule(defs, KEYS[4], name, ARGV[4])
 if ARGV[5] == 'skip' then
   local last = redis.call('HGET', defs, name .. '|j')
   if last then

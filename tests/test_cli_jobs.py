@@ -70,12 +70,21 @@ def test_schedules_commands(cli: Run, redis_url: str, cli_namespace: str) -> Non
             await client.create_schedule(
                 "nightly", "shout", "hi", cron="0 3 * * *", timezone="Europe/Paris"
             )
+            await client.create_schedule("hourly", orchestration="echo", input="x", every=3600)
 
     anyio.run(create)
     code, out, _ = cli("schedules", "--json")
     assert code == 0
     [s] = [x for x in json.loads(out) if x["name"] == "nightly"]
     assert s["cron"] == "0 3 * * *" and s["timezone"] == "Europe/Paris" and not s["paused"]
+    assert s["target"] == "activity"
+    [o] = [x for x in json.loads(out) if x["name"] == "hourly"]
+    assert (o["target"], o["orchestration"]) == ("orchestration", "echo")
+    code, out, _ = cli("schedules")
+    assert "nightly  activity shout" in out and "hourly  orchestration echo" in out
+    code, out, _ = cli("schedules", "trigger", "hourly", "--json")
+    assert code == 0 and json.loads(out)["instance_id"].startswith("hourly@now:")
+    assert cli("schedules", "delete", "hourly")[0] == 0
     code, out, _ = cli("schedules", "pause", "nightly")
     assert code == 0 and "paused" in out
     code, out, _ = cli("schedules")

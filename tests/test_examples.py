@@ -29,7 +29,8 @@ KEY_LINES = {
     "order_updates.py": "OK: 2 items added by update (a retried one applied once), a bad one "
     "rejected, cart read without a turn, progress streamed to checkout",
     "jobs.py": "OK: 101 e-mails sent, a charge retried twice, progress followed, one job deduped",
-    "schedules.py": "OK: every tick ran once across 2 workers; paused, resumed, triggered",
+    "schedules.py": "OK: every tick ran once across 2 workers; paused, resumed, triggered; "
+    "an orchestration started once per tick",
     "routing.py": "OK: 6 embeddings on the gpu pool, 6 thumbnails on the cpu pool; 3 held by a "
     "pause ran after resume",
 }

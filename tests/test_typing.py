@@ -40,6 +40,6 @@ def test_typed_code_passes_strict_and_bad_inputs_are_errors() -> None:
         for number, text in enumerate(bad.read_text().splitlines(), start=1)
         if text.rstrip().endswith("# error")
     }
-    assert len(marked) == 5
+    assert len(marked) == 6
     reported = {line for name, line in errors if name == bad.name}
     assert reported == marked, errors

@@ -48,6 +48,7 @@ from durable_redis.core.registry import (
 )
 from durable_redis.core.retry import Backoff, RetryPolicy
 from durable_redis.core.turn import (
+    LocalRunner,
     OrchestrationStatus,
     ReplayResult,
     SuspendedOrchestration,
@@ -71,6 +72,7 @@ __all__ = [
     "ForbiddenCallError",
     "HistoryEvent",
     "JsonCodec",
+    "LocalRunner",
     "Message",
     "MsgpackCodec",
     "OrchestrationContext",

@@ -208,6 +208,76 @@ class OrchestrationContext:
         ``retry.timeout``) bounds each attempt; ``session`` pins it to an open session's worker.
         Failures raise ``ActivityFailedError`` / ``ActivityTimeoutError`` when awaited.
         """
+        return self._call_activity(activity, input, retry, session, timeout, local=False)
+
+    @overload
+    def call_local_activity(
+        self,
+        activity: Callable[[ActivityContext, I], Coroutine[Any, Any, R]],
+        input: I,
+        *,
+        retry: RetryPolicy | None = None,
+        timeout: timedelta | float | None = None,
+    ) -> asyncio.Future[R]: ...
+
+    @overload
+    def call_local_activity(
+        self,
+        activity: Callable[[ActivityContext, I], R],
+        input: I,
+        *,
+        retry: RetryPolicy | None = None,
+        timeout: timedelta | float | None = None,
+    ) -> asyncio.Future[R]: ...
+
+    @overload
+    def call_local_activity(
+        self,
+        activity: Callable[[ActivityContext], Coroutine[Any, Any, R]],
+        input: None = None,
+        *,
+        retry: RetryPolicy | None = None,
+        timeout: timedelta | float | None = None,
+    ) -> asyncio.Future[R]: ...
+
+    @overload
+    def call_local_activity(
+        self,
+        activity: Callable[[ActivityContext], R],
+        input: None = None,
+        *,
+        retry: RetryPolicy | None = None,
+        timeout: timedelta | float | None = None,
+    ) -> asyncio.Future[R]: ...
+
+    def call_local_activity(
+        self,
+        activity: Callable[..., Any],
+        input: Any = None,
+        *,
+        retry: RetryPolicy | None = None,
+        timeout: timedelta | float | None = None,
+    ) -> asyncio.Future[Any]:
+        """Run an activity inside this turn, in the worker executing it (no dispatch round
+        trip): its result is recorded in the turn's commit, and replay uses the recorded result.
+        If the turn is lost before its commit, the activity runs again (at least once), so keep
+        it short and idempotent. ``retry`` back-off uses durable timers, as for
+        ``call_activity``; ``timeout`` (or ``retry.timeout``) bounds each attempt (the worker
+        stops waiting; a timed-out attempt fails with ``ActivityTimeoutError``). Sessions and
+        queue routing do not apply. Failures raise ``ActivityFailedError`` when awaited.
+        """
+        return self._call_activity(activity, input, retry, None, timeout, local=True)
+
+    def _call_activity(
+        self,
+        activity: str | Callable[..., Any],
+        input: Any,
+        retry: RetryPolicy | None,
+        session: str | None,
+        timeout: timedelta | float | None,
+        *,
+        local: bool,
+    ) -> asyncio.Future[Any]:
         if isinstance(activity, str):
             name, result_type = activity, Any
         else:
@@ -219,17 +289,20 @@ class OrchestrationContext:
         if session is not None:
             self._engine.check_session_use(session)
         payload = self._engine.codec.encode(input)
-        first = self._engine.schedule_activity(name, payload, session, 1, timeout_ms, result_type)
-        if retry is None and timeout_ms is None:
+        engine = self._engine
+        first = engine.schedule_activity(
+            name, payload, session, 1, timeout_ms, result_type, local=local
+        )
+        if retry is None and (timeout_ms is None or local):
             return first
-        first_id = self._engine.last_activity_id
+        first_id = engine.last_activity_id
         policy = retry if retry is not None else RetryPolicy(max_attempts=1)
 
         async def attempts() -> Any:
             attempt, future = 1, first
             while True:
                 try:
-                    if timeout_ms is None:
+                    if timeout_ms is None or local:  # a local attempt's timeout is the worker's
                         return await future
                     return await self._with_timeout(future, timeout_ms, name)
                 except TaskFailedError as exc:
@@ -240,10 +313,10 @@ class OrchestrationContext:
                     )
                 delay_ms = policy.delay_ms(attempt)
                 if delay_ms > 0:
-                    await self._engine.create_timer(self._engine.current_ms + delay_ms)
+                    await engine.create_timer(engine.current_ms + delay_ms)
                 attempt += 1
-                future = self._engine.schedule_activity(
-                    name, payload, session, attempt, timeout_ms, result_type, first_id
+                future = engine.schedule_activity(
+                    name, payload, session, attempt, timeout_ms, result_type, first_id, local=local
                 )
 
         return self._loop.create_task(attempts(), name=f"activity:{name}")

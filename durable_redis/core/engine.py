@@ -413,6 +413,7 @@ class ReplayEngine:
         timeout_ms: int | None,
         result_type: Any,
         first_attempt_id: int | None = None,
+        local: bool = False,
     ) -> asyncio.Future[Any]:
         event = self.command(
             ev.ActivityScheduled,
@@ -423,6 +424,7 @@ class ReplayEngine:
             timeout_ms=timeout_ms,
             first_attempt_id=first_attempt_id,
             trace=self.trace,
+            local=True if local else None,
         )
         future: asyncio.Future[Any] = self.loop.create_future()
         source_id = event.event_id

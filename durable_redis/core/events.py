@@ -129,6 +129,7 @@ class ActivityScheduled(_Event):
     timeout_ms: int | None = None
     first_attempt_id: int | None = None  # a retry: the activity id of the call's first attempt
     trace: dict[str, str] | None = field(default=None, hash=False)  # of the turn that scheduled it
+    local: bool | None = None  # True: ctx.call_local_activity (run inside the turn, not dispatched)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

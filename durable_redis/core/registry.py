@@ -348,17 +348,24 @@ class App:
         timeout: float | timedelta | None = None,
         result_ttl: float | timedelta = 3600.0,
     ) -> Callable[[F], F]:
-        """Run an activity as a job on a cron expression (in ``timezone``) or every ``every``
-        seconds; every worker of this app declares it at start, and each tick runs once.
-        Also registers the function as an activity if it is not one yet. Policies:
-        ``durable_redis.core.schedules``; ValidationError for a bad expression or policy."""
+        """Run an activity as a job, or start an orchestration, on a cron expression (in
+        ``timezone``) or every ``every`` seconds; every worker of this app declares it at start,
+        and each tick runs once. Applied to an ``@app.orchestration`` function, each tick starts
+        one instance ``<name>@<tick ms>`` with ``input`` (``retry``, ``timeout``, ``priority``
+        and ``result_ttl`` are job options and ignored there). Any other function is registered
+        as an activity if it is not one yet. Policies: ``durable_redis.core.schedules``;
+        ValidationError for a bad expression or policy."""
         from durable_redis.core.retry import to_ms
         from durable_redis.core.schedules import ScheduleDefinition
 
-        def define(activity: str) -> ScheduleDefinition:
+        def define(
+            activity: str, orchestration: str | None = None, version: str = ""
+        ) -> ScheduleDefinition:
             return ScheduleDefinition(
-                name=_validate_name(name or activity, "schedule"),
+                name=_validate_name(name or activity or str(orchestration), "schedule"),
                 activity=activity,
+                orchestration=orchestration,
+                version=version,
                 input=input,
                 cron=cron,
                 every_ms=None if every is None else to_ms(every),
@@ -375,11 +382,16 @@ class App:
         define("check")  # ValidationError at decoration, before anything is registered
 
         def register(f: F) -> F:
-            found = getattr(f, _ACT_ATTR, None)
-            if found is None or self._activities.get(found.name) is not found:
-                self.activity(f)
-            definition: ActivityDefinition = getattr(f, _ACT_ATTR)
-            schedule = define(definition.name)
+            orch: OrchestrationDefinition | None = getattr(f, _ORCH_ATTR, None)
+            versions = self._orchestrations.get(orch.name, {}) if orch is not None else {}
+            if orch is not None and versions.get(orch.version) is orch:
+                schedule = define("", orch.name, orch.version)
+            else:
+                found = getattr(f, _ACT_ATTR, None)
+                if found is None or self._activities.get(found.name) is not found:
+                    self.activity(f)
+                definition: ActivityDefinition = getattr(f, _ACT_ATTR)
+                schedule = define(definition.name)
             if schedule.name in self._schedules:
                 raise RegistrationError(f"schedule {schedule.name!r} is already registered")
             self._schedules[schedule.name] = schedule

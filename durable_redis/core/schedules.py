@@ -1,4 +1,5 @@
-"""Schedules: run an activity as a job on a cron expression or a fixed interval, in a time zone.
+"""Schedules: run an activity as a job, or start an orchestration, on a cron expression or a
+fixed interval, in a time zone.
 
 Pure: the tick arithmetic (``ticks_due``, ``next_tick``) takes times as arguments (the Redis
 clock's milliseconds, passed in by the runtime) and never reads a clock. Cron expressions are
@@ -11,7 +12,11 @@ Policies:
   the next future tick), ``"once"`` runs one job for all of them, ``"all"`` runs one per missed
   tick, at most ``max_catch_up``.
 - ``overlap``: ``"skip"`` drops a tick while the schedule's previous job is still queued or
-  running; ``"allow"`` runs it anyway.
+  running (or its previous instance is still pending or running); ``"allow"`` runs it anyway.
+
+A schedule's target is an activity (``activity``; ``task`` is the encoded JobTask) or an
+orchestration (``orchestration`` and ``version``; ``task`` is the encoded input): each tick of an
+orchestration schedule starts one instance, ``<name>@<tick ms>`` (``tick_instance_base``).
 """
 
 from __future__ import annotations
@@ -39,6 +44,8 @@ __all__ = [
     "next_tick",
     "schedule_declaration",
     "spec_of",
+    "target_of",
+    "tick_instance_base",
     "ticks_due",
     "validate_schedule",
 ]
@@ -50,8 +57,8 @@ OVERLAP = ("skip", "allow")
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ScheduleSpec:
     name: str
-    activity: str
-    task: bytes  # the encoded JobTask every run enqueues (input, timeout, retry policy)
+    activity: str  # "" for an orchestration schedule
+    task: bytes  # the encoded JobTask every run enqueues, or the orchestration's encoded input
     cron: str | None = None
     every_ms: int | None = None
     timezone: str = "UTC"
@@ -60,6 +67,21 @@ class ScheduleSpec:
     overlap: str = "skip"
     priority: int = 0
     result_ttl_ms: int = 3_600_000
+    orchestration: str | None = None  # set: each tick starts an instance of it
+    version: str = ""
+
+
+def target_of(spec: ScheduleSpec) -> tuple[str, str]:
+    """(kind, name): ("activity", name) or ("orchestration", name)."""
+    if spec.orchestration is not None:
+        return "orchestration", spec.orchestration
+    return "activity", spec.activity
+
+
+def tick_instance_base(name: str, tick_ms: int) -> str:
+    """The instance id of one tick of an orchestration schedule (before the storage layer
+    moves it into the schedule's partition): deterministic, so a re-run tick starts nothing."""
+    return f"{name}@{tick_ms}"
 
 
 _SCHEDULES: Schema[ScheduleSpec] = Schema("schedule", (ScheduleSpec,))
@@ -156,7 +178,7 @@ class ScheduleDefinition:
     ValidationError for a bad cron expression, interval, time zone or policy."""
 
     name: str
-    activity: str
+    activity: str  # "" when ``orchestration`` is set
     input: object = None
     cron: str | None = None
     every_ms: int | None = None
@@ -168,8 +190,12 @@ class ScheduleDefinition:
     result_ttl_ms: int = 3_600_000
     timeout_ms: int | None = None
     retry: RetryPolicy | None = None
+    orchestration: str | None = None
+    version: str = ""
 
     def __post_init__(self) -> None:
+        if bool(self.activity) == (self.orchestration is not None):
+            raise ValidationError("a schedule targets exactly one activity or orchestration")
         validate_schedule(
             cron=self.cron,
             every_ms=self.every_ms,
@@ -183,11 +209,17 @@ class ScheduleDefinition:
 def spec_of(definition: ScheduleDefinition, codec: Codec) -> ScheduleSpec:
     """The stored form of a definition: its input encoded into the job task every run uses."""
     d = definition
-    task = job_task(codec.encode(d.input), retry=d.retry, timeout_ms=d.timeout_ms)
+    if d.orchestration is not None:
+        task = codec.encode(d.input)
+    else:
+        job = job_task(codec.encode(d.input), retry=d.retry, timeout_ms=d.timeout_ms)
+        task = encode_job_task(job)
     return ScheduleSpec(
         name=d.name,
         activity=d.activity,
-        task=encode_job_task(task),
+        task=task,
+        orchestration=d.orchestration,
+        version=d.version,
         cron=d.cron,
         every_ms=d.every_ms,
         timezone=d.timezone,

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import enum
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from durable_redis.core import events as ev
@@ -15,6 +16,7 @@ from durable_redis.core.state import WorkState
 from durable_redis.errors import FailureDetails, NondeterminismError, NotRegisteredError
 
 __all__ = [
+    "LocalRunner",
     "OrchestrationStatus",
     "ReplayResult",
     "SuspendedOrchestration",
@@ -24,6 +26,10 @@ __all__ = [
     "run_turn",
     "run_turn_suspending",
 ]
+
+
+LocalRunner = Callable[[Sequence[msg.ActivityTask]], Sequence[msg.Message]]
+"""Runs a turn's local activities (``ctx.call_local_activity``) and returns their completions."""
 
 
 class OrchestrationStatus(enum.StrEnum):
@@ -142,8 +148,13 @@ def run_turn_suspending(
     codec: Codec | None = None,
     max_sessions_per_orchestration: int | None = None,
     trace: dict[str, str] | None = None,
+    local_runner: LocalRunner | None = None,
 ) -> tuple[TurnResult, SuspendedOrchestration | None]:
     """:func:`run_turn`, plus the orchestration kept suspended if it is still RUNNING.
+
+    ``local_runner`` runs the local activities the turn schedules; their completions are fed
+    back into the same turn (more rounds until none is left), so the result records them.
+    Without one, a local activity is dispatched like an ordinary one.
 
     Once the turn is committed (history = ``history`` + ``result.new_events``), the next turn
     can be :meth:`SuspendedOrchestration.advance` instead of a full replay. The caller owns the
@@ -159,6 +170,7 @@ def run_turn_suspending(
         max_sessions_per_orchestration=max_sessions_per_orchestration,
         keep=True,
         trace=trace,
+        local_runner=local_runner,
     )
 
 
@@ -190,6 +202,7 @@ class SuspendedOrchestration:
         *,
         now_ms: int,
         trace: dict[str, str] | None = None,
+        local_runner: LocalRunner | None = None,
     ) -> tuple[TurnResult, SuspendedOrchestration | None]:
         """Apply ``messages`` as the next turn; the result is a :func:`run_turn_suspending`'s.
 
@@ -209,7 +222,7 @@ class SuspendedOrchestration:
             engine.loop.unhandled.clear()
             engine.update_replies.clear()  # answered by the turn that suspended it
             _apply_messages(engine, self.execution_id, messages, now_ms)
-            result = build_result(engine, self.instance_id, self.execution_id)
+            result = _with_locals(engine, self.instance_id, self.execution_id, now_ms, local_runner)
             suspended = _suspend(engine, result, self.instance_id, self.execution_id)
             kept = suspended is not None
             return result, suspended
@@ -236,6 +249,37 @@ def _suspend(
     return SuspendedOrchestration(engine, instance_id, execution_id)
 
 
+def _with_locals(
+    engine: ReplayEngine,
+    instance_id: str,
+    execution_id: int,
+    now_ms: int,
+    local_runner: LocalRunner | None,
+) -> TurnResult:
+    """The turn's result, after running its local activities (rounds until none is new)."""
+    result = build_result(engine, instance_id, execution_id)
+    if local_runner is None:
+        return result
+    ran: set[int] = set()
+    while not engine.finished:
+        local = {
+            e.event_id
+            for e in engine.events[engine.base_len :]
+            if isinstance(e, ev.ActivityScheduled) and e.local and e.event_id not in ran
+        }
+        pending = [t for t in result.activities if t.activity_id in local]
+        if not pending:
+            break
+        ran.update(local)
+        _apply_messages(engine, execution_id, local_runner(pending), now_ms)
+        result = build_result(engine, instance_id, execution_id)
+    if not ran:
+        return result
+    return dataclasses.replace(
+        result, activities=tuple(t for t in result.activities if t.activity_id not in ran)
+    )
+
+
 def _apply_messages(
     engine: ReplayEngine, execution_id: int, messages: Sequence[msg.Message], now_ms: int
 ) -> None:
@@ -260,6 +304,7 @@ def _run_turn(
     max_sessions_per_orchestration: int | None,
     keep: bool,
     trace: dict[str, str] | None = None,
+    local_runner: LocalRunner | None = None,
 ) -> tuple[TurnResult, SuspendedOrchestration | None]:
     codec = codec if codec is not None else app.codec
     max_sessions = (
@@ -341,7 +386,7 @@ def _run_turn(
         else:
             engine.replay()
         _apply_messages(engine, execution_id, messages, now_ms)
-        result = build_result(engine, instance_id, execution_id)
+        result = _with_locals(engine, instance_id, execution_id, now_ms, local_runner)
         if keep:
             suspended = _suspend(engine, result, instance_id, execution_id)
     finally:

@@ -385,8 +385,10 @@ def create_app(
                 await client.resume_schedule(name)
                 msg = f"schedule {name!r} resumed (from its next tick)"
             else:
-                handle = await client.trigger_schedule(name)
-                return _back(request, handle.id, f"schedule {name!r} triggered", page="job")
+                run = await client.trigger_schedule(name)
+                if isinstance(run, str):  # an orchestration schedule: the instance started
+                    return _back(request, run, f"schedule {name!r} triggered")
+                return _back(request, run.id, f"schedule {name!r} triggered", page="job")
         except DurableRedisError as exc:
             msg = f"{type(exc).__name__}: {exc}"
         target = f"{base(request)}/schedules?" + urlencode({"msg": msg})

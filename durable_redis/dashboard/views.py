@@ -446,7 +446,8 @@ class ScheduleRow:
     paused: bool
     next_run: str
     next_in: str
-    last_job_id: str | None
+    last_job_id: str | None  # the last instance id for an orchestration schedule
+    orchestration: str | None = None  # set: each tick starts an instance of it
 
 
 async def schedules_page(client: Any) -> dict[str, Any]:
@@ -467,6 +468,7 @@ async def schedules_page(client: Any) -> dict[str, Any]:
                 next_run=fmt_ms(due),
                 next_in="-" if due is None else fmt_age(max(0, due - now)),
                 last_job_id=s.last_job_id,
+                orchestration=s.orchestration,
             )
         )
     return {"schedules": rows}

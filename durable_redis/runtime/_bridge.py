@@ -7,6 +7,8 @@ read as plain runtime logic and a change in core's API touches this file only.
 from __future__ import annotations
 
 import array
+import asyncio
+import concurrent.futures
 import dataclasses
 import hashlib
 import threading
@@ -141,26 +143,39 @@ def run_turn(
     messages: Sequence[Any],
     now_ms: int,
     codec: Any,
+    local_runner: core.LocalRunner | None = None,
 ) -> tuple[Any, core.SuspendedOrchestration | None]:
     """The turn, and the orchestration kept suspended when it is still running."""
     trace = tracing.begin_turn(
         tracing.start_of(history, messages), history_events=len(history), resumed=False
     )
     result, suspended = core.run_turn_suspending(
-        app, instance_id, history, messages, now_ms=now_ms, codec=codec, trace=trace
+        app,
+        instance_id,
+        history,
+        messages,
+        now_ms=now_ms,
+        codec=codec,
+        trace=trace,
+        local_runner=local_runner,
     )
     tracing.end_turn(result)
     return result, suspended
 
 
 def advance(
-    suspended: core.SuspendedOrchestration, messages: Sequence[Any], now_ms: int
+    suspended: core.SuspendedOrchestration,
+    messages: Sequence[Any],
+    now_ms: int,
+    local_runner: core.LocalRunner | None = None,
 ) -> tuple[Any, core.SuspendedOrchestration | None]:
     """The next turn of a suspended orchestration: only ``messages`` run, no replay."""
     trace = tracing.begin_turn(
         suspended.started, history_events=suspended.history_len, resumed=True
     )
-    result, after = suspended.advance(messages, now_ms=now_ms, trace=trace)
+    result, after = suspended.advance(
+        messages, now_ms=now_ms, trace=trace, local_runner=local_runner
+    )
     tracing.end_turn(result)
     return result, after
 
@@ -387,6 +402,53 @@ def make_activity_context(
         execution_id=task.execution_id,
         cancel_event=cancel_event,
     )
+
+
+def local_runner(app: Any, codec: Any, worker_id: str) -> core.LocalRunner:
+    """Runs a turn's local activities one by one, in the thread computing the turn: a sync
+    function called there (in a helper thread when it has a timeout), an async one run to
+    completion on its own event loop in a helper thread; a timed-out attempt fails with
+    kind "timeout" (the helper thread is left to finish, its result dropped)."""
+
+    def run(tasks: Sequence[Any]) -> list[Any]:
+        return [_run_local(app, codec, worker_id, task) for task in tasks]
+
+    return run
+
+
+def _run_local(app: Any, codec: Any, worker_id: str, task: Any) -> Any:
+    try:
+        activity = resolve_activity(app, task.name)
+        args = activity_args(task, activity, codec)
+        cancel = threading.Event()
+        ctx = make_activity_context(
+            task, worker_id=worker_id, delivery=1, session_id=None, cancel_event=cancel
+        )
+        if activity.is_async:
+            call: Any = lambda: asyncio.run(activity.fn(ctx, *args))  # noqa: E731
+        else:
+            call = lambda: activity.fn(ctx, *args)  # noqa: E731
+        if task.timeout_ms is None and not activity.is_async:
+            value = call()
+        else:
+            pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="local-activity")
+            try:
+                timeout = None if task.timeout_ms is None else task.timeout_ms / 1000
+                value = pool.submit(call).result(timeout)
+            except concurrent.futures.TimeoutError:
+                cancel.set()  # ctx.is_cancelled() tells the abandoned attempt
+                details = FailureDetails(
+                    kind="timeout",
+                    type_name="ActivityTimeoutError",
+                    message=f"local activity {task.name!r} attempt timed out after "
+                    f"{task.timeout_ms} ms",
+                )
+                return core.activity_failed(task, details)
+            finally:
+                pool.shutdown(wait=False)
+        return core.activity_completed(task, value, codec)
+    except Exception as exc:
+        return core.activity_failed(task, exc)
 
 
 def stream_writer(store: Any, instance_id: str, codec: Any) -> core.StreamWriter:

@@ -131,6 +131,10 @@ class JobDispatcher:
         self._loop = asyncio.get_running_loop()
         options = self._options
         errors = 0
+        # The last fetch leased some but fewer than it asked for: the ready queue was empty
+        # then, and any job since re-armed the marker, so the next fetch waits on it first
+        # (on an idle worker this saves the empty fetch after every job).
+        drained = False
         while not stopping.is_set():
             free = options.job_concurrency - len(self._running)
             if free <= 0 or self._suspect is not None:  # full, or a suspect must run alone
@@ -144,6 +148,7 @@ class JobDispatcher:
                     lock_ms=options.lock_ms,
                     wait_ms=options.fetch_wait_ms,
                     queues=options.queues,
+                    skip_first_try=drained,
                 )
             except NamespaceMissingError:
                 raise
@@ -155,6 +160,7 @@ class JobDispatcher:
                     await stopping.wait()
                 continue
             errors = 0
+            drained = 0 < len(leases) < min(options.job_batch_size, free)
             hand_back: list[JobAck] = []
             suspect: JobLease | None = None
             plain: list[JobLease] = []

@@ -86,6 +86,7 @@ class OrchestrationDispatcher:
         self._holds: dict[str, int] = {}  # instance -> turns held in a row (the back-off)
         self._histories = _bridge.HistoryCache()
         self._suspended = _bridge.SuspendedCache()
+        self._local = _bridge.local_runner(app, codec, worker_id)
         self.faults = FaultTracker()
         self.in_flight = 0
         self.resumed_turns = 0  # turns that advanced a suspended orchestration (no replay)
@@ -311,10 +312,15 @@ class OrchestrationDispatcher:
         """Advance the suspended orchestration by ``messages``; replay in full if that fails."""
         try:
             if len(messages) <= INLINE_TURN_MAX_EVENTS:
-                result, after = _bridge.advance(suspended, messages, now_ms)
+                result, after = _bridge.advance(suspended, messages, now_ms, self._local)
             else:
                 result, after = await anyio.to_thread.run_sync(
-                    _bridge.advance, suspended, messages, now_ms, limiter=self._threads
+                    _bridge.advance,
+                    suspended,
+                    messages,
+                    now_ms,
+                    self._local,
+                    limiter=self._threads,
                 )
         except Exception:
             logger.debug(
@@ -342,7 +348,7 @@ class OrchestrationDispatcher:
         try:
             if len(history) + len(messages) <= INLINE_TURN_MAX_EVENTS:
                 result, after = _bridge.run_turn(
-                    self._app, instance_id, history, messages, now_ms, self._codec
+                    self._app, instance_id, history, messages, now_ms, self._codec, self._local
                 )
             else:
                 result, after = await anyio.to_thread.run_sync(
@@ -353,6 +359,7 @@ class OrchestrationDispatcher:
                     messages,
                     now_ms,
                     self._codec,
+                    self._local,
                     limiter=self._threads,
                 )
         except NotRegisteredError as exc:

@@ -1,6 +1,7 @@
 """The schedule runner of a worker: declares the app's schedules at start, then claims due
-ticks (``claim_schedule``: a compare-and-set on the Redis clock, the job enqueued in the same
-script), so each tick runs once across every worker, with no scheduler process and no leader.
+ticks (``claim_schedule`` / ``claim_schedule_start``: a compare-and-set on the Redis clock, the
+job enqueued or the orchestration instance created in the same script), so each tick runs once
+across every worker, with no scheduler process and no leader.
 
 It sleeps until the earliest due time of any schedule, at most ``fetch_wait`` (so a schedule
 created or resumed through a client is seen within that).
@@ -79,25 +80,42 @@ class ScheduleRunner:
             return
         spec = decode_schedule(record.spec)
         ticks, nxt = ticks_due(spec, record.next_due_ms, now)
-        got = await self._store.claim_schedule(
-            record.name,
-            expected_due_ms=record.next_due_ms,
-            next_due_ms=nxt,
-            overlap=spec.overlap,
-            activity=spec.activity,
-            task=spec.task,
-            priority=spec.priority,
-            result_ttl_ms=spec.result_ttl_ms,
-            ticks=ticks,
-            queue=activity_queue(self._app, spec.activity),
-        )
+        claim: dict[str, Any] = {
+            "expected_due_ms": record.next_due_ms,
+            "next_due_ms": nxt,
+            "overlap": spec.overlap,
+            "ticks": ticks,
+        }
+        if spec.orchestration is not None:
+            start = core.start_message(
+                name=spec.orchestration, version=spec.version, input=spec.task
+            )
+            got = await self._store.claim_schedule_start(
+                record.name,
+                last_instance_id=record.last_job_id,
+                orchestration=spec.orchestration,
+                version=spec.version,
+                input=spec.task,
+                start_message=core.encode_message(start),
+                **claim,
+            )
+        else:
+            got = await self._store.claim_schedule(
+                record.name,
+                activity=spec.activity,
+                task=spec.task,
+                priority=spec.priority,
+                result_ttl_ms=spec.result_ttl_ms,
+                queue=activity_queue(self._app, spec.activity),
+                **claim,
+            )
         if got is None:
             return  # another worker claimed it
         made, overlapped = got
         self.claimed += 1
         if overlapped:
-            logger.info("schedule %s: tick skipped, its previous job is still running", spec.name)
+            logger.info("schedule %s: tick skipped, its previous run is still going", spec.name)
         elif len(ticks) != 1:
             logger.info(
-                "schedule %s: %d missed ticks, %d jobs enqueued", spec.name, len(ticks), made
+                "schedule %s: %d missed ticks, %d runs started", spec.name, len(ticks), made
             )

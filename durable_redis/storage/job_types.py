@@ -135,9 +135,12 @@ class JobStore(Protocol):
         lock_ms: int,
         wait_ms: int = 0,
         queues: Sequence[str] = ("default",),
+        skip_first_try: bool = False,
     ) -> list[JobLease]:
         """Lease up to ``limit`` jobs of ``queues`` (not paused ones; priority, then FIFO in a
-        queue); block up to ``wait_ms`` for one (one wait covers every queue)."""
+        queue); block up to ``wait_ms`` for one (one wait covers every queue).
+        ``skip_first_try``: the caller's last fetch drained what it could see, so wait on the
+        wake-up marker first (any job since armed it) instead of an empty fetch."""
         ...
 
     async def ack_jobs(self, acks: Sequence[JobAck]) -> list[bool]:

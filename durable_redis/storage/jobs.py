@@ -272,6 +272,7 @@ class JobQueueMixin(RedisStoreBase):
         lock_ms: int,
         wait_ms: int = 0,
         queues: Sequence[str] = ("default",),
+        skip_first_try: bool = False,
     ) -> list[JobLease]:
         await self._ready()
         validate_id("worker id", worker_id)
@@ -289,7 +290,9 @@ class JobQueueMixin(RedisStoreBase):
             turn = served[self._job_qrr :] + served[: self._job_qrr]
             return await self._try_fetch_jobs(worker_id, limit, lock_ms, turn)
 
-        leases: list[JobLease] = await self._fetch_waiting(markers, wait_ms, attempt)
+        leases: list[JobLease] = await self._fetch_waiting(
+            markers, wait_ms, attempt, skip_first_try=skip_first_try
+        )
         return leases
 
     async def _try_fetch_jobs(

@@ -1,8 +1,10 @@
 """Schedules of ``RedisStore``: declare / pause / resume / delete (``set_schedule``), the due
-index, and the claim of a due tick with its jobs in one script (``claim_schedule``).
+index, and the claim of a due tick with its jobs (``claim_schedule``) or its orchestration
+instances (``claim_schedule_start``) in one script.
 
-A schedule lives in the partition of its name; the jobs of its ticks get ids chosen in that
-same partition (``schedule_job_id``), so one script claims the tick and enqueues the job.
+A schedule lives in the partition of its name; the jobs and instances of its ticks get ids
+chosen in that same partition (``schedule_job_id``, ``schedule_instance_id``), so one script
+claims the tick and enqueues the job or creates the instance.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from durable_redis.core.jobs import validate_queue
+from durable_redis.core.schedules import tick_instance_base
 from durable_redis.storage._replies import _s
 from durable_redis.storage.keys import PartitionKeys, partition_of, validate_id
 from durable_redis.storage.redis_base import RedisStoreBase
@@ -35,7 +38,14 @@ class ScheduleStoreMixin(RedisStoreBase):
 
     def schedule_job_id(self, name: str, tick_ms: int) -> str:
         """The id of the job of one tick: deterministic, in the schedule's partition."""
-        base = f"sched:{name}:{tick_ms}"
+        return self._in_schedule_partition(name, f"sched:{name}:{tick_ms}")
+
+    def schedule_instance_id(self, name: str, tick_ms: int) -> str:
+        """The instance id of one tick (``<name>@<tick ms>``, a ``:k`` suffix added when that
+        hashes to another partition): deterministic, in the schedule's partition."""
+        return self._in_schedule_partition(name, tick_instance_base(name, tick_ms))
+
+    def _in_schedule_partition(self, name: str, base: str) -> str:
         n = len(self._parts)
         want = partition_of(name, n)
         if partition_of(base, n) == want:
@@ -117,6 +127,63 @@ class ScheduleStoreMixin(RedisStoreBase):
             return None
         if reply[0] != Status.OK:
             raise_for_status("claim_schedule", reply, name)
+        return int(reply[1]), _s(reply[2]) == "overlap"
+
+    async def claim_schedule_start(
+        self,
+        name: str,
+        *,
+        expected_due_ms: int,
+        next_due_ms: int,
+        overlap: str,
+        last_instance_id: str | None,
+        orchestration: str,
+        version: str,
+        input: bytes,
+        start_message: bytes,
+        ticks: Sequence[int],
+    ) -> tuple[int, bool] | None:
+        """Claim the due tick(s) of an orchestration schedule and create one instance per
+        tick (``schedule_instance_id``; an existing one is left alone); (instances started,
+        skipped for overlap), or None if another worker claimed it first (or it is not due,
+        paused, deleted, or its last instance is not ``last_instance_id``)."""
+        epoch = await self._ready()
+        pk = self._sched_pk(name)
+        iids = [self.schedule_instance_id(name, t) for t in ticks]
+        last = pk.instance(last_instance_id or (iids[0] if iids else name))
+        keys = [
+            pk.pmeta,
+            pk.seq,
+            pk.sc_defs,
+            pk.sc_due,
+            pk.oq_ready,
+            pk.oq_locks,
+            pk.oq_marker,
+            pk.idx_created,
+            pk.idx_status("pending"),
+            last.record,
+        ]
+        for iid in iids:
+            ik = pk.instance(iid)
+            keys += [ik.record, ik.done, ik.mz, ik.mh]
+        args: list[Any] = [
+            epoch,
+            name,
+            int(expected_due_ms),
+            int(next_due_ms),
+            overlap,
+            last_instance_id or "",
+            orchestration,
+            version,
+            input,
+            start_message,
+            *iids,
+        ]
+        reply = await self._eval("claim_schedule_start", keys, args)
+        if reply[0] == Status.NOT_ELIGIBLE:
+            return None
+        if reply[0] != Status.OK:
+            raise_for_status("claim_schedule_start", reply, name)
         return int(reply[1]), _s(reply[2]) == "overlap"
 
     async def list_schedules(self, *, due_before_ms: int | None = None) -> list[ScheduleRecord]:

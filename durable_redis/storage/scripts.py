@@ -93,6 +93,9 @@ SCRIPTS: dict[str, ScriptSpec] = {
         ScriptSpec("pause_job_queue", keys=2, argv=3),
         ScriptSpec("claim_schedule", keys=7, argv=10, variadic_argv=True),
         ScriptSpec("set_schedule", keys=3, argv=6),
+        ScriptSpec(
+            "claim_schedule_start", keys=10, argv=10, variadic_keys=True, variadic_argv=True
+        ),
     )
 }
 
@@ -108,7 +111,7 @@ JOB_SCRIPTS = frozenset(
         "pause_job_queue",
     }
 )
-SCHEDULE_SCRIPTS = frozenset({"claim_schedule", "set_schedule"})
+SCHEDULE_SCRIPTS = frozenset({"claim_schedule", "claim_schedule_start", "set_schedule"})
 
 
 def lua_dir() -> Path:

@@ -367,3 +367,44 @@ async def cycles(ctx: OrchestrationContext, n: int) -> int:
 async def only_on_full(ctx: OrchestrationContext, _: Any = None) -> str:
     await ctx.call_activity(whoami, "full")
     return "ok"
+
+
+# -- local activities (ctx.call_local_activity) --------------------------------------------------
+@app.activity
+def local_mark(ctx: ActivityContext, args: dict[str, Any]) -> int:
+    """Writes one marker file per run (so a test counts the runs); returns the pid."""
+    (Path(args["dir"]) / f"local-{args['tag']}-{time.monotonic_ns()}").touch()
+    return os.getpid()
+
+
+@app.activity
+async def local_double(ctx: ActivityContext, n: int) -> int:
+    await asyncio.sleep(0)
+    return 2 * n
+
+
+@app.activity
+def local_flaky(ctx: ActivityContext, args: dict[str, Any]) -> int:
+    d = Path(args["dir"])
+    calls = len(list(d.glob("lflaky-*"))) + 1
+    (d / f"lflaky-{calls}").touch()
+    if calls <= args["fail_times"]:
+        raise ValueError(f"local flaky failure {calls}")
+    return calls
+
+
+@app.orchestration
+async def local_steps(ctx: OrchestrationContext, args: dict[str, Any]) -> list[Any]:
+    pid = await ctx.call_local_activity(local_mark, {"dir": args["dir"], "tag": "a"})
+    doubled = await ctx.call_local_activity(local_double, 21)
+    await ctx.wait_for_event("go")
+    try:
+        await ctx.call_local_activity(always_fails, "local boom")
+        caught = ""
+    except TaskFailedError as exc:
+        caught = f"{type(exc).__name__}:{exc.details.type_name}:{exc.details.message}"
+    policy = RetryPolicy(max_attempts=3, initial_delay=0.05, max_delay=0.2)
+    calls = await ctx.call_local_activity(
+        local_flaky, {"dir": args["dir"], "fail_times": 2}, retry=policy
+    )
+    return [pid, doubled, caught, calls]

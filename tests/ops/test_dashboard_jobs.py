@@ -250,12 +250,14 @@ def test_schedules_page_pause_resume_and_trigger(
             "nightly", e2e_app.whoami, "n", cron="30 2 * * *", timezone="Europe/Paris"
         )
         await c.create_schedule("often", e2e_app.whoami, "o", every=3600)
+        await c.create_schedule("greet", orchestration=e2e_app.hello, input="x", every=3600)
 
     run(redis_url, namespace, create)
     web = http()
     page = web.get("/schedules").text
     rows = dict(re.findall(r'<tr data-schedule="([^"]+)">(.*?)</tr>', page, re.S))
-    assert set(rows) == {"nightly", "often"}
+    assert set(rows) == {"nightly", "often", "greet"}
+    assert "orchestration hello" in rows["greet"]
     assert "cron 30 2 * * *" in rows["nightly"] and "Europe/Paris" in rows["nightly"]
     assert "every 1 h 00 m" in rows["often"] and "whoami" in rows["often"]
     assert "st-running" in rows["often"] and "btn-pause" in rows["often"]
@@ -289,6 +291,13 @@ def test_schedules_page_pause_resume_and_trigger(
     job_id = match.group(1).replace("%3A", ":")
     wait_job(redis_url, namespace, job_id, "completed")
     assert "whoami" in web.get("/job", params={"id": job_id}).text
+    started = web.post(
+        "/actions/trigger-schedule",
+        data={"schedule": "greet", "csrf": csrf},
+        follow_redirects=False,
+    )
+    assert started.status_code == 303
+    assert re.match(r"/instance\?id=greet%40now%3A[0-9a-f]+&msg=", started.headers["location"])
     missing = web.post("/actions/pause-schedule", data={"schedule": "nope", "csrf": csrf})
     assert missing.status_code == 200 and "ScheduleNotFoundError" in missing.text
 

@@ -393,3 +393,22 @@ def test_job_tasks_encode_small_and_decode_back() -> None:
             for i in (b"a", b"bb" * 300)
         ]
     assert len(encode_job_tasks(plain, [b"\x01"])[0]) < 32  # defaults are not stored
+
+
+async def test_an_idle_worker_fetches_once_per_job(
+    store: RedisStore, worker: Callable[..., Worker]
+) -> None:
+    """After a fetch that drained the ready queue, the worker waits on the wake-up marker
+    instead of fetching again at once: one fetch_jobs per job on an idle worker (was ~2)."""
+    if store.backend == "cluster":  # type: ignore[attr-defined]
+        pytest.skip("not applicable: the cluster's doorbell always tries first")
+    worker()
+    client = Client(store, app)
+    for _ in range(3):  # warm: the activity measured fast, the worker blocked on its marker
+        await (await client.enqueue(send, Email("x", "y"))).result(timeout=10)
+    before = store.calls["fetch_jobs"]
+    n = 30
+    for _ in range(n):
+        await (await client.enqueue(send, Email("x", "y"))).result(timeout=10)
+    fetches = store.calls["fetch_jobs"] - before
+    assert n <= fetches <= n + 5  # + the few fetches an idle fetch_wait timeout makes

@@ -6,18 +6,20 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import anyio
 import pytest
 
-from durable_redis import ActivityContext, App, Client
+from durable_redis import ActivityContext, App, Client, OrchestrationContext
 from durable_redis.core import MsgpackCodec
 from durable_redis.core.schedules import (
     ScheduleDefinition,
     schedule_declaration,
     spec_of,
+    target_of,
 )
-from durable_redis.errors import ScheduleNotFoundError
+from durable_redis.errors import ScheduleNotFoundError, ValidationError
 from durable_redis.runtime import Worker, WorkerOptions
 from durable_redis.storage.redis_store import RedisStore
 
@@ -180,3 +182,78 @@ async def test_schedule_ticks_go_to_the_activitys_queue(store: RedisStore) -> No
         assert "gpu:cpu-only" not in runs
         cpu_worker.stop()
         gpu_worker.stop()
+
+
+orch_app = App("sched-orch-test")
+
+
+@orch_app.schedule(every=5, input=3, name="orch-every-5")
+@orch_app.orchestration
+async def doubled(ctx: OrchestrationContext, n: int) -> int:
+    return 2 * n
+
+
+def test_app_schedule_on_an_orchestration_targets_it() -> None:
+    [definition] = orch_app.schedules
+    assert (definition.orchestration, definition.activity) == ("doubled", "")
+    assert orch_app.activity_names == []  # not registered as an activity
+    stored = spec_of(definition, MsgpackCodec())
+    assert target_of(stored) == ("orchestration", "doubled")
+    assert MsgpackCodec().decode(stored.task) == 3
+
+
+async def test_an_orchestration_tick_starts_one_instance(store: RedisStore) -> None:
+    definition = ScheduleDefinition(
+        name="o", activity="", orchestration="doubled", input=4, every_ms=1000
+    )
+    s = spec_of(definition, MsgpackCodec())
+    now = await store.server_time_ms()
+    name, data, digest, _ = schedule_declaration(s, now)
+    due = now - 10
+    await store.declare_schedule(name, data, digest, due)
+    claim: dict[str, Any] = {
+        "expected_due_ms": due,
+        "next_due_ms": due + 1000,
+        "overlap": "allow",
+        "last_instance_id": None,
+        "orchestration": "doubled",
+        "version": "",
+        "input": s.task,
+        "start_message": b"m",
+        "ticks": [due],
+    }
+    results = []
+
+    async def race() -> None:
+        results.append(await store.claim_schedule_start(name, **claim))
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(5):
+            tg.start_soon(race)
+    assert results.count((1, False)) == 1 and results.count(None) == 4
+    iid = store.schedule_instance_id(name, due)
+    assert iid.startswith(f"o@{due}")
+    client = Client(store, orch_app)
+    assert (await client.get_status(iid)).status.value == "pending"
+    [rec] = await store.list_schedules()
+    assert rec.last_job_id == iid
+    # the same tick due again (a re-declared spec): the existing instance is left alone
+    await store.declare_schedule(name, data, digest + "x", due)
+    assert await store.claim_schedule_start(name, **claim) is None  # stale last instance read
+    again = {**claim, "last_instance_id": iid}
+    assert await store.claim_schedule_start(name, **again) == (0, False)
+    # overlap skip: the previous instance is still pending, so the next tick starts nothing
+    await store.declare_schedule(name, data, digest + "y", due)
+    skip = {**again, "overlap": "skip", "ticks": [due + 1]}
+    assert await store.claim_schedule_start(name, **skip) == (0, True)
+    assert [i.instance_id for i in (await client.list_instances()).instances] == [iid]
+
+
+async def test_create_schedule_takes_one_target(store: RedisStore) -> None:
+    client = Client(store, orch_app)
+    with pytest.raises(ValidationError):
+        await client.create_schedule("x", every=1)
+    with pytest.raises(ValidationError):
+        await client.create_schedule("x", "note", orchestration=doubled, every=1)
+    info = await client.create_schedule("x", orchestration=doubled, input=1, every=1)
+    assert (info.target, info.orchestration, info.activity) == ("orchestration", "doubled", "")

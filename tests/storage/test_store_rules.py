@@ -163,6 +163,23 @@ async def exercise_jobs(store: RedisStore) -> None:
         result_ttl_ms=LOCK,
         ticks=[now - 1],
     )
+    await store.declare_schedule("so", b"spec", "h", now - 1)
+    await store.claim_schedule_start("so", **start_claim(now))
+
+
+def start_claim(now: int) -> dict[str, Any]:
+    """The arguments of claim_schedule_start for schedule "so" due at ``now - 1``."""
+    return {
+        "expected_due_ms": now - 1,
+        "next_due_ms": now + 60_000,
+        "overlap": "skip",
+        "last_instance_id": None,
+        "orchestration": "o",
+        "version": "",
+        "input": b"i",
+        "start_message": b"m",
+        "ticks": [now - 1],
+    }
 
 
 async def test_every_script_call_touches_one_slot(store: RedisStore) -> None:
@@ -306,6 +323,10 @@ async def test_every_mutating_script_is_safe_to_run_twice(store: RedisStore) -> 
         "sc", expected_due_ms=now - 1, next_due_ms=now + 9, ticks=[now - 1], **claim
     )  # type: ignore[arg-type]
     await rerun_last(store, "claim_schedule")  # the tick is claimed: refused the second time
+    await store.declare_schedule("so", b"spec", "h", now - 1)
+    await rerun_last(store, "set_schedule")
+    assert await store.claim_schedule_start("so", **start_claim(now)) == (1, False)
+    await rerun_last(store, "claim_schedule_start")  # claimed, and the instance exists
     await store.pause_schedule("sc")
     await rerun_last(store, "set_schedule")
     assert {name for name, _, _ in calls_of(store)} == expected_scripts(store)

@@ -30,6 +30,7 @@ async def pay(ctx: OrchestrationContext, amount: int) -> str:
     await ctx.call_activity(charge, "not an int")  # error
     await ctx.call_activity(charge_async, "not an int")  # error
     await ctx.call_activity(no_input, 5)  # error
+    await ctx.call_local_activity(charge, "not an int")  # error
     return "done"
 
 

@@ -43,6 +43,8 @@ async def child(ctx: OrchestrationContext) -> bool:
 async def pay(ctx: OrchestrationContext, amount: int) -> str:
     assert_type(await ctx.call_activity(charge, amount), Receipt)
     assert_type(await ctx.call_activity(charge_async, amount), Receipt)
+    assert_type(await ctx.call_local_activity(charge, amount), Receipt)
+    assert_type(await ctx.call_local_activity(no_input), int)
     assert_type(await ctx.call_activity(no_input), int)
     assert_type(await ctx.call_activity("by-name", {"any": "input"}), Any)
     assert_type(await ctx.call_sub_orchestration(child), bool)
