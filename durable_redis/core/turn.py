@@ -364,25 +364,7 @@ def _run_turn(
     suspended: SuspendedOrchestration | None = None
     try:
         if start is not None:
-            engine.add_input(
-                ev.OrchestrationStarted(
-                    event_id=1,
-                    timestamp_ms=now_ms,
-                    instance_id=instance_id,
-                    name=start.name,
-                    version=definition.version,
-                    input=start.input,
-                    execution_id=start.execution_id,
-                    parent_instance_id=start.parent_instance_id,
-                    parent_execution_id=start.parent_execution_id,
-                    parent_event_id=start.parent_event_id,
-                    sessions=tuple(start.sessions),
-                    queue_names=start.queue_names,
-                    queue_data=start.queue_data,
-                    value_keys=start.value_keys,
-                    trace=start.trace,
-                )
-            )
+            engine.add_input(_started(start, instance_id, now_ms, definition.version))
         else:
             engine.replay()
         _apply_messages(engine, execution_id, messages, now_ms)
@@ -393,6 +375,30 @@ def _run_turn(
         if suspended is None:
             engine.close()
     return result, suspended
+
+
+def _started(
+    start: msg.StartOrchestration, instance_id: str, now_ms: int, version: str
+) -> ev.OrchestrationStarted:
+    """The first event of the execution ``start`` begins (what it carries across
+    continue-as-new: sessions, queued events, value keys, trace context)."""
+    return ev.OrchestrationStarted(
+        event_id=1,
+        timestamp_ms=now_ms,
+        instance_id=instance_id,
+        name=start.name,
+        version=version,
+        input=start.input,
+        execution_id=start.execution_id,
+        parent_instance_id=start.parent_instance_id,
+        parent_execution_id=start.parent_execution_id,
+        parent_event_id=start.parent_event_id,
+        sessions=tuple(start.sessions),
+        queue_names=start.queue_names,
+        queue_data=start.queue_data,
+        value_keys=start.value_keys,
+        trace=start.trace,
+    )
 
 
 def _cancel_without_code(
@@ -413,22 +419,7 @@ def _cancel_without_code(
         return None
     new: list[ev.HistoryEvent] = []
     if start is not None:
-        new.append(
-            ev.OrchestrationStarted(
-                event_id=1,
-                timestamp_ms=now_ms,
-                instance_id=instance_id,
-                name=start.name,
-                version=start.version,
-                input=start.input,
-                execution_id=start.execution_id,
-                parent_instance_id=start.parent_instance_id,
-                parent_execution_id=start.parent_execution_id,
-                parent_event_id=start.parent_event_id,
-                sessions=tuple(start.sessions),
-                trace=start.trace,
-            )
-        )
+        new.append(_started(start, instance_id, now_ms, start.version))
     eid = len(history) + len(new) + 1
     reason = cancel.reason or "cancel requested"
     new.append(
