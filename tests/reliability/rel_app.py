@@ -154,3 +154,32 @@ def record_tick(ctx: ActivityContext, args: dict[str, Any]) -> None:
 async def collect_events(ctx: OrchestrationContext, n: int) -> list[Any]:
     """Waits for ``n`` events called ``e`` and returns their payloads in the order applied."""
     return [await ctx.wait_for_event("e") for _ in range(int(n))]
+
+
+SESSION_STEPS = "session_steps.log"
+
+
+@app.activity
+def session_step(ctx: ActivityContext, args: dict[str, Any]) -> int:
+    """One step of a session: ``S|E <session> <instance> <activity id> <pid> <time_ns>`` lines in
+    ``<dir>/session_steps.log`` at its start and end (wall clock ns: comparable across the
+    processes of one machine), so a test can check no two processes overlap on one session."""
+    path = Path(args["dir"]) / SESSION_STEPS
+    tag = f"{args['session']} {ctx.instance_id} {ctx.activity_id} {os.getpid()}"
+    append_line(path, f"S {tag} {time.time_ns()}\n")
+    time.sleep(float(args.get("sleep", 0)))
+    append_line(path, f"E {tag} {time.time_ns()}\n")
+    value: int = args["i"]
+    return value
+
+
+@app.orchestration
+async def session_run(ctx: OrchestrationContext, args: dict[str, Any]) -> int:
+    """``n`` ``session_step`` activities one after another on one session (then closed)."""
+    s = await ctx.open_session_with_id(args["session"])
+    total = 0
+    for i in range(int(args["n"])):
+        step = {"dir": args["dir"], "session": s, "i": i, "sleep": args.get("sleep", 0)}
+        total += await ctx.call_activity(session_step, step, session=s)
+    await ctx.close_session(s)
+    return total

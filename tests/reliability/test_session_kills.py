@@ -1,0 +1,168 @@
+"""Session exclusivity under repeated kills (G14): 100 sessions x 20 activities on 4 worker
+processes, a session owner SIGKILLed every 3 s (and replaced). Checked from the activities' own
+logs (``session_step`` writes a start and an end line with ``time.time_ns`` per execution): no two
+processes ever run activities of one session at overlapping times, and every session orphaned by
+a kill (an activity of it in flight on the killed process) runs again elsewhere within the
+session lease + 1 s of the kill.
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+import rel_app
+from rel_support import full_size, record_figures
+
+from durable_redis.client import Client
+
+pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.timeout(240)]
+
+WORKERS = 4
+KILL_EVERY_S = 3.0
+SESSION_LEASE_S = 2.0
+STEPS = 20
+STEP_SLEEP_S = 0.25
+
+
+def session_intervals(
+    directory: Path, killed_at: dict[int, int]
+) -> dict[str, list[tuple[int, int, int, str]]]:
+    """Per session: (start_ns, end_ns, pid, activity key) of every execution; an execution
+    without an end line ended when its process was SIGKILLed (it must have been)."""
+    starts: dict[tuple[str, str, int], int] = {}
+    out: dict[str, list[tuple[int, int, int, str]]] = {}
+    path = directory / rel_app.SESSION_STEPS
+    for line in path.read_text().splitlines():
+        kind, sid, iid, aid, pid_s, ns = line.split(" ")
+        key = (sid, f"{iid}/{aid}", int(pid_s))
+        if kind == "S":
+            assert key not in starts, f"two starts without an end: {key}"
+            starts[key] = int(ns)
+        else:
+            out.setdefault(sid, []).append((starts.pop(key), int(ns), key[2], key[1]))
+    for (sid, activity, pid), start in starts.items():
+        assert pid in killed_at, f"{activity} of {sid} on live pid {pid} never ended"
+        out.setdefault(sid, []).append((start, killed_at[pid], pid, activity))
+    for runs in out.values():
+        runs.sort()
+    return out
+
+
+def overlaps(runs: list[tuple[int, int, int, str]]) -> list[tuple[Any, Any]]:
+    """Pairs of executions of one session by different processes that overlap in time."""
+    bad = []
+    for n, a in enumerate(runs):
+        for b in runs[n + 1 :]:
+            if b[0] >= a[1]:
+                break
+            if b[2] != a[2]:
+                bad.append((a, b))
+    return bad
+
+
+def in_flight(directory: Path, pid: int) -> set[str]:
+    """Sessions with an execution started and not ended on ``pid`` (from the log so far)."""
+    open_: dict[tuple[str, str], str] = {}
+    path = directory / rel_app.SESSION_STEPS
+    if not path.exists():
+        return set()
+    for line in path.read_text().splitlines():
+        kind, sid, iid, aid, p, _ = line.split(" ")
+        if int(p) != pid:
+            continue
+        if kind == "S":
+            open_[(iid, aid)] = sid
+        else:
+            open_.pop((iid, aid), None)
+    return set(open_.values())
+
+
+async def test_sessions_stay_exclusive_under_a_kill_every_three_seconds(
+    pools: Any, redis_url: str, namespace: str, rel_client: Client, workdir: Path
+) -> None:
+    sessions = 100
+    steps = 40 if full_size() else STEPS
+    pool = pools(redis_url, namespace)
+    options = {
+        "session_lock_timeout": SESSION_LEASE_S,
+        "max_sessions_per_worker": 40,
+        "activity_concurrency": 16,
+        "max_attempts": 50,
+    }
+    live = [pool.start("rel_app:app", **options) for _ in range(WORKERS)]
+    started = time.monotonic()
+    ids = [
+        await rel_client.start(
+            "session_run",
+            {"dir": str(workdir), "session": f"s{k}", "n": steps, "sleep": STEP_SLEEP_S},
+            instance_id=f"sess-{k}",
+        )
+        for k in range(sessions)
+    ]
+    rng = random.Random(14)
+    killed_at: dict[int, int] = {}
+    orphaned: list[tuple[int, int, str]] = []  # (kill time ns, killed pid, session)
+    pending = set(ids)
+    deadline = started + 200
+    next_kill = time.monotonic() + KILL_EVERY_S
+    while pending:
+        assert time.monotonic() < deadline, f"{len(pending)} session runs never finished"
+        if time.monotonic() >= next_kill and len(pending) > 5:
+            # a session owner: a worker with a session activity in flight, if any
+            owners = [w for w in live if in_flight(workdir, w.pid)]
+            victim = rng.choice(owners or live)
+            live.remove(victim)
+            victim.kill9()
+            at = time.time_ns()
+            killed_at[victim.pid] = at
+            orphaned += [(at, victim.pid, sid) for sid in in_flight(workdir, victim.pid)]
+            live.append(pool.start("rel_app:app", **options))
+            next_kill += KILL_EVERY_S
+        for iid in list(pending)[:25]:
+            state = await rel_client.get_status(iid)
+            assert state is not None
+            if state.is_terminal:
+                pending.discard(iid)
+        await anyio.sleep(0.1)
+    elapsed = time.monotonic() - started
+
+    expected = sum(range(steps))
+    for iid in ids:
+        assert await rel_client.wait_for_completion(iid, timeout=5) == expected
+    runs = session_intervals(workdir, killed_at)
+    bad = [pair for sid in runs for pair in overlaps(runs[sid])]
+    executed = sum(len(r) for r in runs.values())
+    # re-claim: from a kill to the next start of the orphaned session on another process
+    reclaims = []
+    for at, pid, sid in orphaned:
+        later = [start for start, _, p, _ in runs[sid] if start > at and p != pid]
+        assert later, f"session {sid} orphaned by the kill of {pid} never ran again"
+        reclaims.append((min(later) - at) / 1e9)
+    bound = SESSION_LEASE_S + 1.0
+    record_figures(
+        "session_kills",
+        {
+            "sessions": sessions,
+            "activities": sessions * steps,
+            "workers": WORKERS,
+            "kills": len(killed_at),
+            "executions": executed,
+            "repeated_executions": executed - sessions * steps,
+            "overlapping_pairs": len(bad),
+            "orphaned_sessions": len(orphaned),
+            "reclaim_s_median": round(statistics.median(reclaims), 2) if reclaims else None,
+            "reclaim_s_max": round(max(reclaims), 2) if reclaims else None,
+            "elapsed_s": round(elapsed, 1),
+            "session_lease_s": SESSION_LEASE_S,
+        },
+    )
+    assert not bad, bad[:3]
+    assert len(killed_at) >= 3
+    assert orphaned, "no kill caught a session activity in flight"
+    assert max(reclaims) <= bound, sorted(reclaims)[-5:]
