@@ -1,7 +1,8 @@
 --[[
 fetch_work_items: lease up to `limit` activity work items, FIFO among the items this worker may
 take. Promotes due delayed items and reclaims expired leases first (at most 100 each).
-Plain mode (session_lock_ms "") takes non-session work only. Session mode also takes the work
+Work items dead under their instance's purge tombstone (common.lua, "Bounded purge") are
+dropped, never leased. Plain mode (session_lock_ms "") takes non-session work only. Session mode also takes the work
 of sessions this worker owns (refreshing their lease) and, if claim_new is "1", the work of
 unowned or expired sessions, which it claims. Work of a session another live worker owns is
 skipped and never blocks the items behind it (within a window of `window` session items).
@@ -127,6 +128,18 @@ local function may_take_session(id)
   end
   return d
 end
+-- work of an instance purged under a tombstone is dropped, never leased (no wake-up for more:
+-- purge_work deletes the rest)
+local check_dead = purging(KEYS[10])
+local dropped = 0
+local function dead(id)
+  if check_dead and item_dead(items, KEYS[10], id) then
+    if dropped < PURGE_DROPS then drop_item(items, ready, sready, delayed, leases, id) end
+    dropped = dropped + 1
+    return true
+  end
+  return false
+end
 local i, j = 1, 1
 while taken < limit and (i <= #plain or j <= #sess_c) do
   local use_plain
@@ -138,10 +151,10 @@ while taken < limit and (i <= #plain or j <= #sess_c) do
     use_plain = tonumber(plain[i + 1]) <= tonumber(sess_c[j + 1])
   end
   if use_plain then
-    lease(plain[i], ready)
+    if not dead(plain[i]) then lease(plain[i], ready) end
     i = i + 2
   else
-    if may_take_session(sess_c[j]) then lease(sess_c[j], sready) end
+    if not dead(sess_c[j]) and may_take_session(sess_c[j]) then lease(sess_c[j], sready) end
     j = j + 2
   end
 end

@@ -31,7 +31,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from durable_redis.errors import ConfigurationError, InstanceExistsError, StoreUnavailableError
 from durable_redis.storage._replies import _opt, _s, _work_leases
 from durable_redis.storage._url import _pop_partitions
-from durable_redis.storage.activities import ActivityQueueMixin
+from durable_redis.storage.activities import PURGE_BATCH, ActivityQueueMixin
 from durable_redis.storage.base import (
     ExistingInstancePolicy,
     InstanceCreate,
@@ -399,8 +399,13 @@ class RedisStore(
                 _opt(w.visible_at_ms),
                 w.data,
             ]
-        args.append(len(commit.cancelled_work))
-        args += [item_id(iid, k) for k in commit.cancelled_work]
+        # a terminal commit deletes every work item of the instance itself (over PURGE_BATCH:
+        # under a tombstone, then purge_work): a long list of cancelled work is left out
+        cancelled = commit.cancelled_work
+        if len(cancelled) > PURGE_BATCH and InstanceStatus(commit.status).is_terminal:
+            cancelled = ()
+        args.append(len(cancelled))
+        args += [item_id(iid, k) for k in cancelled]
         for sessions in (commit.sessions_opened, commit.sessions_closed):
             for sid in sessions:
                 validate_id("session id", sid)
@@ -453,6 +458,11 @@ class RedisStore(
         taken = _work_leases(reply[3], int(reply[2])) if len(reply) > 3 else []
         if taken:
             self.calls["commit_turn:taken"] += len(taken)
+        if len(reply) > 4 and int(reply[4]) == 1:
+            try:
+                await self.purge_work(iid)
+            except Exception:  # committed: the tombstone holds; fetches drop what is left
+                log.warning("purge of %s's work items failed", iid, exc_info=True)
         if outbox:
             try:
                 await self.deliver_outbox(pk.index)

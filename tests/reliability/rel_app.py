@@ -16,7 +16,8 @@ from typing import Any
 
 from durable_redis.core import ActivityContext, App, OrchestrationContext
 
-app = App("rel")
+# room for the big-purge test: one execution fans out 50,000 activities (test_big_purge.py)
+app = App("rel", max_history_events=120_000)
 
 EXECUTIONS = "executions.log"
 
@@ -183,3 +184,12 @@ async def session_run(ctx: OrchestrationContext, args: dict[str, Any]) -> int:
         total += await ctx.call_activity(session_step, step, session=s)
     await ctx.close_session(s)
     return total
+
+
+@app.orchestration
+async def big_session(ctx: OrchestrationContext, args: dict[str, Any]) -> int:
+    """``n`` ``session_step`` activities at once on one session (a queue to purge)."""
+    s = await ctx.open_session_with_id(args["session"])
+    step = {"dir": args["dir"], "session": s, "sleep": args.get("sleep", 0)}
+    calls = [ctx.call_activity(session_step, {**step, "i": i}, session=s) for i in range(args["n"])]
+    return sum(await asyncio.gather(*calls))
