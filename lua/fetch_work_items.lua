@@ -128,20 +128,20 @@ local function may_take_session(id)
   end
   return d
 end
--- work of an instance purged under a tombstone is dropped, never leased (no wake-up for more:
--- purge_work deletes the rest)
+-- work of an instance purged under a tombstone is dropped, never leased; at PURGE_DROPS dropped
+-- the call ends (no wake-up for more: purge_work deletes the rest)
 local check_dead = purging(KEYS[10])
 local dropped = 0
 local function dead(id)
   if check_dead and item_dead(items, KEYS[10], id) then
-    if dropped < PURGE_DROPS then drop_item(items, ready, sready, delayed, leases, id) end
+    drop_item(items, ready, sready, delayed, leases, id)
     dropped = dropped + 1
     return true
   end
   return false
 end
 local i, j = 1, 1
-while taken < limit and (i <= #plain or j <= #sess_c) do
+while taken < limit and (i <= #plain or j <= #sess_c) and dropped < PURGE_DROPS do
   local use_plain
   if i > #plain then
     use_plain = false

@@ -168,7 +168,7 @@ end
 -- purge_work deletes them PURGE_BATCH at a time ("<iid>\n|c" its SSCAN cursor). Field "\n|n"
 -- counts the tombstones, so a fetch checks items only while there is one.
 local PURGE_BATCH = 1000
-local PURGE_DROPS = 50  -- dead items one fetch deletes at most (it skips further ones)
+local PURGE_DROPS = 50  -- dead items one fetch deletes at most (then it returns)
 
 local function set_tombstone(sess, iid, seq)
   if redis.call('HSET', sess, iid .. '\n|p', fmt(seq)) == 1 then

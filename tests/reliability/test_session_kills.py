@@ -17,6 +17,7 @@ from typing import Any
 import anyio
 import pytest
 import rel_app
+from rel_invariants import store_invariants
 from rel_support import full_size, record_figures
 
 from durable_redis.client import Client
@@ -135,6 +136,7 @@ async def test_sessions_stay_exclusive_under_a_kill_every_three_seconds(
     expected = sum(range(steps))
     for iid in ids:
         assert await rel_client.wait_for_completion(iid, timeout=5) == expected
+    problems = store_invariants(redis_url, namespace)
     runs = session_intervals(workdir, killed_at)
     bad = [pair for sid in runs for pair in overlaps(runs[sid])]
     executed = sum(len(r) for r in runs.values())
@@ -162,6 +164,7 @@ async def test_sessions_stay_exclusive_under_a_kill_every_three_seconds(
             "session_lease_s": SESSION_LEASE_S,
         },
     )
+    assert problems == [], problems[:5]
     assert not bad, bad[:3]
     assert len(killed_at) >= 3
     assert orphaned, "no kill caught a session activity in flight"
