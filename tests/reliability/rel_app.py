@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -193,3 +194,31 @@ async def big_session(ctx: OrchestrationContext, args: dict[str, Any]) -> int:
     step = {"dir": args["dir"], "session": s, "sleep": args.get("sleep", 0)}
     calls = [ctx.call_activity(session_step, {**step, "i": i}, session=s) for i in range(args["n"])]
     return sum(await asyncio.gather(*calls))
+
+
+SKEW_ENV = "DURABLE_REDIS_TEST_CLOCK_SKEW_S"
+
+
+@app.activity
+def stamp(ctx: ActivityContext, args: dict[str, Any]) -> None:
+    """``<instance> <pid> <due ms> <true now ms> <own clock ms>`` to ``<dir>/stamps.log``: the true
+    time corrects this process's skew (set by the clock-skew test's hook)."""
+    own = time.time()
+    true_now = own - float(os.environ.get(SKEW_ENV) or 0)
+    append_line(
+        Path(args["dir"]) / "stamps.log",
+        f"{ctx.instance_id} {os.getpid()} {args['due']} {true_now * 1000:.0f} {own * 1000:.0f}\n",
+    )
+
+
+@app.orchestration
+async def skew_run(ctx: OrchestrationContext, args: dict[str, Any]) -> int:
+    """Two long activities around a timer, then a stamp of when the timer let it go on."""
+    work = {"dir": args["dir"], "sleep": args["sleep"]}
+    first = await ctx.call_activity(record, {**work, "i": 1})
+    fire_at = ctx.now() + timedelta(milliseconds=int(args["timer_ms"]))
+    await ctx.create_timer(fire_at)
+    due = int(fire_at.timestamp() * 1000)
+    await ctx.call_activity(stamp, {"dir": args["dir"], "due": due})
+    second = await ctx.call_activity(record, {**work, "i": 2})
+    return first + second
