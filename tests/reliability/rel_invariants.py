@@ -34,8 +34,14 @@ def _s(value: Any) -> str:
     return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 
+def _client(url: str) -> Any:
+    if url.startswith("redis+cluster://"):  # plain reads routed by key; SCAN on every primary
+        return redis.RedisCluster.from_url(url.replace("redis+cluster://", "redis://", 1))
+    return redis.Redis.from_url(url)
+
+
 def store_invariants(url: str, namespace: str) -> list[str]:
-    r = redis.Redis.from_url(url)
+    r = _client(url)
     try:
         partitions = int(_s(r.hget(meta_key(namespace), "partitions") or b"1"))
         problems: list[str] = []
@@ -46,7 +52,7 @@ def store_invariants(url: str, namespace: str) -> list[str]:
         r.close()
 
 
-def _partition(r: redis.Redis, pk: PartitionKeys) -> list[str]:
+def _partition(r: Any, pk: PartitionKeys) -> list[str]:
     bad: list[str] = []
     sess = {_s(k): _s(v) for k, v in r.hgetall(pk.sess).items()}
     tombstoned = {k[: -len("\n|p")] for k in sess if k.endswith("\n|p") and k != "\n|p"}
