@@ -227,29 +227,9 @@ class ActivityQueueMixin(RedisStoreBase):
         """Delete the work items a terminal commit left under its purge tombstone, ``batch``
         ids per script call (each call short: docs/storage.md "Big purge"). Returns the
         items deleted; a no-op without a tombstone."""
-        epoch = await self._ready()
+        await self._ready()
         validate_id("instance id", instance_id)
-        pk = self._pk(instance_id)
-        ik = pk.instance(instance_id)
-        keys = [
-            pk.pmeta,
-            pk.wq_items,
-            pk.wq_ready,
-            pk.wq_sready,
-            pk.wq_delayed,
-            pk.wq_leases,
-            ik.work,
-            pk.sess,
-        ]
-        deleted = 0
-        while True:
-            reply = await self._eval("purge_work", keys, [epoch, instance_id, batch])
-            if reply[0] != Status.OK:
-                raise_for_status("purge_work", reply, instance_id)
-            deleted += int(reply[1])
-            if int(reply[2]) == 1:
-                self.calls["purge_work:items"] += deleted
-                return deleted
+        return await purge_tombstoned(self, instance_id, batch)
 
     # -- sessions ----------------------------------------------------------------------------
 
@@ -287,3 +267,29 @@ class ActivityQueueMixin(RedisStoreBase):
             )
             if reply[0] != Status.OK:
                 raise_for_status("release_sessions", reply)
+
+
+async def purge_tombstoned(store: RedisStoreBase, instance_id: str, batch: int = PURGE_SCAN) -> int:
+    """``purge_work`` until the instance's tombstone is gone (``RedisStore.purge_work``, and
+    ``delete_instance`` first, so that it never deletes a big purge's leftovers in one script)."""
+    epoch = await store._ready()
+    pk = store._pk(instance_id)
+    keys = [
+        pk.pmeta,
+        pk.wq_items,
+        pk.wq_ready,
+        pk.wq_sready,
+        pk.wq_delayed,
+        pk.wq_leases,
+        pk.instance(instance_id).work,
+        pk.sess,
+    ]
+    deleted = 0
+    while True:
+        reply = await store._eval("purge_work", keys, [epoch, instance_id, batch])
+        if reply[0] != Status.OK:
+            raise_for_status("purge_work", reply, instance_id)
+        deleted += int(reply[1])
+        if int(reply[2]) == 1:
+            store.calls["purge_work:items"] += deleted
+            return deleted

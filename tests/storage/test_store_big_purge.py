@@ -86,3 +86,26 @@ async def test_a_small_terminal_purge_stays_in_the_commit(store: RedisStore) -> 
     )
     assert await instance_fields(store, "a") == []
     assert await tombstone(store, "a") == []
+
+
+async def test_delete_instance_finishes_a_big_purge_in_batches_first(
+    store: RedisStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keys = [f"1:{k}" for k in range(1, PURGE_BATCH + 51)]
+    await schedule(store, "a", [work(k, session="s") for k in keys], ["s"])
+    await store.enqueue_message("a", "cancel", b"c")
+
+    async def deferred(instance_id: str, **_: Any) -> int:
+        return 0  # a worker killed before it purged
+
+    monkeypatch.setattr(store, "purge_work", deferred)
+    lease = await fetch(store)
+    await store.commit_turn(
+        lease, turn(lease, status=InstanceStatus.CANCELLED, cancelled_work=keys)
+    )
+    monkeypatch.undo()
+    assert await tombstone(store, "a")
+    before = store.calls["purge_work"]
+    await store.delete_instance("a")
+    assert store.calls["purge_work"] - before >= 2  # batches, not one script
+    assert await instance_fields(store, "a") == [] and await tombstone(store, "a") == []
