@@ -178,3 +178,41 @@ async def test_sessions_stay_exclusive_under_a_kill_every_three_seconds(
     reclaims.sort()
     assert reclaims[int(0.9 * (len(reclaims) - 1))] <= bound, reclaims[-5:]
     assert reclaims[-1] <= bound + 1.0, reclaims[-5:]
+
+
+async def test_the_overlap_check_sees_a_stalled_owner(
+    pools: Any, redis_url: str, namespace: str, rel_client: Client, workdir: Path
+) -> None:
+    """The check is not blind: an owner SIGSTOPped past its session lease with an activity in
+    flight (resumed after another worker took the session over) is an overlap by design (its
+    late ack is refused, but the two executions did run at once), and the check reports it."""
+    import signal
+
+    pool = pools(redis_url, namespace)
+    options = {"session_lock_timeout": SESSION_LEASE_S, "activity_concurrency": 4}
+    live = [pool.start("rel_app:app", **options) for _ in range(2)]
+    ids = [
+        await rel_client.start(
+            "session_run",
+            {"dir": str(workdir), "session": f"z{k}", "n": 6, "sleep": 0.5},
+            instance_id=f"stall-{k}",
+        )
+        for k in range(4)
+    ]
+    deadline = time.monotonic() + 60
+    owner = None
+    while owner is None:
+        assert time.monotonic() < deadline, "no session activity started"
+        owner = next((w for w in live if in_flight(workdir, w.pid)), None)
+        await anyio.sleep(0.02)
+    os.kill(owner.pid, signal.SIGSTOP)
+    try:
+        await anyio.sleep(SESSION_LEASE_S + 2.5)  # the other worker takes the sessions over
+    finally:
+        os.kill(owner.pid, signal.SIGCONT)
+    for iid in ids:
+        await rel_client.wait_for_completion(iid, timeout=60)
+    runs = session_intervals(workdir, {})
+    bad = [pair for sid in runs for pair in overlaps(runs[sid])]
+    assert bad, "a stalled owner's resumed activity overlapped nothing"
+    assert {a[2] for pair in bad for a in pair} == {w.pid for w in live}
