@@ -183,6 +183,18 @@ def _parser() -> argparse.ArgumentParser:
         "--max-attempts", type=int, default=None, help="crashed turns before an instance fails"
     )
     p.add_argument(
+        "--turn-timeout",
+        default=None,
+        metavar="DURATION|off",
+        help="interrupt and hold a turn running longer (spinning code; default 2s; off: never)",
+    )
+    p.add_argument(
+        "--max-turn-crashes",
+        type=int,
+        default=None,
+        help="hold an instance whose turn killed its worker this many times (default 3; 0: off)",
+    )
+    p.add_argument(
         "--janitor-interval",
         default=None,
         metavar="DURATION|off",

@@ -259,8 +259,8 @@ class RedisStoreBase:
     async def _lease_from_lock(
         self, iid: str, token: str, reply: Sequence[Any]
     ) -> OrchestrationLease:
-        """The lease from a lock reply ``{lease_until_ms, {record}, {messages}, read, {events}}``
-        (lock_messages; ack_work_item when it locked the instance)."""
+        """The lease from a lock reply ``{lease_until_ms, {record}, {messages}, read, {events}
+        [, crashes]}`` (lock_messages; ack_work_item when it locked the instance)."""
         lease_until = int(reply[0])
         info = _info(iid, _pairs(reply[1]))
         flat = reply[2]
@@ -287,6 +287,7 @@ class RedisStoreBase:
             messages=messages,
             attempt=max((m.attempt for m in messages), default=0),
             instance=info,
+            crashes=int(reply[5]) if len(reply) > 5 else 0,
         )
 
     # -- blocking ------------------------------------------------------------------------------
