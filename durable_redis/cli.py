@@ -29,6 +29,11 @@ from durable_redis._cli_commands import (
     run_server_command,
     run_worker_command,
 )
+from durable_redis._cli_functions import (
+    FUNCTIONS_COMMANDS,
+    add_functions_command,
+    run_functions_command,
+)
 from durable_redis._cli_jobs import JOB_COMMANDS, add_job_commands, run_job_command
 from durable_redis._cli_messaging import add_messaging_commands
 from durable_redis._cli_ops import (
@@ -285,6 +290,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="a short run (under 3 minutes)")
     p.add_argument("rest", nargs=argparse.REMAINDER, help="options for benchmarks/harness")
     add_ops_commands(command)  # workers, doctor, dashboard (_cli_ops)
+    add_functions_command(command)  # functions load|status (_cli_functions)
     return parser
 
 
@@ -343,6 +349,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_dashboard_command(args, url)
         if args.command in OPS_COMMANDS:
             return anyio.run(run_ops_command, args, url, _emit)
+        if args.command in FUNCTIONS_COMMANDS:
+            return anyio.run(run_functions_command, args, url, _emit)
         if args.command in JOB_COMMANDS:
             return anyio.run(run_job_command, args, url, _emit)
         return anyio.run(run_client_command, args, url, _emit)

@@ -22,10 +22,11 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from durable_redis.errors import ConfigurationError, NamespaceMissingError
+from durable_redis.errors import ConfigurationError, FunctionsMissingError, NamespaceMissingError
 from durable_redis.storage._replies import _info, _pairs, _s
 from durable_redis.storage.base import InstanceInfo, OrchestrationLease, QueuedMessage
 from durable_redis.storage.cluster import Doorbell
+from durable_redis.storage.functions import SCRIPT_MODES, function_name, library_name
 from durable_redis.storage.keys import PartitionKeys, meta_key, partition_of
 from durable_redis.storage.scripts import SCRIPTS, load_script_source
 
@@ -60,6 +61,7 @@ class RedisStoreBase:
         session_window: int = 200,
         outbox_tombstone_ms: int = 24 * 3600 * 1000,
         outbox_sweep_s: float = 5.0,
+        scripts: str = "auto",
     ) -> None:
         if not namespace or any(c in namespace for c in "{}\n\x00"):
             raise ConfigurationError(f"invalid namespace {namespace!r}")
@@ -67,6 +69,12 @@ class RedisStoreBase:
             raise ConfigurationError("partitions must be >= 1")
         if not 0 < block_timeout_s <= 2.0:
             raise ConfigurationError("block_timeout_s must be in (0, 2]")
+        if scripts not in SCRIPT_MODES:
+            raise ConfigurationError(f"scripts must be one of {SCRIPT_MODES}, got {scripts!r}")
+        # scripts="auto"|"functions": FCALL of the loaded library (storage.functions); auto
+        # falls back to EVALSHA for good at the first "function not found" / unknown FCALL
+        self.scripts = scripts
+        self._fcall = scripts != "eval"
         self.namespace = namespace
         self._redis = redis_client
         # redis-py's overloaded sync/async annotations do not help here; replies are parsed
@@ -84,7 +92,7 @@ class RedisStoreBase:
         self._rr = 0
         self._init_lock = asyncio.Lock()
         self._is_cluster = isinstance(redis_client, RedisCluster)
-        # plain Redis: scripts go straight to a pooled connection (see _eval_on_connection)
+        # plain Redis: scripts go straight to a pooled connection (see _call_on_connection)
         self._pool: Any = (
             None if self._is_cluster else getattr(redis_client, "connection_pool", None)
         )
@@ -207,11 +215,21 @@ class RedisStoreBase:
             )
 
     async def _eval(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> list[Any]:
-        """Run one script (EVALSHA, NOSCRIPT reload). The single path every script call takes."""
+        """Run one script (FCALL of the function library, or EVALSHA with NOSCRIPT reload).
+        The single path every script call takes."""
         self.calls[name] += 1
+        if self._fcall:
+            try:
+                if self._pool is not None:
+                    command = ("FCALL", function_name(name), len(keys), *keys, *args)
+                    return await self._call_on_connection(command, None)
+                return list(await self._r.fcall(function_name(name), len(keys), *keys, *args))
+            except ResponseError as exc:
+                self._functions_missing(exc)  # not run: safe to send as EVALSHA
         script = self._scripts[name]
         if self._pool is not None:
-            return await self._eval_on_connection(script, keys, args)
+            command = ("EVALSHA", script.sha, len(keys), *keys, *args)
+            return await self._call_on_connection(command, script)
         for _ in range(_NOSCRIPT_RELOADS):
             try:  # redis-py reloads once on NOSCRIPT; the scripts can go again meanwhile
                 return list(await script(keys=list(keys), args=list(args)))
@@ -219,10 +237,30 @@ class RedisStoreBase:
                 continue
         return list(await script(keys=list(keys), args=list(args)))
 
-    async def _eval_on_connection(
-        self, script: AsyncScript, keys: Sequence[str], args: Sequence[Any]
+    def _functions_missing(self, exc: ResponseError) -> None:
+        """Re-raise ``exc`` unless it says the function library is absent (or FCALL is not in
+        the user's ACL); then raise ``FunctionsMissingError`` (scripts="functions") or switch
+        to EVALSHA for good (auto)."""
+        text = str(exc).lower()
+        denied = "permission" in text and "'fcall'" in text  # an ACL without +fcall
+        if "function not found" not in text and "unknown command" not in text and not denied:
+            raise exc
+        if self.scripts == "functions":
+            if denied:
+                raise exc
+            raise FunctionsMissingError(
+                f"scripts='functions' but Redis has no function library {library_name()} "
+                f"({exc}): an admin runs `durable-redis functions load` (Redis 7+)"
+            ) from exc
+        if self._fcall:
+            self._fcall = False
+            log.info("function library %s not loaded (%s): using EVALSHA", library_name(), exc)
+
+    async def _call_on_connection(
+        self, command: tuple[Any, ...], script: AsyncScript | None
     ) -> list[Any]:
-        """EVALSHA on a connection of the client's pool, without redis-py's per-command layers
+        """EVALSHA (``script``) or FCALL on a connection of the client's pool, without
+        redis-py's per-command layers
         (``Script.__call__``, ``execute_command``, response callbacks, operation metrics), the
         command packed by hiredis in C (redis-py's Python packer costs ~2x more for a commit).
         Same retry policy as the client's commands (the connection's ``Retry``: a connection
@@ -232,7 +270,6 @@ class RedisStoreBase:
         try:
 
             async def send() -> Any:
-                command = ("EVALSHA", script.sha, len(keys), *keys, *args)
                 if _hiredis_pack is not None:
                     await conn.send_packed_command(_hiredis_pack(command))
                 else:
@@ -249,9 +286,10 @@ class RedisStoreBase:
                 except NoScriptError:
                     # not run: safe to send again. Loaded scripts can go again before the
                     # retry arrives (another SCRIPT FLUSH, a restart): reload a few times
-                    if reloads == _NOSCRIPT_RELOADS:
+                    if reloads == _NOSCRIPT_RELOADS or script is None:
                         raise
                     script.sha = await self._r.script_load(script.script)
+                    command = ("EVALSHA", script.sha, *command[2:])
         finally:
             await self._pool.release(conn)
         return list(reply)
