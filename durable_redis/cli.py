@@ -125,6 +125,20 @@ def _add_common(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
         help="how long to retry an unreachable Redis before giving up "
         f"(default: {DEFAULT_CONNECT_TIMEOUT_S:g}s)",
     )
+    parser.add_argument(
+        "--durability",
+        choices=("async", "replicated", "replicated_aof"),
+        default=default(None),
+        help="replicated: every acknowledged write waits for a replica (WAIT; replicated_aof: "
+        "WAITAOF) and fails with ReplicationTimeoutError if none answers in time "
+        "(docs/reliability.md; also ?durability= in the URL)",
+    )
+    parser.add_argument(
+        "--scripts",
+        choices=("auto", "functions", "eval"),
+        default=default(None),
+        help="FCALL of the function library or EVALSHA (default auto; docs/security.md)",
+    )
     parser.add_argument("-v", "--verbose", action="count", default=default(0), help="more logging")
     parser.add_argument(
         "--log-format",
@@ -295,9 +309,16 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _require_url(args: argparse.Namespace) -> str:
+    """The URL, with ``--durability`` / ``--scripts`` as its query parameters (so the worker
+    processes it starts get them too)."""
     if not args.redis_url:
         raise UsageError(_NO_URL)
-    return str(args.redis_url)
+    url = str(args.redis_url)
+    for flag in ("durability", "scripts"):
+        value = getattr(args, flag, None)
+        if value is not None:
+            url = f"{url}{'&' if '?' in url else '?'}{flag}={value}"
+    return url
 
 
 def _emit(args: argparse.Namespace, data: Any, human: str) -> None:
