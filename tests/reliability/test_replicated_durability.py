@@ -26,7 +26,7 @@ from durable_redis.runtime import Worker, WorkerOptions
 from durable_redis.storage import RedisStore
 from durable_redis.storage.server import RedisServer
 
-pytestmark = [pytest.mark.anyio, pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.timeout(180)]
 
 WRITERS = 8
 REPLICA_TIMEOUT = 0.3

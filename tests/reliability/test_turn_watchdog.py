@@ -16,7 +16,7 @@ from rel_support import record_figures
 from durable_redis.client import Client
 from durable_redis.errors import OrchestrationFailedError
 
-pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.timeout(120)]
 
 APP = "rel_watchdog_app:app"
 TURN_TIMEOUT = 1.0

@@ -51,3 +51,9 @@ def test_cli_flags_go_into_the_url() -> None:
         ["--scripts", "functions", "status", "x", "--redis-url", "redis://h/0?partitions=2"]
     )
     assert _require_url(args) == "redis://h/0?partitions=2&scripts=functions"
+
+
+@pytest.mark.cluster
+async def test_replicated_is_refused_on_a_cluster(redis_cluster: Any) -> None:
+    with pytest.raises(ConfigurationError, match="Cluster"):
+        RedisStore.from_url(redis_cluster.url, namespace="x", durability="replicated")
