@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
+from durable_redis.errors import StoreError
 from durable_redis.storage._replies import _s
 from durable_redis.storage.scripts import SCRIPTS, load_script_source
 
@@ -79,12 +80,16 @@ class FunctionsReport:
     pruned: tuple[str, ...]  # old durable_redis libraries deleted (``prune=True``)
 
 
-def _primaries(client: Any) -> list[tuple[str, Any]]:
+async def _primaries(client: Any) -> list[tuple[str, Any]]:
     """(name, target) per primary: the client itself for one server, nodes on a cluster."""
     from redis.asyncio.cluster import RedisCluster
 
     if isinstance(client, RedisCluster):
-        return [(f"{n.host}:{n.port}", n) for n in client.get_primaries()]
+        await client.initialize()  # a fresh client knows no node yet
+        nodes = [(f"{n.host}:{n.port}", n) for n in client.get_primaries()]
+        if not nodes:
+            raise StoreError("the cluster reports no primary")
+        return nodes
     return [("local", None)]
 
 
@@ -97,7 +102,7 @@ async def _on(client: Any, target: Any, *command: Any) -> Any:
 async def loaded_libraries(client: Any) -> dict[str, set[str]]:
     """Library names with our prefix, per primary."""
     found: dict[str, set[str]] = {}
-    for node, target in _primaries(client):
+    for node, target in await _primaries(client):
         reply = await _on(client, target, "FUNCTION", "LIST", "LIBRARYNAME", f"{LIBRARY_PREFIX}*")
         names = set()
         for lib in reply or []:
@@ -114,13 +119,13 @@ async def load_library(client: Any, *, prune: bool = False) -> FunctionsReport:
     durable_redis libraries (older versions) after it."""
     source = library_source()
     nodes = []
-    for node, target in _primaries(client):
+    for node, target in await _primaries(client):
         await _on(client, target, "FUNCTION", "LOAD", "REPLACE", source)
         nodes.append(node)
     pruned: set[str] = set()
     if prune:
         for node, names in (await loaded_libraries(client)).items():
-            target = dict(_primaries(client))[node]
+            target = dict(await _primaries(client))[node]
             for name in sorted(names - {library_name()}):
                 await _on(client, target, "FUNCTION", "DELETE", name)
                 pruned.add(name)
@@ -134,6 +139,6 @@ async def delete_library(client: Any, name: str | None = None) -> int:
     deleted = 0
     for node, names in (await loaded_libraries(client)).items():
         if name in names:
-            await _on(client, dict(_primaries(client))[node], "FUNCTION", "DELETE", name)
+            await _on(client, dict(await _primaries(client))[node], "FUNCTION", "DELETE", name)
             deleted += 1
     return deleted

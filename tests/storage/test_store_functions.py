@@ -88,3 +88,49 @@ async def test_the_url_carries_the_script_mode(redis_url: str) -> None:
         assert (store.scripts, store._fcall) == ("eval", False)
     finally:
         await store.close()
+
+
+async def test_prune_deletes_older_versions_only(store: RedisStore) -> None:
+    old = "durable_redis_000000000000"
+    source = f"#!lua name={old}\nredis.register_function('dr_000000000000_x', function() end)"
+    from durable_redis.storage.functions import _on, _primaries
+
+    for _node, target in await _primaries(store._r):
+        await _on(store._r, target, "FUNCTION", "LOAD", "REPLACE", source)
+    try:
+        report = await load_library(store._r, prune=True)
+        assert report.pruned == (old,)
+        for names in (await loaded_libraries(store._r)).values():
+            assert names == {library_name()}
+    finally:
+        await delete_library(store._r)
+        await delete_library(store._r, old)
+
+
+@pytest.mark.cluster
+def test_the_cli_loads_the_library_on_every_primary(
+    redis_cluster: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    import redis
+
+    from durable_redis.cli import main
+
+    url = redis_cluster.url
+    assert main(["functions", "load", "--redis-url", url, "--json"]) == 0
+    loaded = json.loads(capsys.readouterr().out)
+    try:
+        assert loaded["library"] == library_name() and len(loaded["nodes"]) == 3
+        assert main(["functions", "status", "--redis-url", url, "--json"]) == 0
+        status = json.loads(capsys.readouterr().out)
+        assert status["loaded"] is True and len(status["nodes"]) == 3
+    finally:
+        sync = redis.RedisCluster.from_url(url.replace("redis+cluster://", "redis://"))
+        try:
+            sync.execute_command(
+                "FUNCTION", "DELETE", library_name(), target_nodes=redis.RedisCluster.PRIMARIES
+            )
+        finally:
+            sync.close()
+    assert main(["functions", "status", "--redis-url", url, "--json"]) == 1
