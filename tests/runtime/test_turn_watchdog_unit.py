@@ -102,3 +102,29 @@ def test_options() -> None:
         WorkerOptions(turn_timeout=0)
     with pytest.raises(ConfigurationError):
         WorkerOptions(max_turn_crashes=-1)
+
+
+def test_turns_ending_as_the_timeout_fires_never_leak_an_interruption() -> None:
+    """Turns as long as the timeout (4 ms, under the GIL's 5 ms switch interval): each ends
+    either normally or with TurnTimeoutError, and no interruption surfaces outside a turn."""
+    watchdog = TurnWatchdog(0.004)
+
+    def busy(seconds: float) -> None:
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            pass
+
+    outcomes = {"ok": 0, "timeout": 0}
+    try:
+        for i in range(500):
+            try:
+                watchdog.run(busy, 0.003 + (i % 5) * 0.0005)
+                outcomes["ok"] += 1
+            except TurnTimeoutError:
+                outcomes["timeout"] += 1
+            busy(0.0002)  # the worker's own code between turns
+        busy(0.3)  # a stray interruption would be raised here, failing the test
+    finally:
+        watchdog.close()
+    assert outcomes["ok"] + outcomes["timeout"] == 500
+    assert outcomes["timeout"] > 0
