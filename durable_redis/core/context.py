@@ -368,13 +368,22 @@ class OrchestrationContext:
             raise ValidationError(
                 f"priority must be an int within +-{MAX_PRIORITY}, got {priority!r}"
             )
-        registered = None if isinstance(activity, str) else activity_metadata(activity).queue
-        chosen = queue if queue is not None else registered
+        chosen = queue if queue is not None else self._registered_queue(activity)
         if session is not None:
             chosen = self._engine.session_queue(session, chosen, explicit=queue is not None)
         if chosen == "default":
             chosen = None
         return chosen, (priority or None)
+
+    def _registered_queue(self, activity: str | Callable[..., Any]) -> str | None:
+        """The queue ``@app.activity(queue=)`` gave the activity (by name: as this worker's
+        app registers it; unknown here: None)."""
+        if not isinstance(activity, str):
+            return activity_metadata(activity).queue
+        try:
+            return self._engine.app.get_activity(activity).queue
+        except Exception:  # not registered in this app: the call's queue, else "default"
+            return None
 
     async def _with_timeout(self, future: asyncio.Future[T], timeout_ms: int, name: str) -> T:
         timer = self._engine.create_timer(self._engine.current_ms + timeout_ms)

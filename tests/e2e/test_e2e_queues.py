@@ -60,3 +60,66 @@ async def test_pause_keeps_jobs_queued_lets_running_finish_and_resume_runs_them(
     assert gpu.paused and gpu.ready == 10
     assert await rclient.resume_queue("gpu") is True
     assert sorted([(await h.result(timeout=30))["n"] for h in waiting]) == list(range(10))
+
+
+# -- activities called from orchestrations, and sessions (docs/routing.md) ----------------------
+
+
+async def test_activities_called_by_orchestrations_run_only_on_their_queue(
+    workers: WorkerPool, rclient: Client
+) -> None:
+    gpu = workers.start(APP, queues=["gpu"])
+    cpu = workers.start(APP, queues=["default"])
+    iids = [await rclient.start(e2e_routing_app.routed_calls, 6) for _ in range(4)]
+    for iid in iids:
+        out = await rclient.wait_for_completion(iid, timeout=60)
+        assert set(out["gpu"]) == {gpu.pid}, workers.logs()[-3000:]
+        assert set(out["to_gpu"]) == set(out["by_name"]) == {gpu.pid}
+        assert set(out["default"]) == set(out["to_default"]) == {cpu.pid}
+    history = await rclient.get_history(iids[0])
+    queues = [e.queue for e in history if type(e).__name__ == "ActivityScheduled"]
+    assert queues.count("gpu") == 6 + 2 + 2 and queues.count(None) == 6 + 2
+
+
+async def test_a_gpu_session_never_runs_elsewhere(workers: WorkerPool, rclient: Client) -> None:
+    gpu_a = workers.start(APP, queues=["gpu"])
+    gpu_b = workers.start(APP, queues=["gpu", "default"])
+    cpu = workers.start(APP, queues=["default"])
+    iids = [await rclient.start(e2e_routing_app.gpu_session, 5) for _ in range(12)]
+    owners = set()
+    for iid in iids:
+        steps = await rclient.wait_for_completion(iid, timeout=90)
+        pids = {s["pid"] for s in steps}
+        assert len(pids) == 1, steps  # affinity: one owner for the whole session
+        assert cpu.pid not in pids, workers.logs()[-3000:]
+        assert [s["count"] for s in steps] == [1, 2, 3, 4, 5]  # its in-memory state held
+        owners |= pids
+    assert owners <= {gpu_a.pid, gpu_b.pid}
+
+
+async def test_priorities_of_activity_calls_come_out_in_order(
+    workers: WorkerPool, rclient: Client, tmp_path: Path
+) -> None:
+    order_file = tmp_path / "order.log"
+    priorities = [0, 5, -3, 5, 100, 0, 7, -3, 100, 1]
+    iid = await rclient.start(
+        e2e_routing_app.prioritized, {"file": str(order_file), "priorities": priorities}
+    )
+    # the turn commits before the only worker serving "prio" starts: all are queued at once
+    workers.start(APP, queues=["default"])
+    await eventually(
+        lambda: rclient.get_history(iid),
+        message="the turn scheduling the calls committed",
+    )
+
+    async def scheduled() -> bool:
+        history = await rclient.get_history(iid)
+        return sum(type(e).__name__ == "ActivityScheduled" for e in history) == len(priorities)
+
+    await eventually(scheduled, timeout=30, message="all calls scheduled")
+    workers.start(APP, queues=["prio"], activity_concurrency=1, batch_size=1)
+    out = await rclient.wait_for_completion(iid, timeout=60)
+    assert out == list(range(len(priorities)))
+    ran = [tuple(map(int, line.split(":"))) for line in order_file.read_text().split()]
+    expected = sorted(((p, i) for i, p in enumerate(priorities)), key=lambda x: (-x[0], x[1]))
+    assert ran == expected
