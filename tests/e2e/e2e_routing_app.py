@@ -86,3 +86,10 @@ async def prioritized(ctx: OrchestrationContext, args: dict[str, Any]) -> list[i
         for i, p in enumerate(args["priorities"])
     ]
     return [await f for f in futures]
+
+
+@app.orchestration
+async def held_calls(ctx: OrchestrationContext, args: dict[str, Any]) -> list[int]:
+    """One ``hold`` (gpu) call, then, once it returned, ``n`` quick gpu calls."""
+    await ctx.call_activity(hold, args)
+    return [(await ctx.call_activity(gpu_work, i))["n"] for i in range(args["n"])]

@@ -1,12 +1,15 @@
-"""Job queues with real worker processes: a worker serving "gpu" and one serving "default"
-each run only their queue's jobs (the activity's registered queue, or the call's override);
-a paused queue keeps its jobs queued while its running job finishes, and resume runs them."""
+"""Queues with real worker processes: a worker serving "gpu" and one serving "default" each run
+only their queue's jobs and the activities orchestrations call (the activity's registered
+queue, or the call's override); a session opened for "gpu" runs on one gpu worker only;
+priorities of activity calls come out in order; a paused queue keeps its work queued while its
+running work finishes, drain awaits that, and resume runs the rest."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+import anyio
 import e2e_routing_app
 import pytest
 from e2e_helpers import WorkerPool, eventually
@@ -123,3 +126,50 @@ async def test_priorities_of_activity_calls_come_out_in_order(
     ran = [tuple(map(int, line.split(":"))) for line in order_file.read_text().split()]
     expected = sorted(((p, i) for i, p in enumerate(priorities)), key=lambda x: (-x[0], x[1]))
     assert ran == expected
+
+
+async def test_drain_waits_for_running_work_and_loses_nothing(
+    workers: WorkerPool, rclient: Client, tmp_path: Path
+) -> None:
+    workers.start(APP, queues=["gpu", "default"])
+    job = await rclient.enqueue(e2e_routing_app.hold, {"dir": str(tmp_path), "name": "job"})
+    iid = await rclient.start(
+        e2e_routing_app.held_calls, {"dir": str(tmp_path), "name": "act", "n": 3}
+    )
+    await eventually(
+        lambda: (tmp_path / "started-job").exists() and (tmp_path / "started-act").exists(),
+        message="both holds started",
+    )
+    status = await rclient.drain_queue("gpu")  # pauses and reports at once
+    assert status.paused and (status.jobs_running, status.work_running) == (1, 1)
+    with pytest.raises(TimeoutError):
+        await rclient.drain_queue("gpu", wait=True, timeout=0.5)
+    queued = await rclient.enqueue_many(e2e_routing_app.gpu_work, range(4))
+    async with anyio.create_task_group() as tg:
+        done: list[Any] = []
+
+        async def drain() -> None:
+            done.append(await rclient.drain_queue("gpu", wait=True, timeout=30))
+
+        tg.start_soon(drain)
+        await anyio.sleep(0.3)
+        assert not done  # still running
+        (tmp_path / "release-job").touch()
+        (tmp_path / "release-act").touch()
+    [drained] = done
+    assert drained.running == 0 and drained.paused
+    assert (await job.result(timeout=10))["pid"] > 0  # in-flight work finished
+    # the orchestration's next gpu calls and the new jobs wait, queued, while it is paused
+    await eventually(
+        lambda: _work_ready(rclient), timeout=20, message="the next gpu call is queued"
+    )
+    assert {(await h.status()).state for h in queued} == {JobState.QUEUED}
+    assert await rclient.resume_queue("gpu") is True
+    assert await rclient.wait_for_completion(iid, timeout=30) == [0, 1, 2]
+    assert sorted([(await h.result(timeout=30))["n"] for h in queued]) == [0, 1, 2, 3]
+    final = await rclient.queue_status("gpu")
+    assert (final.paused, final.running, final.work_ready) == (False, 0, 0)
+
+
+async def _work_ready(client: Client) -> bool:
+    return (await client.queue_status("gpu")).work_ready == 1
