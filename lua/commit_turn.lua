@@ -226,7 +226,8 @@ end
 -- 5. work items, then cancelled work ----------------------------------------------------------
 local take_worker = ARGV[21]
 local take_left = 0
-if take_worker ~= '' and redis.call('ZCARD', ready) == 0 then
+if take_worker ~= '' and redis.call('ZCARD', ready) == 0
+   and redis.call('HEXISTS', KEYS[1], 'qp:default') == 0 then  -- a paused queue: none taken
   take_left = tonumber(ARGV[23])
 end
 local take_until = now + tonumber(ARGV[24] ~= '' and ARGV[24] or '0')

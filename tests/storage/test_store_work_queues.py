@@ -9,10 +9,11 @@ import time
 
 import anyio
 import pytest
-from store_support import LOCK, SHORT, schedule, work
+from store_support import LOCK, SHORT, fetch, schedule, start, turn, work
 
 from durable_redis.errors import InvalidIdError
 from durable_redis.storage import NewWorkItem, RedisStore
+from durable_redis.storage.base import WorkTake
 
 pytestmark = pytest.mark.anyio
 
@@ -180,3 +181,27 @@ async def test_one_blocking_wait_covers_every_queue(store: RedisStore) -> None:
 async def test_bad_queue_names_are_refused(store: RedisStore) -> None:
     with pytest.raises(InvalidIdError):
         await store.fetch_work_items("w", limit=1, lock_ms=LOCK, queues=("no spaces",))
+
+
+async def test_a_commit_takes_inline_only_default_unprioritised_unpaused_items(
+    store: RedisStore,
+) -> None:
+    await start(store, "a")
+    lease = await fetch(store)
+    items = [routed("1:1", "gpu"), work("1:2"), routed("1:3", None, 4), work("1:4")]
+    taken = await store.commit_turn(
+        lease, turn(lease, work_items=items), take=WorkTake("w1", limit=10, lock_ms=LOCK)
+    )
+    # gpu's item is never taken; the prioritised one is queued, and the later one waits behind
+    assert [t.activity_key for t in taken] == ["1:2"]
+    assert await keys(store, "default") == ["1:3", "1:4"]
+    assert await keys(store, "gpu") == ["1:1"]
+    await store.set_job_queue_paused("default", True)
+    await start(store, "b")
+    lease = await fetch(store)
+    taken = await store.commit_turn(
+        lease, turn(lease, work_items=[work("2:1")]), take=WorkTake("w1", limit=10, lock_ms=LOCK)
+    )
+    assert taken == []  # paused: nothing leased, not even inline
+    await store.set_job_queue_paused("default", False)
+    assert await keys(store, "default") == ["2:1"]
