@@ -93,3 +93,13 @@ async def held_calls(ctx: OrchestrationContext, args: dict[str, Any]) -> list[in
     """One ``hold`` (gpu) call, then, once it returned, ``n`` quick gpu calls."""
     await ctx.call_activity(hold, args)
     return [(await ctx.call_activity(gpu_work, i))["n"] for i in range(args["n"])]
+
+
+@app.orchestration
+async def gpu_session_held(ctx: OrchestrationContext, args: dict[str, Any]) -> list[int]:
+    """A gpu session whose second step blocks (``hold``) until the test releases it."""
+    sid = await ctx.open_session(queue="gpu")
+    first = await ctx.call_activity(session_step, 0, session=sid)
+    held = await ctx.call_activity(hold, args, session=sid)
+    last = await ctx.call_activity(session_step, 2, session=sid)
+    return [first["pid"], held["pid"], last["pid"]]

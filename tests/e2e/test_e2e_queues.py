@@ -173,3 +173,24 @@ async def test_drain_waits_for_running_work_and_loses_nothing(
 
 async def _work_ready(client: Client) -> bool:
     return (await client.queue_status("gpu")).work_ready == 1
+
+
+async def test_a_gpu_session_whose_owner_dies_moves_to_another_gpu_worker_only(
+    workers: WorkerPool, rclient: Client, tmp_path: Path
+) -> None:
+    gpu_a = workers.start(APP, queues=["gpu"])
+    gpu_b = workers.start(APP, queues=["gpu"])
+    cpu = workers.start(APP, queues=["default"])
+    iid = await rclient.start(e2e_routing_app.gpu_session_held, {"dir": str(tmp_path), "name": "s"})
+    await eventually(lambda: (tmp_path / "started-s").exists(), message="the held step started")
+    history = await rclient.get_history(iid)
+    first = next(e for e in history if type(e).__name__ == "ActivityCompleted")
+    owner_pid = rclient.codec.decode(first.result)["pid"]
+    owner = gpu_a if owner_pid == gpu_a.pid else gpu_b
+    other = gpu_b if owner is gpu_a else gpu_a
+    owner.kill9()
+    (tmp_path / "release-s").touch()
+    pids = await rclient.wait_for_completion(iid, timeout=60)
+    assert pids[0] == owner_pid
+    assert pids[1] == pids[2] == other.pid, workers.logs()[-3000:]  # never the cpu worker
+    assert cpu.pid not in pids
