@@ -329,9 +329,15 @@ class ManagementMixin(RedisStoreBase):
             pipe = self._r.pipeline(transaction=False)
             for key in (pk.wq_ready, pk.wq_sready, pk.wq_delayed, pk.wq_leases):
                 pipe.zcard(key)
-            w, sw, d, le = await pipe.execute()
-            work += w
-            session_work += sw
+            # the ready sets of the other activity queues (docs/routing.md), named in jq:queues
+            queues = [_s(q) for q in await self._r.smembers(pk.jq_queues)]
+            for q in queues:
+                q_ready, q_sready, _, _ = pk.wq_queue_keys(q)
+                pipe.zcard(q_ready)
+                pipe.zcard(q_sready)
+            w, sw, d, le, *per_queue = await pipe.execute()
+            work += w + sum(per_queue[0::2])
+            session_work += sw + sum(per_queue[1::2])
             delayed += d
             leased += le
         return QueueDepths(

@@ -205,3 +205,10 @@ async def test_a_commit_takes_inline_only_default_unprioritised_unpaused_items(
     assert taken == []  # paused: nothing leased, not even inline
     await store.set_job_queue_paused("default", False)
     assert await keys(store, "default") == ["2:1"]
+
+
+async def test_queue_depths_count_every_queue(store: RedisStore) -> None:
+    items = [work("1:1"), routed("1:2", "gpu"), routed("1:3", "gpu", session="s")]
+    await schedule(store, "a", items, sessions_opened=["s"])
+    depths = await store.queue_depths()
+    assert (depths.work_items, depths.session_work_items) == (2, 1)
