@@ -25,8 +25,8 @@ from typing import Any, Generic, TypeVar
 from durable_redis._jobs_client import DEFAULT_RESULT_TTL, JobHandle, JobStatus
 from durable_redis.client import Client, InstanceState
 from durable_redis.core.retry import RetryPolicy
-from durable_redis.storage.base import ExistingInstancePolicy
 from durable_redis.storage.activities import QueueStatus
+from durable_redis.storage.base import ExistingInstancePolicy
 from durable_redis.storage.job_types import ExistingJobPolicy, JobQueueInfo, JobState
 
 __all__ = ["SyncClient", "SyncJobHandle"]

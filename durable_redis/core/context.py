@@ -26,6 +26,7 @@ from durable_redis.errors import (
     ActivityTimeoutError,
     FailureDetails,
     InvalidIdError,
+    NotRegisteredError,
     TaskFailedError,
     ValidationError,
 )
@@ -382,7 +383,7 @@ class OrchestrationContext:
             return activity_metadata(activity).queue
         try:
             return self._engine.app.get_activity(activity).queue
-        except Exception:  # not registered in this app: the call's queue, else "default"
+        except NotRegisteredError:  # not in this app: the call's queue, else "default"
             return None
 
     async def _with_timeout(self, future: asyncio.Future[T], timeout_ms: int, name: str) -> T:
