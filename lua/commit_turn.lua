@@ -262,8 +262,11 @@ for _, w in ipairs(work) do
     if vis_s ~= '' then vis = tonumber(vis_s) end
     local where, q = place_item(items, ready, sready, delayed, id, vis, now)
     if q then
-      -- another queue: never taken here (the committing worker may not serve it)
-      if where == 'delayed' then
+      -- another queue: never taken here (the committing worker may not serve it); a paused
+      -- one's workers are not woken (its backlog must not make them fetch in vain)
+      if redis.call('HEXISTS', KEYS[1], 'qp:' .. q) == 1 then  -- luacheck: ignore 542
+        -- paused: it stays queued, nobody is woken (resume_queue wakes its workers)
+      elseif where == 'delayed' then
         arm_marker(wq_marker_of(items, q, where), vis, now)
       elseif where == 'plain' or not wake_session_owner(iid, sid) then
         wake_now(wq_marker_of(items, q, where))

@@ -212,3 +212,17 @@ async def test_queue_depths_count_every_queue(store: RedisStore) -> None:
     await schedule(store, "a", items, sessions_opened=["s"])
     depths = await store.queue_depths()
     assert (depths.work_items, depths.session_work_items) == (2, 1)
+
+
+async def test_a_commit_to_a_paused_queue_wakes_nobody(store: RedisStore) -> None:
+    await store.set_job_queue_paused("gpu", True)
+    await schedule(store, "a", [routed("1:1", "gpu")])
+    before = store.calls["fetch_work_items:empty"]
+    got = await store.fetch_work_items("w", limit=5, lock_ms=LOCK, wait_ms=400, queues=("gpu",))
+    assert got == []
+    # one try, the wait slept out, one last try: the commit did not ring the paused queue's
+    # marker (a ring would have woken the wait for a third, empty try)
+    assert store.calls["fetch_work_items:empty"] - before == 2 * store.partitions
+    await store.set_job_queue_paused("gpu", False)
+    await store.queue_status("gpu", wake=True)
+    assert await keys(store, "gpu") == ["1:1"]
