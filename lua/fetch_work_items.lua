@@ -100,11 +100,12 @@ local taken = 0
 local decision = {}
 local function lease(id, zset)
   redis.call('ZREM', zset, id)
+  local f = redis.call('HMGET', items, id .. '|i', id .. '|k', id .. '|s', id .. '|d')
+  if not f[4] then return end  -- a stale id whose item is gone (an older worker's delete)
   local token = redis.call('INCR', KEYS[2]) .. ':' .. ARGV[3]
   local attempt = redis.call('HINCRBY', items, id .. '|a', 1)
   redis.call('HSET', items, id .. '|t', token, id .. '|w', worker)
   redis.call('ZADD', leases, fmt(deadline), id)
-  local f = redis.call('HMGET', items, id .. '|i', id .. '|k', id .. '|s', id .. '|d')
   out[#out + 1] = id
   out[#out + 1] = token
   out[#out + 1] = f[1]
@@ -116,6 +117,7 @@ local function lease(id, zset)
 end
 local function may_take_session(id)
   local f = redis.call('HMGET', items, id .. '|i', id .. '|s')
+  if not f[1] or not f[2] then return true end  -- a stale id: lease() drops it
   local sk = f[1] .. '\n' .. f[2]
   local d = decision[sk]
   if d == nil then

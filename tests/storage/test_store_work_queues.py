@@ -226,3 +226,18 @@ async def test_a_commit_to_a_paused_queue_wakes_nobody(store: RedisStore) -> Non
     await store.set_job_queue_paused("gpu", False)
     await store.queue_status("gpu", wake=True)
     assert await keys(store, "gpu") == ["1:1"]
+
+
+async def test_a_stale_id_in_a_ready_set_is_dropped_not_leased(store: RedisStore) -> None:
+    """An id whose item is gone (left by an older worker's delete during an upgrade) is removed
+    by the fetch that meets it; the items behind it are leased as usual."""
+    await schedule(store, "a", [routed("1:1", "gpu"), routed("1:2", "gpu", session="s")])
+    pk = store._parts[store._pk("a").index]
+    ready, sready, _, _ = pk.wq_queue_keys("gpu")
+    await store._redis.zadd(ready, {"a\nstale": -1})
+    await store._redis.zadd(sready, {"a\nstale-s": -1})
+    got = await store.fetch_work_items(
+        "w", limit=5, lock_ms=LOCK, session_lock_ms=LOCK, queues=("gpu",)
+    )
+    assert sorted(x.activity_key for x in got) == ["1:1", "1:2"]
+    assert await store._redis.zcard(ready) == 0 and await store._redis.zcard(sready) == 0
