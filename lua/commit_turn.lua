@@ -264,7 +264,7 @@ for _, w in ipairs(work) do
     if q then
       -- another queue: never taken here (the committing worker may not serve it); a paused
       -- one's workers are not woken (its backlog must not make them fetch in vain)
-      if redis.call('HEXISTS', KEYS[1], 'qp:' .. q) == 1 then  -- luacheck: ignore 542
+      if redis.call('HEXISTS', KEYS[1], 'qp:' .. q) == 1 then
         -- paused: it stays queued, nobody is woken (resume_queue wakes its workers)
       elseif where == 'delayed' then
         arm_marker(wq_marker_of(items, q, where), vis, now)
