@@ -103,3 +103,9 @@ async def gpu_session_held(ctx: OrchestrationContext, args: dict[str, Any]) -> l
     held = await ctx.call_activity(hold, args, session=sid)
     last = await ctx.call_activity(session_step, 2, session=sid)
     return [first["pid"], held["pid"], last["pid"]]
+
+
+@app.orchestration
+async def held_pid(ctx: OrchestrationContext, args: dict[str, Any]) -> int:
+    """One ``hold`` (gpu) call: the pid of the worker that finished it."""
+    return int((await ctx.call_activity(hold, args))["pid"])

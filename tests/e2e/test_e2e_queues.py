@@ -194,3 +194,17 @@ async def test_a_gpu_session_whose_owner_dies_moves_to_another_gpu_worker_only(
     assert pids[0] == owner_pid
     assert pids[1] == pids[2] == other.pid, workers.logs()[-3000:]  # never the cpu worker
     assert cpu.pid not in pids
+
+
+async def test_a_killed_gpu_workers_activity_is_redelivered_on_gpu_only(
+    workers: WorkerPool, rclient: Client, tmp_path: Path
+) -> None:
+    first = workers.start(APP, queues=["gpu"])
+    iid = await rclient.start(e2e_routing_app.held_pid, {"dir": str(tmp_path), "name": "k"})
+    await eventually(lambda: (tmp_path / "started-k").exists(), message="the hold started")
+    cpu = workers.start(APP, queues=["default"])  # free to take anything it serves
+    first.kill9()
+    second = workers.start(APP, queues=["gpu"])
+    (tmp_path / "release-k").touch()
+    assert await rclient.wait_for_completion(iid, timeout=60) == second.pid
+    assert cpu.alive()
