@@ -26,6 +26,10 @@ def test_queues_drain(cli: Run) -> None:  # noqa: F811
     assert data["name"] == queue and data["paused"] is True and data["running"] == 0
     code, out, _ = cli("queues", "drain", queue)
     assert code == 0 and out.strip().startswith(f"queue {queue} paused, drained"), out
+    code, out, _ = cli("queues", "status", queue)
+    assert code == 0 and re.fullmatch(
+        rf"{queue}  jobs running 0  activities running 0  ready 0  delayed 0  PAUSED", out.strip()
+    ), out
     code, out, _ = cli("queues")
     assert re.search(rf"^{queue}  ready 1  delayed 0  PAUSED$", out, re.M), out
     code, out, _ = cli("job", "status", job_id, "--json")
