@@ -335,3 +335,18 @@ def work_route_arg(visible_at_ms: int | None, queue: str | None, priority: int) 
     if (queue is None or queue == "default") and not priority:
         return vis
     return f"{vis};{queue or 'default'};{priority or ''}"
+
+
+async def routed_ready_counts(r: Any, pk: Any) -> tuple[int, int]:
+    """(plain, session) work items ready in partition ``pk``'s activity queues other than
+    "default" (named in its jq:queues SET): what the wq:ready / wq:sready counts leave out."""
+    queues = [_s(q) for q in await r.smembers(pk.jq_queues)]
+    if not queues:
+        return 0, 0
+    pipe = r.pipeline(transaction=False)
+    for q in queues:
+        ready, sready, _, _ = pk.wq_queue_keys(q)
+        pipe.zcard(ready)
+        pipe.zcard(sready)
+    counts = [int(n) for n in await pipe.execute()]
+    return sum(counts[0::2]), sum(counts[1::2])

@@ -10,6 +10,7 @@ from durable_redis.errors import (
     ValidationError,
 )
 from durable_redis.storage._replies import _info, _opt, _s, _split_cursor
+from durable_redis.storage.activities import routed_ready_counts
 from durable_redis.storage.base import InstanceInfo, InstancePage, InstanceStatus, QueueDepths
 from durable_redis.storage.keys import STATUS_ORDER, PartitionKeys, validate_id
 from durable_redis.storage.redis_base import RedisStoreBase
@@ -329,15 +330,10 @@ class ManagementMixin(RedisStoreBase):
             pipe = self._r.pipeline(transaction=False)
             for key in (pk.wq_ready, pk.wq_sready, pk.wq_delayed, pk.wq_leases):
                 pipe.zcard(key)
-            # the ready sets of the other activity queues (docs/routing.md), named in jq:queues
-            queues = [_s(q) for q in await self._r.smembers(pk.jq_queues)]
-            for q in queues:
-                q_ready, q_sready, _, _ = pk.wq_queue_keys(q)
-                pipe.zcard(q_ready)
-                pipe.zcard(q_sready)
-            w, sw, d, le, *per_queue = await pipe.execute()
-            work += w + sum(per_queue[0::2])
-            session_work += sw + sum(per_queue[1::2])
+            w, sw, d, le = await pipe.execute()
+            routed, routed_sessions = await routed_ready_counts(self._r, pk)  # docs/routing.md
+            work += w + routed
+            session_work += sw + routed_sessions
             delayed += d
             leased += le
         return QueueDepths(

@@ -14,6 +14,7 @@ from store_support import LOCK, SHORT, fetch, schedule, start, turn, work
 from durable_redis.errors import InvalidIdError
 from durable_redis.storage import NewWorkItem, RedisStore
 from durable_redis.storage.base import WorkTake
+from durable_redis.storage.insights import partition_overview
 
 pytestmark = pytest.mark.anyio
 
@@ -207,11 +208,14 @@ async def test_a_commit_takes_inline_only_default_unprioritised_unpaused_items(
     assert await keys(store, "default") == ["2:1"]
 
 
-async def test_queue_depths_count_every_queue(store: RedisStore) -> None:
+async def test_queue_depths_and_the_overview_count_every_queue(store: RedisStore) -> None:
     items = [work("1:1"), routed("1:2", "gpu"), routed("1:3", "gpu", session="s")]
     await schedule(store, "a", items, sessions_opened=["s"])
     depths = await store.queue_depths()
     assert (depths.work_items, depths.session_work_items) == (2, 1)
+    parts = await partition_overview(store)
+    ready = (sum(p.work_ready for p in parts), sum(p.session_work_ready for p in parts))
+    assert ready == (2, 1)  # the dashboard's overview counts them too
 
 
 async def test_a_commit_to_a_paused_queue_wakes_nobody(store: RedisStore) -> None:
