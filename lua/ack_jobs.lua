@@ -5,7 +5,8 @@ of the ack that made it terminal, code 0). Outcomes: "c" completed (payload = ou
 failed (payload = error), "r" retry: the error is kept, the retry-policy attempt counted, and the
 job is queued again after delay_ms (a durable timer on the Redis clock), "b" hand back: queued
 again after delay_ms, payload "0" gives back the delivery the fetch counted. Terminal jobs are
-kept for their result ttl and announced on the jq_done channel.
+kept for their result ttl and announced on the jq_done channel. A keyed job's ack frees its
+group's slot (flow_release in includes/jobs.lua: the group goes back in the round robin).
 
 KEYS
   1 pmeta          partition metadata HASH
@@ -46,6 +47,14 @@ for at = 2, #ARGV, 5 do
   else
     redis.call('ZREM', leases, id)
     redis.call('HDEL', jobs, id .. '|t', id .. '|w')
+    local qg = redis.call('HMGET', jobs, id .. '|q', id .. '|g')
+    local qn = qg[1] or 'default'
+    local qready, qdelayed, qmarker = ready, delayed, marker
+    if qn ~= 'default' then qready, qdelayed, qmarker = job_qkeys(jobs, qn) end
+    if paused[qn] == nil then paused[qn] = queue_paused(KEYS[1], qn) end
+    if qg[2] and flow_release(jobs, qready, qdelayed, qn, id, now) and not paused[qn] then
+      wake[qmarker] = true  -- its group's slot freed: the group's next job is ready
+    end
     if outcome == 'c' or outcome == 'f' then
       redis.call('HSET', jobs, id .. '|s', outcome == 'c' and 'completed' or 'failed',
                  id .. (outcome == 'c' and '|o' or '|e'), payload, id .. '|f', fmt(now),
@@ -62,11 +71,7 @@ for at = 2, #ARGV, 5 do
       end
       redis.call('HSET', jobs, id .. '|s', 'queued')
       local vis = now + tonumber(ARGV[at + 4])
-      local qn = job_queue(jobs, id)
-      local qready, qdelayed, qmarker = ready, delayed, marker
-      if qn ~= 'default' then qready, qdelayed, qmarker = job_qkeys(jobs, qn) end
-      if paused[qn] == nil then paused[qn] = queue_paused(KEYS[1], qn) end
-      if job_place(jobs, qready, qdelayed, id, vis, now) then
+      if job_place(jobs, qready, qdelayed, id, vis, now, qn) then
         if not paused[qn] then wake[qmarker] = true end
       elseif due[qmarker] == nil or vis < due[qmarker] then
         due[qmarker] = vis

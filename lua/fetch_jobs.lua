@@ -39,16 +39,20 @@ local served = {}
 for at = 6, #ARGV do
   if not queue_paused(pmeta, ARGV[at]) then
     local ready, delayed, marker = job_qkeys(jobs, ARGV[at])
-    served[#served + 1] = {ready, delayed, marker}
+    served[#served + 1] = {ready, delayed, marker, ARGV[at]}
   end
 end
 if #ARGV < 6 and not queue_paused(pmeta, 'default') then
-  served[1] = {KEYS[4], KEYS[5], KEYS[7]}
+  served[1] = {KEYS[4], KEYS[5], KEYS[7], 'default'}
 end
 for _, q in ipairs(served) do
   for _, id in ipairs(redis.call('ZRANGEBYSCORE', q[2], '-inf', fmt(now), 'LIMIT', 0, 100 + limit)) do
     redis.call('ZREM', q[2], id)
-    job_place(jobs, q[1], q[2], id, now, now)
+    if string.byte(id, 1) == 10 then  -- a rate-limited group whose time came
+      flow_activate(jobs, q[1], q[2], q[4], string.sub(id, 2))
+    else
+      job_place(jobs, q[1], q[2], id, now, now, q[4])
+    end
   end
 end
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', leases, '-inf', fmt(now), 'LIMIT', 0, 100 + limit)) do
@@ -57,7 +61,8 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', leases, '-inf', fmt(now), 'LIMIT
   redis.call('HSET', jobs, id .. '|s', 'queued')
   local qn = job_queue(jobs, id)
   local ready, delayed, marker = job_qkeys(jobs, qn)
-  job_place(jobs, ready, delayed, id, now, now)
+  flow_release(jobs, ready, delayed, qn, id, now)
+  job_place(jobs, ready, delayed, id, now, now, qn)
   if not queue_paused(pmeta, qn) then wake_now(marker) end
 end
 job_expire(jobs, done, now, 100)
@@ -66,23 +71,84 @@ local token = ''
 local zargs = {}
 local worker = ARGV[2]
 local snow = fmt(now)
+
+local function lease(id)
+  if token == '' then token = redis.call('INCR', KEYS[2]) .. ':' .. ARGV[3] end
+  local delivery = redis.call('HINCRBY', jobs, id .. '|a', 1)
+  redis.call('HSET', jobs, id .. '|s', 'running', id .. '|t', token, id .. '|w', worker,
+             id .. '|b', snow)
+  local f = redis.call('HMGET', jobs, id .. '|d', id .. '|k')
+  out[#out + 1] = id
+  out[#out + 1] = f[1]
+  out[#out + 1] = delivery
+  out[#out + 1] = f[2] or '1'
+  zargs[#zargs + 1] = deadline
+  zargs[#zargs + 1] = id
+end
+
+-- Up to `share` jobs of group `key` of queue q (its concurrency limit and rate allowing);
+-- then the group goes back in the round robin (behind the others), waits for its rate in the
+-- delayed set, or leaves both until a slot frees.
+local function take_group(q, key, share)
+  local gz, groups, gf = flow_keys(jobs, q[4], key)
+  local f = redis.call('HMGET', groups, gf .. '|c', gf .. '|n', gf .. '|t')
+  if not f[1] then return end
+  local _, climit, count, per, burst = flow_parse(f[1])
+  local running = tonumber(f[2] or '0')
+  local tat = tonumber(f[3] or '0')
+  local rated = count ~= nil and per ~= nil
+  local step, tau = 0, 0
+  if rated then
+    step = per / count
+    tau = (burst - 1) * step
+  end
+  local later = nil
+  local n = 0
+  while n < share and #zargs / 2 < limit and not (climit and running >= climit) do
+    local t = math.max(tat, now)
+    if rated and t - now > tau then
+      later = math.ceil(t - tau)
+      break
+    end
+    local p = redis.call('ZPOPMIN', gz)
+    if #p == 0 then break end
+    if rated then tat = t + step end
+    lease(p[1])
+    running = running + 1
+    n = n + 1
+  end
+  if n > 0 then
+    redis.call('HSET', groups, gf .. '|n', fmt(running))
+    if rated then redis.call('HSET', groups, gf .. '|t', string.format('%.3f', tat)) end
+  end
+  if later ~= nil and redis.call('ZCARD', gz) > 0 then
+    redis.call('ZADD', q[2], fmt(later), '\n' .. key)
+  else
+    flow_activate(jobs, q[1], q[2], q[4], key)
+  end
+end
+
 for _, q in ipairs(served) do
-  local want = limit - #zargs / 2
-  if want <= 0 then break end
-  local popped = redis.call('ZPOPMIN', q[1], want)
-  if #popped > 0 and token == '' then token = redis.call('INCR', KEYS[2]) .. ':' .. ARGV[3] end
-  for i = 1, #popped, 2 do
-    local id = popped[i]
-    local delivery = redis.call('HINCRBY', jobs, id .. '|a', 1)
-    redis.call('HSET', jobs, id .. '|s', 'running', id .. '|t', token, id .. '|w', worker,
-               id .. '|b', snow)
-    local f = redis.call('HMGET', jobs, id .. '|d', id .. '|k')
-    out[#out + 1] = id
-    out[#out + 1] = f[1]
-    out[#out + 1] = delivery
-    out[#out + 1] = f[2] or '1'
-    zargs[#zargs + 1] = deadline
-    zargs[#zargs + 1] = id
+  while #zargs / 2 < limit do
+    local want = limit - #zargs / 2
+    local popped = redis.call('ZPOPMIN', q[1], want)
+    if #popped == 0 then break end
+    local keyed = {}
+    for i = 1, #popped, 2 do
+      local id = popped[i]
+      if string.byte(id, 1) == 10 then
+        keyed[#keyed + 1] = string.sub(id, 2)
+      else
+        lease(id)
+      end
+    end
+    if #keyed > 0 then
+      -- one job per group and turn; when the pop emptied the set, these groups are all there
+      -- is, so they share what is left of the batch
+      local share = 1
+      if #popped / 2 < want then share = math.ceil((limit - #zargs / 2) / #keyed) end
+      for _, key in ipairs(keyed) do take_group(q, key, share) end
+    end
   end
 end
 if #zargs > 0 then redis.call('ZADD', leases, unpack(zargs)) end
