@@ -23,6 +23,7 @@ from e2e_helpers import WorkerPool, eventually
 
 from durable_redis.client import Client
 from durable_redis.core.jobs import Limit
+from durable_redis.storage.keys import partition_of
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio, pytest.mark.timeout(180)]
 
@@ -133,13 +134,17 @@ async def test_one_key_with_10000_queued_does_not_hold_back_another(
         return sum(1 for what, *_ in read_log(log) if what == "start") if log.exists() else 0
 
     await eventually(lambda: big_starts() >= 500, timeout=60, message="the big key runs")
+    # a key in the big key's partition: the turns between keys are taken within a partition
+    n = fclient.store.partitions  # type: ignore[attr-defined]
+    home = partition_of("tenant:big", n)
+    name = next(f"small{i}" for i in range(10_000) if partition_of(f"tenant:small{i}", n) == home)
     sent = time.time()
     small = await fclient.enqueue(
-        e2e_flow_app.keyed_work, {"log": str(log), "tenant": "small", "n": -1}, limit=limit
+        e2e_flow_app.keyed_work, {"log": str(log), "tenant": name, "n": -1}, limit=limit
     )
     await small.result(timeout=30)
     rows = read_log(log)
-    [small_start] = [t for what, key, t, _, _ in rows if what == "start" and key == "small"]
+    [small_start] = [t for what, key, t, _, _ in rows if what == "start" and key == name]
     ahead = sum(1 for what, key, t, _, _ in rows if what == "start" and sent < t < small_start)
     # jobs fetched before it (up to one batch in flight) plus its own fetch's share
     print(f"fairness: {ahead} jobs of the big key started before the small key's one")
