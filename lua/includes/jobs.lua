@@ -120,7 +120,15 @@ local function flow_release(jobs, ready, delayed, q, id, now)
     redis.call('HDEL', groups, gf .. '|n')
     if redis.call('ZCARD', gz) == 0
        and tonumber(redis.call('HGET', groups, gf .. '|t') or '0') <= now then
-      redis.call('HDEL', groups, gf .. '|c', gf .. '|t')  -- idle: nothing kept for it
+      -- idle: nothing kept for it but a debounced job still pending, a throttle window open
+      local f = redis.call('HMGET', groups, gf .. '|d', gf .. '|h')
+      if f[1] and redis.call('HGET', jobs, f[1] .. '|s') ~= 'queued' then
+        redis.call('HDEL', groups, gf .. '|d')
+      end
+      if f[2] and tonumber(string.match(f[2], ' (%d+)$')) <= now then
+        redis.call('HDEL', groups, gf .. '|h')
+      end
+      redis.call('HDEL', groups, gf .. '|c', gf .. '|t')
       return false
     end
   end

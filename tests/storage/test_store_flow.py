@@ -205,3 +205,18 @@ async def test_queued_keyed_jobs_are_listed_and_counted(store: RedisStore) -> No
     assert await store.cancel_job(store.job_id_for_key("c1", "k"), b"c") is JobState.QUEUED
     [info] = [q for q in await store.job_queues() if q.name == "default"]
     assert info.ready == 1
+
+
+async def test_an_idle_key_leaves_nothing_behind(store: RedisStore) -> None:
+    pk = store._pk("idle")
+    await store.enqueue_jobs(
+        [keyed(store, "i1", "idle", "2 5 1000 5"), keyed(store, "i2", "idle", "2 5 1000 5")]
+    )
+    leases = await fetch(store)
+    assert len(leases) == 2
+    assert await store._r.hlen(pk.jq_groups) > 0
+    await anyio.sleep(0.5)  # the GCRA time (2 starts at 5/s) has passed
+    await store.ack_jobs(done(leases))
+    assert await store._r.hlen(pk.jq_groups) == 0
+    assert not await store._r.exists(pk.jq_group("default", "idle"))
+    assert await store._r.zcard(pk.jq_ready) == 0
