@@ -104,27 +104,39 @@ local function take_group(q, key, share)
   end
   local later = nil
   local n = 0
-  while n < share and #zargs / 2 < limit and not (climit and running >= climit) do
+  local room = math.min(share, limit - #zargs / 2)
+  if climit then room = math.min(room, climit - running) end
+  if not rated and room > 0 then  -- one pop for the group's whole turn
+    local p = redis.call('ZPOPMIN', gz, room)
+    for i = 1, #p, 2 do lease(p[i]) end
+    n = #p / 2
+  end
+  while rated and n < room do
     local t = math.max(tat, now)
-    if rated and t - now > tau then
+    if t - now > tau then
       later = math.ceil(t - tau)
       break
     end
     local p = redis.call('ZPOPMIN', gz)
     if #p == 0 then break end
-    if rated then tat = t + step end
+    tat = t + step
     lease(p[1])
-    running = running + 1
     n = n + 1
   end
-  if n > 0 then
+  running = running + n
+  if n > 0 and rated then
+    redis.call('HSET', groups, gf .. '|n', fmt(running), gf .. '|t', string.format('%.3f', tat))
+  elseif n > 0 then
     redis.call('HSET', groups, gf .. '|n', fmt(running))
-    if rated then redis.call('HSET', groups, gf .. '|t', string.format('%.3f', tat)) end
   end
-  if later ~= nil and redis.call('ZCARD', gz) > 0 then
+  if climit and running >= climit then return end  -- out until a slot frees
+  local head = redis.call('ZRANGE', gz, 0, 0, 'WITHSCORES')
+  if #head == 0 then return end  -- drained (a new job puts it back)
+  if later ~= nil then
     redis.call('ZADD', q[2], fmt(later), '\n' .. key)
-  else
-    flow_activate(jobs, q[1], q[2], q[4], key)
+  else  -- behind the others of its priority (it was just popped from the ready set)
+    local s = math.floor(tonumber(head[2]) / FLOW_SHIFT) * FLOW_SHIFT + redis.call('INCR', KEYS[2])
+    redis.call('ZADD', q[1], fmt(s), '\n' .. key)
   end
 end
 
@@ -137,7 +149,7 @@ for _, q in ipairs(served) do
     for i = 1, #popped, 2 do
       local id = popped[i]
       if string.byte(id, 1) == 10 then
-        keyed[#keyed + 1] = string.sub(id, 2)
+        keyed[#keyed + 1] = i
       else
         lease(id)
       end
@@ -147,7 +159,16 @@ for _, q in ipairs(served) do
       -- is, so they share what is left of the batch
       local share = 1
       if #popped / 2 < want then share = math.ceil((limit - #zargs / 2) / #keyed) end
-      for _, key in ipairs(keyed) do take_group(q, key, share) end
+      local back = {}
+      for _, i in ipairs(keyed) do
+        if #zargs / 2 < limit then
+          take_group(q, string.sub(popped[i], 2), share)
+        else  -- the batch is full: its place in the round robin is kept
+          back[#back + 1] = popped[i + 1]
+          back[#back + 1] = popped[i]
+        end
+      end
+      if #back > 0 then redis.call('ZADD', q[1], unpack(back)) end
     end
   end
 end

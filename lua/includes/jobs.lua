@@ -108,29 +108,35 @@ local function flow_activate(jobs, ready, delayed, q, key)
   return true
 end
 
--- A keyed job leaves its lease (ack, cancel, expiry): its group's slot frees. True when the
--- group is in the ready set now (the caller wakes the queue's marker).
-local function flow_release(jobs, ready, delayed, q, id, now)
-  local g = redis.call('HGET', jobs, id .. '|g')
+-- A keyed job leaves its lease (ack, cancel, expiry): its group's slot frees (`count` jobs of
+-- the group at once: default 1). True when the group is in the ready set now (the caller
+-- wakes the queue's marker).
+local function flow_release(jobs, ready, delayed, q, id, now, known_g, count)
+  local g = known_g or redis.call('HGET', jobs, id .. '|g')
   if not g then return false end
   local key = flow_parse(g)
   local gz, groups, gf = flow_keys(jobs, q, key)
-  local n = redis.call('HINCRBY', groups, gf .. '|n', -1)
+  local n = redis.call('HINCRBY', groups, gf .. '|n', -(count or 1))
   if n <= 0 then
-    redis.call('HDEL', groups, gf .. '|n')
-    if redis.call('ZCARD', gz) == 0
-       and tonumber(redis.call('HGET', groups, gf .. '|t') or '0') <= now then
-      -- idle: nothing kept for it but a debounced job still pending, a throttle window open
-      local f = redis.call('HMGET', groups, gf .. '|d', gf .. '|h')
-      if f[1] and redis.call('HGET', jobs, f[1] .. '|s') ~= 'queued' then
-        redis.call('HDEL', groups, gf .. '|d')
+    if redis.call('ZCARD', gz) == 0 then
+      -- idle: nothing kept for it but a GCRA time still ahead, a debounced job still
+      -- pending, a throttle window still open
+      local f = redis.call('HMGET', groups, gf .. '|t', gf .. '|d', gf .. '|h')
+      local drop = {gf .. '|n'}
+      if tonumber(f[1] or '0') <= now then
+        drop[#drop + 1] = gf .. '|t'
+        drop[#drop + 1] = gf .. '|c'
       end
-      if f[2] and tonumber(string.match(f[2], ' (%d+)$')) <= now then
-        redis.call('HDEL', groups, gf .. '|h')
+      if f[2] and redis.call('HGET', jobs, f[2] .. '|s') ~= 'queued' then
+        drop[#drop + 1] = gf .. '|d'
       end
-      redis.call('HDEL', groups, gf .. '|c', gf .. '|t')
+      if f[3] and tonumber(string.match(f[3], ' (%d+)$')) <= now then
+        drop[#drop + 1] = gf .. '|h'
+      end
+      redis.call('HDEL', groups, unpack(drop))
       return false
     end
+    redis.call('HDEL', groups, gf .. '|n')
   end
   return flow_activate(jobs, ready, delayed, q, key)
 end
