@@ -9,7 +9,9 @@ enqueue, as in ``harness.py``'s drain10k) drains N no-op jobs:
 - ``... unique keys``: the same with a key per job (the worst case: N groups).
 
 The variants alternate (best of ``--runs`` each, by the rate from spawn); "steady" is the rate
-from the first completion. CPU per job is the worker's and Redis's.
+from the first completion. CPU per job is the worker's and Redis's. The last column counts the
+Redis commands the job scripts run per job in a store-level fetch (128) + ack loop: a count,
+steady where the rates move with the machine's load.
 Fairness: 10,000 jobs of one key queued and draining, then one job of another key: how many
 of the big key's jobs completed between that job's enqueue and its completion, and its latency.
 
@@ -21,12 +23,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
+import uuid
 from typing import Any
 
 from workloads import Meter, Run, _jobs_done
 
 from durable_redis import Limit, WorkerOptions
-from durable_redis.storage import RedisServer
+from durable_redis.storage import RedisServer, RedisStore
+from durable_redis.storage.job_types import JobAck, JobOutcome, NewJob
 
 
 async def drain(url: str, n: int, variant: str) -> dict[str, Any]:
@@ -67,6 +71,39 @@ async def drain(url: str, n: int, variant: str) -> dict[str, Any]:
     }
 
 
+async def _calls(store: RedisStore) -> int:
+    stats = await store._r.info("commandstats")
+    return sum(v["calls"] for k, v in stats.items() if k not in ("cmdstat_evalsha", "cmdstat_info"))
+
+
+async def store_calls(url: str, n: int, variant: str) -> float:
+    """Redis commands per job (run inside the scripts) of the store's fetch (128) + ack loop:
+    a count, so it does not move with the machine's load as the rates do."""
+    store = RedisStore.from_url(url, namespace=f"fb-{uuid.uuid4().hex[:6]}")
+    await store.initialize()
+    try:
+        if variant == "plain":
+            jobs = [NewJob(f"j{i}", "work", b"x") for i in range(n)]
+        else:
+            k = 100 if variant == "queue+priority+key" else n
+            jobs = [
+                NewJob(f"j{i}", "work", b"x", 3, queue="q1", flow_key=f"t{i % k}", flow="50 - - 1")
+                for i in range(n)
+            ]
+        for start in range(0, n, 1000):
+            await store.enqueue_jobs(jobs[start : start + 1000])
+        served = ("default",) if variant == "plain" else ("q1",)
+        before = await _calls(store)
+        done = 0
+        while done < n:
+            leases = await store.fetch_jobs("w", limit=128, lock_ms=30_000, queues=served)
+            await store.ack_jobs([JobAck(x, JobOutcome.COMPLETED, b"") for x in leases])
+            done += len(leases)
+        return (await _calls(store) - before) / n
+    finally:
+        await store.close()
+
+
 async def fairness(url: str, n: int = 10_000) -> dict[str, Any]:
     async with Run(url, tag="flow-fair", start_workers=False) as run:
         await run.client.enqueue_many(run.app.noop, list(range(n)), limit=Limit(key="big"))
@@ -92,16 +129,19 @@ async def main(n: int, runs: int) -> None:
                 if v not in best or row["jobs_per_s"] > best[v]["jobs_per_s"]:
                     best[v] = row
         base = best["plain"]["jobs_per_s"]
+        for v in variants:
+            best[v]["calls"] = await store_calls(server.url, n, v)
         steady = best["plain"]["steady"]
         print(f"| drain{n // 1000}k (best of {runs}) | jobs/s (from spawn) | vs plain "
-              "| steady jobs/s | vs plain | worker CPU ms/job | Redis CPU ms/job |")  # fmt: skip
-        print("|---|---|---|---|---|---|---|")
+              "| steady jobs/s | vs plain | worker CPU ms/job | Redis CPU ms/job "
+              "| Redis commands/job (store fetch+ack) |")  # fmt: skip
+        print("|---|---|---|---|---|---|---|---|")
         for v in variants:
             r = best[v]
             print(
                 f"| {v} | {r['jobs_per_s']:,.0f} | {r['jobs_per_s'] / base - 1:+.0%} "
                 f"| {r['steady']:,.0f} | {r['steady'] / steady - 1:+.0%} "
-                f"| {r['worker_ms']:.3f} | {r['redis_ms']:.3f} |"
+                f"| {r['worker_ms']:.3f} | {r['redis_ms']:.3f} | {r['calls']:.1f} |"
             )
         f = await fairness(server.url)
         print(
