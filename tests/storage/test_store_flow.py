@@ -14,6 +14,7 @@ from store_support import LOCK, SHORT
 
 from durable_redis.errors import ValidationError
 from durable_redis.storage import RedisStore
+from durable_redis.storage.insights import job_overview
 from durable_redis.storage.job_types import JobAck, JobLease, JobOutcome, JobState, KeptJob, NewJob
 from durable_redis.storage.keys import partition_of
 
@@ -201,6 +202,8 @@ async def test_queued_keyed_jobs_are_listed_and_counted(store: RedisStore) -> No
     assert info.ready == 2
     counts = await store.job_counts()
     assert (counts[JobState.QUEUED], counts[JobState.RUNNING]) == (2, 1)
+    overview = await job_overview(store)  # the dashboard's figures
+    assert (overview.ready, overview.delayed, overview.running) == (2, 0, 1)
     # cancelling a queued keyed job takes it out of its group
     assert await store.cancel_job(store.job_id_for_key("c1", "k"), b"c") is JobState.QUEUED
     [info] = [q for q in await store.job_queues() if q.name == "default"]
