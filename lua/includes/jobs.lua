@@ -94,9 +94,19 @@ end
 -- the ready or delayed set already. True when it is in the ready set now.
 local function flow_activate(jobs, ready, delayed, q, key)
   local member = '\n' .. key
-  if redis.call('ZSCORE', ready, member) then return true end
-  if redis.call('ZSCORE', delayed, member) then return false end
   local gz, groups, gf = flow_keys(jobs, q, key)
+  local cur = redis.call('ZSCORE', ready, member)
+  if cur then
+    -- a job of a higher priority than the entry's came: the entry moves up to its level
+    local top = redis.call('ZRANGE', gz, 0, 0, 'WITHSCORES')
+    if #top > 0 then
+      local level = math.floor(tonumber(top[2]) / FLOW_SHIFT) * FLOW_SHIFT
+      local was = math.floor(tonumber(cur) / FLOW_SHIFT) * FLOW_SHIFT
+      if level < was then redis.call('ZADD', ready, fmt(level + (tonumber(cur) - was)), member) end
+    end
+    return true
+  end
+  if redis.call('ZSCORE', delayed, member) then return false end
   local head = redis.call('ZRANGE', gz, 0, 0, 'WITHSCORES')
   if #head == 0 then return false end
   local f = redis.call('HMGET', groups, gf .. '|c', gf .. '|n')

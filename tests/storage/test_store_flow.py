@@ -117,6 +117,16 @@ async def test_unkeyed_jobs_and_groups_share_a_queue_by_priority(store: RedisSto
     assert sorted(base(x.job_id) for x in rest) == ["k1", "k2"]
 
 
+async def test_a_higher_priority_job_moves_its_key_up(store: RedisStore) -> None:
+    await store.enqueue_jobs([keyed(store, "low", "k")])  # the key's entry: priority 0
+    plain = NewJob(job_id="p", name="send", spec=b"s", result_ttl_ms=60_000, priority=3)
+    await store.enqueue_jobs([plain])
+    await store.enqueue_jobs([keyed(store, "urgent", "k", priority=5)])
+    first = await fetch(store, limit=1)
+    assert [base(x.job_id) for x in first] == ["urgent"]  # ahead of the plain priority-3 job
+    assert [x.job_id for x in await fetch(store, limit=1)] == ["p"]
+
+
 async def test_a_rate_limited_key_is_scheduled_not_spun(store: RedisStore) -> None:
     # 1 per 400 ms: the first job runs now, the second is due 400 ms later (in the delayed set)
     await store.enqueue_jobs([keyed(store, f"r{i}", "api", "- 1 400 1") for i in range(3)])
