@@ -233,3 +233,19 @@ async def test_an_idle_key_leaves_nothing_behind(store: RedisStore) -> None:
     assert await store._r.hlen(pk.jq_groups) == 0
     assert not await store._r.exists(pk.jq_group("default", "idle"))
     assert await store._r.zcard(pk.jq_ready) == 0
+
+
+async def test_a_paused_queue_keeps_keyed_jobs_and_resume_frees_them(store: RedisStore) -> None:
+    jobs = [keyed(store, f"g{i}", "k", "1 - - 1", queue="gpu") for i in range(3)]
+    await store.enqueue_jobs(jobs)
+    [first] = await store.fetch_jobs("w", limit=10, lock_ms=LOCK, queues=("gpu",))
+    await store.set_job_queue_paused("gpu", True)
+    # its slot frees while paused (a hand-back): nothing is fetched, nothing lost
+    await store.ack_jobs([JobAck(first, JobOutcome.HAND_BACK, b"0", 0)])
+    assert await store.fetch_jobs("w", limit=10, lock_ms=LOCK, queues=("gpu",)) == []
+    [info] = [q for q in await store.job_queues() if q.name == "gpu"]
+    assert (info.ready, info.paused) == (3, True)
+    await store.set_job_queue_paused("gpu", False)
+    got = await store.fetch_jobs("w", limit=10, lock_ms=LOCK, queues=("gpu",))
+    assert [x.job_id for x in got] == [first.job_id]  # handed back: first again, one at a time
+    assert got[0].delivery == 1  # payload "0" gave the delivery back
