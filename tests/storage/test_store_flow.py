@@ -61,7 +61,8 @@ async def test_a_key_never_runs_more_than_its_limit(store: RedisStore) -> None:
     await store.enqueue_jobs(jobs)
     first = await fetch(store)
     assert sorted(base(x.job_id) for x in first) == ["a0", "a1", "b0"]
-    assert await fetch(store) == []  # both keys at their limit: nothing, and no spin
+    assert await fetch(store) == []  # both keys at their limit: nothing, and no spin:
+    assert await store._r.zcard(store._pk("tenant-a").jq_ready) == 0  # out of the round robin
     await store.ack_jobs(done([x for x in first if base(x.job_id) == "a0"]))
     [nxt] = await fetch(store)
     assert base(nxt.job_id) == "a2"  # FIFO within the key
