@@ -16,7 +16,7 @@ from durable_redis.errors import ValidationError
 from durable_redis.storage import RedisStore
 from durable_redis.storage.insights import job_overview
 from durable_redis.storage.job_types import JobAck, JobLease, JobOutcome, JobState, KeptJob, NewJob
-from durable_redis.storage.keys import partition_of
+from durable_redis.storage.keys import id_in_partition, partition_of
 
 pytestmark = pytest.mark.anyio
 
@@ -109,23 +109,25 @@ async def test_keys_take_turns_within_one_fetch(store: RedisStore) -> None:
 
 
 async def test_unkeyed_jobs_and_groups_share_a_queue_by_priority(store: RedisStore) -> None:
-    plain = NewJob(job_id="p", name="send", spec=b"s", result_ttl_ms=60_000, priority=5)
+    pid = id_in_partition("k", "p", store.partitions)  # one partition: one order
+    plain = NewJob(job_id=pid, name="send", spec=b"s", result_ttl_ms=60_000, priority=5)
     await store.enqueue_jobs([keyed(store, "k1", "k"), keyed(store, "k2", "k")])
     await store.enqueue_jobs([plain])
     first = await fetch(store, limit=1)
-    assert [x.job_id for x in first] == ["p"]  # higher priority first, keyed or not
+    assert [x.job_id for x in first] == [pid]  # higher priority first, keyed or not
     rest = await fetch(store)
     assert sorted(base(x.job_id) for x in rest) == ["k1", "k2"]
 
 
 async def test_a_higher_priority_job_moves_its_key_up(store: RedisStore) -> None:
     await store.enqueue_jobs([keyed(store, "low", "k")])  # the key's entry: priority 0
-    plain = NewJob(job_id="p", name="send", spec=b"s", result_ttl_ms=60_000, priority=3)
+    pid = id_in_partition("k", "p", store.partitions)  # one partition: one order
+    plain = NewJob(job_id=pid, name="send", spec=b"s", result_ttl_ms=60_000, priority=3)
     await store.enqueue_jobs([plain])
     await store.enqueue_jobs([keyed(store, "urgent", "k", priority=5)])
     first = await fetch(store, limit=1)
     assert [base(x.job_id) for x in first] == ["urgent"]  # ahead of the plain priority-3 job
-    assert [x.job_id for x in await fetch(store, limit=1)] == ["p"]
+    assert [x.job_id for x in await fetch(store, limit=1)] == [pid]
 
 
 async def test_a_rate_limited_key_is_scheduled_not_spun(store: RedisStore) -> None:
