@@ -310,11 +310,11 @@ class App:
         limit: Limit | None = None,
     ) -> Any:
         """Register ``fn(ctx: ActivityContext, input)``, sync or async. ``queue``: the queue
-        its jobs go to (``client.enqueue(..., queue=)`` overrides it); only workers serving it
-        (``WorkerOptions.queues``) run them. Activities called by orchestrations are not
-        routed by queue yet. ``limit``: flow control by key of its jobs
-        (``Limit(key=..., concurrency=, rate=, per=, debounce=, throttle=)``, docs/routing.md;
-        ``client.enqueue(..., limit=)`` overrides it)."""
+        of its jobs and of its calls from orchestrations (``client.enqueue(..., queue=)`` and
+        ``ctx.call_activity(..., queue=)`` override it); only workers serving it
+        (``WorkerOptions.queues``) run them. See docs/routing.md. ``limit``: flow control by
+        key of its jobs (``Limit(key=..., concurrency=, rate=, per=, debounce=, throttle=)``,
+        docs/routing.md; ``client.enqueue(..., limit=)`` overrides it)."""
         from durable_redis.core.jobs import Limit as _Limit
         from durable_redis.core.jobs import validate_queue
 
