@@ -35,7 +35,7 @@ for _, id in ipairs(scan[2]) do
   local n = redis.call('HGET', KEYS[2], id .. '|n')
   if not n then
     redis.call('SREM', KEYS[7], id)
-  elseif tonumber(n) < tomb then
+  elseif item_seq(n) < tomb then
     delete_item(KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], id)
     deleted = deleted + 1
   end

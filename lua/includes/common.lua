@@ -1,5 +1,6 @@
 -- Shared helpers, inlined by the loader (scripts.py) where a script includes "common".
--- Builds no key names: every key reaches these helpers as an argument taken from KEYS.
+-- Builds no key names (every key reaches these helpers as an argument taken from KEYS), but for
+-- wq_qkeys: the keys of a non-default activity queue, in the partition of the items HASH.
 
 local unpack = unpack or table.unpack
 
@@ -33,7 +34,8 @@ local function arm_marker(marker, due, now)
     wake_now(marker)
   else
     local cur = redis.call('ZSCORE', marker, '1')
-    if (not cur) or due < tonumber(cur) then
+    -- a due time already past (nobody popped it: a cluster waiter reads the doorbell) is stale
+    if (not cur) or due < tonumber(cur) or tonumber(cur) <= now then
       redis.call('ZADD', marker, fmt(due), '1')
       ring(marker, fmt(due))
     end
@@ -49,7 +51,8 @@ local function zadd_min(key, score, member)
 end
 
 -- Orchestration queue of one instance: mz (ZSET "<seq>|<mid>" -> visible_at), mh (HASH
--- "<mid>|d" data, "<mid>|a" attempts, "<mid>|t" lock token, "<mid>|m" ZSET member).
+-- "<mid>|d" data, "<mid>|a" attempts, "<mid>|t" lock token, "<mid>|m" ZSET member, "<mid>|c"
+-- attempts handed back counted: abandon_orchestration).
 -- Returns 1 if added, 0 if the message id is queued already or was consumed by the last turn.
 local function add_message(seq, mz, mh, done, mid, data, vis)
   if redis.call('HEXISTS', mh, mid .. '|d') == 1 then return 0 end
@@ -111,7 +114,7 @@ end
 local function delete_message(mz, mh, mid)
   local member = redis.call('HGET', mh, mid .. '|m')
   if member then redis.call('ZREM', mz, member) end
-  redis.call('HDEL', mh, mid .. '|d', mid .. '|a', mid .. '|t', mid .. '|m')
+  redis.call('HDEL', mh, mid .. '|d', mid .. '|a', mid .. '|t', mid .. '|m', mid .. '|c')
 end
 
 local function status_key(status, first_status_key)
@@ -144,15 +147,30 @@ end
 -- Activity work items: one partition HASH `items` with "<id>|<f>" fields:
 -- d data, i instance, k activity key, s session ("" none), a attempts, n FIFO seq,
 -- t lease token, w worker holding the lease.
+-- q its queue (absent = "default"; docs/routing.md). The "|n" score folds in the priority.
+-- The ready ZSETs and markers of activity queue `q`, named from the `items` HASH's own name
+-- like job_qkeys (same hash tag; storage/keys.py PartitionKeys.wq_queue_keys names them alike):
+-- "default" keeps wq:ready / wq:sready / wq:marker / wq:smarker.
+local function wq_qkeys(items, q)
+  local base = string.sub(items, 1, #items - 8)  -- strip 'wq:items'
+  if not q or q == '' or q == 'default' then  -- HGET of a missing field gives false
+    return base .. 'wq:ready', base .. 'wq:sready', base .. 'wq:marker', base .. 'wq:smarker'
+  end
+  local p = base .. 'wq:q:' .. q .. ':'
+  return p .. 'ready', p .. 'sready', p .. 'marker', p .. 'smarker'
+end
+
 -- drop_item leaves the id in the instance's SET of work item ids (witems; a caller that does
 -- not declare that key: purge_work removes such ids later).
 local function drop_item(items, ready, sready, delayed, leases, id)
+  local q = redis.call('HGET', items, id .. '|q')
+  if q then ready, sready = wq_qkeys(items, q) end
   redis.call('ZREM', ready, id)
   redis.call('ZREM', sready, id)
   redis.call('ZREM', delayed, id)
   redis.call('ZREM', leases, id)
   redis.call('HDEL', items, id .. '|d', id .. '|i', id .. '|k', id .. '|s', id .. '|a',
-             id .. '|n', id .. '|t', id .. '|w')
+             id .. '|n', id .. '|t', id .. '|w', id .. '|q')
 end
 
 local function delete_item(items, ready, sready, delayed, leases, witems, id)
@@ -163,7 +181,7 @@ end
 -- Bounded purge (docs/storage.md "Big purge"): a terminal instance with more than PURGE_BATCH
 -- work items is not purged in its commit. The commit leaves a tombstone in the session HASH,
 -- field "<iid>\n|p" = the partition seq at the purge (no session id is empty, so no session
--- field is spelled so): every item of the instance whose FIFO seq (|n) is below it is dead.
+-- field is spelled so): every item of the instance created before (seq in |n) is dead.
 -- Fetches drop dead items they meet, acks and renewals of them are refused (LEASE_LOST), and
 -- purge_work deletes them PURGE_BATCH at a time ("<iid>\n|c" its SSCAN cursor). Field "\n|n"
 -- counts the tombstones, so a fetch checks items only while there is one.
@@ -189,29 +207,45 @@ local function purging(sess)
   return redis.call('HEXISTS', sess, '\n|n') == 1
 end
 
+-- A work item's creation seq: its "|n" is the seq minus priority * 2^36 (commit_turn).
+local function item_seq(n)
+  return tonumber(n or '0') % 68719476736
+end
+
 -- Is work item `id` dead under its instance's tombstone? (false for an item that is gone)
 local function item_dead(items, sess, id)
   local f = redis.call('HMGET', items, id .. '|i', id .. '|n')
   if not f[1] then return false end
   local tomb = redis.call('HGET', sess, f[1] .. '\n|p')
-  return tomb ~= false and tonumber(f[2] or '0') < tonumber(tomb)
+  return tomb ~= false and item_seq(f[2]) < tonumber(tomb)
 end
 
 -- Put an (unleased) item in the queue it belongs to: delayed if not yet visible, else the
--- plain or the session ready ZSET by its FIFO seq. Returns 'plain', 'session' or 'delayed'.
+-- plain or the session ready ZSET of its queue by its score. Returns 'plain', 'session' or
+-- 'delayed', and the item's queue (nil = "default").
 local function place_item(items, ready, sready, delayed, id, vis, now)
+  local q = redis.call('HGET', items, id .. '|q')
   if vis > now then
     redis.call('ZADD', delayed, fmt(vis), id)
-    return 'delayed'
+    return 'delayed', q
   end
+  if q then ready, sready = wq_qkeys(items, q) end
   local n = redis.call('HGET', items, id .. '|n')
   local sid = redis.call('HGET', items, id .. '|s')
   if sid and sid ~= '' then
     redis.call('ZADD', sready, n, id)
-    return 'session'
+    return 'session', q
   end
   redis.call('ZADD', ready, n, id)
-  return 'plain'
+  return 'plain', q
+end
+
+-- The wake-up marker of an item placed by place_item in queue `q` ('plain' / 'delayed': the
+-- queue's marker, 'session': its session marker).
+local function wq_marker_of(items, q, where)
+  local _, _, marker, smarker = wq_qkeys(items, q)
+  if where == 'session' then return smarker end
+  return marker
 end
 
 -- Purge one session of an instance: delete its queued and in-flight work items (in-flight

@@ -61,15 +61,11 @@ def _partition(r: Any, pk: PartitionKeys) -> list[str]:
     for k, v in r.hgetall(pk.wq_items).items():
         item, _, name = _s(k).rpartition("|")
         fields[item][name] = _s(v)
-    queues = {
-        name: {_s(m) for m in r.zrange(key, 0, -1)}
-        for name, key in (
-            ("ready", pk.wq_ready),
-            ("sready", pk.wq_sready),
-            ("delayed", pk.wq_delayed),
-            ("leases", pk.wq_leases),
-        )
-    }
+    queue_keys = [("delayed", pk.wq_delayed), ("leases", pk.wq_leases)]
+    for q in ["default", *sorted(_s(x) for x in r.smembers(pk.jq_queues))]:
+        ready, sready, _, _ = pk.wq_queue_keys(q)  # per activity queue (docs/routing.md)
+        queue_keys += [(f"ready[{q}]", ready), (f"sready[{q}]", sready)]
+    queues = {name: {_s(m) for m in r.zrange(key, 0, -1)} for name, key in queue_keys}
     for item, f in fields.items():
         iid = f.get("i", "")
         if iid in tombstoned:

@@ -141,4 +141,4 @@ async def test_the_invariant_checker_finds_partial_writes(
     assert "half locks" in found
     assert "'inv-b' has status 'pending', indexed as []" in found
     assert "item 'inv-a\\n1:1' lacks" in found and "is in no queue" in found
-    assert "ready names 'ghost'" in found
+    assert "ready[default] names 'ghost'" in found

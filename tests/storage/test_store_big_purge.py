@@ -5,6 +5,7 @@ acks and renewals of its leases are refused, and purge_work deletes it in short 
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -33,7 +34,10 @@ async def test_a_big_terminal_purge_fences_everything_then_deletes_in_batches(
 ) -> None:
     n = PURGE_BATCH + 150
     keys = [f"1:{k}" for k in range(1, n + 1)]
-    items = [work(k, session="s" if i % 3 else None) for i, k in enumerate(keys)]
+    # plain, session, and routed work with priorities (|n folds the priority into the seq)
+    items = [work(k, session="s" if i % 3 == 1 else None) for i, k in enumerate(keys)]
+    for i in range(2, len(items), 3):
+        items[i] = dataclasses.replace(items[i], queue="gpu", priority=7 if i % 2 else -3)
     await schedule(store, "a", items, ["s"])
     await schedule(store, "b", [work("1:1", session="s"), work("1:2")], ["s"])
     held = await store.fetch_work_items("A", limit=6, lock_ms=LOCK, session_lock_ms=S)
@@ -56,7 +60,9 @@ async def test_a_big_terminal_purge_fences_everything_then_deletes_in_batches(
     assert await tombstone(store, "a")
     got = []
     for _ in range(40):  # every queued item of a is behind the tombstone
-        batch = await store.fetch_work_items("B", limit=50, lock_ms=LOCK, session_lock_ms=S)
+        batch = await store.fetch_work_items(
+            "B", limit=50, lock_ms=LOCK, session_lock_ms=S, queues=("default", "gpu")
+        )
         got += batch
         if not batch:
             break
