@@ -33,7 +33,9 @@ pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.timeout(240)]
 # ack takes the instance lock (reading its 50,000-event history) in the measured window
 STEP_SLEEP_S = 3.0
 SLOW_US = 10_000
-MAX_US = 100_000  # no purge-path script may take this long, however loaded the machine
+# no purge-path script may take this long, however loaded the machine (a fetch once took 84 ms
+# at load average 3 while a lone ZREM took 14 ms; the old one-script purge took 2,093 ms)
+MAX_US = 250_000
 TINY = {"claim_orchestration", "HMGET", "HGET", "ZREM", "HDEL", "SCRIPT"}
 # the scripts of the purge and of the queue it runs beside; others are reported, not asserted
 # (the cancel turn's lock_messages reads the 50,000-event history in one script)
@@ -68,6 +70,12 @@ def script_names() -> dict[str, str]:
     return {hashlib.sha1(load_script_source(name).encode()).hexdigest(): name for name in SCRIPTS}
 
 
+def command_of(entry: str) -> str:
+    """The script name of an EVALSHA ``slow_entry``, else its command."""
+    parts = entry.split(" ")
+    return parts[3] if parts[2] == "EVALSHA" else parts[2]
+
+
 def slow_entry(entry: dict[str, Any]) -> str:
     command: Any = entry.get("command", b"")
     text = command.decode(errors="replace") if isinstance(command, bytes) else str(command)
@@ -81,9 +89,9 @@ async def test_cancelling_an_instance_with_50000_queued_items_purges_in_short_ba
 ) -> None:
     n = 50_000
     server = RedisServer().start()
+    admin = redis.Redis.from_url(server.url)
     try:
         url = server.url
-        admin = redis.Redis.from_url(url)
         pool = pools(url, namespace)
         options = {"activity_concurrency": 8, "session_lock_timeout": 10.0, "lock_timeout": 10.0}
         workers = [pool.start("rel_app:app", **options) for _ in range(2)]
@@ -131,11 +139,11 @@ async def test_cancelling_an_instance_with_50000_queued_items_purges_in_short_ba
             history = await client.get_history(iid)
             problems = store_invariants(url, namespace)
             await store.close()
-        slow = [e for e in slowlog if e.split(" ")[3] in PURGE_PATH]
+        slow = [e for e in slowlog if command_of(e) in PURGE_PATH]
         slowest_us = max((int(e.split(" ")[0]) for e in slow), default=0)
-        slow_purge = [e for e in slow if e.split(" ")[3] == "purge_work"]
+        slow_purge = [e for e in slow if command_of(e) == "purge_work"]
         # the noise floor: how long the smallest scripts and plain commands took meanwhile
-        tiny = [int(e.split(" ")[0]) for e in slowlog if e.split(" ")[3] in TINY]
+        tiny = [int(e.split(" ")[0]) for e in slowlog if command_of(e) in TINY]
         floor_us = max(tiny, default=0)
         all_starts = starts(workdir)
         late_starts = [s for s in all_starts if s > seen_ns + MARGIN_NS]
@@ -167,6 +175,7 @@ async def test_cancelling_an_instance_with_50000_queued_items_purges_in_short_ba
             },
         )
     finally:
+        admin.close()
         server.stop()
     assert problems == [], problems[:5]
     assert not late_starts, (len(late_starts), seen_ns)

@@ -48,9 +48,9 @@ async def test_out_of_memory_raises_store_full_and_writes_nothing_partial(
     pools: Any, namespace: str, workdir: Path
 ) -> None:
     server = RedisServer().start()
+    admin = redis.Redis.from_url(server.url)
     try:
         url = server.url
-        admin = redis.Redis.from_url(url)
         pool = pools(url, namespace)
         workers = [pool.start("rel_app:app", activity_concurrency=8) for _ in range(2)]
         async with Client.from_url(url, namespace=namespace, app=rel_app.app) as client:
@@ -109,6 +109,7 @@ async def test_out_of_memory_raises_store_full_and_writes_nothing_partial(
             },
         )
     finally:
+        admin.close()
         server.stop()
     assert set(refused.values()) == {"StoreFullError"}
     assert readable and all(alive_full)

@@ -39,8 +39,19 @@ PAUSE_S = 0.3
 DONE_WITHIN_S = 30.0
 
 
-def node(port: int) -> redis.Redis:
-    return redis.Redis(host="127.0.0.1", port=port)
+_NODES: dict[int, Any] = {}  # redis.Redis (execute_command is untyped)
+
+
+def node(port: int) -> Any:
+    """A plain client of one cluster node (kept per port; closed by ``close_nodes``)."""
+    if port not in _NODES:
+        _NODES[port] = redis.Redis(host="127.0.0.1", port=port)
+    return _NODES[port]
+
+
+def close_nodes() -> None:
+    while _NODES:
+        _NODES.popitem()[1].close()
 
 
 def owner_port(cluster: LocalCluster, slot: int) -> int:
@@ -147,8 +158,11 @@ async def run(
 
 @pytest.fixture
 def private_cluster() -> Any:
-    with LocalCluster(primaries=3) as cluster:
-        yield cluster
+    try:
+        with LocalCluster(primaries=3) as cluster:
+            yield cluster
+    finally:
+        close_nodes()
 
 
 async def test_slot_migration_mid_run_loses_nothing(
