@@ -93,7 +93,14 @@ async def test_cancelling_an_instance_with_50000_queued_items_purges_in_short_ba
     try:
         url = server.url
         pool = pools(url, namespace)
-        options = {"activity_concurrency": 8, "session_lock_timeout": 10.0, "lock_timeout": 10.0}
+        # the fan-out turn schedules 50,000 activities and the cancel turn replays them: seconds
+        # of CPU on a loaded machine, past the turn watchdog's default 2 s (which holds them)
+        options = {
+            "activity_concurrency": 8,
+            "session_lock_timeout": 10.0,
+            "lock_timeout": 10.0,
+            "turn_timeout": 120.0,
+        }
         workers = [pool.start("rel_app:app", **options) for _ in range(2)]
         async with Client.from_url(url, namespace=namespace, app=rel_app.app) as client:
             store = RedisStore.from_url(url, namespace=namespace)
