@@ -175,7 +175,7 @@ class ActivityQueueMixin(RedisStoreBase):
         if len(reply) == 1:
             return None
         self.calls["ack_work_item:locked"] += 1
-        return await self._lease_from_lock(iid, _s(reply[1]), reply[2:])
+        return await self._lease_from_lock(iid, _s(reply[1]), reply[2:], lock_ms or 0)
 
     async def renew_work_items(
         self, leases: Sequence[WorkItemLease], lock_ms: int, session_lock_ms: int | None = None

@@ -257,10 +257,11 @@ class RedisStoreBase:
         return list(reply)
 
     async def _lease_from_lock(
-        self, iid: str, token: str, reply: Sequence[Any]
+        self, iid: str, token: str, reply: Sequence[Any], lock_ms: int
     ) -> OrchestrationLease:
         """The lease from a lock reply ``{lease_until_ms, {record}, {messages}, read, {events}}``
-        (lock_messages; ack_work_item when it locked the instance)."""
+        (lock_messages; ack_work_item when it locked the instance) of a lock taken for
+        ``lock_ms``: the lock was taken at ``lease_until_ms - lock_ms`` (server clock)."""
         lease_until = int(reply[0])
         info = _info(iid, _pairs(reply[1]))
         flat = reply[2]
@@ -282,6 +283,7 @@ class RedisStoreBase:
             instance_id=iid,
             token=token,
             lease_until_ms=lease_until,
+            fetched_at_ms=lease_until - lock_ms,
             execution_id=info.execution_id,
             history=history,
             messages=messages,

@@ -265,13 +265,13 @@ class RedisStore(
                     self.calls["claim_orchestration:empty"] += 1
                     break
                 iid, token = _s(claim[1]), _s(claim[2])
-                lease = await self._lock_messages(pk, epoch, iid, token)
+                lease = await self._lock_messages(pk, epoch, iid, token, lock_ms)
                 if lease is not None:
                     return lease
         return None
 
     async def _lock_messages(
-        self, pk: PartitionKeys, epoch: str, iid: str, token: str
+        self, pk: PartitionKeys, epoch: str, iid: str, token: str, lock_ms: int
     ) -> OrchestrationLease | None:
         ik = pk.instance(iid)
         # The history comes back in the same call when the execution id is guessed right: the
@@ -297,7 +297,7 @@ class RedisStore(
             return None
         if reply[0] != Status.OK:
             raise_for_status("lock_messages", reply, iid)
-        return await self._lease_from_lock(iid, token, reply[1:])
+        return await self._lease_from_lock(iid, token, reply[1:], lock_ms)
 
     async def commit_turn(
         self, lease: OrchestrationLease, commit: TurnCommit, *, take: WorkTake | None = None
