@@ -199,13 +199,6 @@ class RedisStoreBase:
     def _pk(self, instance_id: str) -> PartitionKeys:
         return self._parts[partition_of(instance_id, len(self._parts))]
 
-    def _same_partition(self, pk: PartitionKeys, instance_id: str, what: str) -> None:
-        if self._pk(instance_id).index != pk.index:
-            raise NotImplementedError(
-                f"{what} crosses partitions ({instance_id!r}): a child created in the "
-                "committing instance's partition must have its parent there too"
-            )
-
     async def _eval(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> list[Any]:
         """Run one script (EVALSHA, NOSCRIPT reload). The single path every script call takes."""
         self.calls[name] += 1
