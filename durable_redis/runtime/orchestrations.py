@@ -30,6 +30,7 @@ the runtime itself:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
 
@@ -460,7 +461,7 @@ class OrchestrationDispatcher:
         try:
             if lost.is_set():
                 return
-            commit = _bridge.to_commit(result)
+            commit = dataclasses.replace(_bridge.to_commit(result), worker_id=self._worker_id)
             if not await self._commit(lease, commit):
                 return
             self.faults.succeeded()
