@@ -110,4 +110,3 @@ class TurnCommit:
     values: Sequence[tuple[str, bytes | None]] = ()  # key-value state writes (None deletes)
     update_replies: Sequence[tuple[str, bytes]] = ()  # update id -> encoded reply
     stream_items: Sequence[bytes] = ()  # appended to the instance's progress stream
-    worker_id: str | None = None  # the committing worker, recorded on the instance (None: kept)

@@ -77,8 +77,7 @@ ARGV
   22 take_nonce   lease tokens are "<seq>:<nonce>"
   23 take_limit
   24 take_lock_ms
-  25 worker_id    the committing worker ("" = leave the record's "worker" field)
-  26... n_events, events...;
+  25... n_events, events...;
         n_work, (item_id, activity_key, session_id, visible_at, data) each;
         n_cancel, item ids...;  n_open, session ids...;  n_close, session ids...;
         n_msgs, (group, target_iid, message_id, data, visible_at, create, name, version,
@@ -158,8 +157,7 @@ local A_take_worker = ARGV[21]
 local A_take_nonce = ARGV[22]
 local A_take_limit = ARGV[23]
 local A_take_lock_ms = ARGV[24]
-local A_worker_id = ARGV[25]
-local N_FIXED_ARGV = 25            -- then the sections, read by take() below
+local N_FIXED_ARGV = 24            -- then the sections, read by take() below
 -- the variable KEYS: target group g (1-based) and wake key w (1-based)
 local n_groups = tonumber(A_n_groups)
 local n_wake = tonumber(A_n_wake)
@@ -268,7 +266,6 @@ set_or_clear(A_input_set, 'input', A_input)
 set_or_clear(A_output_set, 'output', A_output)
 set_or_clear(A_error_set, 'error', A_error)
 set_or_clear(A_custom_set, 'custom', A_custom)
-if A_worker_id ~= '' then redis.call('HSET', inst, 'worker', A_worker_id) end
 local created = redis.call('HGET', inst, 'created')
 if old_status ~= status then
   local old_key = K_idx_status[old_status or '']

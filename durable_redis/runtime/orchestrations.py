@@ -30,7 +30,6 @@ the runtime itself:
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from typing import Any
 
@@ -461,7 +460,7 @@ class OrchestrationDispatcher:
         try:
             if lost.is_set():
                 return
-            commit = dataclasses.replace(_bridge.to_commit(result), worker_id=self._worker_id)
+            commit = _bridge.to_commit(result)
             if not await self._commit(lease, commit):
                 return
             self.faults.succeeded()

@@ -116,7 +116,6 @@ COMMIT_TURN_ARGV: tuple[str, ...] = (
     "take_nonce",
     "take_limit",
     "take_lock_ms",
-    "worker_id",
 )
 """The fixed ARGV of commit_turn, by their names in its header, in slot order."""
 
@@ -259,7 +258,6 @@ def pack_commit(
         "take_nonce": take_nonce if take is not None else "",
         "take_limit": take.limit if take is not None else 0,
         "take_lock_ms": take.lock_ms if take is not None else 0,
-        "worker_id": commit.worker_id or "",
     }
     named_args["name_set"], named_args["name"] = _set(commit.name)
     named_args["version_set"], named_args["version"] = _set(commit.version)

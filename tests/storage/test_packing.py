@@ -265,7 +265,6 @@ def test_the_argument_layout() -> None:
         *("1", "wf", "0", "", "1", b"in"),  # name set, version left, input set
         *("1", b"out", "2", b"", "2", b""),  # output set, error cleared, custom cleared
         *(0, 1, "me", "N", 3, 30_000),  # groups, wake keys, take
-        "",  # worker_id
         *(2, b"e2", b"e3"),
         *(1, "a\n1:2", "1:2", "s1", "9", b"task"),
         *(1, "a\n1:1"),

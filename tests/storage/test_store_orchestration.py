@@ -428,11 +428,3 @@ async def test_fetch_reads_history_in_the_lock_call_and_falls_back_on_a_wrong_gu
     await store.enqueue_message("a", "m3", b"x")
     lease = await fetch(store)
     assert lease.history == [b"2a", b"2b"] and len(lranges) == 1  # now guessed 2
-
-
-async def test_a_commit_records_its_worker_on_the_instance(store: RedisStore) -> None:
-    await start(store, "a")
-    lease = await fetch(store)
-    await store.commit_turn(lease, dataclasses.replace(turn(lease), worker_id="w-7"))
-    record = store._pk("a").instance("a").record
-    assert await store._r.hget(record, "worker") == b"w-7"
