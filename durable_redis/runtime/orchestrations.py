@@ -31,6 +31,7 @@ the runtime itself:
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import anyio
@@ -489,10 +490,10 @@ class OrchestrationDispatcher:
         details: FailureDetails,
         now_ms: int,
         *,
-        history: list[core.HistoryEvent] | None = None,
+        history: Sequence[core.HistoryEvent] = (),
         corrupted: bool = False,
     ) -> None:
-        commit = _bridge.fail_instance(lease, history or [], details, now_ms, corrupted=corrupted)
+        commit = _bridge.fail_instance(lease, history, details, now_ms, corrupted=corrupted)
         await self._commit(lease, commit)
 
     async def _commit(self, lease: OrchestrationLease, commit: TurnCommit) -> bool:
