@@ -385,14 +385,14 @@ class OrchestrationDispatcher:
 
     def _hold_policy(self, history: list[core.HistoryEvent]) -> str:
         started = history[0] if history else None
-        definition = None
+        policy = None
         if isinstance(started, core.events.OrchestrationStarted):
             try:
                 definition = self._app.get_orchestration(started.name, started.version)
-            except Exception:
-                definition = None
-        policy = getattr(definition, "on_nondeterminism", None)
-        return str(policy or self._options.on_nondeterminism)
+                policy = definition.on_nondeterminism
+            except NotRegisteredError:
+                pass
+        return policy or self._options.on_nondeterminism
 
     async def _hold(
         self,
