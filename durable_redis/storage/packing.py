@@ -1,10 +1,12 @@
 """Packing a turn's commit into ``commit_turn.lua``'s KEYS and ARGV: pure, no Redis.
 
-``pack_commit(pk, lease, commit, ...) -> PackedCommit`` builds both lists from named tables
-(``COMMIT_TURN_KEYS``, ``COMMIT_TURN_ARGV``): slot ``i`` of each holds the name the Lua header
-gives slot ``i``, and the script reads each one once at its top (``local K_inst = KEYS[7]``).
-``tests/storage/test_packing.py`` pins the names to the header and to the ``local`` lines, and
-each name to the key it must carry, so a swapped key fails a test instead of corrupting data.
+``pack_commit(pk, lease, commit, ...) -> PackedCommit`` builds both lists in the order of two
+named tables (``COMMIT_TURN_KEYS``, ``COMMIT_TURN_ARGV``): slot ``i`` holds what the Lua header
+names slot ``i``, and the script reads each slot once, under that name, at its top (``local
+K_inst = KEYS[7]``). ``tests/storage/test_packing.py`` pins the tables to the header and to the
+``local`` lines, and each named slot to the key it must carry (written out independently), so a
+swapped key fails a test instead of corrupting data. (The lists are written slot by slot rather
+than looked up by name: this runs once per turn, and a dict per call cost 10 us.)
 
 The layout (the Lua header is the reference):
 
@@ -138,16 +140,6 @@ def session_owner_fields(instance_id: str, commit: TurnCommit) -> list[str]:
     return [session_key(instance_id, sid) + "|o" for sid in session_ids]
 
 
-def _set(value: str | bytes | None) -> tuple[str, str | bytes]:
-    """A field set only when given: ("0", "") absent (left alone), ("1", value) set."""
-    return ("0", "") if value is None else ("1", value)
-
-
-def _set_or_clear(value: bytes | None) -> tuple[str, bytes]:
-    """A field always written: ("2", b"") clears it, ("1", value) sets it."""
-    return ("2", b"") if value is None else ("1", value)
-
-
 def pack_commit(
     pk: PartitionKeys,
     lease: OrchestrationLease,
@@ -208,67 +200,71 @@ def pack_commit(
             (c.input or b"") if c else b"",
         ]
 
-    named_keys = {
-        "pmeta": pk.pmeta,
-        "seq": pk.seq,
-        "oq_lock": pk.oq_lock,
-        "oq_locks": pk.oq_locks,
-        "oq_ready": pk.oq_ready,
-        "oq_marker": pk.oq_marker,
-        "inst": ik.record,
-        "done": ik.done,
-        "mz": ik.mz,
-        "mh": ik.mh,
-        "hist": ik.history(commit.execution_id),
-        "idx_created": pk.idx_created,
-        "idx_terminal": pk.idx_terminal,
-        **{f"idx_{s}": pk.idx_status(s) for s in STATUS_ORDER},
-        "witems": ik.work,
-        "sset": ik.sessions,
-        "children": ik.children,
-        "wq_items": pk.wq_items,
-        "wq_ready": pk.wq_ready,
-        "wq_sready": pk.wq_sready,
-        "wq_delayed": pk.wq_delayed,
-        "wq_leases": pk.wq_leases,
-        "wq_marker": pk.wq_marker,
-        "wq_smarker": pk.wq_smarker,
-        "sess": pk.sess,
-        "outbox": pk.outbox,
-        "outbox_data": pk.outbox_data,
-        "values": ik.values,
-        "replies": ik.replies,
-        "stream": ik.stream,
-    }
-    keys = [named_keys[name] for name in COMMIT_TURN_KEYS]
-    keys += group_keys
-    keys += [pk.wq_wake(o) for o in wake_owners]
+    # in COMMIT_TURN_KEYS order, slot by slot (test_packing pins each slot to its name)
+    keys = [
+        pk.pmeta,
+        pk.seq,
+        pk.oq_lock,
+        pk.oq_locks,
+        pk.oq_ready,
+        pk.oq_marker,
+        ik.record,  # inst
+        ik.done,
+        ik.mz,
+        ik.mh,
+        ik.history(commit.execution_id),  # hist
+        pk.idx_created,
+        pk.idx_terminal,
+        *pk.idx_statuses,  # idx_<status>, in STATUS_ORDER
+        ik.work,  # witems
+        ik.sessions,  # sset
+        ik.children,
+        pk.wq_items,
+        pk.wq_ready,
+        pk.wq_sready,
+        pk.wq_delayed,
+        pk.wq_leases,
+        pk.wq_marker,
+        pk.wq_smarker,
+        pk.sess,
+        pk.outbox,
+        pk.outbox_data,
+        ik.values,
+        ik.replies,
+        ik.stream,
+        *group_keys,
+    ]
+    for owner in wake_owners:
+        keys.append(pk.wq_wake(owner))
 
-    taking = take is not None and take.limit >= 1
-    named_args: dict[str, Any] = {
-        "epoch": epoch,
-        "iid": iid,
-        "token": lease.token,
-        "execution_id": commit.execution_id,
-        "expected_history_len": commit.expected_history_len,
-        "status": InstanceStatus(commit.status).value,
-        "n_groups": len(groups),
-        "n_wake": len(wake_owners),
-        "take_worker": take.worker_id if take is not None and taking else "",
-        "take_nonce": take_nonce if take is not None else "",
-        "take_limit": take.limit if take is not None else 0,
-        "take_lock_ms": take.lock_ms if take is not None else 0,
-    }
-    named_args["name_set"], named_args["name"] = _set(commit.name)
-    named_args["version_set"], named_args["version"] = _set(commit.version)
-    named_args["input_set"], named_args["input"] = _set(commit.input)
-    named_args["output_set"], named_args["output"] = _set_or_clear(commit.output)
-    named_args["error_set"], named_args["error"] = _set_or_clear(commit.error)
-    named_args["custom_set"], named_args["custom"] = (
-        _set_or_clear(commit.custom_status) if commit.set_custom_status else ("0", b"")
-    )
-    args = [named_args[name] for name in COMMIT_TURN_ARGV]
-
+    # in COMMIT_TURN_ARGV order; *_set flags: "1" set, "0" leave, "2" clear
+    custom = commit.custom_status
+    args: list[Any] = [
+        epoch,
+        iid,
+        lease.token,
+        commit.execution_id,
+        commit.expected_history_len,
+        InstanceStatus(commit.status).value,
+        "0" if commit.name is None else "1",
+        commit.name or "",
+        "0" if commit.version is None else "1",
+        commit.version or "",
+        "0" if commit.input is None else "1",
+        commit.input or b"",
+        "2" if commit.output is None else "1",
+        commit.output or b"",
+        "2" if commit.error is None else "1",
+        commit.error or b"",
+        ("2" if custom is None else "1") if commit.set_custom_status else "0",
+        custom or b"",
+        len(groups),  # n_groups
+        len(wake_owners),  # n_wake
+        take.worker_id if take is not None and take.limit >= 1 else "",  # take_worker
+        take_nonce if take is not None else "",
+        take.limit if take is not None else 0,
+        take.lock_ms if take is not None else 0,
+    ]
     args.append(len(commit.events))
     args += commit.events
     args.append(len(commit.work_items))
