@@ -138,7 +138,8 @@ def test_the_packer_tables_are_the_lua_header_and_the_scripts_locals() -> None:
     assert f"local N_FIXED_ARGV = {len(COMMIT_TURN_ARGV)}" in body
     spec = SCRIPTS["commit_turn"]
     assert (spec.keys, spec.argv) == (len(COMMIT_TURN_KEYS), len(COMMIT_TURN_ARGV))
-    assert re.search(r"group_keys\(g\)\s+-- (\w+), (\w+), (\w+), (\w+), (\w+)", body)
+    group = re.search(r"group_keys\(g\)\s+-- (\w+), (\w+), (\w+), (\w+), (\w+)", body)
+    assert group is not None and group.groups() == GROUP_KEYS
 
 
 @pytest.mark.parametrize(
