@@ -343,3 +343,15 @@ def test_session_owner_fields() -> None:
     assert session_owner_fields("a", _commit()) == []
     with pytest.raises(InvalidIdError):
         session_owner_fields("a", _commit(sessions_closed=["bad\n"]))
+
+
+def test_a_swapped_key_in_the_script_is_caught() -> None:
+    """The script reading two slots under each other's names no longer matches the table."""
+    text = (lua_dir() / "commit_turn.lua").read_text()
+    body = text[text.index("]]") :]
+    swapped = body.replace("local K_mz = KEYS[9]", "local K_mz = KEYS[10]", 1).replace(
+        "local K_mh = KEYS[10]", "local K_mh = KEYS[9]", 1
+    )
+    assert swapped != body
+    assert _local_names("KEYS", "K", body) == list(enumerate(COMMIT_TURN_KEYS, 1))
+    assert _local_names("KEYS", "K", swapped) != list(enumerate(COMMIT_TURN_KEYS, 1))
