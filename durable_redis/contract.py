@@ -74,6 +74,8 @@ class NewWorkItem:
     data: bytes  # encoded core ActivityTask
     session_id: str | None = None
     visible_at_ms: int | None = None
+    queue: str | None = None  # None = "default" (docs/routing.md)
+    priority: int = 0  # higher first within the queue, FIFO within a level
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,7 +29,11 @@ def to_commit(result: TurnResult) -> TurnCommit:
         custom_status=result.custom_status,
         work_items=[
             NewWorkItem(
-                activity_key=task.activity_key, data=encode_task(task), session_id=task.session_id
+                activity_key=task.activity_key,
+                data=encode_task(task),
+                session_id=task.session_id,
+                queue=task.queue,
+                priority=task.priority or 0,
             )
             for task in result.activities
         ],

@@ -46,6 +46,7 @@ __all__ = [
     "messaging_args",
     "pack_commit",
     "session_owner_fields",
+    "work_route_arg",
 ]
 
 REPLY_TTL_MS = 24 * 3600 * 1000
@@ -138,6 +139,15 @@ def session_owner_fields(instance_id: str, commit: TurnCommit) -> list[str]:
     for sid in session_ids:
         validate_id("session id", sid)
     return [session_key(instance_id, sid) + "|o" for sid in session_ids]
+
+
+def work_route_arg(visible_at_ms: int | None, queue: str | None, priority: int) -> str:
+    """commit_turn's visible_at field of a work item: "<ms>" as before for the default queue
+    and priority 0, else "<ms>;<queue>;<priority>" (docs/routing.md)."""
+    vis = _opt(visible_at_ms)
+    if (queue is None or queue == "default") and not priority:
+        return vis
+    return f"{vis};{queue or 'default'};{priority or ''}"
 
 
 def pack_commit(
@@ -274,7 +284,7 @@ def pack_commit(
             item_id(iid, w.activity_key),
             w.activity_key,
             w.session_id or "",
-            _opt(w.visible_at_ms),
+            work_route_arg(w.visible_at_ms, w.queue, w.priority),
             w.data,
         ]
     args.append(len(commit.cancelled_work))

@@ -355,3 +355,10 @@ def test_a_swapped_key_in_the_script_is_caught() -> None:
     assert swapped != body
     assert _local_names("KEYS", "K", body) == list(enumerate(COMMIT_TURN_KEYS, 1))
     assert _local_names("KEYS", "K", swapped) != list(enumerate(COMMIT_TURN_KEYS, 1))
+
+
+def test_a_routed_work_item_carries_its_queue_and_priority() -> None:
+    routed = NewWorkItem("1:2", b"t", visible_at_ms=9, queue="gpu", priority=2)
+    _, args, _ = pack_commit(PK, LEASE, _commit(work_items=[routed]), epoch="E", partitions=1)
+    at = args.index("a\n1:2")
+    assert args[at : at + 5] == ["a\n1:2", "1:2", "", "9;gpu;2", b"t"]
