@@ -34,7 +34,8 @@ local function arm_marker(marker, due, now)
     wake_now(marker)
   else
     local cur = redis.call('ZSCORE', marker, '1')
-    if (not cur) or due < tonumber(cur) then
+    -- a due time already past (nobody popped it: a cluster waiter reads the doorbell) is stale
+    if (not cur) or due < tonumber(cur) or tonumber(cur) <= now then
       redis.call('ZADD', marker, fmt(due), '1')
       ring(marker, fmt(due))
     end
