@@ -60,6 +60,7 @@ class RedisStoreBase:
         session_window: int = 200,
         outbox_tombstone_ms: int = 24 * 3600 * 1000,
         outbox_sweep_s: float = 5.0,
+        test_clock: bool = False,
     ) -> None:
         if not namespace or any(c in namespace for c in "{}\n\x00"):
             raise ConfigurationError(f"invalid namespace {namespace!r}")
@@ -81,6 +82,10 @@ class RedisStoreBase:
         self._parts: list[PartitionKeys] = []
         self._scripts: dict[str, AsyncScript] = {}
         self._clock_offset_ms = 0
+        # durable_redis.testing only (storage/test_clock.py): scripts with the virtual clock,
+        # and how far it runs ahead of the server's
+        self._test_clock = test_clock
+        self._virtual_ms = 0
         self._rr = 0
         self._init_lock = asyncio.Lock()
         self._is_cluster = isinstance(redis_client, RedisCluster)
@@ -130,8 +135,15 @@ class RedisStoreBase:
                 await self._r.hsetnx(meta, "epoch", secrets.token_hex(8))
                 await self._r.hsetnx(meta, "partitions", str(wanted))
                 await self._r.hsetnx(meta, "schema", SCHEMA_VERSION)
+                if self._test_clock:  # the only way a namespace gets a virtual clock
+                    await self._r.hsetnx(meta, "test_clock", "1")
                 fields = {_s(k): _s(v) for k, v in (await self._r.hgetall(meta)).items()}
             epoch = fields["epoch"]
+            if self._test_clock and fields.get("test_clock") != "1":
+                raise ConfigurationError(
+                    f"namespace {self.namespace!r} was not created by a test environment "
+                    "(no test_clock=1 in its metadata): a virtual clock is refused on it"
+                )
             count = int(fields.get("partitions", "1"))
             if self._requested_partitions not in (None, count):
                 raise ConfigurationError(
@@ -156,11 +168,18 @@ class RedisStoreBase:
             if self._is_cluster:
                 for pk in parts:  # scripts SPUBLISH marker rings (see cluster.Doorbell)
                     await self._r.hset(pk.pmeta, "bell", "1")
+            if self._test_clock:
+                self._virtual_ms = int(fields.get("clock_offset", "0"))
+                for pk in parts:
+                    await self._r.hset(
+                        pk.pmeta, mapping={"test_clock": "1", "clock_offset": self._virtual_ms}
+                    )
             for name in SCRIPTS:
                 if name not in self._scripts:
-                    self._scripts[name] = self._r.register_script(load_script_source(name))
-            server = await self.server_time_ms()
-            self._clock_offset_ms = server - int(time.time() * 1000)
+                    source = load_script_source(name, test_clock=self._test_clock)
+                    self._scripts[name] = self._r.register_script(source)
+            sec, usec = await self._r.time()
+            self._clock_offset_ms = int(sec) * 1000 + int(usec) // 1000 - int(time.time() * 1000)
             self._epoch = epoch
             self._parts = parts
 
@@ -187,8 +206,17 @@ class RedisStoreBase:
             await self._r.aclose()
 
     async def server_time_ms(self) -> int:
-        sec, usec = await self._r.time()
-        return int(sec) * 1000 + int(usec) // 1000
+        """The clock the scripts judge by: the server's ``TIME`` (plus a test namespace's
+        virtual offset, read with it, for a ``test_clock`` store)."""
+        if not self._test_clock:
+            sec, usec = await self._r.time()
+            return int(sec) * 1000 + int(usec) // 1000
+        pipe = self._r.pipeline(transaction=False)
+        pipe.time()
+        pipe.hget(meta_key(self.namespace), "clock_offset")
+        (sec, usec), offset = await pipe.execute()
+        self._virtual_ms = max(self._virtual_ms, int(offset or 0))
+        return int(sec) * 1000 + int(usec) // 1000 + self._virtual_ms
 
     async def _ready(self) -> str:
         if self._epoch is None:
@@ -292,7 +320,8 @@ class RedisStoreBase:
     # -- blocking ------------------------------------------------------------------------------
 
     def _now_ms(self) -> int:
-        return int(time.time() * 1000) + self._clock_offset_ms
+        """The scripts' clock, estimated without a round trip."""
+        return int(time.time() * 1000) + self._clock_offset_ms + self._virtual_ms
 
     async def _doorbell(self, channels: list[str]) -> Doorbell:
         if self._bell is None:
@@ -354,7 +383,7 @@ class RedisStoreBase:
         if _s(member) != "1":
             return
         # a due time: keep blocking until it comes (an earlier "0" still wakes us)
-        now = int(time.time() * 1000) + self._clock_offset_ms
+        now = self._now_ms()
         wait_s = (float(score) - now) / 1000.0
         if wait_s > 0:
             try:

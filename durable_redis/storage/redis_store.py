@@ -58,6 +58,7 @@ from durable_redis.storage.outbox import OutboxMixin
 from durable_redis.storage.redis_base import RedisStoreBase
 from durable_redis.storage.schedules import ScheduleStoreMixin
 from durable_redis.storage.scripts import Status, raise_for_status
+from durable_redis.storage.test_clock import TestClockMixin
 
 __all__ = ["RedisStore"]
 
@@ -93,6 +94,7 @@ class RedisStore(
     ManagementMixin,
     OutboxMixin,
     MessagingMixin,
+    TestClockMixin,
     RedisStoreBase,
 ):
     """The Store contract on one Redis or on a Redis Cluster.
