@@ -48,7 +48,7 @@ _POLL_S = 0.01  # auto-skip looks this often while a wait is on
 _SETTLE_LOOKS = 2  # consecutive quiet looks before a jump (a fetch between two commands)
 
 DEFAULT_OPTIONS = WorkerOptions(
-    fetch_wait=0.5,
+    fetch_wait=0.2,  # bounds how long a stop takes (an idle fetch returns by then)
     shutdown_grace_period=1.0,
     janitor_interval=None,
 )
@@ -282,6 +282,8 @@ class TestEnvironment:
         live = [s for s in self._slots if not s.crashed and not s.done.is_set()]
         for slot in live:
             slot.worker.stop(grace_period=self.worker_options.shutdown_grace_period)
+        if live and self.control is not None:
+            await self._ring()  # idle fetches return now, not at the end of their wait
         with anyio.fail_after(30):
             for slot in live:
                 await slot.done.wait()
@@ -333,15 +335,22 @@ class TestEnvironment:
         await self._advance(round(seconds * 1000))
         return await self.now()
 
-    async def _advance(self, ms: int) -> None:
+    def _wake_keys(self) -> list[str]:
         assert self.control is not None
-        wake = [
+        return [
             pk.wq_wake(s.worker.worker_id)
             for s in self._slots
             if not s.crashed
             for pk in self.control._parts
         ]
-        offset = await self.control.advance_test_clock(ms, wake=wake)
+
+    async def _ring(self) -> None:
+        assert self.control is not None
+        await self.control.ring_markers(self._wake_keys())
+
+    async def _advance(self, ms: int) -> None:
+        assert self.control is not None
+        offset = await self.control.advance_test_clock(ms, wake=self._wake_keys())
         for store in self._stores:
             store.note_test_clock(offset)
 
