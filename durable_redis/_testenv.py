@@ -175,6 +175,7 @@ class TestEnvironment:
         self._waiters = 0
         self._tg: anyio.abc.TaskGroup | None = None
         self._token: Any = None
+        self._loop_thread = 0
         self._env_app = _EnvApp(app, self)
         self._client: _EnvClient | None = None
         self.control: RedisStore | None = None
@@ -184,6 +185,7 @@ class TestEnvironment:
     # -- lifecycle -----------------------------------------------------------------------------
     async def __aenter__(self) -> TestEnvironment:
         self._token = anyio.lowlevel.current_token()
+        self._loop_thread = threading.get_ident()
         if self.backend == "redis" and self._redis_url is None:
             self._server = await anyio.to_thread.run_sync(RedisServer(persistence=True).start)
         elif self.backend == "fakeredis":
@@ -327,13 +329,42 @@ class TestEnvironment:
         assert self.control is not None
         return datetime.fromtimestamp(await self.control.server_time_ms() / 1000.0, UTC)
 
-    async def skip(self, delta: timedelta | float) -> datetime:
+    async def skip(self, delta: timedelta | float, *, settle: float = 5.0) -> datetime:
         """Move the virtual clock forward by ``delta`` (a timedelta or seconds); returns the
-        new virtual time. Timers and back-offs due meanwhile fire; leases held meanwhile expire
-        as they would if their worker had stalled that long."""
+        new virtual time.
+
+        Time moves in steps, from one due time to the next (a timer, a back-off, a schedule
+        tick, a dead worker's lease), each step once the work it woke has settled, so what
+        comes due meanwhile runs at its time, in order, as it would have. Work still running
+        after ``settle`` wall seconds does not hold the clock up: its lease expires if the
+        skip outlasts it, as if its worker had stalled that long.
+        """
         seconds = delta.total_seconds() if isinstance(delta, timedelta) else float(delta)
-        await self._advance(round(seconds * 1000))
-        return await self.now()
+        if seconds < 0:
+            raise ConfigurationError("the virtual clock only moves forward")
+        assert self.control is not None
+        target = await self.control.server_time_ms() + round(seconds * 1000)
+        while True:
+            view = await self._settled(settle)
+            if view.now_ms >= target:
+                return await self.now()
+            step = target
+            if view.busy is None and view.next_due_ms is not None:
+                step = min(step, view.next_due_ms)
+            await self._advance(max(1, step - view.now_ms))
+
+    async def _settled(self, bound_s: float) -> QuietView:
+        """The view once nothing can run (two quiet looks in a row), or after ``bound_s``."""
+        looks = 0
+        view = await self.quiet()
+        with anyio.move_on_after(bound_s):
+            while True:
+                looks = looks + 1 if view.busy is None else 0
+                if looks >= _SETTLE_LOOKS:
+                    break
+                await anyio.sleep(_POLL_S)
+                view = await self.quiet()
+        return view
 
     def _wake_keys(self) -> list[str]:
         assert self.control is not None
@@ -367,17 +398,14 @@ class TestEnvironment:
     async def run_until_idle(self, *, timeout: float = 10.0, skip: bool = False) -> None:
         """Wait (wall ``timeout``) until nothing can run now (arq's ``burst``); ``skip=True``
         also jumps over every timer until none is left."""
-        looks = 0
         with anyio.fail_after(timeout):
             while True:
-                view = await self.quiet()
-                looks = looks + 1 if view.busy is None else 0
-                if looks >= _SETTLE_LOOKS:
-                    if not skip or view.next_due_ms is None:
-                        return
-                    await self._advance(max(1, view.next_due_ms - view.now_ms))
-                    looks = 0
-                await anyio.sleep(_POLL_S)
+                view = await self._settled(timeout)
+                if view.busy is not None:
+                    continue  # fail_after ends it
+                if not skip or view.next_due_ms is None:
+                    return
+                await self._advance(max(1, view.next_due_ms - view.now_ms))
 
     async def _auto_skip_loop(self) -> None:
         looks = 0
@@ -532,6 +560,9 @@ class TestEnvironment:
             return run_async
 
         def die_in_thread(worker_id: str) -> None:
+            if threading.get_ident() == env._loop_thread:
+                # a local activity computed inline with its turn: no thread to park
+                raise ConfigurationError(f"crash faults do not apply to local activity {name!r}")
             anyio.from_thread.run_sync(env._die, worker_id, token=env._token)
             env._parked.wait()  # a dead process's thread never returns
 

@@ -41,6 +41,15 @@ def flaky(ctx: ActivityContext, text: str) -> str:
     return text
 
 
+ticks: list[int] = []
+scheduled = App("testenv-schedules")
+
+
+@scheduled.schedule(every=timedelta(hours=1))
+def hourly(ctx: ActivityContext) -> None:
+    ticks.append(1)
+
+
 @app.orchestration
 async def sleeper(ctx: OrchestrationContext, days: int) -> list[Any]:
     start = ctx.now()
@@ -128,6 +137,15 @@ async def test_without_auto_skip_time_moves_only_on_skip(env: TestEnvironment) -
     await env.skip(DAY)
     waited, _ = await env.client.wait_for_completion(iid, timeout=10)
     assert 2 * 86400 <= waited < 2 * 86400 + 60
+
+
+async def test_a_skip_runs_each_schedule_tick_on_time(backend: dict[str, Any]) -> None:
+    ticks.clear()
+    async with TestEnvironment(scheduled, **backend) as env:
+        await env.run_until_idle()
+        await env.skip(timedelta(hours=3))  # stepped tick by tick: none is "missed"
+        await env.run_until_idle()
+        assert len(ticks) == 3
 
 
 async def test_run_until_idle_with_skip_drains_every_timer(env: TestEnvironment) -> None:
