@@ -15,6 +15,7 @@ pieces:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import logging
 import threading
@@ -38,7 +39,7 @@ from durable_redis.storage.redis_store import RedisStore
 from durable_redis.storage.server import RedisServer
 from durable_redis.storage.test_clock import QuietView
 
-__all__ = ["ActivityFault", "TestEnvironment"]
+__all__ = ["ActivityFault", "SyncTestEnvironment", "TestEnvironment"]
 
 logger = logging.getLogger(__name__)
 
@@ -115,6 +116,27 @@ class _EnvClient(Client):
             )
         finally:
             self.env._waiters -= 1
+
+    def _job_store(self) -> Any:
+        return _WaitingJobs(self.store, self.env)
+
+
+class _WaitingJobs:
+    """The client's store, with job result waits that let the clock auto-skip too."""
+
+    def __init__(self, store: Any, env: TestEnvironment) -> None:
+        self._store = store
+        self._env = env
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    async def wait_job_ended(self, job_id: str, timeout_s: float) -> Any:
+        self._env._waiters += 1
+        try:
+            return await self._store.wait_job_ended(job_id, timeout_s)
+        finally:
+            self._env._waiters -= 1
 
 
 class TestEnvironment:
@@ -577,3 +599,79 @@ class TestEnvironment:
             return value
 
         return run_sync
+
+
+class _Blocking:
+    """Calls ``obj``'s coroutine methods through a blocking portal; other attributes as is."""
+
+    def __init__(self, obj: Any, portal: Any) -> None:
+        self._obj = obj
+        self._portal = portal
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._obj, name)
+        if not inspect.iscoroutinefunction(attr):
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return self._portal.call(functools.partial(attr, *args, **kwargs))
+
+        return call
+
+
+class SyncTestEnvironment:
+    """:class:`TestEnvironment` for code and tests that are not async: the environment runs on
+    an event loop in a background thread; ``env.client`` and the environment's own coroutine
+    methods block instead of being awaited::
+
+        with SyncTestEnvironment(app, backend="fakeredis") as env:
+            handle = env.client.start(monthly_invoice, "acme")
+            assert env.client.wait_for_completion(handle, timeout=10) == "invoice sent to acme"
+            env.skip(timedelta(days=1))
+
+    Takes the arguments of :class:`TestEnvironment`; ``mock_activity``, ``crash_after`` and the
+    other plain methods work unchanged.
+    """
+
+    __test__ = False
+
+    def __init__(self, app: App, **options: Any) -> None:
+        self.env = TestEnvironment(app, **options)
+        self._portal_cm: Any = None
+        self._env_cm: Any = None
+        self._portal: Any = None
+
+    def __enter__(self) -> SyncTestEnvironment:
+        self._portal_cm = anyio.from_thread.start_blocking_portal()
+        self._portal = self._portal_cm.__enter__()
+        try:
+            self._env_cm = self._portal.wrap_async_context_manager(self.env)
+            self._env_cm.__enter__()
+        except BaseException:
+            self._portal_cm.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        try:
+            self._env_cm.__exit__(*exc_info)
+        finally:
+            self._portal_cm.__exit__(None, None, None)
+
+    @property
+    def auto_skip(self) -> bool:
+        return self.env.auto_skip
+
+    @auto_skip.setter
+    def auto_skip(self, value: bool) -> None:
+        self.env.auto_skip = value
+
+    @property
+    def client(self) -> Any:
+        """``env.client`` with blocking methods."""
+        return _Blocking(self.env.client, self._portal)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(_Blocking(self.env, self._portal), name)

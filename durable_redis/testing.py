@@ -46,12 +46,13 @@ from durable_redis.core.turn import OrchestrationStatus
 from durable_redis.errors import CodecError, FailureDetails, NondeterminismError
 
 if TYPE_CHECKING:
-    from durable_redis._testenv import ActivityFault, TestEnvironment
+    from durable_redis._testenv import ActivityFault, SyncTestEnvironment, TestEnvironment
 
 __all__ = [
     "ActivityFault",
     "InMemoryRunner",
     "Instance",
+    "SyncTestEnvironment",
     "TestEnvironment",
     "assert_replays",
     "load_history",
@@ -63,7 +64,7 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     # the environment needs Redis and anyio: loaded on first use, so importing this module (for
     # assert_replays, say) stays as light as core
-    if name in ("TestEnvironment", "ActivityFault"):
+    if name in ("ActivityFault", "SyncTestEnvironment", "TestEnvironment"):
         from durable_redis import _testenv
 
         return getattr(_testenv, name)

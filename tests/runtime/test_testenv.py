@@ -18,7 +18,7 @@ from durable_redis.runtime import WorkerOptions
 from durable_redis.storage.keys import meta_key
 from durable_redis.storage.redis_store import RedisStore
 from durable_redis.storage.scripts import SCRIPTS, load_script_source
-from durable_redis.testing import TestEnvironment
+from durable_redis.testing import SyncTestEnvironment, TestEnvironment
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
 
@@ -122,6 +122,17 @@ async def test_retry_backoffs_follow_the_virtual_clock(env: TestEnvironment) -> 
     iid = await env.client.start(retried, "x")
     assert await env.client.wait_for_completion(iid, timeout=10) == "x"
     assert calls == ["x#1", "x#2", "x#3"]  # two one-hour-plus back-offs, skipped
+    assert time.monotonic() - wall < 2.0
+
+
+async def test_a_delayed_job_and_its_retries_follow_the_virtual_clock(
+    env: TestEnvironment,
+) -> None:
+    wall = time.monotonic()
+    policy = RetryPolicy(max_attempts=3, initial_delay=timedelta(hours=1))
+    job = await env.client.enqueue(flaky, "j", delay=DAY, retry=policy)
+    assert await job.result(timeout=10) == "j"  # a job's result wait skips too
+    assert len(calls) == 3
     assert time.monotonic() - wall < 2.0
 
 
@@ -282,3 +293,23 @@ async def test_a_test_store_refuses_a_namespace_it_did_not_create(store: RedisSt
     with pytest.raises(ConfigurationError, match="only moves forward"):
         fresh = RedisStore(store._redis, namespace=f"{store.namespace}-f", test_clock=True)
         await fresh.advance_test_clock(-1)
+
+
+# -- the blocking twin ---------------------------------------------------------------------------
+@pytest.mark.parametrize("backend_name", ["redis", "fakeredis"])
+def test_the_sync_environment(backend_name: str, redis_url: str) -> None:
+    calls.clear()
+    url = redis_url if backend_name == "redis" else None
+    with SyncTestEnvironment(app, backend=backend_name, redis_url=url) as env:
+        wall = time.monotonic()
+        iid = env.client.start(sleeper, 30)
+        waited, done = env.client.wait_for_completion(iid, timeout=10)
+        assert waited >= 30 * 86400 and done == "WOKE"
+        assert time.monotonic() - wall < 1.0
+        env.auto_skip = False
+        assert env.env.auto_skip is False
+        before = env.now()
+        assert env.skip(DAY) - before >= DAY
+        with env.mock_activity(note, returns="m"):
+            iid = env.client.start(sleeper, 0)
+            assert env.client.wait_for_completion(iid, timeout=10)[1] == "m"
