@@ -3,6 +3,7 @@ the real embedded Redis and fakeredis; and the guards that keep the clock out of
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -313,3 +314,18 @@ def test_the_sync_environment(backend_name: str, redis_url: str) -> None:
         with env.mock_activity(note, returns="m"):
             iid = env.client.start(sleeper, 0)
             assert env.client.wait_for_completion(iid, timeout=10)[1] == "m"
+
+
+async def test_doctor_names_a_test_namespace(env: TestEnvironment) -> None:
+    from durable_redis.storage import doctor
+
+    await env.skip(DAY)
+    assert env.control is not None
+    report = await doctor.run_checks(env.control, latency_samples=1)
+    schema = next(c for c in report.checks if c.name == "schema")
+    assert schema.verdict == "warn"
+    found = re.search(r"TEST namespace .*virtual clock \+(\d+) ms", schema.found)
+    assert found is not None, schema.found
+    assert 86_000_000 < int(found.group(1)) <= 86_400_000  # a day, less the real time taken
+    production = doctor.check_schema({"schema": "1", "partitions": "1"})
+    assert production.verdict == "ok" and "TEST" not in production.found
