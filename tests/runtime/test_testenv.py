@@ -230,6 +230,25 @@ async def test_an_expired_session_lease_cancels_and_redelivers_its_work(
     assert calls == ["h", "h"]
 
 
+async def test_the_session_idle_timeout_follows_the_virtual_clock(
+    backend: dict[str, Any],
+) -> None:
+    options = WorkerOptions(
+        renewal_interval=0.05, session_idle_timeout=3600, fetch_wait=0.2, janitor_interval=None
+    )
+    async with TestEnvironment(app, worker_options=options, **backend) as env:
+        await env.client.start(in_session, "i")
+        await env.run_until_idle()
+        worker = env.workers[0]
+        assert len(worker.sessions.owned()) == 1
+        await anyio.sleep(0.3)  # renewals pass: an idle hour has not
+        assert len(worker.sessions.owned()) == 1
+        await env.skip(timedelta(hours=2))
+        with anyio.fail_after(5):
+            while worker.sessions.owned():
+                await anyio.sleep(0.01)
+
+
 async def test_deploy_swaps_the_code_of_running_workers(env: TestEnvironment) -> None:
     iid = await env.client.start(in_session, "d")
     await env.run_until_idle()
