@@ -14,15 +14,13 @@ pieces:
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import inspect
 import logging
-import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractContextManager, asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -30,9 +28,15 @@ import anyio
 import anyio.abc
 import anyio.lowlevel
 
+from durable_redis._testfaults import (
+    MISSING,
+    ActivityFault,
+    ActivityOverrides,
+    OverridingApp,
+    activity_name,
+)
 from durable_redis.client import Client, InstanceState
-from durable_redis.core import ActivityDefinition, App
-from durable_redis.core.registry import activity_metadata
+from durable_redis.core import App
 from durable_redis.errors import ConfigurationError
 from durable_redis.runtime import Worker, WorkerOptions
 from durable_redis.storage.redis_store import RedisStore
@@ -44,7 +48,6 @@ __all__ = ["ActivityFault", "SyncTestEnvironment", "TestEnvironment"]
 logger = logging.getLogger(__name__)
 
 Backend = Literal["redis", "fakeredis"]
-_MISSING: Any = object()
 _POLL_S = 0.01  # auto-skip looks this often while a wait is on
 _SETTLE_LOOKS = 2  # consecutive quiet looks before a jump (a fetch between two commands)
 
@@ -53,26 +56,6 @@ DEFAULT_OPTIONS = WorkerOptions(
     shutdown_grace_period=1.0,
     janitor_interval=None,
 )
-
-
-def _activity_name(target: str | Callable[..., Any]) -> str:
-    return target if isinstance(target, str) else activity_metadata(target).name
-
-
-@dataclasses.dataclass
-class ActivityFault:
-    """An injected fault on one activity; ``hits`` counts how often it fired."""
-
-    activity: str
-    kind: Literal["crash_after", "crash_at_start", "deliver_twice"]
-    times: int | None  # None: every delivery
-    hits: int = 0
-
-    def take(self) -> bool:
-        if self.times is not None and self.hits >= self.times:
-            return False
-        self.hits += 1
-        return True
 
 
 class _Slot:
@@ -84,17 +67,6 @@ class _Slot:
         self.scope = anyio.CancelScope()
         self.done = anyio.Event()
         self.crashed = False
-
-
-class _EnvApp(App):
-    """The user's App (same registries, shared) with the environment's mocks and faults."""
-
-    def __init__(self, app: App, env: TestEnvironment) -> None:
-        self.__dict__.update(app.__dict__)
-        self._env = env
-
-    def get_activity(self, name: str) -> ActivityDefinition:
-        return self._env._activity(super().get_activity(name))
 
 
 class _EnvClient(Client):
@@ -191,23 +163,18 @@ class TestEnvironment:
         self._stores: list[RedisStore] = []
         self._slots: list[_Slot] = []
         self._dead: set[str] = set()
-        self._mocks: dict[str, Any] = {}
-        self._faults: list[ActivityFault] = []
-        self._parked = threading.Event()  # sync activities "killed" with their worker wait here
         self._waiters = 0
         self._tg: anyio.abc.TaskGroup | None = None
-        self._token: Any = None
-        self._loop_thread = 0
-        self._env_app = _EnvApp(app, self)
+        self._overrides = ActivityOverrides(self._kill)
+        self._env_app = OverridingApp(app, self._overrides)
         self._client: _EnvClient | None = None
         self.control: RedisStore | None = None
         for target, replacement in (mocks or {}).items():
-            self._mocks[_activity_name(target)] = replacement
+            self._overrides.mocks[activity_name(target)] = replacement
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def __aenter__(self) -> TestEnvironment:
-        self._token = anyio.lowlevel.current_token()
-        self._loop_thread = threading.get_ident()
+        self._overrides.bind()
         if self.backend == "redis" and self._redis_url is None:
             self._server = await anyio.to_thread.run_sync(RedisServer(persistence=True).start)
         elif self.backend == "fakeredis":
@@ -229,7 +196,7 @@ class TestEnvironment:
         try:
             await self.stop_workers()
         finally:
-            self._parked.set()
+            self._overrides.release()
             if self._tg is not None:
                 self._tg.cancel_scope.cancel()
                 await self._tg.__aexit__(None, None, None)
@@ -318,10 +285,14 @@ class TestEnvironment:
         count = len(self.workers) if workers is None else workers
         await self.stop_workers()
         self.app = app
-        self._env_app = _EnvApp(app, self)
+        self._env_app = OverridingApp(app, self._overrides)
         self.client.app = self._env_app
         for _ in range(count):
             await self.start_worker()
+
+    def _kill(self, worker_id: str) -> None:
+        if worker_id not in self._dead:
+            self.crash_worker(worker_id)
 
     def crash_worker(self, worker: Worker | str | None = None) -> str:
         """Kill a worker as SIGKILL would: nothing handed back, nothing released. Its leases
@@ -460,40 +431,21 @@ class TestEnvironment:
             self._waiters -= 1
 
     # -- mocks -----------------------------------------------------------------------------------
-    @contextmanager
     def mock_activity(
         self,
         activity: str | Callable[..., Any],
         replacement: Callable[..., Any] | None = None,
         *,
-        returns: Any = _MISSING,
+        returns: Any = MISSING,
         raises: BaseException | None = None,
-    ) -> Iterator[None]:
+    ) -> AbstractContextManager[None]:
         """Replace an activity (by reference or name) inside the ``with`` block.
 
         ``replacement`` takes what the activity takes (``ctx`` and its input, if any), sync or
         async; or give ``returns=`` a value or ``raises=`` an exception. Workers look it up at
         each delivery, so it applies to work already queued.
         """
-        name = _activity_name(activity)
-        if replacement is None:
-            if returns is _MISSING and raises is None:
-                raise ConfigurationError("mock_activity needs a replacement, returns= or raises=")
-
-            def replacement(*_args: Any) -> Any:
-                if raises is not None:
-                    raise raises
-                return returns
-
-        previous = self._mocks.get(name, _MISSING)
-        self._mocks[name] = replacement
-        try:
-            yield
-        finally:
-            if previous is _MISSING:
-                self._mocks.pop(name, None)
-            else:
-                self._mocks[name] = previous
+        return self._overrides.mock(activity, replacement, returns=returns, raises=raises)
 
     # -- faults ----------------------------------------------------------------------------------
     def crash_after(
@@ -503,24 +455,19 @@ class TestEnvironment:
         is recorded (``at_start=True``: as it starts): the worst moment for at-least-once. The
         lease expires on the virtual clock and the activity is delivered again; an activity
         whose side effect is not idempotent does it twice. ``times`` deliveries (None: all)."""
-        kind: Literal["crash_after", "crash_at_start"] = (
-            "crash_at_start" if at_start else "crash_after"
+        return self._overrides.add_fault(
+            activity, "crash_at_start" if at_start else "crash_after", times
         )
-        fault = ActivityFault(_activity_name(activity), kind, times)
-        self._faults.append(fault)
-        return fault
 
     def deliver_twice(
         self, activity: str | Callable[..., Any], *, times: int | None = 1
     ) -> ActivityFault:
         """Run ``activity`` twice in a row per delivery, the second result recorded: the cheap
         form of a redelivery (no crash, no lease to wait out)."""
-        fault = ActivityFault(_activity_name(activity), "deliver_twice", times)
-        self._faults.append(fault)
-        return fault
+        return self._overrides.add_fault(activity, "deliver_twice", times)
 
     def clear_faults(self) -> None:
-        self._faults.clear()
+        self._overrides.faults.clear()
 
     async def expire_session(self, instance_id: str, session_id: str) -> None:
         """End a session's lease now, as if its worker had stopped renewing it: the worker
@@ -546,59 +493,6 @@ class TestEnvironment:
             server.start()
 
         await anyio.to_thread.run_sync(restart)
-
-    def _activity(self, definition: ActivityDefinition) -> ActivityDefinition:
-        fn = self._mocks.get(definition.name, definition.fn)
-        faults = [f for f in self._faults if f.activity == definition.name]
-        if fn is definition.fn and not faults:
-            return definition
-        if faults:
-            fn = self._faulty(fn, definition.name)
-        return dataclasses.replace(definition, fn=fn, is_async=inspect.iscoroutinefunction(fn))
-
-    def _take(self, name: str, kind: str) -> bool:
-        return any(f.take() for f in self._faults if f.activity == name and f.kind == kind)
-
-    def _die(self, worker_id: str) -> None:
-        if worker_id not in self._dead:
-            self.crash_worker(worker_id)
-
-    def _faulty(self, fn: Callable[..., Any], name: str) -> Callable[..., Any]:
-        env = self
-        if inspect.iscoroutinefunction(fn):
-
-            async def run_async(ctx: Any, *args: Any) -> Any:
-                if env._take(name, "crash_at_start"):
-                    env._die(ctx.worker_id)
-                    await anyio.sleep_forever()
-                value = await fn(ctx, *args)
-                if env._take(name, "deliver_twice"):
-                    value = await fn(ctx, *args)
-                if env._take(name, "crash_after"):
-                    env._die(ctx.worker_id)
-                    await anyio.sleep_forever()
-                return value
-
-            return run_async
-
-        def die_in_thread(worker_id: str) -> None:
-            if threading.get_ident() == env._loop_thread:
-                # a local activity computed inline with its turn: no thread to park
-                raise ConfigurationError(f"crash faults do not apply to local activity {name!r}")
-            anyio.from_thread.run_sync(env._die, worker_id, token=env._token)
-            env._parked.wait()  # a dead process's thread never returns
-
-        def run_sync(ctx: Any, *args: Any) -> Any:
-            if env._take(name, "crash_at_start"):
-                die_in_thread(ctx.worker_id)
-            value = fn(ctx, *args)
-            if env._take(name, "deliver_twice"):
-                value = fn(ctx, *args)
-            if env._take(name, "crash_after"):
-                die_in_thread(ctx.worker_id)
-            return value
-
-        return run_sync
 
 
 class _Blocking:
