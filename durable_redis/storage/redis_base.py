@@ -170,10 +170,9 @@ class RedisStoreBase:
                     await self._r.hset(pk.pmeta, "bell", "1")
             if self._test_clock:
                 self._virtual_ms = int(fields.get("clock_offset", "0"))
-                for pk in parts:
-                    await self._r.hset(
-                        pk.pmeta, mapping={"test_clock": "1", "clock_offset": self._virtual_ms}
-                    )
+                for pk in parts:  # never lowers an offset a concurrent skip just raised
+                    await self._r.hset(pk.pmeta, "test_clock", "1")
+                    await self._r.hsetnx(pk.pmeta, "clock_offset", str(self._virtual_ms))
             for name in SCRIPTS:
                 if name not in self._scripts:
                     source = load_script_source(name, test_clock=self._test_clock)
