@@ -19,8 +19,8 @@ import inspect
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractContextManager, asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractContextManager, asynccontextmanager, contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -420,6 +420,15 @@ class TestEnvironment:
             if looks >= _SETTLE_LOOKS:
                 looks = 0
                 await self._advance(max(1, view.next_due_ms - view.now_ms))
+
+    @contextmanager
+    def auto_skip_disabled(self) -> Iterator[None]:
+        """No auto-skip inside the block (Temporal's ``auto_time_skipping_disabled``)."""
+        previous, self.auto_skip = self.auto_skip, False
+        try:
+            yield
+        finally:
+            self.auto_skip = previous
 
     @asynccontextmanager
     async def auto_skipping(self) -> AsyncIterator[None]:

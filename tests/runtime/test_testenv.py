@@ -14,7 +14,7 @@ import pytest
 
 from durable_redis.client import Client
 from durable_redis.core import ActivityContext, App, OrchestrationContext, RetryPolicy
-from durable_redis.errors import ConfigurationError
+from durable_redis.errors import ConfigurationError, WaitTimeoutError
 from durable_redis.runtime import WorkerOptions
 from durable_redis.storage.keys import meta_key
 from durable_redis.storage.redis_store import RedisStore
@@ -135,6 +135,14 @@ async def test_a_delayed_job_and_its_retries_follow_the_virtual_clock(
     assert await job.result(timeout=10) == "j"  # a job's result wait skips too
     assert len(calls) == 3
     assert time.monotonic() - wall < 2.0
+
+
+async def test_auto_skip_disabled(env: TestEnvironment) -> None:
+    iid = await env.client.start(sleeper, 1)
+    with env.auto_skip_disabled(), pytest.raises(WaitTimeoutError):
+        await env.client.wait_for_completion(iid, timeout=0.3)
+    assert env.auto_skip is True
+    assert (await env.client.wait_for_completion(iid, timeout=10))[1] == "WOKE"
 
 
 async def test_without_auto_skip_time_moves_only_on_skip(env: TestEnvironment) -> None:
