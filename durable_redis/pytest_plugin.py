@@ -59,7 +59,10 @@ def resolve_app(spec: Any) -> App:
         module, sep, attribute = spec.partition(":")
         if not sep:
             raise pytest.UsageError(f"durable_app {spec!r}: expected 'module:attribute'")
-        spec = getattr(importlib.import_module(module), attribute)
+        try:
+            spec = getattr(importlib.import_module(module), attribute)
+        except (ImportError, AttributeError) as exc:
+            raise pytest.UsageError(f"durable_app {spec!r}: {exc}") from exc
     from durable_redis.core import App
 
     if not isinstance(spec, App):

@@ -356,3 +356,30 @@ async def test_doctor_names_a_test_namespace(env: TestEnvironment) -> None:
     assert 86_000_000 < int(found.group(1)) <= 86_400_000  # a day, less the real time taken
     production = doctor.check_schema({"schema": "1", "partitions": "1"})
     assert production.verdict == "ok" and "TEST" not in production.found
+
+
+def test_the_plugin_resolves_the_app_it_is_given() -> None:
+    from durable_redis.pytest_plugin import resolve_app
+
+    from durable_redis import demo
+
+    assert resolve_app(app) is app
+    assert resolve_app("durable_redis.demo:app") is demo.app
+    with pytest.raises(pytest.UsageError, match="module:attribute"):
+        resolve_app("durable_redis.demo")
+    with pytest.raises(pytest.UsageError, match="not a durable_redis App"):
+        resolve_app("durable_redis.demo:run_demo")
+    with pytest.raises(pytest.UsageError, match="no attribute"):
+        resolve_app("durable_redis.demo:nope")
+
+
+def test_environment_arguments_are_checked() -> None:
+    with pytest.raises(ConfigurationError, match="backend"):
+        TestEnvironment(app, backend="sqlite")  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="redis_url"):
+        TestEnvironment(app, backend="fakeredis", redis_url="redis://x")
+    env = TestEnvironment(app, backend="fakeredis")
+    with pytest.raises(ConfigurationError, match="enter the environment"):
+        _ = env.client
+    with pytest.raises(ConfigurationError, match="times"):
+        env.crash_after(note, times=0)
