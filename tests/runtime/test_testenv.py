@@ -359,9 +359,8 @@ async def test_doctor_names_a_test_namespace(env: TestEnvironment) -> None:
 
 
 def test_the_plugin_resolves_the_app_it_is_given() -> None:
-    from durable_redis.pytest_plugin import resolve_app
-
     from durable_redis import demo
+    from durable_redis.pytest_plugin import resolve_app
 
     assert resolve_app(app) is app
     assert resolve_app("durable_redis.demo:app") is demo.app
