@@ -52,7 +52,7 @@ _POLL_S = 0.01  # auto-skip looks this often while a wait is on
 _SETTLE_LOOKS = 2  # consecutive quiet looks before a jump (a fetch between two commands)
 
 DEFAULT_OPTIONS = WorkerOptions(
-    fetch_wait=0.2,  # bounds how long a stop takes (an idle fetch returns by then)
+    fetch_wait=0.5,  # bounds a graceful stop (deploy); an idle fetch looks again this often
     shutdown_grace_period=1.0,
     janitor_interval=None,
 )
@@ -193,20 +193,21 @@ class TestEnvironment:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
+        # The namespace is thrown away: no graceful hand-back, the workers are cancelled
+        # (stop_workers() is the graceful stop, the one deploy() does)
+        self._overrides.release()
         try:
-            await self.stop_workers()
-        finally:
-            self._overrides.release()
             if self._tg is not None:
                 self._tg.cancel_scope.cancel()
                 await self._tg.__aexit__(None, None, None)
                 self._tg = None
-            for store in self._stores:
-                with anyio.CancelScope(shield=True):
+        finally:
+            with anyio.CancelScope(shield=True):
+                for store in self._stores:
                     await store.close()
-            if self._server is not None:
-                await anyio.to_thread.run_sync(self._server.stop)
-                self._server = None
+                if self._server is not None:
+                    await anyio.to_thread.run_sync(self._server.stop)
+                    self._server = None
 
     @property
     def client(self) -> Client:
@@ -227,7 +228,6 @@ class TestEnvironment:
             "namespace": self.namespace,
             "partitions": self._partitions,
             "test_clock": True,
-            "block_timeout_s": 0.25,
         }
         if self.backend == "fakeredis":
             import fakeredis
