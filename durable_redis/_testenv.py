@@ -81,13 +81,10 @@ class _EnvClient(Client):
         timeout: float | timedelta | None = None,
         result_type: Any = None,
     ) -> InstanceState:
-        self.env._waiters += 1
-        try:
+        async with self.env.auto_skipping():
             return await super().wait_for_state(
                 instance_id, timeout=timeout, result_type=result_type
             )
-        finally:
-            self.env._waiters -= 1
 
     def _job_store(self) -> Any:
         return _WaitingJobs(self.store, self.env)
@@ -104,11 +101,8 @@ class _WaitingJobs:
         return getattr(self._store, name)
 
     async def wait_job_ended(self, job_id: str, timeout_s: float) -> Any:
-        self._env._waiters += 1
-        try:
+        async with self._env.auto_skipping():
             return await self._store.wait_job_ended(job_id, timeout_s)
-        finally:
-            self._env._waiters -= 1
 
 
 class TestEnvironment:
@@ -174,6 +168,13 @@ class TestEnvironment:
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def __aenter__(self) -> TestEnvironment:
+        try:
+            return await self._enter()
+        except BaseException:
+            await self.__aexit__(None, None, None)  # whatever was started: stopped by its pid
+            raise
+
+    async def _enter(self) -> TestEnvironment:
         self._overrides.bind()
         if self.backend == "redis" and self._redis_url is None:
             self._server = await anyio.to_thread.run_sync(RedisServer(persistence=True).start)
@@ -271,10 +272,8 @@ class TestEnvironment:
     async def stop_workers(self) -> None:
         """Stop every live worker gracefully (what a deploy does) and wait for them."""
         live = [s for s in self._slots if not s.crashed and not s.done.is_set()]
-        for slot in live:
+        for slot in live:  # an idle fetch notices within fetch_wait
             slot.worker.stop(grace_period=self.worker_options.shutdown_grace_period)
-        if live and self.control is not None:
-            await self._ring()  # idle fetches return now, not at the end of their wait
         with anyio.fail_after(30):
             for slot in live:
                 await slot.done.wait()
@@ -368,10 +367,6 @@ class TestEnvironment:
             for pk in self.control._parts
         ]
 
-    async def _ring(self) -> None:
-        assert self.control is not None
-        await self.control.ring_markers(self._wake_keys())
-
     async def _advance(self, ms: int) -> None:
         assert self.control is not None
         offset = await self.control.advance_test_clock(ms, wake=self._wake_keys())
@@ -400,25 +395,20 @@ class TestEnvironment:
                     return
                 await self._advance(max(1, view.next_due_ms - view.now_ms))
 
+    def _skipping(self) -> bool:
+        return self.auto_skip and self._waiters > 0
+
     async def _auto_skip_loop(self) -> None:
-        looks = 0
         while True:
             await anyio.sleep(_POLL_S)
-            if not (self.auto_skip and self._waiters):
-                looks = 0
+            if not self._skipping():
                 continue
             try:
-                view = await self.quiet()
+                view = await self._settled(5 * _POLL_S)
             except Exception:  # a Redis restart in progress, say: look again
                 logger.debug("auto-skip: look failed", exc_info=True)
-                looks = 0
                 continue
-            if view.busy is not None or view.next_due_ms is None:
-                looks = 0
-                continue
-            looks += 1
-            if looks >= _SETTLE_LOOKS:
-                looks = 0
+            if self._skipping() and view.busy is None and view.next_due_ms is not None:
                 await self._advance(max(1, view.next_due_ms - view.now_ms))
 
     @contextmanager
