@@ -119,28 +119,43 @@ class ActivityOverrides:
     def _take(self, name: str, kind: FaultKind) -> bool:
         return any(f.take() for f in self.faults if f.activity == name and f.kind == kind)
 
+    def _not_local(self, name: str, *, on_loop: bool) -> None:
+        """A local activity runs inside its turn's computation (inline on the loop, or in a
+        helper thread of its own): no worker task to kill there."""
+        if on_loop:
+            local = threading.get_ident() != self._loop_thread
+        else:
+            try:  # the dispatcher runs sync activities in anyio's worker threads
+                anyio.from_thread.check_cancelled()
+                local = False
+            except RuntimeError:  # the loop's own thread, or a helper thread
+                local = True
+        if local:
+            raise ConfigurationError(f"crash faults do not apply to local activity {name!r}")
+
     def _faulty(self, fn: Callable[..., Any], name: str) -> Callable[..., Any]:
         take, kill = self._take, self._kill
         if inspect.iscoroutinefunction(fn):
 
+            async def die(worker_id: str) -> None:
+                self._not_local(name, on_loop=True)
+                kill(worker_id)
+                await anyio.sleep_forever()  # the kill cancels this
+
             async def run_async(ctx: Any, *args: Any) -> Any:
                 if take(name, "crash_at_start"):
-                    kill(ctx.worker_id)
-                    await anyio.sleep_forever()  # the kill cancels this
+                    await die(ctx.worker_id)
                 value = await fn(ctx, *args)
                 if take(name, "deliver_twice"):
                     value = await fn(ctx, *args)
                 if take(name, "crash_after"):
-                    kill(ctx.worker_id)
-                    await anyio.sleep_forever()
+                    await die(ctx.worker_id)
                 return value
 
             return run_async
 
         def die_in_thread(worker_id: str) -> None:
-            if threading.get_ident() == self._loop_thread:
-                # a local activity computed inline with its turn: no thread to park
-                raise ConfigurationError(f"crash faults do not apply to local activity {name!r}")
+            self._not_local(name, on_loop=False)
             anyio.from_thread.run_sync(kill, worker_id, token=self._token)
             self._parked.wait()  # a dead process's thread never returns
 

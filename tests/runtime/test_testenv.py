@@ -79,6 +79,17 @@ async def session_work(ctx: OrchestrationContext, text: str) -> str:
     return await ctx.call_activity(held_open, text, session=session)
 
 
+@app.activity
+def upper(ctx: ActivityContext, text: str) -> str:
+    return text.upper()
+
+
+@app.orchestration
+async def local_steps(ctx: OrchestrationContext, text: str) -> list[str]:
+    sync = await ctx.call_local_activity(upper, text)
+    return [sync, await ctx.call_local_activity(note, text)]
+
+
 @app.orchestration
 async def in_session(ctx: OrchestrationContext, text: str) -> list[str]:
     session = await ctx.open_session_with_id("s")
@@ -210,6 +221,19 @@ async def test_a_crash_at_start_runs_the_activity_once(env: TestEnvironment) -> 
     iid = await env.client.start(sleeper, 1)
     assert (await env.client.wait_for_completion(iid, timeout=10))[1] == "WOKE"
     assert crash.hits == 1 and calls == ["woke"]
+
+
+@pytest.mark.parametrize("activity", [upper, note])
+async def test_crash_faults_say_they_do_not_apply_to_local_activities(
+    env: TestEnvironment, activity: Any
+) -> None:
+    env.crash_after(activity)
+    iid = await env.client.start(local_steps, "l")
+    state = await env.client.wait_for_state(iid, timeout=10)
+    assert state.status.value == "failed"
+    assert state.error is not None
+    assert "crash faults do not apply to local activity" in state.error.message
+    assert len(env.workers) == 1 and not env._dead  # nobody was killed
 
 
 async def test_deliver_twice(env: TestEnvironment) -> None:
