@@ -156,7 +156,8 @@ class TestEnvironment:
         self._fake_server: Any = None
         self._stores: list[RedisStore] = []
         self._slots: list[_Slot] = []
-        self._dead: set[str] = set()
+        self._dead: set[str] = set()  # ids of the workers a test killed
+        self._dead_tags: set[str] = set()  # the lock tags of their stores
         self._waiters = 0
         self._tg: anyio.abc.TaskGroup | None = None
         self._overrides = ActivityOverrides(self._kill)
@@ -304,6 +305,7 @@ class TestEnvironment:
             raise ConfigurationError(f"no live worker {wanted!r} in this environment")
         slot.crashed = True
         self._dead.add(slot.worker.worker_id)
+        self._dead_tags.add(slot.store.lock_tag)  # the instance locks it takes, even now
         slot.scope.cancel()
         logger.info("test environment: worker %s crashed (injected)", slot.worker.worker_id)
         assert self._tg is not None
@@ -381,7 +383,7 @@ class TestEnvironment:
         busy += [w for w in self.workers if w.jobs_in_flight]
         if busy:
             return QuietView(now, f"worker {busy[0].worker_id} is running work", None)
-        return await self.control.quiet_view(now, self._dead)
+        return await self.control.quiet_view(now, self._dead, self._dead_tags)
 
     async def run_until_idle(self, *, timeout: float = 10.0, skip: bool = False) -> None:
         """Wait (wall ``timeout``) until nothing can run now (arq's ``burst``); ``skip=True``

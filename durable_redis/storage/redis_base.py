@@ -86,6 +86,9 @@ class RedisStoreBase:
         # and how far it runs ahead of the server's
         self._test_clock = test_clock
         self._virtual_ms = 0
+        # starts the nonce of every instance lock this store takes (its tokens are
+        # "<seq>:<nonce>"): a test environment tells a killed worker's locks by it
+        self.lock_tag = secrets.token_hex(4) if test_clock else ""
         self._rr = 0
         self._init_lock = asyncio.Lock()
         self._is_cluster = isinstance(redis_client, RedisCluster)
@@ -210,10 +213,14 @@ class RedisStoreBase:
         if not self._test_clock:
             sec, usec = await self._r.time()
             return int(sec) * 1000 + int(usec) // 1000
-        pipe = self._r.pipeline(transaction=False)
-        pipe.time()
-        pipe.hget(meta_key(self.namespace), "clock_offset")
-        (sec, usec), offset = await pipe.execute()
+        if self._is_cluster:  # redis-py refuses TIME in a cluster pipeline
+            sec, usec = await self._r.time()
+            offset = await self._r.hget(meta_key(self.namespace), "clock_offset")
+        else:
+            pipe = self._r.pipeline(transaction=False)
+            pipe.time()
+            pipe.hget(meta_key(self.namespace), "clock_offset")
+            (sec, usec), offset = await pipe.execute()
         self._virtual_ms = max(self._virtual_ms, int(offset or 0))
         return int(sec) * 1000 + int(usec) // 1000 + self._virtual_ms
 
@@ -222,6 +229,10 @@ class RedisStoreBase:
             await self.initialize()
         assert self._epoch is not None
         return self._epoch
+
+    def _lock_nonce(self) -> str:
+        """The random part of an instance lock token this store takes."""
+        return self.lock_tag + secrets.token_hex(8)
 
     def _pk(self, instance_id: str) -> PartitionKeys:
         return self._parts[partition_of(instance_id, len(self._parts))]

@@ -255,7 +255,7 @@ class RedisStore(
         for offset in range(n):
             pk = self._parts[(self._rr + offset) % n]
             for _ in range(20):
-                nonce = secrets.token_hex(8)
+                nonce = self._lock_nonce()
                 claim = await self._eval(
                     "claim_orchestration",
                     [pk.pmeta, pk.seq, pk.oq_ready, pk.oq_locks, pk.oq_lock, pk.oq_marker],

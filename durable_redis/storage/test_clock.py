@@ -33,6 +33,12 @@ class QuietView:
     next_due_ms: int | None  # earliest future due time (timers, back-offs, dead leases)
 
 
+def _locked_by(token: str, tags: Collection[str]) -> bool:
+    """Whether a lock token ("<seq>:<nonce>") was taken by a store with one of ``tags``."""
+    nonce = token.partition(":")[2]
+    return any(tag and nonce.startswith(tag) for tag in tags)
+
+
 class TestClockMixin(RedisStoreBase):
     """Test-clock operations of ``RedisStore`` (refused unless it was built with test_clock)."""
 
@@ -99,11 +105,14 @@ class TestClockMixin(RedisStoreBase):
         await self._r.hset(pk.sess, mapping={f"{sk}|o": "", f"{sk}|u": "0"})
         await self.ring_markers()
 
-    async def quiet_view(self, now_ms: int, dead_workers: Collection[str] = ()) -> QuietView:
+    async def quiet_view(
+        self, now_ms: int, dead_workers: Collection[str] = (), dead_tags: Collection[str] = ()
+    ) -> QuietView:
         """Is anything runnable at ``now_ms`` or held by a live worker? Else, what comes next.
 
-        Work leased to a worker in ``dead_workers`` (a crash a test injected) is not busy: its
-        lease deadline is a due time, when the work is redelivered.
+        Work leased to a worker in ``dead_workers`` (a crash a test injected), and instances
+        locked by a store whose ``lock_tag`` is in ``dead_tags`` (that worker's), are not busy:
+        their lease deadline is a due time, when the work is redelivered.
         """
         await self._ready()
         due: list[int] = []
@@ -112,7 +121,7 @@ class TestClockMixin(RedisStoreBase):
             job_keys = [pk.jq_queue_keys(q)[:2] for q in ("default", *queues)]
             pipe = self._r.pipeline(transaction=False)
             pipe.zrange(pk.oq_ready, 0, 0, withscores=True)
-            pipe.zcard(pk.oq_locks)
+            pipe.zrange(pk.oq_locks, 0, -1, withscores=True)
             pipe.zcard(pk.wq_ready)
             pipe.zrange(pk.wq_sready, 0, 99)
             pipe.zrange(pk.wq_delayed, 0, 0, withscores=True)
@@ -127,15 +136,21 @@ class TestClockMixin(RedisStoreBase):
             oq_ready, locks, ready, sready, delayed, leases, jleases, outbox, sc_due = rows[:9]
             busy = None
             if locks:
-                busy = "an orchestration turn is locked"
-            elif ready:
-                busy = "activity work is ready"
-            elif jleases:
-                busy = "a job is running"
-            elif outbox:
-                busy = "cross-partition messages wait for delivery"
-            elif any(rows[9 + 2 * i] for i in range(len(job_keys))):
-                busy = "a job is ready"
+                tokens = await self._r.hmget(pk.oq_lock, [m for m, _ in locks])
+                for (_iid, deadline), token in zip(locks, tokens, strict=True):
+                    if token is None or not _locked_by(_s(token), dead_tags):
+                        busy = "an orchestration turn is locked"
+                        break
+                    due.append(int(deadline))
+            jobs_ready = any(rows[9 + 2 * i] for i in range(len(job_keys)))
+            for held, why in (
+                (ready, "activity work is ready"),
+                (jleases, "a job is running"),
+                (outbox, "cross-partition messages wait for delivery"),
+                (jobs_ready, "a job is ready"),
+            ):
+                if busy is None and held:
+                    busy = why
             if busy is None and sready:
                 # session work waits for its session's owner: busy unless that owner is dead
                 # (then it is due when the session's lease runs out)

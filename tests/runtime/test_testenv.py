@@ -216,6 +216,20 @@ async def test_a_crash_after_an_activity_redelivers_it(env: TestEnvironment) -> 
     assert len(env.workers) == 1
 
 
+async def test_a_crash_amid_other_turns_lets_the_clock_skip_over_their_locks(
+    env: TestEnvironment,
+) -> None:
+    # the killed worker held (or, in its last shielded acks, just took) the locks of other
+    # instances' turns: the clock must skip to their expiry, not wait for it in real time
+    crash = env.crash_after(note)
+    wall = time.monotonic()
+    ids = [await env.client.start(sleeper, 30) for _ in range(6)]
+    for iid in ids:
+        assert (await env.client.wait_for_completion(iid, timeout=10))[1] == "WOKE"
+    assert crash.hits == 1 and len(calls) == 7
+    assert time.monotonic() - wall < 5.0  # a lock left to expire in real time takes 30 s
+
+
 async def test_a_crash_at_start_runs_the_activity_once(env: TestEnvironment) -> None:
     crash = env.crash_after(note, at_start=True)
     iid = await env.client.start(sleeper, 1)
@@ -406,3 +420,15 @@ def test_environment_arguments_are_checked() -> None:
         _ = env.client
     with pytest.raises(ConfigurationError, match="times"):
         env.crash_after(note, times=0)
+
+
+@pytest.mark.cluster
+async def test_the_environment_on_a_redis_cluster(redis_cluster: Any) -> None:
+    calls.clear()
+    async with TestEnvironment(app, redis_url=redis_cluster.url, partitions=8) as env:
+        crash = env.crash_after(note)
+        ids = [await env.client.start(sleeper, 30) for _ in range(4)]  # spread over partitions
+        for iid in ids:
+            waited, done = await env.client.wait_for_completion(iid, timeout=20)
+            assert waited >= 30 * 86400 and done == "WOKE"
+    assert crash.hits == 1 and len(calls) == 5
