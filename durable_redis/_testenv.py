@@ -120,6 +120,7 @@ class TestEnvironment:
       the next due time whenever nothing can run now; ``env.skip(delta)`` always works.
     - ``workers``: in-process workers (each with its own id, like separate processes).
     - ``mocks``: ``{activity or its name: replacement}``, as :meth:`mock_activity`.
+    - ``start_time``: the virtual clock starts there (timezone-aware; past or future).
     - ``worker_options`` / ``partitions`` / ``namespace``: passed on.
     """
 
@@ -137,6 +138,7 @@ class TestEnvironment:
         worker_options: WorkerOptions | None = None,
         auto_skip: bool = True,
         mocks: dict[str | Callable[..., Any], Any] | None = None,
+        start_time: datetime | None = None,
     ) -> None:
         if backend not in ("redis", "fakeredis"):
             raise ConfigurationError(f"backend must be 'redis' or 'fakeredis', not {backend!r}")
@@ -144,6 +146,9 @@ class TestEnvironment:
             raise ConfigurationError("redis_url is for backend='redis'")
         if workers < 0:
             raise ConfigurationError("workers must be >= 0")
+        if start_time is not None and start_time.tzinfo is None:
+            raise ConfigurationError("start_time must be timezone-aware")
+        self._start_time = start_time
         self.app = app
         self.backend = backend
         self.namespace = namespace or f"test-{uuid.uuid4().hex[:12]}"
@@ -184,6 +189,10 @@ class TestEnvironment:
 
             self._fake_server = fakeredis.FakeServer()
         self.control = await self._store()
+        if self._start_time is not None:
+            real = await self.control.server_time_ms()
+            start = round(self._start_time.timestamp() * 1000)
+            await self.control.set_test_clock_origin(start - real)
         client = _EnvClient(await self._store(), self._env_app)
         client.env = self
         self._client = client

@@ -61,6 +61,19 @@ class TestClockMixin(RedisStoreBase):
         self._need_test_clock()
         self._virtual_ms = max(self._virtual_ms, offset_ms)
 
+    async def set_test_clock_origin(self, offset_ms: int) -> None:
+        """Start a fresh test namespace's clock ``offset_ms`` from the server's (either way):
+        once, before its clock has moved (ConfigurationError after)."""
+        self._need_test_clock()
+        await self._ready()
+        meta = meta_key(self.namespace)
+        if int(await self._r.hget(meta, "clock_offset") or 0) != 0:
+            raise ConfigurationError("the test clock has moved already: its origin is set once")
+        await self._r.hset(meta, "clock_offset", str(offset_ms))
+        for pk in self._parts:
+            await self._r.hset(pk.pmeta, "clock_offset", str(offset_ms))
+        self._virtual_ms = offset_ms
+
     async def advance_test_clock(self, ms: int, *, wake: Collection[str] = ()) -> int:
         """Move the namespace's virtual clock ``ms`` forward; returns the new offset.
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import anyio
@@ -112,6 +112,24 @@ def backend(request: pytest.FixtureRequest, redis_url: str) -> dict[str, Any]:
 async def env(backend: dict[str, Any]) -> AsyncIterator[TestEnvironment]:
     async with TestEnvironment(app, **backend) as environment:
         yield environment
+
+
+@pytest.mark.parametrize("year", [2020, 2040])
+async def test_the_clock_can_start_at_a_given_time(backend: dict[str, Any], year: int) -> None:
+    start = datetime(year, 1, 31, 23, 0, tzinfo=UTC)
+    async with TestEnvironment(app, start_time=start, **backend) as env:
+        assert timedelta(0) <= await env.now() - start < timedelta(seconds=5)
+        iid = await env.client.start(sleeper, 1)
+        await env.client.wait_for_completion(iid, timeout=10)
+        info = await env.client.store.get_instance(iid)
+        assert info is not None  # the scripts stamp the record on that clock too
+        created = datetime.fromtimestamp(info.created_at_ms / 1000, UTC)
+        assert timedelta(0) <= created - start < timedelta(seconds=5)
+        with pytest.raises(ConfigurationError, match="origin is set once"):
+            assert env.control is not None
+            await env.control.set_test_clock_origin(0)
+    with pytest.raises(ConfigurationError, match="timezone-aware"):
+        TestEnvironment(app, start_time=datetime(2030, 1, 1))
 
 
 async def test_a_thirty_day_sleep_takes_well_under_a_second(env: TestEnvironment) -> None:
