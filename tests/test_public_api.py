@@ -21,7 +21,7 @@ EXPECTED = {
     # jobs
     "ExistingJobPolicy", "JobCancelledError", "JobError", "JobExistsError", "JobFailedError",
     "JobHandle", "JobNotFoundError", "JobState", "JobStateError", "JobStatus", "SyncClient",
-    "ScheduleInfo", "ScheduleNotFoundError",
+    "ScheduleInfo", "ScheduleNotFoundError", "Limit",
 }  # fmt: skip
 
 
