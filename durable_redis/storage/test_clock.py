@@ -15,10 +15,11 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import dataclass
+from typing import Any
 
 from durable_redis.errors import ConfigurationError
 from durable_redis.storage._replies import _s
-from durable_redis.storage.keys import meta_key, session_key
+from durable_redis.storage.keys import PartitionKeys, meta_key, session_key
 from durable_redis.storage.redis_base import RedisStoreBase
 
 __all__ = ["QuietView", "TestClockMixin"]
@@ -94,12 +95,18 @@ class TestClockMixin(RedisStoreBase):
         await self.ring_markers(wake)
         return offset
 
+    async def _queue_names(self, pk: PartitionKeys) -> list[str]:
+        """ "default" and the partition's other queues, of jobs and activities (jq:queues)."""
+        named = sorted(_s(q) for q in await self._r.smembers(pk.jq_queues))
+        return ["default", *[q for q in named if q != "default"]]
+
     async def ring_markers(self, extra: Collection[str] = ()) -> None:
         """Wake every blocked fetch of the namespace (member "0" on each marker)."""
         for pk in self._parts:
-            markers = [pk.oq_marker, pk.wq_marker, pk.wq_smarker, pk.jq_marker]
-            for q in sorted(_s(q) for q in await self._r.smembers(pk.jq_queues)):
+            markers = [pk.oq_marker]
+            for q in await self._queue_names(pk):
                 markers.append(pk.jq_queue_keys(q)[2])
+                markers.extend(pk.wq_queue_keys(q)[2:])
             markers.extend(k for k in extra if k.startswith(pk.prefix))
             pipe = self._r.pipeline(transaction=False)
             for marker in markers:
@@ -125,72 +132,88 @@ class TestClockMixin(RedisStoreBase):
 
         Work leased to a worker in ``dead_workers`` (a crash a test injected), and instances
         locked by a store whose ``lock_tag`` is in ``dead_tags`` (that worker's), are not busy:
-        their lease deadline is a due time, when the work is redelivered.
+        their lease deadline is a due time, when the work is redelivered. A paused queue's
+        ready work is not busy either (nothing takes it until it is resumed).
         """
         await self._ready()
         due: list[int] = []
         for pk in self._parts:
-            queues = sorted(_s(q) for q in await self._r.smembers(pk.jq_queues))
-            job_keys = [pk.jq_queue_keys(q)[:2] for q in ("default", *queues)]
-            pipe = self._r.pipeline(transaction=False)
-            pipe.zrange(pk.oq_ready, 0, 0, withscores=True)
-            pipe.zrange(pk.oq_locks, 0, -1, withscores=True)
-            pipe.zcard(pk.wq_ready)
-            pipe.zrange(pk.wq_sready, 0, 99)
-            pipe.zrange(pk.wq_delayed, 0, 0, withscores=True)
-            pipe.zrange(pk.wq_leases, 0, -1, withscores=True)
-            pipe.zcard(pk.jq_leases)
-            pipe.zcard(pk.outbox)
-            pipe.zrange(pk.sc_due, 0, 0, withscores=True)
-            for ready, delayed in job_keys:
-                pipe.zcard(ready)
-                pipe.zrange(delayed, 0, 0, withscores=True)
-            rows = await pipe.execute()
-            oq_ready, locks, ready, sready, delayed, leases, jleases, outbox, sc_due = rows[:9]
-            busy = None
-            if locks:
-                tokens = await self._r.hmget(pk.oq_lock, [m for m, _ in locks])
-                for (_iid, deadline), token in zip(locks, tokens, strict=True):
-                    if token is None or not _locked_by(_s(token), dead_tags):
-                        busy = "an orchestration turn is locked"
-                        break
-                    due.append(int(deadline))
-            jobs_ready = any(rows[9 + 2 * i] for i in range(len(job_keys)))
-            for held, why in (
-                (ready, "activity work is ready"),
-                (jleases, "a job is running"),
-                (outbox, "cross-partition messages wait for delivery"),
-                (jobs_ready, "a job is ready"),
-            ):
-                if busy is None and held:
-                    busy = why
-            if busy is None and sready:
-                # session work waits for its session's owner: busy unless that owner is dead
-                # (then it is due when the session's lease runs out)
-                fields = [f"{_s(i)}|{f}" for i in sready for f in ("i", "s")]
-                pairs = await self._r.hmget(pk.wq_items, fields)
-                parts = [_s(p or b"") for p in pairs]
-                sks = [f"{parts[k]}\n{parts[k + 1]}" for k in range(0, len(parts), 2)]
-                owned = await self._r.hmget(pk.sess, [f"{sk}|{f}" for sk in sks for f in "ou"])
-                for k in range(0, len(owned), 2):
-                    owner, until = owned[k], owned[k + 1]
-                    if not owner or _s(owner) not in dead_workers:
-                        busy = "session work is ready"
-                        break
-                    due.append(int(until or 0))
-            if busy is None and leases:
-                holders = await self._r.hmget(pk.wq_items, [f"{_s(m)}|w" for m, _ in leases])
-                for (_member, score), holder in zip(leases, holders, strict=True):
-                    if holder is None or _s(holder) not in dead_workers:
-                        busy = "an activity is running"
-                        break
-                    due.append(int(score))
+            busy = await self._partition_busy(pk, dead_workers, dead_tags, due)
             if busy is not None:
                 return QuietView(now_ms, busy, None)
-            firsts = [oq_ready, delayed, sc_due]
-            firsts.extend(rows[10 + 2 * i] for i in range(len(job_keys)))
-            due.extend(int(score) for first in firsts for _m, score in first)
         upcoming = min(due, default=None)
         if upcoming is not None and upcoming <= now_ms:
             return QuietView(now_ms, "work is due now", upcoming)
         return QuietView(now_ms, None, upcoming)
+
+    async def _partition_busy(
+        self,
+        pk: PartitionKeys,
+        dead_workers: Collection[str],
+        dead_tags: Collection[str],
+        due: list[int],
+    ) -> str | None:
+        """Why partition ``pk`` is busy, or None; appends its due times to ``due``."""
+        queues = await self._queue_names(pk)
+        pipe = self._r.pipeline(transaction=False)
+        pipe.zrange(pk.oq_locks, 0, -1, withscores=True)
+        pipe.zrange(pk.wq_leases, 0, -1, withscores=True)
+        pipe.zcard(pk.jq_leases)
+        pipe.zcard(pk.outbox)
+        for first in (pk.oq_ready, pk.wq_delayed, pk.sc_due):
+            pipe.zrange(first, 0, 0, withscores=True)
+        for q in queues:
+            ready, delayed, _ = pk.jq_queue_keys(q)
+            wready, sready, _, _ = pk.wq_queue_keys(q)
+            pipe.hexists(pk.pmeta, f"qp:{q}")
+            pipe.zcard(ready)
+            pipe.zrange(delayed, 0, 0, withscores=True)
+            pipe.zcard(wready)
+            pipe.zrange(sready, 0, 99)
+        rows = await pipe.execute()
+        locks, leases, job_leases, outbox = rows[:4]
+        for first in rows[4:7]:
+            due.extend(int(score) for _m, score in first)
+        busy: list[str] = []
+        if job_leases:
+            busy.append("a job is running")
+        if outbox:
+            busy.append("cross-partition messages wait for delivery")
+        session_items: list[Any] = []
+        for i in range(len(queues)):
+            paused, jobs_ready, job_delayed, plain, in_session = rows[7 + 5 * i : 12 + 5 * i]
+            due.extend(int(score) for _m, score in job_delayed)
+            if paused:
+                continue
+            if jobs_ready:
+                busy.append("a job is ready")
+            if plain:
+                busy.append("activity work is ready")
+            session_items.extend(in_session)
+        if busy:
+            return busy[0]
+        if locks:
+            tokens = await self._r.hmget(pk.oq_lock, [m for m, _ in locks])
+            for (_iid, deadline), token in zip(locks, tokens, strict=True):
+                if token is None or not _locked_by(_s(token), dead_tags):
+                    return "an orchestration turn is locked"
+                due.append(int(deadline))
+        if session_items:
+            # session work waits for its session's owner: busy unless that owner is dead
+            # (then it is due when the session's lease runs out)
+            fields = [f"{_s(i)}|{f}" for i in session_items for f in ("i", "s")]
+            parts = [_s(p or b"") for p in await self._r.hmget(pk.wq_items, fields)]
+            sks = [f"{parts[k]}\n{parts[k + 1]}" for k in range(0, len(parts), 2)]
+            owned = await self._r.hmget(pk.sess, [f"{sk}|{f}" for sk in sks for f in "ou"])
+            for k in range(0, len(owned), 2):
+                owner, until = owned[k], owned[k + 1]
+                if not owner or _s(owner) not in dead_workers:
+                    return "session work is ready"
+                due.append(int(until or 0))
+        if leases:
+            holders = await self._r.hmget(pk.wq_items, [f"{_s(m)}|w" for m, _ in leases])
+            for (_member, score), holder in zip(leases, holders, strict=True):
+                if holder is None or _s(holder) not in dead_workers:
+                    return "an activity is running"
+                due.append(int(score))
+        return None

@@ -90,6 +90,18 @@ async def local_steps(ctx: OrchestrationContext, text: str) -> list[str]:
     return [sync, await ctx.call_local_activity(note, text)]
 
 
+@app.activity(queue="gpu")
+async def on_gpu(ctx: ActivityContext, text: str) -> str:
+    calls.append(f"gpu {text}")
+    return text
+
+
+@app.orchestration
+async def gpu_after_a_day(ctx: OrchestrationContext, text: str) -> str:
+    await ctx.sleep(DAY)
+    return await ctx.call_activity(on_gpu, text)
+
+
 @app.orchestration
 async def in_session(ctx: OrchestrationContext, text: str) -> list[str]:
     session = await ctx.open_session_with_id("s")
@@ -246,6 +258,28 @@ async def test_a_crash_amid_other_turns_lets_the_clock_skip_over_their_locks(
         assert (await env.client.wait_for_completion(iid, timeout=10))[1] == "WOKE"
     assert crash.hits == 1 and len(calls) == 7
     assert time.monotonic() - wall < 5.0  # a lock left to expire in real time takes 30 s
+
+
+async def test_work_on_another_queue_is_seen_and_skipped_to(backend: dict[str, Any]) -> None:
+    options = WorkerOptions(queues=("default", "gpu"), fetch_wait=0.5, janitor_interval=None)
+    async with TestEnvironment(app, worker_options=options, **backend) as env:
+        crash = env.crash_after(on_gpu)
+        wall = time.monotonic()
+        iid = await env.client.start(gpu_after_a_day, "g")
+        assert await env.client.wait_for_completion(iid, timeout=10) == "g"
+        assert crash.hits == 1 and calls == ["gpu g", "gpu g"]
+        assert time.monotonic() - wall < 5.0
+
+
+async def test_a_paused_queue_does_not_hold_the_clock(backend: dict[str, Any]) -> None:
+    options = WorkerOptions(queues=("default", "batch"), fetch_wait=0.5, janitor_interval=None)
+    async with TestEnvironment(app, worker_options=options, **backend) as env:
+        await env.client.pause_queue("batch")
+        job = await env.client.enqueue(note, "paused", queue="batch")  # ready, not runnable
+        iid = await env.client.start(sleeper, 3)
+        waited, _ = await env.client.wait_for_completion(iid, timeout=10)
+        assert waited >= 3 * 86400
+        assert (await job.status()).state.value == "queued"
 
 
 async def test_a_crash_at_start_runs_the_activity_once(env: TestEnvironment) -> None:
