@@ -15,29 +15,29 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
 from typing import Any
 
 import redis
 
 from durable_redis.storage.keys import PartitionKeys, meta_key
-from durable_redis.storage.scripts import load_script_source, lua_dir
+from durable_redis.storage.scripts import load_script_source
 from durable_redis.storage.server import RedisServer
 
 NS = "clock-cost"
 
 
+BEFORE = """local function server_now()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end"""
+
+
 def before_source(name: str) -> str:
-    """The script as it was: common.lua from before the test clock (git), no marker line."""
-    old_common = subprocess.run(
-        ["git", "show", "6062c54:lua/includes/common.lua"],
-        cwd=lua_dir().parent,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    current = (lua_dir() / "includes" / "common.lua").read_text(encoding="utf-8")
-    return load_script_source(name).replace(current, old_common)
+    """The script with ``server_now()`` as it was before the test clock (TIME only)."""
+    source = load_script_source(name)
+    start = source.index("local function server_now()")
+    end = source.index("\nend", start) + len("\nend")
+    return source[:start] + BEFORE + source[end:]
 
 
 def calls_for(pk: PartitionKeys) -> dict[str, tuple[list[str], list[Any]]]:
