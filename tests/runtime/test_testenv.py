@@ -484,3 +484,26 @@ async def test_the_environment_on_a_redis_cluster(redis_cluster: Any) -> None:
             waited, done = await env.client.wait_for_completion(iid, timeout=20)
             assert waited >= 30 * 86400 and done == "WOKE"
     assert crash.hits == 1 and len(calls) == 5
+
+
+async def test_a_test_store_never_calls_the_production_function_library(redis_url: str) -> None:
+    import redis.asyncio as aioredis
+
+    from durable_redis.storage.functions import delete_library, load_library
+
+    raw = aioredis.Redis.from_url(redis_url)
+    await load_library(raw)  # FCALL would run these: production scripts, no virtual clock
+    try:
+        with pytest.raises(ConfigurationError, match="its own scripts"):
+            RedisStore(raw, namespace="x", test_clock=True, scripts="functions")
+        test = RedisStore(raw, namespace=f"fl-{time.time_ns()}", test_clock=True)
+        await test.initialize()
+        await test.advance_test_clock(5 * 86400 * 1000)
+        real = int(time.time() * 1000)
+        iid = await Client(test, app).start(sleeper, 1)
+        info = await test.get_instance(iid)
+        assert info is not None and info.created_at_ms - real >= 5 * 86400 * 1000 - 5000
+        assert test.calls["create_instance"] == 1
+    finally:
+        await delete_library(raw)
+        await raw.aclose()
