@@ -47,7 +47,7 @@ STATUS
   2 NAMESPACE_MISSING
 ]]
 -- @include common
-if redis.call('HGET', KEYS[1], 'epoch') ~= ARGV[1] then return {2} end
+if not epoch_ok(KEYS[1], ARGV[1]) then return {2} end
 local now = server_now()
 local id, iid, mid = ARGV[2], ARGV[4], ARGV[5]
 local items = KEYS[3]

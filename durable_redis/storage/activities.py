@@ -17,12 +17,10 @@ from durable_redis.storage.base import (
     WorkItemLease,
 )
 from durable_redis.storage.keys import session_key, validate_id
+from durable_redis.storage.packing import PURGE_BATCH  # noqa: F401  (re-exported)
 from durable_redis.storage.redis_base import RedisStoreBase
 from durable_redis.storage.scripts import Status, raise_for_status
 
-# A terminal instance with more work items than this is purged in batches (lua/purge_work.lua);
-# the Lua side's PURGE_BATCH (lua/includes/common.lua) is the same number.
-PURGE_BATCH = 1000
 # Work item ids purge_work examines per call: ~1-3 ms of Lua on a loaded 2-core machine, where
 # 1,000 took 10-50 ms and 200 took 10-30 ms (tests/reliability/test_big_purge.py).
 PURGE_SCAN = 100
@@ -173,7 +171,7 @@ class ActivityQueueMixin(RedisStoreBase):
         pk = self._pk(iid)
         ik = pk.instance(iid)
         guess = self._exec_guess.get(iid, 1)
-        nonce = secrets.token_hex(8) if lock_ms is not None else ""
+        nonce = self._lock_nonce() if lock_ms is not None else ""
         reply = await self._eval(
             "ack_work_item",
             [
@@ -214,7 +212,7 @@ class ActivityQueueMixin(RedisStoreBase):
         if len(reply) == 1:
             return None
         self.calls["ack_work_item:locked"] += 1
-        return await self._lease_from_lock(iid, _s(reply[1]), reply[2:])
+        return await self._lease_from_lock(iid, _s(reply[1]), reply[2:], lock_ms or 0)
 
     async def renew_work_items(
         self, leases: Sequence[WorkItemLease], lock_ms: int, session_lock_ms: int | None = None
@@ -367,15 +365,6 @@ def _queues_arg(queues: Sequence[str]) -> list[str]:
         raise TypeError("queues is a sequence of queue names, not a str")
     out = list(dict.fromkeys(validate_queue(q) for q in queues))
     return out or ["default"]
-
-
-def work_route_arg(visible_at_ms: int | None, queue: str | None, priority: int) -> str:
-    """commit_turn's visible_at field of a work item: "<ms>" as before for the default queue
-    and priority 0, else "<ms>;<queue>;<priority>" (docs/routing.md)."""
-    vis = _opt(visible_at_ms)
-    if (queue is None or queue == "default") and not priority:
-        return vis
-    return f"{vis};{queue or 'default'};{priority or ''}"
 
 
 async def routed_ready_counts(r: Any, pk: Any) -> tuple[int, int]:
