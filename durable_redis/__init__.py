@@ -24,6 +24,7 @@ if TYPE_CHECKING:
         OrchestrationContext,
         RetryPolicy,
     )
+    from durable_redis.devtools import RedisServer
     from durable_redis.errors import (
         ActivityFailedError,
         ActivityTimeoutError,
@@ -66,7 +67,6 @@ if TYPE_CHECKING:
     from durable_redis.storage import (
         ExistingInstancePolicy,
         InstanceStatus,
-        RedisServer,
         RedisStore,
     )
     from durable_redis.storage.job_types import ExistingJobPolicy, JobState
@@ -116,7 +116,7 @@ _LAZY = {
     "OrchestrationError": "durable_redis.errors",
     "OrchestrationFailedError": "durable_redis.errors",
     "PayloadTooLargeError": "durable_redis.errors",
-    "RedisServer": "durable_redis.storage",
+    "RedisServer": "durable_redis.devtools",
     "RedisStore": "durable_redis.storage",
     "RegistrationError": "durable_redis.errors",
     "RetryPolicy": "durable_redis.core",

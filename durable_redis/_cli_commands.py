@@ -525,7 +525,7 @@ def run_server_command(args: argparse.Namespace) -> int:
     import socket
     import threading
 
-    from durable_redis.storage.server import RedisServer, redis_server_version
+    from durable_redis.devtools.server import RedisServer, redis_server_version
 
     if not 0 <= args.port <= 65535:
         raise UsageError("--port must be between 0 and 65535 (0: a free port)")

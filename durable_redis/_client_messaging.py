@@ -19,6 +19,7 @@ from durable_redis.errors import (
     UpdateRejectedError,
     WaitTimeoutError,
 )
+from durable_redis.ids import validate_id
 from durable_redis.storage.base import Store
 
 __all__ = ["ClientMessagingMixin", "StreamItem", "follow_stream"]
@@ -46,7 +47,6 @@ class ClientMessagingMixin:
         raise NotImplementedError
 
     def _id(self, value: object, what: str = "instance id") -> str:
-        from durable_redis.client import validate_id
 
         return validate_id(value, what)
 

@@ -22,7 +22,8 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 from durable_redis import core
-from durable_redis.core.jobs import DEFAULT_QUEUE, encode_job_tasks, job_task, validate_queue
+from durable_redis._identity import activity_identity
+from durable_redis.core.jobs import encode_job_tasks, job_task, validate_queue
 from durable_redis.core.retry import RetryPolicy
 from durable_redis.errors import (
     FailureDetails,
@@ -33,6 +34,7 @@ from durable_redis.errors import (
     ValidationError,
     WaitTimeoutError,
 )
+from durable_redis.ids import validate_id
 from durable_redis.storage.job_types import (
     ExistingJobPolicy,
     JobQueueInfo,
@@ -304,9 +306,8 @@ class JobsClientMixin:
     ) -> list[JobHandle[Any]]:
         """Enqueue one job per input, one round trip (one script call per partition and 1,000
         jobs). Same options as :meth:`enqueue`, for every job; all are checked first."""
-        from durable_redis.client import validate_id
 
-        name, result_type, registered_queue = _activity_identity(activity, self.app)
+        name, result_type, registered_queue = activity_identity(activity, self.app)
         target = validate_queue(registered_queue if queue is None else queue)
         values = list(inputs)
         if job_ids is not None:
@@ -353,7 +354,6 @@ class JobsClientMixin:
     # -- by id ---------------------------------------------------------------------------------
     async def get_job(self, job_id: str, *, result_type: Any = None) -> JobHandle[Any]:
         """The handle of an existing job (JobNotFoundError if unknown or expired)."""
-        from durable_redis.client import validate_id
 
         validate_id(job_id, "job id")
         await self._ensure_initialized()
@@ -370,7 +370,6 @@ class JobsClientMixin:
     async def cancel_job(self, job_id: str, reason: str = "") -> JobState:
         """Cancel a queued or running job (a running one by lock stealing: its worker stops it
         and its late result is refused); a finished job is left alone. Its state before."""
-        from durable_redis.client import validate_id
 
         validate_id(job_id, "job id")
         details = FailureDetails("cancelled", "JobCancelledError", reason or "cancelled")
@@ -380,7 +379,6 @@ class JobsClientMixin:
 
     async def retry_job(self, job_id: str) -> None:
         """Queue a failed or cancelled job again from its first attempt (JobStateError else)."""
-        from durable_redis.client import validate_id
 
         validate_id(job_id, "job id")
         await self._ensure_initialized()
@@ -422,29 +420,3 @@ class JobsClientMixin:
         await self._ensure_initialized()
         records = await self._job_store().list_jobs(state=state, name=name, limit=limit)
         return [_status(r, self.codec) for r in records]
-
-
-def _activity_identity(activity: Any, app: Any) -> tuple[str, Any, str]:
-    """(registered name, result type or None, queue) of an activity function or name."""
-    from durable_redis.client import validate_id
-
-    if isinstance(activity, str):
-        validate_id(activity, "activity name")
-        if app is None:
-            return activity, None, DEFAULT_QUEUE  # the workers decide whether they know it
-        try:
-            found = app.get_activity(activity)
-            return activity, found.result_type, found.queue
-        except NotRegisteredError:
-            raise NotRegisteredError(
-                f"activity {activity!r} is not registered on this client's app "
-                f"{getattr(app, 'name', '')!r}; a client made without an app leaves that check "
-                "to the workers"
-            ) from None
-    meta = core.activity_metadata(activity)
-    if app is not None and meta.name not in app.activity_names:
-        raise NotRegisteredError(
-            f"activity {meta.name!r} is not registered on this client's app "
-            f"{getattr(app, 'name', '')!r}"
-        )
-    return meta.name, meta.result_type, meta.queue

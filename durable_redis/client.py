@@ -22,19 +22,19 @@ import anyio
 
 from durable_redis import core
 from durable_redis._client_messaging import ClientMessagingMixin
+from durable_redis._identity import orchestration_identity
 from durable_redis._jobs_client import JobsClientMixin
 from durable_redis._schedules_client import SchedulesClientMixin
 from durable_redis.errors import (
     CodecError,
     FailureDetails,
     InstanceNotFoundError,
-    InvalidIdError,
-    NotRegisteredError,
     OrchestrationCancelledError,
     OrchestrationFailedError,
     ValidationError,
     WaitTimeoutError,
 )
+from durable_redis.ids import validate_id
 from durable_redis.runtime import tracing
 from durable_redis.storage.base import (
     ExistingInstancePolicy,
@@ -52,28 +52,8 @@ T = TypeVar("T")
 I = TypeVar("I")  # noqa: E741 - input type
 R = TypeVar("R")
 
-MAX_ID_BYTES = 256
-_FORBIDDEN = {"{": "'{'", "}": "'}'", "\n": "a newline", "\r": "a carriage return", "\0": "NUL"}
 _POLL_START_S = 0.01
 _POLL_MAX_S = 0.5
-
-
-def validate_id(value: object, what: str = "instance id") -> str:
-    """Return ``value`` if it is a valid id, else raise InvalidIdError (nothing is written)."""
-    if not isinstance(value, str):
-        raise InvalidIdError(f"{what} must be a str, got {type(value).__name__}")
-    if not value:
-        raise InvalidIdError(f"{what} must not be empty")
-    try:
-        size = len(value.encode("utf-8"))
-    except UnicodeEncodeError as exc:
-        raise InvalidIdError(f"{what} {value!r} is not encodable as UTF-8: {exc}") from None
-    if size > MAX_ID_BYTES:
-        raise InvalidIdError(f"{what} is {size} bytes long; the limit is {MAX_ID_BYTES}")
-    for char, label in _FORBIDDEN.items():
-        if char in value:
-            raise InvalidIdError(f"{what} {value!r} must not contain {label}")
-    return value
 
 
 class InstanceId(str, Generic[R]):
@@ -238,7 +218,7 @@ class Client(ClientMessagingMixin, JobsClientMixin, SchedulesClientMixin):
         if instance_id is None:
             instance_id = uuid.uuid4().hex
         validate_id(instance_id)
-        name, resolved_version, result_type = _orchestration_identity(orchestration, self.app)
+        name, resolved_version, result_type = orchestration_identity(orchestration, self.app)
         if version is not None:
             resolved_version = version
         encoded_input = self.codec.encode(input)
@@ -485,25 +465,6 @@ class Client(ClientMessagingMixin, JobsClientMixin, SchedulesClientMixin):
 
 
 # -- core glue -------------------------------------------------------------------------------
-def _orchestration_identity(orchestration: Any, app: Any) -> tuple[str, str, Any]:
-    """(name, version, result type or None) of a function or a registered name."""
-    if isinstance(orchestration, str):
-        validate_id(orchestration, "orchestration name")
-        if app is None:
-            return orchestration, "", None  # the workers decide whether they know it
-        try:
-            registered = app.get_orchestration(orchestration)
-        except NotRegisteredError:
-            raise NotRegisteredError(
-                f"orchestration {orchestration!r} is not registered on this client's app "
-                f"{getattr(app, 'name', '')!r}; a client made without an app leaves that check "
-                "to the workers"
-            ) from None
-        return orchestration, registered.version or "", registered.result_type
-    meta = core.orchestration_metadata(orchestration)
-    return meta.name, meta.version or "", meta.result_type
-
-
 def _start_message(
     instance_id: str,
     name: str,

@@ -16,17 +16,18 @@ import json
 import math
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from durable_redis.core import ActivityContext, App, OrchestrationContext, RetryPolicy
+
+if TYPE_CHECKING:
+    from durable_redis.devtools import WorkerProcesses
 
 __all__ = [
     "Conversation",
@@ -138,22 +139,6 @@ _LINES = [
 WORKER_COUNT = 2
 
 
-@dataclass
-class _Worker:
-    process: subprocess.Popen[bytes]
-    log_path: Path
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def log_tail(self, lines: int = 15) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-
 def run_demo(
     *,
     redis_url: str | None = None,
@@ -163,14 +148,15 @@ def run_demo(
     as_json: bool = False,
 ) -> int:
     """Run the demo end to end; return 0 if every conversation stayed on one worker."""
-    from durable_redis.storage.server import RedisServer
+    from durable_redis.devtools import RedisServer
+    from durable_redis.storage._url import redact_url
 
     if not 1 <= conversations <= 50 or not 1 <= turns <= 50:
         print("durable-redis demo: --conversations and --turns must be 1..50", file=sys.stderr)
         return 2
     out = _Printer(quiet=as_json)
     server: RedisServer | None = None
-    workers: list[_Worker] = []
+    workers: WorkerProcesses | None = None
     logs = tempfile.mkdtemp(prefix="durable-redis-demo-logs-")
     started = time.monotonic()
     try:
@@ -182,16 +168,17 @@ def run_demo(
                 f"\n  binary: {server.executable}"
             )
         else:
-            out(f"using the Redis at {_redact(redis_url)} (namespace {namespace!r})")
-        workers = _start_workers(redis_url, namespace, conversations, Path(logs))
+            out(f"using the Redis at {redact_url(redis_url)} (namespace {namespace!r})")
+        workers = _workers(redis_url, namespace, conversations, Path(logs))
+        workers.start(WORKER_COUNT)
         out(
-            f"started {len(workers)} worker processes: "
-            + ", ".join(f"pid {w.pid}" for w in workers)
+            f"started {len(workers.workers)} worker processes: "
+            + ", ".join(f"pid {pid}" for pid in workers.pids)
             + f" (max_sessions_per_worker={math.ceil(conversations / WORKER_COUNT)})"
         )
-        if not _wait_workers_ready(workers, timeout=20.0):
+        if not workers.wait_ready(timeout=20.0):
             out("workers did not start in time:")
-            for w in workers:
+            for w in workers.workers:
                 out(f"--- worker {w.pid} ---\n{w.log_tail()}")
             return 1
         import anyio
@@ -202,13 +189,13 @@ def run_demo(
         return 130
     finally:
         # Clean up first, report after: a failing stdout must not leak processes.
-        codes = _stop_workers(workers)
+        codes = workers.stop() if workers is not None else []
         if server is not None:
             server.stop()
         if server is not None or all(c == 0 for c in codes):
             shutil.rmtree(logs, ignore_errors=True)
         with contextlib.suppress(OSError):
-            if workers:
+            if workers is not None and workers.workers:
                 out("stopped the workers (SIGTERM): exit codes " + ", ".join(map(str, codes)))
             if server is not None:
                 out("stopped the private Redis")
@@ -240,15 +227,9 @@ class _Printer:
             self.quiet = True
 
 
-def _redact(url: str) -> str:
-    from durable_redis._cli_commands import redact_url
-
-    return redact_url(url)
-
-
-def _start_workers(url: str, namespace: str, conversations: int, logs: Path) -> list[_Worker]:
+def _workers(url: str, namespace: str, conversations: int, logs: Path) -> WorkerProcesses:
+    from durable_redis.devtools import WorkerProcesses
     from durable_redis.runtime import WorkerOptions
-    from durable_redis.runtime.process import worker_command
 
     options = WorkerOptions(
         max_sessions_per_worker=math.ceil(conversations / WORKER_COUNT),
@@ -256,54 +237,14 @@ def _start_workers(url: str, namespace: str, conversations: int, logs: Path) -> 
         shutdown_grace_period=5.0,
         janitor_interval=None,
     )
-    cmd = worker_command(
-        "durable_redis.demo:app", url, options, namespace=namespace, log_level="INFO"
+    return WorkerProcesses(
+        "durable_redis.demo:app",
+        url,
+        options,
+        namespace=namespace,
+        log_dir=logs,
+        new_session=True,  # Ctrl-C reaches them only through us (SIGTERM)
     )
-    workers: list[_Worker] = []
-    for i in range(WORKER_COUNT):
-        log_path = logs / f"worker-{i + 1}.log"
-        with log_path.open("wb") as log:
-            proc = subprocess.Popen(
-                cmd,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # Ctrl-C reaches them only through us (SIGTERM)
-            )
-        workers.append(_Worker(proc, log_path))
-    return workers
-
-
-def _wait_workers_ready(workers: list[_Worker], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        ready = 0
-        for w in workers:
-            if w.process.poll() is not None:
-                return False
-            with contextlib.suppress(OSError):
-                if " started" in w.log_path.read_text(errors="replace"):
-                    ready += 1
-        if ready == len(workers):
-            return True
-        time.sleep(0.05)
-    return False
-
-
-def _stop_workers(workers: list[_Worker]) -> list[int]:
-    for w in workers:
-        if w.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(w.pid, signal.SIGTERM)
-    codes: list[int] = []
-    for w in workers:
-        try:
-            codes.append(w.process.wait(timeout=10))
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(w.pid, signal.SIGKILL)
-            codes.append(w.process.wait(timeout=10))
-    return codes
 
 
 async def _drive(

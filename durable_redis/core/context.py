@@ -29,6 +29,7 @@ from durable_redis.errors import (
     TaskFailedError,
     ValidationError,
 )
+from durable_redis.ids import SESSION, default_child_id
 
 if TYPE_CHECKING:
     from durable_redis.core.engine import ReplayEngine
@@ -45,7 +46,7 @@ T = TypeVar("T")
 I = TypeVar("I")  # noqa: E741 - input type
 R = TypeVar("R")
 
-MAX_SESSION_ID_LENGTH = 256
+MAX_SESSION_ID_LENGTH = SESSION.max_bytes
 MAX_VALUE_KEYS = 128
 """Keys of one instance's key-value state (``ctx.set_value``)."""
 MAX_VALUE_BYTES = 64 * 1024
@@ -408,7 +409,7 @@ class OrchestrationContext:
         child raises ``ChildOrchestrationFailedError``; abandoning it cancels the child.
         """
         name, version, result_type = self._orchestration_identity(orchestration, version)
-        child_id = instance_id or f"{self.instance_id}:sub:{self._engine.next_event_id}"
+        child_id = instance_id or default_child_id(self.instance_id, self._engine.next_event_id)
         return self._engine.schedule_child(
             name, version, child_id, self._engine.codec.encode(input), result_type
         )

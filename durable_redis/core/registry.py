@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar, overload
 
+from durable_redis import ids
 from durable_redis.core.codec import Codec, MsgpackCodec
 from durable_redis.errors import ConfigurationError, NotRegisteredError, RegistrationError
 
@@ -115,7 +116,7 @@ class ActivityContext:
 
     @property
     def activity_key(self) -> str:
-        return f"{self.execution_id}:{self.activity_id}"
+        return ids.activity_key(self.execution_id, self.activity_id)
 
     @property
     def idempotency_key(self) -> str:
@@ -123,8 +124,8 @@ class ActivityContext:
 
         For a job: ``"job:<job id>"``."""
         if self.job_id is not None:
-            return f"job:{self.job_id}"
-        return f"{self.instance_id}:{self.execution_id}:{self._first_attempt_id}"
+            return ids.job_idempotency_key(self.job_id)
+        return ids.activity_attempt_id(self.instance_id, self.execution_id, self._first_attempt_id)
 
     @property
     def is_cancelled(self) -> bool:

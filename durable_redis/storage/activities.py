@@ -7,6 +7,7 @@ import secrets
 from collections.abc import Sequence
 from typing import Any
 
+from durable_redis.ids import STORED, session_key, validate_id
 from durable_redis.storage._replies import _opt, _s, _work_leases
 from durable_redis.storage.base import (
     LostSessions,
@@ -15,7 +16,6 @@ from durable_redis.storage.base import (
     WorkBatch,
     WorkItemLease,
 )
-from durable_redis.storage.keys import session_key, validate_id
 from durable_redis.storage.redis_base import RedisStoreBase
 from durable_redis.storage.scripts import Status, raise_for_status
 
@@ -37,7 +37,7 @@ class ActivityQueueMixin(RedisStoreBase):
         check_sessions: Sequence[SessionRef] = (),
     ) -> WorkBatch:
         await self._ready()
-        validate_id("worker id", worker_id)
+        validate_id(worker_id, "worker id", rule=STORED)
         if limit < 1:
             raise ValueError("limit must be >= 1")
         checks: dict[int, list[SessionRef]] = {}
@@ -129,7 +129,7 @@ class ActivityQueueMixin(RedisStoreBase):
         lock_ms: int | None = None,
     ) -> OrchestrationLease | None:
         epoch = await self._ready()
-        validate_id("message id", message_id)
+        validate_id(message_id, "message id", rule=STORED)
         iid = lease.instance_id
         pk = self._pk(iid)
         ik = pk.instance(iid)

@@ -18,6 +18,7 @@ from typing import Any
 from redis.exceptions import NoScriptError, ResponseError
 
 from durable_redis.core.jobs import validate_queue
+from durable_redis.ids import STORED, validate_id
 from durable_redis.storage._replies import _s
 from durable_redis.storage.job_types import (
     ExistingJobPolicy,
@@ -28,7 +29,7 @@ from durable_redis.storage.job_types import (
     JobState,
     NewJob,
 )
-from durable_redis.storage.keys import PartitionKeys, validate_id
+from durable_redis.storage.keys import PartitionKeys
 from durable_redis.storage.redis_base import RedisStoreBase
 from durable_redis.storage.scripts import Status, raise_for_status
 
@@ -219,9 +220,9 @@ class JobQueueMixin(RedisStoreBase):
     ) -> list[JobState | None]:
         epoch = await self._ready()
         for j in jobs:
-            validate_id("job id", j.job_id)
+            validate_id(j.job_id, "job id", rule=STORED)
         for option in {_options(j) for j in jobs}:
-            validate_id("job name", option[0])
+            validate_id(option[0], "job name", rule=STORED)
             validate_queue(option[5])
             if not -_PRIORITY_LIMIT < option[1] < _PRIORITY_LIMIT:
                 raise ValueError(f"priority must be within +-{_PRIORITY_LIMIT - 1}")
@@ -275,7 +276,7 @@ class JobQueueMixin(RedisStoreBase):
         skip_first_try: bool = False,
     ) -> list[JobLease]:
         await self._ready()
-        validate_id("worker id", worker_id)
+        validate_id(worker_id, "worker id", rule=STORED)
         if limit < 1:
             raise ValueError("limit must be >= 1")
         served = list(dict.fromkeys(validate_queue(q) for q in queues))
@@ -371,7 +372,7 @@ class JobQueueMixin(RedisStoreBase):
     # -- management --------------------------------------------------------------------------
     async def cancel_job(self, job_id: str, error: bytes) -> JobState:
         epoch = await self._ready()
-        validate_id("job id", job_id)
+        validate_id(job_id, "job id", rule=STORED)
         pk = self._job_pk(job_id)
         reply = await self._eval(
             "cancel_job", job_script_keys(pk, "cancel_job"), [epoch, job_id, error]
@@ -382,7 +383,7 @@ class JobQueueMixin(RedisStoreBase):
 
     async def retry_job(self, job_id: str) -> None:
         epoch = await self._ready()
-        validate_id("job id", job_id)
+        validate_id(job_id, "job id", rule=STORED)
         pk = self._job_pk(job_id)
         reply = await self._eval("retry_job", job_script_keys(pk, "retry_job"), [epoch, job_id])
         if reply[0] != Status.OK:
@@ -390,7 +391,7 @@ class JobQueueMixin(RedisStoreBase):
 
     async def get_job(self, job_id: str) -> JobRecord | None:
         await self._ready()
-        validate_id("job id", job_id)
+        validate_id(job_id, "job id", rule=STORED)
         pk = self._job_pk(job_id)
         row = await self._r.hmget(pk.jq_jobs, [f"{job_id}|{f}" for f in _FIELDS])
         return _record(job_id, row)
@@ -526,7 +527,7 @@ class JobQueueMixin(RedisStoreBase):
 
     async def wait_job_ended(self, job_id: str, timeout_s: float) -> JobRecord | None:
         await self._ready()
-        validate_id("job id", job_id)
+        validate_id(job_id, "job id", rule=STORED)
         self._jobs_state()
         deadline = time.monotonic() + max(0.0, timeout_s)
         poll = 0.005

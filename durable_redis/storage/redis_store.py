@@ -29,6 +29,7 @@ from redis.exceptions import NoPermissionError as RedisNoPermissionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from durable_redis.errors import ConfigurationError, InstanceExistsError, StoreUnavailableError
+from durable_redis.ids import STORED, session_key, validate_id, work_item_id
 from durable_redis.storage._replies import _opt, _s, _work_leases
 from durable_redis.storage._url import _pop_partitions
 from durable_redis.storage.activities import ActivityQueueMixin
@@ -45,13 +46,7 @@ from durable_redis.storage.base import (
 from durable_redis.storage.cluster import CLUSTER_SCHEMES, cluster_client_from_url
 from durable_redis.storage.job_types import JobStore
 from durable_redis.storage.jobs import JobQueueMixin
-from durable_redis.storage.keys import (
-    InstanceKeys,
-    PartitionKeys,
-    item_id,
-    session_key,
-    validate_id,
-)
+from durable_redis.storage.keys import InstanceKeys, PartitionKeys
 from durable_redis.storage.management import ManagementMixin
 from durable_redis.storage.messaging import MessagingMixin, messaging_args
 from durable_redis.storage.outbox import OutboxMixin
@@ -163,14 +158,14 @@ class RedisStore(
         visible_at_ms: int | None = None,
     ) -> bool:
         epoch = await self._ready()
-        validate_id("instance id", instance_id)
-        validate_id("message id", message_id)
+        validate_id(instance_id, "instance id", rule=STORED)
+        validate_id(message_id, "message id", rule=STORED)
         pk = self._pk(instance_id)
         ik = pk.instance(instance_id)
         parent = create.parent_instance_id or ""
         children = ik.children
         if parent:
-            validate_id("parent instance id", parent)
+            validate_id(parent, "parent instance id", rule=STORED)
             ppk = self._pk(parent)
             if ppk.index == pk.index:
                 children = pk.instance(parent).children
@@ -216,8 +211,8 @@ class RedisStore(
         visible_at_ms: int | None = None,
     ) -> bool:
         epoch = await self._ready()
-        validate_id("instance id", instance_id)
-        validate_id("message id", message_id)
+        validate_id(instance_id, "instance id", rule=STORED)
+        validate_id(message_id, "message id", rule=STORED)
         pk = self._pk(instance_id)
         ik = pk.instance(instance_id)
         reply = await self._eval(
@@ -312,21 +307,21 @@ class RedisStore(
         msg_args: list[Any] = []
         outbox = False
         for m in commit.messages:
-            validate_id("instance id", m.instance_id)
-            validate_id("message id", m.message_id)
+            validate_id(m.instance_id, "instance id", rule=STORED)
+            validate_id(m.message_id, "message id", rule=STORED)
             g = 0
             if self._pk(m.instance_id).index != pk.index:
                 g = -1  # another partition: the outbox, delivered after the commit
                 outbox = True
                 if m.create and m.create.parent_instance_id:
-                    validate_id("parent instance id", m.create.parent_instance_id)
+                    validate_id(m.create.parent_instance_id, "parent instance id", rule=STORED)
             elif m.instance_id != iid:
                 if m.instance_id not in groups:
                     groups[m.instance_id] = len(groups) + 1
                     tk = pk.instance(m.instance_id)
                     parent = m.create.parent_instance_id if m.create else None
                     if parent:
-                        validate_id("parent instance id", parent)
+                        validate_id(parent, "parent instance id", rule=STORED)
                         self._same_partition(pk, parent, "a child's parent")
                     pc = pk.instance(parent).children if parent else tk.children
                     group_keys += [tk.record, tk.done, tk.mz, tk.mh, pc]
@@ -353,7 +348,7 @@ class RedisStore(
         )
         if session_ids:
             for sid in session_ids:
-                validate_id("session id", sid)
+                validate_id(sid, "session id", rule=STORED)
             owners = await self._r.hmget(
                 pk.sess, [session_key(iid, sid) + "|o" for sid in session_ids]
             )
@@ -391,19 +386,19 @@ class RedisStore(
         ]
         args.append(len(commit.work_items))
         for w in commit.work_items:
-            validate_id("activity key", w.activity_key)
+            validate_id(w.activity_key, "activity key", rule=STORED)
             args += [
-                item_id(iid, w.activity_key),
+                work_item_id(iid, w.activity_key),
                 w.activity_key,
                 w.session_id or "",
                 _opt(w.visible_at_ms),
                 w.data,
             ]
         args.append(len(commit.cancelled_work))
-        args += [item_id(iid, k) for k in commit.cancelled_work]
+        args += [work_item_id(iid, k) for k in commit.cancelled_work]
         for sessions in (commit.sessions_opened, commit.sessions_closed):
             for sid in sessions:
-                validate_id("session id", sid)
+                validate_id(sid, "session id", rule=STORED)
             args.append(len(sessions))
             args += list(sessions)
         args.append(len(commit.messages))
