@@ -136,7 +136,7 @@ _LAZY = {
     "run_worker": "durable_redis.runtime",
 }
 
-__version__ = "0.1.0"
+from durable_redis._version import __version__  # noqa: E402
 
 __all__ = [
     "ActivityContext",

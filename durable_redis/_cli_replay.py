@@ -14,8 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote
 
-from durable_redis._cli_commands import Emit
-from durable_redis._cli_support import EXIT_ERROR, EXIT_OK, UsageError
+from durable_redis._cli_support import EXIT_ERROR, EXIT_OK, Emit, UsageError
 
 __all__ = ["REPLAY_COMMANDS", "add_replay_commands", "run_replay_command"]
 

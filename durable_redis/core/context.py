@@ -13,9 +13,11 @@ import random as _random
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, MutableMapping
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, overload
+from typing import Any, NoReturn, Protocol, TypeVar, overload
 
 from durable_redis.core import events as ev
+from durable_redis.core.codec import Codec
+from durable_redis.core.loop import DeterministicLoop
 from durable_redis.core.registry import (
     ActivityContext,
     activity_metadata,
@@ -31,13 +33,11 @@ from durable_redis.errors import (
 )
 from durable_redis.ids import SESSION, default_child_id
 
-if TYPE_CHECKING:
-    from durable_redis.core.engine import ReplayEngine
-
 __all__ = [
     "MAX_SESSION_ID_LENGTH",
     "MAX_VALUE_BYTES",
     "MAX_VALUE_KEYS",
+    "EngineOps",
     "OrchestrationContext",
     "ReplaySafeLogger",
 ]
@@ -77,10 +77,74 @@ class ReplaySafeLogger(logging.LoggerAdapter[logging.Logger]):
         return msg, kwargs
 
 
+_E = TypeVar("_E", bound=ev.HistoryEvent)
+
+
+class EngineOps(Protocol):
+    """What the context asks of the engine of its turn: the whole edge, in one place.
+
+    ``core.engine.ReplayEngine`` implements it (checked by mypy where the engine builds its
+    context); the context imports nothing of the engine, as Temporal's ``workflow._Runtime``.
+    """
+
+    @property
+    def loop(self) -> DeterministicLoop: ...
+    @property
+    def codec(self) -> Codec: ...
+    @property
+    def current_ms(self) -> int: ...
+    @property
+    def cursor(self) -> int: ...
+    @property
+    def next_event_id(self) -> int: ...
+    @property
+    def is_replaying(self) -> bool: ...
+    @property
+    def last_activity_id(self) -> int: ...
+    @property
+    def max_sessions(self) -> int: ...
+    @property
+    def suggest_at(self) -> int: ...
+    @property
+    def trace(self) -> dict[str, str] | None: ...
+    @property
+    def open_sessions(self) -> set[str]: ...
+    @property
+    def value_keys(self) -> set[str]: ...
+    @property
+    def update_handlers(
+        self,
+    ) -> dict[str, tuple[Callable[..., Any], Callable[..., Any] | None]]: ...
+
+    def command(self, cls: type[_E], **fields: Any) -> _E: ...
+    def terminate(self, cls: type[_E], **fields: Any) -> NoReturn: ...
+    def patched(self, change_id: str, *, deprecated: bool) -> bool: ...
+    def create_timer(self, fire_at_ms: int) -> asyncio.Future[None]: ...
+    def wait_for_event(self, name: str, result_type: Any) -> asyncio.Future[Any]: ...
+    def dequeue_event(self, queue: str, result_type: Any) -> asyncio.Future[Any]: ...
+    def schedule_activity(
+        self,
+        name: str,
+        payload: bytes,
+        session: str | None,
+        attempt: int,
+        timeout_ms: int | None,
+        result_type: Any,
+        first_attempt_id: int | None = None,
+        local: bool = False,
+    ) -> asyncio.Future[Any]: ...
+    def schedule_child(
+        self, name: str, version: str, child_id: str, payload: bytes, result_type: Any
+    ) -> asyncio.Future[Any]: ...
+    def check_session_use(self, session_id: str) -> None: ...
+    def open_session(self, session_id: str, *, explicit: bool) -> asyncio.Future[str]: ...
+    def close_session(self, session_id: str) -> asyncio.Future[None]: ...
+
+
 class OrchestrationContext:
     """Passed as the first argument of every orchestration. Deterministic by construction."""
 
-    def __init__(self, engine: ReplayEngine, started: ev.OrchestrationStarted) -> None:
+    def __init__(self, engine: EngineOps, started: ev.OrchestrationStarted) -> None:
         self._engine = engine
         self._started = started
         self._loop = engine.loop

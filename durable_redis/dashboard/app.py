@@ -41,7 +41,7 @@ from starlette.responses import (
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from durable_redis._cli_commands import plain
+from durable_redis._render import plain
 from durable_redis.dashboard import sse, views
 from durable_redis.errors import DurableRedisError, InstanceRunningError
 from durable_redis.ids import validate_id

@@ -15,8 +15,8 @@ import re
 from collections.abc import AsyncIterator
 from typing import Any
 
-from durable_redis._cli_commands import plain
 from durable_redis._client_messaging import follow_stream
+from durable_redis._render import plain
 
 __all__ = ["events", "start_offset"]
 

@@ -47,6 +47,14 @@ class WorkerPool:
     def workers(self) -> list[WorkerProcess]:
         return self.runner.workers
 
+    @property
+    def redis_url(self) -> str:
+        return self.runner.redis_url
+
+    @redis_url.setter
+    def redis_url(self, url: str) -> None:  # later workers of the pool go to this Redis
+        self.runner.redis_url = url
+
     def start(self, app_ref: str = "e2e_app:app", **options: Any) -> WorkerProcess:
         return self.runner.start_one({**FAST_OPTIONS, **options}, app_ref=app_ref)
 
