@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from durable_redis._client_messaging import StreamItem
     from durable_redis._jobs_client import JobHandle, JobStatus
     from durable_redis._schedules_client import ScheduleInfo
-    from durable_redis.client import Client, InstanceId, InstanceState
+    from durable_redis.client import Client, InstanceHandle, InstanceId, InstanceState
     from durable_redis.core import (
         ActivityContext,
         App,
@@ -70,7 +70,7 @@ if TYPE_CHECKING:
         RedisStore,
     )
     from durable_redis.storage.job_types import ExistingJobPolicy, JobState
-    from durable_redis.sync_client import SyncClient
+    from durable_redis.sync_client import SyncClient, SyncInstanceHandle
 
 _LAZY = {
     "ActivityContext": "durable_redis.core",
@@ -92,6 +92,7 @@ _LAZY = {
     "InstanceNotFoundError": "durable_redis.errors",
     "InstanceRunningError": "durable_redis.errors",
     "InstanceTerminalError": "durable_redis.errors",
+    "InstanceHandle": "durable_redis.client",
     "InstanceId": "durable_redis.client",
     "InstanceState": "durable_redis.client",
     "InstanceStatus": "durable_redis.storage",
@@ -126,6 +127,7 @@ _LAZY = {
     "StoreUnavailableError": "durable_redis.errors",
     "StreamItem": "durable_redis._client_messaging",
     "SyncClient": "durable_redis.sync_client",
+    "SyncInstanceHandle": "durable_redis.sync_client",
     "TaskFailedError": "durable_redis.errors",
     "UpdateFailedError": "durable_redis.errors",
     "UpdateRejectedError": "durable_redis.errors",
@@ -155,6 +157,7 @@ __all__ = [
     "FailureDetails",
     "HistoryLimitExceededError",
     "InstanceExistsError",
+    "InstanceHandle",
     "InstanceId",
     "InstanceNotFoundError",
     "InstanceRunningError",
@@ -192,6 +195,7 @@ __all__ = [
     "StoreUnavailableError",
     "StreamItem",
     "SyncClient",
+    "SyncInstanceHandle",
     "TaskFailedError",
     "UpdateFailedError",
     "UpdateRejectedError",

@@ -12,6 +12,7 @@ from typing import Any
 import anyio
 
 from durable_redis import core
+from durable_redis.core import Codec
 from durable_redis.errors import (
     FailureDetails,
     InstanceNotFoundError,
@@ -41,7 +42,7 @@ class ClientMessagingMixin:
     """Updates, values, queue events and streams; see :class:`durable_redis.Client`."""
 
     store: Store
-    codec: Any
+    codec: Codec
 
     async def _ensure_initialized(self) -> None:  # pragma: no cover - Client's
         raise NotImplementedError

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 from durable_redis import core
 from durable_redis._identity import activity_identity
+from durable_redis.core import App, Codec
 from durable_redis.core.jobs import encode_job_tasks, job_task, validate_queue
 from durable_redis.core.retry import RetryPolicy
 from durable_redis.errors import (
@@ -186,8 +187,8 @@ def _ms_option(value: float | timedelta | None, what: str, *, allow_zero: bool) 
 class JobsClientMixin:
     """Job operations of :class:`~durable_redis.Client` (``store`` must be a RedisStore)."""
 
-    app: Any
-    codec: Any
+    app: App | None
+    codec: Codec
 
     async def _ensure_initialized(self) -> None:  # provided by Client
         raise NotImplementedError

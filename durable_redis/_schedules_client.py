@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from durable_redis._identity import activity_identity, orchestration_identity
+from durable_redis.core import App, Codec
 from durable_redis.core.retry import RetryPolicy
 from durable_redis.core.schedules import (
     ScheduleDefinition,
@@ -44,8 +45,8 @@ class ScheduleInfo:
 
 
 class SchedulesClientMixin:
-    app: Any
-    codec: Any
+    app: App | None
+    codec: Codec
 
     async def _ensure_initialized(self) -> None:  # provided by Client
         raise NotImplementedError

@@ -27,6 +27,7 @@ from durable_redis._jobs_client import JobsClientMixin
 from durable_redis._schedules_client import SchedulesClientMixin
 from durable_redis.errors import (
     CodecError,
+    ConfigurationError,
     FailureDetails,
     InstanceNotFoundError,
     OrchestrationCancelledError,
@@ -34,6 +35,7 @@ from durable_redis.errors import (
     ValidationError,
     WaitTimeoutError,
 )
+from durable_redis.ids import MAX_ID_BYTES as MAX_ID_BYTES
 from durable_redis.ids import validate_id
 from durable_redis.runtime import tracing
 from durable_redis.storage.base import (
@@ -44,7 +46,14 @@ from durable_redis.storage.base import (
     Store,
 )
 
-__all__ = ["Client", "InstanceId", "InstanceState", "InstanceStatePage", "validate_id"]
+__all__ = [
+    "Client",
+    "InstanceHandle",
+    "InstanceId",
+    "InstanceState",
+    "InstanceStatePage",
+    "validate_id",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -56,12 +65,67 @@ _POLL_START_S = 0.01
 _POLL_MAX_S = 0.5
 
 
-class InstanceId(str, Generic[R]):
-    """The id :meth:`Client.start` returns: a plain ``str`` that also tells a type checker what
-    the orchestration returns, so ``wait_for_completion`` on it is typed (``InstanceId[Receipt]``
-    gives a ``Receipt``). Any ``str`` works wherever an id is taken."""
+class InstanceHandle(str, Generic[R]):
+    """What :meth:`Client.start` returns: the instance id, and a handle on the instance.
 
-    __slots__ = ()
+    It *is* the id (a ``str`` subclass: store it, log it, pass it wherever an id is taken, as
+    before), and it carries the orchestration's result type for a type checker
+    (``InstanceHandle[Receipt]``) and for decoding::
+
+        handle = await client.start(pay, 5)
+        handle.id                  # the plain str
+        await handle.state()       # InstanceState | None, output typed
+        await handle.result()      # the output, typed R (wait_for_completion)
+
+    A handle made from a bare id (``InstanceHandle("order-1")``) has no client: its methods
+    raise ConfigurationError; pass the id to a client's methods instead.
+    """
+
+    _client: Client | None
+    _result_type: Any
+
+    def __new__(
+        cls, instance_id: str, client: Client | None = None, result_type: Any = None
+    ) -> InstanceHandle[R]:
+        handle = super().__new__(cls, instance_id)
+        handle._client = client
+        handle._result_type = result_type
+        return handle
+
+    @property
+    def id(self) -> str:
+        """The instance id as a plain ``str``."""
+        return str.__str__(self)
+
+    def _bound(self) -> Client:
+        if self._client is None:
+            raise ConfigurationError(
+                f"instance handle {self.id!r} was not returned by a client's start(): "
+                "pass the id to a Client instead"
+            )
+        return self._client
+
+    async def result(self, *, timeout: float | timedelta | None = None) -> R:
+        """:meth:`Client.wait_for_completion`: the output, decoded as the orchestration's
+        return type."""
+        value: R = await self._bound().wait_for_completion(
+            self.id, timeout=timeout, result_type=self._result_type
+        )
+        return value
+
+    async def state(self) -> InstanceState | None:
+        """:meth:`Client.get_status`, its output decoded as the orchestration's return type."""
+        return await self._bound().get_status(self.id, result_type=self._result_type)
+
+    async def raise_event(self, name: str, data: Any = None) -> None:
+        await self._bound().raise_event(self.id, name, data)
+
+    async def cancel(self, reason: str = "") -> None:
+        await self._bound().cancel(self.id, reason)
+
+
+InstanceId = InstanceHandle
+"""The earlier name of :class:`InstanceHandle` (a ``str`` typed by the result), kept."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,12 +182,14 @@ class Client(ClientMessagingMixin, JobsClientMixin, SchedulesClientMixin):
     ``trigger_schedule``, ``delete_schedule``) from ``_schedules_client``; updates, values, event
     queues and streams from :class:`~durable_redis._client_messaging.ClientMessagingMixin`."""
 
-    def __init__(self, store: Store, app: Any = None, *, codec: Any = None) -> None:
+    def __init__(
+        self, store: Store, app: core.App | None = None, *, codec: core.Codec | None = None
+    ) -> None:
         self.store = store
         self.app = app
         if codec is None:
             codec = getattr(app, "codec", None) if app is not None else None
-        self.codec: Any = codec if codec is not None else core.MsgpackCodec()
+        self.codec: core.Codec = codec if codec is not None else core.MsgpackCodec()
         self._result_types: dict[str, Any] = {}
         self._owns_store = False
         self._initialized = False
@@ -134,8 +200,8 @@ class Client(ClientMessagingMixin, JobsClientMixin, SchedulesClientMixin):
         url: str,
         *,
         namespace: str = "default",
-        app: Any = None,
-        codec: Any = None,
+        app: core.App | None = None,
+        codec: core.Codec | None = None,
     ) -> Client:
         from durable_redis.storage import RedisStore
 
@@ -170,7 +236,7 @@ class Client(ClientMessagingMixin, JobsClientMixin, SchedulesClientMixin):
         version: str | None = None,
         if_exists: ExistingInstancePolicy = ExistingInstancePolicy.FAIL,
         start_at: datetime | None = None,
-    ) -> InstanceId[R]: ...
+    ) -> InstanceHandle[R]: ...
 
     @overload
     async def start(
@@ -182,7 +248,7 @@ class Client(ClientMessagingMixin, JobsClientMixin, SchedulesClientMixin):
         version: str | None = None,
         if_exists: ExistingInstancePolicy = ExistingInstancePolicy.FAIL,
         start_at: datetime | None = None,
-    ) -> InstanceId[R]: ...
+    ) -> InstanceHandle[R]: ...
 
     @overload
     async def start(
@@ -194,7 +260,7 @@ class Client(ClientMessagingMixin, JobsClientMixin, SchedulesClientMixin):
         version: str | None = None,
         if_exists: ExistingInstancePolicy = ExistingInstancePolicy.FAIL,
         start_at: datetime | None = None,
-    ) -> InstanceId[Any]: ...
+    ) -> InstanceHandle[Any]: ...
 
     async def start(
         self,
@@ -205,11 +271,12 @@ class Client(ClientMessagingMixin, JobsClientMixin, SchedulesClientMixin):
         version: str | None = None,
         if_exists: ExistingInstancePolicy = ExistingInstancePolicy.FAIL,
         start_at: datetime | None = None,
-    ) -> InstanceId[Any]:
-        """Start an orchestration (by function or by registered name); return its instance id.
+    ) -> InstanceHandle[Any]:
+        """Start an orchestration (by function or by registered name); return its handle.
 
-        By function, the input is type-checked against its annotation and the returned
-        :class:`InstanceId` carries its result type (for ``wait_for_completion``).
+        The :class:`InstanceHandle` is the instance id (a ``str``, as before) with
+        ``.result()``, ``.state()``, ``.id``. By function, the input is type-checked against its
+        annotation and the handle carries its result type.
 
         ``if_exists`` decides what happens when ``instance_id`` is taken: FAIL raises
         InstanceExistsError, IGNORE keeps the existing instance, TERMINATE_IF_DONE replaces a
@@ -249,7 +316,7 @@ class Client(ClientMessagingMixin, JobsClientMixin, SchedulesClientMixin):
             created,
             extra={"instance_id": instance_id},
         )
-        return InstanceId(instance_id)
+        return InstanceHandle(instance_id, self, result_type)
 
     async def raise_event(self, instance_id: str, name: str, data: Any = None) -> None:
         """Deliver the external event ``name`` to the instance.
@@ -307,7 +374,7 @@ class Client(ClientMessagingMixin, JobsClientMixin, SchedulesClientMixin):
     @overload
     async def wait_for_completion(
         self,
-        instance_id: InstanceId[R],
+        instance_id: InstanceHandle[R],
         *,
         timeout: float | timedelta | None = ...,
         result_type: None = ...,
@@ -331,8 +398,8 @@ class Client(ClientMessagingMixin, JobsClientMixin, SchedulesClientMixin):
         result_type: Any = None,
     ) -> Any:
         """Wait until the instance ends; return its output (typed by the orchestration's return
-        annotation when ``instance_id`` is the :class:`InstanceId` that ``start`` returned, or by
-        ``result_type``).
+        annotation when ``instance_id`` is the :class:`InstanceHandle` that ``start`` returned,
+        or by ``result_type``).
 
         Raises OrchestrationFailedError, OrchestrationCancelledError, WaitTimeoutError (the
         instance may still finish later) or InstanceNotFoundError.

@@ -35,6 +35,7 @@ from typing import Any
 
 import anyio
 
+from durable_redis.core import App, Codec
 from durable_redis.errors import (
     FailureDetails,
     LeaseLostError,
@@ -74,7 +75,7 @@ class _Held:
 
 class OrchestrationDispatcher:
     def __init__(
-        self, app: Any, store: Store, options: WorkerOptions, worker_id: str, codec: Any
+        self, app: App, store: Store, options: WorkerOptions, worker_id: str, codec: Codec
     ) -> None:
         self._app = app
         self._store = store
