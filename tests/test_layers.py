@@ -178,7 +178,9 @@ ALLOWED = {
     "runtime": {"leaf", "core", "storage"},
     "client": {"leaf", "core", "storage", "runtime"},
     "devtools": {"leaf", "runtime"},
-    "testing": {"leaf", "core"},
+    # the test kit for users' tests: replay checks over core, and a harness above the client
+    # (the module-level imports of durable_redis.testing stay pure: checked below)
+    "testing": {"leaf", "core", "storage", "runtime", "client", "devtools"},
     "dashboard": {"leaf", "core", "storage", "client"},
     "cli": {"leaf", "core", "storage", "runtime", "client", "dashboard", "devtools", "testing"},
     # the root __init__ names the public API lazily (PEP 562) and under TYPE_CHECKING
