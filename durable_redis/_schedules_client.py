@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from durable_redis import ids
 from durable_redis._identity import activity_identity, orchestration_identity
 from durable_redis.core import App, Codec
 from durable_redis.core.retry import RetryPolicy
@@ -153,14 +154,14 @@ class SchedulesClientMixin:
             return await start(
                 spec.orchestration,
                 self.codec.decode(spec.task),
-                instance_id=f"{name}@now:{uuid.uuid4().hex[:12]}",
+                instance_id=ids.schedule_now_instance_id(name, uuid.uuid4().hex[:12]),
                 version=spec.version,
             )
         from durable_redis._jobs_client import JobHandle
         from durable_redis.core.registry import activity_queue
         from durable_redis.storage.job_types import NewJob
 
-        job_id = f"sched:{name}:now:{uuid.uuid4().hex[:12]}"
+        job_id = ids.schedule_now_job_id(name, uuid.uuid4().hex[:12])
         await self._sched_store().enqueue_jobs(
             [
                 NewJob(

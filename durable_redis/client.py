@@ -20,7 +20,7 @@ from typing import Any, Generic, TypeVar, overload
 
 import anyio
 
-from durable_redis import core
+from durable_redis import core, ids
 from durable_redis._client_messaging import ClientMessagingMixin
 from durable_redis._identity import orchestration_identity
 from durable_redis._jobs_client import JobsClientMixin
@@ -327,7 +327,7 @@ class Client(ClientMessagingMixin, JobsClientMixin, SchedulesClientMixin):
         validate_id(instance_id)
         validate_id(name, "event name")
         encoded = self.codec.encode(data)
-        message_id = f"event:{uuid.uuid4().hex}"
+        message_id = ids.client_message_id("event", uuid.uuid4().hex)
         message = core.encode_message(core.event_raised_message(name, encoded))
         await self._ensure_initialized()
         await self.store.enqueue_message(instance_id, message_id, message)
@@ -341,7 +341,9 @@ class Client(ClientMessagingMixin, JobsClientMixin, SchedulesClientMixin):
         validate_id(instance_id)
         message = core.encode_message(core.cancel_message(reason))
         await self._ensure_initialized()
-        await self.store.enqueue_message(instance_id, f"cancel:{uuid.uuid4().hex}", message)
+        await self.store.enqueue_message(
+            instance_id, ids.client_message_id("cancel", uuid.uuid4().hex), message
+        )
 
     async def purge(self, instance_id: str, *, force: bool = False) -> int:
         """Delete the instance and its children. Returns how many instances were deleted.
@@ -542,4 +544,4 @@ def _start_message(
     message = core.start_message(name=name, version=version, input=encoded_input, trace=trace)
     # Unique per start() call: a transport-level retry re-sends the same id (idempotent), while
     # a second start() of the same instance id is a new request that the policy decides on.
-    return f"start:{uuid.uuid4().hex}", core.encode_message(message)
+    return ids.client_message_id("start", uuid.uuid4().hex), core.encode_message(message)

@@ -26,6 +26,7 @@ never by splitting on ``":"`` elsewhere.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from durable_redis.errors import InvalidIdError
 
@@ -35,6 +36,7 @@ __all__ = [
     "NAME",
     "SESSION",
     "STORED",
+    "ClientMessageKind",
     "IdRule",
     "activity_attempt_id",
     "activity_completion_id",
@@ -43,6 +45,7 @@ __all__ = [
     "child_cancel_id",
     "child_result_id",
     "child_start_id",
+    "client_message_id",
     "continue_as_new_id",
     "default_child_id",
     "event_to_instance_id",
@@ -52,7 +55,10 @@ __all__ = [
     "parse_list_cursor",
     "parse_work_item_id",
     "schedule_job_id",
+    "schedule_now_instance_id",
+    "schedule_now_job_id",
     "session_key",
+    "tick_instance_id",
     "timer_message_id",
     "valid_id",
     "validate_id",
@@ -209,7 +215,32 @@ def parse_list_cursor(cursor: object) -> tuple[int | None, str, str] | None:
     return (None if parts[0] == "m" else int(parts[0])), parts[1], parts[2]
 
 
+# -- messages a client sends (a token per call: a transport retry re-sends the same id) ----------
+ClientMessageKind = Literal["start", "event", "cancel", "update", "queue"]
+
+
+def client_message_id(kind: ClientMessageKind, token: str) -> str:
+    """``"<kind>:<token>"``: a start, event, cancel, update or queued event from a client."""
+    return f"{kind}:{token}"
+
+
 # -- schedules ------------------------------------------------------------------------------------
 def schedule_job_id(name: str, tick_ms: int) -> str:
     """The id of one schedule tick's job (before any partition suffix)."""
     return f"sched:{name}:{tick_ms}"
+
+
+def tick_instance_id(name: str, tick_ms: int) -> str:
+    """The instance id of one tick of an orchestration schedule (before any partition suffix):
+    deterministic, so a re-run tick starts nothing."""
+    return f"{name}@{tick_ms}"
+
+
+def schedule_now_job_id(name: str, token: str) -> str:
+    """The job of a schedule's ``trigger`` (run now, beside the ticks)."""
+    return f"sched:{name}:now:{token}"
+
+
+def schedule_now_instance_id(name: str, token: str) -> str:
+    """The instance of an orchestration schedule's ``trigger``: ``<name>@now:<token>``."""
+    return f"{name}@now:{token}"

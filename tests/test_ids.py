@@ -75,6 +75,11 @@ def test_derived_ids_keep_the_stored_format() -> None:
     assert ids.child_result_id("o:sub:3", 1, 3) == "o:sub:3:result:1:3"
     assert ids.default_child_id("o", 3) == "o:sub:3"
     assert ids.schedule_job_id("nightly", 60_000) == "sched:nightly:60000"
+    assert ids.tick_instance_id("nightly", 60_000) == "nightly@60000"
+    assert ids.schedule_now_job_id("nightly", "abc") == "sched:nightly:now:abc"
+    assert ids.schedule_now_instance_id("nightly", "abc") == "nightly@now:abc"
+    for kind in ("start", "event", "cancel", "update", "queue"):
+        assert ids.client_message_id(kind, "t0") == f"{kind}:t0"
     assert ids.list_cursor(2, 10, "a:b") == "2:10:a:b"
     assert ids.list_cursor(None, 10, "a:b") == "m:10:a:b"
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from durable_redis import ids
 from durable_redis._render import decode_payload, event_dict, plain
 from durable_redis.core import decode_event, decode_failure
 from durable_redis.core.jobs import decode_job_task
@@ -313,7 +314,7 @@ async def rerun(store: Any, instance_id: str) -> str:
     await store.create_instance(
         instance_id,
         InstanceCreate(name=info.name, version=info.version, input=info.input),
-        f"start:{uuid.uuid4().hex}",
+        ids.client_message_id("start", uuid.uuid4().hex),
         core.encode_message(start),
         policy=ExistingInstancePolicy.TERMINATE_IF_DONE,
     )
