@@ -82,7 +82,7 @@ def _dt(ms: int | None) -> datetime | None:
     return None if ms is None else datetime.fromtimestamp(ms / 1000, tz=UTC)
 
 
-def _status(rec: JobRecord, codec: Any) -> JobStatus:
+def _status(rec: JobRecord, codec: Codec) -> JobStatus:
     return JobStatus(
         job_id=rec.job_id,
         name=rec.name,

@@ -476,10 +476,10 @@ def orchestration_metadata(fn: Callable[..., Any]) -> OrchestrationDefinition:
     return definition
 
 
-def activity_queue(app: Any, activity: str) -> str:
+def activity_queue(app: App | None, activity: str) -> str:
     """The queue of ``activity``'s jobs on ``app`` ("default" without an app, or when the app
     does not register it)."""
-    found = getattr(app, "_activities", {}).get(activity) if app is not None else None
+    found = app._activities.get(activity) if app is not None else None
     return found.queue if isinstance(found, ActivityDefinition) else "default"
 
 
