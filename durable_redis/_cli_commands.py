@@ -4,8 +4,9 @@ The client commands print one human-readable block (or, with ``--json``, one JSO
 stdout; errors go to stderr (with ``--json``: a JSON document on stdout) with the exit codes of
 :data:`durable_redis._cli_support.EXIT_CODES`. Before a client command or a worker talks to
 Redis, :func:`check_reachable` gives an unreachable server ``--connect-timeout`` seconds, saying
-what it retries. ``demo`` lives in :mod:`durable_redis.demo`; ``server`` runs a local
-development Redis (:func:`run_server_command`).
+what it retries. ``demo`` lives in :mod:`durable_redis._cli_demo` (its app in
+:mod:`durable_redis.demo`); ``server`` runs a local development Redis
+(:func:`run_server_command`).
 """
 
 from __future__ import annotations
@@ -373,7 +374,7 @@ def run_worker_command(args: argparse.Namespace, url: str) -> int:
 
 # -- demo -----------------------------------------------------------------------------------------
 def run_demo_command(args: argparse.Namespace) -> int:
-    from durable_redis.demo import run_demo
+    from durable_redis._cli_demo import run_demo
 
     return run_demo(
         redis_url=args.redis_url,
