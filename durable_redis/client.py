@@ -97,6 +97,10 @@ class InstanceHandle(str, Generic[R]):
         """The instance id as a plain ``str``."""
         return str.__str__(self)
 
+    def __reduce__(self) -> tuple[type[str], tuple[str]]:
+        """Copied (or pickled), a handle is its id, a plain ``str``: its client is not copied."""
+        return str, (self.id,)
+
     def _bound(self) -> Client:
         if self._client is None:
             raise ConfigurationError(

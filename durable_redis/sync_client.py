@@ -112,6 +112,9 @@ class SyncInstanceHandle(str, Generic[R]):
     def id(self) -> str:
         return str.__str__(self)
 
+    def __reduce__(self) -> tuple[type[str], tuple[str]]:
+        return str, (self.id,)
+
     def result(self, *, timeout: float | timedelta | None = None) -> R:
         return self._loop.run(self._handle.result(timeout=timeout))
 

@@ -4,6 +4,7 @@ the blocking twin."""
 
 from __future__ import annotations
 
+import copy
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -57,6 +58,8 @@ async def test_the_handle_is_the_id_and_reads_the_instance(
     assert handle == "pay-1" and handle.id == "pay-1" and type(handle.id) is str
     assert {handle: 1}["pay-1"] == 1  # hashes as the id
     assert InstanceId is InstanceHandle  # the earlier name
+    copied = copy.deepcopy(handle)  # pickling reduces the same way (__reduce__)
+    assert copied == "pay-1" and type(copied) is str  # the client is not copied along
 
     state = await handle.state()
     assert state is not None and state.instance_id == "pay-1"
