@@ -55,6 +55,15 @@ class WorkerPool:
     def redis_url(self, url: str) -> None:  # later workers of the pool go to this Redis
         self.runner.redis_url = url
 
+    @property
+    def namespace(self) -> str:
+        return self.runner.namespace
+
+    @property
+    def tmp(self) -> Path:
+        assert self.runner.log_dir is not None
+        return self.runner.log_dir
+
     def start(self, app_ref: str = "e2e_app:app", **options: Any) -> WorkerProcess:
         return self.runner.start_one({**FAST_OPTIONS, **options}, app_ref=app_ref)
 
