@@ -4,12 +4,11 @@ and benchmarks. Nothing here is needed to run durable_redis in production.
 * :class:`RedisServer` (``devtools/server.py``): one private ``redis-server`` process.
 * :class:`LocalCluster` (``devtools/cluster_server.py``): a private Redis Cluster.
 * :class:`WorkerProcesses` (``devtools/workers.py``): worker processes for ``module:app``.
-
-``LocalCluster`` is imported from its module (it needs ``redis`` at import).
 """
 
 from __future__ import annotations
 
+from durable_redis.devtools.cluster_server import LocalCluster
 from durable_redis.devtools.server import (
     RedisServer,
     find_redis_server,
@@ -19,6 +18,7 @@ from durable_redis.devtools.server import (
 from durable_redis.devtools.workers import WorkerProcess, WorkerProcesses
 
 __all__ = [
+    "LocalCluster",
     "RedisServer",
     "WorkerProcess",
     "WorkerProcesses",
