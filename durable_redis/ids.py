@@ -2,19 +2,15 @@
 
 A leaf (it imports ``errors`` only), so ``core``, ``storage``, ``runtime`` and the client share it.
 
-**Validation**: :func:`validate_id` ``(value, what, *, rule=NAME)``, one argument order, three rules
-in one table (docs/security.md):
+**Validation**: :func:`validate_id` ``(value, what, *, rule=NAME)``, one argument order, and the
+three rules in one place (docs/security.md has the table):
 
-========== ========= ======================== ===============================================
-rule       max bytes forbidden                used for
-========== ========= ======================== ===============================================
-``NAME``   256       ``{ } \\n \\r NUL``      ids a caller names at the client (instance and
-                                              job ids, event, schedule and orchestration names)
-``STORED`` 512       ``\\n NUL``              any id the storage layer writes: a derived id is
-                                              a user id plus a bounded suffix
-``SESSION``256       ``\\n NUL``              session ids (checked by the engine up front; they
-                                              sit in histories, so the rule cannot tighten)
-========== ========= ======================== ===============================================
+* ``NAME``: at most 256 bytes, none of ``{ } \\n \\r`` NUL. Ids a caller names at the client
+  (instance and job ids, event, schedule and orchestration names).
+* ``STORED``: at most 512 bytes, no ``\\n`` or NUL. Any id the storage layer writes (a derived id
+  is a user id plus a bounded suffix).
+* ``SESSION``: at most 256 bytes, no ``\\n`` or NUL. Session ids, checked by the engine up front;
+  they sit in recorded histories, so this rule cannot tighten.
 
 Every id must be a non-empty ``str`` encodable as UTF-8 (no lone surrogates). ``\\n`` and NUL are
 the separators of the stored composite ids below, so every rule forbids them.
