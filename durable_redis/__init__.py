@@ -24,6 +24,7 @@ if TYPE_CHECKING:
         OrchestrationContext,
         RetryPolicy,
     )
+    from durable_redis.core.jobs import Limit
     from durable_redis.devtools import RedisServer
     from durable_redis.errors import (
         ActivityFailedError,
@@ -105,6 +106,7 @@ _LAZY = {
     "JobNotFoundError": "durable_redis.errors",
     "JobState": "durable_redis.storage.job_types",
     "JobStateError": "durable_redis.errors",
+    "Limit": "durable_redis.core.jobs",
     "JobStatus": "durable_redis._jobs_client",
     "JsonCodec": "durable_redis.core",
     "LeaseLostError": "durable_redis.errors",
@@ -176,6 +178,7 @@ __all__ = [
     "JobStatus",
     "JsonCodec",
     "LeaseLostError",
+    "Limit",
     "MsgpackCodec",
     "NamespaceMissingError",
     "NondeterminismError",

@@ -24,7 +24,12 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 from durable_redis import core
 from durable_redis._identity import activity_identity
 from durable_redis.core import App, Codec
-from durable_redis.core.jobs import encode_job_tasks, job_task, validate_queue
+from durable_redis.core.jobs import (
+    Limit,
+    encode_job_tasks,
+    job_task,
+    validate_queue,
+)
 from durable_redis.core.retry import RetryPolicy
 from durable_redis.errors import (
     FailureDetails,
@@ -41,6 +46,7 @@ from durable_redis.storage.job_types import (
     JobQueueInfo,
     JobRecord,
     JobState,
+    KeptJob,
     NewJob,
 )
 
@@ -212,6 +218,7 @@ class JobsClientMixin:
         timeout: float | timedelta | None = ...,
         result_ttl: float | timedelta = ...,
         if_exists: ExistingJobPolicy | str = ...,
+        limit: Limit | None = ...,
     ) -> JobHandle[R]: ...
 
     @overload
@@ -229,6 +236,7 @@ class JobsClientMixin:
         timeout: float | timedelta | None = ...,
         result_ttl: float | timedelta = ...,
         if_exists: ExistingJobPolicy | str = ...,
+        limit: Limit | None = ...,
     ) -> JobHandle[R]: ...
 
     @overload
@@ -246,6 +254,7 @@ class JobsClientMixin:
         timeout: float | timedelta | None = ...,
         result_ttl: float | timedelta = ...,
         if_exists: ExistingJobPolicy | str = ...,
+        limit: Limit | None = ...,
     ) -> JobHandle[Any]: ...
 
     async def enqueue(
@@ -262,6 +271,7 @@ class JobsClientMixin:
         timeout: float | timedelta | None = None,
         result_ttl: float | timedelta = DEFAULT_RESULT_TTL,
         if_exists: ExistingJobPolicy | str = ExistingJobPolicy.KEEP,
+        limit: Limit | None = None,
     ) -> JobHandle[Any]:
         """Enqueue ``activity(ctx, input)`` as a background job; its handle.
 
@@ -274,6 +284,10 @@ class JobsClientMixin:
         ``"default"``); a paused queue keeps it queued. ``retry`` retries failed
         attempts on durable timers (default: one attempt); ``timeout`` bounds each attempt.
         The result (or failure) is kept for ``result_ttl`` (default 1 hour; 0 = keep nothing).
+        ``limit`` (default: the activity's ``@app.activity(limit=)``): flow control by key,
+        ``Limit(key=..., concurrency=, rate=, per=, burst=, debounce=, throttle=)``
+        (docs/routing.md). A debounced or throttled enqueue returns the kept job's handle; a
+        keyed job's id gets a ``:k`` suffix when needed to live in its key's partition.
         """
         [handle] = await self.enqueue_many(
             activity,
@@ -287,6 +301,7 @@ class JobsClientMixin:
             timeout=timeout,
             result_ttl=result_ttl,
             if_exists=if_exists,
+            limit=limit,
         )
         return handle
 
@@ -304,18 +319,26 @@ class JobsClientMixin:
         timeout: float | timedelta | None = None,
         result_ttl: float | timedelta = DEFAULT_RESULT_TTL,
         if_exists: ExistingJobPolicy | str = ExistingJobPolicy.KEEP,
+        limit: Limit | None = None,
     ) -> list[JobHandle[Any]]:
         """Enqueue one job per input, one round trip (one script call per partition and 1,000
         jobs). Same options as :meth:`enqueue`, for every job; all are checked first."""
 
         name, result_type, registered_queue = activity_identity(activity, self.app)
         target = validate_queue(registered_queue if queue is None else queue)
+        if limit is None:
+            limit = _activity_limit(activity, self.app)
+        elif not isinstance(limit, Limit):
+            raise ValidationError(f"limit must be a Limit, got {limit!r}")
         values = list(inputs)
+        given: list[str] | None = None
         if job_ids is not None:
-            ids = [validate_id(j, "job id") for j in job_ids]
-            if len(ids) != len(values):
-                raise ValidationError(f"{len(ids)} job ids for {len(values)} inputs")
-        else:
+            given = [validate_id(j, "job id") for j in job_ids]
+            if len(given) != len(values):
+                raise ValidationError(f"{len(given)} job ids for {len(values)} inputs")
+        keys = None if limit is None else [limit.key_for(value) for value in values]
+        ids = given or []  # keyed jobs: chosen below, in their keys' partitions
+        if keys is None and given is None:
             ids = [os.urandom(16).hex() for _ in values]  # as unique as a uuid4, 4x cheaper
         if not isinstance(priority, int) or isinstance(priority, bool):
             raise ValidationError(f"priority must be an int, got {priority!r}")
@@ -343,13 +366,30 @@ class JobsClientMixin:
         encode = self.codec.encode
         template = job_task(b"", retry=retry, timeout_ms=timeout_ms)
         specs = encode_job_tasks(template, [encode(value) for value in values])
-        jobs = [
-            NewJob(jid, name, spec, priority, delay_ms, at_ms, ttl_ms, target)
-            for jid, spec in zip(ids, specs, strict=True)
-        ]
         await self._ensure_initialized()
+        store = self._job_store()
+        if keys is not None and limit is not None:
+            # every job of a key lives in the key's partition (its limits are judged there)
+            flow, mode = limit.flow, limit.mode
+            ids = [
+                store.job_id_for_key(None if given is None else given[i], key)
+                for i, key in enumerate(keys)
+            ]
+            common = (priority, delay_ms, at_ms, ttl_ms, target)
+            jobs = [
+                NewJob(jid, name, spec, *common, key, flow, mode)
+                for jid, spec, key in zip(ids, specs, keys, strict=True)
+            ]
+        else:
+            jobs = [
+                NewJob(jid, name, spec, priority, delay_ms, at_ms, ttl_ms, target)
+                for jid, spec in zip(ids, specs, strict=True)
+            ]
         if jobs:
-            await self._job_store().enqueue_jobs(jobs, policy=policy)
+            states = await store.enqueue_jobs(jobs, policy=policy)
+            ids = [
+                s.job_id if isinstance(s, KeptJob) else j for s, j in zip(states, ids, strict=True)
+            ]
         return [JobHandle(self, jid, result_type) for jid in ids]
 
     # -- by id ---------------------------------------------------------------------------------
@@ -387,18 +427,19 @@ class JobsClientMixin:
 
     # -- queues --------------------------------------------------------------------------------
     async def pause_queue(self, queue: str) -> bool:
-        """Pause a job queue: its jobs (and new ones) stay queued, no worker fetches any;
-        running jobs finish. True if it was paused already."""
+        """Pause a queue: its jobs and activity work items (and new ones) stay queued, no
+        worker fetches any; running ones finish. True if it was paused already."""
         validate_queue(queue)
         await self._ensure_initialized()
         was: bool = await self._job_store().set_job_queue_paused(queue, True)
         return was
 
     async def resume_queue(self, queue: str) -> bool:
-        """Resume a paused job queue (its waiting workers are woken). True if it was paused."""
+        """Resume a paused queue (its waiting workers are woken). True if it was paused."""
         validate_queue(queue)
         await self._ensure_initialized()
         was: bool = await self._job_store().set_job_queue_paused(queue, False)
+        await self._job_store().queue_status(queue, wake=True)  # its activity work items too
         return was
 
     async def list_queues(self) -> list[JobQueueInfo]:
@@ -421,3 +462,12 @@ class JobsClientMixin:
         await self._ensure_initialized()
         records = await self._job_store().list_jobs(state=state, name=name, limit=limit)
         return [_status(r, self.codec) for r in records]
+
+
+def _activity_limit(activity: Any, app: App | None) -> Limit | None:
+    """The ``@app.activity(limit=)`` of an activity function or name (None: none known)."""
+    if isinstance(activity, str):
+        found = getattr(app, "_activities", {}).get(activity) if app is not None else None
+        return getattr(found, "limit", None)
+    meta = core.activity_metadata(activity)
+    return meta.limit

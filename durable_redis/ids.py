@@ -45,9 +45,11 @@ __all__ = [
     "continue_as_new_id",
     "default_child_id",
     "event_to_instance_id",
+    "flow_group",
     "job_idempotency_key",
     "list_cursor",
     "parse_activity_key",
+    "parse_flow_group",
     "parse_list_cursor",
     "parse_work_item_id",
     "schedule_job_id",
@@ -218,6 +220,19 @@ ClientMessageKind = Literal["start", "event", "cancel", "update", "queue"]
 def client_message_id(kind: ClientMessageKind, token: str) -> str:
     """``"<kind>:<token>"``: a start, event, cancel, update or queued event from a client."""
     return f"{kind}:{token}"
+
+
+# -- job flow groups ------------------------------------------------------------------------------
+def flow_group(queue: str, key: str) -> str:
+    """A flow-key group of a job queue, ``"<queue>:<key>"`` (the jq:groups HASH's field stem;
+    ``lua/includes/jobs.lua`` builds it too). Queue names hold no ``":"``."""
+    return f"{queue}:{key}"
+
+
+def parse_flow_group(group: str) -> tuple[str, str]:
+    """``(queue, key)`` of a :func:`flow_group`."""
+    queue, _, key = group.partition(":")
+    return queue, key
 
 
 # -- schedules ------------------------------------------------------------------------------------

@@ -25,7 +25,9 @@ from typing import Any, Generic, TypeVar
 from durable_redis._jobs_client import DEFAULT_RESULT_TTL, JobHandle, JobStatus
 from durable_redis.client import Client, InstanceHandle, InstanceState
 from durable_redis.core import App, Codec
+from durable_redis.core.jobs import Limit
 from durable_redis.core.retry import RetryPolicy
+from durable_redis.storage.activities import QueueStatus
 from durable_redis.storage.base import ExistingInstancePolicy
 from durable_redis.storage.job_types import ExistingJobPolicy, JobQueueInfo, JobState
 
@@ -187,6 +189,7 @@ class SyncClient:
         timeout: float | timedelta | None = None,
         result_ttl: float | timedelta = DEFAULT_RESULT_TTL,
         if_exists: ExistingJobPolicy | str = ExistingJobPolicy.KEEP,
+        limit: Limit | None = None,
     ) -> SyncJobHandle[Any]:
         handle = self._loop.run(
             self._client.enqueue(
@@ -201,6 +204,7 @@ class SyncClient:
                 timeout=timeout,
                 result_ttl=result_ttl,
                 if_exists=if_exists,
+                limit=limit,
             )
         )
         return SyncJobHandle(handle, self._loop)
@@ -240,6 +244,14 @@ class SyncClient:
 
     def list_queues(self) -> list[JobQueueInfo]:
         return self._loop.run(self._client.list_queues())
+
+    def queue_status(self, queue: str) -> QueueStatus:
+        return self._loop.run(self._client.queue_status(queue))
+
+    def drain_queue(
+        self, queue: str, *, wait: bool = False, timeout: float | None = None
+    ) -> QueueStatus:
+        return self._loop.run(self._client.drain_queue(queue, wait=wait, timeout=timeout))
 
     # -- orchestrations ------------------------------------------------------------------------
     def start(

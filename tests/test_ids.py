@@ -90,6 +90,7 @@ def test_every_parser_reads_back_what_its_builder_wrote(instance_id: str) -> Non
     assert ids.parse_work_item_id(ids.work_item_id(instance_id, "3:41")) == (instance_id, "3:41")
     assert ids.parse_list_cursor(ids.list_cursor(4, -5, instance_id)) == (4, "-5", instance_id)
     assert ids.parse_list_cursor(ids.list_cursor(None, 7, instance_id)) == (None, "7", instance_id)
+    assert ids.parse_flow_group(ids.flow_group("gpu", instance_id)) == ("gpu", instance_id)
 
 
 @pytest.mark.parametrize("bad", ["", "1", "1:", ":1", "a:1", "1:b", "1:2:3"])

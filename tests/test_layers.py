@@ -166,6 +166,7 @@ CLIENT = {
     "durable_redis._jobs_client",
     "durable_redis._schedules_client",
     "durable_redis._identity",
+    "durable_redis._queues_client",
     "durable_redis._render",
 }
 CLI = {"durable_redis.cli", "durable_redis.demo"}  # and every durable_redis._cli_* module

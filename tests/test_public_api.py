@@ -22,7 +22,7 @@ EXPECTED = {
     # jobs
     "ExistingJobPolicy", "JobCancelledError", "JobError", "JobExistsError", "JobFailedError",
     "JobHandle", "JobNotFoundError", "JobState", "JobStateError", "JobStatus", "SyncClient",
-    "ScheduleInfo", "ScheduleNotFoundError", "SyncInstanceHandle",
+    "ScheduleInfo", "ScheduleNotFoundError", "SyncInstanceHandle", "Limit",
 }  # fmt: skip
 
 

@@ -25,6 +25,7 @@ from durable_redis.ids import (
     validate_id,
 )
 from durable_redis.storage._replies import _s
+from durable_redis.storage.activities import routed_ready_counts
 from durable_redis.storage.keys import STATUS_ORDER, PartitionKeys
 from durable_redis.storage.redis_base import RedisStoreBase
 
@@ -53,7 +54,7 @@ class PartitionOverview:
     work_leased: int
     sessions_open: int
     oldest_message_age_ms: int | None  # oldest visible orchestration message, waiting
-    oldest_work_age_ms: int | None  # the heads of the activity queues, since scheduled
+    oldest_work_age_ms: int | None  # the heads of the "default" activity queue, since scheduled
     finished: dict[str, int] = field(default_factory=dict)  # "1m"/"5m"/"15m" -> terminal
 
 
@@ -98,6 +99,7 @@ async def partition_overview(store: RedisStoreBase) -> list[PartitionOverview]:
         ages = [await _work_age(store, pk, _s(h[0]), now) for h in (head, shead) if h]
         known = [a for a in ages if a is not None]
         oldest_work = max(known) if known else None
+        routed, routed_sessions = await routed_ready_counts(store._r, pk)  # docs/routing.md
         out.append(
             PartitionOverview(
                 partition=pk.index,
@@ -105,8 +107,8 @@ async def partition_overview(store: RedisStoreBase) -> list[PartitionOverview]:
                 ready_instances=int(ready),
                 timers=int(timers),
                 locked_instances=int(locked),
-                work_ready=int(w),
-                session_work_ready=int(sw),
+                work_ready=int(w) + routed,
+                session_work_ready=int(sw) + routed_sessions,
                 work_delayed=int(d),
                 work_leased=int(le),
                 sessions_open=int(sess) // 3,  # a session is 3 fields: |o owner, |u, |l
@@ -237,6 +239,11 @@ async def job_overview(store: RedisStoreBase, *, split_limit: int = 2000) -> Job
         *waiting, leased, done = [int(n) for n in await pipe.execute()]
         sizes.append([sum(waiting[0::2]), sum(waiting[1::2]), leased, done])
     ready, delayed, running, finished = (sum(col) for col in zip(*sizes, strict=True))
+    job_queues = getattr(store, "job_queues", None)
+    if job_queues is not None and any([await r.exists(pk.jq_groups) for pk in store._parts]):
+        # keyed jobs wait in their groups' sets (docs/routing.md "Flow control"): count them
+        infos = await job_queues()
+        ready, delayed = sum(q.ready for q in infos), sum(q.delayed for q in infos)
     by_state: dict[str, int] | None = None
     if finished <= split_limit:
         by_state = {"completed": 0, "failed": 0, "cancelled": 0}

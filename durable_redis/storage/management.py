@@ -11,6 +11,7 @@ from durable_redis.errors import (
 )
 from durable_redis.ids import STORED, list_cursor, parse_list_cursor, validate_id
 from durable_redis.storage._replies import _info, _opt, _s
+from durable_redis.storage.activities import routed_ready_counts
 from durable_redis.storage.base import InstanceInfo, InstancePage, InstanceStatus, QueueDepths
 from durable_redis.storage.keys import STATUS_ORDER, PartitionKeys
 from durable_redis.storage.redis_base import RedisStoreBase
@@ -331,8 +332,9 @@ class ManagementMixin(RedisStoreBase):
             for key in (pk.wq_ready, pk.wq_sready, pk.wq_delayed, pk.wq_leases):
                 pipe.zcard(key)
             w, sw, d, le = await pipe.execute()
-            work += w
-            session_work += sw
+            routed, routed_sessions = await routed_ready_counts(self._r, pk)  # docs/routing.md
+            work += w + routed
+            session_work += sw + routed_sessions
             delayed += d
             leased += le
         return QueueDepths(

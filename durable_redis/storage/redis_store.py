@@ -32,7 +32,7 @@ from durable_redis.errors import ConfigurationError, InstanceExistsError, StoreU
 from durable_redis.ids import STORED, session_key, validate_id, work_item_id
 from durable_redis.storage._replies import _opt, _s, _work_leases
 from durable_redis.storage._url import _pop_partitions
-from durable_redis.storage.activities import ActivityQueueMixin
+from durable_redis.storage.activities import ActivityQueueMixin, work_route_arg
 from durable_redis.storage.base import (
     ExistingInstancePolicy,
     InstanceCreate,
@@ -391,7 +391,7 @@ class RedisStore(
                 work_item_id(iid, w.activity_key),
                 w.activity_key,
                 w.session_id or "",
-                _opt(w.visible_at_ms),
+                work_route_arg(w.visible_at_ms, w.queue, w.priority),
                 w.data,
             ]
         args.append(len(commit.cancelled_work))

@@ -40,6 +40,7 @@ def _record_all() -> dict[str, list[Any]]:
         ("counter", core_apps.counter, 2, None),
         ("structured", core_apps.structured, ["x", "y"], None),
         ("steps", core_apps.steps, None, None),
+        ("routed", core_apps.routed, None, None),
     ]
     for name, fn, value, between in scenarios:
         runner = InMemoryRunner(core_apps.app)
