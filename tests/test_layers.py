@@ -338,3 +338,17 @@ def test_the_import_reader_sees_lazy_and_type_checking_imports(tmp_path: Path) -
         "durable_redis.ids",
         "durable_redis.storage.keys",
     }
+
+
+def test_every_benchmark_module_imports() -> None:
+    """The benchmarks run as scripts, outside the suite: a moved module must not break them."""
+    names = sorted(p.stem for p in BENCHMARKS.glob("*.py"))
+    code = "import importlib, sys\nfor n in sys.argv[1:]:\n    importlib.import_module(n)\n"
+    done = subprocess.run(
+        [sys.executable, "-c", code, *names],
+        cwd=BENCHMARKS,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]

@@ -23,6 +23,9 @@ EXPECTED = {
     "ExistingJobPolicy", "JobCancelledError", "JobError", "JobExistsError", "JobFailedError",
     "JobHandle", "JobNotFoundError", "JobState", "JobStateError", "JobStatus", "SyncClient",
     "ScheduleInfo", "ScheduleNotFoundError", "SyncInstanceHandle", "Limit",
+    # reliability (issue 19): the turn watchdog, Redis Functions, replicated durability
+    "TurnTimeoutError", "TurnCrashedWorkerError", "FunctionsMissingError",
+    "ReplicationTimeoutError",
 }  # fmt: skip
 
 
