@@ -48,6 +48,7 @@ __all__ = [
     "flow_group",
     "job_idempotency_key",
     "list_cursor",
+    "lock_token_nonce",
     "parse_activity_key",
     "parse_flow_group",
     "parse_list_cursor",
@@ -150,6 +151,13 @@ def job_idempotency_key(job_id: str) -> str:
 def activity_completion_id(instance_id: str, key: str) -> str:
     """The message id of an activity attempt's completion (the same on every re-run)."""
     return f"{instance_id}:{key}:done"
+
+
+# -- leases ---------------------------------------------------------------------------------------
+def lock_token_nonce(token: str) -> str:
+    """The nonce of a lock token ``"<seq>:<nonce>"`` (the scripts build it; the test clock
+    reads which store took a lock)."""
+    return token.partition(":")[2]
 
 
 # -- sessions -------------------------------------------------------------------------------------

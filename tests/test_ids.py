@@ -124,6 +124,7 @@ def test_no_module_but_ids_splits_on_a_colon() -> None:
         "durable_redis/ids.py",  # the parsers
         "durable_redis/runtime/process.py",  # "module:app", not an id
         "durable_redis/devtools/cluster_server.py",  # Redis INFO "field:value" lines
+        "durable_redis/pytest_plugin.py",  # "module:app", not an id
     }
     found = [
         f"{path.parent.name}/{hit}"
