@@ -12,6 +12,8 @@ import zlib
 from dataclasses import dataclass
 from functools import cached_property
 
+from durable_redis.contract import InstanceStatus
+
 __all__ = [
     "STATUS_ORDER",
     "InstanceKeys",
@@ -22,8 +24,9 @@ __all__ = [
     "partition_of",
 ]
 
-# Order of the six status index keys wherever a script takes them (see the Lua headers).
-STATUS_ORDER = ("pending", "running", "completed", "failed", "cancelled", "continued_as_new")
+# Order of the six status index keys wherever a script takes them (see the Lua headers): the
+# definition order of the contract's InstanceStatus.
+STATUS_ORDER: tuple[str, ...] = tuple(s.value for s in InstanceStatus)
 
 
 def meta_key(namespace: str) -> str:
