@@ -19,11 +19,11 @@ import uuid
 
 import anyio
 
+from durable_redis.devtools import RedisServer
 from durable_redis.storage import (
     InstanceCreate,
     InstanceStatus,
     NewWorkItem,
-    RedisServer,
     RedisStore,
     TurnCommit,
 )

@@ -13,8 +13,8 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from durable_redis._cli_commands import _show, plain
 from durable_redis._cli_support import UsageError, read_json_arg
+from durable_redis._render import plain, show
 from durable_redis.core.jobs import Limit
 from durable_redis.errors import (
     JobError,
@@ -181,7 +181,7 @@ def job_text(s: Any) -> str:
         f"activity   {s.name}",
         f"status     {s.state.value}",
         f"attempt    {s.attempt} (deliveries {s.deliveries})",
-        f"progress   {_show(s.progress)}",
+        f"progress   {show(s.progress)}",
         f"created    {plain(s.created_at)}",
         f"started    {plain(s.started_at) or '-'}",
         f"finished   {plain(s.finished_at) or '-'}",
@@ -215,7 +215,7 @@ async def run_job_command(args: argparse.Namespace, url: str, emit: Emit) -> int
             found = await client.list_jobs(status=args.status, name=args.name, limit=args.limit)
             rows = [
                 f"{s.job_id}  {s.state.value:<9}  {s.name}  attempt {s.attempt}  "
-                f"progress {_show(s.progress)}"
+                f"progress {show(s.progress)}"
                 for s in found
             ]
             emit(args, [job_dict(s) for s in found], "\n".join(rows) or "(no jobs)")
@@ -282,7 +282,7 @@ async def _enqueue(client: Any, args: argparse.Namespace, emit: Emit) -> int:
         extra, code = {"error": str(exc)}, 1
     status = await job.status()
     data = {**job_dict(status), **plain(extra)}
-    tail = f"result     {_show(extra['result'])}" if "result" in extra else ""
+    tail = f"result     {show(extra['result'])}" if "result" in extra else ""
     if code == 3:
         tail = f"still {status.state.value} after {args.wait:g}s"
     emit(args, data, f"enqueued {args.name} as {job.id}\n{job_text(status)}\n{tail}".rstrip())

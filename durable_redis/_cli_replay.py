@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote
 
-from durable_redis._cli_commands import Emit
-from durable_redis._cli_support import EXIT_ERROR, EXIT_OK, UsageError
+from durable_redis._cli_support import EXIT_ERROR, EXIT_OK, Emit, UsageError
+from durable_redis.core import App
 
 __all__ = ["REPLAY_COMMANDS", "add_replay_commands", "run_replay_command"]
 
@@ -66,7 +66,7 @@ async def _redis_histories(client: Any, args: argparse.Namespace) -> list[tuple[
     return found
 
 
-def _check(app: Any, instance_id: str, history: Any) -> dict[str, Any] | None:
+def _check(app: App, instance_id: str, history: Any) -> dict[str, Any] | None:
     """The divergence of one history against ``app`` (None: it replays)."""
     from durable_redis.errors import DurableRedisError
     from durable_redis.testing import replay_history

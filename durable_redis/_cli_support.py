@@ -3,6 +3,7 @@ and ``describe``'s reading of a history (what an instance is waiting on)."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import sys
@@ -12,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 
+from durable_redis.errors import InstanceNotFoundError
 from durable_redis.storage.base import ExistingInstancePolicy
 
 __all__ = [
@@ -23,9 +25,11 @@ __all__ = [
     "EXIT_TIMEOUT",
     "EXIT_USAGE",
     "IF_EXISTS",
+    "Emit",
     "UsageError",
     "describe_history",
     "describe_text",
+    "existing_instance",
     "parse_duration",
     "parse_future_time",
     "parse_time",
@@ -243,3 +247,15 @@ def describe_text(state_text: str, pending: dict[str, Any], terminal: bool) -> s
         lines.append(f"{label + ':':<17} {show(rows[0])}")
         lines += [f"{'':<17} {show(row)}" for row in rows[1:]]
     return "\n".join(lines)
+
+
+Emit = Callable[[argparse.Namespace, Any, str], None]
+"""How a command prints its result: ``emit(args, data, text)`` (JSON with ``--json``)."""
+
+
+async def existing_instance(client: Any, instance_id: str) -> Any:
+    """The instance's state, or InstanceNotFoundError."""
+    state = await client.get_status(instance_id)
+    if state is None:
+        raise InstanceNotFoundError(f"no instance {instance_id!r}")
+    return state

@@ -19,7 +19,6 @@ from typing import Any
 
 import anyio
 
-from durable_redis import __version__
 from durable_redis._cli_commands import (
     UsageError,
     plain,
@@ -53,6 +52,7 @@ from durable_redis._cli_support import (
     IF_EXISTS,
     parse_duration,
 )
+from durable_redis._version import __version__
 from durable_redis.errors import DurableRedisError, InstanceTerminalError
 from durable_redis.runtime.logs import FORMAT_ENV, LOG_FORMATS, configure_logging
 from durable_redis.storage.base import InstanceStatus

@@ -20,22 +20,24 @@ from typing import Any, Generic, TypeVar, overload
 
 import anyio
 
-from durable_redis import core
+from durable_redis import core, ids
 from durable_redis._client_messaging import ClientMessagingMixin
+from durable_redis._identity import orchestration_identity
 from durable_redis._jobs_client import JobsClientMixin
 from durable_redis._queues_client import QueueControlMixin
 from durable_redis._schedules_client import SchedulesClientMixin
 from durable_redis.errors import (
     CodecError,
+    ConfigurationError,
     FailureDetails,
     InstanceNotFoundError,
-    InvalidIdError,
-    NotRegisteredError,
     OrchestrationCancelledError,
     OrchestrationFailedError,
     ValidationError,
     WaitTimeoutError,
 )
+from durable_redis.ids import MAX_ID_BYTES as MAX_ID_BYTES
+from durable_redis.ids import validate_id
 from durable_redis.runtime import tracing
 from durable_redis.storage.base import (
     ExistingInstancePolicy,
@@ -45,7 +47,14 @@ from durable_redis.storage.base import (
     Store,
 )
 
-__all__ = ["Client", "InstanceId", "InstanceState", "InstanceStatePage", "validate_id"]
+__all__ = [
+    "Client",
+    "InstanceHandle",
+    "InstanceId",
+    "InstanceState",
+    "InstanceStatePage",
+    "validate_id",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -53,36 +62,75 @@ T = TypeVar("T")
 I = TypeVar("I")  # noqa: E741 - input type
 R = TypeVar("R")
 
-MAX_ID_BYTES = 256
-_FORBIDDEN = {"{": "'{'", "}": "'}'", "\n": "a newline", "\r": "a carriage return", "\0": "NUL"}
 _POLL_START_S = 0.01
 _POLL_MAX_S = 0.5
 
 
-def validate_id(value: object, what: str = "instance id") -> str:
-    """Return ``value`` if it is a valid id, else raise InvalidIdError (nothing is written)."""
-    if not isinstance(value, str):
-        raise InvalidIdError(f"{what} must be a str, got {type(value).__name__}")
-    if not value:
-        raise InvalidIdError(f"{what} must not be empty")
-    try:
-        size = len(value.encode("utf-8"))
-    except UnicodeEncodeError as exc:
-        raise InvalidIdError(f"{what} {value!r} is not encodable as UTF-8: {exc}") from None
-    if size > MAX_ID_BYTES:
-        raise InvalidIdError(f"{what} is {size} bytes long; the limit is {MAX_ID_BYTES}")
-    for char, label in _FORBIDDEN.items():
-        if char in value:
-            raise InvalidIdError(f"{what} {value!r} must not contain {label}")
-    return value
+class InstanceHandle(str, Generic[R]):
+    """What :meth:`Client.start` returns: the instance id, and a handle on the instance.
+
+    It *is* the id (a ``str`` subclass: store it, log it, pass it wherever an id is taken, as
+    before), and it carries the orchestration's result type for a type checker
+    (``InstanceHandle[Receipt]``) and for decoding::
+
+        handle = await client.start(pay, 5)
+        handle.id                  # the plain str
+        await handle.state()       # InstanceState | None, output typed
+        await handle.result()      # the output, typed R (wait_for_completion)
+
+    A handle made from a bare id (``InstanceHandle("order-1")``) has no client: its methods
+    raise ConfigurationError; pass the id to a client's methods instead.
+    """
+
+    _client: Client | None
+    _result_type: Any
+
+    def __new__(
+        cls, instance_id: str, client: Client | None = None, result_type: Any = None
+    ) -> InstanceHandle[R]:
+        handle = super().__new__(cls, instance_id)
+        handle._client = client
+        handle._result_type = result_type
+        return handle
+
+    @property
+    def id(self) -> str:
+        """The instance id as a plain ``str``."""
+        return str.__str__(self)
+
+    def __reduce__(self) -> tuple[type[str], tuple[str]]:
+        """Copied (or pickled), a handle is its id, a plain ``str``: its client is not copied."""
+        return str, (self.id,)
+
+    def _bound(self) -> Client:
+        if self._client is None:
+            raise ConfigurationError(
+                f"instance handle {self.id!r} was not returned by a client's start(): "
+                "pass the id to a Client instead"
+            )
+        return self._client
+
+    async def result(self, *, timeout: float | timedelta | None = None) -> R:
+        """:meth:`Client.wait_for_completion`: the output, decoded as the orchestration's
+        return type."""
+        value: R = await self._bound().wait_for_completion(
+            self.id, timeout=timeout, result_type=self._result_type
+        )
+        return value
+
+    async def state(self) -> InstanceState | None:
+        """:meth:`Client.get_status`, its output decoded as the orchestration's return type."""
+        return await self._bound().get_status(self.id, result_type=self._result_type)
+
+    async def raise_event(self, name: str, data: Any = None) -> None:
+        await self._bound().raise_event(self.id, name, data)
+
+    async def cancel(self, reason: str = "") -> None:
+        await self._bound().cancel(self.id, reason)
 
 
-class InstanceId(str, Generic[R]):
-    """The id :meth:`Client.start` returns: a plain ``str`` that also tells a type checker what
-    the orchestration returns, so ``wait_for_completion`` on it is typed (``InstanceId[Receipt]``
-    gives a ``Receipt``). Any ``str`` works wherever an id is taken."""
-
-    __slots__ = ()
+InstanceId = InstanceHandle
+"""The earlier name of :class:`InstanceHandle` (a ``str`` typed by the result), kept."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,12 +187,14 @@ class Client(ClientMessagingMixin, JobsClientMixin, SchedulesClientMixin, QueueC
     ``trigger_schedule``, ``delete_schedule``) from ``_schedules_client``; updates, values, event
     queues and streams from :class:`~durable_redis._client_messaging.ClientMessagingMixin`."""
 
-    def __init__(self, store: Store, app: Any = None, *, codec: Any = None) -> None:
+    def __init__(
+        self, store: Store, app: core.App | None = None, *, codec: core.Codec | None = None
+    ) -> None:
         self.store = store
         self.app = app
         if codec is None:
             codec = getattr(app, "codec", None) if app is not None else None
-        self.codec: Any = codec if codec is not None else core.MsgpackCodec()
+        self.codec: core.Codec = codec if codec is not None else core.MsgpackCodec()
         self._result_types: dict[str, Any] = {}
         self._owns_store = False
         self._initialized = False
@@ -155,8 +205,8 @@ class Client(ClientMessagingMixin, JobsClientMixin, SchedulesClientMixin, QueueC
         url: str,
         *,
         namespace: str = "default",
-        app: Any = None,
-        codec: Any = None,
+        app: core.App | None = None,
+        codec: core.Codec | None = None,
     ) -> Client:
         from durable_redis.storage import RedisStore
 
@@ -191,7 +241,7 @@ class Client(ClientMessagingMixin, JobsClientMixin, SchedulesClientMixin, QueueC
         version: str | None = None,
         if_exists: ExistingInstancePolicy = ExistingInstancePolicy.FAIL,
         start_at: datetime | None = None,
-    ) -> InstanceId[R]: ...
+    ) -> InstanceHandle[R]: ...
 
     @overload
     async def start(
@@ -203,7 +253,7 @@ class Client(ClientMessagingMixin, JobsClientMixin, SchedulesClientMixin, QueueC
         version: str | None = None,
         if_exists: ExistingInstancePolicy = ExistingInstancePolicy.FAIL,
         start_at: datetime | None = None,
-    ) -> InstanceId[R]: ...
+    ) -> InstanceHandle[R]: ...
 
     @overload
     async def start(
@@ -215,7 +265,7 @@ class Client(ClientMessagingMixin, JobsClientMixin, SchedulesClientMixin, QueueC
         version: str | None = None,
         if_exists: ExistingInstancePolicy = ExistingInstancePolicy.FAIL,
         start_at: datetime | None = None,
-    ) -> InstanceId[Any]: ...
+    ) -> InstanceHandle[Any]: ...
 
     async def start(
         self,
@@ -226,11 +276,12 @@ class Client(ClientMessagingMixin, JobsClientMixin, SchedulesClientMixin, QueueC
         version: str | None = None,
         if_exists: ExistingInstancePolicy = ExistingInstancePolicy.FAIL,
         start_at: datetime | None = None,
-    ) -> InstanceId[Any]:
-        """Start an orchestration (by function or by registered name); return its instance id.
+    ) -> InstanceHandle[Any]:
+        """Start an orchestration (by function or by registered name); return its handle.
 
-        By function, the input is type-checked against its annotation and the returned
-        :class:`InstanceId` carries its result type (for ``wait_for_completion``).
+        The :class:`InstanceHandle` is the instance id (a ``str``, as before) with
+        ``.result()``, ``.state()``, ``.id``. By function, the input is type-checked against its
+        annotation and the handle carries its result type.
 
         ``if_exists`` decides what happens when ``instance_id`` is taken: FAIL raises
         InstanceExistsError, IGNORE keeps the existing instance, TERMINATE_IF_DONE replaces a
@@ -239,7 +290,7 @@ class Client(ClientMessagingMixin, JobsClientMixin, SchedulesClientMixin, QueueC
         if instance_id is None:
             instance_id = uuid.uuid4().hex
         validate_id(instance_id)
-        name, resolved_version, result_type = _orchestration_identity(orchestration, self.app)
+        name, resolved_version, result_type = orchestration_identity(orchestration, self.app)
         if version is not None:
             resolved_version = version
         encoded_input = self.codec.encode(input)
@@ -270,7 +321,7 @@ class Client(ClientMessagingMixin, JobsClientMixin, SchedulesClientMixin, QueueC
             created,
             extra={"instance_id": instance_id},
         )
-        return InstanceId(instance_id)
+        return InstanceHandle(instance_id, self, result_type)
 
     async def raise_event(self, instance_id: str, name: str, data: Any = None) -> None:
         """Deliver the external event ``name`` to the instance.
@@ -281,7 +332,7 @@ class Client(ClientMessagingMixin, JobsClientMixin, SchedulesClientMixin, QueueC
         validate_id(instance_id)
         validate_id(name, "event name")
         encoded = self.codec.encode(data)
-        message_id = f"event:{uuid.uuid4().hex}"
+        message_id = ids.client_message_id("event", uuid.uuid4().hex)
         message = core.encode_message(core.event_raised_message(name, encoded))
         await self._ensure_initialized()
         await self.store.enqueue_message(instance_id, message_id, message)
@@ -295,7 +346,9 @@ class Client(ClientMessagingMixin, JobsClientMixin, SchedulesClientMixin, QueueC
         validate_id(instance_id)
         message = core.encode_message(core.cancel_message(reason))
         await self._ensure_initialized()
-        await self.store.enqueue_message(instance_id, f"cancel:{uuid.uuid4().hex}", message)
+        await self.store.enqueue_message(
+            instance_id, ids.client_message_id("cancel", uuid.uuid4().hex), message
+        )
 
     async def purge(self, instance_id: str, *, force: bool = False) -> int:
         """Delete the instance and its children. Returns how many instances were deleted.
@@ -328,7 +381,7 @@ class Client(ClientMessagingMixin, JobsClientMixin, SchedulesClientMixin, QueueC
     @overload
     async def wait_for_completion(
         self,
-        instance_id: InstanceId[R],
+        instance_id: InstanceHandle[R],
         *,
         timeout: float | timedelta | None = ...,
         result_type: None = ...,
@@ -352,8 +405,8 @@ class Client(ClientMessagingMixin, JobsClientMixin, SchedulesClientMixin, QueueC
         result_type: Any = None,
     ) -> Any:
         """Wait until the instance ends; return its output (typed by the orchestration's return
-        annotation when ``instance_id`` is the :class:`InstanceId` that ``start`` returned, or by
-        ``result_type``).
+        annotation when ``instance_id`` is the :class:`InstanceHandle` that ``start`` returned,
+        or by ``result_type``).
 
         Raises OrchestrationFailedError, OrchestrationCancelledError, WaitTimeoutError (the
         instance may still finish later) or InstanceNotFoundError.
@@ -486,25 +539,6 @@ class Client(ClientMessagingMixin, JobsClientMixin, SchedulesClientMixin, QueueC
 
 
 # -- core glue -------------------------------------------------------------------------------
-def _orchestration_identity(orchestration: Any, app: Any) -> tuple[str, str, Any]:
-    """(name, version, result type or None) of a function or a registered name."""
-    if isinstance(orchestration, str):
-        validate_id(orchestration, "orchestration name")
-        if app is None:
-            return orchestration, "", None  # the workers decide whether they know it
-        try:
-            registered = app.get_orchestration(orchestration)
-        except NotRegisteredError:
-            raise NotRegisteredError(
-                f"orchestration {orchestration!r} is not registered on this client's app "
-                f"{getattr(app, 'name', '')!r}; a client made without an app leaves that check "
-                "to the workers"
-            ) from None
-        return orchestration, registered.version or "", registered.result_type
-    meta = core.orchestration_metadata(orchestration)
-    return meta.name, meta.version or "", meta.result_type
-
-
 def _start_message(
     instance_id: str,
     name: str,
@@ -515,4 +549,4 @@ def _start_message(
     message = core.start_message(name=name, version=version, input=encoded_input, trace=trace)
     # Unique per start() call: a transport-level retry re-sends the same id (idempotent), while
     # a second start() of the same instance id is a new request that the policy decides on.
-    return f"start:{uuid.uuid4().hex}", core.encode_message(message)
+    return ids.client_message_id("start", uuid.uuid4().hex), core.encode_message(message)

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgpack  # type: ignore[import-untyped]
 
+from durable_redis import ids
 from durable_redis.core import (
     ActivityContext,
     App,
@@ -164,7 +165,7 @@ class InMemoryRunner:
         )
         start = msg.StartOrchestration(name=name, input=self.codec.encode(input))
         self._create(instance_id, name)
-        self._enqueue(instance_id, f"start:{instance_id}", start)
+        self._enqueue(instance_id, ids.client_message_id("start", instance_id), start)
         return instance_id
 
     def raise_event(self, instance_id: str, name: str, data: Any = None) -> None:
@@ -175,7 +176,11 @@ class InMemoryRunner:
         )
 
     def cancel(self, instance_id: str, reason: str = "") -> None:
-        self._enqueue(instance_id, f"cancel:{instance_id}", msg.CancelRequested(reason=reason))
+        self._enqueue(
+            instance_id,
+            ids.client_message_id("cancel", instance_id),
+            msg.CancelRequested(reason=reason),
+        )
 
     def result(self, instance_id: str) -> Any:
         inst = self.instances[instance_id]

@@ -13,11 +13,14 @@ import random as _random
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, MutableMapping
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, overload
+from typing import Any, NoReturn, Protocol, TypeVar, overload
 
 from durable_redis.core import events as ev
+from durable_redis.core.codec import Codec
+from durable_redis.core.loop import DeterministicLoop
 from durable_redis.core.registry import (
     ActivityContext,
+    App,
     activity_metadata,
     orchestration_metadata,
 )
@@ -30,14 +33,13 @@ from durable_redis.errors import (
     TaskFailedError,
     ValidationError,
 )
-
-if TYPE_CHECKING:
-    from durable_redis.core.engine import ReplayEngine
+from durable_redis.ids import SESSION, default_child_id
 
 __all__ = [
     "MAX_SESSION_ID_LENGTH",
     "MAX_VALUE_BYTES",
     "MAX_VALUE_KEYS",
+    "EngineOps",
     "OrchestrationContext",
     "ReplaySafeLogger",
 ]
@@ -46,7 +48,7 @@ T = TypeVar("T")
 I = TypeVar("I")  # noqa: E741 - input type
 R = TypeVar("R")
 
-MAX_SESSION_ID_LENGTH = 256
+MAX_SESSION_ID_LENGTH = SESSION.max_bytes
 MAX_VALUE_KEYS = 128
 """Keys of one instance's key-value state (``ctx.set_value``)."""
 MAX_VALUE_BYTES = 64 * 1024
@@ -77,10 +79,80 @@ class ReplaySafeLogger(logging.LoggerAdapter[logging.Logger]):
         return msg, kwargs
 
 
+_E = TypeVar("_E", bound=ev.HistoryEvent)
+
+
+class EngineOps(Protocol):
+    """What the context asks of the engine of its turn: the whole edge, in one place.
+
+    ``core.engine.ReplayEngine`` implements it (checked by mypy where the engine builds its
+    context); the context imports nothing of the engine, as Temporal's ``workflow._Runtime``.
+    """
+
+    @property
+    def app(self) -> App: ...
+    @property
+    def loop(self) -> DeterministicLoop: ...
+    @property
+    def codec(self) -> Codec: ...
+    @property
+    def current_ms(self) -> int: ...
+    @property
+    def cursor(self) -> int: ...
+    @property
+    def next_event_id(self) -> int: ...
+    @property
+    def is_replaying(self) -> bool: ...
+    @property
+    def last_activity_id(self) -> int: ...
+    @property
+    def max_sessions(self) -> int: ...
+    @property
+    def suggest_at(self) -> int: ...
+    @property
+    def trace(self) -> dict[str, str] | None: ...
+    @property
+    def open_sessions(self) -> set[str]: ...
+    @property
+    def value_keys(self) -> set[str]: ...
+    @property
+    def update_handlers(
+        self,
+    ) -> dict[str, tuple[Callable[..., Any], Callable[..., Any] | None]]: ...
+
+    def command(self, cls: type[_E], **fields: Any) -> _E: ...
+    def terminate(self, cls: type[_E], **fields: Any) -> NoReturn: ...
+    def patched(self, change_id: str, *, deprecated: bool) -> bool: ...
+    def create_timer(self, fire_at_ms: int) -> asyncio.Future[None]: ...
+    def wait_for_event(self, name: str, result_type: Any) -> asyncio.Future[Any]: ...
+    def dequeue_event(self, queue: str, result_type: Any) -> asyncio.Future[Any]: ...
+    def schedule_activity(
+        self,
+        name: str,
+        payload: bytes,
+        session: str | None,
+        attempt: int,
+        timeout_ms: int | None,
+        result_type: Any,
+        first_attempt_id: int | None = None,
+        local: bool = False,
+        route: tuple[str | None, int | None] = (None, None),
+    ) -> asyncio.Future[Any]: ...
+    def schedule_child(
+        self, name: str, version: str, child_id: str, payload: bytes, result_type: Any
+    ) -> asyncio.Future[Any]: ...
+    def check_session_use(self, session_id: str) -> None: ...
+    def session_queue(self, session_id: str, wanted: str | None, *, explicit: bool) -> str: ...
+    def open_session(
+        self, session_id: str, *, explicit: bool, queue: str | None = None
+    ) -> asyncio.Future[str]: ...
+    def close_session(self, session_id: str) -> asyncio.Future[None]: ...
+
+
 class OrchestrationContext:
     """Passed as the first argument of every orchestration. Deterministic by construction."""
 
-    def __init__(self, engine: ReplayEngine, started: ev.OrchestrationStarted) -> None:
+    def __init__(self, engine: EngineOps, started: ev.OrchestrationStarted) -> None:
         self._engine = engine
         self._started = started
         self._loop = engine.loop
@@ -473,7 +545,7 @@ class OrchestrationContext:
         child raises ``ChildOrchestrationFailedError``; abandoning it cancels the child.
         """
         name, version, result_type = self._orchestration_identity(orchestration, version)
-        child_id = instance_id or f"{self.instance_id}:sub:{self._engine.next_event_id}"
+        child_id = instance_id or default_child_id(self.instance_id, self._engine.next_event_id)
         return self._engine.schedule_child(
             name, version, child_id, self._engine.codec.encode(input), result_type
         )

@@ -30,6 +30,7 @@ from durable_redis.errors import (
     FailureDetails,
     NondeterminismError,
 )
+from durable_redis.ids import SESSION, valid_id
 
 __all__ = ["ReplayEngine", "Terminated"]
 
@@ -645,7 +646,7 @@ class ReplayEngine:
         self, session_id: str, *, explicit: bool, queue: str | None = None
     ) -> asyncio.Future[str]:
         future: asyncio.Future[str] = self.loop.create_future()
-        if explicit and not _valid_session_id(session_id):
+        if explicit and not valid_id(session_id, rule=SESSION):
             self.fail(
                 "configuration",
                 "InvalidIdError",
@@ -712,16 +713,3 @@ class ReplayEngine:
         finally:
             asyncio.events._set_running_loop(previous)
             self.loop.close()
-
-
-def _valid_session_id(session_id: object) -> bool:
-    """Session ids become part of storage keys: the storage layer's rules, checked up front."""
-    if not isinstance(session_id, str) or not session_id:
-        return False
-    if "\n" in session_id or "\x00" in session_id:
-        return False
-    try:
-        size = len(session_id.encode("utf-8"))
-    except UnicodeEncodeError:
-        return False
-    return size <= MAX_SESSION_ID_LENGTH

@@ -9,6 +9,7 @@ from __future__ import annotations
 import traceback
 from dataclasses import dataclass, field
 
+from durable_redis import ids
 from durable_redis.contract import InstanceCreate
 from durable_redis.core._serial import Schema
 from durable_redis.core.codec import Codec
@@ -181,18 +182,18 @@ class ActivityTask:
     @property
     def activity_key(self) -> str:
         """Unique per instance: ``f"{execution_id}:{activity_id}"`` (the storage work key)."""
-        return f"{self.execution_id}:{self.activity_id}"
+        return ids.activity_key(self.execution_id, self.activity_id)
 
     @property
     def idempotency_key(self) -> str:
         """The same for every attempt of one ``call_activity`` and every redelivery of each."""
         first = self.first_attempt_id if self.first_attempt_id is not None else self.activity_id
-        return f"{self.instance_id}:{self.execution_id}:{first}"
+        return ids.activity_attempt_id(self.instance_id, self.execution_id, first)
 
     @property
     def completion_message_id(self) -> str:
         """Message id of this attempt's completion (the same on every re-run)."""
-        return f"{self.instance_id}:{self.activity_key}:done"
+        return ids.activity_completion_id(self.instance_id, self.activity_key)
 
 
 _MESSAGES: Schema[Message] = Schema(

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
+from durable_redis import ids
 from durable_redis.core.codec import Codec, MsgpackCodec
 from durable_redis.errors import ConfigurationError, NotRegisteredError, RegistrationError
 
@@ -119,7 +120,7 @@ class ActivityContext:
 
     @property
     def activity_key(self) -> str:
-        return f"{self.execution_id}:{self.activity_id}"
+        return ids.activity_key(self.execution_id, self.activity_id)
 
     @property
     def idempotency_key(self) -> str:
@@ -127,8 +128,8 @@ class ActivityContext:
 
         For a job: ``"job:<job id>"``."""
         if self.job_id is not None:
-            return f"job:{self.job_id}"
-        return f"{self.instance_id}:{self.execution_id}:{self._first_attempt_id}"
+            return ids.job_idempotency_key(self.job_id)
+        return ids.activity_attempt_id(self.instance_id, self.execution_id, self._first_attempt_id)
 
     @property
     def is_cancelled(self) -> bool:
@@ -487,10 +488,10 @@ def orchestration_metadata(fn: Callable[..., Any]) -> OrchestrationDefinition:
     return definition
 
 
-def activity_queue(app: Any, activity: str) -> str:
+def activity_queue(app: App | None, activity: str) -> str:
     """The queue of ``activity``'s jobs on ``app`` ("default" without an app, or when the app
     does not register it)."""
-    found = getattr(app, "_activities", {}).get(activity) if app is not None else None
+    found = app._activities.get(activity) if app is not None else None
     return found.queue if isinstance(found, ActivityDefinition) else "default"
 
 

@@ -41,9 +41,10 @@ from starlette.responses import (
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from durable_redis._cli_commands import plain
+from durable_redis._render import plain
 from durable_redis.dashboard import sse, views
 from durable_redis.errors import DurableRedisError, InstanceRunningError
+from durable_redis.ids import validate_id
 from durable_redis.storage.base import InstanceStatus
 from durable_redis.storage.job_types import JobState
 
@@ -245,7 +246,6 @@ def create_app(
         return render(request, "instance.html", data, status=200 if data["found"] else 404)
 
     async def stream(request: Request) -> Response:
-        from durable_redis.client import validate_id
 
         instance_id = validate_id(request.path_params["instance_id"])
         after = sse.start_offset(
@@ -277,7 +277,6 @@ def create_app(
         return render(request, "jobs.html", {**data, "filters": filters, "more_query": more})
 
     async def job(request: Request) -> Response:
-        from durable_redis.client import validate_id
 
         job_id = request.query_params.get("id", "")
         if not job_id:

@@ -23,8 +23,10 @@ from typing import Any
 import anyio
 import anyio.abc
 
+from durable_redis.core import App, Codec
 from durable_redis.errors import LeaseLostError, NamespaceMissingError, NotRegisteredError
 from durable_redis.runtime import _bridge, tracing
+from durable_redis.runtime.cancel import CancelCause
 from durable_redis.runtime.faults import FaultTracker
 from durable_redis.runtime.options import WorkerOptions
 from durable_redis.runtime.sessions import SessionEntry, SessionManager
@@ -61,11 +63,11 @@ class _Run:
         self.verify_session = False  # fetched while we were releasing it: ask the store first
         self.next_turn: OrchestrationLease | None = None  # the ack locked the instance for us
 
-    def cancel(self, reason: str) -> None:
+    def cancel(self, cause: CancelCause, detail: str = "") -> None:
         if self.cancel_reason is None:
-            self.cancel_reason = reason
+            self.cancel_reason = cause.text(detail)
         # A lost session lease: the item may still be ours; give it back for the new owner.
-        if reason.startswith("session") or reason == "shutdown":
+        if cause.hands_back:
             self.hand_back = True
         self.cancel_event.set()
         self.scope.cancel()
@@ -74,12 +76,12 @@ class _Run:
 class ActivityDispatcher:
     def __init__(
         self,
-        app: Any,
+        app: App,
         store: Store,
         options: WorkerOptions,
         worker_id: str,
         sessions: SessionManager,
-        codec: Any,
+        codec: Codec,
     ) -> None:
         self._app = app
         self._store = store
@@ -266,7 +268,7 @@ class ActivityDispatcher:
                             "worker_id": self._worker_id,
                         },
                     )
-                    run.cancel("activity lease lost")
+                    run.cancel(CancelCause.ACTIVITY_LEASE_LOST)
         await self._sessions.tick()
 
     # -- shutdown ------------------------------------------------------------------------------
@@ -279,7 +281,7 @@ class ActivityDispatcher:
         if leftover:
             logger.info("handing back %d unfinished activities", len(leftover))
         for run in leftover:
-            run.cancel("shutdown")
+            run.cancel(CancelCause.SHUTDOWN)
         # Give the cancelled tasks a moment to hand their items back themselves.
         with anyio.move_on_after(max(1.0, min(grace_period, 5.0))):
             await self._idle.wait()

@@ -106,7 +106,7 @@ class WorkerMetrics:
 
     def bind(self, worker: Any) -> None:
         """Read the gauges from ``worker`` at every scrape."""
-        from durable_redis import __version__
+        from durable_redis._version import __version__
 
         self.turns_in_flight.set_function(lambda: float(worker.turns_in_flight))
         self.activities_in_flight.set_function(lambda: float(worker.activities_in_flight))

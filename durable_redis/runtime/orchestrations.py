@@ -44,6 +44,7 @@ import anyio
 
 from durable_redis import core
 from durable_redis.contract import FailureKind, InstanceStatus, TurnCommit
+from durable_redis.core import App, Codec
 from durable_redis.errors import (
     DurableRedisError,
     FailureDetails,
@@ -89,7 +90,7 @@ class _Held:
 
 class OrchestrationDispatcher:
     def __init__(
-        self, app: Any, store: Store, options: WorkerOptions, worker_id: str, codec: Any
+        self, app: App, store: Store, options: WorkerOptions, worker_id: str, codec: Codec
     ) -> None:
         self._app = app
         self._store = store

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from durable_redis.ids import STORED, session_key, validate_id
 from durable_redis.storage._replies import _opt, _s, _work_leases
 from durable_redis.storage.base import (
     LostSessions,
@@ -16,7 +17,6 @@ from durable_redis.storage.base import (
     WorkBatch,
     WorkItemLease,
 )
-from durable_redis.storage.keys import session_key, validate_id
 from durable_redis.storage.packing import PURGE_BATCH  # noqa: F401  (re-exported)
 from durable_redis.storage.redis_base import RedisStoreBase
 from durable_redis.storage.scripts import Status, raise_for_status
@@ -65,7 +65,7 @@ class ActivityQueueMixin(RedisStoreBase):
         queues: Sequence[str] = ("default",),
     ) -> WorkBatch:
         await self._ready()
-        validate_id("worker id", worker_id)
+        validate_id(worker_id, "worker id", rule=STORED)
         served = _queues_arg(queues)
         if limit < 1:
             raise ValueError("limit must be >= 1")
@@ -166,7 +166,7 @@ class ActivityQueueMixin(RedisStoreBase):
         lock_ms: int | None = None,
     ) -> OrchestrationLease | None:
         epoch = await self._ready()
-        validate_id("message id", message_id)
+        validate_id(message_id, "message id", rule=STORED)
         iid = lease.instance_id
         pk = self._pk(iid)
         ik = pk.instance(iid)
@@ -258,7 +258,7 @@ class ActivityQueueMixin(RedisStoreBase):
         ids per script call (each call short: docs/storage.md "Big purge"). Returns the
         items deleted; a no-op without a tombstone."""
         await self._ready()
-        validate_id("instance id", instance_id)
+        validate_id(instance_id, "instance id", rule=STORED)
         return await purge_tombstoned(self, instance_id, batch)
 
     async def queue_status(self, queue: str, *, wake: bool = False) -> QueueStatus:

@@ -35,6 +35,7 @@ from durable_redis.errors import (
     StoreFullError,
     StoreUnavailableError,
 )
+from durable_redis.ids import STORED, validate_id
 from durable_redis.storage._replies import _opt, _s, _work_leases
 from durable_redis.storage._url import _pop_partitions, _pop_store_params
 from durable_redis.storage.activities import ActivityQueueMixin
@@ -51,11 +52,7 @@ from durable_redis.storage.base import (
 from durable_redis.storage.cluster import CLUSTER_SCHEMES, cluster_client_from_url
 from durable_redis.storage.job_types import JobStore
 from durable_redis.storage.jobs import JobQueueMixin
-from durable_redis.storage.keys import (
-    InstanceKeys,
-    PartitionKeys,
-    validate_id,
-)
+from durable_redis.storage.keys import InstanceKeys, PartitionKeys
 from durable_redis.storage.management import ManagementMixin
 from durable_redis.storage.messaging import MessagingMixin
 from durable_redis.storage.outbox import OutboxMixin
@@ -182,14 +179,14 @@ class RedisStore(
         visible_at_ms: int | None = None,
     ) -> bool:
         epoch = await self._ready()
-        validate_id("instance id", instance_id)
-        validate_id("message id", message_id)
+        validate_id(instance_id, "instance id", rule=STORED)
+        validate_id(message_id, "message id", rule=STORED)
         pk = self._pk(instance_id)
         ik = pk.instance(instance_id)
         parent = create.parent_instance_id or ""
         children = ik.children
         if parent:
-            validate_id("parent instance id", parent)
+            validate_id(parent, "parent instance id", rule=STORED)
             ppk = self._pk(parent)
             if ppk.index == pk.index:
                 children = pk.instance(parent).children
@@ -235,8 +232,8 @@ class RedisStore(
         visible_at_ms: int | None = None,
     ) -> bool:
         epoch = await self._ready()
-        validate_id("instance id", instance_id)
-        validate_id("message id", message_id)
+        validate_id(instance_id, "instance id", rule=STORED)
+        validate_id(message_id, "message id", rule=STORED)
         pk = self._pk(instance_id)
         ik = pk.instance(instance_id)
         reply = await self._eval(

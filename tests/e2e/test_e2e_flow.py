@@ -93,7 +93,7 @@ async def test_a_limit_of_5_per_key_holds_while_a_worker_is_killed(
         return bool(victim) and len({w.pid for w in pool if w.alive()}) == 3
 
     await eventually(one_is_running, timeout=30, message="a worker runs a job")
-    by_pid[victim[0]].kill9()
+    by_pid[victim[0]].kill()
     killed_at = time.time()
     results = [await h.result(timeout=60) for h in handles]
     assert sorted(r["n"] for r in results) == list(range(60))  # none lost
