@@ -363,7 +363,8 @@ def run_worker_command(args: argparse.Namespace, url: str) -> int:
     notice(
         args,
         f"{args.processes} worker process(es) for {args.app} on {redact_url(url)} "
-        f"(namespace {args.namespace!r}); Ctrl-C or SIGTERM stops them",
+        f"(namespace {args.namespace!r}); "
+        + ("they exit once it is idle (--burst)" if args.burst else "Ctrl-C or SIGTERM stops them"),
     )
     log_level = "DEBUG" if args.verbose >= 2 else "INFO"
     return run_worker(
@@ -374,6 +375,7 @@ def run_worker_command(args: argparse.Namespace, url: str) -> int:
         namespace=args.namespace,
         log_level=log_level,
         log_format="json" if args.json else args.log_format,
+        burst=args.burst,
         **metrics_arguments(args),  # _cli_ops: --metrics-port / --metrics-host
     )
 

@@ -221,6 +221,11 @@ def _parser() -> argparse.ArgumentParser:
         metavar="DURATION|off",
         help="how often the janitor runs (default 5m; off: never)",
     )
+    p.add_argument(
+        "--burst",
+        action="store_true",
+        help="exit (code 0) once nothing is ready or running and no timer is due within 1s",
+    )
     add_metrics_options(p)  # --metrics-port, --metrics-host (_cli_ops)
 
     p = command("start", "start an orchestration")

@@ -96,8 +96,10 @@ async def serve(
     handle_signals: bool = True,
     metrics_port: int | None = None,
     metrics_host: str = "127.0.0.1",
+    burst: bool = False,
 ) -> None:
-    """Run one worker in this process until it is stopped (SIGTERM/SIGINT).
+    """Run one worker in this process until it is stopped (SIGTERM/SIGINT), or with ``burst``
+    until the namespace is idle (``durable_redis.runtime.burst``).
 
     ``metrics_port``: serve Prometheus metrics on ``metrics_host:metrics_port`` (runtime.metrics).
     """
@@ -113,7 +115,7 @@ async def serve(
             worker = Worker(app, cast(Store, MeteredStore(store, metrics)), options)
             metrics.bind(worker)
             metrics_server = serve_metrics(metrics, metrics_port, metrics_host)
-        await worker.run(handle_signals=handle_signals)
+        await worker.run(handle_signals=handle_signals, burst=burst)
     finally:
         if metrics_server is not None:
             metrics_server.shutdown()
@@ -168,6 +170,7 @@ def worker_command(
     namespace: str = DEFAULT_NAMESPACE,
     log_level: str | None = None,
     log_format: str | None = None,
+    burst: bool = False,
 ) -> list[str]:
     """The argv of one worker process (``python -m durable_redis.runtime ...``)."""
     cmd = [
@@ -186,6 +189,8 @@ def worker_command(
         cmd += ["--log-level", log_level]
     if log_format:
         cmd += ["--log-format", log_format]
+    if burst:
+        cmd.append("--burst")
     return cmd
 
 
@@ -200,8 +205,11 @@ def run_worker(
     log_format: str | None = None,
     metrics_port: int | None = None,
     metrics_host: str = "127.0.0.1",
+    burst: bool = False,
 ) -> int:
     """Run ``processes`` worker processes for the app at ``app_ref``; block until they exit.
+
+    ``burst``: each worker exits (code 0) once the namespace is idle (``runtime.burst``).
 
     With ``metrics_port`` each process serves Prometheus metrics, on ``metrics_port + i``.
 
@@ -222,6 +230,7 @@ def run_worker(
                 namespace=namespace,
                 metrics_port=metrics_port,
                 metrics_host=metrics_host,
+                burst=burst,
             )
         )
         return 0
@@ -252,6 +261,7 @@ def run_worker(
         namespace=namespace,
         log_level=log_level,
         log_format=log_format,
+        burst=burst,
     )
     at = cmd.index("--redis-url")
     del cmd[at : at + 2]
@@ -311,6 +321,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=None,
         help="text lines, or one JSON object per line (default: $DURABLE_REDIS_LOG_FORMAT)",
     )
+    parser.add_argument(
+        "--burst", action="store_true", help="exit once the namespace is idle (runtime.burst)"
+    )
     args = parser.parse_args(argv)
     configure_logging(args.log_level.upper(), args.log_format, pid=True)
     if not args.redis_url:
@@ -330,6 +343,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 namespace=args.namespace,
                 metrics_port=args.metrics_port,
                 metrics_host=args.metrics_host,
+                burst=args.burst,
             )
         )
     except DurableRedisError as exc:

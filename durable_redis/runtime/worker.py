@@ -125,13 +125,21 @@ class Worker:
         self._stopping.set()
 
     # -- main loop -----------------------------------------------------------------------------
-    async def run(self, *, handle_signals: bool = False) -> None:
+    async def run(self, *, handle_signals: bool = False, burst: bool = False) -> None:
         """Serve until :meth:`stop` (or SIGTERM/SIGINT if ``handle_signals``), then shut down.
+
+        ``burst=True``: stop by itself once the namespace is idle, as :meth:`run_until_idle`
+        (without a timeout) defines it.
 
         Raises NamespaceMissingError, and stops at once, if the namespace's data vanishes from
         Redis while it runs (flushed, or restarted without persistence): re-creating it would
         silently start over.
         """
+        if burst:
+            from durable_redis.runtime.burst import run_until_idle
+
+            await run_until_idle(self, handle_signals=handle_signals)
+            return
         try:
             await self._run(handle_signals)
         except BaseExceptionGroup as group:
@@ -145,6 +153,19 @@ class Worker:
                 extra={"worker_id": self.worker_id},
             )
             raise _first_leaf(vanished) from group
+
+    async def run_until_idle(
+        self, *, timeout: float | None = None, horizon: float = 1.0, poll_interval: float = 0.05
+    ) -> None:
+        """Run until nothing is ready or running and no timer is due within ``horizon`` seconds
+        (the precise rule: ``durable_redis.runtime.burst``), then stop gracefully and return.
+
+        TimeoutError, after stopping, if that takes longer than ``timeout`` seconds. Tests drain
+        with it instead of sleeping; ``durable-redis worker --burst`` runs it.
+        """
+        from durable_redis.runtime.burst import run_until_idle
+
+        await run_until_idle(self, timeout=timeout, horizon=horizon, poll_interval=poll_interval)
 
     async def _run(self, handle_signals: bool) -> None:
         if self._stopping is not None:

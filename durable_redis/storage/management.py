@@ -318,6 +318,7 @@ class ManagementMixin(RedisStoreBase):
         await self._ready()
         now = await self.server_time_ms()
         messages = timers = work = session_work = delayed = leased = locked = 0
+        dues: list[int] = []  # visible times (ms) of future messages and delayed items
         for pk in self._parts:
             ready = [_s(m) for m in await self._r.zrange(pk.oq_ready, 0, -1)]
             locks = [_s(m) for m in await self._r.zrange(pk.oq_locks, 0, -1)]
@@ -327,13 +328,17 @@ class ManagementMixin(RedisStoreBase):
                 mz = pk.instance(iid).mz
                 pipe.zcard(mz)
                 pipe.zcount(mz, f"({now}", "+inf")
+                pipe.zrangebyscore(mz, f"({now}", "+inf", start=0, num=1, withscores=True)
             counts = await pipe.execute()
-            messages += sum(counts[0::2])
-            timers += sum(counts[1::2])
+            messages += sum(counts[0::3])
+            timers += sum(counts[1::3])
+            dues += [int(first[0][1]) for first in counts[2::3] if first]
             pipe = self._r.pipeline(transaction=False)
             for key in (pk.wq_ready, pk.wq_sready, pk.wq_delayed, pk.wq_leases):
                 pipe.zcard(key)
-            w, sw, d, le = await pipe.execute()
+            pipe.zrange(pk.wq_delayed, 0, 0, withscores=True)
+            w, sw, d, le, first_delayed = await pipe.execute()
+            dues += [int(first_delayed[0][1])] if first_delayed else []
             routed, routed_sessions = await routed_ready_counts(self._r, pk)  # docs/routing.md
             work += w + routed
             session_work += sw + routed_sessions
@@ -348,6 +353,8 @@ class ManagementMixin(RedisStoreBase):
                 "delayed_work_items": delayed,
                 "leased_work_items": leased,
                 "locked_instances": locked,
+                # the earliest timer (future message or delayed activity); -1: none
+                "next_timer_in_ms": max(0, min(dues) - now) if dues else -1,
             },
         )
 

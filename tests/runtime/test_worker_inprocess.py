@@ -14,6 +14,7 @@ import pytest
 from durable_redis.client import Client
 from durable_redis.core import ActivityContext, App, OrchestrationContext, RetryPolicy
 from durable_redis.runtime import Worker, WorkerOptions
+from durable_redis.runtime.burst import wait_until_idle
 from durable_redis.storage.base import InstanceStatus
 from durable_redis.storage.redis_store import RedisStore
 
@@ -84,7 +85,7 @@ async def test_turns_activities_events_and_clean_stop(
     client = Client(store, app)
     iid = await client.start(chain, 1)
     await wait_status(client, iid, InstanceStatus.RUNNING)
-    await anyio.sleep(0.3)
+    await wait_until_idle(worker, timeout=20)  # both activities ran; it waits for "go"
     await client.raise_event(iid, "go")
     assert await client.wait_for_completion(iid, timeout=20) == [2, "V2"]
     # the turns after the first advanced the suspended orchestration instead of replaying
@@ -115,11 +116,11 @@ async def test_poison_turn_fails_the_instance(
 async def test_undecodable_history_fails_as_poisoned(
     store: RedisStore, running: Callable[..., Worker]
 ) -> None:
-    running()
+    worker = running()
     client = Client(store, app)
     iid = await client.start(chain, 1)
     await wait_status(client, iid, InstanceStatus.RUNNING)
-    await anyio.sleep(0.5)  # the activities ran; the instance waits for "go"
+    await wait_until_idle(worker, timeout=20)  # the activities ran; the instance waits for "go"
     key = store._pk(iid).instance(iid).history(1)  # its own partition (P = 8 on the cluster)
     await store._r.rpush(key, b"\xc1 not msgpack")
     await client.raise_event(iid, "go")
@@ -132,11 +133,13 @@ async def test_undecodable_history_fails_as_poisoned(
 async def test_unregistered_orchestration_is_never_failed(
     store: RedisStore, running: Callable[..., Worker]
 ) -> None:
-    running()
+    worker = running()
     client = Client(store, app)
     # a client without the app: with it, start() itself refuses the unknown name
     iid = await Client(store).start("nobody_knows_me")
-    await anyio.sleep(1.5)
+    with anyio.fail_after(20):  # refused twice (back-off 1 s), and never failed for it
+        while worker._orchestrations._unregistered.get(iid, 0) < 2:
+            await anyio.sleep(0.02)
     state = await client.get_status(iid)
     assert state is not None and state.status is InstanceStatus.PENDING
 
