@@ -1,19 +1,18 @@
 """Golden histories: recorded by the code, committed under tests/golden/, replayed by today's code.
 
 Set ``DURABLE_REDIS_RECORD_GOLDEN=1`` to re-record them (only when a change to the history format
-or to the orchestrations in core_apps.py is intended; review the diff).
+or to the orchestrations in core_apps.py is intended; review the diff of the ``.history.json``
+sidecars, which are written with them: tests/golden/README.md).
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import os
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-import core_apps
 import pytest
 
 from durable_redis.core import App, OrchestrationContext, OrchestrationStatus
@@ -23,8 +22,9 @@ from durable_redis.testing import (
     assert_replays,
     load_history,
     replay_history,
-    save_history,
 )
+from tests.core import core_apps
+from tests.core.golden_json import portable, render_json, sidecar, write_golden
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 RECORD = os.environ.get("DURABLE_REDIS_RECORD_GOLDEN") == "1"
@@ -64,27 +64,31 @@ def test_golden_files_exist_or_are_recorded() -> None:
     histories = _record_all()
     if RECORD:
         GOLDEN.mkdir(exist_ok=True)
-        for old in GOLDEN.glob("*.history"):
+        for old in [*GOLDEN.glob("*.history"), *GOLDEN.glob("*.history.json")]:
             old.unlink()
         for key, history in histories.items():
-            save_history(GOLDEN / f"{key}.history", history)
+            write_golden(GOLDEN / f"{key}.history", history)
     files = sorted(p.stem for p in GOLDEN.glob("*.history"))
     assert files == sorted(histories), "golden files out of date: re-record on purpose"
     # recording is deterministic: today's run reproduces the committed bytes
     # (tracebacks name the checkout's absolute paths, so they are compared without them)
     for key, history in histories.items():
-        assert _portable(load_history(GOLDEN / f"{key}.history")) == _portable(history), key
+        assert portable(load_history(GOLDEN / f"{key}.history")) == portable(history), key
 
 
-def _portable(history: list[Any]) -> list[Any]:
-    """The history with failure tracebacks blanked: they depend on where the repo lives."""
-    out = []
-    for event in history:
-        failure = getattr(event, "failure", None)
-        if failure is not None:
-            event = dataclasses.replace(event, failure=dataclasses.replace(failure, traceback=""))
-        out.append(event)
-    return out
+@pytest.mark.parametrize(
+    "path", sorted(GOLDEN.rglob("*.history")), ids=lambda p: str(p.relative_to(GOLDEN))
+)
+def test_golden_json_sidecar_is_the_rendering_of_its_history(path: Path) -> None:
+    """The reviewable ``.history.json`` says what the binary holds, event for event."""
+    json_path = sidecar(path)
+    assert json_path.exists(), f"{json_path.name} missing: re-record the goldens"
+    assert json_path.read_text(encoding="utf-8") == render_json(load_history(path))
+
+
+def test_no_sidecar_without_its_history() -> None:
+    orphans = [p for p in GOLDEN.rglob("*.history.json") if not p.with_suffix("").exists()]
+    assert orphans == []
 
 
 @pytest.mark.parametrize("path", sorted(GOLDEN.glob("*.history")), ids=lambda p: p.stem)

@@ -8,13 +8,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_core_engine import CODEC, Driver, start
 
 from durable_redis.core import App, OrchestrationContext, OrchestrationStatus, replay
 from durable_redis.core import events as ev
 from durable_redis.core import messages as msg
 from durable_redis.errors import ConfigurationError, ValidationError
-from durable_redis.testing import assert_replays, load_history, save_history
+from durable_redis.testing import assert_replays, load_history
+from tests.core.golden_json import write_golden
+from tests.core.test_core_engine import CODEC, Driver, start
 
 app = App("messaging")
 
@@ -301,7 +302,7 @@ def test_golden_history_with_updates_and_values_replays() -> None:
     """A recorded history with every update/value event (re-record with
     DURABLE_REDIS_RECORD_GOLDEN=1, like tests/core/test_core_golden.py)."""
     if os.environ.get("DURABLE_REDIS_RECORD_GOLDEN") == "1":
-        save_history(GOLDEN, _cart_history())
+        write_golden(GOLDEN, _cart_history())
     history = load_history(GOLDEN)
     kinds = {type(e) for e in history}
     assert {ev.UpdateReceived, ev.UpdateCompleted, ev.ValueSet, ev.StreamAppended} - kinds == set()
