@@ -23,21 +23,15 @@ hide a missing capability.
 
 from __future__ import annotations
 
-import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # the package is not necessarily installed (editable) yet
-    sys.path.insert(0, str(ROOT))
-
-from durable_redis.devtools.server import RedisServer  # noqa: E402
-from durable_redis.storage.keys import cluster_slot  # noqa: E402
-from durable_redis.storage.redis_store import RedisStore  # noqa: E402
+from durable_redis.devtools.server import RedisServer
+from durable_redis.storage.keys import cluster_slot
+from durable_redis.storage.redis_store import RedisStore
 
 CLUSTER_PARTITIONS = 8
 NOT_APPLICABLE = "not applicable:"

@@ -8,7 +8,8 @@ import re
 import uuid
 
 import pytest
-from test_cli import Run, cli, cli_namespace, cli_worker  # noqa: F401 (fixtures)
+
+from tests.test_cli import Run, cli, cli_namespace, cli_worker  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.e2e
 

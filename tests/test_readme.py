@@ -11,9 +11,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_typing import mypy_errors
 
 from durable_redis.devtools import RedisServer
+from tests.test_typing import mypy_errors
 
 ROOT = Path(__file__).resolve().parents[1]
 

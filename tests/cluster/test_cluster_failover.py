@@ -21,16 +21,11 @@ import anyio
 import pytest
 from anyio import to_thread
 
-E2E = Path(__file__).resolve().parents[1] / "e2e"
-if str(E2E) not in sys.path:
-    sys.path.insert(0, str(E2E))
-
-from e2e_helpers import WorkerPool  # noqa: E402
-
-from durable_redis.client import Client  # noqa: E402
-from durable_redis.devtools.cluster_server import LocalCluster  # noqa: E402
-from durable_redis.storage.keys import PartitionKeys, cluster_slot  # noqa: E402
-from durable_redis.storage.redis_store import RedisStore  # noqa: E402
+from durable_redis.client import Client
+from durable_redis.devtools.cluster_server import LocalCluster
+from durable_redis.storage.keys import PartitionKeys, cluster_slot
+from durable_redis.storage.redis_store import RedisStore
+from tests.e2e.e2e_helpers import WorkerPool
 
 pytestmark = [pytest.mark.cluster, pytest.mark.e2e, pytest.mark.anyio, pytest.mark.timeout(240)]
 
@@ -63,7 +58,7 @@ def replica_of_partition_owner(cluster: LocalCluster, namespace: str) -> tuple[i
 async def test_primary_failover_mid_run_loses_nothing_seen_complete(
     replicated_cluster: LocalCluster, namespace: str, tmp_path: Path
 ) -> None:
-    import e2e_app
+    from tests.e2e import e2e_app
 
     cluster = replicated_cluster
     url = cluster.url

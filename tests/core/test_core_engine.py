@@ -8,7 +8,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from core_apps import Order, Receipt, app, checkout, counter, parent, retrying, structured
 
 from durable_redis.core import (
     ActivityContext,
@@ -33,6 +32,16 @@ from durable_redis.errors import (
     NotRegisteredError,
 )
 from durable_redis.testing import InMemoryRunner, replay_history
+from tests.core.core_apps import (
+    Order,
+    Receipt,
+    app,
+    checkout,
+    counter,
+    parent,
+    retrying,
+    structured,
+)
 
 CODEC = MsgpackCodec()
 T0 = 1_700_000_000_000

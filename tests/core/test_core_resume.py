@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_core_property import STEP, app, drive
 
 from durable_redis.core import (
     OrchestrationStatus,
@@ -21,6 +20,7 @@ from durable_redis.core import (
 )
 from durable_redis.core import messages as msg
 from durable_redis.testing import InMemoryRunner, Instance
+from tests.core.test_core_property import STEP, app, drive
 
 
 def _comparable(result: TurnResult) -> tuple[Any, ...]:

@@ -14,11 +14,7 @@ from typing import Any
 
 import pytest
 
-HERE = Path(__file__).resolve().parent
-if str(HERE) not in sys.path:
-    sys.path.insert(0, str(HERE))
-
-from e2e_helpers import WorkerPool  # noqa: E402
+from tests.e2e.e2e_helpers import WorkerPool
 
 
 @pytest.fixture(params=["redis", pytest.param("cluster", marks=pytest.mark.cluster)])
@@ -75,9 +71,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 @pytest.fixture
 async def client(e2e_redis_url: str, namespace: str) -> AsyncIterator[Any]:
-    import e2e_app
-
     from durable_redis.client import Client
+    from tests.e2e import e2e_app
 
     async with Client.from_url(e2e_redis_url, namespace=namespace, app=e2e_app.app) as c:
         yield c

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from e2e_deploy_common import deploy_app
-
 from durable_redis.core import OrchestrationContext
+from tests.e2e.e2e_deploy_common import deploy_app
 
 app, reserve, ship = deploy_app()
 

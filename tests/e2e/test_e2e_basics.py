@@ -8,7 +8,6 @@ from typing import Any
 
 import anyio
 import pytest
-from e2e_helpers import WorkerPool, eventually, markers
 
 from durable_redis.client import Client
 from durable_redis.errors import (
@@ -19,12 +18,13 @@ from durable_redis.errors import (
     WaitTimeoutError,
 )
 from durable_redis.storage.base import ExistingInstancePolicy, InstanceStatus
+from tests.e2e.e2e_helpers import WorkerPool, eventually, markers
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio, pytest.mark.timeout(90)]
 
 
 async def test_activity_and_typed_result(workers: WorkerPool, client: Client) -> None:
-    import e2e_app
+    from tests.e2e import e2e_app
 
     w = workers.start()
     iid = await client.start(e2e_app.hello, "world", instance_id="hello-1")
@@ -43,7 +43,7 @@ async def test_activity_and_typed_result(workers: WorkerPool, client: Client) ->
 
 
 async def test_start_policies_and_id_validation(workers: WorkerPool, client: Client) -> None:
-    import e2e_app
+    from tests.e2e import e2e_app
 
     workers.start()
     await client.start(e2e_app.hello, "a", instance_id="dup")

@@ -13,10 +13,10 @@ from typing import Any
 
 import anyio
 import pytest
-from e2e_helpers import HERE, ROOT, eventually
 
 from durable_redis.client import Client
 from durable_redis.storage.base import InstanceStatus
+from tests.e2e.e2e_helpers import HERE, ROOT, eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio, pytest.mark.timeout(120)]
 
@@ -25,7 +25,7 @@ HELD = {"held_backoff": 0.2, "held_backoff_max": 0.5}
 
 @pytest.fixture
 async def client(e2e_redis_url: str, namespace: str) -> AsyncIterator[Client]:
-    import e2e_deploy_v1
+    from tests.e2e import e2e_deploy_v1
 
     async with Client.from_url(e2e_redis_url, namespace=namespace, app=e2e_deploy_v1.app) as c:
         yield c

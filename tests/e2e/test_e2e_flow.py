@@ -17,13 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import e2e_flow_app
 import pytest
-from e2e_helpers import WorkerPool, eventually
 
 from durable_redis.client import Client
 from durable_redis.core.jobs import Limit
 from durable_redis.storage.keys import partition_of
+from tests.e2e import e2e_flow_app
+from tests.e2e.e2e_helpers import WorkerPool, eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio, pytest.mark.timeout(180)]
 

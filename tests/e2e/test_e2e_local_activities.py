@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from e2e_helpers import WorkerPool, markers
 
 from durable_redis.client import Client
 from durable_redis.core import events as ev
+from tests.e2e.e2e_helpers import WorkerPool, markers
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio, pytest.mark.timeout(90)]
 
@@ -23,7 +23,7 @@ async def test_local_activities_recorded_not_rerun_failures_and_retries(
         history = await client.get_history(iid)
         return any(isinstance(e, ev.EventSubscribed) for e in history)
 
-    from e2e_helpers import eventually
+    from tests.e2e.e2e_helpers import eventually
 
     await eventually(waiting, timeout=30, message="the orchestration waits for 'go'")
     history = await client.get_history(iid)

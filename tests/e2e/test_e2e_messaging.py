@@ -10,7 +10,6 @@ from typing import Any
 
 import anyio
 import pytest
-from e2e_helpers import WorkerPool, eventually, markers
 
 from durable_redis.client import Client
 from durable_redis.core import events as ev
@@ -20,6 +19,7 @@ from durable_redis.errors import (
     UpdateFailedError,
     UpdateRejectedError,
 )
+from tests.e2e.e2e_helpers import WorkerPool, eventually, markers
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio, pytest.mark.timeout(120)]
 
@@ -28,7 +28,7 @@ APP = "e2e_messaging_app:app"
 
 @pytest.fixture
 async def mclient(e2e_redis_url: str, namespace: str) -> AsyncIterator[Client]:
-    import e2e_messaging_app
+    from tests.e2e import e2e_messaging_app
 
     async with Client.from_url(e2e_redis_url, namespace=namespace, app=e2e_messaging_app.app) as c:
         yield c

@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_helpers import HERE, ROOT
 
 from durable_redis.client import Client
+from tests.e2e.e2e_helpers import HERE, ROOT
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio, pytest.mark.timeout(90)]
 

@@ -10,12 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import e2e_routing_app
 import pytest
-from e2e_helpers import WorkerPool, eventually
 
 from durable_redis.client import Client
 from durable_redis.storage.job_types import JobState
+from tests.e2e import e2e_routing_app
+from tests.e2e.e2e_helpers import WorkerPool, eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio, pytest.mark.timeout(90)]
 

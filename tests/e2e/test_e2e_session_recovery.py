@@ -15,9 +15,9 @@ from pathlib import Path
 
 import anyio
 import pytest
-from e2e_helpers import WorkerPool, eventually, markers
 
 from durable_redis.client import Client
+from tests.e2e.e2e_helpers import WorkerPool, eventually, markers
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio, pytest.mark.timeout(120)]
 

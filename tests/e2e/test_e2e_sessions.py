@@ -10,12 +10,12 @@ from typing import Any
 
 import anyio
 import pytest
-from e2e_helpers import WorkerPool, eventually, markers
 
 from durable_redis.client import Client
 from durable_redis.errors import OrchestrationCancelledError, OrchestrationFailedError
 from durable_redis.ids import session_key
 from durable_redis.storage.base import InstanceStatus, SessionRef
+from tests.e2e.e2e_helpers import WorkerPool, eventually, markers
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio, pytest.mark.timeout(90)]
 

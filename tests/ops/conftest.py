@@ -28,14 +28,12 @@ from typing import Any
 
 import pytest
 
+from tests.e2e.e2e_helpers import WorkerPool
+
 HERE = Path(__file__).resolve().parent
 E2E = HERE.parent / "e2e"
 ROOT = HERE.parents[1]
-for path in (str(E2E),):
-    if path not in sys.path:
-        sys.path.insert(0, path)
 
-from e2e_helpers import WorkerPool  # noqa: E402
 
 CHROMIUM = os.environ.get("DURABLE_REDIS_CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("DURABLE_REDIS_CHROMEDRIVER", "/usr/bin/chromedriver")

@@ -1,6 +1,6 @@
 """The screenshots in docs/screenshots/demo-*.png: the dashboard on the demo's data (not a test).
 
-    .venv/bin/python tests/ops/demo_screenshots.py [OUT_DIR]     # default docs/screenshots
+    .venv/bin/python -m tests.ops.demo_screenshots [OUT_DIR]     # default docs/screenshots
 
 A private Redis, ``durable-redis worker durable_redis.demo:app --processes 2``,
 ``durable-redis dashboard``, twelve demo conversations (sessions pinned to workers), and headless
@@ -17,15 +17,13 @@ import sys
 import time
 from pathlib import Path
 
+from durable_redis.client import Client
+from durable_redis.demo import _CUSTOMERS, _LINES, Conversation, app
+from durable_redis.devtools import RedisServer
+from tests.ops.conftest import CHROMEDRIVER, CHROMIUM, free_port, wait_http
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
-sys.path[:0] = [str(ROOT), str(HERE), str(HERE.parent / "e2e")]
-
-from conftest import CHROMEDRIVER, CHROMIUM, free_port, wait_http  # noqa: E402
-
-from durable_redis.client import Client  # noqa: E402
-from durable_redis.demo import _CUSTOMERS, _LINES, Conversation, app  # noqa: E402
-from durable_redis.devtools import RedisServer  # noqa: E402
 
 
 async def start_conversations(url: str, count: int) -> list[str]:

@@ -65,7 +65,7 @@ def shoot(driver: Any, tmp_path: Path, name: str) -> None:
 
 def seed(redis_url: str, namespace: str, marker_dir: Path) -> None:
     """A finished, a parent with children, a failed one and two waiting for an event."""
-    import e2e_app
+    from tests.e2e import e2e_app
 
     async def go() -> None:
         async with Client.from_url(redis_url, namespace=namespace, app=e2e_app.app) as c:
@@ -258,8 +258,9 @@ def test_jobs_page_retry_a_failed_job_and_schedules(
 ) -> None:
     """Click from the overview to the jobs page, open a failed job (its traceback), retry it
     and watch the page turn it completed (live, no reload); pause a schedule and run it now."""
-    import e2e_app
     from selenium.webdriver.common.by import By
+
+    from tests.e2e import e2e_app
 
     pool.start()
 

@@ -227,7 +227,7 @@ def test_overview_shows_queue_depths_and_the_oldest_waiting_work(
 ) -> None:
     """One activity slot, two held activities: one leased, one waiting in the queue, whose age
     (since its ActivityScheduled event) the overview reports; plus a message nobody takes."""
-    import e2e_app
+    from tests.e2e import e2e_app
 
     pool.start(activity_concurrency=1)
 
@@ -318,7 +318,7 @@ def test_dashboard_exports_namespace_gauges(redis_url: str, namespace: str, http
 def test_rerun_a_failed_instance(
     redis_url: str, namespace: str, http: Any, pool: Any, tmp_path: Path
 ) -> None:
-    import e2e_app
+    from tests.e2e import e2e_app
 
     pool.start()
     args = {"dir": str(tmp_path), "fail_times": 1, "max_attempts": 1}

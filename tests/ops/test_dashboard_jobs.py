@@ -13,9 +13,9 @@ from typing import Any
 
 import anyio
 import pytest
-from test_dashboard_http import TOKEN, csrf_of
 
 from durable_redis.client import Client
+from tests.ops.test_dashboard_http import TOKEN, csrf_of
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -23,7 +23,7 @@ WAIT_S = 30.0
 
 
 def run(redis_url: str, namespace: str, use: Callable[[Client], Any]) -> Any:
-    import e2e_app
+    from tests.e2e import e2e_app
 
     async def go() -> Any:
         async with Client.from_url(redis_url, namespace=namespace, app=e2e_app.app) as c:
@@ -52,7 +52,7 @@ def job_ids(html: str) -> list[str]:
 
 def enqueue_failing(redis_url: str, namespace: str, tmp_path: Path, job_id: str) -> None:
     """``flaky`` failing its first call, one attempt: the job fails; a retry succeeds."""
-    import e2e_app
+    from tests.e2e import e2e_app
 
     async def use(c: Client) -> None:
         args = {"dir": str(tmp_path), "fail_times": 1}
@@ -66,7 +66,7 @@ def enqueue_failing(redis_url: str, namespace: str, tmp_path: Path, job_id: str)
 def test_jobs_page_lists_filters_and_shows_a_failed_job_then_retries_it(
     redis_url: str, namespace: str, http: Any, pool: Any, tmp_path: Path
 ) -> None:
-    import e2e_app
+    from tests.e2e import e2e_app
 
     pool.start()
     enqueue_failing(redis_url, namespace, tmp_path, "pay-1")
@@ -144,7 +144,7 @@ def test_jobs_page_lists_filters_and_shows_a_failed_job_then_retries_it(
 def test_cancel_a_queued_and_a_running_job(
     redis_url: str, namespace: str, http: Any, pool: Any, tmp_path: Path
 ) -> None:
-    import e2e_app
+    from tests.e2e import e2e_app
 
     pool.start()
 
@@ -180,7 +180,7 @@ def test_cancel_a_queued_and_a_running_job(
 def test_a_running_job_shows_its_progress(
     redis_url: str, namespace: str, http: Any, pool: Any, tmp_path: Path
 ) -> None:
-    import e2e_app
+    from tests.e2e import e2e_app
 
     pool.start()
 
@@ -204,7 +204,7 @@ def test_a_running_job_shows_its_progress(
 def test_job_actions_refused_read_only_and_without_the_token(
     redis_url: str, namespace: str, http: Any, tmp_path: Path
 ) -> None:
-    import e2e_app
+    from tests.e2e import e2e_app
 
     async def use(c: Client) -> None:
         await c.enqueue(e2e_app.whoami, "x", job_id="ro-job", delay=600)
@@ -241,7 +241,7 @@ def test_job_actions_refused_read_only_and_without_the_token(
 def test_schedules_page_pause_resume_and_trigger(
     redis_url: str, namespace: str, http: Any, pool: Any
 ) -> None:
-    import e2e_app
+    from tests.e2e import e2e_app
 
     pool.start()
 
@@ -307,10 +307,9 @@ def test_job_overview_splits_finished_jobs_by_state_only_while_few(
 ) -> None:
     """Over four partitions: ready, delayed and cancelled jobs counted; the finished ones split
     by state up to ``split_limit`` retained jobs, beyond it only their total."""
-    import e2e_app
-
     from durable_redis.storage.insights import job_overview
     from durable_redis.storage.redis_store import RedisStore
+    from tests.e2e import e2e_app
 
     async def go() -> tuple[Any, Any]:
         store = RedisStore.from_url(redis_url, namespace=namespace, partitions=4)

@@ -10,9 +10,9 @@ from typing import Any
 
 import anyio
 import pytest
-from test_dashboard_browser import WAIT_S, shoot, text_of, wait_until
 
 from durable_redis.client import Client
+from tests.ops.test_dashboard_browser import WAIT_S, shoot, text_of, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
@@ -20,8 +20,9 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 def test_queues_page_pause_resume_and_drain(
     redis_url: str, namespace: str, pool: Any, dashboard: Any, browser: Any, tmp_path: Path
 ) -> None:
-    import e2e_app
     from selenium.webdriver.common.by import By
+
+    from tests.e2e import e2e_app
 
     pool.start()  # serves "default" only
     handles: dict[str, Any] = {}

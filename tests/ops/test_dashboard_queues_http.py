@@ -7,10 +7,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from test_dashboard_http import TOKEN, csrf_of
-from test_dashboard_jobs import run
 
 from durable_redis.client import Client
+from tests.ops.test_dashboard_http import TOKEN, csrf_of
+from tests.ops.test_dashboard_jobs import run
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -24,7 +24,7 @@ def paused(redis_url: str, namespace: str, queue: str) -> bool:
 
 @pytest.mark.e2e
 def test_queue_actions_over_http(redis_url: str, namespace: str, http: Any) -> None:
-    import e2e_app
+    from tests.e2e import e2e_app
 
     async def seed(c: Client) -> None:
         await c.enqueue(e2e_app.whoami, "x", queue="batch")  # no worker: stays queued

@@ -13,9 +13,9 @@ from typing import Any
 
 import anyio
 import pytest
-from e2e_helpers import WorkerPool, eventually
 
 from durable_redis.client import Client
+from tests.e2e.e2e_helpers import WorkerPool, eventually
 
 pytestmark = [pytest.mark.timeout(90), pytest.mark.e2e]
 

@@ -70,7 +70,7 @@ def sample(families: list[dict[str, Any]], name: str, **labels: str) -> float:
 
 
 def test_worker_processes_serve_metrics(redis_url: str, namespace: str, tmp_path: Path) -> None:
-    import e2e_app
+    from tests.e2e import e2e_app
 
     port = two_free_ports()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(E2E), str(ROOT)])}

@@ -72,7 +72,7 @@ def test_workers_lists_live_workers_with_in_flight_work_and_drops_dead_ones(
     assert record["worker_id"].split(":")[1] == str(a.pid)
 
     # in-flight work shows up at the next heartbeat (every renewal, 0.5 s here)
-    import e2e_app
+    from tests.e2e import e2e_app
 
     async def start_hold() -> None:
         async with Client.from_url(redis_url, namespace=namespace, app=e2e_app.app) as c:

@@ -14,13 +14,9 @@ from typing import Any
 
 import pytest
 
-HERE = Path(__file__).resolve().parent
-E2E = HERE.parent / "e2e"
-for path in (HERE, E2E):
-    if str(path) not in sys.path:
-        sys.path.insert(0, str(path))
+from tests.e2e.e2e_helpers import WorkerPool
 
-from e2e_helpers import WorkerPool  # noqa: E402
+HERE = Path(__file__).resolve().parent
 
 
 @pytest.fixture
@@ -64,9 +60,8 @@ def workdir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 async def rel_client(redis_url: str, namespace: str) -> AsyncIterator[Any]:
-    import rel_app
-
     from durable_redis.client import Client
+    from tests.reliability import rel_app
 
     async with Client.from_url(redis_url, namespace=namespace, app=rel_app.app) as c:
         yield c

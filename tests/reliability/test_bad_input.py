@@ -17,8 +17,6 @@ from typing import Any
 import anyio
 import pytest
 import redis.asyncio as aioredis
-import rel_app
-from rel_support import ROOT, namespace_keys
 
 from durable_redis.client import Client
 from durable_redis.core import MsgpackCodec
@@ -36,6 +34,8 @@ from durable_redis.errors import (
 from durable_redis.runtime import Worker, WorkerOptions
 from durable_redis.storage.base import InstanceStatus
 from durable_redis.storage.redis_store import RedisStore
+from tests.reliability import rel_app
+from tests.reliability.rel_support import ROOT, namespace_keys
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(90)]
 

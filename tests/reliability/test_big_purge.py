@@ -17,15 +17,15 @@ from typing import Any
 import anyio
 import pytest
 import redis
-import rel_app
-from rel_invariants import store_invariants
-from rel_support import record_figures
 
 from durable_redis.client import Client
 from durable_redis.core import events as ev
 from durable_redis.devtools import RedisServer
 from durable_redis.storage.redis_store import RedisStore
 from durable_redis.storage.scripts import SCRIPTS, load_script_source
+from tests.reliability import rel_app
+from tests.reliability.rel_invariants import store_invariants
+from tests.reliability.rel_support import record_figures
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.timeout(240)]
 

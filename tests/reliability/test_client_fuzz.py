@@ -13,12 +13,12 @@ from typing import Any
 
 import anyio
 import pytest
-import rel_app
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from durable_redis.client import Client
 from durable_redis.errors import DurableRedisError
+from tests.reliability import rel_app
 
 pytestmark = [pytest.mark.timeout(300)]
 

@@ -14,13 +14,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from rel_proxy import Proxy
-from rel_support import execution_counts, history_check, record_figures, scheduled_ids
 
 from durable_redis import core
 from durable_redis.client import Client
 from durable_redis.storage.base import InstanceCreate, InstanceStatus
 from durable_redis.storage.redis_store import RedisStore
+from tests.reliability.rel_proxy import Proxy
+from tests.reliability.rel_support import (
+    execution_counts,
+    history_check,
+    record_figures,
+    scheduled_ids,
+)
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(180)]
 

@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import rel_app
-from rel_support import execution_counts, executions, record_figures
 
 from durable_redis.client import Client
+from tests.reliability import rel_app
+from tests.reliability.rel_support import execution_counts, executions, record_figures
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.timeout(180)]
 

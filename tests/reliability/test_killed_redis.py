@@ -11,7 +11,11 @@ from typing import Any
 
 import anyio
 import pytest
-from rel_support import (
+
+from durable_redis.client import Client
+from durable_redis.devtools.server import RedisServer
+from durable_redis.storage.base import InstanceStatus
+from tests.reliability.rel_support import (
     execution_counts,
     executions,
     history_check,
@@ -19,10 +23,6 @@ from rel_support import (
     record_figures,
     scheduled_ids,
 )
-
-from durable_redis.client import Client
-from durable_redis.devtools.server import RedisServer
-from durable_redis.storage.base import InstanceStatus
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -41,7 +41,7 @@ def aof_dir(tmp_path: Path) -> Path:
 async def test_redis_sigkill_and_restart_with_aof_everysec(
     pools: Any, namespace: str, workdir: Path, aof_dir: Path
 ) -> None:
-    import rel_app
+    from tests.reliability import rel_app
 
     servers = [RedisServer(persistence=True, directory=str(aof_dir)).start()]
     try:

@@ -12,10 +12,10 @@ from typing import Any
 
 import anyio
 import pytest
-from rel_support import kill_server, record_figures
 
 from durable_redis.client import Client
 from durable_redis.devtools.server import RedisServer
+from tests.reliability.rel_support import kill_server, record_figures
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.timeout(240)]
 

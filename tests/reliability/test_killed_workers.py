@@ -17,7 +17,9 @@ from typing import Any
 
 import anyio
 import pytest
-from rel_support import (
+
+from durable_redis.client import Client
+from tests.reliability.rel_support import (
     execution_counts,
     executions,
     full_size,
@@ -25,8 +27,6 @@ from rel_support import (
     record_figures,
     scheduled_ids,
 )
-
-from durable_redis.client import Client
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.timeout(420)]
 

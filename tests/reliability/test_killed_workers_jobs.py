@@ -25,11 +25,11 @@ from typing import Any
 import anyio
 import pytest
 import redis.asyncio as aioredis
-from rel_support import full_size, record_figures
 
 from durable_redis.client import Client
 from durable_redis.storage.jobs import parse_ended
 from durable_redis.storage.keys import PartitionKeys
+from tests.reliability.rel_support import full_size, record_figures
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.timeout(300)]
 

@@ -14,8 +14,12 @@ from typing import Any
 
 import anyio
 import pytest
-import rel_app
-from rel_support import (
+
+from durable_redis.client import Client
+from durable_redis.devtools.server import RedisServer
+from durable_redis.errors import DurableRedisError
+from tests.reliability import rel_app
+from tests.reliability.rel_support import (
     execution_counts,
     full_size,
     history_check,
@@ -24,10 +28,6 @@ from rel_support import (
     redis_info,
     worker_errors,
 )
-
-from durable_redis.client import Client
-from durable_redis.devtools.server import RedisServer
-from durable_redis.errors import DurableRedisError
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.timeout(900)]
 

@@ -15,13 +15,13 @@ from typing import Any
 import anyio
 import pytest
 import redis
-import rel_app
-from rel_invariants import store_invariants
-from rel_support import execution_counts, history_check, record_figures
 
 from durable_redis.client import Client
 from durable_redis.devtools import RedisServer
 from durable_redis.errors import StoreFullError
+from tests.reliability import rel_app
+from tests.reliability.rel_invariants import store_invariants
+from tests.reliability.rel_support import execution_counts, history_check, record_figures
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.timeout(180)]
 

@@ -10,10 +10,10 @@ from typing import Any
 
 import anyio
 import pytest
-from rel_support import history_check, record_figures
 
 from durable_redis.client import Client
 from durable_redis.errors import OrchestrationFailedError
+from tests.reliability.rel_support import history_check, record_figures
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.timeout(180)]
 

@@ -12,9 +12,14 @@ from typing import Any
 import anyio
 import pytest
 import redis.asyncio as aioredis
-from rel_support import execution_counts, history_check, record_figures, worker_errors
 
 from durable_redis.client import Client
+from tests.reliability.rel_support import (
+    execution_counts,
+    history_check,
+    record_figures,
+    worker_errors,
+)
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.timeout(120)]
 

@@ -18,14 +18,14 @@ from typing import Any
 
 import pytest
 import redis
-import rel_app
-from rel_support import ROOT
-from rel_tls import TlsFront
 
 from durable_redis.client import Client
 from durable_redis.devtools.server import RedisServer, resolve_redis_server
 from durable_redis.errors import ConfigurationError, DurableRedisError
 from durable_redis.storage.redis_store import RedisStore
+from tests.reliability import rel_app
+from tests.reliability.rel_support import ROOT
+from tests.reliability.rel_tls import TlsFront
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
 

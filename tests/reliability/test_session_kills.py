@@ -17,11 +17,11 @@ from typing import Any
 
 import anyio
 import pytest
-import rel_app
-from rel_invariants import store_invariants
-from rel_support import full_size, record_figures
 
 from durable_redis.client import Client
+from tests.reliability import rel_app
+from tests.reliability.rel_invariants import store_invariants
+from tests.reliability.rel_support import full_size, record_figures
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.timeout(240)]
 

@@ -20,14 +20,14 @@ from typing import Any
 import anyio
 import pytest
 import redis
-import rel_app
-from rel_invariants import store_invariants
-from rel_support import execution_counts, record_figures, worker_errors
 
 from durable_redis.client import Client
 from durable_redis.devtools import LocalCluster
 from durable_redis.storage.keys import PartitionKeys, cluster_slot, partition_of
 from durable_redis.storage.redis_store import RedisStore
+from tests.reliability import rel_app
+from tests.reliability.rel_invariants import store_invariants
+from tests.reliability.rel_support import execution_counts, record_figures, worker_errors
 
 pytestmark = [pytest.mark.anyio, pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(240)]
 

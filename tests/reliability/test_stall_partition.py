@@ -15,17 +15,17 @@ from typing import Any
 
 import anyio
 import pytest
-from e2e_helpers import eventually
-from rel_proxy import Proxy
-from rel_support import (
+
+from durable_redis.client import Client
+from tests.e2e.e2e_helpers import eventually
+from tests.reliability.rel_proxy import Proxy
+from tests.reliability.rel_support import (
     execution_counts,
     executions,
     history_check,
     record_figures,
     scheduled_ids,
 )
-
-from durable_redis.client import Client
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.timeout(180)]
 

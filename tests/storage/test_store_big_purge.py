@@ -9,11 +9,11 @@ import dataclasses
 from typing import Any
 
 import pytest
-from store_support import LOCK, fetch, schedule, turn, work
 
 from durable_redis.errors import LeaseLostError
 from durable_redis.storage import InstanceStatus, RedisStore
 from durable_redis.storage.activities import PURGE_BATCH
+from tests.storage.store_support import LOCK, fetch, schedule, turn, work
 
 pytestmark = pytest.mark.anyio
 S = 5_000  # session lease, ms

@@ -7,9 +7,9 @@ import time
 
 import anyio
 import pytest
-from store_support import LOCK, fetch, schedule, start, timer, turn, work
 
 from durable_redis.storage import OrchestrationLease, RedisStore, WorkItemLease
+from tests.storage.store_support import LOCK, fetch, schedule, start, timer, turn, work
 
 pytestmark = pytest.mark.anyio
 

@@ -10,13 +10,13 @@ import time
 
 import anyio
 import pytest
-from store_support import LOCK, SHORT
 
 from durable_redis.errors import ValidationError
 from durable_redis.storage import RedisStore
 from durable_redis.storage.insights import job_overview
 from durable_redis.storage.job_types import JobAck, JobLease, JobOutcome, JobState, KeptJob, NewJob
 from durable_redis.storage.keys import id_in_partition, partition_of
+from tests.storage.store_support import LOCK, SHORT
 
 pytestmark = pytest.mark.anyio
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from store_support import fetch, start, turn
 
 from durable_redis.errors import ConfigurationError, FunctionsMissingError
 from durable_redis.storage import RedisStore
@@ -21,6 +20,7 @@ from durable_redis.storage.functions import (
     load_library,
     loaded_libraries,
 )
+from tests.storage.store_support import fetch, start, turn
 
 pytestmark = pytest.mark.anyio
 

@@ -10,11 +10,11 @@ from typing import Any, TypeVar
 
 import anyio
 import pytest
-from store_support import LOCK, SHORT, fetch, start, turn, work
 
 from durable_redis.errors import LeaseLostError
 from durable_redis.storage import RedisStore
 from durable_redis.storage.base import WorkTake
+from tests.storage.store_support import LOCK, SHORT, fetch, start, turn, work
 
 pytestmark = pytest.mark.anyio
 _T = TypeVar("_T")

@@ -4,9 +4,9 @@ cleared by the next committed turn; ``request_fail_held`` marks only a held inst
 from __future__ import annotations
 
 import pytest
-from store_support import fetch, start, turn
 
 from durable_redis.storage import RedisStore
+from tests.storage.store_support import fetch, start, turn
 
 pytestmark = pytest.mark.anyio
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import anyio
 import pytest
-from store_support import LOCK, SHORT
 
 from durable_redis.errors import (
     InvalidIdError,
@@ -26,6 +25,7 @@ from durable_redis.storage.job_types import (
 )
 from durable_redis.storage.jobs import ack_args, enqueue_args, parse_ended
 from durable_redis.storage.keys import partition_of
+from tests.storage.store_support import LOCK, SHORT
 
 pytestmark = pytest.mark.anyio
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import anyio
 import pytest
-from store_support import LOCK, fetch, schedule, start, turn, work
 
 from durable_redis.errors import (
     InstanceNotFoundError,
@@ -14,6 +13,7 @@ from durable_redis.errors import (
     LeaseLostError,
 )
 from durable_redis.storage import InstanceCreate, InstanceStatus, OutboundMessage, RedisStore
+from tests.storage.store_support import LOCK, fetch, schedule, start, turn, work
 
 pytestmark = pytest.mark.anyio
 

@@ -4,7 +4,6 @@ update replies written by commit_turn, progress streams, all removed with the in
 from __future__ import annotations
 
 import pytest
-from store_support import fetch, start, turn
 
 from durable_redis.storage import InstanceStatus, RedisStore, TurnCommit
 from durable_redis.storage.messaging import (
@@ -13,6 +12,7 @@ from durable_redis.storage.messaging import (
     STREAM_TTL_MS,
     messaging_args,
 )
+from tests.storage.store_support import fetch, start, turn
 
 pytestmark = pytest.mark.anyio
 

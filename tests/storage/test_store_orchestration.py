@@ -8,7 +8,6 @@ import dataclasses
 
 import anyio
 import pytest
-from store_support import LOCK, SHORT, fetch, schedule, snapshot, start, timer, turn, work
 
 from durable_redis.errors import (
     InstanceExistsError,
@@ -24,6 +23,17 @@ from durable_redis.storage import (
     RedisStore,
 )
 from durable_redis.storage.keys import partition_of
+from tests.storage.store_support import (
+    LOCK,
+    SHORT,
+    fetch,
+    schedule,
+    snapshot,
+    start,
+    timer,
+    turn,
+    work,
+)
 
 pytestmark = pytest.mark.anyio
 

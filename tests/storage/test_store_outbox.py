@@ -7,10 +7,10 @@ import time
 
 import anyio
 import pytest
-from store_support import LOCK, start, turn
 
 from durable_redis.storage import InstanceCreate, OutboundMessage, RedisStore
 from durable_redis.storage.keys import partition_of
+from tests.storage.store_support import LOCK, start, turn
 
 pytestmark = pytest.mark.anyio
 

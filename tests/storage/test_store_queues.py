@@ -9,11 +9,11 @@ import time
 
 import anyio
 import pytest
-from store_support import LOCK, SHORT
 
 from durable_redis.errors import InvalidIdError
 from durable_redis.storage import RedisStore
 from durable_redis.storage.job_types import JobAck, JobOutcome, JobState, NewJob
+from tests.storage.store_support import LOCK, SHORT
 
 pytestmark = pytest.mark.anyio
 

@@ -11,7 +11,6 @@ from typing import Any
 
 import anyio
 import pytest
-from store_support import LOCK, MARKERS, fetch, schedule, snapshot, start, turn, work
 
 from durable_redis.errors import (
     ConfigurationError,
@@ -34,6 +33,7 @@ from durable_redis.storage import (
 from durable_redis.storage.job_types import ExistingJobPolicy, JobAck, JobOutcome, NewJob
 from durable_redis.storage.keys import cluster_slot, meta_key, partition_of
 from durable_redis.storage.scripts import SCRIPTS, load_script_source, lua_dir
+from tests.storage.store_support import LOCK, MARKERS, fetch, schedule, snapshot, start, turn, work
 
 pytestmark = pytest.mark.anyio
 

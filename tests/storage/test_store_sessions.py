@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import anyio
 import pytest
-from store_support import LOCK, SHORT, fetch, schedule, start, turn, work
 
 from durable_redis.errors import LeaseLostError
 from durable_redis.ids import session_key
 from durable_redis.storage import InstanceStatus, RedisStore, SessionRef
+from tests.storage.store_support import LOCK, SHORT, fetch, schedule, start, turn, work
 
 pytestmark = pytest.mark.anyio
 S = 5_000  # session lease, ms

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import anyio
 import pytest
-from store_support import LOCK, SHORT, fetch, schedule, start, turn, work
 
 from durable_redis.errors import LeaseLostError
 from durable_redis.storage import NewWorkItem, RedisStore
+from tests.storage.store_support import LOCK, SHORT, fetch, schedule, start, turn, work
 
 pytestmark = pytest.mark.anyio
 

@@ -9,12 +9,12 @@ import time
 
 import anyio
 import pytest
-from store_support import LOCK, SHORT, fetch, schedule, start, turn, work
 
 from durable_redis.errors import InvalidIdError
 from durable_redis.storage import NewWorkItem, RedisStore
 from durable_redis.storage.base import WorkTake
 from durable_redis.storage.insights import partition_overview
+from tests.storage.store_support import LOCK, SHORT, fetch, schedule, start, turn, work
 
 pytestmark = pytest.mark.anyio
 

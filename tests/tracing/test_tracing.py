@@ -12,7 +12,6 @@ from typing import Any
 
 import anyio
 import pytest
-import tracing_app
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from durable_redis import core
@@ -21,6 +20,7 @@ from durable_redis.core import events as ev
 from durable_redis.core import messages as msg
 from durable_redis.runtime import Worker, WorkerOptions, _bridge, tracing
 from durable_redis.storage.redis_store import RedisStore
+from tests.tracing import tracing_app
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -175,7 +175,7 @@ async def test_one_trace_spans_client_turn_and_activity_across_processes(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.syspath_prepend(str(HERE.parent / "e2e"))
-    from e2e_helpers import WorkerPool
+    from tests.e2e.e2e_helpers import WorkerPool
 
     span_file = tmp_path / "worker-spans.jsonl"
     monkeypatch.setenv(tracing_app.ENV, str(span_file))  # the worker's exporter (tracing_app)

@@ -1,0 +1,1 @@
+"""Tests (a package: helpers import as ``tests.<dir>.<module>``)."""
