@@ -8,7 +8,9 @@
 - ``namespace``: a unique namespace per test (isolation; never FLUSHALL/FLUSHDB).
 - ``store``: an initialized ``RedisStore``, parametrised over ``"redis"`` (the real server,
   authoritative) and ``"fakeredis"`` (fakeredis with Lua). Every script call it makes is checked
-  to touch one cluster slot and is recorded in ``store.script_calls``. A third param,
+  to touch one cluster slot. ``store_harness`` is the same store with what tests need beside
+  it (``tests.harness.StoreHarness``: the recorded script calls, the backend, the raw client,
+  ``twin()``, ``fresh()``). A third param,
   ``"cluster"`` (marker ``cluster``), runs on a real local Redis Cluster (3 primaries) with
   P = 8 partitions; cluster variants run only with ``--cluster`` (``./run.sh test`` runs them
   as a separate stage over the whole suite: ``pytest --cluster -m cluster``).
@@ -32,6 +34,7 @@ import pytest
 from durable_redis.devtools.server import RedisServer
 from durable_redis.storage.keys import cluster_slot
 from durable_redis.storage.redis_store import RedisStore
+from tests.harness import Backend, StoreHarness
 
 CLUSTER_PARTITIONS = 8
 NOT_APPLICABLE = "not applicable:"
@@ -124,21 +127,25 @@ def record_script_calls(store: RedisStore) -> list[tuple[str, list[str], list[An
 
 
 @pytest.fixture(params=["redis", "fakeredis", pytest.param("cluster", marks=pytest.mark.cluster)])
-async def store(request: pytest.FixtureRequest, namespace: str) -> AsyncIterator[RedisStore]:
-    """An initialized store; ``await store.twin()`` makes another client on the same data."""
+async def store_harness(
+    request: pytest.FixtureRequest, namespace: str
+) -> AsyncIterator[StoreHarness]:
+    """An initialized store on the param's backend, with what tests need beside it
+    (``tests.harness.StoreHarness``: script calls, backend, raw client, ``twin()``, ``fresh()``)."""
+    backend: Backend = request.param
     opened: list[RedisStore] = []
     fake_server: Any = None
-    if request.param == "fakeredis":
+    if backend == "fakeredis":
         import fakeredis
 
         fake_server = fakeredis.FakeServer()
 
-    async def make(ns: str = namespace, partitions: int | None = None) -> RedisStore:
-        if request.param == "redis":
+    async def make(ns: str, partitions: int | None) -> StoreHarness:
+        if backend == "redis":
             s = RedisStore.from_url(
                 request.getfixturevalue("redis_url"), namespace=ns, partitions=partitions
             )
-        elif request.param == "cluster":
+        elif backend == "cluster":
             s = RedisStore.from_url(
                 request.getfixturevalue("redis_cluster").url,
                 namespace=ns,
@@ -149,17 +156,19 @@ async def store(request: pytest.FixtureRequest, namespace: str) -> AsyncIterator
 
             client = fakeredis.FakeAsyncRedis(server=fake_server)
             s = RedisStore(client, namespace=ns, owns_client=True, partitions=partitions)
-        s.script_calls = record_script_calls(s)  # type: ignore[attr-defined]
-        s.twin = lambda: make(ns, partitions)  # type: ignore[attr-defined]
-        # another namespace on the same backend, with ``partitions`` partitions
-        s.fresh = lambda partitions: make(f"t-{uuid.uuid4().hex[:12]}", partitions)  # type: ignore[attr-defined]
-        s.backend = request.param  # type: ignore[attr-defined]
-        await s.initialize()
+        calls = record_script_calls(s)
         opened.append(s)
-        return s
+        await s.initialize()
+        return StoreHarness(s, backend, ns, partitions, calls, make)
 
     try:
-        yield await make()
+        yield await make(namespace, None)
     finally:
         for s in opened:
             await s.close()
+
+
+@pytest.fixture
+def store(store_harness: StoreHarness) -> RedisStore:
+    """``store_harness.store``: an initialized store, parametrised over the backends."""
+    return store_harness.store

@@ -1,8 +1,9 @@
 """The ``durable-redis`` command line against a real Redis, with real worker processes.
 
-The orchestrations the commands drive are defined here (``test_cli:app``) and served by
-``durable-redis worker test_cli:app --processes 2`` started as a subprocess. Client commands run
-in-process through ``cli.main`` (output captured); ``demo`` runs as a subprocess, bounded in time.
+The orchestrations the commands drive are defined here (``tests.test_cli:app``) and served by
+``durable-redis worker tests.test_cli:app --processes 2`` started as a subprocess. Client
+commands run in-process through ``cli.main`` (output captured); ``demo`` runs as a subprocess,
+bounded in time.
 """
 
 from __future__ import annotations
@@ -119,7 +120,7 @@ def cli_namespace() -> str:
 
 @pytest.fixture(scope="module")
 def cli_worker(redis_url: str, cli_namespace: str, tmp_path_factory: Any) -> Iterator[Path]:
-    """``durable-redis worker test_cli:app --processes 2``, stopped with SIGTERM at the end.
+    """``durable-redis worker tests.test_cli:app --processes 2``, stopped with SIGTERM at the end.
 
     Yields the path of its log (stdout and stderr)."""
     log = tmp_path_factory.mktemp("cli") / "worker.log"
@@ -130,7 +131,7 @@ def cli_worker(redis_url: str, cli_namespace: str, tmp_path_factory: Any) -> Ite
                 "-m",
                 "durable_redis.cli",
                 "worker",
-                "test_cli:app",
+                "tests.test_cli:app",
                 "--processes",
                 "2",
                 "--concurrency",
@@ -197,7 +198,7 @@ def test_no_url_says_how_to_give_one(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.delenv("REDIS_URL", raising=False)
-    for argv in (["status", "x"], ["list"], ["worker", "test_cli:app"], ["start", "echo"]):
+    for argv in (["status", "x"], ["list"], ["worker", "tests.test_cli:app"], ["start", "echo"]):
         assert main(argv) == 2
         err = capsys.readouterr().err
         assert "no Redis URL given" in err
@@ -378,7 +379,7 @@ def test_unreachable_redis_is_said_at_once_and_given_up_on_fast(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     url = _closed_port_url()
-    for argv in (["status", "x"], ["list"], ["worker", "test_cli:app"]):
+    for argv in (["status", "x"], ["list"], ["worker", "tests.test_cli:app"]):
         started = time.monotonic()
         code = main([*argv, "--redis-url", url])
         elapsed = time.monotonic() - started
@@ -717,12 +718,12 @@ def test_worker_json_logs_say_what_it_registered(
     capsys: pytest.CaptureFixture[str], redis_url: str, tmp_path: Path
 ) -> None:
     namespace = f"t-cli-json-{uuid.uuid4().hex[:8]}"
-    worker = ["durable_redis.cli", "worker", "test_cli:app", "--json"]
+    worker = ["durable_redis.cli", "worker", "tests.test_cli:app", "--json"]
     worker += ["--redis-url", redis_url, "--namespace", namespace]
     text = _echo_through(worker, _env(), redis_url, namespace, tmp_path / "worker.log")
     capsys.readouterr()
     records = [json.loads(line) for line in text.splitlines() if line.strip()]  # every line
-    assert records[0]["message"].startswith("1 worker process(es) for test_cli:app")
+    assert records[0]["message"].startswith("1 worker process(es) for tests.test_cli:app")
     (started,) = [r for r in records if " started for app " in r["message"]]
     assert "orchestrations echo, fail_in_group, many_waits, wait_for_go" in started["message"]
     assert "activities lookup_customer, shout" in started["message"]
@@ -734,7 +735,7 @@ def test_runtime_module_reads_the_namespace_from_the_environment(
 ) -> None:
     namespace = f"t-cli-env-{uuid.uuid4().hex[:8]}"
     env = _env(REDIS_URL=redis_url, DURABLE_REDIS_NAMESPACE=namespace)
-    worker = ["durable_redis.runtime", "test_cli:app"]
+    worker = ["durable_redis.runtime", "tests.test_cli:app"]
     text = _echo_through(worker, env, redis_url, namespace, tmp_path / "worker.log")
     capsys.readouterr()
     assert re.search(r" started for app 'cli-test': .* \[worker=\S+\]$", text, re.M)

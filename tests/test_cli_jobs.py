@@ -1,5 +1,5 @@
 """``durable-redis enqueue / jobs / job status|cancel|retry`` against a real Redis and a real
-``durable-redis worker test_cli:app`` (the fixtures of ``test_cli``)."""
+``durable-redis worker tests.test_cli:app`` (the fixtures of ``test_cli``)."""
 
 from __future__ import annotations
 

@@ -240,6 +240,8 @@ def imports_of(module: str, path: Path) -> list[tuple[str, int]]:
     out: list[tuple[str, int]] = []
     for node in ast.walk(tree):
         names: list[str] = []
+        if not isinstance(node, ast.Import | ast.ImportFrom):
+            continue
         if isinstance(node, ast.Import):
             names = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom):

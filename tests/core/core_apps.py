@@ -6,7 +6,7 @@ import asyncio
 from dataclasses import dataclass
 from datetime import timedelta
 
-from durable_redis.core import ActivityContext, App, OrchestrationContext, RetryPolicy
+from durable_redis.core import ActivityContext, App, Backoff, OrchestrationContext, RetryPolicy
 from durable_redis.errors import ActivityFailedError
 
 app = App("golden")
@@ -67,7 +67,7 @@ async def checkout(ctx: OrchestrationContext, order: Order) -> Receipt:
 
 @app.orchestration
 async def retrying(ctx: OrchestrationContext, fail_until: int) -> int:
-    policy = RetryPolicy(max_attempts=4, initial_delay=timedelta(seconds=2), backoff="linear")
+    policy = RetryPolicy(max_attempts=4, initial_delay=timedelta(seconds=2), backoff=Backoff.LINEAR)
     value = await ctx.call_activity(flaky, fail_until, retry=policy)
     try:
         await ctx.call_activity(always_fails, "nope")

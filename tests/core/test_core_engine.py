@@ -453,7 +453,8 @@ def test_stale_execution_completion_dropped_after_continue_as_new() -> None:
         if n:
             ctx.call_activity("bg")  # left in flight
             ctx.continue_as_new(n - 1)
-        return await ctx.call_activity("fg")
+        result: int = await ctx.call_activity("fg")
+        return result
 
     d = Driver(local)
     r1 = d.turn(start("orch", 1))
@@ -623,7 +624,8 @@ def test_unknown_duplicate_and_stale_messages_are_dropped() -> None:
 
     @local.orchestration
     async def orch(ctx: OrchestrationContext, _: None) -> int:
-        return await ctx.call_activity("a")
+        result: int = await ctx.call_activity("a")
+        return result
 
     d = Driver(local)
     assert d.turn().status is OrchestrationStatus.PENDING  # nothing before a start
@@ -640,7 +642,7 @@ def test_unknown_duplicate_and_stale_messages_are_dropped() -> None:
         ),
         msg.ActivityFailed(execution_id=1, activity_id=5, failure=FailureDetails("a", "b", "c")),
     ]
-    assert d.turn(*junk).new_events == ()
+    assert d.turn(*junk).new_events == ()  # type: ignore[arg-type]
     r3 = d.turn(d.complete(task, 4), d.complete(task, 5))
     assert CODEC.decode(r3.output or b"") == 4
 

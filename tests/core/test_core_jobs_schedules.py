@@ -30,11 +30,11 @@ from durable_redis.core.schedules import (
 from durable_redis.errors import CodecError, RegistrationError, ValidationError
 
 
-def ms(*args: int) -> int:
-    return int(datetime(*args, tzinfo=UTC).timestamp() * 1000)
+def ms(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0) -> int:
+    return int(datetime(year, month, day, hour, minute, second, tzinfo=UTC).timestamp() * 1000)
 
 
-def spec(**kw: object):  # type: ignore[no-untyped-def]
+def spec(**kw: object):
     return spec_of(ScheduleDefinition(name="s", activity="a", input="x", **kw), MsgpackCodec())  # type: ignore[arg-type]
 
 

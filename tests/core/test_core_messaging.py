@@ -69,7 +69,7 @@ def test_update_applies_once_and_answers() -> None:
     d.turn(start("cart", []))
     r = d.turn(update("u1", "add", "apple"), update("u1", "add", "apple"))
     answer = replies(r)["u1"]
-    assert CODEC.decode(answer.result) == 1 and answer.failure is None
+    assert _decoded(answer.result) == 1 and answer.failure is None
     assert r.values == (("count", CODEC.encode(1)),)
     assert sum(isinstance(e, ev.UpdateReceived) for e in r.new_events) == 1
     # a retried update id later in the execution is dropped, not applied twice
@@ -95,7 +95,7 @@ def test_async_update_handler_replies_when_it_finishes_and_replays() -> None:
     assert r.update_replies == ()
     fired = d.timer_fired(r)
     r2 = d.turn(*fired)
-    assert CODEC.decode(replies(r2)["s"].result) == 2
+    assert _decoded(replies(r2)["s"].result) == 2
     done = d.turn(msg.EventRaised(name="checkout", data=CODEC.encode(None)))
     assert done.status is OrchestrationStatus.COMPLETED
     assert replay(app, d.history).ok
@@ -134,7 +134,7 @@ def test_queue_is_fifo_exactly_once_across_continue_as_new() -> None:
         (cont,) = [o.message for o in r.outgoing if isinstance(o.message, msg.StartOrchestration)]
         r = d.turn(cont)
     assert r.status is OrchestrationStatus.COMPLETED
-    assert CODEC.decode(r.output) == [0, 1, 2, 3]
+    assert _decoded(r.output) == [0, 1, 2, 3]
 
 
 def test_queue_events_after_the_continue_go_to_the_next_execution() -> None:
@@ -148,7 +148,7 @@ def test_queue_events_after_the_continue_go_to_the_next_execution() -> None:
     # carried inside the start: older than anything still queued for the next execution
     assert [CODEC.decode(b) for b in cont.queue_data or ()] == [2, 3]
     r2 = d.turn(cont)
-    assert CODEC.decode(r2.output) == [0, 1, 2, 3]
+    assert _decoded(r2.output) == [0, 1, 2, 3]
 
 
 def test_raise_event_to_another_instance_is_a_recorded_message() -> None:
@@ -203,7 +203,7 @@ def test_value_bounds_raise_in_the_orchestration() -> None:
 
     r = Driver(bounded).turn(start("big"))
     assert r.status is OrchestrationStatus.COMPLETED
-    assert "bytes encoded" in CODEC.decode(r.output)
+    assert "bytes encoded" in _decoded(r.output)
 
 
 def test_a_raising_handler_answers_with_its_failure_and_values_can_be_deleted() -> None:
@@ -251,7 +251,7 @@ def test_value_key_bound_and_invalid_names() -> None:
         return errors
 
     r = Driver(local).turn(start("many"))
-    assert CODEC.decode(r.output) == [
+    assert _decoded(r.output) == [
         "the instance already has 128 values",
         "InvalidIdError",
         "InvalidIdError",
@@ -282,6 +282,11 @@ def test_a_suspended_orchestration_answers_each_update_once() -> None:
     assert set(replies(r2)) == {"ok"}  # the earlier rejection is not answered again
     assert suspended is not None
     suspended.close()
+
+
+def _decoded(data: bytes | None) -> Any:
+    assert data is not None
+    return CODEC.decode(data)
 
 
 # apart from core_apps' goldens (tests/core/test_core_golden.py owns tests/golden/*.history)

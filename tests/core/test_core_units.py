@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal, Optional, Union
 
-import msgpack
+import msgpack  # type: ignore[import-untyped]
 import pydantic
 import pytest
 
@@ -298,7 +298,7 @@ def test_messages_tasks_failures_round_trip() -> None:
         msg.SubOrchestrationFailed(execution_id=1, scheduled_id=2, failure=FAIL),
         msg.StartOrchestration(name="n", input=b"", sessions=("a",), execution_id=3),
     ]:
-        assert decode_message(encode_message(message)) == message
+        assert decode_message(encode_message(message)) == message  # type: ignore[arg-type]
     assert decode_failure(encode_failure(FAIL)) == FAIL
     with pytest.raises(CodecError):
         decode_failure(b"junk")
@@ -500,7 +500,7 @@ def test_loop_runs_fifo_and_forbids_io() -> None:
     loop.schedule_handle(loop.call_at(1, order.append, 5))
     loop.run_until_idle()
     assert order == [1, 3, 5]
-    assert loop.get_task_factory() is None and loop.get_exception_handler() is None
+    assert loop.get_task_factory() is None and loop.get_exception_handler() is None  # type: ignore[func-returns-value]
     assert not loop.get_debug()
     loop.set_debug(True)
     loop.default_exception_handler({"message": "x"})
@@ -511,7 +511,7 @@ def test_loop_runs_fifo_and_forbids_io() -> None:
         lambda: loop.add_reader(0, print),
         lambda: loop.set_task_factory(None),
         lambda: loop.set_exception_handler(None),
-        lambda: loop.subprocess_exec(print),  # type: ignore[arg-type]
+        lambda: loop.subprocess_exec(print),  # type: ignore[type-var,call-arg]
     ):
         with pytest.raises(ForbiddenCallError, match="not allowed"):
             call()

@@ -68,7 +68,7 @@ async def test_a_bad_deploy_holds_the_instance_and_a_rollback_completes_it(
 
     # it stays held across retries (the back-off is 0.5 s at most): not failed, not poison
     async def retried_twice() -> bool:
-        return v2.log().count("orchestration order-1 is held") >= 4
+        return bool(v2.log().count("orchestration order-1 is held") >= 4)
 
     await eventually(retried_twice, timeout=30, message="held turns retried")
     assert "ERROR" in v2.log()

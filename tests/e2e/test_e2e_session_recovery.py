@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -29,7 +30,11 @@ LEASE_S = 1.5
 async def test_a_dead_workers_sessions_come_back_in_parallel(
     workers: WorkerPool, client: Client, marker_dir: Path
 ) -> None:
-    leases = {"lock_timeout": LEASE_S, "session_lock_timeout": LEASE_S, "renewal_interval": 0.4}
+    leases: dict[str, Any] = {
+        "lock_timeout": LEASE_S,
+        "session_lock_timeout": LEASE_S,
+        "renewal_interval": 0.4,
+    }
     doomed = workers.start(**leases)
     args = {"dir": str(marker_dir), "seconds": NAP_S}
     ids = [await client.start("session_nap", args, instance_id=f"nap-{i}") for i in range(SESSIONS)]

@@ -360,7 +360,7 @@ async def test_many_open_close_cycles_leave_no_stray_keys(
 
 
 async def _custom(client: Client, iid: str, expected: Any) -> bool:
-    return await status_value(client, iid) == expected
+    return bool(await status_value(client, iid) == expected)
 
 
 async def _has_key(client: Client, iid: str, key: str) -> bool:

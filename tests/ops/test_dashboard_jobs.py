@@ -89,8 +89,8 @@ def test_jobs_page_lists_filters_and_shows_a_failed_job_then_retries_it(
     assert job_ids(web.get("/jobs", params={"name": "whoami"}).text) == ["hello-1", "later-1"]
     first = web.get("/jobs", params={"name": "whoami", "limit": "1"}).text
     assert len(job_ids(first)) == 1  # (list_jobs reads the first of each index, then sorts)
-    more = re.search(r'href="/jobs\?([^"]+)" id="more-jobs"', first)
-    assert more and more.group(1) == "name=whoami&amp;limit=2"
+    link = re.search(r'href="/jobs\?([^"]+)" id="more-jobs"', first)
+    assert link and link.group(1) == "name=whoami&amp;limit=2"
     assert 'id="more-jobs"' not in web.get("/jobs").text
     for odd in ("²", "-5", "9" * 5000, "x"):  # a bad limit is the default (or 1), never a 500
         assert web.get("/jobs", params={"limit": odd}).status_code == 200

@@ -111,11 +111,11 @@ def _partition(r: Any, pk: PartitionKeys) -> list[str]:
     # instance locks --------------------------------------------------------------------------
     tokens = {_s(k) for k in r.hkeys(pk.oq_lock)}
     deadlines = {_s(m) for m in r.zrange(pk.oq_locks, 0, -1)}
-    ready = {_s(m) for m in r.zrange(pk.oq_ready, 0, -1)}
+    ready_ids = {_s(m) for m in r.zrange(pk.oq_ready, 0, -1)}
     if tokens != deadlines:
         only_t, only_d = tokens - deadlines, deadlines - tokens
         bad.append(f"half locks: tokens only {only_t}, deadlines only {only_d}")
-    for iid in tokens & ready:
+    for iid in tokens & ready_ids:
         bad.append(f"instance {iid!r} is locked and ready at once")
     for iid in tokens - records.keys():
         bad.append(f"lock on {iid!r}, which does not exist")

@@ -228,7 +228,7 @@ async def test_corrupted_history_fails_that_instance_only(
         keys = [k async for k in r.scan_iter(match=f"dr:{{{namespace}*:h:1:victim")]
         assert len(keys) == 1, keys
         assert await r.type(keys[0]) == b"list"
-        await r.lset(keys[0], 0, b"\xc1 not msgpack")
+        await r.lset(keys[0], 0, b"\xc1 not msgpack")  # type: ignore[arg-type]
     finally:
         await r.aclose()
     for iid in ids:

@@ -95,8 +95,8 @@ async def test_redis_sigkill_and_restart_with_aof_everysec(
                 assert await client.wait_for_completion(iid, timeout=120) == expected
             finished_at = time.time()
             # Nothing the client saw complete was lost.
-            for iid, output in seen_complete.items():
-                state = await client.get_status(iid)
+            for done_iid, output in seen_complete.items():
+                state = await client.get_status(done_iid)
                 assert state is not None and state.status is InstanceStatus.COMPLETED
                 assert state.output == output
             runs = execution_counts(workdir)

@@ -86,8 +86,8 @@ async def test_sigkill_every_two_seconds_loses_nothing(
     # (the killed worker's lease expiring, then a fetch elsewhere).
     first_seen: dict[tuple[str, int], float] = {}
     recoveries = []
-    for iid, aid, _pid, at in executions(workdir):
-        key = (iid, aid)
+    for run_iid, aid, _pid, at in executions(workdir):
+        key = (run_iid, aid)
         if key in first_seen:
             recoveries.append(at - first_seen[key])
         else:

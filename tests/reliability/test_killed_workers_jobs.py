@@ -89,7 +89,7 @@ async def test_jobs_survive_a_sigkill_every_two_seconds(
         await asyncio.sleep(0.3)  # the last announcements reach the listener
         tg.cancel_scope.cancel()
     with contextlib.suppress(Exception):
-        await pubsub.aclose()
+        await pubsub.aclose()  # type: ignore[no-untyped-call]
         await listener.aclose()
 
     lines = (workdir / "job_executions.log").read_text().splitlines()

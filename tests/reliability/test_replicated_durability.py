@@ -97,10 +97,11 @@ async def _run(durability: str) -> dict[str, Any]:
                 tg.cancel_scope.cancel()  # calls in flight were not acknowledged
             assert primary.process is not None
             primary.process.wait(10)
+        assert replica.pid is not None
         os.kill(replica.pid, signal.SIGCONT)
         promote = redis.Redis.from_url(replica.url)
         try:
-            promote.execute_command("REPLICAOF", "NO", "ONE")
+            promote.execute_command("REPLICAOF", "NO", "ONE")  # type: ignore[no-untyped-call]
         finally:
             promote.close()
 

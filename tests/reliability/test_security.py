@@ -96,7 +96,7 @@ async def _roundtrip(pools: Any, url: str, namespace: str, tag: str) -> str:
     assert "cli" in started.stdout
     worker.terminate()
     assert worker.wait(30) == 0
-    return worker.log()
+    return str(worker.log())
 
 
 async def test_password_auth_for_worker_client_and_cli(
@@ -118,7 +118,7 @@ async def test_worker_runs_under_the_minimal_acl(
     with RedisServer() as server:
         admin = redis.Redis(unix_socket_path=server.socket_path)
         try:
-            admin.execute_command(*worker_acl(namespace).split())
+            admin.execute_command(*worker_acl(namespace).split())  # type: ignore[no-untyped-call]
             url = f"unix://dr-worker:{WORKER_PASSWORD}@{server.socket_path}"
             log = await _roundtrip(pools, url, namespace, "acl")
             assert "CONFIG GET refused" in log  # the eviction check degrades to a warning
@@ -145,7 +145,7 @@ async def test_worker_runs_under_the_minimal_acl(
                 ("ACL", "SETUSER", "dr-worker", "+@all"),
             ):
                 with pytest.raises(redis.exceptions.NoPermissionError):
-                    user.execute_command(*command)
+                    user.execute_command(*command)  # type: ignore[no-untyped-call]
             # A script it loads runs with its permissions: no key outside the namespace.
             sha = user.script_load("return redis.call('DEL', KEYS[1])")
             with pytest.raises(redis.exceptions.ResponseError, match=r"(?i)no permissions|access"):
@@ -260,7 +260,7 @@ async def test_worker_runs_under_the_fcall_only_acl(
             library = json.loads(loaded.stdout)["library"]
             acl = worker_acl(namespace).replace(WORKER_COMMANDS, FCALL_WORKER_COMMANDS)
             assert "evalsha" not in acl and "script" not in acl
-            admin.execute_command(*acl.split())
+            admin.execute_command(*acl.split())  # type: ignore[no-untyped-call]
             url = f"unix://dr-worker:{WORKER_PASSWORD}@{server.socket_path}?scripts=functions"
             await _roundtrip(pools, url, namespace, "fcall")
             stats = admin.info("commandstats")
@@ -280,7 +280,7 @@ async def test_worker_runs_under_the_fcall_only_acl(
                 ("FLUSHALL",),
             ):
                 with pytest.raises(redis.exceptions.NoPermissionError):
-                    user.execute_command(*command)
+                    user.execute_command(*command)  # type: ignore[no-untyped-call]
             user.close()
             # The status command (admin) sees this version's library.
             shown = _cli(f"unix://{server.socket_path}", namespace, "functions", "status")

@@ -82,8 +82,8 @@ async def _isolate_one_worker(
     # Items A held when isolated ran again elsewhere: how long after the fault?
     first: dict[tuple[str, int], tuple[int, float]] = {}
     moved = []
-    for iid, aid, pid, at in executions(workdir):
-        key = (iid, aid)
+    for run_iid, aid, pid, at in executions(workdir):
+        key = (run_iid, aid)
         if key not in first:
             first[key] = (pid, at)
         elif first[key][0] == a.pid and pid != a.pid:

@@ -26,7 +26,7 @@ MAX_CRASHES = 3
 
 @pytest.fixture
 async def wd_client(redis_url: str, namespace: str) -> Any:
-    import rel_watchdog_app
+    from tests.reliability import rel_watchdog_app
 
     async with Client.from_url(redis_url, namespace=namespace, app=rel_watchdog_app.app) as c:
         yield c

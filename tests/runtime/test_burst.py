@@ -22,6 +22,7 @@ from durable_redis.runtime import Worker, WorkerOptions
 from durable_redis.runtime.burst import depths_idle
 from durable_redis.storage.base import InstanceStatus, QueueDepths
 from durable_redis.storage.redis_store import RedisStore
+from tests.harness import StoreHarness
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
 
@@ -118,9 +119,9 @@ def test_idle_depths_rule() -> None:
 
 
 async def test_cli_worker_burst_exits_zero_once_idle(
-    store: RedisStore, redis_url: str, namespace: str, request: pytest.FixtureRequest
+    store: RedisStore, store_harness: StoreHarness, redis_url: str, namespace: str
 ) -> None:
-    if request.node.callspec.params["store"] != "redis":
+    if store_harness.backend != "redis":
         pytest.skip("not applicable: the CLI worker runs against the real server")
     client = Client(store, app)
     iid = await client.start(fan_out, 4)

@@ -56,7 +56,7 @@ async def test_the_handle_is_the_id_and_reads_the_instance(
     handle = await client.start(pay, 7, instance_id="pay-1")
     assert isinstance(handle, InstanceHandle) and isinstance(handle, str)
     assert handle == "pay-1" and handle.id == "pay-1" and type(handle.id) is str
-    assert {handle: 1}["pay-1"] == 1  # hashes as the id
+    assert {handle: 1}["pay-1"] == 1  # type: ignore[index]  # hashes as the id
     assert InstanceId is InstanceHandle  # the earlier name
     copied = copy.deepcopy(handle)  # pickling reduces the same way (__reduce__)
     assert copied == "pay-1" and type(copied) is str  # the client is not copied along

@@ -4,6 +4,7 @@ timeouts, progress, cancellation by lock stealing, poison, bad input refused bef
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from durable_redis import (
 from durable_redis.core import MsgpackCodec
 from durable_redis.runtime import Worker, WorkerOptions
 from durable_redis.storage.redis_store import RedisStore
+from tests.harness import StoreHarness
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
 
@@ -288,7 +290,7 @@ async def test_poison_job_fails_and_unknown_name_is_handed_back(
         assert lease.job_id == job.id
         await anyio.sleep(0.15)
     unknown = await client.enqueue("not_registered_here", 1)
-    w = worker(WorkerOptions(**{**_fields(OPTIONS), "max_attempts": 2}))
+    w = worker(dataclasses.replace(OPTIONS, max_attempts=2))
     with pytest.raises(JobFailedError, match="PoisonMessageError"):
         await job.result(timeout=10)
     with anyio.fail_after(5):
@@ -303,9 +305,12 @@ def _fields(options: WorkerOptions) -> dict[str, object]:
 
 
 async def test_sync_client_from_threads(
-    store: RedisStore, worker: Callable[..., Worker], request: pytest.FixtureRequest
+    store: RedisStore,
+    store_harness: StoreHarness,
+    worker: Callable[..., Worker],
+    request: pytest.FixtureRequest,
 ) -> None:
-    if store.backend != "redis":  # type: ignore[attr-defined]
+    if store_harness.backend != "redis":
         pytest.skip("not applicable: SyncClient opens its own connection (real Redis only)")
     from durable_redis import SyncClient
 
@@ -396,11 +401,11 @@ def test_job_tasks_encode_small_and_decode_back() -> None:
 
 
 async def test_an_idle_worker_fetches_once_per_job(
-    store: RedisStore, worker: Callable[..., Worker]
+    store: RedisStore, store_harness: StoreHarness, worker: Callable[..., Worker]
 ) -> None:
     """After a fetch that drained the ready queue, the worker waits on the wake-up marker
     instead of fetching again at once: one fetch_jobs per job on an idle worker (was ~2)."""
-    if store.backend == "cluster":  # type: ignore[attr-defined]
+    if store_harness.backend == "cluster":
         pytest.skip("not applicable: the cluster's doorbell always tries first")
     worker()
     client = Client(store, app)

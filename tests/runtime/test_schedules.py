@@ -22,6 +22,7 @@ from durable_redis.core.schedules import (
 from durable_redis.errors import ScheduleNotFoundError, ValidationError
 from durable_redis.runtime import Worker, WorkerOptions
 from durable_redis.storage.redis_store import RedisStore
+from tests.harness import StoreHarness
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
 
@@ -108,9 +109,9 @@ async def worker(store: RedisStore) -> AsyncIterator[Callable[[], Worker]]:
 
 
 async def test_workers_run_declared_and_created_schedules(
-    store: RedisStore, worker: Callable[[], Worker]
+    store: RedisStore, store_harness: StoreHarness, worker: Callable[[], Worker]
 ) -> None:
-    if store.backend == "cluster":  # type: ignore[attr-defined]
+    if store_harness.backend == "cluster":
         pytest.skip("not applicable: the cluster variant (in-process timing test)")
     client = Client(store, app)
     key = store.namespace
@@ -234,7 +235,8 @@ async def test_an_orchestration_tick_starts_one_instance(store: RedisStore) -> N
     iid = store.schedule_instance_id(name, due)
     assert iid.startswith(f"o@{due}")
     client = Client(store, orch_app)
-    assert (await client.get_status(iid)).status.value == "pending"
+    state = await client.get_status(iid)
+    assert state is not None and state.status.value == "pending"
     [rec] = await store.list_schedules()
     assert rec.last_job_id == iid
     # the same tick due again (a re-declared spec): the existing instance is left alone

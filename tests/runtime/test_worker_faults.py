@@ -66,7 +66,7 @@ def test_load_app_refuses_a_function_and_names_it(shop_module: str) -> None:
 
 async def test_worker_refuses_an_object_that_is_not_an_app(store: RedisStore) -> None:
     with pytest.raises(ConfigurationError, match="the function 'echo', not an App"):
-        Worker(echo, store)
+        Worker(echo, store)  # type: ignore[arg-type]
 
 
 def test_cli_worker_on_a_function_exits_non_zero_with_one_line(

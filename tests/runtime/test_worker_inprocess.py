@@ -12,7 +12,7 @@ import anyio
 import pytest
 
 from durable_redis.client import Client
-from durable_redis.core import ActivityContext, App, OrchestrationContext, RetryPolicy
+from durable_redis.core import ActivityContext, App, Backoff, OrchestrationContext, RetryPolicy
 from durable_redis.runtime import Worker, WorkerOptions
 from durable_redis.runtime.burst import wait_until_idle
 from durable_redis.storage.base import InstanceStatus
@@ -228,7 +228,7 @@ def flaky(ctx: ActivityContext, fail_times: int) -> int:
 
 @app.orchestration
 async def retried(ctx: OrchestrationContext, fail_times: int) -> int:
-    policy = RetryPolicy(max_attempts=5, initial_delay=0.01, backoff="fixed")
+    policy = RetryPolicy(max_attempts=5, initial_delay=0.01, backoff=Backoff.FIXED)
     result: int = await ctx.call_activity(flaky, fail_times, retry=policy)
     return result
 

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from durable_redis.errors import LeaseLostError
-from durable_redis.storage import InstanceStatus, RedisStore
-from durable_redis.storage.activities import PURGE_BATCH
+from durable_redis.storage import InstanceStatus, RedisStore, WorkItemLease
+from durable_redis.storage.activities import PURGE_BATCH  # type: ignore[attr-defined]
 from tests.storage.store_support import LOCK, fetch, schedule, turn, work
 
 pytestmark = pytest.mark.anyio
@@ -21,12 +21,14 @@ S = 5_000  # session lease, ms
 
 async def instance_fields(store: RedisStore, iid: str) -> list[bytes]:
     pk = store._pk(iid)
-    return [k for k in await store._redis.hkeys(pk.wq_items) if k.startswith(iid.encode() + b"\n")]
+    raw: Any = store._redis
+    return [k for k in await raw.hkeys(pk.wq_items) if k.startswith(iid.encode() + b"\n")]
 
 
 async def tombstone(store: RedisStore, iid: str) -> list[bytes]:
     pk = store._pk(iid)
-    return [k for k in await store._redis.hkeys(pk.sess) if k.startswith(b"\n") or b"\n|" in k]
+    raw: Any = store._redis
+    return [k for k in await raw.hkeys(pk.sess) if k.startswith(b"\n") or b"\n|" in k]
 
 
 async def test_a_big_terminal_purge_fences_everything_then_deletes_in_batches(
@@ -58,7 +60,7 @@ async def test_a_big_terminal_purge_fences_everything_then_deletes_in_batches(
     )
     assert later == ["a"]
     assert await tombstone(store, "a")
-    got = []
+    got: list[WorkItemLease] = []
     for _ in range(40):  # every queued item of a is behind the tombstone
         batch = await store.fetch_work_items(
             "B", limit=50, lock_ms=LOCK, session_lock_ms=S, queues=("default", "gpu")

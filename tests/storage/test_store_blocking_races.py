@@ -9,6 +9,7 @@ import anyio
 import pytest
 
 from durable_redis.storage import OrchestrationLease, RedisStore, WorkItemLease
+from tests.harness import StoreHarness
 from tests.storage.store_support import LOCK, fetch, schedule, start, timer, turn, work
 
 pytestmark = pytest.mark.anyio
@@ -34,8 +35,10 @@ async def test_long_poll_waits_for_its_timeout_and_no_longer(store: RedisStore) 
     assert 0.28 <= time.monotonic() - t0 < 0.5
 
 
-async def test_idle_orchestration_fetch_wakes_on_enqueue(store: RedisStore) -> None:
-    other = await store.twin()  # type: ignore[attr-defined]
+async def test_idle_orchestration_fetch_wakes_on_enqueue(
+    store: RedisStore, store_harness: StoreHarness
+) -> None:
+    other = await store_harness.twin()
     got: list[OrchestrationLease | None] = []
     woke_after: list[float] = []
 
@@ -51,7 +54,7 @@ async def test_idle_orchestration_fetch_wakes_on_enqueue(store: RedisStore) -> N
     assert got[0] is not None and got[0].instance_id == "a"
     # milliseconds on a real server; fakeredis and the cluster's pub/sub doorbell are emulated
     # or relayed in this process, so they get a looser bound under a loaded 2-core machine
-    assert woke_after[0] - t0 < (0.15 if store.backend == "redis" else 0.5)  # type: ignore[attr-defined]
+    assert woke_after[0] - t0 < (0.15 if store_harness.backend == "redis" else 0.5)
 
 
 async def test_idle_fetch_wakes_when_timer_comes_due(store: RedisStore) -> None:
@@ -66,8 +69,10 @@ async def test_idle_fetch_wakes_when_timer_comes_due(store: RedisStore) -> None:
     assert time.monotonic() - t0 < 0.3 + 0.15
 
 
-async def test_idle_work_fetch_wakes_on_commit(store: RedisStore) -> None:
-    other = await store.twin()  # type: ignore[attr-defined]
+async def test_idle_work_fetch_wakes_on_commit(
+    store: RedisStore, store_harness: StoreHarness
+) -> None:
+    other = await store_harness.twin()
     got: list[list[WorkItemLease]] = []
 
     async def waiter() -> None:
@@ -82,8 +87,10 @@ async def test_idle_work_fetch_wakes_on_commit(store: RedisStore) -> None:
     assert time.monotonic() - t0 < 0.2
 
 
-async def test_session_owner_is_woken_for_its_session_work(store: RedisStore) -> None:
-    other = await store.twin()  # type: ignore[attr-defined]
+async def test_session_owner_is_woken_for_its_session_work(
+    store: RedisStore, store_harness: StoreHarness
+) -> None:
+    other = await store_harness.twin()
     await schedule(store, "a", [work("1:1", session="s")], ["s"])
     await store.fetch_work_items("A", limit=1, lock_ms=LOCK, session_lock_ms=LOCK)
     got: list[list[WorkItemLease]] = []
@@ -109,10 +116,12 @@ async def test_session_owner_is_woken_for_its_session_work(store: RedisStore) ->
 # -- concurrent fetch races ------------------------------------------------------------------
 
 
-async def test_concurrent_orchestration_fetchers_each_instance_once(store: RedisStore) -> None:
+async def test_concurrent_orchestration_fetchers_each_instance_once(
+    store: RedisStore, store_harness: StoreHarness
+) -> None:
     for i in range(10):
         await start(store, f"i{i}")
-    stores = [store] + [await store.twin() for _ in range(9)]  # type: ignore[attr-defined]
+    stores = [store] + [await store_harness.twin() for _ in range(9)]
     leases: list[OrchestrationLease] = []
 
     async def grab(s: RedisStore) -> None:
@@ -126,9 +135,9 @@ async def test_concurrent_orchestration_fetchers_each_instance_once(store: Redis
     assert sorted(lease.instance_id for lease in leases) == sorted(f"i{i}" for i in range(10))
 
 
-async def test_one_instance_one_winner(store: RedisStore) -> None:
+async def test_one_instance_one_winner(store: RedisStore, store_harness: StoreHarness) -> None:
     await start(store, "a")
-    stores = [store] + [await store.twin() for _ in range(7)]  # type: ignore[attr-defined]
+    stores = [store] + [await store_harness.twin() for _ in range(7)]
     winners: list[OrchestrationLease] = []
 
     async def grab(s: RedisStore) -> None:
@@ -142,9 +151,11 @@ async def test_one_instance_one_winner(store: RedisStore) -> None:
     assert len(winners) == 1
 
 
-async def test_concurrent_work_fetchers_no_duplicates(store: RedisStore) -> None:
+async def test_concurrent_work_fetchers_no_duplicates(
+    store: RedisStore, store_harness: StoreHarness
+) -> None:
     await schedule(store, "a", [work(f"1:{i}") for i in range(40)])
-    stores = [store] + [await store.twin() for _ in range(7)]  # type: ignore[attr-defined]
+    stores = [store] + [await store_harness.twin() for _ in range(7)]
     taken: list[str] = []
 
     async def drain(s: RedisStore, worker: str) -> None:
@@ -164,9 +175,11 @@ async def test_concurrent_work_fetchers_no_duplicates(store: RedisStore) -> None
     assert len(lease.messages) == 40
 
 
-async def test_waiters_and_enqueuers_lose_nothing(store: RedisStore) -> None:
+async def test_waiters_and_enqueuers_lose_nothing(
+    store: RedisStore, store_harness: StoreHarness
+) -> None:
     """Baton passing: 20 enqueues while 4 workers sleep are all picked up promptly."""
-    stores = [await store.twin() for _ in range(4)]  # type: ignore[attr-defined]
+    stores = [await store_harness.twin() for _ in range(4)]
     done: list[str] = []
 
     async def worker(s: RedisStore) -> None:
@@ -189,16 +202,17 @@ async def test_waiters_and_enqueuers_lose_nothing(store: RedisStore) -> None:
 
 async def test_fetch_after_a_commit_with_nothing_due_blocks_first_and_still_wakes(
     store: RedisStore,
+    store_harness: StoreHarness,
 ) -> None:
     """commit_turn reports whether anything is claimable; if not, the next fetch waits on the
     marker before claiming (no claim that finds nothing) and still wakes on new work."""
-    other = await store.twin()  # type: ignore[attr-defined]
+    other = await store_harness.twin()
     await start(store, "a")
     lease = await fetch(store)
     # consume the wake-up marker the start left behind (a waiter would have popped it)
     assert await store.fetch_orchestration(lock_ms=LOCK, wait_ms=50) is None
     await store.commit_turn(lease, turn(lease, events=[b"e"]))
-    claims_before = sum(1 for c in store.script_calls if c[0] == "claim_orchestration")  # type: ignore[attr-defined]
+    claims_before = sum(1 for c in store_harness.script_calls if c[0] == "claim_orchestration")
 
     async def later() -> None:
         await anyio.sleep(0.2)
@@ -210,8 +224,8 @@ async def test_fetch_after_a_commit_with_nothing_due_blocks_first_and_still_wake
         got = await store.fetch_orchestration(lock_ms=LOCK, wait_ms=3000)
     assert got is not None and got.instance_id == "a"
     assert 0.15 <= time.monotonic() - t0 < 1.5
-    claims = sum(1 for c in store.script_calls if c[0] == "claim_orchestration")  # type: ignore[attr-defined]
-    if store.backend != "cluster":  # type: ignore[attr-defined]
+    claims = sum(1 for c in store_harness.script_calls if c[0] == "claim_orchestration")
+    if store_harness.backend != "cluster":
         assert claims - claims_before == 1  # only the one that found the instance
 
 

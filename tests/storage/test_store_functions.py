@@ -20,39 +20,41 @@ from durable_redis.storage.functions import (
     load_library,
     loaded_libraries,
 )
+from tests.harness import StoreHarness
 from tests.storage.store_support import fetch, start, turn
 
 pytestmark = pytest.mark.anyio
 
 
-async def _fcalls(store: RedisStore) -> int | None:
+async def _fcalls(h: StoreHarness) -> int | None:
     """FCALLs the server ran (None where INFO does not say: fakeredis, a cluster)."""
-    if store.backend != "redis":  # type: ignore[attr-defined]
+    if h.backend != "redis":
         return None
-    stats = await store._r.info("commandstats")
+    stats = await h.raw.info("commandstats")
     return int(stats.get("cmdstat_fcall", {}).get("calls", 0))
 
 
 async def test_fcall_while_the_library_is_loaded_evalsha_after_it_is_gone(
     store: RedisStore,
+    store_harness: StoreHarness,
 ) -> None:
     report = await load_library(store._r)
     try:
         assert report.library == library_name()
         loaded = await loaded_libraries(store._r)
         assert loaded and all(library_name() in names for names in loaded.values())
-        if store.backend == "cluster":  # type: ignore[attr-defined]
+        if store_harness.backend == "cluster":
             assert len(report.nodes) == 3  # every primary
 
-        fcall = await store.twin()  # type: ignore[attr-defined]
-        before = await _fcalls(store)
+        fcall = await store_harness.twin()
+        before = await _fcalls(store_harness)
         await start(fcall, "f1")
         lease = await fetch(fcall)
         await fcall.commit_turn(lease, turn(lease, status=InstanceStatus.COMPLETED))
         info = await fcall.get_instance("f1")
         assert info is not None and info.status is InstanceStatus.COMPLETED
         assert fcall._fcall, "the store fell back to EVALSHA with the library loaded"
-        after = await _fcalls(store)
+        after = await _fcalls(store_harness)
         if before is not None and after is not None:
             assert after - before >= 3  # create, claim + lock, commit
     finally:
@@ -128,7 +130,7 @@ def test_the_cli_loads_the_library_on_every_primary(
     finally:
         sync = redis.RedisCluster.from_url(url.replace("redis+cluster://", "redis://"))
         try:
-            sync.execute_command(
+            sync.execute_command(  # type: ignore[no-untyped-call]
                 "FUNCTION", "DELETE", library_name(), target_nodes=redis.RedisCluster.PRIMARIES
             )
         finally:

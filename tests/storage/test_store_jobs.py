@@ -25,6 +25,7 @@ from durable_redis.storage.job_types import (
 )
 from durable_redis.storage.jobs import ack_args, enqueue_args, parse_ended
 from durable_redis.storage.keys import partition_of
+from tests.harness import StoreHarness
 from tests.storage.store_support import LOCK, SHORT
 
 pytestmark = pytest.mark.anyio
@@ -82,8 +83,10 @@ async def test_enqueue_fetch_ack_in_batches(store: RedisStore) -> None:
     assert rec.finished_at_ms is not None and rec.started_at_ms is not None
 
 
-async def test_one_round_trip_per_partition_batch(store: RedisStore) -> None:
-    calls: list[str] = store.script_calls  # type: ignore[attr-defined]
+async def test_one_round_trip_per_partition_batch(
+    store: RedisStore, store_harness: StoreHarness
+) -> None:
+    calls = store_harness.script_calls
     calls.clear()
     await store.enqueue_jobs([job(f"b{i}") for i in range(50)])
     names = [c[0] for c in calls]
@@ -266,8 +269,10 @@ def test_completion_message_parsing() -> None:
     ]
 
 
-async def test_wait_uses_the_message_of_this_incarnation_only(store: RedisStore) -> None:
-    if store.backend == "cluster":  # type: ignore[attr-defined]
+async def test_wait_uses_the_message_of_this_incarnation_only(
+    store: RedisStore, store_harness: StoreHarness
+) -> None:
+    if store_harness.backend == "cluster":
         pytest.skip("not applicable: cluster waits poll (no completion channel)")
     await store.wait_job_ended("warm", 0.01)  # the listener is up from here on
     await store.enqueue_jobs([job("inc")])

@@ -23,6 +23,7 @@ from durable_redis.storage import (
     RedisStore,
 )
 from durable_redis.storage.keys import partition_of
+from tests.harness import StoreHarness
 from tests.storage.store_support import (
     LOCK,
     SHORT,
@@ -400,7 +401,7 @@ async def test_attempt_counts_on_expiry(store: RedisStore) -> None:
 
 
 async def test_fetch_reads_history_in_the_lock_call_and_falls_back_on_a_wrong_guess(
-    store: RedisStore,
+    store: RedisStore, store_harness: StoreHarness
 ) -> None:
     """lock_messages returns the history when the store guesses the execution id right (one
     round trip); a wrong guess (another client continued the instance) falls back to LRANGE."""
@@ -412,7 +413,7 @@ async def test_fetch_reads_history_in_the_lock_call_and_falls_back_on_a_wrong_gu
         return await original(key, *args)
 
     store._r.lrange = counting
-    other = await store.twin()  # type: ignore[attr-defined]
+    other = await store_harness.twin()
     await start(store, "a")
     lease = await fetch(store)
     await store.commit_turn(lease, turn(lease, events=[b"1a"]))

@@ -10,16 +10,17 @@ import pytest
 
 from durable_redis.storage import InstanceCreate, OutboundMessage, RedisStore
 from durable_redis.storage.keys import partition_of
+from tests.harness import StoreHarness
 from tests.storage.store_support import LOCK, start, turn
 
 pytestmark = pytest.mark.anyio
 
 
-async def partitioned(store: RedisStore) -> RedisStore:
-    """``store`` itself on the cluster (P = 8); elsewhere a fresh namespace with P = 4."""
-    if store.partitions > 1:
-        return store
-    return await store.fresh(4)  # type: ignore[attr-defined,no-any-return]
+async def partitioned(h: StoreHarness) -> StoreHarness:
+    """``h`` itself on the cluster (P = 8); elsewhere a fresh namespace with P = 4."""
+    if h.store.partitions > 1:
+        return h
+    return await h.fresh(4)
 
 
 def ids_in_distinct_partitions(store: RedisStore, n: int) -> list[str]:
@@ -32,7 +33,7 @@ def ids_in_distinct_partitions(store: RedisStore, n: int) -> list[str]:
     raise AssertionError("not enough partitions")
 
 
-async def fetch_id(store: RedisStore, iid: str):  # type: ignore[no-untyped-def]
+async def fetch_id(store: RedisStore, iid: str):
     """Fetch until ``iid`` comes (committing others untouched)."""
     for _ in range(50):
         lease = await store.fetch_orchestration(lock_ms=LOCK, wait_ms=1000)
@@ -43,8 +44,9 @@ async def fetch_id(store: RedisStore, iid: str):  # type: ignore[no-untyped-def]
     raise AssertionError(iid)
 
 
-async def test_child_in_another_partition_and_result_back(store: RedisStore) -> None:
-    s = await partitioned(store)
+async def test_child_in_another_partition_and_result_back(store_harness: StoreHarness) -> None:
+    h = await partitioned(store_harness)
+    s = h.store
     parent, child = ids_in_distinct_partitions(s, 2)
     await start(s, parent)
     lease = await fetch_id(s, parent)
@@ -63,14 +65,15 @@ async def test_child_in_another_partition_and_result_back(store: RedisStore) -> 
     assert await s.get_instance(child) is None
 
 
-async def test_redelivery_after_consumption_is_dropped(store: RedisStore) -> None:
-    s = await partitioned(store)
+async def test_redelivery_after_consumption_is_dropped(store_harness: StoreHarness) -> None:
+    h = await partitioned(store_harness)
+    s = h.store
     a, b = ids_in_distinct_partitions(s, 2)
     await start(s, a)
     await start(s, b)
     lease = await fetch_id(s, a)
     await s.commit_turn(lease, turn(lease, messages=[OutboundMessage(b, "ev", b"x")]))
-    calls = s.script_calls  # type: ignore[attr-defined]
+    calls = h.script_calls
     _name, keys, args = next(c for c in reversed(calls) if c[0] == "outbox_apply")
     consumed: list[str] = []
     while (lease := await s.fetch_orchestration(lock_ms=LOCK, wait_ms=500)) is not None:
@@ -85,8 +88,9 @@ async def test_redelivery_after_consumption_is_dropped(store: RedisStore) -> Non
     assert await s.fetch_orchestration(lock_ms=LOCK) is None
 
 
-async def test_leftovers_are_swept_by_any_worker(store: RedisStore) -> None:
-    s = await partitioned(store)
+async def test_leftovers_are_swept_by_any_worker(store_harness: StoreHarness) -> None:
+    h = await partitioned(store_harness)
+    s = h.store
     a, b = ids_in_distinct_partitions(s, 2)
     await start(s, a)
     await start(s, b)
@@ -99,17 +103,18 @@ async def test_leftovers_are_swept_by_any_worker(store: RedisStore) -> None:
     s.deliver_outbox = crash  # type: ignore[method-assign]
     lease = await fetch_id(s, a)
     await s.commit_turn(lease, turn(lease, messages=[OutboundMessage(b, "ev", b"x")]))
-    other: RedisStore = await s.twin()  # type: ignore[attr-defined]
+    other: RedisStore = await h.twin()
     assert await other.sweep_outboxes() == 1
     assert await other.sweep_outboxes() == 0
     lease = await fetch_id(other, b)
     assert [m.message_id for m in lease.messages] == ["ev"]
 
 
-async def test_idle_waiter_wakes_on_work_in_any_partition(store: RedisStore) -> None:
-    s = await partitioned(store)
+async def test_idle_waiter_wakes_on_work_in_any_partition(store_harness: StoreHarness) -> None:
+    h = await partitioned(store_harness)
+    s = h.store
     ids = ids_in_distinct_partitions(s, s.partitions)
-    waiter: RedisStore = await s.twin()  # type: ignore[attr-defined]
+    waiter: RedisStore = await h.twin()
     for iid in (ids[0], ids[-1]):
         got: list[float] = []
 

@@ -13,6 +13,7 @@ import pytest
 from durable_redis.errors import InvalidIdError
 from durable_redis.storage import RedisStore
 from durable_redis.storage.job_types import JobAck, JobOutcome, JobState, NewJob
+from tests.harness import StoreHarness
 from tests.storage.store_support import LOCK, SHORT
 
 pytestmark = pytest.mark.anyio
@@ -63,8 +64,8 @@ async def test_cancel_removes_a_queued_job_from_its_queue(store: RedisStore) -> 
     assert (info.ready, info.delayed) == (0, 0)
 
 
-async def test_one_wait_covers_every_queue(store: RedisStore) -> None:
-    other = await store.twin()
+async def test_one_wait_covers_every_queue(store: RedisStore, store_harness: StoreHarness) -> None:
+    other = await store_harness.twin()
     got: list[str] = []
 
     async def wait() -> None:
@@ -83,6 +84,7 @@ async def test_one_wait_covers_every_queue(store: RedisStore) -> None:
 
 async def test_a_paused_queue_keeps_its_jobs_and_resume_wakes_the_workers(
     store: RedisStore,
+    store_harness: StoreHarness,
 ) -> None:
     await store.enqueue_jobs([job("g1", "gpu")])
     [running] = await store.fetch_jobs("w", limit=1, lock_ms=LOCK, queues=("gpu",))
@@ -98,7 +100,7 @@ async def test_a_paused_queue_keeps_its_jobs_and_resume_wakes_the_workers(
     assert {r.job_id for r in queued} == {"g1", "g2", "g3"}
     assert (await store.job_counts())[JobState.QUEUED] == 3
 
-    other = await store.twin()
+    other = await store_harness.twin()
     got: list[str] = []
 
     async def wait() -> None:

@@ -33,15 +33,12 @@ from durable_redis.storage import (
 from durable_redis.storage.job_types import ExistingJobPolicy, JobAck, JobOutcome, NewJob
 from durable_redis.storage.keys import cluster_slot, meta_key, partition_of
 from durable_redis.storage.scripts import SCRIPTS, load_script_source, lua_dir
+from tests.harness import StoreHarness
 from tests.storage.store_support import LOCK, MARKERS, fetch, schedule, snapshot, start, turn, work
 
 pytestmark = pytest.mark.anyio
 
 Calls = list[tuple[str, list[str], list[Any]]]
-
-
-def calls_of(store: RedisStore) -> Calls:
-    return store.script_calls  # type: ignore[attr-defined,no-any-return]
 
 
 # -- headers and arity ---------------------------------------------------------------------
@@ -184,9 +181,11 @@ def start_claim(now: int) -> dict[str, Any]:
     }
 
 
-async def test_every_script_call_touches_one_slot(store: RedisStore) -> None:
+async def test_every_script_call_touches_one_slot(
+    store: RedisStore, store_harness: StoreHarness
+) -> None:
     await exercise_every_script(store)
-    calls = calls_of(store)
+    calls = store_harness.script_calls
     assert {name for name, _, _ in calls} == expected_scripts(store)
     for name, keys, args in calls:
         assert len({cluster_slot(k) for k in keys}) == 1, (name, keys)
@@ -245,103 +244,112 @@ def _bad_len(lease: Any) -> Any:
 # -- every mutating script is safe to run twice ---------------------------------------------
 
 
-async def rerun_last(store: RedisStore, name: str, *, skip: tuple[str, ...] = MARKERS) -> None:
+async def rerun_last(h: StoreHarness, name: str, *, skip: tuple[str, ...] = MARKERS) -> None:
     """Re-send the last call of ``name`` (a client retry): the data must not change."""
-    name_, keys, args = next(c for c in reversed(calls_of(store)) if c[0] == name)
+    store = h.store
+    name_, keys, args = next(c for c in reversed(h.script_calls) if c[0] == name)
     before = await snapshot(store, skip=skip)
     await store._eval(name_, keys, args)
     assert await snapshot(store, skip=skip) == before, f"{name} is not safe to run twice"
 
 
-async def test_every_mutating_script_is_safe_to_run_twice(store: RedisStore) -> None:
+async def test_every_mutating_script_is_safe_to_run_twice(
+    store: RedisStore, store_harness: StoreHarness
+) -> None:
     leases = ("oq:locks", "wq:leases", ":sess")
     await start(store, "a")
-    await rerun_last(store, "create_instance")
+    await rerun_last(store_harness, "create_instance")
     await store.enqueue_message("a", "m", b"x")
-    await rerun_last(store, "enqueue_message")
+    await rerun_last(store_harness, "enqueue_message")
     lease = await fetch(store)
-    await rerun_last(store, "claim_orchestration")
-    await rerun_last(store, "lock_messages")
+    await rerun_last(store_harness, "claim_orchestration")
+    await rerun_last(store_harness, "lock_messages")
     await store.abandon_orchestration(lease, count_attempt=False)
-    await rerun_last(store, "abandon_orchestration")
+    await rerun_last(store_harness, "abandon_orchestration")
     lease = await fetch(store)
     await store.abandon_orchestration(lease, count_attempt=False, held="diverged")
-    await rerun_last(store, "abandon_orchestration")
+    await rerun_last(store_harness, "abandon_orchestration")
     await store.request_fail_held("a")
-    await rerun_last(store, "fail_held")
+    await rerun_last(store_harness, "fail_held")
     lease = await fetch(store)
     await store.renew_orchestration(lease, LOCK)
-    await rerun_last(store, "renew_orchestration", skip=(*MARKERS, *leases))
+    await rerun_last(store_harness, "renew_orchestration", skip=(*MARKERS, *leases))
     await store.commit_turn(
         lease,
         turn(lease, work_items=[work("1:1", session="s"), work("1:2")], sessions_opened=["s"]),
     )
-    await rerun_last(store, "commit_turn")
+    await rerun_last(store_harness, "commit_turn")
     items = await store.fetch_work_items("A", limit=2, lock_ms=LOCK, session_lock_ms=LOCK)
     assert len(items) == 2
-    await rerun_last(store, "fetch_work_items")
+    await rerun_last(store_harness, "fetch_work_items")
     await store.renew_work_items(items, LOCK, session_lock_ms=LOCK)
-    await rerun_last(store, "renew_work_items", skip=(*MARKERS, *leases))
+    await rerun_last(store_harness, "renew_work_items", skip=(*MARKERS, *leases))
     await store.renew_sessions("A", [SessionRef("a", "s")], LOCK)
-    await rerun_last(store, "renew_sessions", skip=(*MARKERS, *leases))
+    await rerun_last(store_harness, "renew_sessions", skip=(*MARKERS, *leases))
     await store.abandon_work_item(items[1])
-    await rerun_last(store, "abandon_work_item")
+    await rerun_last(store_harness, "abandon_work_item")
     await store.ack_work_item(items[0], "done", b"r")
-    await rerun_last(store, "ack_work_item")
+    await rerun_last(store_harness, "ack_work_item")
     await store.release_sessions("A", [SessionRef("a", "s")])
-    await rerun_last(store, "release_sessions")
+    await rerun_last(store_harness, "release_sessions")
     await store.purge_work("a")
-    await rerun_last(store, "purge_work")
+    await rerun_last(store_harness, "purge_work")
     await store.delete_instance("a", force=True)
-    await rerun_last(store, "delete_instance")
+    await rerun_last(store_harness, "delete_instance")
     if store.partitions > 1:
         await exercise_outbox(store)
-        await rerun_last(store, "outbox_apply")
-        await rerun_last(store, "outbox_ack")
+        await rerun_last(store_harness, "outbox_apply")
+        await rerun_last(store_harness, "outbox_ack")
     await store.enqueue_jobs(
         [NewJob("j1", "send", b"s", result_ttl_ms=LOCK), NewJob("j2", "x", b"")]
     )
-    await rerun_last(store, "enqueue_jobs")
+    await rerun_last(store_harness, "enqueue_jobs")
     jobs = await store.fetch_jobs("A", limit=2, lock_ms=LOCK)
-    await rerun_last(store, "fetch_jobs")
+    await rerun_last(store_harness, "fetch_jobs")
     await store.renew_jobs(jobs, LOCK, [b"p"])
-    await rerun_last(store, "renew_jobs", skip=(*MARKERS, "jq:leases"))
+    await rerun_last(store_harness, "renew_jobs", skip=(*MARKERS, "jq:leases"))
     jobs.sort(key=lambda lease: lease.job_id)  # j1, j2 (partitions change the fetch order)
     await store.ack_jobs([JobAck(jobs[0], JobOutcome.FAILED, b"e")])
-    await rerun_last(store, "ack_jobs")
+    await rerun_last(store_harness, "ack_jobs")
     await store.ack_jobs([JobAck(jobs[1], JobOutcome.RETRY, b"e", 60_000)])
-    await rerun_last(store, "ack_jobs")
+    await rerun_last(store_harness, "ack_jobs")
     await store.retry_job("j1")
-    await rerun_last(store, "retry_job")  # refused the second time (the job is queued)
+    await rerun_last(store_harness, "retry_job")  # refused the second time (the job is queued)
     await store.cancel_job("j1", b"c")
-    await rerun_last(store, "cancel_job")
+    await rerun_last(store_harness, "cancel_job")
     await store.set_job_queue_paused("gpu", True)
-    await rerun_last(store, "pause_job_queue")
+    await rerun_last(store_harness, "pause_job_queue")
     await store.set_job_queue_paused("gpu", False)
-    await rerun_last(store, "pause_job_queue")
+    await rerun_last(store_harness, "pause_job_queue")
     await store.queue_status("gpu", wake=True)
-    await rerun_last(store, "queue_status")
+    await rerun_last(store_harness, "queue_status")
     now = await store.server_time_ms()
     await store.declare_schedule("sc", b"spec", "h", now - 1)
-    await rerun_last(store, "set_schedule")
+    await rerun_last(store_harness, "set_schedule")
     claim = {"overlap": "skip", "activity": "a", "task": b"t", "priority": 0, "result_ttl_ms": 1}
     await store.claim_schedule(
-        "sc", expected_due_ms=now - 1, next_due_ms=now + 9, ticks=[now - 1], **claim
-    )  # type: ignore[arg-type]
-    await rerun_last(store, "claim_schedule")  # the tick is claimed: refused the second time
+        "sc",
+        expected_due_ms=now - 1,
+        next_due_ms=now + 9,
+        ticks=[now - 1],
+        **claim,  # type: ignore[arg-type]
+    )
+    await rerun_last(
+        store_harness, "claim_schedule"
+    )  # the tick is claimed: refused the second time
     await store.declare_schedule("so", b"spec", "h", now - 1)
-    await rerun_last(store, "set_schedule")
+    await rerun_last(store_harness, "set_schedule")
     assert await store.claim_schedule_start("so", **start_claim(now)) == (1, False)
-    await rerun_last(store, "claim_schedule_start")  # claimed, and the instance exists
+    await rerun_last(store_harness, "claim_schedule_start")  # claimed, and the instance exists
     await store.pause_schedule("sc")
-    await rerun_last(store, "set_schedule")
-    assert {name for name, _, _ in calls_of(store)} == expected_scripts(store)
+    await rerun_last(store_harness, "set_schedule")
+    assert {name for name, _, _ in store_harness.script_calls} == expected_scripts(store)
 
 
 # -- one clock: the server's ----------------------------------------------------------------
 
 
-async def test_leases_use_the_server_clock(store: RedisStore) -> None:
+async def test_leases_use_the_server_clock(store: RedisStore, store_harness: StoreHarness) -> None:
     await schedule(store, "a", [work("1:1")])
     await store.enqueue_message("a", "m", b"x")
     t0 = await store.server_time_ms()
@@ -352,7 +360,7 @@ async def test_leases_use_the_server_clock(store: RedisStore) -> None:
     assert t0 + 2_000 <= item.lease_until_ms <= t1 + 2_000
     # no script call carried a client timestamp (only durations and caller-chosen times)
     client_now = time.time() * 1000
-    for name, _, args in calls_of(store):
+    for name, _, args in store_harness.script_calls:
         for a in args:
             if isinstance(a, int | str) and str(a).isdigit() and len(str(a)) >= 12:
                 assert abs(int(a) - client_now) > 86_400_000, f"{name} got a client time {a}"
@@ -361,7 +369,7 @@ async def test_leases_use_the_server_clock(store: RedisStore) -> None:
 # -- namespace loss and eviction policy -----------------------------------------------------
 
 
-async def test_namespace_loss_is_detected(store: RedisStore) -> None:
+async def test_namespace_loss_is_detected(store: RedisStore, store_harness: StoreHarness) -> None:
     await start(store, "a")
     r: Any = store._redis
     await r.delete(meta_key(store.namespace))
@@ -371,14 +379,16 @@ async def test_namespace_loss_is_detected(store: RedisStore) -> None:
     await r.delete(*keys)  # "flushed"
     with pytest.raises(NamespaceMissingError):  # the running store notices at its next call
         await store.enqueue_message("a", "m", b"x")
-    again = await store.twin()  # a new incarnation...
+    again = await store_harness.twin()  # a new incarnation...
     with pytest.raises(NamespaceMissingError):  # ...is not silently adopted by the old store
         await store.fetch_orchestration(lock_ms=LOCK)
     assert await again.fetch_orchestration(lock_ms=LOCK) is None
 
 
-async def test_unsafe_eviction_policy_is_refused(store: RedisStore) -> None:
-    if store.backend == "fakeredis":  # type: ignore[attr-defined]
+async def test_unsafe_eviction_policy_is_refused(
+    store: RedisStore, store_harness: StoreHarness
+) -> None:
+    if store_harness.backend == "fakeredis":
         pytest.skip("not applicable: fakeredis has no CONFIG")
     r: Any = store._redis
     await r.config_set("maxmemory-policy", "allkeys-lru")

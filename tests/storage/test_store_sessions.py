@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import anyio
 import pytest
 
 from durable_redis.errors import LeaseLostError
 from durable_redis.ids import session_key
 from durable_redis.storage import InstanceStatus, RedisStore, SessionRef
+from tests.harness import StoreHarness
 from tests.storage.store_support import LOCK, SHORT, fetch, schedule, start, turn, work
 
 pytestmark = pytest.mark.anyio
@@ -17,7 +20,7 @@ S = 5_000  # session lease, ms
 async def session_record(store: RedisStore, iid: str, sid: str) -> dict[str, str]:
     pk = store._pk(iid)
     sk = session_key(iid, sid)
-    raw = await store._redis.hmget(pk.sess, [sk + "|o", sk + "|u", sk + "|l"])
+    raw: list[Any] = await store._redis.hmget(pk.sess, [sk + "|o", sk + "|u", sk + "|l"])
     return {k: v.decode() for k, v in zip("oul", raw, strict=True) if v is not None}
 
 
@@ -184,9 +187,9 @@ async def test_abandoned_session_item_stays_with_session(store: RedisStore) -> N
     assert again.attempt == 2
 
 
-async def test_claim_race_has_one_winner(store: RedisStore) -> None:
+async def test_claim_race_has_one_winner(store: RedisStore, store_harness: StoreHarness) -> None:
     await schedule(store, "a", [work(f"1:{i}", session="s") for i in range(4)], ["s"])
-    stores = [store] + [await store.twin() for _ in range(5)]  # type: ignore[attr-defined]
+    stores = [store] + [await store_harness.twin() for _ in range(5)]
     results: dict[str, list[str]] = {}
 
     async def grab(s: RedisStore, worker: str) -> None:

@@ -9,7 +9,8 @@ import pytest
 from redis.asyncio import Redis
 
 from durable_redis.errors import ConfigurationError, DurableRedisError, StoreUnavailableError
-from durable_redis.storage.redis_store import RedisStore, _pop_partitions
+from durable_redis.storage._url import _pop_partitions
+from durable_redis.storage.redis_store import RedisStore
 
 pytestmark = pytest.mark.anyio
 

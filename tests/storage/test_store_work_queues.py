@@ -6,6 +6,7 @@ keeps its items, and one blocking wait covers every queue. Run on a real Redis a
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import anyio
 import pytest
@@ -50,7 +51,7 @@ async def test_default_items_keep_the_stored_format(store: RedisStore) -> None:
     queue field, its plain sequence as score (old data reads as "default")."""
     await schedule(store, "a", [work("1:1"), routed("1:2", "gpu", 3)])
     pk = store._parts[store._pk("a").index]
-    raw = store._redis
+    raw: Any = store._redis
     fields = {k.decode() for k in await raw.hkeys(pk.wq_items)}
     assert not any(f.endswith("|q") and "1:1" in f for f in fields)
     assert any(f.endswith("|q") and "1:2" in f for f in fields)

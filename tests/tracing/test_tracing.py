@@ -213,8 +213,13 @@ async def test_one_trace_spans_client_turn_and_activity_across_processes(
 def test_a_malformed_stored_context_starts_a_new_trace(spans: InMemorySpanExporter) -> None:
     for bad in ({"traceparent": 5}, {"traceparent": "garbage"}, ["not", "a", "map"]):
         task = msg.ActivityTask(
-            instance_id="i1", execution_id=1, activity_id=2, name="double", input=b"", trace=bad
-        )  # type: ignore[arg-type]
+            instance_id="i1",
+            execution_id=1,
+            activity_id=2,
+            name="double",
+            input=b"",
+            trace=bad,  # type: ignore[arg-type]
+        )
         with tracing.activity_span(task, delivery=1, worker_id="w1") as span:
             span.outcome((True, 6))
     finished = spans.get_finished_spans()
