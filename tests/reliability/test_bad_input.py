@@ -69,16 +69,21 @@ BAD_IDS: list[Any] = [
 
 
 @pytest.fixture
-async def served(redis_url: str, namespace: str) -> AsyncIterator[Client]:
+async def served_by(redis_url: str, namespace: str) -> AsyncIterator[tuple[Client, Worker]]:
     """A client, and one Worker serving rel_app in this event loop."""
     store = RedisStore.from_url(redis_url, namespace=namespace)
     worker = Worker(rel_app.app, store, OPTIONS)
     async with anyio.create_task_group() as tg:
         tg.start_soon(worker.run)
         async with Client.from_url(redis_url, namespace=namespace, app=rel_app.app) as client:
-            yield client
+            yield client, worker
         worker.stop()
     await store.close()
+
+
+@pytest.fixture
+def served(served_by: tuple[Client, Worker]) -> Client:
+    return served_by[0]
 
 
 async def _key_snapshot(url: str, namespace: str) -> list[bytes]:
@@ -168,13 +173,21 @@ async def test_unencodable_payloads_raise_codec_error(served: Client) -> None:
     assert await served.wait_for_completion(iid, timeout=20) == "ActivityFailedError: CodecError"
 
 
-async def test_unknown_names_wait_without_harming_other_work(served: Client) -> None:
+async def test_unknown_names_wait_without_harming_other_work(
+    served_by: tuple[Client, Worker],
+) -> None:
+    served, worker = served_by
     # started by a client without the app (one with it refuses the name: NotRegisteredError)
     orch = await Client(served.store).start("no_such_orchestration", 1)
     act = await served.start("call_unknown_activity")
     ok = await served.start("echo", "ok")
     assert await served.wait_for_completion(ok, timeout=20) == "ok"
-    await anyio.sleep(1.0)
+    with anyio.fail_after(20):  # each refused (and backed off) three times by now
+        while (
+            worker._orchestrations._unregistered.get(orch, 0) < 3
+            or max(worker._activities._unregistered.values(), default=0) < 3
+        ):
+            await anyio.sleep(0.02)
     # Never failed for a name this deployment does not know (a newer worker may know it)...
     for iid in (orch, act):
         state = await served.get_status(iid)

@@ -17,6 +17,7 @@ from durable_redis.runtime import Worker, WorkerOptions
 from durable_redis.runtime.burst import wait_until_idle
 from durable_redis.storage.base import InstanceStatus
 from durable_redis.storage.redis_store import RedisStore
+from tests.harness import StoreHarness
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
 
@@ -184,7 +185,7 @@ async def one_session(ctx: OrchestrationContext, x: int) -> int:
 
 
 async def test_a_worker_never_owns_more_sessions_than_its_limit(
-    store: RedisStore, running: Callable[..., Worker]
+    store: RedisStore, store_harness: StoreHarness, running: Callable[..., Worker]
 ) -> None:
     """Sessions are counted when fetched, so back-to-back fetches cannot overshoot the cap."""
     _hold.update(release=False, running=0)
@@ -205,7 +206,10 @@ async def test_a_worker_never_owns_more_sessions_than_its_limit(
     with anyio.fail_after(20):
         while _hold["running"] < 2:
             await anyio.sleep(0.01)
-    await anyio.sleep(0.5)  # time for (wrong) extra claims; the cap must still hold
+    fetches = store_harness.calls_named("fetch_work_items")
+    with anyio.fail_after(20):  # three more fetches: chances for (wrong) extra claims
+        while store_harness.calls_named("fetch_work_items") < fetches + 3:
+            await anyio.sleep(0.01)
     assert worker._activities._sessions.owned_count == 2
     assert _hold["running"] == 2
     _hold["release"] = True
