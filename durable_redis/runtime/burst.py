@@ -18,18 +18,32 @@ running until ``timeout``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import anyio
 
-from durable_redis.storage.base import QueueDepths
-
-if TYPE_CHECKING:
-    from durable_redis.runtime.worker import Worker
+from durable_redis.storage.base import QueueDepths, Store
 
 __all__ = ["DEFAULT_HORIZON", "is_idle", "run_until_idle", "wait_until_idle"]
 
 DEFAULT_HORIZON = 1.0  # seconds: a timer due sooner keeps a burst worker up
+
+
+class Worker(Protocol):
+    """What burst mode uses of ``runtime.worker.Worker`` (no import of it: no cycle)."""
+
+    store: Store
+
+    @property
+    def is_running(self) -> bool: ...
+    @property
+    def turns_in_flight(self) -> int: ...
+    @property
+    def activities_in_flight(self) -> int: ...
+    @property
+    def jobs_in_flight(self) -> int: ...
+    def stop(self, *, grace_period: float | None = None) -> None: ...
+    async def run(self, *, handle_signals: bool = False, burst: bool = False) -> None: ...
 
 
 def depths_idle(depths: QueueDepths, horizon_ms: int) -> bool:
