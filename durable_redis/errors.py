@@ -8,6 +8,7 @@
     ├── NotRegisteredError                 a name no App on this worker knows
     ├── ValidationError                    bad input from a caller; nothing was written
     │   ├── InvalidIdError                 empty, huge, non-UTF-8 or forbidden characters
+    │   ├── ResetPointError                a reset point with work in flight, or past the end
     │   └── PayloadTooLargeError           an encoded payload over the size limit (also a
     │                                      CodecError: the value cannot be encoded in the limit)
     ├── CodecError                         a value that cannot be encoded or decoded
@@ -79,6 +80,7 @@ __all__ = [
     "OrchestrationFailedError",
     "PayloadTooLargeError",
     "RegistrationError",
+    "ResetPointError",
     "ScheduleNotFoundError",
     "StoreError",
     "StoreUnavailableError",
@@ -130,6 +132,11 @@ class ValidationError(DurableRedisError, ValueError):
 
 class InvalidIdError(ValidationError):
     """An instance, session or event id that is empty, too long or has forbidden characters."""
+
+
+class ResetPointError(ValidationError):
+    """A reset point (``client.reset``) where work is in flight, past the end of the
+    execution, or not an event id or shortcut; the message lists the valid points."""
 
 
 class CodecError(DurableRedisError):

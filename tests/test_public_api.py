@@ -22,6 +22,8 @@ EXPECTED = {
     "ExistingJobPolicy", "JobCancelledError", "JobError", "JobExistsError", "JobFailedError",
     "JobHandle", "JobNotFoundError", "JobState", "JobStateError", "JobStatus", "SyncClient",
     "ScheduleInfo", "ScheduleNotFoundError",
+    # reset (docs/deploying.md)
+    "ResetPointError",
 }  # fmt: skip
 
 

@@ -175,6 +175,7 @@ class ReplayEngine:
         """Record a command: match it against history on replay, append it otherwise."""
         if self.finished:
             raise Terminated
+        self._pass_reset()
         candidate = cls(event_id=self.next_event_id, timestamp_ms=self.current_ms, **fields)
         if self.cursor < len(self.events):
             recorded = self.events[self.cursor]
@@ -202,6 +203,7 @@ class ReplayEngine:
             return known
         if self.finished:
             raise Terminated
+        self._pass_reset()
         recorded = self.events[self.cursor] if self.cursor < len(self.events) else None
         if isinstance(recorded, ev.PatchMarker) and recorded.change_id == change_id:
             self.cursor += 1
@@ -213,6 +215,18 @@ class ReplayEngine:
             answer = True
         self.patches[change_id] = answer
         return answer
+
+    def _pass_reset(self) -> None:
+        """A command meeting an ``ExecutionReset`` (the point an operator reset the instance
+        to) passes over it: the commands the code issues from there on are the new
+        execution's own. Reached as the last recorded event, the code runs live from here."""
+        if self.cursor < len(self.events) and isinstance(
+            self.events[self.cursor], ev.ExecutionReset
+        ):
+            self.current_ms = self.events[self.cursor].timestamp_ms
+            self.cursor += 1
+            if self.cursor >= self.base_len:
+                self.replaying = False
 
     def diverged(self, *, recorded: str, actual: ev.HistoryEvent | str) -> NoReturn:
         """The code no longer matches the history: fail the orchestration (uncatchable)."""
@@ -346,6 +360,8 @@ class ReplayEngine:
                 self._run_update(event)
             case ev.OrchestrationCancelRequested(reason=reason):
                 self.fail("cancelled", "OrchestrationCancelled", reason or "cancel requested")
+            case ev.ExecutionReset():
+                pass  # the reset point met while the code waits: nothing to resolve
             case _:  # pragma: no cover - replay() only delivers input events
                 raise AssertionError(f"not an input event: {event!r}")
 

@@ -405,6 +405,24 @@ class Store(Protocol):
         instead of held again; False (nothing changed) if it is not held."""
         ...
 
+    async def reset_instance(
+        self,
+        instance_id: str,
+        *,
+        execution_id: int,
+        history_len: int,
+        keep: int,
+        started: bytes,
+        reset_event: bytes,
+        wake: tuple[str, bytes],
+    ) -> int | None:
+        """Start execution ``execution_id + 1`` as events 1..``keep`` of ``execution_id``
+        (``started`` replacing the first) plus ``reset_event``, in one script; returns the new
+        execution id, or None (nothing changed) if its execution or history moved since the
+        caller read them. InstanceRunningError if it runs and is not held, InstanceNotFoundError
+        if it does not exist (lua/reset_instance.lua)."""
+        ...
+
     async def read_history(self, instance_id: str, execution_id: int | None = None) -> list[bytes]:
         """Events of one execution (default: the current one). Empty for an unknown instance."""
         ...
