@@ -1,9 +1,11 @@
-"""The deploy gate commands of ``durable-redis``: ``replay`` and ``export`` (docs/deploying.md).
+"""The deploy commands of ``durable-redis``: ``replay``, ``export`` and ``reset``
+(docs/deploying.md).
 
 ``replay MODULE:APP`` replays recorded histories against the code importable now: read from
 Redis (``--name``, ``--status``, ``--limit``) or from ``*.history`` files that ``export ID...
 --dir D`` wrote; it reports each divergence (instance, event position, recorded vs now) and exits
-1 on any, so a CI job can refuse a deploy that would hold in-flight instances.
+1 on any, so a CI job can refuse a deploy that would hold in-flight instances. ``reset ID``
+re-runs a failed, held, completed or cancelled instance from a point of its history.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from durable_redis._cli_support import EXIT_ERROR, EXIT_OK, UsageError
 
 __all__ = ["REPLAY_COMMANDS", "add_replay_commands", "run_replay_command"]
 
-REPLAY_COMMANDS = ("replay", "export")
+REPLAY_COMMANDS = ("replay", "export", "reset")
 _SUFFIX = ".history"
 
 
@@ -30,6 +32,27 @@ def add_replay_commands(command: Callable[[str, str], argparse.ArgumentParser]) 
     p.add_argument("--name", default=None, help="only this orchestration")
     p.add_argument("--status", default=None, help="only instances in this status")
     p.add_argument("--limit", type=int, default=1000, help="at most this many instances")
+
+    p = command("reset", "re-run a failed, held or ended instance from a point of its history")
+    p.add_argument("instance_id", metavar="ID")
+    point = p.add_mutually_exclusive_group()
+    point.add_argument("--event", type=int, default=None, help="keep events 1..N, re-run the rest")
+    point.add_argument(
+        "--before-failure",
+        dest="shortcut",
+        action="store_const",
+        const="before-failure",
+        help="the latest point before the first failure (the default)",
+    )
+    point.add_argument(
+        "--last-turn",
+        dest="shortcut",
+        action="store_const",
+        const="last-turn",
+        help="the latest point where nothing was in flight",
+    )
+    p.add_argument("--reason", default="", help="why (recorded in the ExecutionReset event)")
+    p.add_argument("--by", default=None, help="who (default: user@host)")
 
     p = command("export", "save instances' current histories as files (for `replay --dir`)")
     p.add_argument("instance_ids", nargs="+", metavar="ID")
@@ -100,12 +123,37 @@ def _line(d: dict[str, Any]) -> str:
     return f"{d['instance_id']}: event {d['position']}: recorded {d['recorded']}, now {d['now']}"
 
 
+async def _reset(args: argparse.Namespace, url: str | None, emit: Emit) -> int:
+    from durable_redis.client import Client
+
+    if url is None:
+        raise UsageError("reset needs a Redis URL (--redis-url or DURABLE_REDIS_URL)")
+    point: int | str = args.event if args.event is not None else args.shortcut or "before-failure"
+    async with Client.from_url(url, namespace=args.namespace) as client:
+        info = await client.reset(args.instance_id, point, reason=args.reason, by=args.by)
+    emit(
+        args,
+        {
+            "instance_id": info.instance_id,
+            "from_execution": info.from_execution,
+            "from_event": info.from_event,
+            "execution_id": info.execution_id,
+        },
+        f"{info.instance_id}: execution {info.execution_id} runs from event {info.from_event} "
+        f"of execution {info.from_execution} (see `history {info.instance_id} --execution "
+        f"{info.from_execution}`)",
+    )
+    return EXIT_OK
+
+
 async def run_replay_command(args: argparse.Namespace, url: str | None, emit: Emit) -> int:
     if getattr(args, "limit", 1) < 1:
         raise UsageError("--limit must be at least 1")
     from durable_redis.client import Client
     from durable_redis.testing import save_history
 
+    if args.command == "reset":
+        return await _reset(args, url, emit)
     if args.command == "export":
         directory = Path(args.dir)
         directory.mkdir(parents=True, exist_ok=True)

@@ -205,3 +205,44 @@ async def test_the_replay_gate_catches_an_unpatched_change_and_passes_a_patched_
     [divergence] = report["divergences"]
     assert divergence["instance_id"] == "order-7" and divergence["position"] == 2
     assert "reserve" in divergence["recorded"] and "ship" in divergence["now"]
+
+
+async def test_an_operator_resets_a_held_instance_to_rerun_it_on_the_new_code(
+    workers: Any, client: Client
+) -> None:
+    await _waiting_on_v1(workers, client, "order-8")
+    workers.start("e2e_deploy_v2:app", **HELD)
+    await client.raise_event("order-8", "paid", "card")
+    await _held(client, "order-8")
+    old = await client.get_history("order-8")
+    # the v2 order (ship first) cannot continue v1's history: re-run it from its start on v2
+    code, out = await _cli(workers, "reset", "order-8", "--event", "2", "--json")
+    error = json.loads(out)["error"]  # event 2 schedules reserve: in flight there
+    assert code == 1 and error["type"] == "ResetPointError" and "in flight" in error["message"]
+    code, out = await _cli(
+        workers, "reset", "order-8", "--event", "1", "--reason", "re-run on v2", "--json"
+    )
+    assert code == 0, out
+    assert json.loads(out) == {
+        "instance_id": "order-8",
+        "from_execution": 1,
+        "from_event": 1,
+        "execution_id": 2,
+    }
+    # the queued "paid" event was kept: the new execution ships, takes it, reserves
+    assert await client.wait_for_completion("order-8", timeout=30) == [
+        "reserved book",
+        "card",
+        "shipped book",
+    ]
+    new = await client.get_history("order-8")
+    names = [e.name for e in new if type(e).__name__ == "ActivityScheduled"]
+    assert names == ["ship", "reserve"]
+    reset = new[1]
+    assert type(reset).__name__ == "ExecutionReset" and reset.reason == "re-run on v2"
+    assert reset.by  # user@host of the CLI
+    assert await client.get_history("order-8", execution_id=1) == old  # nothing lost
+    state = await client.get_status("order-8")
+    assert state is not None and state.held is None and state.execution_id == 2
+    code, out = await _cli(workers, "history", "order-8", "--execution", "1")
+    assert code == 0 and "ActivityScheduled" in out, out
