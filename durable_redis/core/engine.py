@@ -366,7 +366,7 @@ class ReplayEngine:
                 raise AssertionError(f"not an input event: {event!r}")
 
     def _start(self, started: ev.OrchestrationStarted) -> None:
-        definition = self.app.get_orchestration(started.name, started.version)
+        definition = self.app.get_orchestration(started.name, started.version, exact=True)
         self.ctx = OrchestrationContext(self, started)
         self.open_sessions = set(started.sessions)
         self.value_keys = set(started.value_keys or ())

@@ -285,9 +285,10 @@ class Store(Protocol):
         ...
 
     async def fetch_orchestration(
-        self, *, lock_ms: int, wait_ms: int = 0
+        self, *, lock_ms: int, wait_ms: int = 0, skip: Sequence[str] = ()
     ) -> OrchestrationLease | None:
-        """Lock one instance with visible messages (FIFO by oldest visible message).
+        """Lock one instance with visible messages (FIFO by oldest visible message), passing
+        over the instances in ``skip`` (left queued for other workers: version routing).
 
         Blocks up to ``wait_ms`` for work (no polling: wakes within milliseconds of an enqueue or
         a timer coming due). Returns None only if nothing was eligible.

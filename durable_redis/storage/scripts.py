@@ -69,7 +69,7 @@ SCRIPTS: dict[str, ScriptSpec] = {
     for s in (
         ScriptSpec("create_instance", keys=12, argv=11),
         ScriptSpec("enqueue_message", keys=9, argv=5),
-        ScriptSpec("claim_orchestration", keys=6, argv=3),
+        ScriptSpec("claim_orchestration", keys=6, argv=3, variadic_argv=True),
         ScriptSpec("lock_messages", keys=10, argv=5),
         ScriptSpec("commit_turn", keys=32, argv=24, variadic_keys=True, variadic_argv=True),
         ScriptSpec("renew_orchestration", keys=3, argv=4),
