@@ -223,11 +223,15 @@ class NondeterminismError(DurableRedisError):
         position: int | None = None,
         recorded: str = "",
         actual: str = "",
+        source: str | None = None,
     ) -> None:
         super().__init__(message)
         self.instance_id = instance_id
         self.position = position
         self.recorded = recorded
+        #: ``path:line`` of the orchestration code that diverged (the call that issued the
+        #: differing command, or the ``await`` it waits at), None when not in user code
+        self.source = source
         self.actual = actual
 
 

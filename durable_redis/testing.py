@@ -6,6 +6,13 @@ Gate a deploy on replay::
     for path in Path("histories").glob("*.history"):
         assert_replays(app, path)      # raises NondeterminismError naming the divergence
 
+The same gate over many histories, read from Redis (filters by name, status, created or
+updated time) or from a directory that ``durable-redis export`` wrote, as ``durable-redis
+replay`` runs it, with the source line of each divergence::
+
+    report = await replay_gate(app, client=client, status="running", since=week_ago)
+    report.check()                     # AssertionError listing every divergence
+
 ``InMemoryRunner`` runs orchestrations and activities in this process with a virtual clock (no
 Redis), which is handy for unit tests of orchestration logic and is how core's own tests drive it.
 """
@@ -21,6 +28,7 @@ from typing import Any
 
 import msgpack  # type: ignore[import-untyped]
 
+from durable_redis._replay_gate import Divergence, ReplayGateReport, replay_gate
 from durable_redis.core import (
     ActivityContext,
     App,
@@ -41,10 +49,13 @@ from durable_redis.core.turn import OrchestrationStatus
 from durable_redis.errors import CodecError, FailureDetails, NondeterminismError
 
 __all__ = [
+    "Divergence",
     "InMemoryRunner",
     "Instance",
+    "ReplayGateReport",
     "assert_replays",
     "load_history",
+    "replay_gate",
     "replay_history",
     "save_history",
 ]

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import sys
 from collections import deque
 from collections.abc import Callable, Sequence
+from types import CodeType, FrameType
 from typing import Any, NoReturn, TypeVar
 
 from durable_redis.core import events as ev
@@ -233,13 +236,18 @@ class ReplayEngine:
         position = self.cursor + 1
         actual_text = actual if isinstance(actual, str) else ev.describe_event(actual)
         instance_id = self.ctx.instance_id if self.ctx is not None else ""
+        source = _user_frame(sys._getframe(1))
+        if source is None and self.main is not None:  # it waits: where
+            source = _suspended_at(self.main.get_coro())
         error = NondeterminismError(
             f"orchestration {instance_id!r} no longer matches its history at event {position}: "
-            f"recorded {recorded}, but the code now did {actual_text}",
+            f"recorded {recorded}, but the code now did {actual_text}"
+            + (f" (at {source})" if source else ""),
             instance_id=instance_id,
             position=position,
             recorded=recorded,
             actual=actual_text,
+            source=source,
         )
         self.nondeterminism = error
         failure = FailureDetails("nondeterminism", "NondeterminismError", str(error))
@@ -711,3 +719,47 @@ def _valid_session_id(session_id: object) -> bool:
     except UnicodeEncodeError:
         return False
     return size <= MAX_SESSION_ID_LENGTH
+
+
+# -- where the orchestration's code diverged (frames only: no source file is read here) --------
+_LIBRARY_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # durable_redis/
+_STDLIB_DIR = os.path.dirname(os.path.abspath(os.__file__))
+
+
+def _is_user_file(filename: str) -> bool:
+    path = os.path.abspath(filename)
+    if path.startswith(_LIBRARY_DIR + os.sep) or filename.startswith("<"):
+        return False
+    return not (path.startswith(_STDLIB_DIR + os.sep) and "site-packages" not in path)
+
+
+def _user_frame(frame: FrameType | None) -> str | None:
+    """``path:line`` of the innermost frame of user code on this stack (the call of a
+    ``ctx`` method that issued a command) inside the engine's run of the code, None if none."""
+    stop = _driving_codes()
+    while frame is not None and frame.f_code not in stop:
+        if _is_user_file(frame.f_code.co_filename):
+            return f"{frame.f_code.co_filename}:{frame.f_lineno}"
+        frame = frame.f_back
+    return None
+
+
+def _driving_codes() -> frozenset[CodeType]:
+    """The engine's frames that run the code: user frames are only above them."""
+    engine = ReplayEngine
+    return frozenset(
+        f.__code__ for f in (engine.run_code, engine.replay, engine.deliver, engine.add_input)
+    )
+
+
+def _suspended_at(coro: Any) -> str | None:
+    """``path:line`` where a suspended coroutine chain waits, innermost user frame first."""
+    found = None
+    seen = 0
+    while coro is not None and seen < 100:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is not None and _is_user_file(frame.f_code.co_filename):
+            found = f"{frame.f_code.co_filename}:{frame.f_lineno}"
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+        seen += 1
+    return found

@@ -229,3 +229,27 @@ def test_reset_points_are_where_nothing_is_in_flight() -> None:
     assert history[-1].event_id not in points  # the terminal event
     assert choose_point(history, "last-turn") == points[-1]
     assert choose_point(history, "before-failure") == points[-1]  # nothing failed
+
+
+def _line_of(fn: Any, text: str) -> str:
+    import inspect
+
+    lines, first = inspect.getsourcelines(fn)
+    index = next(i for i, line in enumerate(lines) if text in line)
+    return f"{inspect.getsourcefile(fn)}:{first + index}"
+
+
+@pytest.mark.parametrize(
+    ("body", "text"),
+    [
+        (_renamed, 'ctx.call_activity("reserve_v2"'),  # the call that issued the other command
+        (_reordered, "await asyncio.gather("),
+        (_missing, 'await ctx.call_activity("ship", "b")'),  # where it waits instead
+    ],
+    ids=["call", "gather", "waiting"],
+)
+def test_a_divergence_names_the_source_line_of_the_orchestration(body: Orch, text: str) -> None:
+    with pytest.raises(NondeterminismError) as info:
+        assert_replays(_variant(body), GOLDEN / "steps.1.history")
+    assert info.value.source == _line_of(body, text)
+    assert f"(at {info.value.source})" in str(info.value)
