@@ -63,6 +63,12 @@ def add_replay_commands(command: Callable[[str, str], argparse.ArgumentParser]) 
     )
     p.add_argument("--reason", default="", help="why (recorded in the ExecutionReset event)")
     p.add_argument("--by", default=None, help="who (default: user@host)")
+    p.add_argument(
+        "--no-reapply-events",
+        dest="reapply_events",
+        action="store_false",
+        help="do not deliver again the events raised after the point",
+    )
 
     p = command("export", "save instances' current histories as files (for `replay --dir`)")
     p.add_argument("instance_ids", nargs="+", metavar="ID")
@@ -76,7 +82,13 @@ async def _reset(args: argparse.Namespace, url: str | None, emit: Emit) -> int:
         raise UsageError("reset needs a Redis URL (--redis-url or DURABLE_REDIS_URL)")
     point: int | str = args.event if args.event is not None else args.shortcut or "before-failure"
     async with Client.from_url(url, namespace=args.namespace) as client:
-        info = await client.reset(args.instance_id, point, reason=args.reason, by=args.by)
+        info = await client.reset(
+            args.instance_id,
+            point,
+            reason=args.reason,
+            by=args.by,
+            reapply_events=args.reapply_events,
+        )
     emit(
         args,
         {
@@ -84,10 +96,12 @@ async def _reset(args: argparse.Namespace, url: str | None, emit: Emit) -> int:
             "from_execution": info.from_execution,
             "from_event": info.from_event,
             "execution_id": info.execution_id,
+            "reapplied_events": info.reapplied_events,
         },
         f"{info.instance_id}: execution {info.execution_id} runs from event {info.from_event} "
         f"of execution {info.from_execution} (see `history {info.instance_id} --execution "
-        f"{info.from_execution}`)",
+        f"{info.from_execution}`)"
+        + (f"; {info.reapplied_events} event(s) delivered again" if info.reapplied_events else ""),
     )
     return EXIT_OK
 

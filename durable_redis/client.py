@@ -328,6 +328,7 @@ class Client(ClientMessagingMixin, JobsClientMixin, SchedulesClientMixin):
         *,
         reason: str = "",
         by: str | None = None,
+        reapply_events: bool = True,
     ) -> ResetInfo:
         """Re-run a failed, held, completed or cancelled instance from a point of its history,
         as a new execution of the same id (docs/deploying.md, "Reset").
@@ -338,7 +339,9 @@ class Client(ClientMessagingMixin, JobsClientMixin, SchedulesClientMixin):
         ``event_id`` is an event id where nothing is in flight, or a shortcut:
         ``"before-failure"`` (default: the latest such point before the first failure) or
         ``"last-turn"`` (the latest such point). The old execution's history stays readable
-        (``get_history(id, execution_id=N)``).
+        (``get_history(id, execution_id=N)``). Events raised after the point (consumed by the
+        old execution) are delivered again to the new one, before anything queued, unless
+        ``reapply_events=False``.
 
         Raises InstanceNotFoundError, InstanceRunningError (running and not held: nothing
         changed), ResetPointError (the point has work in flight or is not one; the message
@@ -359,7 +362,14 @@ class Client(ClientMessagingMixin, JobsClientMixin, SchedulesClientMixin):
             except CodecError as exc:
                 raise CodecError(f"the history of {instance_id!r}: {exc}") from exc
             now_ms = await self.store.server_time_ms()
-            plan = plan_reset(history, event_id, reason=reason, by=who, now_ms=now_ms)
+            plan = plan_reset(
+                history,
+                event_id,
+                reason=reason,
+                by=who,
+                now_ms=now_ms,
+                reapply_events=reapply_events,
+            )
             wake = core.encode_message(
                 core.messages.TimerFired(
                     execution_id=plan.new_execution, timer_id=0, fire_at_ms=now_ms
@@ -373,6 +383,7 @@ class Client(ClientMessagingMixin, JobsClientMixin, SchedulesClientMixin):
                 started=plan.started,
                 reset_event=plan.reset_event,
                 wake=(f"reset:{uuid.uuid4().hex}", wake),
+                reapply=plan.reapplied,
             )
             if new_execution is not None:
                 logger.info(
@@ -390,6 +401,7 @@ class Client(ClientMessagingMixin, JobsClientMixin, SchedulesClientMixin):
                     from_execution=plan.from_execution,
                     from_event=plan.keep,
                     execution_id=new_execution,
+                    reapplied_events=len(plan.reapplied),
                 )
         raise StoreError(f"instance {instance_id!r} kept changing while it was being reset")
 
@@ -573,6 +585,7 @@ class ResetInfo:
     from_execution: int
     from_event: int
     execution_id: int
+    reapplied_events: int = 0  # events raised after the point, delivered again
 
 
 def _operator() -> str:

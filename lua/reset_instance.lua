@@ -5,8 +5,10 @@ The new history is: started (event 1 renumbered N+1, encoded by the caller), eve
 N copied here, reset_event (ExecutionReset). The instance becomes running; its held marker,
 output, error and completion time are cleared; a worker's lock is stolen (its commit is then
 refused); the work items of execution N are deleted (their late completions would be stale);
-its queued messages stay, visible now and with their attempts reset; a wake-up message (stale
-for every execution: dropped by the turn it wakes) is queued so a worker runs the new execution.
+its queued messages stay, visible now and with their attempts reset; the events to re-deliver
+(raised after the point, consumed by execution N) are queued before them; a wake-up message
+(stale for every execution: dropped by the turn it wakes) is queued so a worker runs the new
+execution.
 
 KEYS
   1 pmeta          partition metadata HASH
@@ -44,6 +46,7 @@ ARGV
   7 reset_event    encoded ExecutionReset (event keep + 1)
   8 wake_id        message id of the wake-up message
   9 wake_data      the wake-up message
+  10... reapply    message id, message, ...: events to re-deliver, in order
 RETURNS
   {0, N+1} reset
 STATUS
@@ -96,6 +99,9 @@ for _, member in ipairs(redis.call('ZRANGE', KEYS[9], 0, -1)) do
   redis.call('ZADD', KEYS[9], fmt(now), member)
 end
 redis.call('DEL', KEYS[8])
+for i = 10, #ARGV - 1, 2 do -- visible a moment earlier than what was queued: delivered first
+  add_message(KEYS[2], KEYS[9], KEYS[10], KEYS[8], ARGV[i], ARGV[i + 1], now - 1)
+end
 add_message(KEYS[2], KEYS[9], KEYS[10], KEYS[8], ARGV[8], ARGV[9], now)
 requeue_instance(KEYS[9], KEYS[3], KEYS[4], KEYS[6], iid, now)
 return {0, exec + 1}

@@ -6,6 +6,11 @@ execution N (its ``OrchestrationStarted`` renumbered N+1), followed by an ``Exec
 event saying from where, why and by whom; execution N's history stays readable. The code then
 runs live from E: results recorded up to E are kept (replayed), everything after re-runs.
 
+Events raised after E (``EventRaised``, ``QueueEventRaised``) were consumed by the execution
+being replaced; unless ``reapply_events=False`` they are queued again for the new one, in their
+order and before anything else queued, so the code re-run from E receives them again (what
+Temporal's reset does with signals).
+
 A point E is valid when nothing is in flight after event E (no activity, timer, child or
 update waiting for its completion) and the execution has not ended there: the new execution
 has nothing to wait for that no one would send. ``reset_points`` lists them; the shortcuts
@@ -20,6 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from durable_redis.core import events as ev
+from durable_redis.core import messages as msg
 from durable_redis.core.state import WorkState
 from durable_redis.errors import ResetPointError
 
@@ -39,6 +45,7 @@ class ResetPlan:
     new_execution: int
     started: bytes
     reset_event: bytes
+    reapplied: tuple[tuple[str, bytes], ...] = ()  # (message id, encoded message), in order
 
 
 def reset_points(history: Sequence[ev.HistoryEvent]) -> list[int]:
@@ -94,6 +101,7 @@ def plan_reset(
     reason: str = "",
     by: str = "",
     now_ms: int,
+    reapply_events: bool = True,
 ) -> ResetPlan:
     """The new execution that resets ``history`` (the current execution) to ``event_id``."""
     if not history or not isinstance(history[0], ev.OrchestrationStarted):
@@ -109,10 +117,22 @@ def plan_reset(
         reason=reason,
         by=by,
     )
+    reapplied: list[tuple[str, bytes]] = []
+    for event in history[keep:] if reapply_events else ():
+        message: msg.Message
+        if isinstance(event, ev.EventRaised):
+            message = msg.EventRaised(name=event.name, data=event.data)
+        elif isinstance(event, ev.QueueEventRaised):
+            message = msg.QueueEventRaised(queue=event.queue, data=event.data)
+        else:
+            continue
+        mid = f"reset:{new_execution}:{event.event_id}"
+        reapplied.append((mid, msg.encode_message(message)))
     return ResetPlan(
         from_execution=started.execution_id,
         keep=keep,
         new_execution=new_execution,
         started=ev.encode_event(dataclasses.replace(started, execution_id=new_execution)),
         reset_event=ev.encode_event(reset),
+        reapplied=tuple(reapplied),
     )

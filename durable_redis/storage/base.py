@@ -416,12 +416,14 @@ class Store(Protocol):
         started: bytes,
         reset_event: bytes,
         wake: tuple[str, bytes],
+        reapply: Sequence[tuple[str, bytes]] = (),
     ) -> int | None:
         """Start execution ``execution_id + 1`` as events 1..``keep`` of ``execution_id``
         (``started`` replacing the first) plus ``reset_event``, in one script; returns the new
         execution id, or None (nothing changed) if its execution or history moved since the
-        caller read them. InstanceRunningError if it runs and is not held, InstanceNotFoundError
-        if it does not exist (lua/reset_instance.lua)."""
+        caller read them. ``reapply``: (message id, message) to queue first, in order.
+        InstanceRunningError if it runs and is not held, InstanceNotFoundError if it does not
+        exist (lua/reset_instance.lua)."""
         ...
 
     async def read_history(self, instance_id: str, execution_id: int | None = None) -> list[bytes]:

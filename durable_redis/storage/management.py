@@ -3,6 +3,8 @@ merge over several), children, delete (tree), prune, queue depths, status counts
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from durable_redis.errors import (
     InstanceNotFoundError,
     InstanceRunningError,
@@ -49,6 +51,7 @@ class ManagementMixin(RedisStoreBase):
         started: bytes,
         reset_event: bytes,
         wake: tuple[str, bytes],
+        reapply: Sequence[tuple[str, bytes]] = (),
     ) -> int | None:
         epoch = await self._ready()
         validate_id("instance id", instance_id)
@@ -77,6 +80,7 @@ class ManagementMixin(RedisStoreBase):
             ik.work,
         ]
         args = [epoch, instance_id, execution_id, history_len, keep, started, reset_event, *wake]
+        args += [part for message in reapply for part in message]
         reply = await self._eval("reset_instance", keys, args)
         if reply[0] == Status.RETRY:
             return None  # it moved since the caller read it: nothing changed, read again

@@ -75,7 +75,7 @@ SCRIPTS: dict[str, ScriptSpec] = {
         ScriptSpec("renew_orchestration", keys=3, argv=4),
         ScriptSpec("abandon_orchestration", keys=8, argv=7),
         ScriptSpec("fail_held", keys=2, argv=1),
-        ScriptSpec("reset_instance", keys=25, argv=9),
+        ScriptSpec("reset_instance", keys=25, argv=9, variadic_argv=True),
         ScriptSpec("fetch_work_items", keys=10, argv=9, variadic_argv=True),
         ScriptSpec("ack_work_item", keys=18, argv=10),
         ScriptSpec("renew_work_items", keys=4, argv=3, variadic_argv=True),

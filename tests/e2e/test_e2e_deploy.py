@@ -228,6 +228,7 @@ async def test_an_operator_resets_a_held_instance_to_rerun_it_on_the_new_code(
         "from_execution": 1,
         "from_event": 1,
         "execution_id": 2,
+        "reapplied_events": 0,  # "paid" was never consumed (held): it is still queued
     }
     # the queued "paid" event was kept: the new execution ships, takes it, reserves
     assert await client.wait_for_completion("order-8", timeout=30) == [

@@ -169,5 +169,21 @@ async def test_reset_refuses_a_running_instance_and_bad_points_changing_nothing(
 
     # last-turn: the latest point (after the event arrived): the code returns again
     info = await client.reset("w1", "last-turn", reason="again")
-    assert info.from_event == len(ended) - 1
+    assert info.from_event == len(ended) - 1 and info.reapplied_events == 0
     assert (await _ended(client, "w1", execution_id=2)).status is InstanceStatus.COMPLETED
+
+    # before the event: it is delivered again (it was consumed by the execution replaced) ...
+    info = await client.reset("w1", 3)
+    assert (info.execution_id, info.reapplied_events) == (3, 1)
+    assert (await _ended(client, "w1", execution_id=3)).status is InstanceStatus.COMPLETED
+    assert await client.wait_for_completion("w1", timeout=20) == "7"
+    # ... unless told not to: then the code waits for it again
+    info = await client.reset("w1", 3, reapply_events=False)
+    assert (info.execution_id, info.reapplied_events) == (4, 0)
+    with anyio.fail_after(20):
+        while not any(isinstance(e, ev.EventSubscribed) for e in await client.get_history("w1")):
+            await anyio.sleep(0.02)
+    state = await client.get_status("w1")
+    assert state is not None and state.status is InstanceStatus.RUNNING
+    await client.raise_event("w1", "go", 8)
+    assert await client.wait_for_completion("w1", timeout=20) == "8"
