@@ -164,6 +164,11 @@ class OrchestrationDispatcher:
             finally:
                 self.in_flight -= 1
 
+    def skips(self, instance_id: str) -> bool:
+        """Whether this worker passes over ``instance_id`` now (it lacks its version)."""
+        until = self._skipped.get(instance_id)
+        return until is not None and until > anyio.current_time()
+
     def _skip_list(self) -> list[str]:
         """The instances claims pass over now (their back-off not over yet)."""
         if not self._skipped:
