@@ -27,11 +27,12 @@ from dataclasses import dataclass
 from durable_redis.core import events as ev
 from durable_redis.core import messages as msg
 from durable_redis.core.state import WorkState
-from durable_redis.errors import ResetPointError
+from durable_redis.errors import ResetPointError, ValidationError
 
 __all__ = ["RESET_SHORTCUTS", "ResetPlan", "plan_reset", "reset_points"]
 
 RESET_SHORTCUTS = ("before-failure", "last-turn")
+MAX_REASON_CHARS = 2000  # reason and by are recorded in the history: keep them short
 _FAILURES = (ev.ActivityFailed, ev.SubOrchestrationFailed, ev.OrchestrationFailed)
 
 
@@ -104,6 +105,11 @@ def plan_reset(
     reapply_events: bool = True,
 ) -> ResetPlan:
     """The new execution that resets ``history`` (the current execution) to ``event_id``."""
+    for what, text in (("reason", reason), ("by", by)):
+        if not isinstance(text, str) or len(text) > MAX_REASON_CHARS:
+            raise ValidationError(
+                f"the reset's {what} must be a string of at most {MAX_REASON_CHARS} characters"
+            )
     if not history or not isinstance(history[0], ev.OrchestrationStarted):
         raise ResetPointError("this instance has no started execution to reset")
     keep = choose_point(history, event_id)

@@ -18,6 +18,7 @@ from durable_redis.errors import (
     InstanceNotFoundError,
     InstanceRunningError,
     ResetPointError,
+    ValidationError,
 )
 from durable_redis.runtime import Worker, WorkerOptions
 from durable_redis.storage.base import InstanceStatus
@@ -162,6 +163,8 @@ async def test_reset_refuses_a_running_instance_and_bad_points_changing_nothing(
         await client.reset("w1", "yesterday")
     with pytest.raises(ResetPointError):
         await client.reset("w1", len(ended))  # the terminal event itself
+    with pytest.raises(ValidationError, match="reason"):
+        await client.reset("w1", 1, reason="x" * 5000)
     state = await client.get_status("w1")
     assert state is not None and state.execution_id == 1
     assert state.status is InstanceStatus.COMPLETED
