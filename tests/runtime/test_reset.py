@@ -190,3 +190,34 @@ async def test_reset_refuses_a_running_instance_and_bad_points_changing_nothing(
     assert state is not None and state.status is InstanceStatus.RUNNING
     await client.raise_event("w1", "go", 8)
     assert await client.wait_for_completion("w1", timeout=20) == "8"
+
+
+async def test_a_reset_instance_keeps_using_the_sessions_open_at_its_point(
+    store: RedisStore, task_group: anyio.abc.TaskGroup, fast_options: WorkerOptions
+) -> None:
+    app = App("reset-sessions")
+    state = {"fixed": False}
+
+    @app.activity
+    def load(ctx: ActivityContext) -> str:
+        return f"loaded on {ctx.session_id}"
+
+    @app.activity
+    def use(ctx: ActivityContext) -> str:
+        if not state["fixed"]:
+            raise RuntimeError("model crashed")
+        return f"used on {ctx.session_id}"
+
+    @app.orchestration(name="with_session")
+    async def with_session(ctx: OrchestrationContext) -> list[str]:
+        session = await ctx.open_session_with_id("gpu")
+        loaded = await ctx.call_activity(load, session=session)
+        return [loaded, await ctx.call_activity(use, session=session)]
+
+    client = Client(store, app)
+    task_group.start_soon(Worker(app, store, fast_options).run)
+    await client.start("with_session", instance_id="s1")
+    assert (await _ended(client, "s1")).status is InstanceStatus.FAILED  # sessions purged
+    state["fixed"] = True
+    await client.reset("s1", reason="model fixed")
+    assert await client.wait_for_completion("s1", timeout=20) == ["loaded on gpu", "used on gpu"]
