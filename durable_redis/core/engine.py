@@ -157,6 +157,7 @@ class ReplayEngine:
         # on replay: a replayed command keeps the one recorded)
         self.trace: dict[str, str] | None = None
         self.patches: dict[str, bool] = {}  # change id -> what patched() answered (sticks)
+        self.past_reset = False  # the code runs past an ExecutionReset (default_id)
 
     # -- positions ------------------------------------------------------------------------------
     @property
@@ -166,6 +167,20 @@ class ReplayEngine:
     @property
     def is_replaying(self) -> bool:
         return self.replaying
+
+    @property
+    def default_id(self) -> str:
+        """The part of a default child or detached orchestration id that makes it unique:
+        the next event id; from a reset point on, ``<execution>.<event id>``, so the new
+        execution never takes an id the execution it replaced used (docs/deploying.md)."""
+        at_reset = self.cursor < len(self.events) and isinstance(
+            self.events[self.cursor], ev.ExecutionReset
+        )
+        if (self.past_reset or at_reset) and self.state.started is not None:
+            # at the reset event, the command about to pass it gets the id after it
+            event_id = self.next_event_id + (1 if at_reset else 0)
+            return f"{self.state.started.execution_id}.{event_id}"
+        return str(self.next_event_id)
 
     @property
     def next_event_id(self) -> int:
@@ -228,6 +243,7 @@ class ReplayEngine:
         ):
             self.current_ms = self.events[self.cursor].timestamp_ms
             self.cursor += 1
+            self.past_reset = True
             if self.cursor >= self.base_len:
                 self.replaying = False
 
@@ -369,7 +385,7 @@ class ReplayEngine:
             case ev.OrchestrationCancelRequested(reason=reason):
                 self.fail("cancelled", "OrchestrationCancelled", reason or "cancel requested")
             case ev.ExecutionReset():
-                pass  # the reset point met while the code waits: nothing to resolve
+                self.past_reset = True  # met while the code waits: nothing to resolve
             case _:  # pragma: no cover - replay() only delivers input events
                 raise AssertionError(f"not an input event: {event!r}")
 

@@ -4,6 +4,7 @@ tests/test_cli.py / tests/ops; the real-process story in tests/e2e/test_e2e_depl
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from typing import Any
 
@@ -221,3 +222,41 @@ async def test_a_reset_instance_keeps_using_the_sessions_open_at_its_point(
     state["fixed"] = True
     await client.reset("s1", reason="model fixed")
     assert await client.wait_for_completion("s1", timeout=20) == ["loaded on gpu", "used on gpu"]
+
+
+async def test_a_reset_parent_starts_its_child_again_under_a_new_id(
+    store: RedisStore, task_group: anyio.abc.TaskGroup, fast_options: WorkerOptions
+) -> None:
+    app = App("reset-children")
+    state = {"fixed": False}
+
+    @app.activity
+    def work(ctx: ActivityContext, n: int) -> int:
+        if not state["fixed"]:
+            raise RuntimeError("not yet")
+        return n * 10
+
+    @app.orchestration(name="child")
+    async def child(ctx: OrchestrationContext, n: int) -> int:
+        return int(await ctx.call_activity(work, n))
+
+    @app.orchestration(name="parent")
+    async def parent(ctx: OrchestrationContext) -> list[int]:
+        await ctx.wait_for_event("go")
+        return list(await asyncio.gather(*(ctx.call_sub_orchestration(child, n) for n in (1, 2))))
+
+    client = Client(store, app)
+    task_group.start_soon(Worker(app, store, fast_options).run)
+    await client.start("parent", instance_id="p")
+    await client.raise_event("p", "go")
+    assert (await _ended(client, "p")).status is InstanceStatus.FAILED
+    first = [e.instance_id for e in await client.get_history("p") if hasattr(e, "instance_id")]
+    assert first == ["p", "p:sub:4", "p:sub:5"]
+    state["fixed"] = True
+    await client.reset("p", reason="children fixed")  # before the children failed
+    assert await client.wait_for_completion("p", timeout=20) == [10, 20]
+    again = [e.instance_id for e in await client.get_history("p") if hasattr(e, "instance_id")]
+    assert again == ["p", "p:sub:2.5", "p:sub:2.6"]  # not the failed children's ids
+    for old in ("p:sub:4", "p:sub:5"):  # the old children are still there, as they ended
+        old_state = await client.get_status(old)  # (one failed, the other was cancelled)
+        assert old_state is not None and old_state.status.is_terminal
