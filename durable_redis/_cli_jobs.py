@@ -1,5 +1,6 @@
 """The job commands of ``durable-redis``: ``enqueue``, ``jobs``, ``job status|cancel|retry``,
-``schedules [list|pause|resume|trigger|delete] [NAME]``, ``queues [list|pause|resume] [NAME]``.
+``schedules [list|pause|resume|trigger|delete] [NAME]``,
+``queues [list|status|pause|resume|drain] [NAME] [--wait] [--timeout S]``.
 
 Registered by ``cli.py`` with :func:`add_job_commands`; run with :func:`run_job_command`.
 Exit codes: 0 ok, 1 the job failed / was cancelled / is unknown, 3 ``--wait`` timed out.
@@ -61,9 +62,16 @@ def add_job_commands(command: Callable[[str, str], argparse.ArgumentParser]) -> 
     )
     p.add_argument("name", nargs="?", default=None, help="the schedule (all but list)")
 
-    p = command("queues", "list, pause or resume job queues")
-    p.add_argument("action", nargs="?", default="list", choices=["list", "pause", "resume"])
-    p.add_argument("name", nargs="?", default=None, help="the queue (pause, resume)")
+    p = command("queues", "list, pause, resume or drain queues (jobs and activities)")
+    p.add_argument(
+        "action",
+        nargs="?",
+        default="list",
+        choices=["list", "status", "pause", "resume", "drain"],
+    )
+    p.add_argument("name", nargs="?", default=None, help="the queue (all but list)")
+    p.add_argument("--wait", action="store_true", help="drain: wait until nothing runs")
+    p.add_argument("--timeout", type=float, default=None, help="drain --wait: give up after")
 
 
 async def _queues(client: Any, args: argparse.Namespace, emit: Emit) -> int:
@@ -77,6 +85,12 @@ async def _queues(client: Any, args: argparse.Namespace, emit: Emit) -> int:
         return 0
     if not args.name:
         raise UsageError(f"queues {args.action} needs a queue name")
+    if args.action == "drain":
+        return await _drain(client, args, emit)
+    if args.action == "status":
+        status = await client.queue_status(args.name)
+        emit(args, {**plain(status), "running": status.running}, _status_text(status))
+        return 0
     if args.action == "pause":
         was = await client.pause_queue(args.name)
         text = f"queue {args.name} " + ("was paused already" if was else "paused")
@@ -86,6 +100,28 @@ async def _queues(client: Any, args: argparse.Namespace, emit: Emit) -> int:
     text = f"queue {args.name} " + ("resumed" if was else "was not paused")
     emit(args, {"queue": args.name, "paused": False, "was_paused": was}, text)
     return 0
+
+
+async def _drain(client: Any, args: argparse.Namespace, emit: Emit) -> int:
+    """Pause the queue, then report (or with --wait await) its in-flight work; exit 1 when
+    --timeout ran out with work still running (the queue stays paused)."""
+    try:
+        status = await client.drain_queue(args.name, wait=args.wait, timeout=args.timeout)
+        code = 0
+    except TimeoutError:
+        status, code = await client.queue_status(args.name), 1
+    state = "drained" if status.running == 0 else f"draining, {status.running} running"
+    text = f"queue {args.name} paused, {state} ({_status_text(status)})"
+    emit(args, {**plain(status), "running": status.running}, text)
+    return code
+
+
+def _status_text(status: Any) -> str:
+    paused = "  PAUSED" if status.paused else ""
+    return (
+        f"{status.name}  jobs running {status.jobs_running}  activities running "
+        f"{status.work_running}  ready {status.work_ready}  delayed {status.work_delayed}{paused}"
+    )
 
 
 def _schedule_text(s: Any) -> str:

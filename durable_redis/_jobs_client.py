@@ -388,18 +388,19 @@ class JobsClientMixin:
 
     # -- queues --------------------------------------------------------------------------------
     async def pause_queue(self, queue: str) -> bool:
-        """Pause a job queue: its jobs (and new ones) stay queued, no worker fetches any;
-        running jobs finish. True if it was paused already."""
+        """Pause a queue: its jobs and activity work items (and new ones) stay queued, no
+        worker fetches any; running ones finish. True if it was paused already."""
         validate_queue(queue)
         await self._ensure_initialized()
         was: bool = await self._job_store().set_job_queue_paused(queue, True)
         return was
 
     async def resume_queue(self, queue: str) -> bool:
-        """Resume a paused job queue (its waiting workers are woken). True if it was paused."""
+        """Resume a paused queue (its waiting workers are woken). True if it was paused."""
         validate_queue(queue)
         await self._ensure_initialized()
         was: bool = await self._job_store().set_job_queue_paused(queue, False)
+        await self._job_store().queue_status(queue, wake=True)  # its activity work items too
         return was
 
     async def list_queues(self) -> list[JobQueueInfo]:

@@ -163,7 +163,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--processes", type=int, default=1, help="worker processes to start")
     p.add_argument("--max-sessions", type=int, default=None, help="sessions per worker")
     p.add_argument(
-        "--queues", default=None, help="job queues to serve, comma-separated (default: default)"
+        "--queues",
+        default=None,
+        help="queues to serve (jobs and activities), comma-separated (default: default)",
     )
     p.add_argument(
         "--orchestration-concurrency", type=int, default=None, help="turns at once per process"

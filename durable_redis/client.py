@@ -23,6 +23,7 @@ import anyio
 from durable_redis import core
 from durable_redis._client_messaging import ClientMessagingMixin
 from durable_redis._jobs_client import JobsClientMixin
+from durable_redis._queues_client import QueueControlMixin
 from durable_redis._schedules_client import SchedulesClientMixin
 from durable_redis.errors import (
     CodecError,
@@ -137,7 +138,7 @@ def _seconds(value: float | timedelta | None) -> float | None:
     return float(value)
 
 
-class Client(ClientMessagingMixin, JobsClientMixin, SchedulesClientMixin):
+class Client(ClientMessagingMixin, JobsClientMixin, SchedulesClientMixin, QueueControlMixin):
     """Talks to the store on behalf of applications; never runs orchestration code.
 
     Background jobs (``enqueue``, ``enqueue_many``, ``get_job``, ``list_jobs``, ``cancel_job``,

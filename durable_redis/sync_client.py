@@ -25,6 +25,7 @@ from typing import Any, Generic, TypeVar
 from durable_redis._jobs_client import DEFAULT_RESULT_TTL, JobHandle, JobStatus
 from durable_redis.client import Client, InstanceState
 from durable_redis.core.retry import RetryPolicy
+from durable_redis.storage.activities import QueueStatus
 from durable_redis.storage.base import ExistingInstancePolicy
 from durable_redis.storage.job_types import ExistingJobPolicy, JobQueueInfo, JobState
 
@@ -200,6 +201,14 @@ class SyncClient:
 
     def list_queues(self) -> list[JobQueueInfo]:
         return self._loop.run(self._client.list_queues())
+
+    def queue_status(self, queue: str) -> QueueStatus:
+        return self._loop.run(self._client.queue_status(queue))
+
+    def drain_queue(
+        self, queue: str, *, wait: bool = False, timeout: float | None = None
+    ) -> QueueStatus:
+        return self._loop.run(self._client.drain_queue(queue, wait=wait, timeout=timeout))
 
     # -- orchestrations ------------------------------------------------------------------------
     def start(

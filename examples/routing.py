@@ -1,9 +1,17 @@
-"""Routing jobs: a "gpu" worker pool and a "default" one, and pausing a queue.
+"""Routing: a "gpu" worker pool and a "default" one, a session on the gpu pool, priorities,
+pausing and draining a queue.
 
 ``embed`` is registered on the "gpu" queue, ``thumbnail`` on "default"; one worker serves only
-"gpu", the other only "default", and each job runs where its queue says. Then "default" is
-paused: its new jobs stay queued (none lost, the gpu pool keeps working) until it is resumed.
-See docs/routing.md.
+"gpu", the other only "default", and each job runs where its queue says. An orchestration opens
+a session on "gpu": its model is loaded once by one gpu worker and every chunk is embedded
+there, while its ``thumbnail`` calls (one with a priority) run on the cpu pool. Then "default"
+is paused: its new jobs stay queued (none lost, the gpu pool keeps working) until it is resumed;
+"gpu" is drained (paused once its running work ended) and resumed. See docs/routing.md.
+
+TODO(integrator, issue 15): once the jobs engineer's per-key concurrency limit and rate limit
+land on main, add a per-tenant limit (at most N running per tenant) and a rate limit (R per
+second on an API key) here, with their check in ``ok`` below and the CI line in
+tests/test_examples.py.
 """
 
 from __future__ import annotations
@@ -13,7 +21,7 @@ import dataclasses
 import anyio
 from _support import FAST, finish, in_process_worker, redis_url, unique_namespace
 
-from durable_redis import ActivityContext, App, Client, JobState
+from durable_redis import ActivityContext, App, Client, JobState, OrchestrationContext
 
 app = App("routing")
 
@@ -26,6 +34,31 @@ def embed(ctx: ActivityContext, text: str) -> str:
 @app.activity  # queue "default"
 def thumbnail(ctx: ActivityContext, image: str) -> str:
     return ctx.worker_id
+
+
+_models: dict[str, str] = {}  # per worker process: the model each session loaded here
+
+
+@app.activity
+def load_model(ctx: ActivityContext, name: str) -> str:
+    _models[f"{ctx.instance_id}/{ctx.session_id}"] = name
+    return ctx.worker_id
+
+
+@app.activity
+def embed_chunk(ctx: ActivityContext, chunk: str) -> str:
+    model = _models[f"{ctx.instance_id}/{ctx.session_id}"]  # loaded by this same worker
+    return f"{ctx.worker_id}:{model}"
+
+
+@app.orchestration
+async def index_document(ctx: OrchestrationContext, chunks: list[str]) -> dict[str, object]:
+    session = await ctx.open_session(queue="gpu")  # claimed only by a worker serving "gpu"
+    loaded_on = await ctx.call_activity(load_model, "mini-embed", session=session)
+    vectors = [await ctx.call_activity(embed_chunk, c, session=session) for c in chunks]
+    await ctx.close_session(session)
+    cover = await ctx.call_activity(thumbnail, "cover.png", priority=10)  # first in "default"
+    return {"loaded_on": loaded_on, "embedded_on": sorted(set(vectors)), "cover": cover}
 
 
 async def main(url: str, namespace: str) -> dict[str, object]:
@@ -41,6 +74,8 @@ async def main(url: str, namespace: str) -> dict[str, object]:
         thumbs = await client.enqueue_many(thumbnail, [f"img{i}.png" for i in range(6)])
         out["embed"] = {await j.result(timeout=10) for j in embeds}
         out["thumb"] = {await j.result(timeout=10) for j in thumbs}
+        iid = await client.start(index_document, [f"chunk {i}" for i in range(4)])
+        out["document"] = await client.wait_for_completion(iid, timeout=20)
 
         await client.pause_queue("default")
         held = await client.enqueue_many(thumbnail, ["a.png", "b.png", "c.png"])
@@ -50,6 +85,9 @@ async def main(url: str, namespace: str) -> dict[str, object]:
         out["queues"] = {q.name: (q.ready, q.paused) for q in await client.list_queues()}
         await client.resume_queue("default")
         out["resumed"] = {await j.result(timeout=10) for j in held}
+        drained = await client.drain_queue("gpu", wait=True, timeout=10)
+        out["drained"] = (drained.paused, drained.running)
+        await client.resume_queue("gpu")
     return out
 
 
@@ -64,9 +102,16 @@ if __name__ == "__main__":
         and out["held"] == {JobState.QUEUED}
         and out["queues"] == {"default": (3, True), "gpu": (0, False)}
         and out["resumed"] == {"cpu-pool-1"}
+        and out["document"]
+        == {
+            "loaded_on": "gpu-pool-1",
+            "embedded_on": ["gpu-pool-1:mini-embed"],
+            "cover": "cpu-pool-1",
+        }
+        and out["drained"] == (True, 0)
     )
     finish(
         ok,
-        "6 embeddings on the gpu pool, 6 thumbnails on the cpu pool; "
-        "3 held by a pause ran after resume",
+        "6 embeddings on the gpu pool, 6 thumbnails on the cpu pool; a gpu session kept its "
+        "worker; 3 held by a pause ran after resume; gpu drained",
     )

@@ -1,6 +1,6 @@
 --[[
-abandon_work_item: give a leased work item back, visible again after delay_ms; count_attempt
-"0" gives back the attempt the fetch counted (never below 0).
+abandon_work_item: give a leased work item back to its queue, visible again after delay_ms;
+count_attempt "0" gives back the attempt the fetch counted (never below 0).
 
 KEYS
   1 pmeta          partition metadata HASH
@@ -35,12 +35,11 @@ if ARGV[5] == '0' then
   if a > 0 then redis.call('HSET', items, id .. '|a', fmt(a - 1)) end
 end
 local vis = now + tonumber(ARGV[4])
-local where = place_item(items, KEYS[4], KEYS[5], KEYS[6], id, vis, now)
-if where == 'plain' then
-  wake_now(KEYS[7])
-elseif where == 'session' then
-  wake_now(KEYS[8])
+local where, q = place_item(items, KEYS[4], KEYS[5], KEYS[6], id, vis, now)
+local marker = wq_marker_of(items, q, where)  -- its queue's (KEYS[7] / KEYS[8] for "default")
+if where == 'delayed' then
+  arm_marker(marker, vis, now)
 else
-  arm_marker(KEYS[7], vis, now)
+  wake_now(marker)
 end
 return {0}

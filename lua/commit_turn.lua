@@ -66,7 +66,9 @@ ARGV
   23 take_limit
   24 take_lock_ms
   25... n_events, events...;
-        n_work, (item_id, activity_key, session_id, visible_at, data) each;
+        n_work, (item_id, activity_key, session_id, visible_at, data) each; visible_at is
+          "<ms or empty>;<queue>;<priority>" for an item routed off "default" or prioritised
+          (docs/routing.md: an item of another queue is never taken by take_worker);
         n_cancel, item ids...;  n_open, session ids...;  n_close, session ids...;
         n_msgs, (group, target_iid, message_id, data, visible_at, create, name, version,
                  parent, has_input, input) each, group 0 = this instance, -1 = the outbox
@@ -224,22 +226,52 @@ end
 -- 5. work items, then cancelled work ----------------------------------------------------------
 local take_worker = ARGV[21]
 local take_left = 0
-if take_worker ~= '' and redis.call('ZCARD', ready) == 0 then
+if take_worker ~= '' and redis.call('ZCARD', ready) == 0
+   and redis.call('HEXISTS', KEYS[1], 'qp:default') == 0 then  -- a paused queue: none taken
   take_left = tonumber(ARGV[23])
 end
 local take_until = now + tonumber(ARGV[24] ~= '' and ARGV[24] or '0')
+-- new session work: wake the session's live owner (its own marker), if it has one we know
+local function wake_session_owner(iid, sid)
+  local sk = iid .. '\n' .. sid
+  local owner = redis.call('HGET', KEYS[30], sk .. '|o')
+  local until_ms = tonumber(redis.call('HGET', KEYS[30], sk .. '|u') or '0')
+  if owner and owner ~= '' and until_ms > now and wake[owner] then
+    wake_now(wake[owner])
+    redis.call('PEXPIRE', wake[owner], 3600000)
+    return true
+  end
+  return false
+end
 local taken = {}
 for _, w in ipairs(work) do
   local id, sid = w[1], w[3]
   if redis.call('HEXISTS', items, id .. '|d') == 0 then
-    local n = redis.call('INCR', KEYS[2])
+    -- w[4] is "<visible_at>" or, routed (docs/routing.md), "<visible_at>;<queue>;<priority>"
+    local vis_s, wq, wpr = string.match(w[4], '^([^;]*);([^;]*);(-?%d*)$')
+    if not vis_s then vis_s, wq, wpr = w[4], '', '' end
+    local n = redis.call('INCR', KEYS[2]) - tonumber(wpr ~= '' and wpr or '0') * 68719476736
     redis.call('HSET', items, id .. '|d', w[5], id .. '|i', iid, id .. '|k', w[2],
-               id .. '|s', sid, id .. '|a', '0', id .. '|n', n)
+               id .. '|s', sid, id .. '|a', '0', id .. '|n', fmt(n))
+    if wq ~= '' and wq ~= 'default' then
+      redis.call('HSET', items, id .. '|q', wq)
+      redis.call('SADD', string.sub(items, 1, #items - 8) .. 'jq:queues', wq)
+    end
     redis.call('SADD', KEYS[20], id)
     local vis = now
-    if w[4] ~= '' then vis = tonumber(w[4]) end
-    local where = place_item(items, ready, sready, delayed, id, vis, now)
-    if where == 'plain' and take_left > 0 then
+    if vis_s ~= '' then vis = tonumber(vis_s) end
+    local where, q = place_item(items, ready, sready, delayed, id, vis, now)
+    if q then
+      -- another queue: never taken here (the committing worker may not serve it); a paused
+      -- one's workers are not woken (its backlog must not make them fetch in vain)
+      if redis.call('HEXISTS', KEYS[1], 'qp:' .. q) == 1 then
+        -- paused: it stays queued, nobody is woken (resume_queue wakes its workers)
+      elseif where == 'delayed' then
+        arm_marker(wq_marker_of(items, q, where), vis, now)
+      elseif where == 'plain' or not wake_session_owner(iid, sid) then
+        wake_now(wq_marker_of(items, q, where))
+      end
+    elseif where == 'plain' and take_left > 0 and wpr == '' then
       take_left = take_left - 1
       redis.call('ZREM', ready, id)
       local tok = redis.call('INCR', KEYS[2]) .. ':' .. ARGV[22]
@@ -254,16 +286,8 @@ for _, w in ipairs(work) do
       wake_now(KEYS[28])
     elseif where == 'delayed' then
       arm_marker(KEYS[28], vis, now)
-    else
-      local sk = iid .. '\n' .. sid
-      local owner = redis.call('HGET', KEYS[30], sk .. '|o')
-      local until_ms = tonumber(redis.call('HGET', KEYS[30], sk .. '|u') or '0')
-      if owner and owner ~= '' and until_ms > now and wake[owner] then
-        wake_now(wake[owner])
-        redis.call('PEXPIRE', wake[owner], 3600000)
-      else
-        wake_now(KEYS[29])
-      end
+    elseif not wake_session_owner(iid, sid) then
+      wake_now(KEYS[29])
     end
   end
 end

@@ -1,11 +1,13 @@
 --[[
-fetch_work_items: lease up to `limit` activity work items, FIFO among the items this worker may
-take. Promotes due delayed items and reclaims expired leases first (at most 100 each).
+fetch_work_items: lease up to `limit` activity work items of the queues served (ARGV[10], in
+that order; a paused queue is skipped), by score (priority, then FIFO) among the items of each
+queue this worker may take. Promotes due delayed items and reclaims expired leases first (at
+most 100 each, of any queue; each goes back to its own queue, whose marker is woken).
 Plain mode (session_lock_ms "") takes non-session work only. Session mode also takes the work
 of sessions this worker owns (refreshing their lease) and, if claim_new is "1", the work of
 unowned or expired sessions, which it claims. Work of a session another live worker owns is
 skipped and never blocks the items behind it (within a window of `window` session items).
-A worker at its session limit (claim_new "0") names its sessions in ARGV[10...]: each one
+A worker at its session limit (claim_new "0") names its sessions in ARGV[11...]: each one
 no longer its own (closed by its orchestration, purged with it, or taken over) frees one claim of
 a new session in this very call, so a freed slot is reused at once, not at the next renewal.
 
@@ -13,8 +15,8 @@ KEYS
   1 pmeta          partition metadata HASH
   2 seq            partition sequence counter (lease epochs)
   3 wq_items       HASH of work items
-  4 wq_ready       ZSET plain work, FIFO seq
-  5 wq_sready      ZSET session work, FIFO seq
+  4 wq_ready       ZSET plain work, score (queue "default"; other queues' keys are named by
+  5 wq_sready      ZSET session work, score     wq_qkeys in the same partition)
   6 wq_delayed     ZSET work -> visible_at
   7 wq_leases      ZSET work -> lease deadline
   8 wq_marker      plain work wake-up marker
@@ -31,10 +33,11 @@ ARGV
   8 window            session items examined per call
   9 claim_budget      new sessions it may claim besides (claim_new "0"): slots found free
                       by the checks in other partitions of the same fetch
-  10... session keys "<iid>\n<sid>" to check (claim_new "0"; may be none)
+  10 queues         the queues served, comma-separated ("" = "default")
+  11... session keys "<iid>\n<sid>" to check (claim_new "0"; may be none)
 RETURNS
   {0, lease_until_ms, {item_id, token, iid, activity_key, session_id, data, attempt, ...},
-   {1-based positions among ARGV[10...] of the checked sessions CLOSED (gone or unowned)},
+   {1-based positions among ARGV[11...] of the checked sessions CLOSED (gone or unowned)},
    {positions of those TAKEN (another owner)}, new sessions claimed}
 STATUS
   0 OK, 2 NAMESPACE_MISSING
@@ -42,58 +45,67 @@ STATUS
 -- @include common
 if redis.call('HGET', KEYS[1], 'epoch') ~= ARGV[1] then return {2} end
 local now = server_now()
-local items, ready, sready, delayed, leases = KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+local items, delayed, leases = KEYS[3], KEYS[6], KEYS[7]
 local worker = ARGV[2]
 local limit = tonumber(ARGV[4])
 local deadline = now + tonumber(ARGV[5])
 local session_mode = ARGV[6] ~= ''
 local claim_new = ARGV[7] == '1'
-local session_wake = false
+local function paused(q) return redis.call('HEXISTS', KEYS[1], 'qp:' .. q) == 1 end
+-- the queues served, not paused: {name, ready, sready, marker, smarker}
+local served = {}
+for q in string.gmatch(ARGV[10] ~= '' and ARGV[10] or 'default', '[^,]+') do
+  if not paused(q) then
+    local r, sr, m, sm = wq_qkeys(items, q)
+    if q == 'default' then r, sr, m, sm = KEYS[4], KEYS[5], KEYS[8], KEYS[9] end
+    served[#served + 1] = {q, r, sr, m, sm}
+  end
+end
 -- checked sessions: each one gone frees a claim -------------------------------------------------
 local gone_closed, gone_taken = {}, {}
 local budget = tonumber(ARGV[9] or '0') or 0
-for k = 10, #ARGV do
+for k = 11, #ARGV do
   local owner = redis.call('HGET', KEYS[10], ARGV[k] .. '|o')
   if owner ~= worker then
     if owner and owner ~= '' then
-      gone_taken[#gone_taken + 1] = k - 9
+      gone_taken[#gone_taken + 1] = k - 10
     else
-      gone_closed[#gone_closed + 1] = k - 9
+      gone_closed[#gone_closed + 1] = k - 10
     end
     budget = budget + 1
   end
 end
 local claimed = 0
--- maintenance: due delayed work, expired leases ---------------------------------------------
+-- maintenance: due delayed work, expired leases (each back to its queue, its marker woken) ----
+local woken = {}
+local function replace(id)
+  local where, q = place_item(items, KEYS[4], KEYS[5], delayed, id, now, now)
+  local marker = wq_marker_of(items, q, where)
+  if not woken[marker] and not paused(q or 'default') then
+    woken[marker] = true
+    wake_now(marker)
+  end
+end
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', delayed, '-inf', fmt(now), 'LIMIT', 0, 100)) do
   redis.call('ZREM', delayed, id)
-  if place_item(items, ready, sready, delayed, id, now, now) == 'session' then
-    session_wake = true
-  end
+  replace(id)
 end
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', leases, '-inf', fmt(now), 'LIMIT', 0, 100)) do
   redis.call('ZREM', leases, id)
   redis.call('HDEL', items, id .. '|t', id .. '|w')
-  if place_item(items, ready, sready, delayed, id, now, now) == 'session' then
-    session_wake = true
-  end
-end
--- candidates in FIFO order ------------------------------------------------------------------
-local plain = redis.call('ZRANGE', ready, 0, limit - 1, 'WITHSCORES')
-local sess_c = {}
-if session_mode then
-  sess_c = redis.call('ZRANGE', sready, 0, tonumber(ARGV[8]) - 1, 'WITHSCORES')
+  replace(id)
 end
 local out = {}
 local taken = 0
 local decision = {}
 local function lease(id, zset)
   redis.call('ZREM', zset, id)
+  local f = redis.call('HMGET', items, id .. '|i', id .. '|k', id .. '|s', id .. '|d')
+  if not f[4] then return end  -- a stale id whose item is gone (an older worker's delete)
   local token = redis.call('INCR', KEYS[2]) .. ':' .. ARGV[3]
   local attempt = redis.call('HINCRBY', items, id .. '|a', 1)
   redis.call('HSET', items, id .. '|t', token, id .. '|w', worker)
   redis.call('ZADD', leases, fmt(deadline), id)
-  local f = redis.call('HMGET', items, id .. '|i', id .. '|k', id .. '|s', id .. '|d')
   out[#out + 1] = id
   out[#out + 1] = token
   out[#out + 1] = f[1]
@@ -105,6 +117,7 @@ local function lease(id, zset)
 end
 local function may_take_session(id)
   local f = redis.call('HMGET', items, id .. '|i', id .. '|s')
+  if not f[1] or not f[2] then return true end  -- a stale id: lease() drops it
   local sk = f[1] .. '\n' .. f[2]
   local d = decision[sk]
   if d == nil then
@@ -127,29 +140,42 @@ local function may_take_session(id)
   end
   return d
 end
-local i, j = 1, 1
-while taken < limit and (i <= #plain or j <= #sess_c) do
-  local use_plain
-  if i > #plain then
-    use_plain = false
-  elseif j > #sess_c then
-    use_plain = true
-  else
-    use_plain = tonumber(plain[i + 1]) <= tonumber(sess_c[j + 1])
+-- each queue in turn: candidates by score (priority, then FIFO), plain and session merged ----
+for _, q in ipairs(served) do
+  if taken >= limit then break end
+  local ready, sready = q[2], q[3]
+  local plain = redis.call('ZRANGE', ready, 0, limit - taken - 1, 'WITHSCORES')
+  local sess_c = {}
+  if session_mode then
+    sess_c = redis.call('ZRANGE', sready, 0, tonumber(ARGV[8]) - 1, 'WITHSCORES')
   end
-  if use_plain then
-    lease(plain[i], ready)
-    i = i + 2
-  else
-    if may_take_session(sess_c[j]) then lease(sess_c[j], sready) end
-    j = j + 2
+  local i, j = 1, 1
+  while taken < limit and (i <= #plain or j <= #sess_c) do
+    local use_plain
+    if i > #plain then
+      use_plain = false
+    elseif j > #sess_c then
+      use_plain = true
+    else
+      use_plain = tonumber(plain[i + 1]) <= tonumber(sess_c[j + 1])
+    end
+    if use_plain then
+      lease(plain[i], ready)
+      i = i + 2
+    else
+      if may_take_session(sess_c[j]) then lease(sess_c[j], sready) end
+      j = j + 2
+    end
   end
 end
 -- baton passing -------------------------------------------------------------------------------
-if redis.call('ZCARD', ready) > 0 then wake_now(KEYS[8]) end
-if session_wake or (limit > 0 and taken >= limit and redis.call('ZCARD', sready) > 0) then
-  wake_now(KEYS[9])
+for _, q in ipairs(served) do
+  if redis.call('ZCARD', q[2]) > 0 then wake_now(q[4]) end
+  if limit > 0 and taken >= limit and redis.call('ZCARD', q[3]) > 0 then wake_now(q[5]) end
 end
 local first = redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES')
-if #first > 0 then arm_marker(KEYS[8], tonumber(first[2]), now) end
+if #first > 0 then
+  arm_marker(wq_marker_of(items, redis.call('HGET', items, first[1] .. '|q'), 'delayed'),
+             tonumber(first[2]), now)
+end
 return {0, deadline, out, gone_closed, gone_taken, claimed}

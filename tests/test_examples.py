@@ -31,8 +31,8 @@ KEY_LINES = {
     "jobs.py": "OK: 101 e-mails sent, a charge retried twice, progress followed, one job deduped",
     "schedules.py": "OK: every tick ran once across 2 workers; paused, resumed, triggered; "
     "an orchestration started once per tick",
-    "routing.py": "OK: 6 embeddings on the gpu pool, 6 thumbnails on the cpu pool; 3 held by a "
-    "pause ran after resume",
+    "routing.py": "OK: 6 embeddings on the gpu pool, 6 thumbnails on the cpu pool; a gpu session "
+    "kept its worker; 3 held by a pause ran after resume; gpu drained",
 }
 
 pytestmark = pytest.mark.e2e

@@ -26,6 +26,7 @@ from durable_redis.errors import (
     ActivityTimeoutError,
     FailureDetails,
     InvalidIdError,
+    NotRegisteredError,
     TaskFailedError,
     ValidationError,
 )
@@ -146,6 +147,8 @@ class OrchestrationContext:
         retry: RetryPolicy | None = None,
         session: str | None = None,
         timeout: timedelta | float | None = None,
+        queue: str | None = None,
+        priority: int = 0,
     ) -> asyncio.Future[R]: ...
 
     @overload
@@ -157,6 +160,8 @@ class OrchestrationContext:
         retry: RetryPolicy | None = None,
         session: str | None = None,
         timeout: timedelta | float | None = None,
+        queue: str | None = None,
+        priority: int = 0,
     ) -> asyncio.Future[R]: ...
 
     @overload
@@ -168,6 +173,8 @@ class OrchestrationContext:
         retry: RetryPolicy | None = None,
         session: str | None = None,
         timeout: timedelta | float | None = None,
+        queue: str | None = None,
+        priority: int = 0,
     ) -> asyncio.Future[R]: ...
 
     @overload
@@ -179,6 +186,8 @@ class OrchestrationContext:
         retry: RetryPolicy | None = None,
         session: str | None = None,
         timeout: timedelta | float | None = None,
+        queue: str | None = None,
+        priority: int = 0,
     ) -> asyncio.Future[R]: ...
 
     @overload
@@ -190,6 +199,8 @@ class OrchestrationContext:
         retry: RetryPolicy | None = None,
         session: str | None = None,
         timeout: timedelta | float | None = None,
+        queue: str | None = None,
+        priority: int = 0,
     ) -> asyncio.Future[Any]: ...
 
     def call_activity(
@@ -200,15 +211,23 @@ class OrchestrationContext:
         retry: RetryPolicy | None = None,
         session: str | None = None,
         timeout: timedelta | float | None = None,
+        queue: str | None = None,
+        priority: int = 0,
     ) -> asyncio.Future[Any]:
         """Schedule an activity: by function, typed from its annotations (a wrong input type is
         a type error, the result has the function's return type); by name, ``Any``.
 
         ``retry`` retries failed attempts with durable back-off timers; ``timeout`` (or
         ``retry.timeout``) bounds each attempt; ``session`` pins it to an open session's worker.
+        ``queue`` (else the activity's registered queue, else ``"default"``) routes it to the
+        workers serving that queue; on a session, the session's queue applies (docs/routing.md).
+        ``priority`` (range +-32767): higher first within its queue, FIFO within a level.
         Failures raise ``ActivityFailedError`` / ``ActivityTimeoutError`` when awaited.
         """
-        return self._call_activity(activity, input, retry, session, timeout, local=False)
+        route = self._route(activity, session, queue, priority)
+        return self._call_activity(
+            activity, input, retry, session, timeout, local=False, route=route
+        )
 
     @overload
     def call_local_activity(
@@ -277,6 +296,7 @@ class OrchestrationContext:
         timeout: timedelta | float | None,
         *,
         local: bool,
+        route: tuple[str | None, int | None] = (None, None),
     ) -> asyncio.Future[Any]:
         if isinstance(activity, str):
             name, result_type = activity, Any
@@ -291,7 +311,7 @@ class OrchestrationContext:
         payload = self._engine.codec.encode(input)
         engine = self._engine
         first = engine.schedule_activity(
-            name, payload, session, 1, timeout_ms, result_type, local=local
+            name, payload, session, 1, timeout_ms, result_type, local=local, route=route
         )
         if retry is None and (timeout_ms is None or local):
             return first
@@ -316,10 +336,55 @@ class OrchestrationContext:
                     await engine.create_timer(engine.current_ms + delay_ms)
                 attempt += 1
                 future = engine.schedule_activity(
-                    name, payload, session, attempt, timeout_ms, result_type, first_id, local=local
+                    name,
+                    payload,
+                    session,
+                    attempt,
+                    timeout_ms,
+                    result_type,
+                    first_id,
+                    local=local,
+                    route=route,
                 )
 
         return self._loop.create_task(attempts(), name=f"activity:{name}")
+
+    def _route(
+        self,
+        activity: str | Callable[..., Any],
+        session: str | None,
+        queue: str | None,
+        priority: int,
+    ) -> tuple[str | None, int | None]:
+        """The (queue, priority) an activity call is recorded with (None: the default)."""
+        from durable_redis.core.jobs import MAX_PRIORITY, validate_queue
+
+        if queue is not None:
+            validate_queue(queue)
+        if (
+            not isinstance(priority, int)
+            or isinstance(priority, bool)
+            or abs(priority) > MAX_PRIORITY
+        ):
+            raise ValidationError(
+                f"priority must be an int within +-{MAX_PRIORITY}, got {priority!r}"
+            )
+        chosen = queue if queue is not None else self._registered_queue(activity)
+        if session is not None:
+            chosen = self._engine.session_queue(session, chosen, explicit=queue is not None)
+        if chosen == "default":
+            chosen = None
+        return chosen, (priority or None)
+
+    def _registered_queue(self, activity: str | Callable[..., Any]) -> str | None:
+        """The queue ``@app.activity(queue=)`` gave the activity (by name: as this worker's
+        app registers it; unknown here: None)."""
+        if not isinstance(activity, str):
+            return activity_metadata(activity).queue
+        try:
+            return self._engine.app.get_activity(activity).queue
+        except NotRegisteredError:  # not in this app: the call's queue, else "default"
+            return None
 
     async def _with_timeout(self, future: asyncio.Future[T], timeout_ms: int, name: str) -> T:
         timer = self._engine.create_timer(self._engine.current_ms + timeout_ms)
@@ -521,13 +586,19 @@ class OrchestrationContext:
         encoded = None if status is None else self._engine.codec.encode(status)
         self._engine.command(ev.CustomStatusSet, status=encoded)
 
-    def open_session(self) -> asyncio.Future[str]:
-        """Open a session with a new deterministic id; activities on it share one worker."""
-        return self._engine.open_session(f"session-{self._engine.next_event_id}", explicit=False)
+    def open_session(self, *, queue: str | None = None) -> asyncio.Future[str]:
+        """Open a session with a new deterministic id; activities on it share one worker.
+        ``queue``: the session's queue (only a worker serving it claims the session, and all
+        its activities run there); without one, the queue of its first activity call."""
+        return self._engine.open_session(
+            f"session-{self._engine.next_event_id}", explicit=False, queue=_session_queue(queue)
+        )
 
-    def open_session_with_id(self, session_id: str) -> asyncio.Future[str]:
-        """Open ``session_id`` (a no-op if it is already open)."""
-        return self._engine.open_session(session_id, explicit=True)
+    def open_session_with_id(
+        self, session_id: str, *, queue: str | None = None
+    ) -> asyncio.Future[str]:
+        """Open ``session_id`` (a no-op if it is already open); ``queue`` as ``open_session``."""
+        return self._engine.open_session(session_id, explicit=True, queue=_session_queue(queue))
 
     def close_session(self, session_id: str) -> asyncio.Future[None]:
         """Close a session (a no-op for an unknown one); its in-flight activities are cancelled."""
@@ -621,3 +692,9 @@ def _change_id(change_id: object) -> str:
     if not isinstance(change_id, str) or not change_id or len(change_id) > 200:
         raise ValidationError(f"a patch change id is a str of 1 to 200 chars, not {change_id!r}")
     return change_id
+
+
+def _session_queue(queue: str | None) -> str | None:
+    from durable_redis.core.jobs import validate_queue
+
+    return None if queue is None else validate_queue(queue)

@@ -142,6 +142,7 @@ class ReplayEngine:
         self.buffered: dict[str, deque[bytes]] = {}
         self.loop_timers: dict[int, asyncio.Future[None]] = {}  # id(TimerHandle) -> timer
         self.open_sessions: set[str] = set()
+        self.session_queues: dict[str, str] = {}  # open session -> its queue, once known
         self.last_activity_id = 0  # event id of the newest ActivityScheduled command
         # talking to running orchestrations (docs/messaging.md)
         self.max_events: int = getattr(app, "max_history_events", DEFAULT_MAX_HISTORY_EVENTS)
@@ -454,7 +455,9 @@ class ReplayEngine:
         result_type: Any,
         first_attempt_id: int | None = None,
         local: bool = False,
+        route: tuple[str | None, int | None] = (None, None),
     ) -> asyncio.Future[Any]:
+        queue, priority = (None, None) if local else route
         event = self.command(
             ev.ActivityScheduled,
             name=name,
@@ -465,7 +468,11 @@ class ReplayEngine:
             first_attempt_id=first_attempt_id,
             trace=self.trace,
             local=True if local else None,
+            queue=queue,
+            priority=priority,
         )
+        if session and session not in self.session_queues:
+            self.session_queues[session] = event.queue or "default"
         future: asyncio.Future[Any] = self.loop.create_future()
         source_id = event.event_id
         self.last_activity_id = source_id
@@ -658,7 +665,25 @@ class ReplayEngine:
                 f"(open: {sorted(self.open_sessions)}); call ctx.open_session() first",
             )
 
-    def open_session(self, session_id: str, *, explicit: bool) -> asyncio.Future[str]:
+    def session_queue(self, session_id: str, wanted: str | None, *, explicit: bool) -> str:
+        """The queue of an activity called on ``session_id``: the session's (opened with one,
+        or fixed by its first activity); a call naming another queue is a configuration
+        error (its worker could never run it: the session's owner serves the session's)."""
+        known = self.session_queues.get(session_id)
+        if known is None:
+            return wanted or "default"
+        if explicit and wanted != known:
+            self.fail(
+                "configuration",
+                "SessionQueueError",
+                f"activity called with queue={wanted!r} on session {session_id!r}, which runs on "
+                f"queue {known!r}: a session's activities all run on its queue",
+            )
+        return known
+
+    def open_session(
+        self, session_id: str, *, explicit: bool, queue: str | None = None
+    ) -> asyncio.Future[str]:
         future: asyncio.Future[str] = self.loop.create_future()
         if explicit and not _valid_session_id(session_id):
             self.fail(
@@ -675,8 +700,12 @@ class ReplayEngine:
                     f"cannot open session {session_id!r}: {len(self.open_sessions)} sessions are "
                     f"open and max_sessions_per_orchestration is {self.max_sessions}",
                 )
-            self.command(ev.SessionOpened, session_id=session_id)
+            opened = self.command(
+                ev.SessionOpened, session_id=session_id, queue=None if queue == "default" else queue
+            )
             self.open_sessions.add(session_id)
+            if opened.queue is not None or queue is not None:
+                self.session_queues[session_id] = opened.queue or "default"
         future.set_result(session_id)
         return future
 
@@ -685,6 +714,7 @@ class ReplayEngine:
         if session_id in self.open_sessions:
             self.command(ev.SessionClosed, session_id=session_id)
             self.open_sessions.discard(session_id)
+            self.session_queues.pop(session_id, None)
             for source_id, session in sorted(self.activity_sessions.items()):
                 if session == session_id:
                     self._fail_for_closed_session(source_id, session_id)

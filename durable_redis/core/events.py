@@ -131,6 +131,8 @@ class ActivityScheduled(_Event):
     first_attempt_id: int | None = None  # a retry: the activity id of the call's first attempt
     trace: dict[str, str] | None = field(default=None, hash=False)  # of the turn that scheduled it
     local: bool | None = None  # True: ctx.call_local_activity (run inside the turn, not dispatched)
+    queue: str | None = None  # the work item's queue (None = "default"; docs/routing.md)
+    priority: int | None = None  # higher first within its queue (None = 0)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -249,6 +251,7 @@ class SessionOpened(_Event):
     """Command. Session ``session_id`` opened for this instance."""
 
     session_id: str
+    queue: str | None = None  # the session's queue, if opened with one (docs/routing.md)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -454,7 +457,11 @@ _SHORT_FIELDS = (
 
 def describe_event(event: HistoryEvent) -> str:
     """A short human description, used in NondeterminismError messages."""
-    parts = [f"{f}={getattr(event, f)!r}" for f in _SHORT_FIELDS if hasattr(event, f)]
+    parts = [
+        f"{f}={getattr(event, f)!r}"
+        for f in _SHORT_FIELDS
+        if hasattr(event, f) and not (f == "queue" and getattr(event, f) is None)
+    ]
     if isinstance(event, ActivityScheduled | SubOrchestrationScheduled):
         parts.append(f"input={_preview(event.input)}")
     return f"{type(event).__name__}({', '.join(parts)})"

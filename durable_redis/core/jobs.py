@@ -49,6 +49,9 @@ _QUEUE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 DEFAULT_QUEUE = "default"
 
 
+MAX_PRIORITY = (1 << 15) - 1  # |priority| of a job or an activity call (exact in a ZSET score)
+
+
 def validate_queue(value: object) -> str:
     """A queue's name: 1-64 of A-Z a-z 0-9 _ . - (it becomes part of Redis keys)."""
     if not isinstance(value, str) or not _QUEUE_NAME.fullmatch(value):

@@ -185,6 +185,8 @@ class ActivityTask:
     orchestration_name: str = ""
     first_attempt_id: int | None = None  # retries: the activity id of the first attempt
     trace: dict[str, str] | None = field(default=None, hash=False)  # W3C trace context
+    queue: str | None = None  # the work item's queue (None = "default")
+    priority: int | None = None  # within its queue, higher first (None = 0)
 
     @property
     def activity_key(self) -> str:

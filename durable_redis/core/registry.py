@@ -304,9 +304,9 @@ class App:
         queue: str = "default",
     ) -> Any:
         """Register ``fn(ctx: ActivityContext, input)``, sync or async. ``queue``: the queue
-        its jobs go to (``client.enqueue(..., queue=)`` overrides it); only workers serving it
-        (``WorkerOptions.queues``) run them. Activities called by orchestrations are not
-        routed by queue yet."""
+        of its jobs and of its calls from orchestrations (``client.enqueue(..., queue=)`` and
+        ``ctx.call_activity(..., queue=)`` override it); only workers serving it
+        (``WorkerOptions.queues``) run them. See docs/routing.md."""
         from durable_redis.core.jobs import validate_queue
 
         validate_queue(queue)

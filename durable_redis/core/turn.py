@@ -576,6 +576,8 @@ def _result_from(
                         first_attempt_id=event.first_attempt_id,
                         orchestration_name=name,
                         trace=event.trace,
+                        queue=event.queue,
+                        priority=event.priority,
                     )
                 )
             case ev.ActivityCancelRequested():

@@ -57,6 +57,7 @@ _MAX_FORM_BYTES = 256 * 1024
 _JOBS_MAX = 1000  # rows of the jobs page ("show more" doubles up to this)
 _JOB_ACTIONS = ("cancel-job", "retry-job")
 _SCHEDULE_ACTIONS = ("pause-schedule", "resume-schedule", "trigger-schedule")
+_QUEUE_ACTIONS = ("pause-queue", "resume-queue", "drain-queue")
 _CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
@@ -288,6 +289,10 @@ def create_app(
         data = await views.schedules_page(await src.client())
         return render(request, "schedules.html", data)
 
+    async def queues(request: Request) -> Response:
+        data = await views.queues_page(await src.client())
+        return render(request, "queues.html", data)
+
     async def workers(request: Request) -> Response:
         data = await views.workers_page(await src.store())
         return render(request, "workers.html", data)
@@ -328,6 +333,8 @@ def create_app(
         client = await src.client()
         if kind in _JOB_ACTIONS or kind in _SCHEDULE_ACTIONS:
             return await job_or_schedule_action(request, client, kind, form)
+        if kind in _QUEUE_ACTIONS:
+            return await queue_action(request, client, kind, form.get("queue", ""))
         instance_id = form.get("instance_id", "")
         if kind == "cancel":
             await client.cancel(instance_id, form.get("reason") or "cancelled from the dashboard")
@@ -396,6 +403,25 @@ def create_app(
         target = f"{base(request)}/schedules?" + urlencode({"msg": msg})
         return RedirectResponse(target, status_code=303)
 
+    async def queue_action(request: Request, client: Any, kind: str, name: str) -> Response:
+        """Pause / resume / drain a queue (drain: pause, and say what still runs; the page
+        shows when it reaches 0); back to the Queues page with what happened."""
+        try:
+            if kind == "pause-queue":
+                was = await client.pause_queue(name)
+                msg = f"queue {name!r} " + ("was paused already" if was else "paused")
+            elif kind == "resume-queue":
+                was = await client.resume_queue(name)
+                msg = f"queue {name!r} " + ("resumed" if was else "was not paused")
+            else:
+                status = await client.drain_queue(name)
+                state = "drained" if status.running == 0 else f"{status.running} still running"
+                msg = f"queue {name!r} paused for draining: {state}"
+        except DurableRedisError as exc:
+            msg = f"{type(exc).__name__}: {exc}"
+        target = f"{base(request)}/queues?" + urlencode({"msg": msg})
+        return RedirectResponse(target, status_code=303)
+
     def _back(request: Request, item_id: str, msg: str, page: str = "instance") -> Response:
         query = urlencode({"id": item_id, "msg": msg})
         return RedirectResponse(f"{base(request)}/{page}?{query}", status_code=303)
@@ -408,6 +434,7 @@ def create_app(
         Route("/jobs", secured(jobs), name="jobs"),
         Route("/job", secured(job), name="job"),
         Route("/schedules", secured(schedules), name="schedules"),
+        Route("/queues", secured(queues), name="queues"),
         Route("/workers", secured(workers), name="workers"),
         Route("/api/overview", secured(api_overview)),
         Route("/api/workers", secured(api_workers)),

@@ -472,3 +472,36 @@ async def schedules_page(client: Any) -> dict[str, Any]:
             )
         )
     return {"schedules": rows}
+
+
+@dataclass(frozen=True, slots=True)
+class QueueRow:
+    name: str
+    jobs_ready: int
+    jobs_delayed: int
+    work_ready: int  # activity work items (plain and session)
+    work_delayed: int
+    running: int  # jobs and activities leased
+    paused: bool
+
+
+async def queues_page(client: Any) -> dict[str, Any]:
+    """Every queue known (jobs enqueued to it, activities routed to it, or paused), and
+    "default": its jobs and activity work, what runs, and whether it is paused."""
+    jobs = {q.name: q for q in await client.list_queues()}
+    rows = []
+    for name in sorted({"default", *jobs}):
+        status = await client.queue_status(name)
+        info = jobs.get(name)
+        rows.append(
+            QueueRow(
+                name=name,
+                jobs_ready=info.ready if info else 0,
+                jobs_delayed=info.delayed if info else 0,
+                work_ready=status.work_ready,
+                work_delayed=status.work_delayed,
+                running=status.running,
+                paused=status.paused,
+            )
+        )
+    return {"queues": rows}

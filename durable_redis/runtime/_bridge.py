@@ -307,6 +307,8 @@ def to_commit(result: Any) -> TurnCommit:
             data=core.encode_task(task),
             session_id=task.session_id,
             visible_at_ms=getattr(task, "visible_at_ms", None),
+            queue=task.queue,
+            priority=task.priority or 0,
         )
         for task in result.activities
     ]

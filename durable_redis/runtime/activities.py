@@ -180,6 +180,7 @@ class ActivityDispatcher:
                     session_lock_ms=session_lock_ms,
                     claim_new_sessions=claim_new,
                     check_sessions=check,
+                    queues=options.queues,
                 )
             except NamespaceMissingError:
                 raise  # the worker stops: nothing here may re-create a vanished namespace

@@ -39,8 +39,9 @@ class WorkerOptions:
     - ``batch_size``: most work items leased by one fetch.
     - ``job_concurrency``: jobs (``client.enqueue``) run at once; ``0`` = this worker runs no
       jobs. ``job_batch_size``: most jobs leased by one fetch (acks are batched too).
-    - ``queues``: the job queues this worker serves (``@app.activity(queue=)``,
-      ``client.enqueue(..., queue=)``); it never fetches a job of another queue, and one
+    - ``queues``: the queues this worker serves, for jobs and activity work items alike
+      (``@app.activity(queue=)``, ``client.enqueue(..., queue=)``, ``ctx.call_activity(...,
+      queue=)``, sessions opened for a queue); it never fetches work of another queue, and one
       blocking wait covers all of them. Default ``("default",)``. See docs/routing.md.
     - ``lock_timeout``: lease of an orchestration turn or an activity; a crashed worker's work is
       retried elsewhere after this. ``renewal_interval`` (default a third of it) renews leases

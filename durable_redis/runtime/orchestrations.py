@@ -529,7 +529,10 @@ class OrchestrationDispatcher:
     async def _commit(self, lease: OrchestrationLease, commit: Any) -> bool:
         """Commit; False if the lease was lost (nothing stored)."""
         activities = self.activities
-        limit = activities.reserve_take() if activities is not None else 0
+        # a commit's new work items are taken inline only by a worker serving "default" (items
+        # of other queues never are: commit_turn leaves them to the workers serving them)
+        serves_default = "default" in self._options.queues
+        limit = activities.reserve_take() if activities is not None and serves_default else 0
         try:
             if limit > 0:
                 take = WorkTake(self._worker_id, limit, self._options.lock_ms)

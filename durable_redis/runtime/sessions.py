@@ -218,7 +218,7 @@ class SessionManager:
                 for run in list(entry.active):
                     run.cancel(f"session released: {reason}")
         try:
-            await self._store.release_sessions(self._worker_id, refs)
+            await self._store.release_sessions(self._worker_id, refs, self._options.queues)
         except StoreError:
             logger.exception("releasing %d sessions failed; their leases will expire", len(refs))
             return

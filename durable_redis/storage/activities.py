@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from durable_redis.storage._replies import _opt, _s, _work_leases
@@ -20,8 +21,29 @@ from durable_redis.storage.redis_base import RedisStoreBase
 from durable_redis.storage.scripts import Status, raise_for_status
 
 
+@dataclass(frozen=True, slots=True)
+class QueueStatus:
+    """One queue, summed over the partitions: activity work items ready (plain and session),
+    delayed and leased (running), jobs leased (running), and ``paused`` (in every partition).
+    Jobs ready and delayed are ``JobQueueInfo``'s (``client.list_queues``)."""
+
+    name: str
+    paused: bool
+    work_ready: int
+    work_delayed: int
+    work_running: int
+    jobs_running: int
+
+    @property
+    def running(self) -> int:
+        """Work in flight on this queue: leased jobs and work items (0 = drained)."""
+        return self.work_running + self.jobs_running
+
+
 class ActivityQueueMixin(RedisStoreBase):
     """Work items (activities) and the sessions that pin them to a worker."""
+
+    _wq_rr = -1  # the queue a multi-queue fetch starts with rotates on each fetch
 
     # -- activity queue ----------------------------------------------------------------------
 
@@ -35,26 +57,34 @@ class ActivityQueueMixin(RedisStoreBase):
         session_lock_ms: int | None = None,
         claim_new_sessions: bool = True,
         check_sessions: Sequence[SessionRef] = (),
+        queues: Sequence[str] = ("default",),
     ) -> WorkBatch:
         await self._ready()
         validate_id("worker id", worker_id)
+        served = _queues_arg(queues)
         if limit < 1:
             raise ValueError("limit must be >= 1")
         checks: dict[int, list[SessionRef]] = {}
         if session_lock_ms is not None and not claim_new_sessions:
             for pk, group in self._by_partition(check_sessions, lambda s: s.instance_id):
                 checks[pk.index] = group
+        # one blocking wait covers every queue served: the markers of all of them, everywhere
         markers: list[str] = []
         for pk in self._parts:
-            markers.append(pk.wq_marker)
+            for queue in served:
+                _, _, marker, smarker = pk.wq_queue_keys(queue)
+                markers.append(marker)
+                if session_lock_ms is not None and (claim_new_sessions or checks):
+                    markers.append(smarker)
             if session_lock_ms is not None:
-                if claim_new_sessions or checks:
-                    markers.append(pk.wq_smarker)
                 markers.append(pk.wq_wake(worker_id))
 
         async def attempt() -> WorkBatch:
+            # the queue that goes first turns per call: a busy queue cannot starve the others
+            self._wq_rr = (self._wq_rr + 1) % len(served)
+            order = ",".join(served[self._wq_rr :] + served[: self._wq_rr])
             return await self._try_fetch_work(
-                worker_id, limit, lock_ms, session_lock_ms, claim_new_sessions, checks
+                worker_id, limit, lock_ms, session_lock_ms, claim_new_sessions, checks, order
             )
 
         items: WorkBatch = await self._fetch_waiting(markers, wait_ms, attempt)
@@ -68,6 +98,7 @@ class ActivityQueueMixin(RedisStoreBase):
         session_lock_ms: int | None,
         claim_new: bool,
         checks: dict[int, list[SessionRef]],
+        order: str = "default",
     ) -> WorkBatch:
         epoch = await self._ready()
         out: list[WorkItemLease] = []
@@ -105,6 +136,7 @@ class ActivityQueueMixin(RedisStoreBase):
                     "1" if claim_new else "0",
                     self._session_window,
                     budget,
+                    order,
                     *[session_key(s.instance_id, s.session_id) for s in checked],
                 ],
             )
@@ -216,6 +248,27 @@ class ActivityQueueMixin(RedisStoreBase):
         if reply[0] != Status.OK:
             raise_for_status("abandon_work_item", reply, lease.item_id.replace("\n", "/"))
 
+    async def queue_status(self, queue: str, *, wake: bool = False) -> QueueStatus:
+        """The state of ``queue`` for jobs and work items (one script per partition; it reads
+        the partition's leases and delayed items, so it costs O(in flight + delayed)). With
+        ``wake`` (after a resume) it wakes the workers waiting on its work items."""
+        from durable_redis.core.jobs import validate_queue
+
+        validate_queue(queue)
+        epoch = await self._ready()
+        paused, totals = 0, [0, 0, 0, 0]
+        for pk in self._parts:
+            reply = await self._eval(
+                "queue_status",
+                [pk.pmeta, pk.wq_items, pk.wq_delayed, pk.wq_leases, pk.jq_jobs, pk.jq_leases],
+                [epoch, queue, "1" if wake else "0"],
+            )
+            if reply[0] != Status.OK:
+                raise_for_status("queue_status", reply, queue)
+            paused += int(reply[1])
+            totals = [t + int(x) for t, x in zip(totals, reply[2:6], strict=True)]
+        return QueueStatus(queue, paused == len(self._parts), *totals)
+
     # -- sessions ----------------------------------------------------------------------------
 
     async def renew_sessions(
@@ -242,13 +295,58 @@ class ActivityQueueMixin(RedisStoreBase):
                 closed += [group[int(i) - 1] for i in reply[2]]
         return LostSessions(lost, closed)
 
-    async def release_sessions(self, worker_id: str, sessions: Sequence[SessionRef]) -> None:
+    async def release_sessions(
+        self,
+        worker_id: str,
+        sessions: Sequence[SessionRef],
+        queues: Sequence[str] = ("default",),
+    ) -> None:
         epoch = await self._ready()
+        served = ",".join(_queues_arg(queues))
         for pk, group in self._by_partition(sessions, lambda s: s.instance_id):
             reply = await self._eval(
                 "release_sessions",
-                [pk.pmeta, pk.sess, pk.wq_smarker],
-                [epoch, worker_id, *[session_key(s.instance_id, s.session_id) for s in group]],
+                [pk.pmeta, pk.sess, pk.wq_smarker, pk.wq_items],
+                [
+                    epoch,
+                    worker_id,
+                    served,
+                    *[session_key(s.instance_id, s.session_id) for s in group],
+                ],
             )
             if reply[0] != Status.OK:
                 raise_for_status("release_sessions", reply)
+
+
+def _queues_arg(queues: Sequence[str]) -> list[str]:
+    """The queues a worker serves, validated, duplicates dropped (none: "default")."""
+    from durable_redis.core.jobs import validate_queue
+
+    if isinstance(queues, str):
+        raise TypeError("queues is a sequence of queue names, not a str")
+    out = list(dict.fromkeys(validate_queue(q) for q in queues))
+    return out or ["default"]
+
+
+def work_route_arg(visible_at_ms: int | None, queue: str | None, priority: int) -> str:
+    """commit_turn's visible_at field of a work item: "<ms>" as before for the default queue
+    and priority 0, else "<ms>;<queue>;<priority>" (docs/routing.md)."""
+    vis = _opt(visible_at_ms)
+    if (queue is None or queue == "default") and not priority:
+        return vis
+    return f"{vis};{queue or 'default'};{priority or ''}"
+
+
+async def routed_ready_counts(r: Any, pk: Any) -> tuple[int, int]:
+    """(plain, session) work items ready in partition ``pk``'s activity queues other than
+    "default" (named in its jq:queues SET): what the wq:ready / wq:sready counts leave out."""
+    queues = [_s(q) for q in await r.smembers(pk.jq_queues)]
+    if not queues:
+        return 0, 0
+    pipe = r.pipeline(transaction=False)
+    for q in queues:
+        ready, sready, _, _ = pk.wq_queue_keys(q)
+        pipe.zcard(ready)
+        pipe.zcard(sready)
+    counts = [int(n) for n in await pipe.execute()]
+    return sum(counts[0::2]), sum(counts[1::2])

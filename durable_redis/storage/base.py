@@ -144,6 +144,8 @@ class NewWorkItem:
     data: bytes  # encoded core ActivityTask
     session_id: str | None = None
     visible_at_ms: int | None = None
+    queue: str | None = None  # None = "default" (docs/routing.md)
+    priority: int = 0  # higher first within the queue, FIFO within a level
 
 
 @dataclass(frozen=True, slots=True)
@@ -345,8 +347,11 @@ class Store(Protocol):
         session_lock_ms: int | None = None,
         claim_new_sessions: bool = True,
         check_sessions: Sequence[SessionRef] = (),
+        queues: Sequence[str] = ("default",),
     ) -> WorkBatch:
-        """Lease up to ``limit`` items, FIFO among the items this worker may take.
+        """Lease up to ``limit`` items of the ``queues`` served (the first one rotating per
+        fetch; a paused queue is skipped), by priority then FIFO among the items this worker
+        may take; one blocking wait covers every queue served.
 
         ``session_lock_ms=None``: plain (non-session) work only. Otherwise also the work of
         sessions this worker owns (refreshing their lease), and, if ``claim_new_sessions``, the
@@ -394,8 +399,14 @@ class Store(Protocol):
         """Extend session leases this worker owns. Returns the sessions LOST (gone/other owner)."""
         ...
 
-    async def release_sessions(self, worker_id: str, sessions: Sequence[SessionRef]) -> None:
-        """Make the sessions claimable at once (no-op for sessions this worker does not own)."""
+    async def release_sessions(
+        self,
+        worker_id: str,
+        sessions: Sequence[SessionRef],
+        queues: Sequence[str] = ("default",),
+    ) -> None:
+        """Make the sessions claimable at once (no-op for sessions this worker does not own),
+        waking the workers of ``queues`` (the queues the releasing worker serves)."""
         ...
 
     # -- management --------------------------------------------------------------------------

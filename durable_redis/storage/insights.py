@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from durable_redis.storage._replies import _s
+from durable_redis.storage.activities import routed_ready_counts
 from durable_redis.storage.keys import STATUS_ORDER, PartitionKeys, session_key, validate_id
 from durable_redis.storage.redis_base import RedisStoreBase
 
@@ -46,7 +47,7 @@ class PartitionOverview:
     work_leased: int
     sessions_open: int
     oldest_message_age_ms: int | None  # oldest visible orchestration message, waiting
-    oldest_work_age_ms: int | None  # the heads of the activity queues, since scheduled
+    oldest_work_age_ms: int | None  # the heads of the "default" activity queue, since scheduled
     finished: dict[str, int] = field(default_factory=dict)  # "1m"/"5m"/"15m" -> terminal
 
 
@@ -91,6 +92,7 @@ async def partition_overview(store: RedisStoreBase) -> list[PartitionOverview]:
         ages = [await _work_age(store, pk, _s(h[0]), now) for h in (head, shead) if h]
         known = [a for a in ages if a is not None]
         oldest_work = max(known) if known else None
+        routed, routed_sessions = await routed_ready_counts(store._r, pk)  # docs/routing.md
         out.append(
             PartitionOverview(
                 partition=pk.index,
@@ -98,8 +100,8 @@ async def partition_overview(store: RedisStoreBase) -> list[PartitionOverview]:
                 ready_instances=int(ready),
                 timers=int(timers),
                 locked_instances=int(locked),
-                work_ready=int(w),
-                session_work_ready=int(sw),
+                work_ready=int(w) + routed,
+                session_work_ready=int(sw) + routed_sessions,
                 work_delayed=int(d),
                 work_leased=int(le),
                 sessions_open=int(sess) // 3,  # a session is 3 fields: |o owner, |u, |l

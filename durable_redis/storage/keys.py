@@ -270,6 +270,15 @@ class PartitionKeys:
     def sc_due(self) -> str:
         return self._k("sc:due")
 
+    def wq_queue_keys(self, queue: str) -> tuple[str, str, str, str]:
+        """(ready, sready, marker, smarker) of an activity queue; "default" keeps wq:ready /
+        wq:sready / wq:marker / wq:smarker (``wq_qkeys`` in lua/includes/common.lua names them
+        alike). Delayed items and leases of every queue share wq:delayed / wq:leases."""
+        if queue == "default":
+            return self.wq_ready, self.wq_sready, self.wq_marker, self.wq_smarker
+        base = self._k(f"wq:q:{queue}:")
+        return base + "ready", base + "sready", base + "marker", base + "smarker"
+
     def wq_wake(self, worker_id: str) -> str:
         """Per-worker wake-up marker: session work for a session this worker owns."""
         return self._k(f"wake:{worker_id}")

@@ -12,6 +12,7 @@ from durable_redis.errors import (
     ValidationError,
 )
 from durable_redis.storage._replies import _info, _opt, _s, _split_cursor
+from durable_redis.storage.activities import routed_ready_counts
 from durable_redis.storage.base import InstanceInfo, InstancePage, InstanceStatus, QueueDepths
 from durable_redis.storage.keys import STATUS_ORDER, PartitionKeys, validate_id
 from durable_redis.storage.redis_base import RedisStoreBase
@@ -380,8 +381,9 @@ class ManagementMixin(RedisStoreBase):
             for key in (pk.wq_ready, pk.wq_sready, pk.wq_delayed, pk.wq_leases):
                 pipe.zcard(key)
             w, sw, d, le = await pipe.execute()
-            work += w
-            session_work += sw
+            routed, routed_sessions = await routed_ready_counts(self._r, pk)  # docs/routing.md
+            work += w + routed
+            session_work += sw + routed_sessions
             delayed += d
             leased += le
         return QueueDepths(

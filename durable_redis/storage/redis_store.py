@@ -31,7 +31,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from durable_redis.errors import ConfigurationError, InstanceExistsError, StoreUnavailableError
 from durable_redis.storage._replies import _opt, _s, _work_leases
 from durable_redis.storage._url import _pop_partitions
-from durable_redis.storage.activities import ActivityQueueMixin
+from durable_redis.storage.activities import ActivityQueueMixin, work_route_arg
 from durable_redis.storage.base import (
     ExistingInstancePolicy,
     InstanceCreate,
@@ -398,7 +398,7 @@ class RedisStore(
                 item_id(iid, w.activity_key),
                 w.activity_key,
                 w.session_id or "",
-                _opt(w.visible_at_ms),
+                work_route_arg(w.visible_at_ms, w.queue, w.priority),
                 w.data,
             ]
         args.append(len(commit.cancelled_work))

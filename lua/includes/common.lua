@@ -1,5 +1,6 @@
 -- Shared helpers, inlined by the loader (scripts.py) where a script includes "common".
--- Builds no key names: every key reaches these helpers as an argument taken from KEYS.
+-- Builds no key names (every key reaches these helpers as an argument taken from KEYS), but for
+-- wq_qkeys: the keys of a non-default activity queue, in the partition of the items HASH.
 
 local unpack = unpack or table.unpack
 
@@ -144,31 +145,57 @@ end
 -- Activity work items: one partition HASH `items` with "<id>|<f>" fields:
 -- d data, i instance, k activity key, s session ("" none), a attempts, n FIFO seq,
 -- t lease token, w worker holding the lease.
+-- q its queue (absent = "default"; docs/routing.md). The "|n" score folds in the priority.
+-- The ready ZSETs and markers of activity queue `q`, named from the `items` HASH's own name
+-- like job_qkeys (same hash tag; storage/keys.py PartitionKeys.wq_queue_keys names them alike):
+-- "default" keeps wq:ready / wq:sready / wq:marker / wq:smarker.
+local function wq_qkeys(items, q)
+  local base = string.sub(items, 1, #items - 8)  -- strip 'wq:items'
+  if not q or q == '' or q == 'default' then  -- HGET of a missing field gives false
+    return base .. 'wq:ready', base .. 'wq:sready', base .. 'wq:marker', base .. 'wq:smarker'
+  end
+  local p = base .. 'wq:q:' .. q .. ':'
+  return p .. 'ready', p .. 'sready', p .. 'marker', p .. 'smarker'
+end
+
 local function delete_item(items, ready, sready, delayed, leases, witems, id)
+  local q = redis.call('HGET', items, id .. '|q')
+  if q then ready, sready = wq_qkeys(items, q) end
   redis.call('ZREM', ready, id)
   redis.call('ZREM', sready, id)
   redis.call('ZREM', delayed, id)
   redis.call('ZREM', leases, id)
   redis.call('SREM', witems, id)
   redis.call('HDEL', items, id .. '|d', id .. '|i', id .. '|k', id .. '|s', id .. '|a',
-             id .. '|n', id .. '|t', id .. '|w')
+             id .. '|n', id .. '|t', id .. '|w', id .. '|q')
 end
 
 -- Put an (unleased) item in the queue it belongs to: delayed if not yet visible, else the
--- plain or the session ready ZSET by its FIFO seq. Returns 'plain', 'session' or 'delayed'.
+-- plain or the session ready ZSET of its queue by its score. Returns 'plain', 'session' or
+-- 'delayed', and the item's queue (nil = "default").
 local function place_item(items, ready, sready, delayed, id, vis, now)
+  local q = redis.call('HGET', items, id .. '|q')
   if vis > now then
     redis.call('ZADD', delayed, fmt(vis), id)
-    return 'delayed'
+    return 'delayed', q
   end
+  if q then ready, sready = wq_qkeys(items, q) end
   local n = redis.call('HGET', items, id .. '|n')
   local sid = redis.call('HGET', items, id .. '|s')
   if sid and sid ~= '' then
     redis.call('ZADD', sready, n, id)
-    return 'session'
+    return 'session', q
   end
   redis.call('ZADD', ready, n, id)
-  return 'plain'
+  return 'plain', q
+end
+
+-- The wake-up marker of an item placed by place_item in queue `q` ('plain' / 'delayed': the
+-- queue's marker, 'session': its session marker).
+local function wq_marker_of(items, q, where)
+  local _, _, marker, smarker = wq_qkeys(items, q)
+  if where == 'session' then return smarker end
+  return marker
 end
 
 -- Purge one session of an instance: delete its queued and in-flight work items (in-flight

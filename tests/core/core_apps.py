@@ -125,3 +125,21 @@ async def steps(ctx: OrchestrationContext, _: None) -> int:
     await asyncio.gather(ctx.call_activity(ship, "b"), ctx.call_activity(ship, "c"))
     await ctx.sleep(1)
     return a
+
+
+@app.activity(queue="gpu")
+def embed(ctx: ActivityContext, text: str) -> int:
+    return len(text)
+
+
+@app.orchestration
+async def routed(ctx: OrchestrationContext, _: None) -> list[int]:
+    """Queues and priorities recorded on ActivityScheduled / SessionOpened (docs/routing.md)."""
+    gpu = await ctx.call_activity(embed, "abc")  # the registered queue
+    here = await ctx.call_activity(embed, "de", queue="default", priority=5)  # overridden
+    session = await ctx.open_session(queue="gpu")
+    kept = await ctx.call_activity(reserve, ["x", "y"], session=session, priority=-1)
+    first = await ctx.open_session()  # no queue: its first activity's queue fixes it
+    fixed = await ctx.call_activity(embed, "f", session=first)
+    await ctx.close_session(session)
+    return [gpu, here, kept, fixed]

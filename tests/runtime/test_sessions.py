@@ -29,7 +29,9 @@ class FakeStore:
             [s for s in sessions if s in self.closed],
         )
 
-    async def release_sessions(self, worker_id: str, sessions: Sequence[SessionRef]) -> None:
+    async def release_sessions(
+        self, worker_id: str, sessions: Sequence[SessionRef], queues: Sequence[str] = ()
+    ) -> None:
         self.released.append(list(sessions))
 
 

@@ -149,6 +149,7 @@ async def exercise_jobs(store: RedisStore) -> None:
     await store.enqueue_jobs([NewJob("j3", "send", b"s", queue="gpu")])
     assert await store.fetch_jobs("A", limit=2, lock_ms=LOCK, queues=("gpu",)) == []
     await store.set_job_queue_paused("gpu", False)
+    assert (await store.queue_status("gpu", wake=True)).paused is False
     [j3] = await store.fetch_jobs("A", limit=2, lock_ms=LOCK, queues=("gpu", "default"))
     await store.ack_jobs([JobAck(j3, JobOutcome.COMPLETED, b"o")])
     now = await store.server_time_ms()
@@ -338,6 +339,8 @@ async def test_every_mutating_script_is_safe_to_run_twice(store: RedisStore) -> 
     await rerun_last(store, "pause_job_queue")
     await store.set_job_queue_paused("gpu", False)
     await rerun_last(store, "pause_job_queue")
+    await store.queue_status("gpu", wake=True)
+    await rerun_last(store, "queue_status")
     now = await store.server_time_ms()
     await store.declare_schedule("sc", b"spec", "h", now - 1)
     await rerun_last(store, "set_schedule")
