@@ -22,7 +22,13 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 from durable_redis import core
-from durable_redis.core.jobs import DEFAULT_QUEUE, encode_job_tasks, job_task, validate_queue
+from durable_redis.core.jobs import (
+    DEFAULT_QUEUE,
+    Limit,
+    encode_job_tasks,
+    job_task,
+    validate_queue,
+)
 from durable_redis.core.retry import RetryPolicy
 from durable_redis.errors import (
     FailureDetails,
@@ -38,6 +44,7 @@ from durable_redis.storage.job_types import (
     JobQueueInfo,
     JobRecord,
     JobState,
+    KeptJob,
     NewJob,
 )
 
@@ -209,6 +216,7 @@ class JobsClientMixin:
         timeout: float | timedelta | None = ...,
         result_ttl: float | timedelta = ...,
         if_exists: ExistingJobPolicy | str = ...,
+        limit: Limit | None = ...,
     ) -> JobHandle[R]: ...
 
     @overload
@@ -226,6 +234,7 @@ class JobsClientMixin:
         timeout: float | timedelta | None = ...,
         result_ttl: float | timedelta = ...,
         if_exists: ExistingJobPolicy | str = ...,
+        limit: Limit | None = ...,
     ) -> JobHandle[R]: ...
 
     @overload
@@ -243,6 +252,7 @@ class JobsClientMixin:
         timeout: float | timedelta | None = ...,
         result_ttl: float | timedelta = ...,
         if_exists: ExistingJobPolicy | str = ...,
+        limit: Limit | None = ...,
     ) -> JobHandle[Any]: ...
 
     async def enqueue(
@@ -259,6 +269,7 @@ class JobsClientMixin:
         timeout: float | timedelta | None = None,
         result_ttl: float | timedelta = DEFAULT_RESULT_TTL,
         if_exists: ExistingJobPolicy | str = ExistingJobPolicy.KEEP,
+        limit: Limit | None = None,
     ) -> JobHandle[Any]:
         """Enqueue ``activity(ctx, input)`` as a background job; its handle.
 
@@ -271,6 +282,10 @@ class JobsClientMixin:
         ``"default"``); a paused queue keeps it queued. ``retry`` retries failed
         attempts on durable timers (default: one attempt); ``timeout`` bounds each attempt.
         The result (or failure) is kept for ``result_ttl`` (default 1 hour; 0 = keep nothing).
+        ``limit`` (default: the activity's ``@app.activity(limit=)``): flow control by key,
+        ``Limit(key=..., concurrency=, rate=, per=, burst=, debounce=, throttle=)``
+        (docs/routing.md). A debounced or throttled enqueue returns the kept job's handle; a
+        keyed job's id gets a ``:k`` suffix when needed to live in its key's partition.
         """
         [handle] = await self.enqueue_many(
             activity,
@@ -284,6 +299,7 @@ class JobsClientMixin:
             timeout=timeout,
             result_ttl=result_ttl,
             if_exists=if_exists,
+            limit=limit,
         )
         return handle
 
@@ -301,6 +317,7 @@ class JobsClientMixin:
         timeout: float | timedelta | None = None,
         result_ttl: float | timedelta = DEFAULT_RESULT_TTL,
         if_exists: ExistingJobPolicy | str = ExistingJobPolicy.KEEP,
+        limit: Limit | None = None,
     ) -> list[JobHandle[Any]]:
         """Enqueue one job per input, one round trip (one script call per partition and 1,000
         jobs). Same options as :meth:`enqueue`, for every job; all are checked first."""
@@ -308,12 +325,19 @@ class JobsClientMixin:
 
         name, result_type, registered_queue = _activity_identity(activity, self.app)
         target = validate_queue(registered_queue if queue is None else queue)
+        if limit is None:
+            limit = _activity_limit(activity, self.app)
+        elif not isinstance(limit, Limit):
+            raise ValidationError(f"limit must be a Limit, got {limit!r}")
         values = list(inputs)
+        given: list[str] | None = None
         if job_ids is not None:
-            ids = [validate_id(j, "job id") for j in job_ids]
-            if len(ids) != len(values):
-                raise ValidationError(f"{len(ids)} job ids for {len(values)} inputs")
-        else:
+            given = [validate_id(j, "job id") for j in job_ids]
+            if len(given) != len(values):
+                raise ValidationError(f"{len(given)} job ids for {len(values)} inputs")
+        keys = None if limit is None else [limit.key_for(value) for value in values]
+        ids = given or []  # keyed jobs: chosen below, in their keys' partitions
+        if keys is None and given is None:
             ids = [os.urandom(16).hex() for _ in values]  # as unique as a uuid4, 4x cheaper
         if not isinstance(priority, int) or isinstance(priority, bool):
             raise ValidationError(f"priority must be an int, got {priority!r}")
@@ -341,13 +365,30 @@ class JobsClientMixin:
         encode = self.codec.encode
         template = job_task(b"", retry=retry, timeout_ms=timeout_ms)
         specs = encode_job_tasks(template, [encode(value) for value in values])
-        jobs = [
-            NewJob(jid, name, spec, priority, delay_ms, at_ms, ttl_ms, target)
-            for jid, spec in zip(ids, specs, strict=True)
-        ]
         await self._ensure_initialized()
+        store = self._job_store()
+        if keys is not None and limit is not None:
+            # every job of a key lives in the key's partition (its limits are judged there)
+            flow, mode = limit.flow, limit.mode
+            ids = [
+                store.job_id_for_key(None if given is None else given[i], key)
+                for i, key in enumerate(keys)
+            ]
+            common = (priority, delay_ms, at_ms, ttl_ms, target)
+            jobs = [
+                NewJob(jid, name, spec, *common, key, flow, mode)
+                for jid, spec, key in zip(ids, specs, keys, strict=True)
+            ]
+        else:
+            jobs = [
+                NewJob(jid, name, spec, priority, delay_ms, at_ms, ttl_ms, target)
+                for jid, spec in zip(ids, specs, strict=True)
+            ]
         if jobs:
-            await self._job_store().enqueue_jobs(jobs, policy=policy)
+            states = await store.enqueue_jobs(jobs, policy=policy)
+            ids = [
+                s.job_id if isinstance(s, KeptJob) else j for s, j in zip(states, ids, strict=True)
+            ]
         return [JobHandle(self, jid, result_type) for jid in ids]
 
     # -- by id ---------------------------------------------------------------------------------
@@ -423,6 +464,15 @@ class JobsClientMixin:
         await self._ensure_initialized()
         records = await self._job_store().list_jobs(state=state, name=name, limit=limit)
         return [_status(r, self.codec) for r in records]
+
+
+def _activity_limit(activity: Any, app: Any) -> Limit | None:
+    """The ``@app.activity(limit=)`` of an activity function or name (None: none known)."""
+    if isinstance(activity, str):
+        found = getattr(app, "_activities", {}).get(activity) if app is not None else None
+        return getattr(found, "limit", None)
+    meta = core.activity_metadata(activity)
+    return meta.limit
 
 
 def _activity_identity(activity: Any, app: Any) -> tuple[str, Any, str]:

@@ -24,6 +24,7 @@ from typing import Any, Generic, TypeVar
 
 from durable_redis._jobs_client import DEFAULT_RESULT_TTL, JobHandle, JobStatus
 from durable_redis.client import Client, InstanceState
+from durable_redis.core.jobs import Limit
 from durable_redis.core.retry import RetryPolicy
 from durable_redis.storage.activities import QueueStatus
 from durable_redis.storage.base import ExistingInstancePolicy
@@ -148,6 +149,7 @@ class SyncClient:
         timeout: float | timedelta | None = None,
         result_ttl: float | timedelta = DEFAULT_RESULT_TTL,
         if_exists: ExistingJobPolicy | str = ExistingJobPolicy.KEEP,
+        limit: Limit | None = None,
     ) -> SyncJobHandle[Any]:
         handle = self._loop.run(
             self._client.enqueue(
@@ -162,6 +164,7 @@ class SyncClient:
                 timeout=timeout,
                 result_ttl=result_ttl,
                 if_exists=if_exists,
+                limit=limit,
             )
         )
         return SyncJobHandle(handle, self._loop)

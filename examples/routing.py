@@ -6,22 +6,21 @@ pausing and draining a queue.
 a session on "gpu": its model is loaded once by one gpu worker and every chunk is embedded
 there, while its ``thumbnail`` calls (one with a priority) run on the cpu pool. Then "default"
 is paused: its new jobs stay queued (none lost, the gpu pool keeps working) until it is resumed;
-"gpu" is drained (paused once its running work ended) and resumed. See docs/routing.md.
-
-TODO(integrator, issue 15): once the jobs engineer's per-key concurrency limit and rate limit
-land on main, add a per-tenant limit (at most N running per tenant) and a rate limit (R per
-second on an API key) here, with their check in ``ok`` below and the CI line in
-tests/test_examples.py.
+"gpu" is drained (paused once its running work ended) and resumed. Flow control by key:
+``render`` runs at most 2 at once per tenant, ``notify_partner`` at most 10 per second
+(examples/flow_control.py has more). See docs/routing.md.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import time
+from collections import Counter
 
 import anyio
 from _support import FAST, finish, in_process_worker, redis_url, unique_namespace
 
-from durable_redis import ActivityContext, App, Client, JobState, OrchestrationContext
+from durable_redis import ActivityContext, App, Client, JobState, Limit, OrchestrationContext
 
 app = App("routing")
 
@@ -34,6 +33,24 @@ def embed(ctx: ActivityContext, text: str) -> str:
 @app.activity  # queue "default"
 def thumbnail(ctx: ActivityContext, image: str) -> str:
     return ctx.worker_id
+
+
+_running: Counter[str] = Counter()  # jobs of each tenant running now (one process here)
+_peak: Counter[str] = Counter()
+
+
+@app.activity(limit=Limit(key="tenant:{tenant}", concurrency=2))  # at most 2 per tenant
+async def render(ctx: ActivityContext, job: dict[str, str]) -> None:
+    tenant = job["tenant"]
+    _running[tenant] += 1
+    _peak[tenant] = max(_peak[tenant], _running[tenant])
+    await anyio.sleep(0.05)
+    _running[tenant] -= 1
+
+
+@app.activity(limit=Limit(key="partner-api", rate=10, per=1, burst=2))  # 10 per second
+def notify_partner(ctx: ActivityContext, n: int) -> float:
+    return time.monotonic()
 
 
 _models: dict[str, str] = {}  # per worker process: the model each session loaded here
@@ -76,6 +93,13 @@ async def main(url: str, namespace: str) -> dict[str, object]:
         out["thumb"] = {await j.result(timeout=10) for j in thumbs}
         iid = await client.start(index_document, [f"chunk {i}" for i in range(4)])
         out["document"] = await client.wait_for_completion(iid, timeout=20)
+        renders = await client.enqueue_many(render, [{"tenant": t} for t in "ab" * 6])
+        for j in renders:
+            await j.result(timeout=20)
+        out["tenant_peak"] = dict(_peak)
+        calls = await client.enqueue_many(notify_partner, range(12))
+        starts = sorted([await j.result(timeout=20) for j in calls])
+        out["partner_span_s"] = round(starts[-1] - starts[0], 2)  # 2 at once, then 10/s
 
         await client.pause_queue("default")
         held = await client.enqueue_many(thumbnail, ["a.png", "b.png", "c.png"])
@@ -109,9 +133,12 @@ if __name__ == "__main__":
             "cover": "cpu-pool-1",
         }
         and out["drained"] == (True, 0)
+        and out["tenant_peak"] == {"a": 2, "b": 2}
+        and 0.8 <= float(out["partner_span_s"]) <= 2.5  # type: ignore[arg-type]
     )
     finish(
         ok,
         "6 embeddings on the gpu pool, 6 thumbnails on the cpu pool; a gpu session kept its "
-        "worker; 3 held by a pause ran after resume; gpu drained",
+        "worker; 3 held by a pause ran after resume; gpu drained; at most 2 per tenant, "
+        "12 partner calls at 10/s",
     )

@@ -5,7 +5,8 @@ of the ack that made it terminal, code 0). Outcomes: "c" completed (payload = ou
 failed (payload = error), "r" retry: the error is kept, the retry-policy attempt counted, and the
 job is queued again after delay_ms (a durable timer on the Redis clock), "b" hand back: queued
 again after delay_ms, payload "0" gives back the delivery the fetch counted. Terminal jobs are
-kept for their result ttl and announced on the jq_done channel.
+kept for their result ttl and announced on the jq_done channel. A keyed job's ack frees its
+group's slot (flow_release in includes/jobs.lua: the group goes back in the round robin).
 
 KEYS
   1 pmeta          partition metadata HASH
@@ -33,10 +34,11 @@ local ended = {}
 local wake = {}   -- marker -> true: a job of its queue is ready now
 local due = {}    -- marker -> the earliest visible time of a job placed in its queue
 local paused = {}  -- queue -> paused?
+local freed = {}  -- "<queue>\n<flow>" -> {queue, flow, a job id, jobs, ready, delayed, marker}
 for at = 2, #ARGV, 5 do
   local id, token, outcome, payload = ARGV[at], ARGV[at + 1], ARGV[at + 2], ARGV[at + 3]
-  local live = redis.call('HGET', jobs, id .. '|t') == token
-    and tonumber(redis.call('ZSCORE', leases, id) or '0') > now
+  local qg = redis.call('HMGET', jobs, id .. '|t', id .. '|q', id .. '|g')
+  local live = qg[1] == token and tonumber(redis.call('ZSCORE', leases, id) or '0') > now
   if not live then
     if redis.call('HGET', jobs, id .. '|l') == token then
       codes[#codes + 1] = 0
@@ -46,6 +48,19 @@ for at = 2, #ARGV, 5 do
   else
     redis.call('ZREM', leases, id)
     redis.call('HDEL', jobs, id .. '|t', id .. '|w')
+    local qn = qg[2] or 'default'
+    local qready, qdelayed, qmarker = ready, delayed, marker
+    if qn ~= 'default' then qready, qdelayed, qmarker = job_qkeys(jobs, qn) end
+    if paused[qn] == nil then paused[qn] = queue_paused(KEYS[1], qn) end
+    if qg[3] then  -- its group's slot frees (once per group and call, below)
+      local slot = qn .. '\n' .. qg[3]
+      local r = freed[slot]
+      if r then
+        r[4] = r[4] + 1
+      else
+        freed[slot] = {qn, qg[3], id, 1, qready, qdelayed, qmarker}
+      end
+    end
     if outcome == 'c' or outcome == 'f' then
       redis.call('HSET', jobs, id .. '|s', outcome == 'c' and 'completed' or 'failed',
                  id .. (outcome == 'c' and '|o' or '|e'), payload, id .. '|f', fmt(now),
@@ -62,17 +77,18 @@ for at = 2, #ARGV, 5 do
       end
       redis.call('HSET', jobs, id .. '|s', 'queued')
       local vis = now + tonumber(ARGV[at + 4])
-      local qn = job_queue(jobs, id)
-      local qready, qdelayed, qmarker = ready, delayed, marker
-      if qn ~= 'default' then qready, qdelayed, qmarker = job_qkeys(jobs, qn) end
-      if paused[qn] == nil then paused[qn] = queue_paused(KEYS[1], qn) end
-      if job_place(jobs, qready, qdelayed, id, vis, now) then
+      if job_place(jobs, qready, qdelayed, id, vis, now, qn) then
         if not paused[qn] then wake[qmarker] = true end
       elseif due[qmarker] == nil or vis < due[qmarker] then
         due[qmarker] = vis
       end
     end
     codes[#codes + 1] = 0
+  end
+end
+for _, r in pairs(freed) do
+  if flow_release(jobs, r[5], r[6], r[1], r[3], now, r[2], r[4]) and not paused[r[1]] then
+    wake[r[7]] = true  -- the group's next job is ready
   end
 end
 for m in pairs(wake) do wake_now(m) end

@@ -28,13 +28,13 @@ local id = ARGV[2]
 local st = redis.call('HGET', jobs, id .. '|s')
 if not st then return {4} end
 if st == 'completed' or st == 'failed' or st == 'cancelled' then return {0, st} end
-local qready, qdelayed = KEYS[3], KEYS[4]
-if redis.call('HEXISTS', jobs, id .. '|q') == 1 then
-  qready, qdelayed = job_qkeys(jobs, job_queue(jobs, id))
+local qn = job_queue(jobs, id)
+local qready, qdelayed, qmarker = job_qkeys(jobs, qn)  -- "default": KEYS[3], KEYS[4]
+job_unqueue(jobs, qready, qdelayed, id, qn)
+if redis.call('ZREM', KEYS[5], id) == 1
+   and flow_release(jobs, qready, qdelayed, qn, id, now) and not queue_paused(KEYS[1], qn) then
+  wake_now(qmarker)  -- its group's slot freed
 end
-redis.call('ZREM', qready, id)
-redis.call('ZREM', qdelayed, id)
-redis.call('ZREM', KEYS[5], id)
 redis.call('HDEL', jobs, id .. '|t', id .. '|w')
 redis.call('HSET', jobs, id .. '|s', 'cancelled', id .. '|e', ARGV[3], id .. '|f', fmt(now))
 local ended = {}

@@ -39,16 +39,20 @@ local served = {}
 for at = 6, #ARGV do
   if not queue_paused(pmeta, ARGV[at]) then
     local ready, delayed, marker = job_qkeys(jobs, ARGV[at])
-    served[#served + 1] = {ready, delayed, marker}
+    served[#served + 1] = {ready, delayed, marker, ARGV[at]}
   end
 end
 if #ARGV < 6 and not queue_paused(pmeta, 'default') then
-  served[1] = {KEYS[4], KEYS[5], KEYS[7]}
+  served[1] = {KEYS[4], KEYS[5], KEYS[7], 'default'}
 end
 for _, q in ipairs(served) do
   for _, id in ipairs(redis.call('ZRANGEBYSCORE', q[2], '-inf', fmt(now), 'LIMIT', 0, 100 + limit)) do
     redis.call('ZREM', q[2], id)
-    job_place(jobs, q[1], q[2], id, now, now)
+    if string.byte(id, 1) == 10 then  -- a rate-limited group whose time came
+      flow_activate(jobs, q[1], q[2], q[4], string.sub(id, 2))
+    else
+      job_place(jobs, q[1], q[2], id, now, now, q[4])
+    end
   end
 end
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', leases, '-inf', fmt(now), 'LIMIT', 0, 100 + limit)) do
@@ -57,7 +61,8 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', leases, '-inf', fmt(now), 'LIMIT
   redis.call('HSET', jobs, id .. '|s', 'queued')
   local qn = job_queue(jobs, id)
   local ready, delayed, marker = job_qkeys(jobs, qn)
-  job_place(jobs, ready, delayed, id, now, now)
+  flow_release(jobs, ready, delayed, qn, id, now)
+  job_place(jobs, ready, delayed, id, now, now, qn)
   if not queue_paused(pmeta, qn) then wake_now(marker) end
 end
 job_expire(jobs, done, now, 100)
@@ -66,23 +71,105 @@ local token = ''
 local zargs = {}
 local worker = ARGV[2]
 local snow = fmt(now)
+
+local function lease(id)
+  if token == '' then token = redis.call('INCR', KEYS[2]) .. ':' .. ARGV[3] end
+  local delivery = redis.call('HINCRBY', jobs, id .. '|a', 1)
+  redis.call('HSET', jobs, id .. '|s', 'running', id .. '|t', token, id .. '|w', worker,
+             id .. '|b', snow)
+  local f = redis.call('HMGET', jobs, id .. '|d', id .. '|k')
+  out[#out + 1] = id
+  out[#out + 1] = f[1]
+  out[#out + 1] = delivery
+  out[#out + 1] = f[2] or '1'
+  zargs[#zargs + 1] = deadline
+  zargs[#zargs + 1] = id
+end
+
+-- Up to `share` jobs of group `key` of queue q (its concurrency limit and rate allowing);
+-- then the group goes back in the round robin (behind the others), waits for its rate in the
+-- delayed set, or leaves both until a slot frees.
+local function take_group(q, key, share)
+  local gz, groups, gf = flow_keys(jobs, q[4], key)
+  local f = redis.call('HMGET', groups, gf .. '|c', gf .. '|n', gf .. '|t')
+  if not f[1] then return end
+  local _, climit, count, per, burst = flow_parse(f[1])
+  local running = tonumber(f[2] or '0')
+  local tat = tonumber(f[3] or '0')
+  local rated = count ~= nil and per ~= nil
+  local step, tau = 0, 0
+  if rated then
+    step = per / count
+    tau = (burst - 1) * step
+  end
+  local later = nil
+  local n = 0
+  local room = math.min(share, limit - #zargs / 2)
+  if climit then room = math.min(room, climit - running) end
+  if not rated and room > 0 then  -- one pop for the group's whole turn
+    local p = redis.call('ZPOPMIN', gz, room)
+    for i = 1, #p, 2 do lease(p[i]) end
+    n = #p / 2
+  end
+  while rated and n < room do
+    local t = math.max(tat, now)
+    if t - now > tau then
+      later = math.ceil(t - tau)
+      break
+    end
+    local p = redis.call('ZPOPMIN', gz)
+    if #p == 0 then break end
+    tat = t + step
+    lease(p[1])
+    n = n + 1
+  end
+  running = running + n
+  if n > 0 and rated then
+    redis.call('HSET', groups, gf .. '|n', fmt(running), gf .. '|t', string.format('%.3f', tat))
+  elseif n > 0 then
+    redis.call('HSET', groups, gf .. '|n', fmt(running))
+  end
+  if climit and running >= climit then return end  -- out until a slot frees
+  local head = redis.call('ZRANGE', gz, 0, 0, 'WITHSCORES')
+  if #head == 0 then return end  -- drained (a new job puts it back)
+  if later ~= nil then
+    redis.call('ZADD', q[2], fmt(later), '\n' .. key)
+  else  -- behind the others of its priority (it was just popped from the ready set)
+    local s = math.floor(tonumber(head[2]) / FLOW_SHIFT) * FLOW_SHIFT + redis.call('INCR', KEYS[2])
+    redis.call('ZADD', q[1], fmt(s), '\n' .. key)
+  end
+end
+
 for _, q in ipairs(served) do
-  local want = limit - #zargs / 2
-  if want <= 0 then break end
-  local popped = redis.call('ZPOPMIN', q[1], want)
-  if #popped > 0 and token == '' then token = redis.call('INCR', KEYS[2]) .. ':' .. ARGV[3] end
-  for i = 1, #popped, 2 do
-    local id = popped[i]
-    local delivery = redis.call('HINCRBY', jobs, id .. '|a', 1)
-    redis.call('HSET', jobs, id .. '|s', 'running', id .. '|t', token, id .. '|w', worker,
-               id .. '|b', snow)
-    local f = redis.call('HMGET', jobs, id .. '|d', id .. '|k')
-    out[#out + 1] = id
-    out[#out + 1] = f[1]
-    out[#out + 1] = delivery
-    out[#out + 1] = f[2] or '1'
-    zargs[#zargs + 1] = deadline
-    zargs[#zargs + 1] = id
+  while #zargs / 2 < limit do
+    local want = limit - #zargs / 2
+    local popped = redis.call('ZPOPMIN', q[1], want)
+    if #popped == 0 then break end
+    local keyed = {}
+    for i = 1, #popped, 2 do
+      local id = popped[i]
+      if string.byte(id, 1) == 10 then
+        keyed[#keyed + 1] = i
+      else
+        lease(id)
+      end
+    end
+    if #keyed > 0 then
+      -- one job per group and turn; when the pop emptied the set, these groups are all there
+      -- is, so they share what is left of the batch
+      local share = 1
+      if #popped / 2 < want then share = math.ceil((limit - #zargs / 2) / #keyed) end
+      local back = {}
+      for _, i in ipairs(keyed) do
+        if #zargs / 2 < limit then
+          take_group(q, string.sub(popped[i], 2), share)
+        else  -- the batch is full: its place in the round robin is kept
+          back[#back + 1] = popped[i + 1]
+          back[#back + 1] = popped[i]
+        end
+      end
+      if #back > 0 then redis.call('ZADD', q[1], unpack(back)) end
+    end
   end
 end
 if #zargs > 0 then redis.call('ZADD', leases, unpack(zargs)) end

@@ -94,7 +94,7 @@ end
 -- 4. queued messages: visible now, attempts from 0; the wake-up message ----------------------
 for _, member in ipairs(redis.call('ZRANGE', KEYS[9], 0, -1)) do
   local mid = string.sub(member, 18)
-  redis.call('HDEL', KEYS[10], mid .. '|t')
+  redis.call('HDEL', KEYS[10], mid .. '|t', mid .. '|c') -- attempts and their counts from 0
   redis.call('HSET', KEYS[10], mid .. '|a', '0')
   redis.call('ZADD', KEYS[9], fmt(now), member)
 end

@@ -29,8 +29,9 @@ redis.call('HDEL', jobs, id .. '|o', id .. '|e', id .. '|f', id .. '|a', id .. '
            id .. '|p', id .. '|b')
 redis.call('HSET', jobs, id .. '|s', 'queued')
 local qn = job_queue(jobs, id)
-local ready, _, marker = KEYS[3], nil, KEYS[4]
-if qn ~= 'default' then ready, _, marker = job_qkeys(jobs, qn) end
-redis.call('ZADD', ready, (job_meta(jobs, id)), id)
-if not queue_paused(KEYS[1], qn) then wake_now(marker) end
+local ready, delayed, marker = job_qkeys(jobs, qn)
+local now = server_now()
+if job_place(jobs, ready, delayed, id, now, now, qn) and not queue_paused(KEYS[1], qn) then
+  wake_now(marker)
+end
 return {0}

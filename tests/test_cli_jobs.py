@@ -140,3 +140,24 @@ def test_worker_queues_flag() -> None:
         _worker_options(_parser().parse_args(["worker", "m:app", "--queues", "a b"]))
     with pytest.raises(UsageError, match="queues"):
         _worker_options(_parser().parse_args(["worker", "m:app", "--queues", ","]))
+
+
+def test_enqueue_with_a_flow_key(cli: Run) -> None:  # noqa: F811
+    key = f"cli-{uuid.uuid4().hex[:8]}"
+    flags = ("--key", key, "--throttle", "60", "--delay", "300", "--json")
+    code, out, _ = cli("enqueue", "shout", "--input", "1", *flags)
+    assert code == 0, out
+    first = json.loads(out)["job_id"]
+    code, out, _ = cli("enqueue", "shout", "--input", "2", *flags)
+    assert code == 0 and json.loads(out)["job_id"] == first  # throttled into the first
+    code, out, _ = cli("job", "cancel", first, "--json")
+    assert code == 0
+    code, out, _ = cli(
+        "enqueue", "shout", "--input", "3", "--key", f"{key}-b", "--concurrency", "2",
+        "--wait", "20", "--json",
+    )  # fmt: skip
+    assert code == 0 and json.loads(out)["state"] == "completed", out
+    code, _, err = cli("enqueue", "shout", "--concurrency", "2")
+    assert code == 2 and "--key" in err
+    code, _, err = cli("enqueue", "shout", "--key", "k", "--concurrency", "0")
+    assert code == 1 and "ValidationError" in err

@@ -21,7 +21,10 @@ EXPECTED = {
     # jobs
     "ExistingJobPolicy", "JobCancelledError", "JobError", "JobExistsError", "JobFailedError",
     "JobHandle", "JobNotFoundError", "JobState", "JobStateError", "JobStatus", "SyncClient",
-    "ScheduleInfo", "ScheduleNotFoundError",
+    "ScheduleInfo", "ScheduleNotFoundError", "Limit",
+    # reliability (issue 19): the turn watchdog, Redis Functions, replicated durability
+    "TurnTimeoutError", "TurnCrashedWorkerError", "FunctionsMissingError",
+    "ReplicationTimeoutError",
     # reset (docs/deploying.md)
     "ResetPointError",
 }  # fmt: skip

@@ -8,10 +8,13 @@ import typing
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from durable_redis.core.codec import Codec, MsgpackCodec
 from durable_redis.errors import ConfigurationError, NotRegisteredError, RegistrationError
+
+if TYPE_CHECKING:
+    from durable_redis.core.jobs import Limit
 
 __all__ = [
     "ActivityContext",
@@ -42,6 +45,7 @@ class ActivityDefinition:
     result_type: Any
     takes_input: bool
     queue: str = "default"  # the job queue of its jobs (client.enqueue may override it)
+    limit: Limit | None = None  # flow control by key of its jobs (client.enqueue may override)
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,6 +296,7 @@ class App:
         name: str | None = None,
         version: str = "",
         queue: str = "default",
+        limit: Limit | None = None,
     ) -> Callable[[F], F]: ...
 
     def activity(
@@ -302,14 +307,20 @@ class App:
         name: str | None = None,
         version: str = "",
         queue: str = "default",
+        limit: Limit | None = None,
     ) -> Any:
         """Register ``fn(ctx: ActivityContext, input)``, sync or async. ``queue``: the queue
         of its jobs and of its calls from orchestrations (``client.enqueue(..., queue=)`` and
         ``ctx.call_activity(..., queue=)`` override it); only workers serving it
-        (``WorkerOptions.queues``) run them. See docs/routing.md."""
+        (``WorkerOptions.queues``) run them. See docs/routing.md. ``limit``: flow control by
+        key of its jobs (``Limit(key=..., concurrency=, rate=, per=, debounce=, throttle=)``,
+        docs/routing.md; ``client.enqueue(..., limit=)`` overrides it)."""
+        from durable_redis.core.jobs import Limit as _Limit
         from durable_redis.core.jobs import validate_queue
 
         validate_queue(queue)
+        if limit is not None and not isinstance(limit, _Limit):
+            raise RegistrationError(f"limit must be a Limit, got {limit!r}")
 
         def register(f: F) -> F:
             reg_name = _validate_name(name or f.__name__, "activity")
@@ -325,6 +336,7 @@ class App:
                 result_type,
                 takes_input,
                 queue,
+                limit,
             )
             self._activities[reg_name] = definition
             setattr(f, _ACT_ATTR, definition)

@@ -243,7 +243,7 @@ class Doorbell:
 
     def _note_due(self, channel: str, due: int) -> None:
         cur = self._due.get(channel)
-        if cur is None or due < cur:
+        if cur is None or due < cur or cur <= self._now_ms():  # a past due time is stale
             self._due[channel] = due
 
     def _on_message(self, channel: str, payload: str) -> None:

@@ -231,6 +231,11 @@ async def job_overview(store: RedisStoreBase, *, split_limit: int = 2000) -> Job
         *waiting, leased, done = [int(n) for n in await pipe.execute()]
         sizes.append([sum(waiting[0::2]), sum(waiting[1::2]), leased, done])
     ready, delayed, running, finished = (sum(col) for col in zip(*sizes, strict=True))
+    job_queues = getattr(store, "job_queues", None)
+    if job_queues is not None and any([await r.exists(pk.jq_groups) for pk in store._parts]):
+        # keyed jobs wait in their groups' sets (docs/routing.md "Flow control"): count them
+        infos = await job_queues()
+        ready, delayed = sum(q.ready for q in infos), sum(q.delayed for q in infos)
     by_state: dict[str, int] | None = None
     if finished <= split_limit:
         by_state = {"completed": 0, "failed": 0, "cancelled": 0}

@@ -25,6 +25,7 @@ __all__ = [
     "JobRecord",
     "JobState",
     "JobStore",
+    "KeptJob",
     "NewJob",
 ]
 
@@ -66,6 +67,19 @@ class NewJob:
     at_ms: int | None = None  # absolute, epoch ms
     result_ttl_ms: int = 0
     queue: str = "default"
+    # flow control: the job's key, and "<concurrency> <rate> <per ms> <burst>" ('-' = none)
+    # and "" / "debounce <ms>" / "throttle <ms>" (core.jobs.Limit builds them); keyed jobs
+    # must live in the key's partition (the store's job_id_for_key gives such an id)
+    flow_key: str | None = None
+    flow: str = "- - - 1"
+    flow_mode: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class KeptJob:
+    """An enqueue that was debounced or throttled into an existing job of its flow key."""
+
+    job_id: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,10 +133,11 @@ class JobRecord:
 class JobStore(Protocol):
     async def enqueue_jobs(
         self, jobs: Sequence[NewJob], *, policy: ExistingJobPolicy = ExistingJobPolicy.KEEP
-    ) -> list[JobState | None]:
+    ) -> list[JobState | KeptJob | None]:
         """Create the jobs; one script call per partition (all sent in one round trip).
 
-        Returns, per job, None if it was created, else the state of the job that exists.
+        Returns, per job, None if it was created, the state of the job that exists, or
+        KeptJob (debounced or throttled into that job of its flow key).
         JobExistsError (nothing written in that partition) under FAIL.
         """
         ...

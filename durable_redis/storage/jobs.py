@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import secrets
 import time
 from collections import OrderedDict
@@ -18,6 +19,7 @@ from typing import Any
 from redis.exceptions import NoScriptError, ResponseError
 
 from durable_redis.core.jobs import validate_queue
+from durable_redis.errors import ValidationError
 from durable_redis.storage._replies import _s
 from durable_redis.storage.job_types import (
     ExistingJobPolicy,
@@ -26,9 +28,10 @@ from durable_redis.storage.job_types import (
     JobQueueInfo,
     JobRecord,
     JobState,
+    KeptJob,
     NewJob,
 )
-from durable_redis.storage.keys import PartitionKeys, validate_id
+from durable_redis.storage.keys import PartitionKeys, id_in_partition, partition_of, validate_id
 from durable_redis.storage.redis_base import RedisStoreBase
 from durable_redis.storage.scripts import Status, raise_for_status
 
@@ -152,14 +155,35 @@ def enqueue_args(epoch: str, policy: ExistingJobPolicy, jobs: Sequence[NewJob]) 
         "" if j.at_ms is None else int(j.at_ms),
         int(j.result_ttl_ms),
         j.queue,
+        "" if j.flow_key is None else j.flow,
+        "" if j.flow_key is None else j.flow_mode,
     ]
-    for job in jobs:
-        args += [job.job_id, job.spec]
+    if j.flow_key is None:
+        for job in jobs:
+            args += [job.job_id, job.spec]
+    else:
+        for job in jobs:
+            args += [job.job_id, job.spec, job.flow_key]
     return args
 
 
-def _options(job: NewJob) -> tuple[str, int, int | None, int | None, int, str]:
-    return (job.name, job.priority, job.delay_ms, job.at_ms, job.result_ttl_ms, job.queue)
+def _options(job: NewJob) -> tuple[Any, ...]:
+    keyed = job.flow_key is not None
+    return (
+        job.name,
+        job.priority,
+        job.delay_ms,
+        job.at_ms,
+        job.result_ttl_ms,
+        job.queue,
+        keyed,
+        job.flow if keyed else "",
+        job.flow_mode if keyed else "",
+    )
+
+
+_FLOW = re.compile(r"(-|[1-9][0-9]*) (-|[1-9][0-9]*) (-|[1-9][0-9]*) [1-9][0-9]*")
+_MODE = re.compile(r"((debounce|throttle) [1-9][0-9]*)?")
 
 
 def ack_args(epoch: str, acks: Sequence[JobAck]) -> list[Any]:
@@ -207,6 +231,20 @@ class JobQueueMixin(RedisStoreBase):
     def _job_pk(self, job_id: str) -> PartitionKeys:
         return self._pk(job_id)
 
+    def job_id_for_key(self, job_id: str | None, flow_key: str) -> str:
+        """An id in ``flow_key``'s partition (every job of a key lives there, so its limits
+        are judged in one script): ``job_id`` itself when it hashes there (always with one
+        partition), else ``job_id`` with the first ``:k`` suffix that does; a fresh random id
+        when ``job_id`` is None."""
+        n = len(self._parts)
+        if job_id is not None:
+            return id_in_partition(flow_key, job_id, n)
+        want = partition_of(flow_key, n)
+        while True:
+            fresh = secrets.token_hex(16)
+            if partition_of(fresh, n) == want:
+                return fresh
+
     def _job_groups(self, ids: Sequence[str]) -> list[tuple[PartitionKeys, list[int]]]:
         """Positions of ``ids`` by partition (one group without hashing when P = 1)."""
         if len(self._parts) == 1:
@@ -216,15 +254,25 @@ class JobQueueMixin(RedisStoreBase):
     # -- producer ----------------------------------------------------------------------------
     async def enqueue_jobs(
         self, jobs: Sequence[NewJob], *, policy: ExistingJobPolicy = ExistingJobPolicy.KEEP
-    ) -> list[JobState | None]:
+    ) -> list[JobState | KeptJob | None]:
         epoch = await self._ready()
+        n = len(self._parts)
         for j in jobs:
             validate_id("job id", j.job_id)
+            if j.flow_key is not None:
+                validate_id("flow key", j.flow_key)
+                if partition_of(j.job_id, n) != partition_of(j.flow_key, n):
+                    raise ValidationError(
+                        f"job {j.job_id!r} is not in the partition of its flow key "
+                        f"{j.flow_key!r} (job_id_for_key gives an id that is)"
+                    )
         for option in {_options(j) for j in jobs}:
             validate_id("job name", option[0])
             validate_queue(option[5])
             if not -_PRIORITY_LIMIT < option[1] < _PRIORITY_LIMIT:
                 raise ValueError(f"priority must be within +-{_PRIORITY_LIMIT - 1}")
+            if option[6] and not (_FLOW.fullmatch(option[7]) and _MODE.fullmatch(option[8])):
+                raise ValidationError(f"bad flow {option[7]!r} / mode {option[8]!r}")
         positions: list[list[int]] = []
         calls: list[tuple[list[str], list[Any]]] = []
         subjects: list[NewJob] = []
@@ -249,7 +297,7 @@ class JobQueueMixin(RedisStoreBase):
         generation = self._listener_generation()
         created: dict[str, str] = {}
         replies = await self._eval_many("enqueue_jobs", calls) if calls else []
-        out: list[JobState | None] = [None] * len(jobs)
+        out: list[JobState | KeptJob | None] = [None] * len(jobs)
         for chunk, reply, first in zip(positions, replies, subjects, strict=True):
             if reply[0] != Status.OK:
                 subject = _s(reply[1]) if len(reply) > 1 else first.job_id
@@ -258,6 +306,8 @@ class JobQueueMixin(RedisStoreBase):
                 text = _s(flag)
                 if text.startswith("new "):
                     created[jobs[i].job_id] = text[4:]
+                elif text.startswith("kept "):
+                    out[i] = KeptJob(text[5:])
                 else:
                     out[i] = JobState(text)
         self._note_fresh(generation, created)
@@ -401,8 +451,35 @@ class JobQueueMixin(RedisStoreBase):
         named = sorted(_s(q) for q in await self._r.smembers(pk.jq_queues))
         return ["default", *[q for q in named if q != "default"]]
 
-    def _queued_sources(self, pk: PartitionKeys, queues: Sequence[str]) -> list[str]:
-        return [key for q in queues for key in pk.jq_queue_keys(q)[:2]]
+    async def _flow_groups(self, pk: PartitionKeys) -> list[tuple[str, str]]:
+        """(queue, flow key) of every live group of a partition (its limits are kept in
+        jq:groups while it has jobs queued or running)."""
+        out: list[tuple[str, str]] = []
+        for field in await self._r.hkeys(pk.jq_groups):
+            name = _s(field)
+            if name.endswith("|c"):
+                queue, _, key = name[:-2].partition(":")
+                out.append((queue, key))
+        return out
+
+    async def _queued_sources(self, pk: PartitionKeys, queues: Sequence[str]) -> list[str]:
+        """The ZSETs that hold queued jobs: each queue's ready and delayed sets (the ready
+        ones also hold one "\n<key>" entry per group in the round robin, skipped by
+        readers) and the groups' ready sets."""
+        keys = [key for q in queues for key in pk.jq_queue_keys(q)[:2]]
+        return keys + [pk.jq_group(q, k) for q, k in await self._flow_groups(pk)]
+
+    async def _group_entries(self, pk: PartitionKeys) -> int:
+        """The groups' round-robin entries in the ready and delayed sets (not jobs)."""
+        groups = await self._flow_groups(pk)
+        if not groups:
+            return 0
+        pipe = self._r.pipeline(transaction=False)
+        for q, key in groups:
+            ready, delayed, _ = pk.jq_queue_keys(q)
+            pipe.zscore(ready, "\n" + key)
+            pipe.zscore(delayed, "\n" + key)
+        return sum(1 for x in await pipe.execute() if x is not None)
 
     async def set_job_queue_paused(self, queue: str, paused: bool) -> bool:
         """Pause (or resume) ``queue`` in every partition; True if it was paused before."""
@@ -426,18 +503,30 @@ class JobQueueMixin(RedisStoreBase):
         found: dict[str, list[int]] = {}  # queue -> [ready, delayed, paused partitions]
         for pk in self._parts:
             names = await self._queue_names(pk)
+            groups = await self._flow_groups(pk)
             pipe = self._r.pipeline(transaction=False)
             for q in names:
                 ready, delayed, _ = pk.jq_queue_keys(q)
                 pipe.zcard(ready)
                 pipe.zcard(delayed)
                 pipe.hexists(pk.pmeta, f"qp:{q}")
+            for q, key in groups:  # a group's jobs, less its round-robin entry
+                ready, delayed, _ = pk.jq_queue_keys(q)
+                pipe.zcard(pk.jq_group(q, key))
+                pipe.zscore(ready, "\n" + key)
+                pipe.zscore(delayed, "\n" + key)
             replies = await pipe.execute()
             for i, q in enumerate(names):
                 row = found.setdefault(q, [0, 0, 0])
                 row[0] += int(replies[3 * i])
                 row[1] += int(replies[3 * i + 1])
                 row[2] += 1 if replies[3 * i + 2] else 0
+            at = 3 * len(names)
+            for j, (q, _) in enumerate(groups):
+                size, in_ready, in_delayed = replies[at + 3 * j : at + 3 * j + 3]
+                row = found.setdefault(q, [0, 0, 0])
+                row[0] += int(size) - (in_ready is not None)
+                row[1] -= in_delayed is not None
         return [
             JobQueueInfo(name=q, ready=r, delayed=d, paused=p == len(self._parts))
             for q, (r, d, p) in found.items()
@@ -452,7 +541,7 @@ class JobQueueMixin(RedisStoreBase):
         out: list[JobRecord] = []
         for pk in self._parts:
             sources: list[str]
-            queued = self._queued_sources(pk, await self._queue_names(pk))
+            queued = await self._queued_sources(pk, await self._queue_names(pk))
             if state is JobState.QUEUED:
                 sources = queued
             elif state is JobState.RUNNING:
@@ -486,12 +575,13 @@ class JobQueueMixin(RedisStoreBase):
         await self._ready()
         counts = dict.fromkeys(JobState, 0)
         for pk in self._parts:
-            queued = self._queued_sources(pk, await self._queue_names(pk))
+            queued = await self._queued_sources(pk, await self._queue_names(pk))
             pipe = self._r.pipeline(transaction=False)
             for key in (*queued, pk.jq_leases, pk.jq_done):
                 pipe.zcard(key)
             *waiting, leased, done = await pipe.execute()
             counts[JobState.QUEUED] += sum(int(n) for n in waiting)
+            counts[JobState.QUEUED] -= await self._group_entries(pk)
             counts[JobState.RUNNING] += int(leased)
             counts[JobState.COMPLETED] += int(done)  # refined by list_jobs when needed
         return counts

@@ -19,6 +19,7 @@ __all__ = [
     "InstanceKeys",
     "PartitionKeys",
     "cluster_slot",
+    "id_in_partition",
     "item_id",
     "meta_key",
     "partition_of",
@@ -56,6 +57,19 @@ def partition_of(instance_id: str, partitions: int) -> int:
     if partitions <= 1:
         return 0
     return zlib.crc32(instance_id.encode("utf-8")) % partitions
+
+
+def id_in_partition(anchor: str, base: str, partitions: int) -> str:
+    """``base``, or ``base:k`` with the first k >= 1 that does, hashing to ``anchor``'s
+    partition (deterministic: the same base and anchor always give the same id)."""
+    want = partition_of(anchor, partitions)
+    if partition_of(base, partitions) == want:
+        return base
+    return next(
+        f"{base}:{k}"
+        for k in range(1, 1_000_000)
+        if partition_of(f"{base}:{k}", partitions) == want
+    )
 
 
 def item_id(instance_id: str, activity_key: str) -> str:
@@ -246,6 +260,15 @@ class PartitionKeys:
     def jq_queues(self) -> str:
         """SET of the queues other than "default" that jobs were enqueued to or paused in."""
         return self._k("jq:queues")
+
+    @cached_property
+    def jq_groups(self) -> str:
+        """HASH of the flow-key groups' state ("<queue>:<key>|c" limits, "|n" running, ...)."""
+        return self._k("jq:groups")
+
+    def jq_group(self, queue: str, key: str) -> str:
+        """ZSET of the ready jobs of flow key ``key`` in ``queue`` (``flow_keys`` in Lua)."""
+        return self._k(f"jq:g:{queue}:{key}")
 
     def jq_queue_keys(self, queue: str) -> tuple[str, str, str]:
         """(ready, delayed, marker) of a job queue; "default" keeps jq:ready / jq:delayed /

@@ -16,7 +16,7 @@ from typing import Any
 from durable_redis.core.jobs import validate_queue
 from durable_redis.core.schedules import tick_instance_base
 from durable_redis.storage._replies import _s
-from durable_redis.storage.keys import PartitionKeys, partition_of, validate_id
+from durable_redis.storage.keys import PartitionKeys, id_in_partition, validate_id
 from durable_redis.storage.redis_base import RedisStoreBase
 from durable_redis.storage.scripts import Status, raise_for_status
 
@@ -46,13 +46,7 @@ class ScheduleStoreMixin(RedisStoreBase):
         return self._in_schedule_partition(name, tick_instance_base(name, tick_ms))
 
     def _in_schedule_partition(self, name: str, base: str) -> str:
-        n = len(self._parts)
-        want = partition_of(name, n)
-        if partition_of(base, n) == want:
-            return base
-        return next(
-            f"{base}:{k}" for k in range(1, 1_000_000) if partition_of(f"{base}:{k}", n) == want
-        )
+        return id_in_partition(name, base, len(self._parts))
 
     async def _set_schedule(
         self, op: str, name: str, spec: bytes = b"", spec_hash: str = "", due: int | None = None

@@ -86,7 +86,7 @@ SCRIPTS: dict[str, ScriptSpec] = {
         ScriptSpec("delete_instance", keys=26, argv=6, variadic_keys=True),
         ScriptSpec("outbox_apply", keys=8, argv=3, variadic_keys=True, variadic_argv=True),
         ScriptSpec("outbox_ack", keys=3, argv=1, variadic_argv=True),
-        ScriptSpec("enqueue_jobs", keys=7, argv=8, variadic_argv=True),
+        ScriptSpec("enqueue_jobs", keys=7, argv=10, variadic_argv=True),
         ScriptSpec("fetch_jobs", keys=8, argv=5, variadic_argv=True),
         ScriptSpec("ack_jobs", keys=7, argv=1, variadic_argv=True),
         ScriptSpec("renew_jobs", keys=3, argv=2, variadic_argv=True),

@@ -59,7 +59,7 @@ def done(lease: JobLease, payload: bytes = b"out") -> JobAck:
 
 def test_argument_packing_is_pure() -> None:
     args = enqueue_args("e", ExistingJobPolicy.KEEP, [job("a", priority=3, delay_ms=5)])
-    assert args == ["e", "keep", "send", 3, 5, "", TTL, "default", "a", b"spec-a"]
+    assert args == ["e", "keep", "send", 3, 5, "", TTL, "default", "", "", "a", b"spec-a"]
     lease = JobLease("a", "t", "send", b"", 1, 1, 0)
     assert ack_args("e", [JobAck(lease, JobOutcome.RETRY, b"x", -4)]) == [
         "e", "a", "t", "r", b"x", 0,

@@ -1,0 +1,48 @@
+"""The app of the flow-control e2e tests (``e2e_flow_app:app``). Every activity appends
+``start|end <key> <unix time> <pid> <n>`` lines to the log file named in its input (one
+``write`` per line, O_APPEND, so the lines of concurrent processes never mix), which is what
+the tests compute concurrency and rates from."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import anyio
+
+from durable_redis.core import ActivityContext, App
+from durable_redis.core.jobs import Limit
+
+app = App("e2e-flow")
+
+
+def note(path: str, what: str, key: str, n: object) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, f"{what} {key} {time.time():.6f} {os.getpid()} {n}\n".encode())
+    finally:
+        os.close(fd)
+
+
+async def _work(args: dict[str, Any]) -> dict[str, Any]:
+    note(args["log"], "start", args["tenant"], args["n"])
+    await anyio.sleep(args.get("ms", 0) / 1000)
+    note(args["log"], "end", args["tenant"], args["n"])
+    return {"pid": os.getpid(), "n": args["n"]}
+
+
+@app.activity(limit=Limit(key="tenant:{tenant}", concurrency=5))
+async def tenant_work(ctx: ActivityContext, args: dict[str, Any]) -> dict[str, Any]:
+    return await _work(args)
+
+
+@app.activity(limit=Limit(key=lambda a: a["tenant"], rate=20, per=1, burst=5))
+async def rated_work(ctx: ActivityContext, args: dict[str, Any]) -> dict[str, Any]:
+    return await _work(args)
+
+
+@app.activity
+async def keyed_work(ctx: ActivityContext, args: dict[str, Any]) -> dict[str, Any]:
+    """No limit of its own: the tests pass ``limit=`` per call."""
+    return await _work(args)
