@@ -23,12 +23,23 @@ STATUS
   0 OK, 2 NAMESPACE_MISSING
 ]]
 -- @include common
-if redis.call('HGET', KEYS[1], 'epoch') ~= ARGV[1] then return {2} end
+-- KEYS and ARGV, each named once (the header's names) ---------------------------------------
+local K_pmeta = KEYS[1]      -- partition metadata HASH
+local K_seq = KEYS[2]        -- partition sequence counter (lock epochs)
+local K_oq_ready = KEYS[3]   -- ZSET instance -> earliest visible message (unlocked instances only)
+local K_oq_locks = KEYS[4]   -- ZSET instance -> lock deadline
+local K_oq_lock = KEYS[5]    -- HASH instance -> lock token
+local K_oq_marker = KEYS[6]  -- wake-up marker ZSET
+local A_epoch = ARGV[1]
+local A_nonce = ARGV[2]      -- random; the token is "<seq>:<nonce>"
+local A_lock_ms = ARGV[3]
+if not epoch_ok(K_pmeta, A_epoch) then return {2} end
 local now = server_now()
+-- ARGV[4]...: the instance ids this worker passes over (version routing)
 local skip = nil
 if #ARGV > 3 then
   skip = {}
-  for i = 4, #ARGV do skip[ARGV[i]] = true end
+  for pos = 4, #ARGV do skip[ARGV[pos]] = true end
 end
 -- the first member of a ZSET (by score up to max) that this worker does not skip
 local function first_of(key, max)
@@ -43,31 +54,31 @@ end
 -- the earliest due time among the instances this worker does not skip, or nil
 local function next_due()
   local n = (skip == nil) and 0 or (#ARGV - 3)
-  local first = redis.call('ZRANGE', KEYS[3], 0, n, 'WITHSCORES')
+  local first = redis.call('ZRANGE', K_oq_ready, 0, n, 'WITHSCORES')
   for i = 1, #first, 2 do
     if skip == nil or not skip[first[i]] then return tonumber(first[i + 1]) end
   end
   return nil
 end
-local iid = first_of(KEYS[4], fmt(now))
+local iid = first_of(K_oq_locks, fmt(now))
 if iid == nil then
-  iid = first_of(KEYS[3], fmt(now))
-  if iid ~= nil then redis.call('ZREM', KEYS[3], iid) end
+  iid = first_of(K_oq_ready, fmt(now))
+  if iid ~= nil then redis.call('ZREM', K_oq_ready, iid) end
 end
 if iid == nil then
   local due = next_due()
-  if due ~= nil then arm_marker(KEYS[6], due, now) end
+  if due ~= nil then arm_marker(K_oq_marker, due, now) end
   return {0}
 end
-local token = redis.call('INCR', KEYS[2]) .. ':' .. ARGV[2]
-local deadline = now + tonumber(ARGV[3])
-redis.call('HSET', KEYS[5], iid, token)
-redis.call('ZADD', KEYS[4], fmt(deadline), iid)
+local token = redis.call('INCR', K_seq) .. ':' .. A_nonce
+local deadline = now + tonumber(A_lock_ms)
+redis.call('HSET', K_oq_lock, iid, token)
+redis.call('ZADD', K_oq_locks, fmt(deadline), iid)
 -- baton passing: more work now wakes the next idle fetcher; else arm the next due time
 local due = next_due()
-if first_of(KEYS[4], fmt(now)) ~= nil then
-  wake_now(KEYS[6])
+if first_of(K_oq_locks, fmt(now)) ~= nil then
+  wake_now(K_oq_marker)
 elseif due ~= nil then
-  arm_marker(KEYS[6], due, now)
+  arm_marker(K_oq_marker, due, now)
 end
 return {0, iid, token, deadline}

@@ -81,9 +81,9 @@ redis.call('RPUSH', KEYS[12], ARGV[7])
 -- 2. the record and its indexes ------------------------------------------------------------------
 redis.call('HSET', inst, 'exec', fmt(exec + 1), 'status', 'running', 'updated', fmt(now))
 redis.call('HDEL', inst, 'output', 'error', 'completed', 'held', 'held_at', 'held_fail')
-local old_key = status_key(status, 14)
-if old_key then redis.call('ZREM', old_key, iid) end
-redis.call('ZADD', KEYS[15], f[4] or fmt(now), iid)
+local by_status = status_keys(14)
+if by_status[status] then redis.call('ZREM', by_status[status], iid) end
+redis.call('ZADD', by_status['running'], f[4] or fmt(now), iid)
 redis.call('ZREM', KEYS[13], iid)
 -- 3. steal the lock; drop execution N's work items -------------------------------------------
 redis.call('HDEL', KEYS[5], iid)

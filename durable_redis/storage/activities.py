@@ -207,7 +207,7 @@ class ActivityQueueMixin(RedisStoreBase):
         if len(reply) == 1:
             return None
         self.calls["ack_work_item:locked"] += 1
-        return await self._lease_from_lock(iid, _s(reply[1]), reply[2:])
+        return await self._lease_from_lock(iid, _s(reply[1]), reply[2:], lock_ms or 0)
 
     async def renew_work_items(
         self, leases: Sequence[WorkItemLease], lock_ms: int, session_lock_ms: int | None = None
@@ -326,15 +326,6 @@ def _queues_arg(queues: Sequence[str]) -> list[str]:
         raise TypeError("queues is a sequence of queue names, not a str")
     out = list(dict.fromkeys(validate_queue(q) for q in queues))
     return out or ["default"]
-
-
-def work_route_arg(visible_at_ms: int | None, queue: str | None, priority: int) -> str:
-    """commit_turn's visible_at field of a work item: "<ms>" as before for the default queue
-    and priority 0, else "<ms>;<queue>;<priority>" (docs/routing.md)."""
-    vis = _opt(visible_at_ms)
-    if (queue is None or queue == "default") and not priority:
-        return vis
-    return f"{vis};{queue or 'default'};{priority or ''}"
 
 
 async def routed_ready_counts(r: Any, pk: Any) -> tuple[int, int]:
