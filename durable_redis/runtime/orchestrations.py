@@ -491,9 +491,7 @@ class OrchestrationDispatcher:
         policy = None
         if isinstance(started, core.events.OrchestrationStarted):
             try:
-                definition = self._app.get_orchestration(
-                    started.name, started.version, exact=True
-                )
+                definition = self._app.get_orchestration(started.name, started.version, exact=True)
                 policy = definition.on_nondeterminism
             except NotRegisteredError:
                 pass
