@@ -33,6 +33,7 @@ from durable_redis.errors import (
     InstanceNotFoundError,
     OrchestrationCancelledError,
     OrchestrationFailedError,
+    StoreError,
     ValidationError,
     WaitTimeoutError,
 )
@@ -53,6 +54,7 @@ __all__ = [
     "InstanceId",
     "InstanceState",
     "InstanceStatePage",
+    "ResetInfo",
     "validate_id",
 ]
 
@@ -367,6 +369,90 @@ class Client(ClientMessagingMixin, JobsClientMixin, SchedulesClientMixin, QueueC
         await self._ensure_initialized()
         return await self.store.request_fail_held(instance_id)
 
+    async def reset(
+        self,
+        instance_id: str,
+        event_id: int | str = "before-failure",
+        *,
+        reason: str = "",
+        by: str | None = None,
+        reapply_events: bool = True,
+    ) -> ResetInfo:
+        """Re-run a failed, held, completed or cancelled instance from a point of its history,
+        as a new execution of the same id (docs/deploying.md, "Reset").
+
+        Events 1..``event_id`` of the current execution are kept (their activity results are
+        replayed, not re-run); the new execution records an ``ExecutionReset`` event (from
+        where, ``reason``, ``by``: default ``user@host``) and runs the code live from there.
+        ``event_id`` is an event id where nothing is in flight, or a shortcut:
+        ``"before-failure"`` (default: the latest such point before the first failure) or
+        ``"last-turn"`` (the latest such point). The old execution's history stays readable
+        (``get_history(id, execution_id=N)``). Events raised after the point (consumed by the
+        old execution) are delivered again to the new one, before anything queued, unless
+        ``reapply_events=False``.
+
+        Raises InstanceNotFoundError, InstanceRunningError (running and not held: nothing
+        changed), ResetPointError (the point has work in flight or is not one; the message
+        lists the valid points).
+        """
+        from durable_redis.core.reset import plan_reset
+
+        validate_id(instance_id)
+        await self._ensure_initialized()
+        who = by if by is not None else _operator()
+        for _ in range(5):
+            info = await self.store.get_instance(instance_id)
+            if info is None:
+                raise InstanceNotFoundError(f"instance {instance_id!r} not found")
+            raw = await self.store.read_history(instance_id, info.execution_id)
+            try:
+                history = core.decode_history(raw)
+            except CodecError as exc:
+                raise CodecError(f"the history of {instance_id!r}: {exc}") from exc
+            now_ms = await self.store.server_time_ms()
+            plan = plan_reset(
+                history,
+                event_id,
+                reason=reason,
+                by=who,
+                now_ms=now_ms,
+                reapply_events=reapply_events,
+            )
+            wake = core.encode_message(
+                core.messages.TimerFired(
+                    execution_id=plan.new_execution, timer_id=0, fire_at_ms=now_ms
+                )
+            )
+            new_execution = await self.store.reset_instance(
+                instance_id,
+                execution_id=plan.from_execution,
+                history_len=len(raw),
+                keep=plan.keep,
+                started=plan.started,
+                reset_event=plan.reset_event,
+                wake=(f"reset:{uuid.uuid4().hex}", wake),
+                reapply=plan.reapplied,
+            )
+            if new_execution is not None:
+                logger.info(
+                    "instance %s reset to event %d of execution %d (execution %d): %s",
+                    instance_id,
+                    plan.keep,
+                    plan.from_execution,
+                    new_execution,
+                    reason or "no reason given",
+                    extra={"instance_id": instance_id},
+                )
+                self._result_types.pop(instance_id, None)
+                return ResetInfo(
+                    instance_id=instance_id,
+                    from_execution=plan.from_execution,
+                    from_event=plan.keep,
+                    execution_id=new_execution,
+                    reapplied_events=len(plan.reapplied),
+                )
+        raise StoreError(f"instance {instance_id!r} kept changing while it was being reset")
+
     # -- queries -------------------------------------------------------------------------------
     async def get_status(
         self, instance_id: str, *, result_type: Any = None
@@ -536,6 +622,30 @@ class Client(ClientMessagingMixin, JobsClientMixin, SchedulesClientMixin, QueueC
             held=info.held,
             held_since=_dt(info.held_at_ms) if info.held_at_ms is not None else None,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class ResetInfo:
+    """What ``client.reset`` did: execution ``execution_id`` began as events 1..``from_event``
+    of execution ``from_execution`` (which stays readable)."""
+
+    instance_id: str
+    from_execution: int
+    from_event: int
+    execution_id: int
+    reapplied_events: int = 0  # events raised after the point, delivered again
+
+
+def _operator() -> str:
+    """``user@host`` of this process: who reset an instance, when the caller does not say."""
+    import getpass
+    import socket
+
+    try:
+        user = getpass.getuser()
+    except Exception:  # no login name (containers): the host alone
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
 
 
 # -- core glue -------------------------------------------------------------------------------

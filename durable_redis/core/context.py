@@ -102,6 +102,8 @@ class EngineOps(Protocol):
     @property
     def next_event_id(self) -> int: ...
     @property
+    def default_id(self) -> str: ...
+    @property
     def is_replaying(self) -> bool: ...
     @property
     def last_activity_id(self) -> int: ...
@@ -541,11 +543,12 @@ class OrchestrationContext:
     ) -> asyncio.Future[Any]:
         """Start a child orchestration and await its result.
 
-        The child id defaults to ``f"{instance_id}:sub:{event_id}"`` (deterministic). A failed
+        The child id defaults to ``f"{instance_id}:sub:{event_id}"`` (deterministic; after a
+        reset point ``f"{instance_id}:sub:{execution}.{event_id}"``). A failed
         child raises ``ChildOrchestrationFailedError``; abandoning it cancels the child.
         """
         name, version, result_type = self._orchestration_identity(orchestration, version)
-        child_id = instance_id or default_child_id(self.instance_id, self._engine.next_event_id)
+        child_id = instance_id or default_child_id(self.instance_id, self._engine.default_id)
         return self._engine.schedule_child(
             name, version, child_id, self._engine.codec.encode(input), result_type
         )
@@ -560,7 +563,7 @@ class OrchestrationContext:
     ) -> str:
         """Start a detached orchestration (no result, no parent link); returns its id."""
         name, version, _ = self._orchestration_identity(orchestration, version)
-        child_id = instance_id or f"{self.instance_id}:detached:{self._engine.next_event_id}"
+        child_id = instance_id or f"{self.instance_id}:detached:{self._engine.default_id}"
         self._engine.command(
             ev.DetachedOrchestrationStarted,
             name=name,

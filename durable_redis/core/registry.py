@@ -418,12 +418,18 @@ class App:
         return list(self._schedules.values())
 
     # -- lookup ---------------------------------------------------------------------------------
-    def get_orchestration(self, name: str, version: str | None = None) -> OrchestrationDefinition:
-        """The registration of ``name`` (``version=None`` or ``""`` picks the latest)."""
+    def get_orchestration(
+        self, name: str, version: str | None = None, *, exact: bool = False
+    ) -> OrchestrationDefinition:
+        """The registration of ``name`` (``version=None`` or ``""`` picks the latest).
+
+        ``exact``: the version recorded in a history, looked up as it is (``""`` is the
+        unversioned registration, not the latest): a worker never runs an execution on another
+        version's code (docs/deploying.md, "Version routing")."""
         versions = self._orchestrations.get(name)
         if not versions:
             raise NotRegisteredError(f"no orchestration named {name!r} in app {self.name!r}")
-        if version is None or (version == "" and "" not in versions):
+        if version is None or (version == "" and "" not in versions and not exact):
             version = self._latest[name]
         definition = versions.get(version)
         if definition is None:

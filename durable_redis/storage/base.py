@@ -227,9 +227,10 @@ class Store(Protocol):
         ...
 
     async def fetch_orchestration(
-        self, *, lock_ms: int, wait_ms: int = 0
+        self, *, lock_ms: int, wait_ms: int = 0, skip: Sequence[str] = ()
     ) -> OrchestrationLease | None:
-        """Lock one instance with visible messages (FIFO by oldest visible message).
+        """Lock one instance with visible messages (FIFO by oldest visible message), passing
+        over the instances in ``skip`` (left queued for other workers: version routing).
 
         Blocks up to ``wait_ms`` for work (no polling: wakes within milliseconds of an enqueue or
         a timer coming due). Returns None only if nothing was eligible.
@@ -354,6 +355,26 @@ class Store(Protocol):
     async def request_fail_held(self, instance_id: str) -> bool:
         """Mark a held instance (``InstanceInfo.held``) to be failed at its next retried turn
         instead of held again; False (nothing changed) if it is not held."""
+        ...
+
+    async def reset_instance(
+        self,
+        instance_id: str,
+        *,
+        execution_id: int,
+        history_len: int,
+        keep: int,
+        started: bytes,
+        reset_event: bytes,
+        wake: tuple[str, bytes],
+        reapply: Sequence[tuple[str, bytes]] = (),
+    ) -> int | None:
+        """Start execution ``execution_id + 1`` as events 1..``keep`` of ``execution_id``
+        (``started`` replacing the first) plus ``reset_event``, in one script; returns the new
+        execution id, or None (nothing changed) if its execution or history moved since the
+        caller read them. ``reapply``: (message id, message) to queue first, in order.
+        InstanceRunningError if it runs and is not held, InstanceNotFoundError if it does not
+        exist (lua/reset_instance.lua)."""
         ...
 
     async def read_history(self, instance_id: str, execution_id: int | None = None) -> list[bytes]:

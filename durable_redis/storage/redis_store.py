@@ -17,7 +17,7 @@ import inspect
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -246,7 +246,7 @@ class RedisStore(
         return bool(reply[1])
 
     async def fetch_orchestration(
-        self, *, lock_ms: int, wait_ms: int = 0
+        self, *, lock_ms: int, wait_ms: int = 0, skip: Sequence[str] = ()
     ) -> OrchestrationLease | None:
         await self._ready()
         if len(self._parts) > 1 and time.monotonic() - self._last_sweep >= self._sweep_s:
@@ -254,15 +254,17 @@ class RedisStore(
             await self.sweep_outboxes()
 
         async def attempt() -> OrchestrationLease | None:
-            return await self._try_fetch_orchestration(lock_ms)
+            return await self._try_fetch_orchestration(lock_ms, skip)
 
-        skip, self._nothing_due = self._nothing_due, False
+        wait_first, self._nothing_due = self._nothing_due, False
         lease: OrchestrationLease | None = await self._fetch_waiting(
-            [pk.oq_marker for pk in self._parts], wait_ms, attempt, skip_first_try=skip
+            [pk.oq_marker for pk in self._parts], wait_ms, attempt, skip_first_try=wait_first
         )
         return lease
 
-    async def _try_fetch_orchestration(self, lock_ms: int) -> OrchestrationLease | None:
+    async def _try_fetch_orchestration(
+        self, lock_ms: int, skip: Sequence[str] = ()
+    ) -> OrchestrationLease | None:
         epoch = await self._ready()
         n = len(self._parts)
         self._rr = (self._rr + 1) % n
@@ -273,7 +275,7 @@ class RedisStore(
                 claim = await self._eval(
                     "claim_orchestration",
                     [pk.pmeta, pk.seq, pk.oq_ready, pk.oq_locks, pk.oq_lock, pk.oq_marker],
-                    [epoch, nonce, lock_ms],
+                    [epoch, nonce, lock_ms, *skip],
                 )
                 if claim[0] != Status.OK:
                     raise_for_status("claim_orchestration", claim)
