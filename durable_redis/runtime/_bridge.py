@@ -309,6 +309,8 @@ def to_commit(result: Any) -> TurnCommit:
             visible_at_ms=getattr(task, "visible_at_ms", None),
             queue=task.queue,
             priority=task.priority or 0,
+            flow_key=task.flow_key,
+            flow=task.flow,
         )
         for task in result.activities
     ]

@@ -266,6 +266,15 @@ class PartitionKeys:
         """HASH of the flow-key groups' state ("<queue>:<key>|c" limits, "|n" running, ...)."""
         return self._k("jq:groups")
 
+    @cached_property
+    def wq_groups(self) -> str:
+        """HASH of the activity work items' flow-key groups (as ``jq_groups``, for items)."""
+        return self._k("wq:groups")
+
+    def wq_group(self, queue: str, key: str) -> str:
+        """ZSET of the ready work items of flow key ``key`` in ``queue`` (``flow_keys``)."""
+        return self._k(f"wq:g:{queue}:{key}")
+
     def jq_group(self, queue: str, key: str) -> str:
         """ZSET of the ready jobs of flow key ``key`` in ``queue`` (``flow_keys`` in Lua)."""
         return self._k(f"jq:g:{queue}:{key}")

@@ -396,7 +396,7 @@ class RedisStore(
                 item_id(iid, w.activity_key),
                 w.activity_key,
                 w.session_id or "",
-                work_route_arg(w.visible_at_ms, w.queue, w.priority),
+                work_route_arg(w.visible_at_ms, w.queue, w.priority, w.flow_key, w.flow),
                 w.data,
             ]
         args.append(len(commit.cancelled_work))
