@@ -453,6 +453,7 @@ def _worker_options(args: argparse.Namespace) -> Any:
         ("session_lock_timeout", "session_lock_timeout"),
         ("session_idle_timeout", "session_idle_timeout"),
         ("max_attempts", "max_attempts"),
+        ("max_turn_crashes", "max_turn_crashes"),
         ("shutdown_grace", "shutdown_grace_period"),
         ("retention", "retention"),
     ):
@@ -460,6 +461,11 @@ def _worker_options(args: argparse.Namespace) -> Any:
             fields[field] = getattr(args, flag)
     if getattr(args, "queues", None) is not None:
         fields["queues"] = tuple(q.strip() for q in args.queues.split(",") if q.strip())
+    if getattr(args, "turn_timeout", None) is not None:
+        off = args.turn_timeout.strip().lower() in ("off", "never", "0")
+        fields["turn_timeout"] = (
+            None if off else parse_duration(args.turn_timeout, "--turn-timeout")
+        )
     if args.janitor_interval is not None:
         off = args.janitor_interval.strip().lower() in ("off", "never", "0")
         fields["janitor_interval"] = (

@@ -29,6 +29,11 @@ from durable_redis._cli_commands import (
     run_server_command,
     run_worker_command,
 )
+from durable_redis._cli_functions import (
+    FUNCTIONS_COMMANDS,
+    add_functions_command,
+    run_functions_command,
+)
 from durable_redis._cli_jobs import JOB_COMMANDS, add_job_commands, run_job_command
 from durable_redis._cli_messaging import add_messaging_commands
 from durable_redis._cli_ops import (
@@ -120,6 +125,20 @@ def _add_common(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
         help="how long to retry an unreachable Redis before giving up "
         f"(default: {DEFAULT_CONNECT_TIMEOUT_S:g}s)",
     )
+    parser.add_argument(
+        "--durability",
+        choices=("async", "replicated", "replicated_aof"),
+        default=default(None),
+        help="replicated: every acknowledged write waits for a replica (WAIT; replicated_aof: "
+        "WAITAOF) and fails with ReplicationTimeoutError if none answers in time "
+        "(docs/reliability.md; also ?durability= in the URL)",
+    )
+    parser.add_argument(
+        "--scripts",
+        choices=("auto", "functions", "eval"),
+        default=default(None),
+        help="FCALL of the function library or EVALSHA (default auto; docs/security.md)",
+    )
     parser.add_argument("-v", "--verbose", action="count", default=default(0), help="more logging")
     parser.add_argument(
         "--log-format",
@@ -183,6 +202,18 @@ def _parser() -> argparse.ArgumentParser:
         _duration(p, flag, help)
     p.add_argument(
         "--max-attempts", type=int, default=None, help="crashed turns before an instance fails"
+    )
+    p.add_argument(
+        "--turn-timeout",
+        default=None,
+        metavar="DURATION|off",
+        help="interrupt and hold a turn running longer (spinning code; default 2s; off: never)",
+    )
+    p.add_argument(
+        "--max-turn-crashes",
+        type=int,
+        default=None,
+        help="hold an instance whose turn killed its worker this many times (default 3; 0: off)",
     )
     p.add_argument(
         "--janitor-interval",
@@ -275,13 +306,21 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="a short run (under 3 minutes)")
     p.add_argument("rest", nargs=argparse.REMAINDER, help="options for benchmarks/harness")
     add_ops_commands(command)  # workers, doctor, dashboard (_cli_ops)
+    add_functions_command(command)  # functions load|status (_cli_functions)
     return parser
 
 
 def _require_url(args: argparse.Namespace) -> str:
+    """The URL, with ``--durability`` / ``--scripts`` as its query parameters (so the worker
+    processes it starts get them too)."""
     if not args.redis_url:
         raise UsageError(_NO_URL)
-    return str(args.redis_url)
+    url = str(args.redis_url)
+    for flag in ("durability", "scripts"):
+        value = getattr(args, flag, None)
+        if value is not None:
+            url = f"{url}{'&' if '?' in url else '?'}{flag}={value}"
+    return url
 
 
 def _emit(args: argparse.Namespace, data: Any, human: str) -> None:
@@ -333,6 +372,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_dashboard_command(args, url)
         if args.command in OPS_COMMANDS:
             return anyio.run(run_ops_command, args, url, _emit)
+        if args.command in FUNCTIONS_COMMANDS:
+            return anyio.run(run_functions_command, args, url, _emit)
         if args.command in JOB_COMMANDS:
             return anyio.run(run_job_command, args, url, _emit)
         return anyio.run(run_client_command, args, url, _emit)

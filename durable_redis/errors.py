@@ -19,11 +19,19 @@
     │   ├── InstanceTerminalError          cancel or event for an instance that has ended
     │   ├── NamespaceMissingError          the namespace's data vanished from Redis
     │   ├── StoreUnavailableError          Redis unreachable past the retry window
+    │   ├── ReplicationTimeoutError        durability="replicated": a write reached no replica
+    │   │                                  in time (it is stored on the primary)
+    │   ├── FunctionsMissingError          scripts="functions" but the function library is
+    │   │                                  not loaded at this version (`functions load`)
     │   ├── JobExistsError                 enqueue with a job id that exists (policy "fail")
     │   ├── JobNotFoundError               no job with that id (never enqueued, or expired)
     │   ├── JobStateError                  retry of a job that is not failed or cancelled
     │   └── ScheduleNotFoundError          no schedule with that name
     ├── NondeterminismError                orchestration code no longer matches its history
+    ├── TurnTimeoutError                   a turn overran turn_timeout (spinning/blocking code):
+    │                                      the watchdog interrupted it, the instance is held
+    ├── TurnCrashedWorkerError             an instance's turn killed its worker max_turn_crashes
+    │                                      times (os._exit, segfault): held, not run again
     ├── HistoryLimitExceededError          an execution reached max_history_events (the
     │                                      instance fails with this type name)
     ├── TaskFailedError                    inside an orchestration: durable work failed
@@ -58,6 +66,7 @@ __all__ = [
     "ConfigurationError",
     "DurableRedisError",
     "FailureDetails",
+    "FunctionsMissingError",
     "HistoryLimitExceededError",
     "InstanceExistsError",
     "InstanceNotFoundError",
@@ -79,10 +88,13 @@ __all__ = [
     "OrchestrationFailedError",
     "PayloadTooLargeError",
     "RegistrationError",
+    "ReplicationTimeoutError",
     "ScheduleNotFoundError",
     "StoreError",
     "StoreUnavailableError",
     "TaskFailedError",
+    "TurnCrashedWorkerError",
+    "TurnTimeoutError",
     "UpdateFailedError",
     "UpdateRejectedError",
     "ValidationError",
@@ -185,6 +197,22 @@ class StoreUnavailableError(StoreError, ConnectionError):
     """
 
 
+class ReplicationTimeoutError(StoreError):
+    """``durability="replicated"``: the write was applied on the primary but no replica
+    acknowledged it within ``replica_timeout`` (``WAIT``/``WAITAOF``). It is not lost on the
+    primary; a failover before the replica caught up could lose it."""
+
+    def __init__(self, message: str, *, replicas: int = 0, wanted: int = 1) -> None:
+        super().__init__(message)
+        self.replicas = replicas
+        self.wanted = wanted
+
+
+class FunctionsMissingError(StoreError):
+    """``scripts="functions"``: the server has no durable_redis function library at the
+    version this code needs (run ``durable-redis functions load`` as an admin)."""
+
+
 class JobExistsError(StoreError):
     """A job with this id exists already (enqueue with ``if_exists="fail"``)."""
 
@@ -222,6 +250,21 @@ class NondeterminismError(DurableRedisError):
         self.position = position
         self.recorded = recorded
         self.actual = actual
+
+
+class TurnTimeoutError(DurableRedisError):
+    """A turn ran longer than ``WorkerOptions.turn_timeout`` (orchestration code that spins or
+    blocks): the watchdog interrupted it and the instance is held with this reason."""
+
+    def __init__(self, message: str, *, elapsed_s: float = 0.0) -> None:
+        super().__init__(message)
+        self.elapsed_s = elapsed_s
+
+
+class TurnCrashedWorkerError(DurableRedisError):
+    """An instance's turn ended ``max_turn_crashes`` deliveries in a row without a commit or a
+    hand-back (its code killed the worker: ``os._exit``, a segfault, the OOM killer): the
+    instance is held and its code is not run again until an operator fails it."""
 
 
 class HistoryLimitExceededError(DurableRedisError):

@@ -1,7 +1,8 @@
 --[[
 abandon_orchestration: release an instance lock without committing. The tagged messages stay
 queued, visible again after delay_ms; count_attempt "0" gives back the attempt the fetch counted
-(never below 0). until_start "1" (an instance not started yet, whose start message was not among
+(never below 0); a counted one bumps "<mid>|c" (the turn ended, the worker lived: not a crash,
+see lock_messages). until_start "1" (an instance not started yet, whose start message was not among
 the tagged ones: delayed by start_at or a back-off) keeps them until its start message is visible
 too, so they are delivered with it instead of being consumed by a turn that cannot apply them.
 held (non-empty) marks the instance held (its code diverged from its history): the text goes to
@@ -52,6 +53,8 @@ for _, member in ipairs(redis.call('ZRANGE', KEYS[6], 0, -1)) do
     if ARGV[5] == '0' then
       local a = tonumber(redis.call('HGET', KEYS[7], mid .. '|a') or '0')
       if a > 0 then redis.call('HSET', KEYS[7], mid .. '|a', fmt(a - 1)) end
+    else -- counted, but the worker lived to hand it back: not a crash (lock_messages)
+      redis.call('HINCRBY', KEYS[7], mid .. '|c', 1)
     end
     if visible_at > now then redis.call('ZADD', KEYS[6], fmt(visible_at), member) end
   end

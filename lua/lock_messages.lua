@@ -22,9 +22,13 @@ ARGV
   4 max_messages
   5 exec_guess     execution id whose history KEYS[10] is
 RETURNS
-  {0, lease_until_ms, {instance field, value, ...}, {mid, data, attempt, ...}, read, {event, ...}}
+  {0, lease_until_ms, {instance field, value, ...}, {mid, data, attempt, ...}, read, {event, ...},
+   crashes}
     read = 1 if the record's exec is ARGV[5] (the list is that execution's history, all of it),
     else 0 (the list is empty; the caller reads the history itself)
+    crashes = most earlier deliveries of one of the messages that ended with neither a commit
+    nor an abandon (attempts - 1 - "<mid>|c", the abandons that counted the attempt): the
+    worker died during the turn (the turn watchdog's crash count)
 STATUS
   0 OK, 1 LEASE_LOST, 2 NAMESPACE_MISSING,
   4 NOT_FOUND (instance gone: its orphan messages were deleted and the lock released),
@@ -52,4 +56,11 @@ if #msgs == 0 then
   return {5}
 end
 local lease = lock_reply(KEYS[6], KEYS[10], ARGV[5], deadline, msgs)
+local crashes = 0
+for i = 1, #msgs, 3 do
+  local clean = tonumber(redis.call('HGET', KEYS[9], msgs[i] .. '|c') or '0')
+  local c = tonumber(msgs[i + 2]) - 1 - clean
+  if c > crashes then crashes = c end
+end
+lease[#lease + 1] = crashes
 return {0, unpack(lease)}

@@ -453,7 +453,8 @@ def test_worker_options_from_flags(capsys: pytest.CaptureFixture[str]) -> None:
         ["worker", "m:app", "--lock-timeout", "5s", "--retention", "1h", "--janitor-interval",
          "off", "--session-idle-timeout", "2m", "--session-lock-timeout", "90",
          "--max-attempts", "3", "--shutdown-grace", "1.5", "--orchestration-concurrency", "2",
-         "--max-sessions", "7", "--concurrency", "5"]
+         "--max-sessions", "7", "--concurrency", "5", "--turn-timeout", "500ms",
+         "--max-turn-crashes", "4"]
     )  # fmt: skip
     options = _worker_options(args)
     assert (options.lock_timeout, options.retention, options.janitor_interval) == (5, 3600, None)
@@ -461,6 +462,9 @@ def test_worker_options_from_flags(capsys: pytest.CaptureFixture[str]) -> None:
     assert (options.max_attempts, options.shutdown_grace_period) == (3, 1.5)
     assert (options.orchestration_concurrency, options.max_sessions_per_worker) == (2, 7)
     assert options.activity_concurrency == 5
+    assert (options.turn_timeout, options.max_turn_crashes) == (0.5, 4)
+    args = _parser().parse_args(["worker", "m:app", "--turn-timeout", "off"])
+    assert _worker_options(args).turn_timeout is None
     args = _parser().parse_args(["worker", "m:app", "--janitor-interval", "10m"])
     assert _worker_options(args).janitor_interval == 600
     assert main(["worker", "m:app", "--lock-timeout", "0", "--redis-url", "redis://x"]) == 2

@@ -22,6 +22,9 @@ EXPECTED = {
     "ExistingJobPolicy", "JobCancelledError", "JobError", "JobExistsError", "JobFailedError",
     "JobHandle", "JobNotFoundError", "JobState", "JobStateError", "JobStatus", "SyncClient",
     "ScheduleInfo", "ScheduleNotFoundError", "Limit",
+    # reliability (issue 19): the turn watchdog, Redis Functions, replicated durability
+    "TurnTimeoutError", "TurnCrashedWorkerError", "FunctionsMissingError",
+    "ReplicationTimeoutError",
 }  # fmt: skip
 
 

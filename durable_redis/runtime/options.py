@@ -65,6 +65,14 @@ class WorkerOptions:
       ``held_backoff_max``, not counted as attempts), marked held, until compatible code is
       deployed; ``"fail"`` fails it. ``@app.orchestration(on_nondeterminism=...)`` overrides
       it per orchestration (docs/deploying.md).
+    - ``turn_timeout``: the turn watchdog (docs/reliability.md): a turn (replay plus new steps)
+      running longer than this is interrupted (orchestration code that spins or blocks) and
+      its instance held with a ``TurnTimeoutError`` reason, retried with the held back-off;
+      the worker's other work goes on. Default 2 s (Temporal's deadlock detector); ``None``
+      disables it. ``max_turn_crashes``: an instance whose turn was delivered this many times
+      in a row without ever committing or being handed back (its code kills the worker:
+      ``os._exit``, a segfault) is held with a ``TurnCrashedWorkerError`` reason and its code
+      is not run again (``durable-redis held fail ID`` fails it); ``0`` disables it.
     - ``fetch_wait``: how long one fetch blocks on Redis waiting for work (it wakes at once when
       work arrives; this only bounds how quickly a stop is noticed by an idle fetch).
     - ``janitor_interval``: how often (with jitter) this worker removes terminal instances older
@@ -95,6 +103,8 @@ class WorkerOptions:
     on_nondeterminism: str = "hold"
     held_backoff: float = 1.0
     held_backoff_max: float = 60.0
+    turn_timeout: float | None = 2.0
+    max_turn_crashes: int = 3
     fetch_wait: float = 2.0
     janitor_interval: float | None = 300.0
     retention: float = 7 * 24 * 3600.0
@@ -141,6 +151,14 @@ class WorkerOptions:
                 "WorkerOptions.max_sessions_per_worker must be an int >= 0, "
                 f"got {self.max_sessions_per_worker!r}"
             )
+        if (
+            not isinstance(self.max_turn_crashes, int)
+            or isinstance(self.max_turn_crashes, bool)
+            or self.max_turn_crashes < 0
+        ):
+            raise ConfigurationError(
+                f"WorkerOptions.max_turn_crashes must be an int >= 0, got {self.max_turn_crashes!r}"
+            )
         positive: dict[str, float] = {
             "lock_timeout": self.lock_timeout,
             "session_lock_timeout": self.session_lock_timeout,
@@ -155,6 +173,7 @@ class WorkerOptions:
             "renewal_interval": self.renewal_interval,
             "session_idle_timeout": self.session_idle_timeout,
             "janitor_interval": self.janitor_interval,
+            "turn_timeout": self.turn_timeout,
         }
         for name, seconds in positive.items():
             _check_seconds(name, seconds, allow_zero=False)

@@ -21,6 +21,12 @@ the runtime itself:
   the divergence stored as the record's ``held`` marker and logged at ERROR, so rolling the code
   back (or patching it) lets it continue; ``on_nondeterminism="fail"`` (per orchestration or
   per worker), or an operator's ``request_fail_held``, commits the failure instead;
+- a turn running longer than ``turn_timeout`` (code that spins or blocks) is interrupted by the
+  turn watchdog (``runtime.watchdog``) and the instance held like a nondeterministic one, with a
+  ``TurnTimeoutError`` reason; an instance whose messages were delivered ``max_turn_crashes``
+  times without a commit or a hand-back (its turn kills the worker: ``os._exit``) is held with a
+  ``TurnCrashedWorkerError`` reason without running its code; a held one of either kind that
+  an operator asked to fail (``held fail``) fails as poison at its next delivery;
 - an exception out of the turn computation (core running the orchestration) is the instance's
   fault: the lease is abandoned with a delay, counting the attempt, so a turn that keeps crashing
   ends as poison instead of looping forever; unless the same crash hits other instances too
@@ -36,14 +42,18 @@ from typing import Any
 import anyio
 
 from durable_redis.errors import (
+    DurableRedisError,
     FailureDetails,
     LeaseLostError,
     NamespaceMissingError,
     NotRegisteredError,
+    TurnCrashedWorkerError,
+    TurnTimeoutError,
 )
 from durable_redis.runtime import _bridge, tracing
 from durable_redis.runtime.faults import FaultTracker
 from durable_redis.runtime.options import WorkerOptions
+from durable_redis.runtime.watchdog import TurnWatchdog
 from durable_redis.storage.base import InstanceStatus, OrchestrationLease, Store, WorkTake
 
 __all__ = ["OrchestrationDispatcher"]
@@ -55,6 +65,8 @@ _CRASH_DELAY_MS = 1000
 # Turns with at most this many history events + messages run inline on the event loop (a replay
 # of 2,000 events is ~15 ms of CPU on the benchmark machine); bigger ones run in a thread.
 INLINE_TURN_MAX_EVENTS = 2000
+# held reasons of the watchdog: a held instance with one of these fails at once on `held fail`
+_WATCHDOG_HOLDS = (f"{TurnTimeoutError.__name__}:", f"{TurnCrashedWorkerError.__name__}:")
 
 
 class _CodeCrash(Exception):
@@ -95,6 +107,26 @@ class OrchestrationDispatcher:
         self.activities: Any = None
         self._stopping: anyio.Event | None = None
         self._held: dict[str, _Held] = {}  # lease token -> the turn's lease (renewal_loop)
+        self.watchdog = (
+            TurnWatchdog(options.turn_timeout) if options.turn_timeout is not None else None
+        )
+
+    def _guarded(self, fn: Any, *args: Any) -> Any:
+        """``fn(*args)`` (a turn computation) under the turn watchdog, if any."""
+        if self.watchdog is None:
+            return fn(*args)
+        return self.watchdog.run(fn, *args)
+
+    async def _compute(self, size: int, fn: Any, *args: Any) -> Any:
+        """A turn computation of ``size`` events + messages: inline on the event loop if small,
+        else in a worker thread; under the watchdog either way."""
+        if size <= INLINE_TURN_MAX_EVENTS:
+            return self._guarded(fn, *args)
+        return await anyio.to_thread.run_sync(self._guarded, fn, *args, limiter=self._threads)
+
+    def close(self) -> None:
+        if self.watchdog is not None:
+            self.watchdog.close()
 
     async def run_adopted(self, lease: OrchestrationLease) -> None:
         """Run the turn of an instance this worker's activity ack locked (local hand-off)."""
@@ -115,6 +147,7 @@ class OrchestrationDispatcher:
         finally:
             if stopping.is_set():
                 self._suspended.clear()
+                self.close()
 
     async def _fetch_loop(self, stopping: anyio.Event) -> None:
         errors = 0
@@ -224,6 +257,11 @@ class OrchestrationDispatcher:
         now_ms = lease.lease_until_ms - self._options.lock_ms  # server time at fetch
 
         suspended = self._suspended.take(lease)
+        if self._watchdog_verdict_due(lease):
+            if suspended is not None:
+                suspended.close()
+            await self._replayed_turn(lease, lost, now_ms, quarantine=True)
+            return
         if suspended is not None and lease.attempt <= self._options.max_attempts:
             try:
                 messages = _bridge.decode_messages(lease.messages)
@@ -236,10 +274,25 @@ class OrchestrationDispatcher:
             suspended.close()
         await self._replayed_turn(lease, lost, now_ms)
 
+    def _watchdog_verdict_due(self, lease: OrchestrationLease) -> bool:
+        """Whether this delivery must not run the code: the turn killed its worker
+        ``max_turn_crashes`` times, or a watchdog hold that an operator asked to fail."""
+        limit = self._options.max_turn_crashes
+        if limit and lease.crashes >= limit:
+            return True
+        info = lease.instance
+        return bool(
+            info is not None
+            and info.fail_requested
+            and info.held is not None
+            and info.held.startswith(_WATCHDOG_HOLDS)
+        )
+
     async def _replayed_turn(
-        self, lease: OrchestrationLease, lost: anyio.Event, now_ms: int
+        self, lease: OrchestrationLease, lost: anyio.Event, now_ms: int, *, quarantine: bool = False
     ) -> None:
-        """The turn from the stored history: its verdicts (corrupted, poison), then the replay."""
+        """The turn from the stored history: its verdicts (corrupted, poison, the watchdog's),
+        then the replay."""
         instance_id = lease.instance_id
         extra = {"instance_id": instance_id, "worker_id": self._worker_id}
         try:
@@ -254,6 +307,20 @@ class OrchestrationDispatcher:
                 message=f"the history of {instance_id!r} cannot be decoded: {exc}",
             )
             await self._fail(lease, details, now_ms, corrupted=True)
+            return
+
+        if quarantine:
+            limit = self._options.max_turn_crashes
+            if limit and lease.crashes >= limit:
+                error: DurableRedisError = TurnCrashedWorkerError(
+                    f"the turn of {instance_id!r} ended {lease.crashes} times without a commit "
+                    f"or a hand-back (max_turn_crashes={limit}): its code kills the worker "
+                    "(os._exit, a crash); not run again"
+                )
+            else:
+                held = (lease.instance.held if lease.instance is not None else None) or ""
+                error = TurnTimeoutError(held.split(": ", 1)[-1])
+            await self._quarantine(lease, error, now_ms, history)
             return
 
         if lease.attempt > self._options.max_attempts:
@@ -311,17 +378,14 @@ class OrchestrationDispatcher:
     ) -> None:
         """Advance the suspended orchestration by ``messages``; replay in full if that fails."""
         try:
-            if len(messages) <= INLINE_TURN_MAX_EVENTS:
-                result, after = _bridge.advance(suspended, messages, now_ms, self._local)
-            else:
-                result, after = await anyio.to_thread.run_sync(
-                    _bridge.advance,
-                    suspended,
-                    messages,
-                    now_ms,
-                    self._local,
-                    limiter=self._threads,
-                )
+            result, after = await self._compute(
+                len(messages), _bridge.advance, suspended, messages, now_ms, self._local
+            )
+        except TurnTimeoutError as exc:
+            _close_quietly(suspended)
+            history = self._histories.decode(lease.instance_id, lease.history)
+            await self._quarantine(lease, exc, now_ms, history)
+            return
         except Exception:
             logger.debug(
                 "resuming %s failed; replaying it in full",
@@ -346,22 +410,20 @@ class OrchestrationDispatcher:
         instance_id = lease.instance_id
         extra = {"instance_id": instance_id, "worker_id": self._worker_id}
         try:
-            if len(history) + len(messages) <= INLINE_TURN_MAX_EVENTS:
-                result, after = _bridge.run_turn(
-                    self._app, instance_id, history, messages, now_ms, self._codec, self._local
-                )
-            else:
-                result, after = await anyio.to_thread.run_sync(
-                    _bridge.run_turn,
-                    self._app,
-                    instance_id,
-                    history,
-                    messages,
-                    now_ms,
-                    self._codec,
-                    self._local,
-                    limiter=self._threads,
-                )
+            result, after = await self._compute(
+                len(history) + len(messages),
+                _bridge.run_turn,
+                self._app,
+                instance_id,
+                history,
+                messages,
+                now_ms,
+                self._codec,
+                self._local,
+            )
+        except TurnTimeoutError as exc:
+            await self._quarantine(lease, exc, now_ms, history)
+            return
         except NotRegisteredError as exc:
             key = instance_id
             count = self._unregistered.get(key, 0) + 1
@@ -416,31 +478,73 @@ class OrchestrationDispatcher:
             )
             self._holds.pop(instance_id, None)
             return False
+        self._suspended.discard(instance_id)
+        await self._abandon_held(
+            lease,
+            divergence,
+            "its messages are kept and the turn is retried in %d ms (deploy compatible code; "
+            "`durable-redis held fail %s` fails it)",
+        )
+        return True
+
+    async def _quarantine(
+        self,
+        lease: OrchestrationLease,
+        error: DurableRedisError,
+        now_ms: int,
+        history: list[Any],
+    ) -> None:
+        """The watchdog's verdict: hold the instance with ``error`` as the reason (its messages
+        kept, retried with the held back-off, visible in ``status`` / ``held list``), or fail it
+        as poison when an operator asked (``held fail``)."""
+        instance_id = lease.instance_id
+        extra = {"instance_id": instance_id, "worker_id": self._worker_id}
+        reason = f"{type(error).__name__}: {error}"
+        self._suspended.discard(instance_id)
+        info = lease.instance
+        if info is not None and info.fail_requested:
+            logger.error(
+                "%s was held (%s); failing it as an operator asked",
+                instance_id,
+                reason,
+                extra=extra,
+            )
+            self._holds.pop(instance_id, None)
+            details = FailureDetails(
+                kind="poison", type_name=type(error).__name__, message=str(error)
+            )
+            await self._fail(lease, details, now_ms, history=history)
+            return
+        await self._abandon_held(
+            lease, reason, "retried in %d ms (`durable-redis held fail %s` fails it)"
+        )
+
+    async def _abandon_held(self, lease: OrchestrationLease, reason: str, then: str) -> None:
+        """Hand a held instance back with ``reason`` as its held marker and the held back-off
+        (not counted as an attempt); ``then`` the log's tail (delay ms, instance id)."""
+        instance_id = lease.instance_id
+        extra = {"instance_id": instance_id, "worker_id": self._worker_id}
         count = self._holds.get(instance_id, 0) + 1
         self._holds[instance_id] = count
         if len(self._holds) > 10_000:
             self._holds.clear()
         delay = self._options.held_delay_ms(count)
         logger.error(
-            "orchestration %s is held: %s; its messages are kept and the turn is retried in "
-            "%d ms (deploy compatible code; "
-            "`durable-redis held fail %s` fails it)",
+            "orchestration %s is held: %s; " + then,
             instance_id,
-            divergence,
+            reason,
             delay,
             instance_id,
             extra=extra,
         )
-        self._suspended.discard(instance_id)
         try:
             await self._store.abandon_orchestration(
-                lease, delay_ms=delay, count_attempt=False, held=divergence
+                lease, delay_ms=delay, count_attempt=False, held=reason
             )
         except LeaseLostError:
             pass
         except Exception:
             logger.exception("holding %s failed; its lease will expire", instance_id, extra=extra)
-        return True
 
     async def _finish(
         self, lease: OrchestrationLease, lost: anyio.Event, result: Any, after: Any
@@ -522,3 +626,10 @@ class OrchestrationDispatcher:
             pass
         except Exception:
             logger.exception("abandoning %s failed; its lease will expire", lease.instance_id)
+
+
+def _close_quietly(suspended: Any) -> None:
+    try:
+        suspended.close()
+    except Exception:
+        logger.debug("closing an interrupted orchestration failed", exc_info=True)

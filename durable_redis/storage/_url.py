@@ -25,6 +25,26 @@ def _pop_partitions(url: str) -> tuple[str, int | None]:
     return (f"{base}?{'&'.join(kept)}" if kept else base), count
 
 
+# query parameters of a Redis URL that are store options, not redis-py's (RedisStore.from_url)
+STORE_PARAMS = ("scripts", "durability", "replica_timeout")
+
+
+def _pop_store_params(url: str) -> tuple[str, dict[str, str]]:
+    """Split the ``STORE_PARAMS`` query parameters off a Redis URL (``?scripts=functions``,
+    ``?durability=replicated``), so every process given the URL gets the same store options."""
+    base, sep, query = url.partition("?")
+    if not sep:
+        return url, {}
+    kept, found = [], {}
+    for param in query.split("&"):
+        key, _, value = param.partition("=")
+        if key in STORE_PARAMS:
+            found[key] = value
+        else:
+            kept.append(param)
+    return (f"{base}?{'&'.join(kept)}" if kept else base), found
+
+
 def redact_url(url: str) -> str:
     """``url`` without its password (for printing)."""
     parts = urlsplit(url)

@@ -134,6 +134,9 @@ class OrchestrationLease:
     messages: Sequence[QueuedMessage]  # tagged with this lock; others stay queued
     attempt: int  # max attempt over `messages`
     instance: InstanceInfo | None
+    # deliveries of `messages` before this one that ended without a commit or a hand-back
+    # (the worker died during the turn); 0 where the lock path does not count them
+    crashes: int = 0
 
 
 @dataclass(frozen=True, slots=True)

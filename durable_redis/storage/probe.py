@@ -17,7 +17,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from durable_redis.errors import StoreUnavailableError
-from durable_redis.storage._url import _pop_partitions, redact_url
+from durable_redis.storage._url import _pop_partitions, _pop_store_params, redact_url
 
 __all__ = ["wait_until_reachable"]
 
@@ -72,6 +72,7 @@ async def _ping(url: str, *, connect_timeout: float) -> None:
 
 def _node_url(url: str) -> str:
     url, _ = _pop_partitions(url)
+    url, _ = _pop_store_params(url)
     parts = urlsplit(url)
     if "+cluster" in parts.scheme:
         parts = parts._replace(scheme=parts.scheme.replace("+cluster", ""))

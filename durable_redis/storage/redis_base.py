@@ -22,10 +22,16 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from durable_redis.errors import ConfigurationError, NamespaceMissingError
+from durable_redis.errors import (
+    ConfigurationError,
+    FunctionsMissingError,
+    NamespaceMissingError,
+    ReplicationTimeoutError,
+)
 from durable_redis.storage._replies import _info, _pairs, _s
 from durable_redis.storage.base import InstanceInfo, OrchestrationLease, QueuedMessage
 from durable_redis.storage.cluster import Doorbell
+from durable_redis.storage.functions import SCRIPT_MODES, function_name, library_name
 from durable_redis.storage.keys import PartitionKeys, meta_key, partition_of
 from durable_redis.storage.scripts import SCRIPTS, load_script_source
 
@@ -42,6 +48,22 @@ SCHEMA_VERSION = "1"
 _T = TypeVar("_T")
 # NOSCRIPT answers a call may reload through before it gives up (scripts flushed again meanwhile)
 _NOSCRIPT_RELOADS = 5
+DURABILITY_MODES = ("async", "replicated", "replicated_aof")
+# scripts whose effects need no replica before they are acknowledged (durability="replicated"):
+# fetches, claims and renewals (a failover that loses one only loses a lease, which fencing
+# tokens make harmless); everything else (creates, messages, commits, acks, enqueues) waits
+_UNREPLICATED = frozenset(
+    {
+        "claim_orchestration",
+        "lock_messages",
+        "renew_orchestration",
+        "fetch_work_items",
+        "renew_work_items",
+        "renew_sessions",
+        "fetch_jobs",
+        "renew_jobs",
+    }
+)
 
 
 class RedisStoreBase:
@@ -60,6 +82,10 @@ class RedisStoreBase:
         session_window: int = 200,
         outbox_tombstone_ms: int = 24 * 3600 * 1000,
         outbox_sweep_s: float = 5.0,
+        scripts: str = "auto",
+        durability: str = "async",
+        replica_timeout: float = 1.0,
+        replicas: int = 1,
     ) -> None:
         if not namespace or any(c in namespace for c in "{}\n\x00"):
             raise ConfigurationError(f"invalid namespace {namespace!r}")
@@ -67,6 +93,32 @@ class RedisStoreBase:
             raise ConfigurationError("partitions must be >= 1")
         if not 0 < block_timeout_s <= 2.0:
             raise ConfigurationError("block_timeout_s must be in (0, 2]")
+        if scripts not in SCRIPT_MODES:
+            raise ConfigurationError(f"scripts must be one of {SCRIPT_MODES}, got {scripts!r}")
+        # scripts="auto"|"functions": FCALL of the loaded library (storage.functions); auto
+        # falls back to EVALSHA for good at the first "function not found" / unknown FCALL
+        self.scripts = scripts
+        self._fcall = scripts != "eval"
+        if durability not in DURABILITY_MODES:
+            raise ConfigurationError(
+                f"durability must be one of {DURABILITY_MODES}, got {durability!r}"
+            )
+        if durability != "async" and isinstance(redis_client, RedisCluster):
+            raise ConfigurationError(
+                f"durability={durability!r} is not supported on a Redis Cluster yet "
+                "(WAIT must run on the connection of the write's node)"
+            )
+        if not 0 < replica_timeout <= 5.0 or replicas < 1:
+            raise ConfigurationError("replica_timeout must be in (0, 5] s and replicas >= 1")
+        # durability="replicated": every acknowledged write waits for `replicas` replicas on its
+        # own connection (WAIT; "replicated_aof": WAITAOF, fsynced to the replicas' AOF)
+        self.durability = durability
+        self._wait: tuple[Any, ...] | None = None
+        if durability == "replicated":
+            self._wait = ("WAIT", replicas, _ms_of(replica_timeout))
+        elif durability == "replicated_aof":
+            self._wait = ("WAITAOF", 0, replicas, _ms_of(replica_timeout))
+        self._replicas = replicas
         self.namespace = namespace
         self._redis = redis_client
         # redis-py's overloaded sync/async annotations do not help here; replies are parsed
@@ -84,7 +136,7 @@ class RedisStoreBase:
         self._rr = 0
         self._init_lock = asyncio.Lock()
         self._is_cluster = isinstance(redis_client, RedisCluster)
-        # plain Redis: scripts go straight to a pooled connection (see _eval_on_connection)
+        # plain Redis: scripts go straight to a pooled connection (see _call_on_connection)
         self._pool: Any = (
             None if self._is_cluster else getattr(redis_client, "connection_pool", None)
         )
@@ -207,11 +259,22 @@ class RedisStoreBase:
             )
 
     async def _eval(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> list[Any]:
-        """Run one script (EVALSHA, NOSCRIPT reload). The single path every script call takes."""
+        """Run one script (FCALL of the function library, or EVALSHA with NOSCRIPT reload).
+        The single path every script call takes."""
         self.calls[name] += 1
+        wait = self._wait if name not in _UNREPLICATED else None
+        if self._fcall:
+            try:
+                if self._pool is not None:
+                    command = ("FCALL", function_name(name), len(keys), *keys, *args)
+                    return await self._call_on_connection(command, None, wait)
+                return list(await self._r.fcall(function_name(name), len(keys), *keys, *args))
+            except ResponseError as exc:
+                self._functions_missing(exc)  # not run: safe to send as EVALSHA
         script = self._scripts[name]
         if self._pool is not None:
-            return await self._eval_on_connection(script, keys, args)
+            command = ("EVALSHA", script.sha, len(keys), *keys, *args)
+            return await self._call_on_connection(command, script, wait)
         for _ in range(_NOSCRIPT_RELOADS):
             try:  # redis-py reloads once on NOSCRIPT; the scripts can go again meanwhile
                 return list(await script(keys=list(keys), args=list(args)))
@@ -219,25 +282,60 @@ class RedisStoreBase:
                 continue
         return list(await script(keys=list(keys), args=list(args)))
 
-    async def _eval_on_connection(
-        self, script: AsyncScript, keys: Sequence[str], args: Sequence[Any]
+    def _functions_missing(self, exc: ResponseError) -> None:
+        """Re-raise ``exc`` unless it says the function library is absent (or FCALL is not in
+        the user's ACL); then raise ``FunctionsMissingError`` (scripts="functions") or switch
+        to EVALSHA for good (auto)."""
+        text = str(exc).lower()
+        denied = "permission" in text and "'fcall'" in text  # an ACL without +fcall
+        if "function not found" not in text and "unknown command" not in text and not denied:
+            raise exc
+        if self.scripts == "functions":
+            if denied:
+                raise exc
+            raise FunctionsMissingError(
+                f"scripts='functions' but Redis has no function library {library_name()} "
+                f"({exc}): an admin runs `durable-redis functions load` (Redis 7+)"
+            ) from exc
+        if self._fcall:
+            self._fcall = False
+            log.info("function library %s not loaded (%s): using EVALSHA", library_name(), exc)
+
+    async def _call_on_connection(
+        self,
+        command: tuple[Any, ...],
+        script: AsyncScript | None,
+        wait: tuple[Any, ...] | None = None,
     ) -> list[Any]:
-        """EVALSHA on a connection of the client's pool, without redis-py's per-command layers
+        """EVALSHA (``script``) or FCALL on a connection of the client's pool, without
+        redis-py's per-command layers
         (``Script.__call__``, ``execute_command``, response callbacks, operation metrics), the
         command packed by hiredis in C (redis-py's Python packer costs ~2x more for a commit).
         Same retry policy as the client's commands (the connection's ``Retry``: a connection
         error disconnects it and re-sends; every script is safe to run twice) and the same
-        NOSCRIPT reload."""
+        NOSCRIPT reload. ``wait`` (durability="replicated"): ``WAIT``/``WAITAOF`` sent in the
+        same packet on the same connection (WAIT covers the writes of its own connection only),
+        ``ReplicationTimeoutError`` if fewer replicas than asked acknowledged in time."""
         conn = await self._pool.get_connection()
         try:
 
             async def send() -> Any:
-                command = ("EVALSHA", script.sha, len(keys), *keys, *args)
                 if _hiredis_pack is not None:
-                    await conn.send_packed_command(_hiredis_pack(command))
+                    packed = _hiredis_pack(command)
+                    if wait is not None:
+                        packed += _hiredis_pack(wait)
+                    await conn.send_packed_command(packed)
                 else:
                     await conn.send_command(*command)
-                return await conn.read_response()
+                    if wait is not None:
+                        await conn.send_command(*wait)
+                if wait is None:
+                    return await conn.read_response()
+                try:
+                    reply = await conn.read_response()
+                finally:  # an error reply of the script: the WAIT's reply is still due
+                    acked = await conn.read_response()
+                return reply, acked
 
             async def failed(_error: Exception) -> None:
                 await conn.disconnect()
@@ -249,18 +347,35 @@ class RedisStoreBase:
                 except NoScriptError:
                     # not run: safe to send again. Loaded scripts can go again before the
                     # retry arrives (another SCRIPT FLUSH, a restart): reload a few times
-                    if reloads == _NOSCRIPT_RELOADS:
+                    if reloads == _NOSCRIPT_RELOADS or script is None:
                         raise
                     script.sha = await self._r.script_load(script.script)
+                    command = ("EVALSHA", script.sha, *command[2:])
         finally:
             await self._pool.release(conn)
+        if wait is not None:
+            reply, acked = reply
+            self._check_replicated(acked)
         return list(reply)
+
+    def _check_replicated(self, acked: Any) -> None:
+        """``WAIT`` answers the replicas count, ``WAITAOF`` ``[local, replicas]``."""
+        count = int(acked[-1] if isinstance(acked, list) else acked)
+        if count < self._replicas:
+            assert self._wait is not None
+            raise ReplicationTimeoutError(
+                f"durability={self.durability!r}: {count} of {self._replicas} replica(s) "
+                f"acknowledged the write within {self._wait[-1]} ms; it is applied on the "
+                "primary, a failover now could lose it",
+                replicas=count,
+                wanted=self._replicas,
+            )
 
     async def _lease_from_lock(
         self, iid: str, token: str, reply: Sequence[Any]
     ) -> OrchestrationLease:
-        """The lease from a lock reply ``{lease_until_ms, {record}, {messages}, read, {events}}``
-        (lock_messages; ack_work_item when it locked the instance)."""
+        """The lease from a lock reply ``{lease_until_ms, {record}, {messages}, read, {events}
+        [, crashes]}`` (lock_messages; ack_work_item when it locked the instance)."""
         lease_until = int(reply[0])
         info = _info(iid, _pairs(reply[1]))
         flat = reply[2]
@@ -287,6 +402,7 @@ class RedisStoreBase:
             messages=messages,
             attempt=max((m.attempt for m in messages), default=0),
             instance=info,
+            crashes=int(reply[5]) if len(reply) > 5 else 0,
         )
 
     # -- blocking ------------------------------------------------------------------------------
@@ -383,3 +499,7 @@ class RedisStoreBase:
             _info(iid, {_s(k): v for k, v in row.items()}) if row else None
             for iid, row in zip(ids, rows, strict=True)
         ]
+
+
+def _ms_of(seconds: float) -> int:
+    return max(1, round(seconds * 1000))

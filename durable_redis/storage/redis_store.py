@@ -30,7 +30,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from durable_redis.errors import ConfigurationError, InstanceExistsError, StoreUnavailableError
 from durable_redis.storage._replies import _opt, _s, _work_leases
-from durable_redis.storage._url import _pop_partitions
+from durable_redis.storage._url import _pop_partitions, _pop_store_params
 from durable_redis.storage.activities import ActivityQueueMixin, work_route_arg
 from durable_redis.storage.base import (
     ExistingInstancePolicy,
@@ -121,11 +121,23 @@ class RedisStore(
 
         A ``partitions=P`` query parameter (``redis+cluster://host:7000?partitions=8``) sets the
         partition count of a new namespace, so workers, clients and the CLI can be given it in
-        the one URL they share; the ``partitions`` argument wins over it.
+        the one URL they share; the ``partitions`` argument wins over it. So do ``scripts=``
+        (``auto``/``functions``/``eval``: FCALL of the function library or EVALSHA,
+        docs/security.md) and ``durability=`` (``async``/``replicated``, with
+        ``replica_timeout=`` seconds: docs/reliability.md).
         """
         url, from_query = _pop_partitions(url)
         if partitions is None:
             partitions = from_query
+        url, params = _pop_store_params(url)
+        for key, value in params.items():  # the arguments win over the URL
+            if key == "replica_timeout":
+                try:
+                    store_options.setdefault(key, float(value))
+                except ValueError:
+                    raise ConfigurationError(f"replica_timeout: a number, got {value!r}") from None
+            else:
+                store_options.setdefault(key, value)
         kwargs: dict[str, Any] = {"socket_timeout": socket_timeout, "decode_responses": False}
         if max_connections is not None:
             kwargs["max_connections"] = max_connections

@@ -51,7 +51,8 @@ local function zadd_min(key, score, member)
 end
 
 -- Orchestration queue of one instance: mz (ZSET "<seq>|<mid>" -> visible_at), mh (HASH
--- "<mid>|d" data, "<mid>|a" attempts, "<mid>|t" lock token, "<mid>|m" ZSET member).
+-- "<mid>|d" data, "<mid>|a" attempts, "<mid>|t" lock token, "<mid>|m" ZSET member, "<mid>|c"
+-- attempts handed back counted: abandon_orchestration).
 -- Returns 1 if added, 0 if the message id is queued already or was consumed by the last turn.
 local function add_message(seq, mz, mh, done, mid, data, vis)
   if redis.call('HEXISTS', mh, mid .. '|d') == 1 then return 0 end
@@ -113,7 +114,7 @@ end
 local function delete_message(mz, mh, mid)
   local member = redis.call('HGET', mh, mid .. '|m')
   if member then redis.call('ZREM', mz, member) end
-  redis.call('HDEL', mh, mid .. '|d', mid .. '|a', mid .. '|t', mid .. '|m')
+  redis.call('HDEL', mh, mid .. '|d', mid .. '|a', mid .. '|t', mid .. '|m', mid .. '|c')
 end
 
 local function status_key(status, first_status_key)

@@ -241,3 +241,70 @@ def _cmdline(proc_dir: Path) -> str:
         return (proc_dir / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
         return ""
+
+
+# The worker ACL with Redis Functions (docs/security.md): the library is loaded by an admin
+# (`durable-redis functions load`), so the worker needs FCALL and nothing that runs given Lua.
+FCALL_WORKER_COMMANDS = WORKER_COMMANDS.replace("+evalsha +script|load ", "+fcall ")
+
+
+async def test_worker_runs_under_the_fcall_only_acl(
+    pools: Any, redis_binary: str, namespace: str
+) -> None:
+    with RedisServer() as server:
+        admin = redis.Redis(unix_socket_path=server.socket_path)
+        try:
+            loaded = _cli(f"unix://{server.socket_path}", namespace, "functions", "load")
+            assert loaded.returncode == 0, loaded.stderr
+            library = json.loads(loaded.stdout)["library"]
+            acl = worker_acl(namespace).replace(WORKER_COMMANDS, FCALL_WORKER_COMMANDS)
+            assert "evalsha" not in acl and "script" not in acl
+            admin.execute_command(*acl.split())
+            url = f"unix://dr-worker:{WORKER_PASSWORD}@{server.socket_path}?scripts=functions"
+            await _roundtrip(pools, url, namespace, "fcall")
+            stats = admin.info("commandstats")
+            assert stats["cmdstat_fcall"]["calls"] > 0
+            assert "cmdstat_evalsha" not in stats and "cmdstat_eval" not in stats
+
+            user = redis.Redis(
+                unix_socket_path=server.socket_path, username="dr-worker", password=WORKER_PASSWORD
+            )
+            for command in (
+                ("EVAL", "return 1", "0"),
+                ("EVALSHA", "0" * 40, "0"),
+                ("SCRIPT", "LOAD", "return 1"),
+                ("FUNCTION", "LOAD", "#!lua name=x\nredis.register_function('f', function() end)"),
+                ("FUNCTION", "DELETE", library),
+                ("FUNCTION", "FLUSH"),
+                ("FLUSHALL",),
+            ):
+                with pytest.raises(redis.exceptions.NoPermissionError):
+                    user.execute_command(*command)
+            user.close()
+            # The status command (admin) sees this version's library.
+            shown = _cli(f"unix://{server.socket_path}", namespace, "functions", "status")
+            assert shown.returncode == 0, shown.stderr
+            assert json.loads(shown.stdout)["loaded"] is True
+        finally:
+            admin.close()
+
+
+async def test_functions_required_but_not_loaded_is_a_typed_error(
+    redis_binary: str, namespace: str
+) -> None:
+    from durable_redis.errors import FunctionsMissingError
+
+    with RedisServer() as server:
+        url = f"unix://{server.socket_path}"
+        required = Client.from_url(f"{url}?scripts=functions", namespace=namespace)
+        with pytest.raises(FunctionsMissingError, match="functions load"):
+            async with required as client:
+                await client.start("echo", 1, instance_id="x")
+        # auto (the default) falls back to EVALSHA where the library is missing
+        async with Client.from_url(url, namespace=namespace) as client:
+            await client.start("echo", 1, instance_id="x")
+        admin = redis.Redis(unix_socket_path=server.socket_path)
+        try:
+            assert admin.info("commandstats")["cmdstat_evalsha"]["calls"] > 0
+        finally:
+            admin.close()

@@ -51,3 +51,31 @@ async def test_a_plain_abandon_leaves_no_marker(store: RedisStore) -> None:
     await store.abandon_orchestration(lease, count_attempt=False)
     info = await store.get_instance("b")
     assert info is not None and info.held is None
+
+
+async def test_crashes_count_deliveries_that_ended_without_commit_or_hand_back(
+    store: RedisStore,
+) -> None:
+    """The turn watchdog's crash count: a lease that expired (its worker died) counts, an
+    abandon (counted or not) does not, a commit clears it with the messages."""
+    import anyio
+
+    await start(store, "c")
+    lease = await fetch(store, lock_ms=100)
+    assert lease.crashes == 0
+    await anyio.sleep(0.2)  # the worker "died": its lease expires, nothing handed back
+    lease = await fetch(store, lock_ms=100)
+    assert (lease.attempt, lease.crashes) == (2, 1)
+    await store.abandon_orchestration(lease, count_attempt=True)  # a code crash: it lived
+    lease = await fetch(store)
+    assert (lease.attempt, lease.crashes) == (3, 1)
+    await store.abandon_orchestration(lease, count_attempt=False)  # a hold
+    lease = await fetch(store, lock_ms=100)
+    assert (lease.attempt, lease.crashes) == (3, 1)
+    await anyio.sleep(0.2)
+    lease = await fetch(store)
+    assert (lease.attempt, lease.crashes) == (4, 2)
+    await store.commit_turn(lease, turn(lease))
+    await store.enqueue_message("c", "m2", b"x")
+    lease = await fetch(store)
+    assert (lease.attempt, lease.crashes) == (1, 0)
