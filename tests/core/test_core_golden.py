@@ -41,6 +41,7 @@ def _record_all() -> dict[str, list[Any]]:
         ("structured", core_apps.structured, ["x", "y"], None),
         ("steps", core_apps.steps, None, None),
         ("routed", core_apps.routed, None, None),
+        ("limited", core_apps.limited, None, None),
     ]
     for name, fn, value, between in scenarios:
         runner = InMemoryRunner(core_apps.app)
