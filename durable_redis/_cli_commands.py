@@ -32,6 +32,7 @@ from durable_redis._cli_support import (
     UsageError,
     describe_history,
     describe_text,
+    limit_from_args,
     parse_duration,
     parse_future_time,
     parse_time,
@@ -317,6 +318,7 @@ async def _start(client: Any, args: argparse.Namespace, emit: Emit, values: dict
         version=args.version,
         if_exists=IF_EXISTS[args.if_exists],
         start_at=start_at,
+        limit=limit_from_args(args),
     )
     if args.wait is None:
         when = f" (first turn at {_iso(start_at)})" if start_at is not None else ""

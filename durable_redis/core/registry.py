@@ -11,7 +11,12 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from durable_redis.core.codec import Codec, MsgpackCodec
-from durable_redis.errors import ConfigurationError, NotRegisteredError, RegistrationError
+from durable_redis.errors import (
+    ConfigurationError,
+    NotRegisteredError,
+    RegistrationError,
+    ValidationError,
+)
 
 if TYPE_CHECKING:
     from durable_redis.core.jobs import Limit
@@ -59,6 +64,7 @@ class OrchestrationDefinition:
     # what a worker does when the code no longer matches an instance's history: "hold" it
     # (retried until compatible code is deployed), "fail" it, or None (the worker's option)
     on_nondeterminism: str | None = None
+    limit: Limit | None = None  # flow control by key of its starts (client.start may override)
 
 
 NONDETERMINISM_POLICIES = ("hold", "fail")
@@ -241,6 +247,7 @@ class App:
         name: str | None = None,
         version: str = "",
         on_nondeterminism: str | None = None,
+        limit: Limit | None = None,
     ) -> Callable[[F], F]: ...
 
     def orchestration(
@@ -251,13 +258,26 @@ class App:
         name: str | None = None,
         version: str = "",
         on_nondeterminism: str | None = None,
+        limit: Limit | None = None,
     ) -> Any:
         """Register an ``async def fn(ctx: OrchestrationContext, input)``.
 
         ``on_nondeterminism`` ("hold" or "fail"; default: the worker's
         ``WorkerOptions.on_nondeterminism``) is what a worker does with an instance whose
-        history this code no longer matches (docs/deploying.md).
+        history this code no longer matches (docs/deploying.md). ``limit``: flow control of
+        its starts by key, ``Limit(key=, concurrency=1)`` (singleton), ``debounce=`` or
+        ``throttle=`` (docs/routing.md "Orchestration starts"; ``client.start(..., limit=)``
+        overrides it).
         """
+        from durable_redis.core.jobs import Limit as _Limit
+
+        if limit is not None:
+            if not isinstance(limit, _Limit):
+                raise RegistrationError(f"limit must be a Limit, got {limit!r}")
+            try:
+                limit.start_mode  # noqa: B018 - validates the combination
+            except ValidationError as exc:
+                raise RegistrationError(str(exc)) from None
         if on_nondeterminism is not None and on_nondeterminism not in NONDETERMINISM_POLICIES:
             raise RegistrationError(
                 f"on_nondeterminism must be one of {NONDETERMINISM_POLICIES}, "
@@ -275,7 +295,7 @@ class App:
                 )
             input_type, result_type, takes_input = _signature_types(f, "orchestration")
             definition = OrchestrationDefinition(
-                reg_name, version, f, input_type, result_type, takes_input, on_nondeterminism
+                reg_name, version, f, input_type, result_type, takes_input, on_nondeterminism, limit
             )
             versions[version] = definition
             self._latest[reg_name] = version

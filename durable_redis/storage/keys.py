@@ -163,6 +163,12 @@ class PartitionKeys:
         return self._k("oq:ready")
 
     @cached_property
+    def oq_flow(self) -> str:
+        """HASH of the flow keys of orchestration starts ("<key>|s" singleton holder, "|d"
+        debounced pending instance, "|h" throttle window "<iid> <end ms>")."""
+        return self._k("oq:flow")
+
+    @cached_property
     def oq_locks(self) -> str:
         return self._k("oq:locks")
 

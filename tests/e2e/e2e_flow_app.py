@@ -63,3 +63,15 @@ async def fan_out_limited(ctx: OrchestrationContext, args: dict[str, Any]) -> li
     limit = Limit(key="{tenant}", concurrency=conc, rate=rate, per=per, burst=burst)
     calls = [ctx.call_activity(keyed_work, item, limit=limit) for item in args["items"]]
     return [r["n"] for r in await ctx.when_all(calls)]
+
+
+@app.orchestration(limit=Limit(key="{tenant}", concurrency=1))
+async def singleton_run(ctx: OrchestrationContext, args: dict[str, Any]) -> int:
+    """At most one running per tenant (its registered limit): runs ``keyed_work`` once."""
+    return int((await ctx.call_activity(keyed_work, args))["n"])
+
+
+@app.orchestration
+async def one_run(ctx: OrchestrationContext, args: dict[str, Any]) -> int:
+    """Runs ``keyed_work`` once; the tests start it with a debounce or throttle ``limit=``."""
+    return int((await ctx.call_activity(keyed_work, args))["n"])

@@ -14,12 +14,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import anyio
 import e2e_flow_app
 import pytest
 from e2e_helpers import WorkerPool, eventually
 from test_e2e_flow import STEADY, kill_a_busy_worker, max_running, read_log, starts_in_10_s
 
 from durable_redis.client import Client
+from durable_redis.core.jobs import Limit
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio, pytest.mark.timeout(180)]
 
@@ -101,3 +103,70 @@ async def test_one_key_with_1000_queued_calls_does_not_hold_back_another(
     assert ahead <= 3 * batch, ahead
     assert sum(1 for k, _ in rows if k == "big") < 1000  # it did not wait for the drain
     await fclient.wait_for_completion(big_iid, timeout=120)
+
+
+# -- orchestration starts ------------------------------------------------------------------
+
+
+async def test_a_singleton_start_returns_the_running_instance(
+    workers: WorkerPool, fclient: Client, tmp_path: Path
+) -> None:
+    log = tmp_path / "runs.log"
+    workers.start(APP, **STEADY)
+    item = {"log": str(log), "tenant": "solo", "ms": 400}
+    first = await fclient.start(e2e_flow_app.singleton_run, {**item, "n": 0})
+    await eventually(lambda: len(starts_of(log)) == 1, timeout=30, message="it runs")
+    again = [await fclient.start(e2e_flow_app.singleton_run, {**item, "n": i}) for i in (1, 2)]
+    assert again == [first, first]  # the running one's id; nothing created
+    other = await fclient.start(e2e_flow_app.singleton_run, {**item, "tenant": "b", "n": 9})
+    assert other != first  # another key
+    assert await fclient.wait_for_completion(first, timeout=30) == 0
+    after = await fclient.start(e2e_flow_app.singleton_run, {**item, "n": 3})
+    assert after != first  # the key's instance ended: a new one
+    assert await fclient.wait_for_completion(after, timeout=30) == 3
+    await fclient.wait_for_completion(other, timeout=30)
+    assert sorted(k for k, _ in starts_of(log)) == ["b", "solo", "solo"]
+
+
+async def test_a_debounced_start_runs_once_with_the_last_input(
+    workers: WorkerPool, fclient: Client, tmp_path: Path
+) -> None:
+    log = tmp_path / "runs.log"
+    workers.start(APP, **STEADY)
+    limit = Limit(key="search", debounce=0.6)
+    ids = []
+    for i in range(5):
+        item = {"log": str(log), "tenant": "search", "n": i}
+        ids.append(await fclient.start(e2e_flow_app.one_run, item, limit=limit))
+        last = time.time()
+        await anyio.sleep(0.15)
+    assert len(set(ids)) == 1  # every start got the one pending instance
+    assert await fclient.wait_for_completion(ids[0], timeout=30) == 4  # the last input
+    [(_, t)] = starts_of(log)
+    assert t >= last + 0.55, t - last  # after the quiet period since the last start
+
+
+async def test_a_throttled_start_keeps_one_per_window(
+    workers: WorkerPool, fclient: Client, tmp_path: Path
+) -> None:
+    log = tmp_path / "runs.log"
+    workers.start(APP, **STEADY)
+    limit = Limit(key="report", throttle=1.5)
+    t0 = time.monotonic()
+    ids = [
+        await fclient.start(
+            e2e_flow_app.one_run, {"log": str(log), "tenant": "r", "n": i}, limit=limit
+        )
+        for i in range(5)
+    ]
+    assert time.monotonic() - t0 < 1.5
+    assert len(set(ids)) == 1
+    assert await fclient.wait_for_completion(ids[0], timeout=30) == 0  # the first one runs
+    while time.monotonic() - t0 < 1.6:
+        await anyio.sleep(0.05)
+    nxt = await fclient.start(
+        e2e_flow_app.one_run, {"log": str(log), "tenant": "r", "n": 7}, limit=limit
+    )
+    assert nxt != ids[0]
+    assert await fclient.wait_for_completion(nxt, timeout=30) == 7
+    assert len(starts_of(log)) == 2
