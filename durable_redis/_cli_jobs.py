@@ -79,7 +79,9 @@ async def _queues(client: Any, args: argparse.Namespace, emit: Emit) -> int:
     if args.action == "list":
         found = await client.list_queues()
         rows = [
-            f"{q.name}  ready {q.ready}  delayed {q.delayed}" + ("  PAUSED" if q.paused else "")
+            f"{q.name}  ready {q.ready}  delayed {q.delayed}"
+            f"  activities ready {q.work_ready}  delayed {q.work_delayed}"
+            + ("  PAUSED" if q.paused else "")
             for q in found
         ]
         emit(args, [plain(q) for q in found], "\n".join(rows))

@@ -108,12 +108,15 @@ class JobAck:
 
 @dataclass(frozen=True, slots=True)
 class JobQueueInfo:
-    """A job queue: jobs ready and delayed in it, and whether it is paused."""
+    """A queue: jobs ready and delayed in it, whether it is paused, and (from
+    ``client.list_queues``) the activity work items ready and delayed in it."""
 
     name: str
     ready: int
     delayed: int
     paused: bool
+    work_ready: int = 0  # activity work items (plain, session and keyed)
+    work_delayed: int = 0
 
 
 @dataclass(frozen=True, slots=True)

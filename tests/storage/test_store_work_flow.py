@@ -177,3 +177,28 @@ async def test_bad_flow_is_refused_before_anything_is_written(store: RedisStore)
     with pytest.raises(InvalidIdError):
         await store.commit_turn(lease, turn(lease, work_items=[nl]))
     await store.commit_turn(lease, turn(lease))  # the lease still holds: nothing was written
+
+
+async def test_queue_counts_include_keyed_and_delayed_activity_items(store: RedisStore) -> None:
+    """queue_status and client.list_queues count activity work items: keyed ones waiting in
+    their group (at their limit too), not the group's round-robin entry; delayed ones."""
+    from durable_redis.client import Client
+
+    delayed = NewWorkItem(activity_key="1:9", data=b"x", queue="gpu", visible_at_ms=1 << 42)
+    await schedule(
+        store,
+        "a",
+        [*(keyed(f"1:{i}", "t", concurrency=1, queue="gpu") for i in range(3)), delayed],
+    )
+    status = await store.queue_status("gpu")
+    assert (status.work_ready, status.work_delayed, status.work_running) == (3, 1, 0)
+    await take(store, queues=("gpu",))  # one runs, two wait at the key's limit
+    status = await store.queue_status("gpu")
+    assert (status.work_ready, status.work_delayed, status.work_running) == (2, 1, 1)
+    client = Client(store)
+    [gpu] = [q for q in await client.list_queues() if q.name == "gpu"]
+    assert (gpu.ready, gpu.delayed, gpu.work_ready, gpu.work_delayed) == (0, 0, 2, 1)
+    from durable_redis.storage.insights import partition_overview
+
+    overview = await partition_overview(store)
+    assert sum(p.work_ready for p in overview) == 2  # the keyed ones, not the group's entry
