@@ -34,6 +34,13 @@ async def fclient(e2e_redis_url: str, namespace: str) -> Any:
         yield c
 
 
+def home(client: Client) -> str:
+    """A fresh instance id in one fixed partition (the turns and limits of activity calls
+    are judged within a partition; with one partition, any id)."""
+    store: Any = client.store
+    return str(store.id_for_key(None, "home"))
+
+
 def starts_of(log: Path) -> list[tuple[str, float]]:
     if not log.exists():
         return []
@@ -48,10 +55,11 @@ async def test_a_limit_of_5_per_key_on_called_activities_holds_while_a_worker_is
     log = tmp_path / "runs.log"
     pool = [workers.start(APP, activity_concurrency=8, batch_size=8, **STEADY) for _ in range(3)]
     items = [{"log": str(log), "tenant": f"t{i % 2}", "n": i, "ms": 300} for i in range(40)]
-    # one instance per half: the limit holds across instances (one partition outside a cluster)
+    # one instance per half: the limit holds across the instances of a partition (limits of
+    # activities are judged per partition: in a cluster, both are placed in one)
     iids = [
-        await fclient.start(e2e_flow_app.fan_out, {"items": items[:20]}),
-        await fclient.start(e2e_flow_app.fan_out, {"items": items[20:]}),
+        await fclient.start(e2e_flow_app.fan_out, {"items": half}, instance_id=home(fclient))
+        for half in (items[:20], items[20:])
     ]
     killed = await kill_a_busy_worker(log, pool)
     done = [await fclient.wait_for_completion(iid, timeout=90) for iid in iids]
@@ -85,14 +93,18 @@ async def test_one_key_with_1000_queued_calls_does_not_hold_back_another(
     batch = 16
     big = [{"log": str(log), "tenant": "big", "n": i, "ms": 20} for i in range(1000)]
     big_iid = await fclient.start(
-        e2e_flow_app.fan_out_limited, {"items": big, "limit": [None, None, 1, 1]}
+        e2e_flow_app.fan_out_limited,
+        {"items": big, "limit": [None, None, 1, 1]},
+        instance_id=home(fclient),
     )
     workers.start(APP, batch_size=batch, activity_concurrency=batch, **STEADY)
     await eventually(lambda: len(starts_of(log)) >= 100, timeout=60, message="the big key runs")
     sent = time.time()
     small = [{"log": str(log), "tenant": "small", "n": -1}]
     small_iid = await fclient.start(
-        e2e_flow_app.fan_out_limited, {"items": small, "limit": [None, None, 1, 1]}
+        e2e_flow_app.fan_out_limited,
+        {"items": small, "limit": [None, None, 1, 1]},
+        instance_id=home(fclient),
     )
     await fclient.wait_for_completion(small_iid, timeout=30)
     rows = starts_of(log)

@@ -40,18 +40,19 @@ async def finish(store: RedisStore, iid: str) -> None:
 
 
 async def test_a_singleton_keeps_the_keys_instance_until_it_ends(store: RedisStore) -> None:
-    first, created = await limited(store, "a", "k", "singleton")
-    assert (first, created) == ("a", True)
-    assert await limited(store, "b", "k", "singleton") == ("a", False)  # pending: kept
-    assert await store.get_instance("b") is None  # nothing written for the kept start
+    a, b = store.id_for_key("a", "k"), store.id_for_key("b", "k")  # "a", "b" when P = 1
+    assert await limited(store, "a", "k", "singleton") == (a, True)
+    assert await limited(store, "b", "k", "singleton") == (a, False)  # pending: kept
+    assert await store.get_instance(b) is None  # nothing written for the kept start
     lease = await store.fetch_orchestration(lock_ms=5_000)
-    assert lease is not None and lease.instance_id == "a"
+    assert lease is not None and lease.instance_id == a
     await store.commit_turn(lease, turn(lease))  # running now: still kept
-    assert await limited(store, "b", "k", "singleton") == ("a", False)
-    await store.enqueue_message("a", "poke", b"poke")
-    await finish(store, "a")  # the key's instance ended: the next start creates
-    assert await limited(store, "b", "k", "singleton") == ("b", True)
-    assert await limited(store, "c", "other", "singleton") == ("c", True)  # its own key
+    assert await limited(store, "b", "k", "singleton") == (a, False)
+    await store.enqueue_message(a, "poke", b"poke")
+    await finish(store, a)  # the key's instance ended: the next start creates
+    assert await limited(store, "b", "k", "singleton") == (b, True)
+    c = store.id_for_key("c", "other")
+    assert await limited(store, "c", "other", "singleton") == (c, True)  # its own key
 
 
 async def test_a_debounce_replaces_the_pending_input_and_pushes_its_start(
