@@ -53,7 +53,7 @@ async def sync_all(ctx: OrchestrationContext, tenants: list[str]) -> int:
 async def nightly(ctx: OrchestrationContext, args: dict[str, Any]) -> str:
     """At most one running per tenant (a singleton start)."""
     await ctx.sleep(0.3)
-    return args["tenant"]
+    return str(args["tenant"])
 
 
 def most_at_once(key: str) -> int:
