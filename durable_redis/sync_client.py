@@ -222,6 +222,7 @@ class SyncClient:
         instance_id: str | None = None,
         if_exists: ExistingInstancePolicy = ExistingInstancePolicy.FAIL,
         start_at: datetime | None = None,
+        limit: Limit | None = None,
     ) -> str:
         return self._loop.run(
             self._client.start(
@@ -230,6 +231,7 @@ class SyncClient:
                 instance_id=instance_id,
                 if_exists=if_exists,
                 start_at=start_at,
+                limit=limit,
             )
         )
 

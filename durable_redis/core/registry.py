@@ -50,7 +50,9 @@ class ActivityDefinition:
     result_type: Any
     takes_input: bool
     queue: str = "default"  # the job queue of its jobs (client.enqueue may override it)
-    limit: Limit | None = None  # flow control by key of its jobs (client.enqueue may override)
+    # flow control by key of its jobs and of its calls from orchestrations (client.enqueue /
+    # ctx.call_activity may override)
+    limit: Limit | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -334,7 +336,9 @@ class App:
         ``ctx.call_activity(..., queue=)`` override it); only workers serving it
         (``WorkerOptions.queues``) run them. See docs/routing.md. ``limit``: flow control by
         key of its jobs (``Limit(key=..., concurrency=, rate=, per=, debounce=, throttle=)``,
-        docs/routing.md; ``client.enqueue(..., limit=)`` overrides it)."""
+        docs/routing.md; ``client.enqueue(..., limit=)`` overrides it) and of its calls from
+        orchestrations (``concurrency`` and ``rate``, not on a session;
+        ``ctx.call_activity(..., limit=)`` overrides it)."""
         from durable_redis.core.jobs import Limit as _Limit
         from durable_redis.core.jobs import validate_queue
 
