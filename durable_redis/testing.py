@@ -6,8 +6,13 @@ Gate a deploy on replay::
     for path in Path("histories").glob("*.history"):
         assert_replays(app, path)      # raises NondeterminismError naming the divergence
 
-``InMemoryRunner`` runs orchestrations and activities in this process with a virtual clock (no
-Redis), which is handy for unit tests of orchestration logic and is how core's own tests drive it.
+Test an app on the real engine (the production worker, its Lua scripts, a private Redis) with a
+virtual clock, mocks and injected faults: ``TestEnvironment`` (docs/testing.md), and the pytest
+fixtures ``durable_env`` / ``durable_client`` of the ``durable_redis.pytest_plugin``.
+
+``InMemoryRunner`` drives core's turn function in this process with no Redis at all: a second,
+simpler interpreter (no message dedup, sessions or retries on the real store), kept for property
+tests of the replay engine; a test of your app belongs on ``TestEnvironment``.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import random
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgpack  # type: ignore[import-untyped]
 
@@ -40,14 +45,31 @@ from durable_redis.core import messages as msg
 from durable_redis.core.turn import OrchestrationStatus
 from durable_redis.errors import CodecError, FailureDetails, NondeterminismError
 
+if TYPE_CHECKING:
+    from durable_redis._testenv import ActivityFault, SyncTestEnvironment, TestEnvironment
+
 __all__ = [
+    "ActivityFault",
     "InMemoryRunner",
     "Instance",
+    "SyncTestEnvironment",
+    "TestEnvironment",
     "assert_replays",
     "load_history",
     "replay_history",
     "save_history",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # the environment needs Redis and anyio: loaded on first use, so importing this module (for
+    # assert_replays, say) stays as light as core
+    if name in ("ActivityFault", "SyncTestEnvironment", "TestEnvironment"):
+        from durable_redis import _testenv
+
+        return getattr(_testenv, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 HistorySource = Sequence[HistoryEvent] | Sequence[bytes] | str | Path
 

@@ -41,14 +41,16 @@ KEY_LINES = {
 pytestmark = pytest.mark.e2e
 
 
-def run_example(script: str, redis_url: str | None = None) -> subprocess.CompletedProcess[str]:
+def run_example(
+    script: str, redis_url: str | None = None, *, argv: list[str] | None = None
+) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ)
     env.pop("REDIS_URL", None)
     if redis_url is not None:
         env["REDIS_URL"] = redis_url
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     proc = subprocess.Popen(
-        [sys.executable, str(EXAMPLES / script)],
+        argv or [sys.executable, str(EXAMPLES / script)],
         cwd=str(ROOT),
         env=env,
         stdout=subprocess.PIPE,
@@ -83,3 +85,16 @@ def test_example_on_a_given_redis_url(redis_url: str) -> None:
     result = run_example("hello.py", redis_url=redis_url)
     assert result.returncode == 0, result.stdout + result.stderr
     assert KEY_LINES["hello.py"] in result.stdout
+
+
+def test_example_tests() -> None:
+    """examples/tests, the tests a user writes with the pytest plugin, pass as a user runs them
+    (the non-idempotent charge's test fails under the injected crash: a strict xfail)."""
+    pytest_argv = [sys.executable, "-m", "pytest", "-q", "-rxX", "-p", "no:cacheprovider"]
+    proc = run_example("tests", argv=[*pytest_argv, str(EXAMPLES / "tests")])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    xfail = "test_idempotency.py::test_a_crash_after_charging_does_not_charge_twice - charge_card"
+    assert xfail in proc.stdout, proc.stdout
+    summary = proc.stdout.strip().splitlines()[-1]
+    assert " passed" in summary and "1 xfailed" in summary, summary
+    assert "failed" not in summary.replace("xfailed", ""), summary

@@ -17,6 +17,8 @@ import logging
 import random
 import signal
 import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -53,14 +55,19 @@ class Worker:
         options: WorkerOptions | None = None,
         *,
         codec: Any = None,
+        clock: Callable[[], float] | None = None,
     ) -> None:
+        """``clock``: monotonic seconds the session idle timeout is judged by (default
+        ``time.monotonic``; ``durable_redis.testing`` passes its virtual clock)."""
         _bridge.check_app(app)
         self.app = app
         self.store = store
         self.options = options if options is not None else WorkerOptions()
         self.worker_id = self.options.worker_id or new_worker_id()
         self.codec = codec if codec is not None else _bridge.default_codec(app)
-        self.sessions = SessionManager(store, self.worker_id, self.options)
+        self.sessions = SessionManager(
+            store, self.worker_id, self.options, clock=clock or time.monotonic
+        )
         self._orchestrations = OrchestrationDispatcher(
             app, store, self.options, self.worker_id, self.codec
         )

@@ -168,7 +168,7 @@ class ActivityQueueMixin(RedisStoreBase):
         pk = self._pk(iid)
         ik = pk.instance(iid)
         guess = self._exec_guess.get(iid, 1)
-        nonce = secrets.token_hex(8) if lock_ms is not None else ""
+        nonce = self._lock_nonce() if lock_ms is not None else ""
         reply = await self._eval(
             "ack_work_item",
             [

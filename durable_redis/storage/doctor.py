@@ -168,6 +168,15 @@ def check_schema(meta: dict[str, str]) -> Check:
             found + f"; this version of durable-redis expects schema {SCHEMA_VERSION}",
             "run the durable-redis version that wrote this namespace",
         )
+    if meta.get("test_clock") == "1":  # storage/test_clock.py
+        offset = int(meta.get("clock_offset", "0"))
+        return Check(
+            "schema",
+            "warn",
+            found + f"; a TEST namespace (durable_redis.testing): virtual clock {offset:+d} ms",
+            "created by a test environment; production workers ignore its clock (keep "
+            "production work out of it)",
+        )
     return Check("schema", "ok", found)
 
 

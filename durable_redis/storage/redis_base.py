@@ -86,6 +86,7 @@ class RedisStoreBase:
         durability: str = "async",
         replica_timeout: float = 1.0,
         replicas: int = 1,
+        test_clock: bool = False,
     ) -> None:
         if not namespace or any(c in namespace for c in "{}\n\x00"):
             raise ConfigurationError(f"invalid namespace {namespace!r}")
@@ -99,6 +100,10 @@ class RedisStoreBase:
         # falls back to EVALSHA for good at the first "function not found" / unknown FCALL
         self.scripts = scripts
         self._fcall = scripts != "eval"
+        if test_clock:  # the library holds the production scripts: no virtual clock in them
+            if scripts == "functions":
+                raise ConfigurationError("a test_clock store runs its own scripts (EVALSHA)")
+            self._fcall = False
         if durability not in DURABILITY_MODES:
             raise ConfigurationError(
                 f"durability must be one of {DURABILITY_MODES}, got {durability!r}"
@@ -133,6 +138,13 @@ class RedisStoreBase:
         self._parts: list[PartitionKeys] = []
         self._scripts: dict[str, AsyncScript] = {}
         self._clock_offset_ms = 0
+        # durable_redis.testing only (storage/test_clock.py): scripts with the virtual clock,
+        # and how far it runs ahead of the server's
+        self._test_clock = test_clock
+        self._virtual_ms = 0
+        # starts the nonce of every instance lock this store takes (its tokens are
+        # "<seq>:<nonce>"): a test environment tells a killed worker's locks by it
+        self.lock_tag = secrets.token_hex(4) if test_clock else ""
         self._rr = 0
         self._init_lock = asyncio.Lock()
         self._is_cluster = isinstance(redis_client, RedisCluster)
@@ -182,8 +194,15 @@ class RedisStoreBase:
                 await self._r.hsetnx(meta, "epoch", secrets.token_hex(8))
                 await self._r.hsetnx(meta, "partitions", str(wanted))
                 await self._r.hsetnx(meta, "schema", SCHEMA_VERSION)
+                if self._test_clock:  # the only way a namespace gets a virtual clock
+                    await self._r.hsetnx(meta, "test_clock", "1")
                 fields = {_s(k): _s(v) for k, v in (await self._r.hgetall(meta)).items()}
             epoch = fields["epoch"]
+            if self._test_clock and fields.get("test_clock") != "1":
+                raise ConfigurationError(
+                    f"namespace {self.namespace!r} was not created by a test environment "
+                    "(no test_clock=1 in its metadata): a virtual clock is refused on it"
+                )
             count = int(fields.get("partitions", "1"))
             if self._requested_partitions not in (None, count):
                 raise ConfigurationError(
@@ -208,11 +227,17 @@ class RedisStoreBase:
             if self._is_cluster:
                 for pk in parts:  # scripts SPUBLISH marker rings (see cluster.Doorbell)
                     await self._r.hset(pk.pmeta, "bell", "1")
+            if self._test_clock:
+                self._virtual_ms = int(fields.get("clock_offset", "0"))
+                for pk in parts:  # never lowers an offset a concurrent skip just raised
+                    await self._r.hset(pk.pmeta, "test_clock", "1")
+                    await self._r.hsetnx(pk.pmeta, "clock_offset", str(self._virtual_ms))
             for name in SCRIPTS:
                 if name not in self._scripts:
-                    self._scripts[name] = self._r.register_script(load_script_source(name))
-            server = await self.server_time_ms()
-            self._clock_offset_ms = server - int(time.time() * 1000)
+                    source = load_script_source(name, test_clock=self._test_clock)
+                    self._scripts[name] = self._r.register_script(source)
+            sec, usec = await self._r.time()
+            self._clock_offset_ms = int(sec) * 1000 + int(usec) // 1000 - int(time.time() * 1000)
             self._epoch = epoch
             self._parts = parts
 
@@ -239,14 +264,31 @@ class RedisStoreBase:
             await self._r.aclose()
 
     async def server_time_ms(self) -> int:
-        sec, usec = await self._r.time()
-        return int(sec) * 1000 + int(usec) // 1000
+        """The clock the scripts judge by: the server's ``TIME`` (plus a test namespace's
+        virtual offset, read with it, for a ``test_clock`` store)."""
+        if not self._test_clock:
+            sec, usec = await self._r.time()
+            return int(sec) * 1000 + int(usec) // 1000
+        if self._is_cluster:  # redis-py refuses TIME in a cluster pipeline
+            sec, usec = await self._r.time()
+            offset = await self._r.hget(meta_key(self.namespace), "clock_offset")
+        else:
+            pipe = self._r.pipeline(transaction=False)
+            pipe.time()
+            pipe.hget(meta_key(self.namespace), "clock_offset")
+            (sec, usec), offset = await pipe.execute()
+        self._virtual_ms = max(self._virtual_ms, int(offset or 0))
+        return int(sec) * 1000 + int(usec) // 1000 + self._virtual_ms
 
     async def _ready(self) -> str:
         if self._epoch is None:
             await self.initialize()
         assert self._epoch is not None
         return self._epoch
+
+    def _lock_nonce(self) -> str:
+        """The random part of an instance lock token this store takes."""
+        return self.lock_tag + secrets.token_hex(8)
 
     def _pk(self, instance_id: str) -> PartitionKeys:
         return self._parts[partition_of(instance_id, len(self._parts))]
@@ -408,7 +450,8 @@ class RedisStoreBase:
     # -- blocking ------------------------------------------------------------------------------
 
     def _now_ms(self) -> int:
-        return int(time.time() * 1000) + self._clock_offset_ms
+        """The scripts' clock, estimated without a round trip."""
+        return int(time.time() * 1000) + self._clock_offset_ms + self._virtual_ms
 
     async def _doorbell(self, channels: list[str]) -> Doorbell:
         if self._bell is None:
@@ -470,7 +513,7 @@ class RedisStoreBase:
         if _s(member) != "1":
             return
         # a due time: keep blocking until it comes (an earlier "0" still wakes us)
-        now = int(time.time() * 1000) + self._clock_offset_ms
+        now = self._now_ms()
         wait_s = (float(score) - now) / 1000.0
         if wait_s > 0:
             try:

@@ -64,6 +64,7 @@ from durable_redis.storage.outbox import OutboxMixin
 from durable_redis.storage.redis_base import RedisStoreBase
 from durable_redis.storage.schedules import ScheduleStoreMixin
 from durable_redis.storage.scripts import Status, raise_for_status
+from durable_redis.storage.test_clock import TestClockMixin
 
 __all__ = ["RedisStore"]
 
@@ -102,6 +103,7 @@ class RedisStore(
     ManagementMixin,
     OutboxMixin,
     MessagingMixin,
+    TestClockMixin,
     RedisStoreBase,
 ):
     """The Store contract on one Redis or on a Redis Cluster.
@@ -330,7 +332,7 @@ class RedisStore(
         for offset in range(n):
             pk = self._parts[(self._rr + offset) % n]
             for _ in range(20):
-                nonce = secrets.token_hex(8)
+                nonce = self._lock_nonce()
                 claim = await self._eval(
                     "claim_orchestration",
                     [pk.pmeta, pk.seq, pk.oq_ready, pk.oq_locks, pk.oq_lock, pk.oq_marker],

@@ -125,18 +125,28 @@ def lua_dir() -> Path:
 
 
 _INCLUDE = re.compile(r"^-- @include (\w+)\s*$", re.MULTILINE)
+_TEST_CLOCK = re.compile(r"^[ \t]*-- @test_clock\b.*$", re.MULTILINE)
 
 
 @cache
-def load_script_source(name: str) -> str:
-    """The text of ``<name>.lua`` with its includes inlined."""
+def load_script_source(name: str, *, test_clock: bool = False) -> str:
+    """The text of ``<name>.lua`` with its includes inlined.
+
+    ``test_clock=True`` (``durable_redis.testing`` only) also puts ``includes/test_clock.lua``
+    at the ``-- @test_clock`` line of ``server_now()``: the virtual clock of a test namespace.
+    Production scripts keep that line a comment, so they never read a clock offset.
+    """
     base = lua_dir()
     text = (base / f"{name}.lua").read_text(encoding="utf-8")
 
     def include(match: re.Match[str]) -> str:
         return (base / "includes" / f"{match.group(1)}.lua").read_text(encoding="utf-8")
 
-    return _INCLUDE.sub(include, text)
+    text = _INCLUDE.sub(include, text)
+    if test_clock:
+        clock = (base / "includes" / "test_clock.lua").read_text(encoding="utf-8").rstrip("\n")
+        text = _TEST_CLOCK.sub(lambda _m: clock, text)
+    return text
 
 
 def raise_for_status(script: str, reply: Sequence[object], subject: str = "") -> NoReturn:

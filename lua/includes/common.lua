@@ -6,7 +6,10 @@ local unpack = unpack or table.unpack
 
 local function server_now()
   local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  -- @test_clock  (a comment in production; the loader puts includes/test_clock.lua here only
+  -- for a store built with test_clock=True: durable_redis.testing, docs/testing.md)
+  return now
 end
 
 local function fmt(n)
