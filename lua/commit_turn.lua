@@ -251,7 +251,9 @@ for _, w in ipairs(work) do
     -- and for a keyed call ";<flow limits> <key>" after it (the item's g field)
     local vis_s, wq, wpr, wg = string.match(w[4], '^([^;]*);([^;]*);(-?%d*);?(.*)$')
     if not vis_s then vis_s, wq, wpr, wg = w[4], '', '', '' end
-    if wg ~= '' then redis.call('HSET', items, id .. '|g', wg) end
+    if wg ~= '' and sid == '' then  -- a session's work is not flow-controlled
+      redis.call('HSET', items, id .. '|g', wg)
+    end
     local n = redis.call('INCR', KEYS[2]) - tonumber(wpr ~= '' and wpr or '0') * 68719476736
     redis.call('HSET', items, id .. '|d', w[5], id .. '|i', iid, id .. '|k', w[2],
                id .. '|s', sid, id .. '|a', '0', id .. '|n', fmt(n))

@@ -202,3 +202,15 @@ async def test_queue_counts_include_keyed_and_delayed_activity_items(store: Redi
 
     overview = await partition_overview(store)
     assert sum(p.work_ready for p in overview) == 2  # the keyed ones, not the group's entry
+
+
+async def test_a_session_item_ignores_a_flow_key(store: RedisStore) -> None:
+    """Session work runs on the session's owner: a flow key on it is ignored (core never
+    sends one), so it holds no slot and its ack frees none."""
+    item = NewWorkItem(activity_key="1:1", data=b"x", session_id="s1", flow_key="t", flow="1 - - 1")
+    await schedule(store, "a", [item, keyed("1:2", "t", concurrency=1)], sessions_opened=["s1"])
+    got = await take(store, session_lock_ms=LOCK)
+    assert sorted(x.activity_key for x in got) == ["1:1", "1:2"]
+    pk = store._parts[store._pk("a").index]
+    [session_item] = [x for x in got if x.activity_key == "1:1"]
+    assert await store._redis.hget(pk.wq_items, f"{session_item.item_id}|g") is None
