@@ -214,3 +214,20 @@ async def test_a_session_item_ignores_a_flow_key(store: RedisStore) -> None:
     pk = store._parts[store._pk("a").index]
     [session_item] = [x for x in got if x.activity_key == "1:1"]
     assert await store._redis.hget(pk.wq_items, f"{session_item.item_id}|g") is None
+
+
+async def test_a_keys_limit_is_judged_per_partition(store: RedisStore) -> None:
+    """The documented guarantee, precisely: an instance's items live in its partition and each
+    partition counts a key's slots itself, so with P = 2 and instances in both, a key with
+    concurrency 1 runs once per partition (2 at once); instances in one partition share one."""
+    from durable_redis.storage.keys import partition_of
+
+    two = await store.fresh(2)  # type: ignore[attr-defined]
+    ids = [f"i{n}" for n in range(50)]
+    p0 = [i for i in ids if partition_of(i, 2) == 0][:2]
+    p1 = [i for i in ids if partition_of(i, 2) == 1][:1]
+    for iid in (*p0, *p1):
+        await schedule(two, iid, [keyed(f"1:{k}", "t", concurrency=1) for k in range(2)])
+    got = await take(two)
+    assert sorted(partition_of(x.instance_id, 2) for x in got) == [0, 1]  # one per partition
+    assert await take(two) == []
