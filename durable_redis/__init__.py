@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from durable_redis._jobs_client import JobHandle, JobStatus
     from durable_redis._schedules_client import ScheduleInfo
     from durable_redis.client import Client, InstanceId, InstanceState
+    from durable_redis.contract import InstanceStatus
     from durable_redis.core import (
         ActivityContext,
         App,
@@ -70,7 +71,6 @@ if TYPE_CHECKING:
     from durable_redis.runtime import Worker, WorkerOptions, run_worker
     from durable_redis.storage import (
         ExistingInstancePolicy,
-        InstanceStatus,
         RedisServer,
         RedisStore,
     )
@@ -100,7 +100,7 @@ _LAZY = {
     "InstanceTerminalError": "durable_redis.errors",
     "InstanceId": "durable_redis.client",
     "InstanceState": "durable_redis.client",
-    "InstanceStatus": "durable_redis.storage",
+    "InstanceStatus": "durable_redis.contract",
     "InvalidIdError": "durable_redis.errors",
     "JobCancelledError": "durable_redis.errors",
     "JobError": "durable_redis.errors",

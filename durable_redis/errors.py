@@ -106,9 +106,10 @@ __all__ = [
 class FailureDetails:
     """A failure as recorded in history: portable, never a pickled exception.
 
-    ``kind`` is one of ``"application"`` (user code raised), ``"timeout"``, ``"cancelled"``,
-    ``"poison"`` (attempts exhausted by crashes), ``"nondeterminism"``, ``"configuration"``
-    (unregistered name, bad session use, limits).
+    ``kind`` is a ``durable_redis.contract.FailureKind`` value: ``"application"`` (user code
+    raised), ``"timeout"``, ``"cancelled"``, ``"poison"`` (attempts exhausted by crashes),
+    ``"nondeterminism"``, ``"configuration"`` (unregistered name, bad session use, limits),
+    ``"rejected"`` (an update's validator), ``"history_limit"``; stored as the plain string.
     """
 
     kind: str

@@ -32,38 +32,54 @@ STATUS
   0 OK, 1 LEASE_LOST (token no longer holds the lock), 2 NAMESPACE_MISSING
 ]]
 -- @include common
-if redis.call('HGET', KEYS[1], 'epoch') ~= ARGV[1] then return {2} end
+-- KEYS and ARGV, each named once (the header's names) ---------------------------------------
+local K_pmeta = KEYS[1]          -- partition metadata HASH
+local K_oq_lock = KEYS[2]        -- HASH instance -> lock token
+local K_oq_locks = KEYS[3]       -- ZSET instance -> lock deadline
+local K_oq_ready = KEYS[4]       -- ZSET instance -> earliest visible message
+local K_oq_marker = KEYS[5]      -- wake-up marker ZSET
+local K_mz = KEYS[6]             -- instance message ZSET
+local K_mh = KEYS[7]             -- instance message HASH
+local K_inst = KEYS[8]           -- instance record HASH (its "smid" names the start message)
+local A_epoch = ARGV[1]
+local A_iid = ARGV[2]
+local A_token = ARGV[3]
+local A_delay_ms = ARGV[4]
+local A_count_attempt = ARGV[5]  -- "1" / "0"
+local A_until_start = ARGV[6]    -- "1" / "0"
+local A_held = ARGV[7]           -- divergence text, or "" (not held)
+if not epoch_ok(K_pmeta, A_epoch) then return {2} end
 local now = server_now()
-local iid = ARGV[2]
-local token = ARGV[3]
-if redis.call('HGET', KEYS[2], iid) ~= token then return {1} end
-local delay = tonumber(ARGV[4])
+local iid = A_iid
+local token = A_token
+if redis.call('HGET', K_oq_lock, iid) ~= token then return {1} end
+local delay = tonumber(A_delay_ms)
 local visible_at = now + delay
-if ARGV[6] == '1' then
-  local smid = redis.call('HGET', KEYS[8], 'smid')
-  local start = smid and redis.call('HGET', KEYS[7], smid .. '|m')
-  local start_at = start and tonumber(redis.call('ZSCORE', KEYS[6], start) or '0') or 0
+if A_until_start == '1' then
+  local smid = redis.call('HGET', K_inst, 'smid')
+  local start = smid and redis.call('HGET', K_mh, smid .. '|m')
+  local start_at = start and tonumber(redis.call('ZSCORE', K_mz, start) or '0') or 0
   if start_at <= now then return {0, 0} end -- no later start to wait for: nothing changed
   if start_at > visible_at then visible_at = start_at end
 end
-for _, member in ipairs(redis.call('ZRANGE', KEYS[6], 0, -1)) do
+for _, member in ipairs(redis.call('ZRANGE', K_mz, 0, -1)) do
   local mid = string.sub(member, 18)
-  if redis.call('HGET', KEYS[7], mid .. '|t') == token then
-    redis.call('HDEL', KEYS[7], mid .. '|t')
-    if ARGV[5] == '0' then
-      local a = tonumber(redis.call('HGET', KEYS[7], mid .. '|a') or '0')
-      if a > 0 then redis.call('HSET', KEYS[7], mid .. '|a', fmt(a - 1)) end
+  if redis.call('HGET', K_mh, mid .. '|t') == token then
+    redis.call('HDEL', K_mh, mid .. '|t')
+    if A_count_attempt == '0' then
+      local a = tonumber(redis.call('HGET', K_mh, mid .. '|a') or '0')
+      if a > 0 then redis.call('HSET', K_mh, mid .. '|a', fmt(a - 1)) end
     else -- counted, but the worker lived to hand it back: not a crash (lock_messages)
-      redis.call('HINCRBY', KEYS[7], mid .. '|c', 1)
+      redis.call('HINCRBY', K_mh, mid .. '|c', 1)
     end
-    if visible_at > now then redis.call('ZADD', KEYS[6], fmt(visible_at), member) end
+    if visible_at > now then redis.call('ZADD', K_mz, fmt(visible_at), member) end
   end
 end
-if ARGV[7] ~= '' and redis.call('EXISTS', KEYS[8]) == 1 then
-  redis.call('HSET', KEYS[8], 'held', ARGV[7])
-  redis.call('HSETNX', KEYS[8], 'held_at', fmt(now))
+if A_held ~= '' and redis.call('EXISTS', K_inst) == 1 then
+  redis.call('HSET', K_inst, 'held', A_held)
+  redis.call('HSETNX', K_inst, 'held_at', fmt(now))
 end
-redis.call('HDEL', KEYS[2], iid)
-redis.call('ZREM', KEYS[3], iid)
-requeue_instance(KEYS[6], KEYS[4], KEYS[3], KEYS[5], iid, now)
+redis.call('HDEL', K_oq_lock, iid)
+redis.call('ZREM', K_oq_locks, iid)
+requeue_instance(K_mz, K_oq_ready, K_oq_locks, K_oq_marker, iid, now)
 return {0, 1}

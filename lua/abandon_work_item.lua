@@ -23,7 +23,7 @@ STATUS
   0 OK, 1 LEASE_LOST (the token no longer holds the item), 2 NAMESPACE_MISSING
 ]]
 -- @include common
-if redis.call('HGET', KEYS[1], 'epoch') ~= ARGV[1] then return {2} end
+if not epoch_ok(KEYS[1], ARGV[1]) then return {2} end
 local now = server_now()
 local id = ARGV[2]
 local items = KEYS[2]

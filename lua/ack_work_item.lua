@@ -46,7 +46,7 @@ STATUS
   0 OK, 1 LEASE_LOST (stale token, expired lease, or item cancelled), 2 NAMESPACE_MISSING
 ]]
 -- @include common
-if redis.call('HGET', KEYS[1], 'epoch') ~= ARGV[1] then return {2} end
+if not epoch_ok(KEYS[1], ARGV[1]) then return {2} end
 local now = server_now()
 local id, iid, mid = ARGV[2], ARGV[4], ARGV[5]
 local items = KEYS[3]

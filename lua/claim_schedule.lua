@@ -33,7 +33,7 @@ STATUS
 -- @include common
 -- @include jobs
 -- @include schedules
-if redis.call('HGET', KEYS[1], 'epoch') ~= ARGV[1] then return {2} end
+if not epoch_ok(KEYS[1], ARGV[1]) then return {2} end
 local now = server_now()
 local defs, jobs = KEYS[3], KEYS[5]
 local name = ARGV[2]

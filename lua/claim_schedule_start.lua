@@ -38,7 +38,7 @@ STATUS
 ]]
 -- @include common
 -- @include schedules
-if redis.call('HGET', KEYS[1], 'epoch') ~= ARGV[1] then return {2} end
+if not epoch_ok(KEYS[1], ARGV[1]) then return {2} end
 local now = server_now()
 local defs = KEYS[3]
 local name = ARGV[2]
@@ -48,7 +48,7 @@ if (last or '') ~= ARGV[6] then return {8} end
 advance_schedule(defs, KEYS[4], name, ARGV[4])
 if ARGV[5] == 'skip' and last then
   local st = redis.call('HGET', KEYS[10], 'status')
-  if st == 'pending' or st == 'running' or st == 'continued_as_new' then
+  if st and not is_terminal(st) then  -- the last run is still going
     return {0, 0, 'overlap'}
   end
 end

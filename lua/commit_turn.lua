@@ -8,6 +8,8 @@ partition's outbox instead, and delivered after the commit), and releases the lo
 With a take_worker (ARGV[21]) it also leases up to take_limit of the new plain work items that
 are visible now to that worker, as fetch_work_items would, while no older plain item waits
 (FIFO holds); those wake nobody.
+Every fixed key and argument below is named once at the top of the body (K_<name>, A_<name>);
+storage/packing.py packs them from the same names (tests/storage/test_packing.py pins both).
 
 KEYS
   1 pmeta          partition metadata HASH
@@ -23,8 +25,8 @@ KEYS
   11 hist          history LIST of ARGV[4]'s execution   h:<exec>:<iid>
   12 idx_created   ZSET instance -> created_at
   13 idx_terminal  ZSET instance -> completed_at
-  14 idx_pending   status index ZSETs, in this order: pending, running, completed,
-  15 idx_running     failed, cancelled, continued_as_new
+  14 idx_pending   status index ZSETs, in STATUSES order (common.lua): pending, running,
+  15 idx_running     completed, failed, cancelled, continued_as_new
   16 idx_completed
   17 idx_failed
   18 idx_cancelled
@@ -43,13 +45,13 @@ KEYS
   31 outbox        ZSET "<target iid>\n<message id>" -> partition seq (delivery order)
   32 outbox_data   HASH "<entry>|<f>": d data, v visible_at, c create, n name, r version,
                    p parent, h has_input, i input
-  33... target groups, 5 keys each (inst, done, mz, mh, parent_children) for every other
-      instance a message goes to (ARGV[19] groups), then the wake key of each session owner
-      named at the end of ARGV (ARGV[20] keys): owners of sessions that get new work (woken
-      for it) or are purged (woken to reuse the slot), then (appended, docs/messaging.md):
-  +1 values        HASH key-value state of the instance       kv:<iid>
-  +2 replies       HASH update id -> encoded reply            u:<iid>
-  +3 stream        STREAM progress stream of the instance     st:<iid>
+  33 values        HASH key-value state of the instance       kv:<iid>
+  34 replies       HASH update id -> encoded reply            u:<iid>
+  35 stream        STREAM progress stream of the instance     st:<iid>
+  36... target groups, 5 keys each (inst, done, mz, mh, children of its parent) for every
+      other instance of this partition a message goes to (n_groups groups), then the wake key
+      of each session owner named at the end of ARGV (n_wake keys): owners of sessions that get
+      new work (woken for it) or are purged (woken to reuse the slot)
 ARGV
   1 epoch
   2 iid
@@ -57,12 +59,22 @@ ARGV
   4 execution_id
   5 expected_history_len
   6 status
-  7 name_set   8 name   9 version_set   10 version   11 input_set   12 input
-  13 output_set  14 output  15 error_set  16 error  17 custom_set  18 custom
+  7 name_set      "1" set name, "0" leave it
+  8 name
+  9 version_set
+  10 version
+  11 input_set
+  12 input
+  13 output_set   "1" set, "2" clear
+  14 output
+  15 error_set
+  16 error
+  17 custom_set   "1" set, "2" clear, "0" leave it
+  18 custom
   19 n_groups
   20 n_wake
-  21 take_worker   "" = lease nothing; else the worker id the taken items are leased to
-  22 take_nonce    lease tokens are "<seq>:<nonce>"
+  21 take_worker  "" = lease nothing; else the worker id the taken items are leased to
+  22 take_nonce   lease tokens are "<seq>:<nonce>"
   23 take_limit
   24 take_lock_ms
   25... n_events, events...;
@@ -90,30 +102,99 @@ STATUS
   {1, reason}), 2 NAMESPACE_MISSING
 ]]
 -- @include common
-if redis.call('HGET', KEYS[1], 'epoch') ~= ARGV[1] then return {2} end
+-- KEYS, each named once (the header's names; storage/packing.py COMMIT_TURN_KEYS) ------------
+local K_pmeta = KEYS[1]            -- partition metadata
+local K_seq = KEYS[2]              -- partition sequence counter
+local K_oq_lock = KEYS[3]          -- instance -> lock token
+local K_oq_locks = KEYS[4]         -- instance -> lock deadline
+local K_oq_ready = KEYS[5]         -- instance -> earliest visible message
+local K_oq_marker = KEYS[6]        -- orchestration wake-up marker
+local K_inst = KEYS[7]             -- this instance's record
+local K_done = KEYS[8]             -- ids its last turn consumed
+local K_mz = KEYS[9]               -- its message ZSET
+local K_mh = KEYS[10]              -- its message HASH
+local K_hist = KEYS[11]            -- history LIST of A_execution_id
+local K_idx_created = KEYS[12]     -- instance -> created_at
+local K_idx_terminal = KEYS[13]    -- instance -> completed_at
+local K_idx_status = status_keys(14)  -- KEYS[14..19]: status -> its index ZSET
+local K_witems = KEYS[20]          -- the instance's work item ids
+local K_sset = KEYS[21]            -- the instance's open sessions
+local K_children = KEYS[22]        -- the instance's children
+local K_wq_items = KEYS[23]        -- work item HASH
+local K_wq_ready = KEYS[24]        -- plain work, FIFO
+local K_wq_sready = KEYS[25]       -- session work, FIFO
+local K_wq_delayed = KEYS[26]      -- work -> visible_at
+local K_wq_leases = KEYS[27]       -- work -> lease deadline
+local K_wq_marker = KEYS[28]       -- plain work wake-up marker
+local K_wq_smarker = KEYS[29]      -- session work wake-up marker
+local K_sess = KEYS[30]            -- sessions HASH
+local K_outbox = KEYS[31]          -- outbox entries -> delivery order
+local K_outbox_data = KEYS[32]     -- outbox entry fields
+local K_values = KEYS[33]          -- key-value state
+local K_replies = KEYS[34]         -- update replies
+local K_stream = KEYS[35]          -- progress stream
+local N_FIXED_KEYS = 35            -- then 5 keys per target group, then the wake keys
+-- ARGV, each named once (storage/packing.py COMMIT_TURN_ARGV) --------------------------------
+local A_epoch = ARGV[1]
+local A_iid = ARGV[2]
+local A_token = ARGV[3]
+local A_execution_id = ARGV[4]
+local A_expected_history_len = ARGV[5]
+local A_status = ARGV[6]
+local A_name_set = ARGV[7]
+local A_name = ARGV[8]
+local A_version_set = ARGV[9]
+local A_version = ARGV[10]
+local A_input_set = ARGV[11]
+local A_input = ARGV[12]
+local A_output_set = ARGV[13]
+local A_output = ARGV[14]
+local A_error_set = ARGV[15]
+local A_error = ARGV[16]
+local A_custom_set = ARGV[17]
+local A_custom = ARGV[18]
+local A_n_groups = ARGV[19]
+local A_n_wake = ARGV[20]
+local A_take_worker = ARGV[21]
+local A_take_nonce = ARGV[22]
+local A_take_limit = ARGV[23]
+local A_take_lock_ms = ARGV[24]
+local N_FIXED_ARGV = 24            -- then the sections, read by take() below
+-- the variable KEYS: target group g (1-based) and wake key w (1-based)
+local n_groups = tonumber(A_n_groups)
+local n_wake = tonumber(A_n_wake)
+local function group_keys(g)  -- inst, done, mz, mh, children of its parent
+  local b = N_FIXED_KEYS + (g - 1) * 5
+  return KEYS[b + 1], KEYS[b + 2], KEYS[b + 3], KEYS[b + 4], KEYS[b + 5]
+end
+local function wake_key(w)
+  return KEYS[N_FIXED_KEYS + n_groups * 5 + w]
+end
+
+if not epoch_ok(K_pmeta, A_epoch) then return {2} end
 local now = server_now()
-local iid = ARGV[2]
-local token = ARGV[3]
-local exec = tonumber(ARGV[4])
-local status = ARGV[6]
+local iid = A_iid
+local token = A_token
+local exec = tonumber(A_execution_id)
+local status = A_status
 -- preconditions -------------------------------------------------------------------------
 local rerun = false
-if redis.call('HGET', KEYS[3], iid) ~= token then
-  if redis.call('HGET', KEYS[7], 'ct') ~= token then return {1, 'token'} end
+if redis.call('HGET', K_oq_lock, iid) ~= token then
+  if redis.call('HGET', K_inst, 'ct') ~= token then return {1, 'token'} end
   rerun = true  -- this exact commit already ran: change nothing (see below)
 end
 if not rerun then
-  if tonumber(redis.call('ZSCORE', KEYS[4], iid) or '0') <= now then return {1, 'expired'} end
-  if redis.call('EXISTS', KEYS[7]) == 0 then return {1, 'instance'} end
-  local cur_exec = tonumber(redis.call('HGET', KEYS[7], 'exec') or '0')
+  if tonumber(redis.call('ZSCORE', K_oq_locks, iid) or '0') <= now then return {1, 'expired'} end
+  if redis.call('EXISTS', K_inst) == 0 then return {1, 'instance'} end
+  local cur_exec = tonumber(redis.call('HGET', K_inst, 'exec') or '0')
   if exec < cur_exec then return {1, 'execution'} end
-  if redis.call('LLEN', KEYS[11]) ~= tonumber(ARGV[5]) then return {1, 'history'} end
-  if status_key(status, 14) == nil then return {1, 'status'} end
+  if redis.call('LLEN', K_hist) ~= tonumber(A_expected_history_len) then
+    return {1, 'history'}
+  end
+  if K_idx_status[status] == nil then return {1, 'status'} end
 end
 -- argument cursor -------------------------------------------------------------------------
-local groups = tonumber(ARGV[19])
-local n_wake = tonumber(ARGV[20])
-local pos = 25
+local pos = N_FIXED_ARGV + 1
 local function take()
   local v = ARGV[pos]
   pos = pos + 1
@@ -137,18 +218,19 @@ for _ = 1, tonumber(take()) do
                      take(), take()}
 end
 local wake = {}
-local wake_base = 32 + groups * 5
-for w = 1, n_wake do wake[take()] = KEYS[wake_base + w] end
+for w = 1, n_wake do wake[take()] = wake_key(w) end
+local items, ready, sready = K_wq_items, K_wq_ready, K_wq_sready
+local delayed, leases = K_wq_delayed, K_wq_leases
 if rerun then
   -- A re-sent commit (its reply was lost) writes nothing; it hands back again the leases of
   -- the work items the first run took (same worker, same nonce), so none waits for its expiry.
   local again, until_ms = {}, nil
-  local suffix = ':' .. ARGV[22]
+  local suffix = ':' .. A_take_nonce
   for _, w in ipairs(work) do
-    local f = redis.call('HMGET', KEYS[23], w[1] .. '|t', w[1] .. '|w', w[1] .. '|a')
-    if ARGV[21] ~= '' and f[2] == ARGV[21] and f[1]
+    local f = redis.call('HMGET', items, w[1] .. '|t', w[1] .. '|w', w[1] .. '|a')
+    if A_take_worker ~= '' and f[2] == A_take_worker and f[1]
        and string.sub(f[1], -#suffix) == suffix then
-      local dl = tonumber(redis.call('ZSCORE', KEYS[27], w[1]) or '0')
+      local dl = tonumber(redis.call('ZSCORE', leases, w[1]) or '0')
       if dl > now then
         if until_ms == nil or dl < until_ms then until_ms = dl end
         for _, v in ipairs({w[1], f[1], iid, w[2], '', w[5], f[3]}) do again[#again + 1] = v end
@@ -158,21 +240,21 @@ if rerun then
   return {0, 1, until_ms or now, again}
 end
 -- 1. consume the messages tagged with this lock ------------------------------------------
-redis.call('DEL', KEYS[8])
-local queued = redis.call('ZRANGE', KEYS[9], 0, -1)
+redis.call('DEL', K_done)
+local queued = redis.call('ZRANGE', K_mz, 0, -1)
 for _, member in ipairs(queued) do
   local mid = string.sub(member, 18)
-  if redis.call('HGET', KEYS[10], mid .. '|t') == token then
-    delete_message(KEYS[9], KEYS[10], mid)
-    redis.call('SADD', KEYS[8], mid)
+  if redis.call('HGET', K_mh, mid .. '|t') == token then
+    delete_message(K_mz, K_mh, mid)
+    redis.call('SADD', K_done, mid)
   end
 end
 -- 2. history ---------------------------------------------------------------------------------
 for i = 1, #events, 1000 do
-  redis.call('RPUSH', KEYS[11], unpack(events, i, math.min(i + 999, #events)))
+  redis.call('RPUSH', K_hist, unpack(events, i, math.min(i + 999, #events)))
 end
 -- 3. instance record and indexes --------------------------------------------------------
-local inst = KEYS[7]
+local inst = K_inst
 local old_status = redis.call('HGET', inst, 'status')
 redis.call('HSET', inst, 'exec', fmt(exec), 'status', status, 'updated', fmt(now))
 redis.call('HDEL', inst, 'held', 'held_at', 'held_fail') -- a committed turn is not held
@@ -180,62 +262,61 @@ local function set_or_clear(flag, field, value)
   if flag == '1' then redis.call('HSET', inst, field, value)
   elseif flag == '2' then redis.call('HDEL', inst, field) end
 end
-set_or_clear(ARGV[7], 'name', ARGV[8])
-set_or_clear(ARGV[9], 'version', ARGV[10])
-set_or_clear(ARGV[11], 'input', ARGV[12])
-set_or_clear(ARGV[13], 'output', ARGV[14])
-set_or_clear(ARGV[15], 'error', ARGV[16])
-set_or_clear(ARGV[17], 'custom', ARGV[18])
+set_or_clear(A_name_set, 'name', A_name)
+set_or_clear(A_version_set, 'version', A_version)
+set_or_clear(A_input_set, 'input', A_input)
+set_or_clear(A_output_set, 'output', A_output)
+set_or_clear(A_error_set, 'error', A_error)
+set_or_clear(A_custom_set, 'custom', A_custom)
 local created = redis.call('HGET', inst, 'created')
 if old_status ~= status then
-  local old_key = status_key(old_status or '', 14)
+  local old_key = K_idx_status[old_status or '']
   if old_key then redis.call('ZREM', old_key, iid) end
-  redis.call('ZADD', status_key(status, 14), created, iid)
+  redis.call('ZADD', K_idx_status[status], created, iid)
 end
 local terminal = is_terminal(status)
 if terminal then
   redis.call('HSET', inst, 'completed', fmt(now))
-  redis.call('ZADD', KEYS[13], fmt(now), iid)
+  redis.call('ZADD', K_idx_terminal, fmt(now), iid)
 else
   redis.call('HDEL', inst, 'completed')
-  redis.call('ZREM', KEYS[13], iid)
+  redis.call('ZREM', K_idx_terminal, iid)
 end
 -- 4. sessions closed (purged), then opened --------------------------------------------------
-local items, ready, sready, delayed, leases = KEYS[23], KEYS[24], KEYS[25], KEYS[26], KEYS[27]
 -- a purged session frees a slot of its owner: wake it (a worker at its limit re-checks then)
 local function purge(sid)
-  local owner = redis.call('HGET', KEYS[30], iid .. '\n' .. sid .. '|o')
-  purge_session(items, ready, sready, delayed, leases, KEYS[20], KEYS[30], KEYS[21], iid, sid)
+  local owner = redis.call('HGET', K_sess, iid .. '\n' .. sid .. '|o')
+  purge_session(items, ready, sready, delayed, leases, K_witems, K_sess, K_sset, iid, sid)
   if owner and owner ~= '' then
     if wake[owner] then
       wake_now(wake[owner])
       redis.call('PEXPIRE', wake[owner], 3600000)
     else
-      wake_now(KEYS[29])
+      wake_now(K_wq_smarker)
     end
   end
 end
 for _, sid in ipairs(closes) do purge(sid) end
 for _, sid in ipairs(opens) do
   local sk = iid .. '\n' .. sid
-  if redis.call('HEXISTS', KEYS[30], sk .. '|o') == 0 then
-    redis.call('HSET', KEYS[30], sk .. '|o', '', sk .. '|u', '0', sk .. '|l', fmt(now))
+  if redis.call('HEXISTS', K_sess, sk .. '|o') == 0 then
+    redis.call('HSET', K_sess, sk .. '|o', '', sk .. '|u', '0', sk .. '|l', fmt(now))
   end
-  redis.call('SADD', KEYS[21], sid)
+  redis.call('SADD', K_sset, sid)
 end
 -- 5. work items, then cancelled work ----------------------------------------------------------
-local take_worker = ARGV[21]
+local take_worker = A_take_worker
 local take_left = 0
 if take_worker ~= '' and redis.call('ZCARD', ready) == 0
-   and redis.call('HEXISTS', KEYS[1], 'qp:default') == 0 then  -- a paused queue: none taken
-  take_left = tonumber(ARGV[23])
+   and redis.call('HEXISTS', K_pmeta, 'qp:default') == 0 then  -- a paused queue: none taken
+  take_left = tonumber(A_take_limit)
 end
-local take_until = now + tonumber(ARGV[24] ~= '' and ARGV[24] or '0')
+local take_until = now + tonumber(A_take_lock_ms ~= '' and A_take_lock_ms or '0')
 -- new session work: wake the session's live owner (its own marker), if it has one we know
 local function wake_session_owner(iid, sid)
   local sk = iid .. '\n' .. sid
-  local owner = redis.call('HGET', KEYS[30], sk .. '|o')
-  local until_ms = tonumber(redis.call('HGET', KEYS[30], sk .. '|u') or '0')
+  local owner = redis.call('HGET', K_sess, sk .. '|o')
+  local until_ms = tonumber(redis.call('HGET', K_sess, sk .. '|u') or '0')
   if owner and owner ~= '' and until_ms > now and wake[owner] then
     wake_now(wake[owner])
     redis.call('PEXPIRE', wake[owner], 3600000)
@@ -254,21 +335,21 @@ for _, w in ipairs(work) do
     if wg ~= '' and sid == '' then  -- a session's work is not flow-controlled
       redis.call('HSET', items, id .. '|g', wg)
     end
-    local n = redis.call('INCR', KEYS[2]) - tonumber(wpr ~= '' and wpr or '0') * 68719476736
+    local n = redis.call('INCR', K_seq) - tonumber(wpr ~= '' and wpr or '0') * 68719476736
     redis.call('HSET', items, id .. '|d', w[5], id .. '|i', iid, id .. '|k', w[2],
                id .. '|s', sid, id .. '|a', '0', id .. '|n', fmt(n))
     if wq ~= '' and wq ~= 'default' then
       redis.call('HSET', items, id .. '|q', wq)
       redis.call('SADD', string.sub(items, 1, #items - 8) .. 'jq:queues', wq)
     end
-    redis.call('SADD', KEYS[20], id)
+    redis.call('SADD', K_witems, id)
     local vis = now
     if vis_s ~= '' then vis = tonumber(vis_s) end
     local where, q = place_item(items, ready, sready, delayed, id, vis, now)
     if q then
       -- another queue: never taken here (the committing worker may not serve it); a paused
       -- one's workers are not woken (its backlog must not make them fetch in vain)
-      if redis.call('HEXISTS', KEYS[1], 'qp:' .. q) == 1 then
+      if redis.call('HEXISTS', K_pmeta, 'qp:' .. q) == 1 then
         -- paused: it stays queued, nobody is woken (resume_queue wakes its workers)
       elseif where == 'delayed' then
         arm_marker(wq_marker_of(items, q, where), vis, now)
@@ -278,7 +359,7 @@ for _, w in ipairs(work) do
     elseif where == 'plain' and take_left > 0 and wpr == '' then
       take_left = take_left - 1
       redis.call('ZREM', ready, id)
-      local tok = redis.call('INCR', KEYS[2]) .. ':' .. ARGV[22]
+      local tok = redis.call('INCR', K_seq) .. ':' .. A_take_nonce
       local attempt = redis.call('HINCRBY', items, id .. '|a', 1)
       redis.call('HSET', items, id .. '|t', tok, id .. '|w', take_worker)
       redis.call('ZADD', leases, fmt(take_until), id)
@@ -287,21 +368,21 @@ for _, w in ipairs(work) do
       end
     elseif where == 'plain' or where == 'group' or where == 'held' then
       take_left = 0  -- an item waits in the queue now: later ones must not pass it
-      if where ~= 'held' then wake_now(KEYS[28]) end
+      if where ~= 'held' then wake_now(K_wq_marker) end
     elseif where == 'delayed' then
-      arm_marker(KEYS[28], vis, now)
+      arm_marker(K_wq_marker, vis, now)
     elseif not wake_session_owner(iid, sid) then
-      wake_now(KEYS[29])
+      wake_now(K_wq_smarker)
     end
   end
 end
 for _, id in ipairs(cancels) do
-  delete_item(items, ready, sready, delayed, leases, KEYS[20], id)
+  delete_item(items, ready, sready, delayed, leases, K_witems, id)
 end
 -- 6. a terminal status purges every session of the instance --------------------------------
 if terminal then
-  local sids = redis.call('SMEMBERS', KEYS[21])
-  for _, id in ipairs(redis.call('SMEMBERS', KEYS[20])) do
+  local sids = redis.call('SMEMBERS', K_sset)
+  for _, id in ipairs(redis.call('SMEMBERS', K_witems)) do
     local sid = redis.call('HGET', items, id .. '|s')
     if sid and sid ~= '' then sids[#sids + 1] = sid end
   end
@@ -312,66 +393,60 @@ for _, m in ipairs(msgs) do
   local g = tonumber(m[1])
   if g < 0 then
     local entry = m[2] .. '\n' .. m[3]
-    if not redis.call('ZSCORE', KEYS[31], entry) then
-      redis.call('ZADD', KEYS[31], redis.call('INCR', KEYS[2]), entry)
-      redis.call('HSET', KEYS[32], entry .. '|d', m[4], entry .. '|v', m[5], entry .. '|c', m[6],
-                 entry .. '|n', m[7], entry .. '|r', m[8], entry .. '|p', m[9],
-                 entry .. '|h', m[10], entry .. '|i', m[11])
+    if not redis.call('ZSCORE', K_outbox, entry) then
+      redis.call('ZADD', K_outbox, redis.call('INCR', K_seq), entry)
+      redis.call('HSET', K_outbox_data, entry .. '|d', m[4], entry .. '|v', m[5],
+                 entry .. '|c', m[6], entry .. '|n', m[7], entry .. '|r', m[8],
+                 entry .. '|p', m[9], entry .. '|h', m[10], entry .. '|i', m[11])
     end
-    if m[6] == '1' and m[9] == iid then redis.call('SADD', KEYS[22], m[2]) end
+    if m[6] == '1' and m[9] == iid then redis.call('SADD', K_children, m[2]) end
   else
-    local t_inst, t_done, t_mz, t_mh, t_children = KEYS[7], KEYS[8], KEYS[9], KEYS[10],
-                                                    KEYS[22]
-    if g > 0 then
-      local b = 32 + (g - 1) * 5
-      t_inst, t_done, t_mz, t_mh, t_children = KEYS[b + 1], KEYS[b + 2], KEYS[b + 3], KEYS[b + 4],
-                                                KEYS[b + 5]
-    end
+    local t_inst, t_done, t_mz, t_mh, t_children = K_inst, K_done, K_mz, K_mh, K_children
+    if g > 0 then t_inst, t_done, t_mz, t_mh, t_children = group_keys(g) end
     local tiid = m[2]
     if m[6] == '1' and redis.call('EXISTS', t_inst) == 0 then
-      create_record(t_inst, KEYS[12], KEYS[14], t_children, tiid, m[7], m[8], m[9], m[11], m[10],
-                    now)
+      create_record(t_inst, K_idx_created, K_idx_status.pending, t_children, tiid, m[7], m[8],
+                    m[9], m[11], m[10], now)
       redis.call('HSET', t_inst, 'smid', m[3])
       redis.call('DEL', t_done)
     end
     if redis.call('EXISTS', t_inst) == 1 then
       local vis = now
       if m[5] ~= '' then vis = tonumber(m[5]) end
-      local added = add_message(KEYS[2], t_mz, t_mh, t_done, m[3], m[4], vis)
+      local added = add_message(K_seq, t_mz, t_mh, t_done, m[3], m[4], vis)
       if added == 1 and g > 0 then
-        requeue_instance(t_mz, KEYS[5], KEYS[4], KEYS[6], tiid, now)
+        requeue_instance(t_mz, K_oq_ready, K_oq_locks, K_oq_marker, tiid, now)
       end
     end
   end
 end
--- 7b. key-value state and update replies (absent tail = none) -------------------------------
-local ext = wake_base + n_wake
+-- 7b. key-value state, update replies, progress stream (docs/messaging.md) ------------------
 local values = {}
-for _ = 1, tonumber(take() or '0') do values[#values + 1] = {take(), take(), take()} end
+for _ = 1, tonumber(take()) do values[#values + 1] = {take(), take(), take()} end
 local replies = {}
-for _ = 1, tonumber(take() or '0') do replies[#replies + 1] = {take(), take()} end
+for _ = 1, tonumber(take()) do replies[#replies + 1] = {take(), take()} end
 local replies_ttl = take()
 for _, v in ipairs(values) do
-  if v[2] == '1' then redis.call('HSET', KEYS[ext + 1], v[1], v[3])
-  else redis.call('HDEL', KEYS[ext + 1], v[1]) end
+  if v[2] == '1' then redis.call('HSET', K_values, v[1], v[3])
+  else redis.call('HDEL', K_values, v[1]) end
 end
-for _, r in ipairs(replies) do redis.call('HSET', KEYS[ext + 2], r[1], r[2]) end
-if #replies > 0 then redis.call('PEXPIRE', KEYS[ext + 2], tonumber(replies_ttl)) end
+for _, r in ipairs(replies) do redis.call('HSET', K_replies, r[1], r[2]) end
+if #replies > 0 then redis.call('PEXPIRE', K_replies, tonumber(replies_ttl)) end
 local stream_items = {}
-for _ = 1, tonumber(take() or '0') do stream_items[#stream_items + 1] = take() end
+for _ = 1, tonumber(take()) do stream_items[#stream_items + 1] = take() end
 local stream_maxlen, stream_ttl = take(), take()
 for _, item in ipairs(stream_items) do
-  redis.call('XADD', KEYS[ext + 3], 'MAXLEN', '~', stream_maxlen, '*', 'd', item)
+  redis.call('XADD', K_stream, 'MAXLEN', '~', stream_maxlen, '*', 'd', item)
 end
-if #stream_items > 0 then redis.call('PEXPIRE', KEYS[ext + 3], tonumber(stream_ttl)) end
+if #stream_items > 0 then redis.call('PEXPIRE', K_stream, tonumber(stream_ttl)) end
 -- 8. release the lock -----------------------------------------------------------------------
-redis.call('HDEL', KEYS[3], iid)
-redis.call('ZREM', KEYS[4], iid)
+redis.call('HDEL', K_oq_lock, iid)
+redis.call('ZREM', K_oq_locks, iid)
 redis.call('HSET', inst, 'ct', token)
-requeue_instance(KEYS[9], KEYS[5], KEYS[4], KEYS[6], iid, now)
+requeue_instance(K_mz, K_oq_ready, K_oq_locks, K_oq_marker, iid, now)
 local due = 0
-if #redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', fmt(now), 'LIMIT', 0, 1) > 0
-    or #redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', fmt(now), 'LIMIT', 0, 1) > 0 then
+if #redis.call('ZRANGEBYSCORE', K_oq_ready, '-inf', fmt(now), 'LIMIT', 0, 1) > 0
+    or #redis.call('ZRANGEBYSCORE', K_oq_locks, '-inf', fmt(now), 'LIMIT', 0, 1) > 0 then
   due = 1
 end
 return {0, due, take_until, taken}

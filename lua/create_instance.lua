@@ -46,7 +46,7 @@ STATUS
   0 OK, 2 NAMESPACE_MISSING, 3 EXISTS
 ]]
 -- @include common
-if redis.call('HGET', KEYS[1], 'epoch') ~= ARGV[1] then return {2} end
+if not epoch_ok(KEYS[1], ARGV[1]) then return {2} end
 local now = server_now()
 local iid = ARGV[2]
 if redis.call('EXISTS', KEYS[3]) == 1 then

@@ -48,7 +48,7 @@ STATUS
   8 NOT_ELIGIBLE (min_age_ms given: not terminal or completed too recently)
 ]]
 -- @include common
-if redis.call('HGET', KEYS[1], 'epoch') ~= ARGV[1] then return {2} end
+if not epoch_ok(KEYS[1], ARGV[1]) then return {2} end
 local iid = ARGV[2]
 local inst = KEYS[19]
 if redis.call('EXISTS', inst) == 0 then return {4} end

@@ -24,7 +24,7 @@ STATUS
   9 ENDED {9, status} (the instance is completed, failed or cancelled: nothing written)
 ]]
 -- @include common
-if redis.call('HGET', KEYS[1], 'epoch') ~= ARGV[1] then return {2} end
+if not epoch_ok(KEYS[1], ARGV[1]) then return {2} end
 local status = redis.call('HGET', KEYS[3], 'status')
 if not status then return {4} end
 if is_terminal(status) then return {9, status} end

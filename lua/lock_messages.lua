@@ -35,30 +35,46 @@ STATUS
   5 EMPTY (no visible message: lock released)
 ]]
 -- @include common
-if redis.call('HGET', KEYS[1], 'epoch') ~= ARGV[1] then return {2} end
+-- KEYS and ARGV, each named once (the header's names) ---------------------------------------
+local K_pmeta = KEYS[1]         -- partition metadata HASH
+local K_oq_lock = KEYS[2]       -- HASH instance -> lock token
+local K_oq_locks = KEYS[3]      -- ZSET instance -> lock deadline
+local K_oq_ready = KEYS[4]      -- ZSET instance -> earliest visible message
+local K_oq_marker = KEYS[5]     -- wake-up marker ZSET
+local K_inst = KEYS[6]          -- instance record HASH
+local K_done = KEYS[7]          -- ids consumed by the last turn
+local K_mz = KEYS[8]            -- instance message ZSET
+local K_mh = KEYS[9]            -- instance message HASH
+local K_hist = KEYS[10]         -- history LIST of ARGV[5]'s execution   h:<exec>:<iid>
+local A_epoch = ARGV[1]
+local A_iid = ARGV[2]
+local A_token = ARGV[3]
+local A_max_messages = ARGV[4]
+local A_exec_guess = ARGV[5]    -- execution id whose history KEYS[10] is
+if not epoch_ok(K_pmeta, A_epoch) then return {2} end
 local now = server_now()
-local iid = ARGV[2]
-local token = ARGV[3]
-local deadline = tonumber(redis.call('ZSCORE', KEYS[3], iid) or '0')
-if redis.call('HGET', KEYS[2], iid) ~= token or deadline <= now then return {1} end
-if redis.call('EXISTS', KEYS[6]) == 0 then
-  redis.call('DEL', KEYS[7], KEYS[8], KEYS[9])
-  redis.call('HDEL', KEYS[2], iid)
-  redis.call('ZREM', KEYS[3], iid)
-  redis.call('ZREM', KEYS[4], iid)
+local iid = A_iid
+local token = A_token
+local deadline = tonumber(redis.call('ZSCORE', K_oq_locks, iid) or '0')
+if redis.call('HGET', K_oq_lock, iid) ~= token or deadline <= now then return {1} end
+if redis.call('EXISTS', K_inst) == 0 then
+  redis.call('DEL', K_done, K_mz, K_mh)
+  redis.call('HDEL', K_oq_lock, iid)
+  redis.call('ZREM', K_oq_locks, iid)
+  redis.call('ZREM', K_oq_ready, iid)
   return {4}
 end
-local msgs = tag_messages(KEYS[8], KEYS[9], token, tonumber(ARGV[4]), now)
+local msgs = tag_messages(K_mz, K_mh, token, tonumber(A_max_messages), now)
 if #msgs == 0 then
-  redis.call('HDEL', KEYS[2], iid)
-  redis.call('ZREM', KEYS[3], iid)
-  requeue_instance(KEYS[8], KEYS[4], KEYS[3], KEYS[5], iid, now)
+  redis.call('HDEL', K_oq_lock, iid)
+  redis.call('ZREM', K_oq_locks, iid)
+  requeue_instance(K_mz, K_oq_ready, K_oq_locks, K_oq_marker, iid, now)
   return {5}
 end
-local lease = lock_reply(KEYS[6], KEYS[10], ARGV[5], deadline, msgs)
+local lease = lock_reply(K_inst, K_hist, A_exec_guess, deadline, msgs)
 local crashes = 0
 for i = 1, #msgs, 3 do
-  local clean = tonumber(redis.call('HGET', KEYS[9], msgs[i] .. '|c') or '0')
+  local clean = tonumber(redis.call('HGET', K_mh, msgs[i] .. '|c') or '0')
   local c = tonumber(msgs[i + 2]) - 1 - clean
   if c > crashes then crashes = c end
 end

@@ -16,11 +16,19 @@ STATUS
   0 OK, 1 LEASE_LOST (stale token or expired lease), 2 NAMESPACE_MISSING
 ]]
 -- @include common
-if redis.call('HGET', KEYS[1], 'epoch') ~= ARGV[1] then return {2} end
+-- KEYS and ARGV, each named once (the header's names) ---------------------------------------
+local K_pmeta = KEYS[1]     -- partition metadata HASH
+local K_oq_lock = KEYS[2]   -- HASH instance -> lock token
+local K_oq_locks = KEYS[3]  -- ZSET instance -> lock deadline
+local A_epoch = ARGV[1]
+local A_iid = ARGV[2]
+local A_token = ARGV[3]
+local A_lock_ms = ARGV[4]
+if not epoch_ok(K_pmeta, A_epoch) then return {2} end
 local now = server_now()
-local iid = ARGV[2]
-if redis.call('HGET', KEYS[2], iid) ~= ARGV[3] then return {1} end
-if tonumber(redis.call('ZSCORE', KEYS[3], iid) or '0') <= now then return {1} end
-local deadline = now + tonumber(ARGV[4])
-redis.call('ZADD', KEYS[3], fmt(deadline), iid)
+local iid = A_iid
+if redis.call('HGET', K_oq_lock, iid) ~= A_token then return {1} end
+if tonumber(redis.call('ZSCORE', K_oq_locks, iid) or '0') <= now then return {1} end
+local deadline = now + tonumber(A_lock_ms)
+redis.call('ZADD', K_oq_locks, fmt(deadline), iid)
 return {0, deadline}

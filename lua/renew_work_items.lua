@@ -19,7 +19,7 @@ STATUS
   0 OK, 2 NAMESPACE_MISSING
 ]]
 -- @include common
-if redis.call('HGET', KEYS[1], 'epoch') ~= ARGV[1] then return {2} end
+if not epoch_ok(KEYS[1], ARGV[1]) then return {2} end
 local now = server_now()
 local items = KEYS[2]
 local deadline = now + tonumber(ARGV[2])

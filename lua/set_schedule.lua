@@ -22,7 +22,7 @@ STATUS
   0 OK, 2 NAMESPACE_MISSING, 4 NOT_FOUND (pause, resume, delete of an unknown schedule)
 ]]
 -- @include common
-if redis.call('HGET', KEYS[1], 'epoch') ~= ARGV[1] then return {2} end
+if not epoch_ok(KEYS[1], ARGV[1]) then return {2} end
 local defs, due_idx = KEYS[2], KEYS[3]
 local op, name = ARGV[2], ARGV[3]
 local exists = redis.call('HEXISTS', defs, name .. '|s') == 1

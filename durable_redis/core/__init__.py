@@ -10,6 +10,7 @@ from __future__ import annotations
 from durable_redis.core import events, messages
 from durable_redis.core._serial import SCHEMA_VERSION, decode_failure, encode_failure
 from durable_redis.core.codec import Codec, JsonCodec, MsgpackCodec, PayloadTransform
+from durable_redis.core.commit import to_commit
 from durable_redis.core.context import OrchestrationContext, ReplaySafeLogger
 from durable_redis.core.engine import Terminated
 from durable_redis.core.events import HistoryEvent, decode_event, decode_history, encode_event
@@ -17,7 +18,6 @@ from durable_redis.core.loop import ForbiddenCallError
 from durable_redis.core.messages import (
     ActivityTask,
     CancelRequested,
-    CreateInstance,
     Message,
     OutgoingMessage,
     QueueEventRaised,
@@ -68,7 +68,6 @@ __all__ = [
     "Backoff",
     "CancelRequested",
     "Codec",
-    "CreateInstance",
     "ForbiddenCallError",
     "HistoryEvent",
     "JsonCodec",
@@ -116,4 +115,5 @@ __all__ = [
     "run_turn",
     "run_turn_suspending",
     "start_message",
+    "to_commit",
 ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import traceback
 from dataclasses import dataclass, field
 
+from durable_redis.contract import InstanceCreate
 from durable_redis.core._serial import Schema
 from durable_redis.core.codec import Codec
 from durable_redis.errors import FailureDetails, TaskFailedError
@@ -18,7 +19,6 @@ __all__ = [
     "ActivityFailed",
     "ActivityTask",
     "CancelRequested",
-    "CreateInstance",
     "EventRaised",
     "Message",
     "OutgoingMessage",
@@ -150,16 +150,6 @@ Message = (
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class CreateInstance:
-    """Sent beside a StartOrchestration to another instance: create its record."""
-
-    name: str
-    version: str = ""
-    parent_instance_id: str | None = None
-    input: bytes | None = None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
 class OutgoingMessage:
     """A message a turn sends: timers (to self, ``visible_at_ms``), child starts, results..."""
 
@@ -167,7 +157,7 @@ class OutgoingMessage:
     message_id: str  # deterministic: a re-run of the turn sends the same id
     message: Message
     visible_at_ms: int | None = None
-    create: CreateInstance | None = None
+    create: InstanceCreate | None = None  # creates the target's record
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
-import enum
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from durable_redis.contract import FailureKind, InstanceCreate, InstanceStatus
 from durable_redis.core import events as ev
 from durable_redis.core import messages as msg
 from durable_redis.core.codec import Codec
@@ -32,28 +32,15 @@ LocalRunner = Callable[[Sequence[msg.ActivityTask]], Sequence[msg.Message]]
 """Runs a turn's local activities (``ctx.call_local_activity``) and returns their completions."""
 
 
-class OrchestrationStatus(enum.StrEnum):
-    """Same string values as ``storage.InstanceStatus``."""
-
-    PENDING = "pending"
-    RUNNING = "running"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-    CONTINUED_AS_NEW = "continued_as_new"
-
-    @property
-    def is_terminal(self) -> bool:
-        return self in (
-            OrchestrationStatus.COMPLETED,
-            OrchestrationStatus.FAILED,
-            OrchestrationStatus.CANCELLED,
-        )
+OrchestrationStatus = InstanceStatus
+"""The turn contract's instance status (``durable_redis.contract.InstanceStatus``), by the name
+core has always used for it."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TurnResult:
-    """Everything one turn decided; the runtime maps it 1:1 onto ``storage.TurnCommit``."""
+    """Everything one turn decided, decoded (what tests and tracing read); ``to_commit`` encodes
+    it into the turn contract's ``TurnCommit``, which storage stores."""
 
     execution_id: int
     history_len_before: int
@@ -85,7 +72,7 @@ def _status_of(state: WorkState) -> OrchestrationStatus:
             return OrchestrationStatus.COMPLETED
         case ev.OrchestrationContinuedAsNew():
             return OrchestrationStatus.CONTINUED_AS_NEW
-        case ev.OrchestrationFailed(failure=failure) if failure.kind == "cancelled":
+        case ev.OrchestrationFailed(failure=failure) if failure.kind == FailureKind.CANCELLED:
             return OrchestrationStatus.CANCELLED
         case _:
             return OrchestrationStatus.FAILED
@@ -322,7 +309,9 @@ def _run_turn(
         return fail_instance(
             history,
             FailureDetails(
-                "nondeterminism", "CorruptedHistory", "history does not begin with a start"
+                FailureKind.NONDETERMINISM,
+                "CorruptedHistory",
+                "history does not begin with a start",
             ),
             now_ms=now_ms,
             instance_id=instance_id,
@@ -429,7 +418,7 @@ def _cancel_without_code(
         ev.OrchestrationFailed(
             event_id=eid + 1,
             timestamp_ms=now_ms,
-            failure=FailureDetails("cancelled", "OrchestrationCancelled", reason),
+            failure=FailureDetails(FailureKind.CANCELLED, "OrchestrationCancelled", reason),
         )
     )
     state = WorkState()
@@ -605,7 +594,7 @@ def _result_from(
                     parent_event_id=event.event_id if child else None,
                     trace=event.trace,
                 )
-                create = msg.CreateInstance(
+                create = InstanceCreate(
                     name=event.name,
                     version=event.version,
                     parent_instance_id=instance_id if child else None,
@@ -665,7 +654,9 @@ def _result_from(
             if scheduled_id not in fresh_children:
                 outgoing.append(_child_cancel(state, scheduled_id, prefix, "parent finished", new))
         ended = FailureDetails(
-            "application", "InstanceEndedError", f"the instance ended ({status.value}) first"
+            FailureKind.APPLICATION,
+            "InstanceEndedError",
+            f"the instance ended ({status.value}) first",
         )
         replies += [(uid, _reply(None, ended)) for uid in sorted(state.updates)]
         if isinstance(terminal, ev.OrchestrationContinuedAsNew):

@@ -1,7 +1,9 @@
-"""The runtime's one place of contact with ``durable_redis.core``.
+"""The runtime's one place of contact with ``durable_redis.core``: typed glue and caches.
 
-Everything the dispatchers need from core goes through these functions, so the dispatchers
-read as plain runtime logic and a change in core's API touches this file only.
+The turn contract itself (``durable_redis.contract``) needs no translation: core encodes a turn
+as a ``TurnCommit`` (``core.to_commit``) and storage stores it. What remains here: running a
+turn with tracing around it, the history and suspended-orchestration caches, and the activity
+helpers (resolving, calling, building completions).
 """
 
 from __future__ import annotations
@@ -12,24 +14,18 @@ import concurrent.futures
 import dataclasses
 import hashlib
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 
 from durable_redis import core
+from durable_redis.contract import FailureKind, TurnCommit
+from durable_redis.core import to_commit
 from durable_redis.errors import ConfigurationError, FailureDetails
 from durable_redis.runtime import tracing
-from durable_redis.storage.base import (
-    InstanceCreate,
-    InstanceStatus,
-    NewWorkItem,
-    OrchestrationLease,
-    OutboundMessage,
-    QueuedMessage,
-    TurnCommit,
-)
+from durable_redis.storage.base import OrchestrationLease, QueuedMessage, Store
 
 __all__ = [
     "HistoryCache",
@@ -37,7 +33,6 @@ __all__ = [
     "SuspendedCache",
     "check_app",
     "completed_message",
-    "decode_history",
     "decode_messages",
     "decode_task",
     "default_codec",
@@ -52,16 +47,18 @@ __all__ = [
     "to_commit",
 ]
 
+Turn = tuple[core.TurnResult, core.SuspendedOrchestration | None]
+
 
 @dataclass(frozen=True, slots=True)
 class ResolvedActivity:
-    fn: Any
+    fn: Callable[..., Any]  # user code: fn(ctx, input?) -> anything (awaitable if is_async)
     is_async: bool
-    input_type: Any = None
+    input_type: Any = None  # an annotation: any type form
     takes_input: bool = True
 
 
-def check_app(app: Any, given: str = "") -> None:
+def check_app(app: object, given: str = "") -> None:
     """ConfigurationError unless ``app`` is an ``App`` (``given``: how it was named, if at all)."""
     if isinstance(app, core.App):
         return
@@ -74,23 +71,18 @@ def check_app(app: Any, given: str = "") -> None:
     raise ConfigurationError(f"a worker serves an App: {named}, not an App{hint}")
 
 
-def describe_object(obj: Any) -> str:
+def describe_object(obj: object) -> str:
     if callable(obj) and hasattr(obj, "__qualname__"):
         kind = "a class" if isinstance(obj, type) else "the function"
         return f"{kind} {obj.__qualname__!r}"
     return f"a {type(obj).__qualname__} object"
 
 
-def default_codec(app: Any) -> Any:
-    codec = getattr(app, "codec", None)
-    return codec if codec is not None else core.MsgpackCodec()
+def default_codec(app: core.App) -> core.Codec:
+    return app.codec
 
 
 # -- orchestrations ------------------------------------------------------------------------------
-def decode_history(history: Sequence[bytes]) -> list[Any]:
-    return core.decode_history(history)
-
-
 class HistoryCache:
     """Decoded history of recently run instances, so a turn decodes only the events it has not
     seen (decoding is ~3 us per event: 6 ms per turn at 2,000 events).
@@ -104,11 +96,11 @@ class HistoryCache:
     def __init__(self, max_instances: int = 512, max_events: int = 100_000) -> None:
         self._max_instances = max_instances
         self._max_events = max_events
-        self._entries: dict[str, tuple[list[bytes], list[Any]]] = {}
+        self._entries: dict[str, tuple[list[bytes], list[core.HistoryEvent]]] = {}
 
-    def decode(self, instance_id: str, history: Sequence[bytes]) -> list[Any]:
+    def decode(self, instance_id: str, history: Sequence[bytes]) -> list[core.HistoryEvent]:
         cached = self._entries.pop(instance_id, None)
-        events: list[Any] = []
+        events: list[core.HistoryEvent] = []
         if cached is not None:
             raw, decoded = cached
             n = min(len(raw), len(history))
@@ -127,24 +119,24 @@ class HistoryCache:
         self._entries.pop(instance_id, None)
 
 
-def decode_messages(messages: Sequence[QueuedMessage]) -> list[Any]:
+def decode_messages(messages: Sequence[QueuedMessage]) -> list[core.Message]:
     return [core.decode_message(m.data) for m in messages]
 
 
-def has_start(messages: Sequence[Any]) -> bool:
+def has_start(messages: Sequence[core.Message]) -> bool:
     """Whether decoded ``messages`` include a start (of any execution)."""
     return any(isinstance(m, core.StartOrchestration) for m in messages)
 
 
 def run_turn(
-    app: Any,
+    app: core.App,
     instance_id: str,
-    history: Sequence[Any],
-    messages: Sequence[Any],
+    history: Sequence[core.HistoryEvent],
+    messages: Sequence[core.Message],
     now_ms: int,
-    codec: Any,
+    codec: core.Codec,
     local_runner: core.LocalRunner | None = None,
-) -> tuple[Any, core.SuspendedOrchestration | None]:
+) -> Turn:
     """The turn, and the orchestration kept suspended when it is still running."""
     trace = tracing.begin_turn(
         tracing.start_of(history, messages), history_events=len(history), resumed=False
@@ -165,10 +157,10 @@ def run_turn(
 
 def advance(
     suspended: core.SuspendedOrchestration,
-    messages: Sequence[Any],
+    messages: Sequence[core.Message],
     now_ms: int,
     local_runner: core.LocalRunner | None = None,
-) -> tuple[Any, core.SuspendedOrchestration | None]:
+) -> Turn:
     """The next turn of a suspended orchestration: only ``messages`` run, no replay."""
     trace = tracing.begin_turn(
         suspended.started, history_events=suspended.history_len, resumed=True
@@ -278,7 +270,7 @@ class SuspendedCache:
 
 def fail_instance(
     lease: OrchestrationLease,
-    history: Sequence[Any],
+    history: Sequence[core.HistoryEvent],
     details: FailureDetails,
     now_ms: int,
     *,
@@ -299,85 +291,30 @@ def fail_instance(
     return commit
 
 
-def to_commit(result: Any) -> TurnCommit:
-    """Map core's ``TurnResult`` onto storage's ``TurnCommit`` (docs/internals.md's table)."""
-    work_items = [
-        NewWorkItem(
-            activity_key=task.activity_key,
-            data=core.encode_task(task),
-            session_id=task.session_id,
-            visible_at_ms=getattr(task, "visible_at_ms", None),
-            queue=task.queue,
-            priority=task.priority or 0,
-            flow_key=task.flow_key,
-            flow=task.flow,
-        )
-        for task in result.activities
-    ]
-    messages = [
-        OutboundMessage(
-            instance_id=out.instance_id,
-            message_id=out.message_id,
-            data=core.encode_message(out.message),
-            visible_at_ms=out.visible_at_ms,
-            create=_create(out.create),
-        )
-        for out in result.outgoing
-    ]
-    failure = result.failure
-    return TurnCommit(
-        execution_id=result.execution_id,
-        expected_history_len=result.history_len_before,
-        events=[core.encode_event(e) for e in result.new_events],
-        status=InstanceStatus(
-            str(result.status.value if hasattr(result.status, "value") else result.status)
-        ),
-        name=result.name,
-        version=result.version,
-        input=result.input,
-        output=result.output,
-        error=core.encode_failure(failure) if failure is not None else None,
-        set_custom_status=bool(result.custom_status_changed),
-        custom_status=result.custom_status,
-        work_items=work_items,
-        messages=messages,
-        cancelled_work=list(result.cancelled_activities),
-        sessions_opened=list(result.sessions_opened),
-        sessions_closed=list(result.sessions_closed),
-        values=list(result.values),
-        update_replies=list(result.update_replies),
-        stream_items=list(result.stream_items),
-    )
-
-
-def _create(create: Any) -> InstanceCreate | None:
-    if create is None or isinstance(create, InstanceCreate):
-        return create
-    return InstanceCreate(
-        name=create.name,
-        version=getattr(create, "version", "") or "",
-        parent_instance_id=getattr(create, "parent_instance_id", None),
-        input=getattr(create, "input", None),
-    )
-
-
 # -- activities ----------------------------------------------------------------------------------
-def decode_task(data: bytes) -> Any:
+def decode_task(data: bytes) -> core.ActivityTask:
     return core.decode_task(data)
 
 
-def resolve_activity(app: Any, name: str) -> ResolvedActivity:
+def resolve_activity(app: core.App, name: str) -> ResolvedActivity:
     """Raises NotRegisteredError for an unknown name."""
     definition = app.get_activity(name)
     return ResolvedActivity(
         fn=definition.fn,
-        is_async=bool(definition.is_async),
+        is_async=definition.is_async,
         input_type=definition.input_type,
-        takes_input=bool(definition.takes_input),
+        takes_input=definition.takes_input,
     )
 
 
-def activity_args(task: Any, activity: ResolvedActivity, codec: Any) -> tuple[Any, ...]:
+class _HasInput(Protocol):
+    @property
+    def input(self) -> bytes: ...
+
+
+def activity_args(
+    task: _HasInput, activity: ResolvedActivity, codec: core.Codec
+) -> tuple[object, ...]:
     """The positional arguments after ``ctx``: the decoded input, if the function takes one."""
     if not activity.takes_input:
         return ()
@@ -385,14 +322,14 @@ def activity_args(task: Any, activity: ResolvedActivity, codec: Any) -> tuple[An
 
 
 def make_activity_context(
-    task: Any,
+    task: core.ActivityTask,
     *,
     worker_id: str,
     delivery: int,
     session_id: str | None,
     cancel_event: threading.Event,
     stream: core.StreamWriter | None = None,
-) -> Any:
+) -> core.ActivityContext:
     return core.ActivityContext(
         stream=stream,
         instance_id=task.instance_id,
@@ -408,19 +345,21 @@ def make_activity_context(
     )
 
 
-def local_runner(app: Any, codec: Any, worker_id: str) -> core.LocalRunner:
+def local_runner(app: core.App, codec: core.Codec, worker_id: str) -> core.LocalRunner:
     """Runs a turn's local activities one by one, in the thread computing the turn: a sync
     function called there (in a helper thread when it has a timeout), an async one run to
     completion on its own event loop in a helper thread; a timed-out attempt fails with
     kind "timeout" (the helper thread is left to finish, its result dropped)."""
 
-    def run(tasks: Sequence[Any]) -> list[Any]:
+    def run(tasks: Sequence[core.ActivityTask]) -> list[core.Message]:
         return [_run_local(app, codec, worker_id, task) for task in tasks]
 
     return run
 
 
-def _run_local(app: Any, codec: Any, worker_id: str, task: Any) -> Any:
+def _run_local(
+    app: core.App, codec: core.Codec, worker_id: str, task: core.ActivityTask
+) -> core.Message:
     try:
         activity = resolve_activity(app, task.name)
         args = activity_args(task, activity, codec)
@@ -429,7 +368,7 @@ def _run_local(app: Any, codec: Any, worker_id: str, task: Any) -> Any:
             task, worker_id=worker_id, delivery=1, session_id=None, cancel_event=cancel
         )
         if activity.is_async:
-            call: Any = lambda: asyncio.run(activity.fn(ctx, *args))  # noqa: E731
+            call: Callable[[], object] = lambda: asyncio.run(activity.fn(ctx, *args))  # noqa: E731
         else:
             call = lambda: activity.fn(ctx, *args)  # noqa: E731
         if task.timeout_ms is None and not activity.is_async:
@@ -442,7 +381,7 @@ def _run_local(app: Any, codec: Any, worker_id: str, task: Any) -> Any:
             except concurrent.futures.TimeoutError:
                 cancel.set()  # ctx.is_cancelled() tells the abandoned attempt
                 details = FailureDetails(
-                    kind="timeout",
+                    kind=FailureKind.TIMEOUT,
                     type_name="ActivityTimeoutError",
                     message=f"local activity {task.name!r} attempt timed out after "
                     f"{task.timeout_ms} ms",
@@ -455,33 +394,38 @@ def _run_local(app: Any, codec: Any, worker_id: str, task: Any) -> Any:
         return core.activity_failed(task, exc)
 
 
-def stream_writer(store: Any, instance_id: str, codec: Any) -> core.StreamWriter:
+def stream_writer(store: Store, instance_id: str, codec: core.Codec) -> core.StreamWriter:
     """The activity side of ``ctx.append_stream``: one XADD per item (at least once)."""
 
-    async def append(item: Any) -> str:
-        offset: str = await store.append_stream(instance_id, codec.encode(item))
-        return offset
+    async def append(item: object) -> str:
+        return await store.append_stream(instance_id, codec.encode(item))
 
-    def append_from_thread(item: Any) -> str:
+    def append_from_thread(item: object) -> str:
         offset: str = anyio.from_thread.run(append, item)
         return offset
 
     return core.StreamWriter(append, append_from_thread)
 
 
-def completed_message(task: Any, value: Any, codec: Any) -> tuple[str, bytes]:
+def completed_message(
+    task: core.ActivityTask, value: object, codec: core.Codec
+) -> tuple[str, bytes]:
     message = core.activity_completed(task, value, codec)
     return task.completion_message_id, core.encode_message(message)
 
 
-def failed_message(task: Any, exc: BaseException, codec: Any) -> tuple[str, bytes]:
+def failed_message(
+    task: core.ActivityTask, exc: BaseException, codec: core.Codec
+) -> tuple[str, bytes]:
     message = core.activity_failed(task, exc)
     return task.completion_message_id, core.encode_message(message)
 
 
-def poison_completion(task: Any, attempt: int, max_attempts: int, codec: Any) -> tuple[str, bytes]:
+def poison_completion(
+    task: core.ActivityTask, attempt: int, max_attempts: int, codec: core.Codec
+) -> tuple[str, bytes]:
     details = FailureDetails(
-        kind="poison",
+        kind=FailureKind.POISON,
         type_name="PoisonMessageError",
         message=(
             f"activity {task.name!r} was started {attempt} times without completing "

@@ -37,10 +37,13 @@ the runtime itself:
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import anyio
 
+from durable_redis import core
+from durable_redis.contract import FailureKind, InstanceStatus, TurnCommit
 from durable_redis.errors import (
     DurableRedisError,
     FailureDetails,
@@ -54,7 +57,7 @@ from durable_redis.runtime import _bridge, tracing
 from durable_redis.runtime.faults import FaultTracker
 from durable_redis.runtime.options import WorkerOptions
 from durable_redis.runtime.watchdog import TurnWatchdog
-from durable_redis.storage.base import InstanceStatus, OrchestrationLease, Store, WorkTake
+from durable_redis.storage.base import OrchestrationLease, Store, WorkTake
 
 __all__ = ["OrchestrationDispatcher"]
 
@@ -254,7 +257,7 @@ class OrchestrationDispatcher:
                         logger.exception("renewing an orchestration lease failed; retrying")
 
     async def _turn(self, lease: OrchestrationLease, lost: anyio.Event) -> None:
-        now_ms = lease.lease_until_ms - self._options.lock_ms  # server time at fetch
+        now_ms = lease.fetched_at_ms
 
         suspended = self._suspended.take(lease)
         if self._watchdog_verdict_due(lease):
@@ -302,7 +305,7 @@ class OrchestrationDispatcher:
                 "history of %s cannot be decoded: %s; failing it", instance_id, exc, extra=extra
             )
             details = FailureDetails(
-                kind="poison",
+                kind=FailureKind.POISON,
                 type_name="CorruptedHistoryError",
                 message=f"the history of {instance_id!r} cannot be decoded: {exc}",
             )
@@ -332,7 +335,7 @@ class OrchestrationDispatcher:
                 extra=extra,
             )
             details = FailureDetails(
-                kind="poison",
+                kind=FailureKind.POISON,
                 type_name="PoisonMessageError",
                 message=(
                     f"orchestration {instance_id!r} crashed or timed out {lease.attempt - 1} "
@@ -349,7 +352,7 @@ class OrchestrationDispatcher:
                 "a message for %s cannot be decoded: %s; failing it", instance_id, exc, extra=extra
             )
             details = FailureDetails(
-                kind="poison",
+                kind=FailureKind.POISON,
                 type_name="CorruptedMessageError",
                 message=f"a message for {instance_id!r} cannot be decoded: {exc}",
             )
@@ -372,8 +375,8 @@ class OrchestrationDispatcher:
         self,
         lease: OrchestrationLease,
         lost: anyio.Event,
-        suspended: Any,
-        messages: list[Any],
+        suspended: core.SuspendedOrchestration,
+        messages: list[core.Message],
         now_ms: int,
     ) -> None:
         """Advance the suspended orchestration by ``messages``; replay in full if that fails."""
@@ -403,8 +406,8 @@ class OrchestrationDispatcher:
         self,
         lease: OrchestrationLease,
         lost: anyio.Event,
-        history: list[Any],
-        messages: list[Any],
+        history: list[core.HistoryEvent],
+        messages: list[core.Message],
         now_ms: int,
     ) -> None:
         instance_id = lease.instance_id
@@ -442,19 +445,23 @@ class OrchestrationDispatcher:
         self._holds.pop(instance_id, None)
         await self._finish(lease, lost, result, after)
 
-    def _hold_policy(self, history: list[Any]) -> str:
+    def _hold_policy(self, history: list[core.HistoryEvent]) -> str:
         started = history[0] if history else None
-        definition = None
-        if started is not None:
+        policy = None
+        if isinstance(started, core.events.OrchestrationStarted):
             try:
                 definition = self._app.get_orchestration(started.name, started.version)
-            except Exception:
-                definition = None
-        policy = getattr(definition, "on_nondeterminism", None)
-        return str(policy or self._options.on_nondeterminism)
+                policy = definition.on_nondeterminism
+            except NotRegisteredError:
+                pass
+        return policy or self._options.on_nondeterminism
 
     async def _hold(
-        self, lease: OrchestrationLease, history: list[Any], result: Any, after: Any
+        self,
+        lease: OrchestrationLease,
+        history: list[core.HistoryEvent],
+        result: core.TurnResult,
+        after: core.SuspendedOrchestration | None,
     ) -> bool:
         """Hold an instance whose turn diverged from its history; False: fail it instead
         (its policy is "fail", or an operator asked to fail it)."""
@@ -547,7 +554,11 @@ class OrchestrationDispatcher:
             logger.exception("holding %s failed; its lease will expire", instance_id, extra=extra)
 
     async def _finish(
-        self, lease: OrchestrationLease, lost: anyio.Event, result: Any, after: Any
+        self,
+        lease: OrchestrationLease,
+        lost: anyio.Event,
+        result: core.TurnResult,
+        after: core.SuspendedOrchestration | None,
     ) -> None:
         """Commit the turn; keep the suspended orchestration only once the commit is stored."""
         kept = False
@@ -583,13 +594,13 @@ class OrchestrationDispatcher:
         details: FailureDetails,
         now_ms: int,
         *,
-        history: Any = (),
+        history: Sequence[core.HistoryEvent] = (),
         corrupted: bool = False,
     ) -> None:
-        result = _bridge.fail_instance(lease, history, details, now_ms, corrupted=corrupted)
-        await self._commit(lease, result)
+        commit = _bridge.fail_instance(lease, history, details, now_ms, corrupted=corrupted)
+        await self._commit(lease, commit)
 
-    async def _commit(self, lease: OrchestrationLease, commit: Any) -> bool:
+    async def _commit(self, lease: OrchestrationLease, commit: TurnCommit) -> bool:
         """Commit; False if the lease was lost (nothing stored)."""
         activities = self.activities
         # a commit's new work items are taken inline only by a worker serving "default" (items

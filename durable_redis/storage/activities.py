@@ -8,7 +8,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from durable_redis.errors import ValidationError
 from durable_redis.storage._replies import _opt, _s, _work_leases
 from durable_redis.storage.base import (
     LostSessions,
@@ -17,7 +16,6 @@ from durable_redis.storage.base import (
     WorkBatch,
     WorkItemLease,
 )
-from durable_redis.storage.job_types import FLOW_LIMITS
 from durable_redis.storage.keys import session_key, validate_id
 from durable_redis.storage.redis_base import RedisStoreBase
 from durable_redis.storage.scripts import Status, raise_for_status
@@ -209,7 +207,7 @@ class ActivityQueueMixin(RedisStoreBase):
         if len(reply) == 1:
             return None
         self.calls["ack_work_item:locked"] += 1
-        return await self._lease_from_lock(iid, _s(reply[1]), reply[2:])
+        return await self._lease_from_lock(iid, _s(reply[1]), reply[2:], lock_ms or 0)
 
     async def renew_work_items(
         self, leases: Sequence[WorkItemLease], lock_ms: int, session_lock_ms: int | None = None
@@ -328,27 +326,6 @@ def _queues_arg(queues: Sequence[str]) -> list[str]:
         raise TypeError("queues is a sequence of queue names, not a str")
     out = list(dict.fromkeys(validate_queue(q) for q in queues))
     return out or ["default"]
-
-
-def work_route_arg(
-    visible_at_ms: int | None,
-    queue: str | None,
-    priority: int,
-    flow_key: str | None = None,
-    flow: str | None = None,
-) -> str:
-    """commit_turn's visible_at field of a work item: "<ms>" as before for the default queue,
-    priority 0 and no flow key, else "<ms>;<queue>;<priority>", and ";<flow> <key>" after it
-    for a keyed call (the item's g field; docs/routing.md)."""
-    vis = _opt(visible_at_ms)
-    if flow_key is not None:
-        validate_id("flow key", flow_key)
-        if flow is None or not FLOW_LIMITS.fullmatch(flow):
-            raise ValidationError(f"bad flow limits {flow!r} of flow key {flow_key!r}")
-        return f"{vis};{queue or 'default'};{priority or ''};{flow} {flow_key}"
-    if (queue is None or queue == "default") and not priority:
-        return vis
-    return f"{vis};{queue or 'default'};{priority or ''}"
 
 
 async def routed_ready_counts(r: Any, pk: Any) -> tuple[int, int]:

@@ -21,6 +21,15 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
+# The turn contract (one definition, shared with core); re-exported as part of the Store contract.
+from durable_redis.contract import (
+    InstanceCreate,
+    InstanceStatus,
+    NewWorkItem,
+    OutboundMessage,
+    TurnCommit,
+)
+
 __all__ = [
     "ExistingInstancePolicy",
     "InstanceCreate",
@@ -40,21 +49,6 @@ __all__ = [
     "WorkItemLease",
     "WorkTake",
 ]
-
-
-class InstanceStatus(enum.StrEnum):
-    """Status of an instance's current execution."""
-
-    PENDING = "pending"  # created, first turn not yet committed
-    RUNNING = "running"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-    CONTINUED_AS_NEW = "continued_as_new"  # transient: only between a CAN commit and next turn
-
-    @property
-    def is_terminal(self) -> bool:
-        return self in (InstanceStatus.COMPLETED, InstanceStatus.FAILED, InstanceStatus.CANCELLED)
 
 
 class ExistingInstancePolicy(enum.StrEnum):
@@ -106,16 +100,6 @@ class InstanceInfo:
 
 
 @dataclass(frozen=True, slots=True)
-class InstanceCreate:
-    """Creates the instance record (if absent) together with a message."""
-
-    name: str
-    version: str = ""
-    parent_instance_id: str | None = None
-    input: bytes | None = None
-
-
-@dataclass(frozen=True, slots=True)
 class QueuedMessage:
     message_id: str
     data: bytes
@@ -129,6 +113,7 @@ class OrchestrationLease:
     instance_id: str
     token: str  # fencing token; present it to commit / renew / abandon
     lease_until_ms: int  # server clock
+    fetched_at_ms: int  # server clock when the lock was taken: the turn's "now"
     execution_id: int  # current execution (0 if the instance record has none yet)
     history: Sequence[bytes]  # events of `execution_id`, in order
     messages: Sequence[QueuedMessage]  # tagged with this lock; others stay queued
@@ -137,56 +122,6 @@ class OrchestrationLease:
     # deliveries of `messages` before this one that ended without a commit or a hand-back
     # (the worker died during the turn); 0 where the lock path does not count them
     crashes: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class NewWorkItem:
-    """An activity to enqueue in the instance's partition."""
-
-    activity_key: str  # f"{execution_id}:{activity_id}"
-    data: bytes  # encoded core ActivityTask
-    session_id: str | None = None
-    visible_at_ms: int | None = None
-    queue: str | None = None  # None = "default" (docs/routing.md)
-    priority: int = 0  # higher first within the queue, FIFO within a level
-    flow_key: str | None = None  # flow control by key (docs/routing.md); judged per partition
-    flow: str | None = None  # its limits "<concurrency> <rate> <per ms> <burst>" ('-' none)
-
-
-@dataclass(frozen=True, slots=True)
-class OutboundMessage:
-    """A message to any instance (this one included: timers are messages with a visible time)."""
-
-    instance_id: str
-    message_id: str
-    data: bytes
-    visible_at_ms: int | None = None
-    create: InstanceCreate | None = None  # start of a child or detached orchestration
-
-
-@dataclass(frozen=True, slots=True)
-class TurnCommit:
-    """The one atomic commit of an orchestration turn."""
-
-    execution_id: int  # the execution the events belong to (new id on continue-as-new start)
-    expected_history_len: int  # events of `execution_id` already stored; else LeaseLostError
-    events: Sequence[bytes]  # appended, in order
-    status: InstanceStatus
-    name: str | None = None  # set name/version/input when an execution starts
-    version: str | None = None
-    input: bytes | None = None
-    output: bytes | None = None
-    error: bytes | None = None
-    set_custom_status: bool = False
-    custom_status: bytes | None = None
-    work_items: Sequence[NewWorkItem] = ()
-    messages: Sequence[OutboundMessage] = ()
-    cancelled_work: Sequence[str] = ()  # activity keys; deleted AFTER enqueueing work_items
-    sessions_opened: Sequence[str] = ()
-    sessions_closed: Sequence[str] = ()  # purged: queued work deleted, in-flight leases stolen
-    values: Sequence[tuple[str, bytes | None]] = ()  # key-value state writes (None deletes)
-    update_replies: Sequence[tuple[str, bytes]] = ()  # update id -> encoded reply
-    stream_items: Sequence[bytes] = ()  # appended to the instance's progress stream
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,7 @@ import zlib
 from dataclasses import dataclass
 from functools import cached_property
 
+from durable_redis.contract import InstanceStatus
 from durable_redis.errors import InvalidIdError
 
 __all__ = [
@@ -27,8 +28,9 @@ __all__ = [
     "validate_id",
 ]
 
-# Order of the six status index keys wherever a script takes them (see the Lua headers).
-STATUS_ORDER = ("pending", "running", "completed", "failed", "cancelled", "continued_as_new")
+# Order of the six status index keys wherever a script takes them (see the Lua headers): the
+# definition order of the contract's InstanceStatus.
+STATUS_ORDER: tuple[str, ...] = tuple(s.value for s in InstanceStatus)
 
 MAX_ID_BYTES = 512
 

@@ -2,18 +2,23 @@
 state and update replies that ``commit_turn`` writes, and the instance's progress stream.
 
 Reads are plain reads (no turn, no script); writes of the state and replies ride on
-``commit_turn`` (its appended KEYS/ARGV, packed by :func:`messaging_args`). An activity's
-stream append is one ``XADD`` (activities run at least once, so a retried one may append again).
+``commit_turn`` (its last KEYS/ARGV, packed by ``storage.packing``, re-exported here). An
+activity's stream append is one ``XADD`` (activities run at least once, so a retried one may
+append again).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 from durable_redis.storage._replies import _s
-from durable_redis.storage.base import TurnCommit
 from durable_redis.storage.keys import validate_id
+from durable_redis.storage.packing import (
+    REPLY_TTL_MS,
+    STREAM_MAXLEN,
+    STREAM_TTL_MS,
+    messaging_args,
+)
 from durable_redis.storage.redis_base import RedisStoreBase
 
 __all__ = [
@@ -25,31 +30,8 @@ __all__ = [
     "messaging_args",
 ]
 
-REPLY_TTL_MS = 24 * 3600 * 1000
-"""Update replies are kept this long after the instance's last reply (then a retried update
-id is applied again only if the execution that received it has ended)."""
-STREAM_MAXLEN = 10_000
-"""Entries a progress stream keeps (``XADD MAXLEN ~``: about this many, oldest trimmed)."""
-STREAM_TTL_MS = 7 * 24 * 3600 * 1000
-"""A progress stream expires this long after its last append (and goes with its instance)."""
-
 StreamEntry = tuple[str, bytes]
 """(offset, encoded item); offsets are Redis stream ids ``"<ms>-<seq>"``, in order."""
-
-
-def messaging_args(commit: TurnCommit) -> list[Any]:
-    """commit_turn's appended ARGV: values, replies and stream items (see its header)."""
-    args: list[Any] = [len(commit.values)]
-    for key, value in commit.values:
-        args += [key, "2" if value is None else "1", value or b""]
-    args.append(len(commit.update_replies))
-    for update_id, reply in commit.update_replies:
-        args += [update_id, reply]
-    args.append(REPLY_TTL_MS)
-    args.append(len(commit.stream_items))
-    args += list(commit.stream_items)
-    args += [STREAM_MAXLEN, STREAM_TTL_MS]
-    return args
 
 
 class MessagingMixin(RedisStoreBase):

@@ -293,13 +293,6 @@ class RedisStoreBase:
     def _pk(self, instance_id: str) -> PartitionKeys:
         return self._parts[partition_of(instance_id, len(self._parts))]
 
-    def _same_partition(self, pk: PartitionKeys, instance_id: str, what: str) -> None:
-        if self._pk(instance_id).index != pk.index:
-            raise NotImplementedError(
-                f"{what} crosses partitions ({instance_id!r}): a child created in the "
-                "committing instance's partition must have its parent there too"
-            )
-
     async def _eval(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> list[Any]:
         """Run one script (FCALL of the function library, or EVALSHA with NOSCRIPT reload).
         The single path every script call takes."""
@@ -414,10 +407,11 @@ class RedisStoreBase:
             )
 
     async def _lease_from_lock(
-        self, iid: str, token: str, reply: Sequence[Any]
+        self, iid: str, token: str, reply: Sequence[Any], lock_ms: int
     ) -> OrchestrationLease:
         """The lease from a lock reply ``{lease_until_ms, {record}, {messages}, read, {events}
-        [, crashes]}`` (lock_messages; ack_work_item when it locked the instance)."""
+        [, crashes]}`` (lock_messages; ack_work_item when it locked the instance) of a lock taken
+        for ``lock_ms``: the lock was taken at ``lease_until_ms - lock_ms`` (server clock)."""
         lease_until = int(reply[0])
         info = _info(iid, _pairs(reply[1]))
         flat = reply[2]
@@ -439,6 +433,7 @@ class RedisStoreBase:
             instance_id=iid,
             token=token,
             lease_until_ms=lease_until,
+            fetched_at_ms=lease_until - lock_ms,
             execution_id=info.execution_id,
             history=history,
             messages=messages,

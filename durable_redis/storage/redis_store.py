@@ -37,7 +37,7 @@ from durable_redis.errors import (
 )
 from durable_redis.storage._replies import _opt, _s, _work_leases
 from durable_redis.storage._url import _pop_partitions, _pop_store_params
-from durable_redis.storage.activities import ActivityQueueMixin, work_route_arg
+from durable_redis.storage.activities import ActivityQueueMixin
 from durable_redis.storage.base import (
     ExistingInstancePolicy,
     InstanceCreate,
@@ -54,13 +54,12 @@ from durable_redis.storage.jobs import JobQueueMixin
 from durable_redis.storage.keys import (
     InstanceKeys,
     PartitionKeys,
-    item_id,
-    session_key,
     validate_id,
 )
 from durable_redis.storage.management import ManagementMixin
-from durable_redis.storage.messaging import MessagingMixin, messaging_args
+from durable_redis.storage.messaging import MessagingMixin
 from durable_redis.storage.outbox import OutboxMixin
+from durable_redis.storage.packing import pack_commit, session_owner_fields
 from durable_redis.storage.redis_base import RedisStoreBase
 from durable_redis.storage.schedules import ScheduleStoreMixin
 from durable_redis.storage.scripts import Status, raise_for_status
@@ -344,13 +343,13 @@ class RedisStore(
                     self.calls["claim_orchestration:empty"] += 1
                     break
                 iid, token = _s(claim[1]), _s(claim[2])
-                lease = await self._lock_messages(pk, epoch, iid, token)
+                lease = await self._lock_messages(pk, epoch, iid, token, lock_ms)
                 if lease is not None:
                     return lease
         return None
 
     async def _lock_messages(
-        self, pk: PartitionKeys, epoch: str, iid: str, token: str
+        self, pk: PartitionKeys, epoch: str, iid: str, token: str, lock_ms: int
     ) -> OrchestrationLease | None:
         ik = pk.instance(iid)
         # The history comes back in the same call when the execution id is guessed right: the
@@ -376,7 +375,7 @@ class RedisStore(
             return None
         if reply[0] != Status.OK:
             raise_for_status("lock_messages", reply, iid)
-        return await self._lease_from_lock(iid, token, reply[1:])
+        return await self._lease_from_lock(iid, token, reply[1:], lock_ms)
 
     async def commit_turn(
         self, lease: OrchestrationLease, commit: TurnCommit, *, take: WorkTake | None = None
@@ -384,145 +383,22 @@ class RedisStore(
         epoch = await self._ready()
         iid = lease.instance_id
         pk = self._pk(iid)
-        ik = pk.instance(iid)
-        # target groups: every other instance a message goes to
-        groups: dict[str, int] = {}
-        group_keys: list[str] = []
-        msg_args: list[Any] = []
-        outbox = False
-        for m in commit.messages:
-            validate_id("instance id", m.instance_id)
-            validate_id("message id", m.message_id)
-            g = 0
-            if self._pk(m.instance_id).index != pk.index:
-                g = -1  # another partition: the outbox, delivered after the commit
-                outbox = True
-                if m.create and m.create.parent_instance_id:
-                    validate_id("parent instance id", m.create.parent_instance_id)
-            elif m.instance_id != iid:
-                if m.instance_id not in groups:
-                    groups[m.instance_id] = len(groups) + 1
-                    tk = pk.instance(m.instance_id)
-                    parent = m.create.parent_instance_id if m.create else None
-                    if parent:
-                        validate_id("parent instance id", parent)
-                        self._same_partition(pk, parent, "a child's parent")
-                    pc = pk.instance(parent).children if parent else tk.children
-                    group_keys += [tk.record, tk.done, tk.mz, tk.mh, pc]
-                g = groups[m.instance_id]
-            c = m.create
-            msg_args += [
-                g,
-                m.instance_id,
-                m.message_id,
-                m.data,
-                _opt(m.visible_at_ms),
-                "1" if c else "0",
-                c.name if c else "",
-                c.version if c else "",
-                (c.parent_instance_id or "") if c else "",
-                "1" if c and c.input is not None else "0",
-                (c.input or b"") if c else b"",
-            ]
         # wake keys of the owners of sessions that get new work or are purged (a hint, re-checked
         # in Lua); a terminal commit lists every open session among sessions_closed
         wake_owners: list[str] = []
-        session_ids = sorted(
-            {w.session_id for w in commit.work_items if w.session_id} | set(commit.sessions_closed)
+        fields = session_owner_fields(iid, commit)
+        if fields:
+            wake_owners = sorted({_s(o) for o in await self._r.hmget(pk.sess, fields) if o})
+        keys, args, outbox = pack_commit(
+            pk,
+            lease,
+            commit,
+            epoch=epoch,
+            partitions=len(self._parts),
+            wake_owners=wake_owners,
+            take=take,
+            take_nonce=secrets.token_hex(8) if take is not None else "",
         )
-        if session_ids:
-            for sid in session_ids:
-                validate_id("session id", sid)
-            owners = await self._r.hmget(
-                pk.sess, [session_key(iid, sid) + "|o" for sid in session_ids]
-            )
-            wake_owners = sorted({_s(o) for o in owners if o})
-        flags = [
-            "0" if commit.name is None else "1",
-            commit.name or "",
-            "0" if commit.version is None else "1",
-            commit.version or "",
-            "0" if commit.input is None else "1",
-            commit.input or b"",
-            "2" if commit.output is None else "1",
-            commit.output or b"",
-            "2" if commit.error is None else "1",
-            commit.error or b"",
-            ("2" if commit.custom_status is None else "1") if commit.set_custom_status else "0",
-            commit.custom_status or b"",
-        ]
-        args: list[Any] = [
-            epoch,
-            iid,
-            lease.token,
-            commit.execution_id,
-            commit.expected_history_len,
-            InstanceStatus(commit.status).value,
-            *flags,
-            len(groups),
-            len(wake_owners),
-            "" if take is None or take.limit < 1 else take.worker_id,
-            secrets.token_hex(8) if take is not None else "",
-            take.limit if take is not None else 0,
-            take.lock_ms if take is not None else 0,
-            len(commit.events),
-            *commit.events,
-        ]
-        args.append(len(commit.work_items))
-        for w in commit.work_items:
-            validate_id("activity key", w.activity_key)
-            args += [
-                item_id(iid, w.activity_key),
-                w.activity_key,
-                w.session_id or "",
-                work_route_arg(w.visible_at_ms, w.queue, w.priority, w.flow_key, w.flow),
-                w.data,
-            ]
-        args.append(len(commit.cancelled_work))
-        args += [item_id(iid, k) for k in commit.cancelled_work]
-        for sessions in (commit.sessions_opened, commit.sessions_closed):
-            for sid in sessions:
-                validate_id("session id", sid)
-            args.append(len(sessions))
-            args += list(sessions)
-        args.append(len(commit.messages))
-        args += msg_args
-        args += wake_owners
-        args += messaging_args(commit)
-        keys = [
-            pk.pmeta,
-            pk.seq,
-            pk.oq_lock,
-            pk.oq_locks,
-            pk.oq_ready,
-            pk.oq_marker,
-            ik.record,
-            ik.done,
-            ik.mz,
-            ik.mh,
-            ik.history(commit.execution_id),
-            pk.idx_created,
-            pk.idx_terminal,
-            *pk.idx_statuses,
-            ik.work,
-            ik.sessions,
-            ik.children,
-            pk.wq_items,
-            pk.wq_ready,
-            pk.wq_sready,
-            pk.wq_delayed,
-            pk.wq_leases,
-            pk.wq_marker,
-            pk.wq_smarker,
-            pk.sess,
-            pk.outbox,
-            pk.outbox_data,
-            *group_keys,
-            *[pk.wq_wake(o) for o in wake_owners],
-            ik.values,
-            ik.replies,
-            ik.stream,
-        ]
         reply = await self._eval("commit_turn", keys, args)
         if reply[0] != Status.OK:
             raise_for_status("commit_turn", reply, iid)

@@ -27,6 +27,7 @@ from durable_redis.errors import (
     ScheduleNotFoundError,
     StoreError,
 )
+from durable_redis.storage.packing import COMMIT_TURN_ARGV, COMMIT_TURN_KEYS
 
 __all__ = [
     "SCRIPTS",
@@ -71,7 +72,13 @@ SCRIPTS: dict[str, ScriptSpec] = {
         ScriptSpec("enqueue_message", keys=9, argv=5),
         ScriptSpec("claim_orchestration", keys=6, argv=3),
         ScriptSpec("lock_messages", keys=10, argv=5),
-        ScriptSpec("commit_turn", keys=32, argv=24, variadic_keys=True, variadic_argv=True),
+        ScriptSpec(
+            "commit_turn",
+            keys=len(COMMIT_TURN_KEYS),
+            argv=len(COMMIT_TURN_ARGV),
+            variadic_keys=True,
+            variadic_argv=True,
+        ),
         ScriptSpec("renew_orchestration", keys=3, argv=4),
         ScriptSpec("abandon_orchestration", keys=8, argv=7),
         ScriptSpec("fail_held", keys=2, argv=1),

@@ -120,16 +120,27 @@ local function delete_message(mz, mh, mid)
   redis.call('HDEL', mh, mid .. '|d', mid .. '|a', mid .. '|t', mid .. '|m', mid .. '|c')
 end
 
-local function status_key(status, first_status_key)
-  local order = {pending = 0, running = 1, completed = 2, failed = 3, cancelled = 4,
-                 continued_as_new = 5}
-  local i = order[status]
-  if i == nil then return nil end
-  return KEYS[first_status_key + i]
+-- The instance statuses, in the order of the status index keys wherever a script takes them:
+-- the definition order of durable_redis.contract.InstanceStatus (tests/storage/test_packing.py
+-- pins the two), and the terminal ones.
+local STATUSES = {'pending', 'running', 'completed', 'failed', 'cancelled', 'continued_as_new'}
+local TERMINAL = {completed = true, failed = true, cancelled = true}
+
+-- The status index keys KEYS[first .. first + 5], by status name.
+local function status_keys(first)
+  local keys = {}
+  for i, status in ipairs(STATUSES) do keys[status] = KEYS[first + i - 1] end
+  return keys
 end
 
 local function is_terminal(status)
-  return status == 'completed' or status == 'failed' or status == 'cancelled'
+  return TERMINAL[status] == true
+end
+
+-- The namespace guard a script opens with (`if not epoch_ok(K_pmeta, A_epoch) then return {2}
+-- end`): the partition metadata's epoch is the caller's (else the namespace was re-created).
+local function epoch_ok(pmeta, epoch)
+  return redis.call('HGET', pmeta, 'epoch') == epoch
 end
 
 -- New instance record, status pending, indexed by creation time.

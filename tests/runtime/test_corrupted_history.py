@@ -39,6 +39,7 @@ def _lease(history: list[bytes]) -> OrchestrationLease:
         instance_id="a",
         token="t",
         lease_until_ms=0,
+        fetched_at_ms=0,
         execution_id=1,
         history=history,
         messages=[],

@@ -36,6 +36,7 @@ def lease(token: str) -> OrchestrationLease:
         instance_id=f"i-{token}",
         token=token,
         lease_until_ms=0,
+        fetched_at_ms=0,
         execution_id=1,
         history=[],
         messages=[],

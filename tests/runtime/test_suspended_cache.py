@@ -24,6 +24,7 @@ def _lease(iid: str, execution_id: int, history: Sequence[bytes]) -> Orchestrati
         instance_id=iid,
         token="t",
         lease_until_ms=0,
+        fetched_at_ms=0,
         execution_id=execution_id,
         history=list(history),
         messages=[],
