@@ -231,3 +231,15 @@ async def test_a_keys_limit_is_judged_per_partition(store: RedisStore) -> None:
     got = await take(two)
     assert sorted(partition_of(x.instance_id, 2) for x in got) == [0, 1]  # one per partition
     assert await take(two) == []
+
+
+async def test_the_packed_route_of_a_keyed_item() -> None:
+    """commit_turn's visible_at field: the flow (limits, then the key, which may hold ';')
+    after the queue and priority; unkeyed items keep their older forms."""
+    from durable_redis.storage.packing import work_route_arg
+
+    assert work_route_arg(None, None, 0) == ""
+    assert work_route_arg(5, "gpu", 2) == "5;gpu;2"
+    assert work_route_arg(None, None, 0, "t;1", "5 - - 1") == ";default;;5 - - 1 t;1"
+    with pytest.raises(ValidationError):
+        work_route_arg(None, None, 0, "k", None)
