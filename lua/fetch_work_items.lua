@@ -6,8 +6,9 @@ most 100 each, of any queue; each goes back to its own queue, whose marker is wo
 A keyed item (flow control, docs/routing.md) waits in its group: the group's entry in the
 ready ZSET takes its turn (flow_take) while the key's concurrency and rate allow; a slot is held
 by the lease and frees at its ack, hand-back, cancel or expiry.
-Plain mode (session_lock_ms "") takes non-session work only. Session mode also takes the work
-of sessions this worker owns (refreshing their lease) and, if claim_new is "1", the work of
+Work items dead under their instance's purge tombstone (common.lua, "Bounded purge") are
+dropped, never leased. Plain mode (session_lock_ms "") takes non-session work only. Session mode
+also takes the work of sessions this worker owns (refreshing their lease) and, if claim_new is "1", the work of
 unowned or expired sessions, which it claims. Work of a session another live worker owns is
 skipped and never blocks the items behind it (within a window of `window` session items).
 A worker at its session limit (claim_new "0") names its sessions in ARGV[11...]: each one
@@ -152,6 +153,18 @@ local function may_take_session(id)
   end
   return d
 end
+-- work of an instance purged under a tombstone is dropped, never leased; at PURGE_DROPS dropped
+-- the call ends (no wake-up for more: purge_work deletes the rest)
+local check_dead = purging(KEYS[10])
+local dropped = 0
+local function dead(id)
+  if check_dead and item_dead(items, KEYS[10], id) then
+    drop_item(items, KEYS[4], KEYS[5], delayed, leases, id)
+    dropped = dropped + 1
+    return true
+  end
+  return false
+end
 -- each queue in turn: candidates by score (priority, then FIFO), plain and session merged ----
 -- a keyed group's entry "\n<key>" among the plain work takes its turn (flow_take: one item,
 -- or, when the range emptied the ready set, a share of what is left of the batch; at most a
@@ -170,7 +183,7 @@ local function round(q)
   end
   if n_groups > 0 and #plain / 2 < want then share = math.ceil(want / n_groups) end
   local i, j = 1, 1
-  while taken < limit and (i <= #plain or j <= #sess_c) do
+  while taken < limit and (i <= #plain or j <= #sess_c) and dropped < PURGE_DROPS do
     local use_plain
     if i > #plain then
       use_plain = false
@@ -182,13 +195,14 @@ local function round(q)
     if use_plain and string.byte(plain[i], 1) == 10 then
       redis.call('ZREM', ready, plain[i])
       flow_take(items, ready, delayed, q[1], string.sub(plain[i], 2),
-                math.min(share, limit - taken), now, function(id) return lease(id, ready) end)
+                math.min(share, limit - taken), now,
+                function(id) return not dead(id) and lease(id, ready) end)
       i = i + 2
     elseif use_plain then
-      lease(plain[i], ready)
+      if not dead(plain[i]) then lease(plain[i], ready) end
       i = i + 2
     else
-      if may_take_session(sess_c[j]) then lease(sess_c[j], sready) end
+      if not dead(sess_c[j]) and may_take_session(sess_c[j]) then lease(sess_c[j], sready) end
       j = j + 2
     end
   end
