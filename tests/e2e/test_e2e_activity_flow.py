@@ -10,6 +10,7 @@ activities log their own start and end (e2e_flow_app); the tests compute from th
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,9 @@ from test_e2e_flow import STEADY, kill_a_busy_worker, max_running, read_log, sta
 
 from durable_redis.client import Client
 from durable_redis.core.jobs import Limit
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "reliability"))
+from rel_invariants import store_invariants
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio, pytest.mark.timeout(180)]
 
@@ -50,7 +54,7 @@ def starts_of(log: Path) -> list[tuple[str, float]]:
 
 
 async def test_a_limit_of_5_per_key_on_called_activities_holds_while_a_worker_is_killed(
-    workers: WorkerPool, fclient: Client, tmp_path: Path
+    workers: WorkerPool, fclient: Client, tmp_path: Path, e2e_redis_url: str, namespace: str
 ) -> None:
     log = tmp_path / "runs.log"
     pool = [workers.start(APP, activity_concurrency=8, batch_size=8, **STEADY) for _ in range(3)]
@@ -68,6 +72,8 @@ async def test_a_limit_of_5_per_key_on_called_activities_holds_while_a_worker_is
     print(f"peak per key (activities of orchestrations): {peak}")
     # 24 activity slots for 2 keys: without the limit a key runs up to 12 at once
     assert set(peak) == {"t0", "t1"} and all(3 <= p <= 5 for p in peak.values()), peak
+    # every slot came back (the killed worker's at its leases' expiry), no group state left
+    assert store_invariants(e2e_redis_url, namespace) == []
 
 
 async def test_a_rate_of_20_per_second_on_called_activities_holds_within_10_percent(
