@@ -26,6 +26,7 @@ from durable_redis._identity import orchestration_identity
 from durable_redis._jobs_client import JobsClientMixin
 from durable_redis._queues_client import QueueControlMixin
 from durable_redis._schedules_client import SchedulesClientMixin
+from durable_redis.core.jobs import Limit
 from durable_redis.errors import (
     CodecError,
     ConfigurationError,
@@ -243,6 +244,7 @@ class Client(ClientMessagingMixin, JobsClientMixin, SchedulesClientMixin, QueueC
         version: str | None = None,
         if_exists: ExistingInstancePolicy = ExistingInstancePolicy.FAIL,
         start_at: datetime | None = None,
+        limit: Limit | None = None,
     ) -> InstanceHandle[R]: ...
 
     @overload
@@ -255,6 +257,7 @@ class Client(ClientMessagingMixin, JobsClientMixin, SchedulesClientMixin, QueueC
         version: str | None = None,
         if_exists: ExistingInstancePolicy = ExistingInstancePolicy.FAIL,
         start_at: datetime | None = None,
+        limit: Limit | None = None,
     ) -> InstanceHandle[R]: ...
 
     @overload
@@ -267,6 +270,7 @@ class Client(ClientMessagingMixin, JobsClientMixin, SchedulesClientMixin, QueueC
         version: str | None = None,
         if_exists: ExistingInstancePolicy = ExistingInstancePolicy.FAIL,
         start_at: datetime | None = None,
+        limit: Limit | None = None,
     ) -> InstanceHandle[Any]: ...
 
     async def start(
@@ -278,6 +282,7 @@ class Client(ClientMessagingMixin, JobsClientMixin, SchedulesClientMixin, QueueC
         version: str | None = None,
         if_exists: ExistingInstancePolicy = ExistingInstancePolicy.FAIL,
         start_at: datetime | None = None,
+        limit: Limit | None = None,
     ) -> InstanceHandle[Any]:
         """Start an orchestration (by function or by registered name); return its handle.
 
@@ -288,11 +293,30 @@ class Client(ClientMessagingMixin, JobsClientMixin, SchedulesClientMixin, QueueC
         ``if_exists`` decides what happens when ``instance_id`` is taken: FAIL raises
         InstanceExistsError, IGNORE keeps the existing instance, TERMINATE_IF_DONE replaces a
         finished one. ``start_at`` delays the first turn.
+
+        ``limit`` (else the orchestration's registered ``limit``): flow control of starts by
+        key (docs/routing.md "Orchestration starts"), decided atomically with the create:
+        ``Limit(key=, concurrency=1)`` is a singleton (while the key's instance is pending or
+        running, a start returns its id and creates nothing), ``debounce=S`` (a start while
+        the key's instance waits in its quiet period replaces its input, pushes its start to
+        S from now and returns its id), ``throttle=S`` (at most one start per S seconds; the
+        others return the kept instance's id). The returned id is the instance that holds the
+        start; a keyed instance lives in its key's partition (a given ``instance_id`` may get a
+        ``:k`` suffix there when P > 1, as jobs' ids do).
         """
-        if instance_id is None:
-            instance_id = uuid.uuid4().hex
-        validate_id(instance_id)
         name, resolved_version, result_type = orchestration_identity(orchestration, self.app)
+        chosen = limit if limit is not None else _registered_start_limit(orchestration, self.app)
+        flow: tuple[str, str] | None = None
+        if chosen is not None:
+            if not isinstance(chosen, Limit):
+                raise ValidationError(f"limit must be a Limit, got {chosen!r}")
+            flow = chosen.key_for(input), chosen.start_mode
+            if start_at is not None and chosen.debounce is not None:
+                raise ValidationError("a debounced start takes no start_at (its quiet period is)")
+        if instance_id is not None:
+            validate_id(instance_id)
+        elif flow is None:
+            instance_id = uuid.uuid4().hex
         if version is not None:
             resolved_version = version
         encoded_input = self.codec.encode(input)
@@ -302,18 +326,34 @@ class Client(ClientMessagingMixin, JobsClientMixin, SchedulesClientMixin, QueueC
                 raise ValidationError("start_at must be timezone-aware")
             visible_at_ms = int(start_at.timestamp() * 1000)
         await self._ensure_initialized()
+        if flow is not None:  # every start of a key is judged in the key's partition
+            instance_id = self.store.id_for_key(instance_id, flow[0])
+        assert instance_id is not None
         with tracing.client_start_span(name, instance_id) as trace:  # a no-op unless traced
             message_id, message = _start_message(
                 instance_id, name, resolved_version, encoded_input, trace
             )
-            created = await self.store.create_instance(
-                instance_id,
-                InstanceCreate(name=name, version=resolved_version, input=encoded_input),
-                message_id,
-                message,
-                policy=if_exists,
-                visible_at_ms=visible_at_ms,
-            )
+            create = InstanceCreate(name=name, version=resolved_version, input=encoded_input)
+            if flow is None:
+                created = await self.store.create_instance(
+                    instance_id,
+                    create,
+                    message_id,
+                    message,
+                    policy=if_exists,
+                    visible_at_ms=visible_at_ms,
+                )
+            else:
+                instance_id, created = await self.store.create_limited_instance(
+                    instance_id,
+                    create,
+                    message_id,
+                    message,
+                    flow_key=flow[0],
+                    flow_mode=flow[1],
+                    policy=if_exists,
+                    visible_at_ms=visible_at_ms,
+                )
         if result_type is not None:
             self._result_types[instance_id] = result_type
         logger.debug(
@@ -649,6 +689,17 @@ def _operator() -> str:
 
 
 # -- core glue -------------------------------------------------------------------------------
+def _registered_start_limit(orchestration: Any, app: Any) -> Limit | None:
+    """The ``limit`` an orchestration was registered with (by name: on the client's app)."""
+    if not isinstance(orchestration, str):
+        limit: Limit | None = core.orchestration_metadata(orchestration).limit
+        return limit
+    if app is None:
+        return None
+    registered: Limit | None = app.get_orchestration(orchestration).limit
+    return registered
+
+
 def _start_message(
     instance_id: str,
     name: str,

@@ -233,7 +233,7 @@ def client_message_id(kind: ClientMessageKind, token: str) -> str:
 
 # -- job flow groups ------------------------------------------------------------------------------
 def flow_group(queue: str, key: str) -> str:
-    """A flow-key group of a job queue, ``"<queue>:<key>"`` (the jq:groups HASH's field stem;
+    """A flow-key group of a queue, ``"<queue>:<key>"`` (the jq:groups / wq:groups HASH field stem;
     ``lua/includes/jobs.lua`` builds it too). Queue names hold no ``":"``."""
     return f"{queue}:{key}"
 

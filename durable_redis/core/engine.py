@@ -20,7 +20,12 @@ from typing import Any, NoReturn, TypeVar
 
 from durable_redis.core import events as ev
 from durable_redis.core.codec import Codec
-from durable_redis.core.context import MAX_SESSION_ID_LENGTH, OrchestrationContext
+from durable_redis.core.context import (
+    MAX_SESSION_ID_LENGTH,
+    NO_ROUTE,
+    OrchestrationContext,
+    Route,
+)
 from durable_redis.core.loop import DeterministicLoop
 from durable_redis.core.messages import failure_from_exception
 from durable_redis.core.registry import DEFAULT_MAX_HISTORY_EVENTS, App
@@ -456,9 +461,9 @@ class ReplayEngine:
         result_type: Any,
         first_attempt_id: int | None = None,
         local: bool = False,
-        route: tuple[str | None, int | None] = (None, None),
+        route: Route = NO_ROUTE,
     ) -> asyncio.Future[Any]:
-        queue, priority = (None, None) if local else route
+        queue, priority, flow_key, flow = NO_ROUTE if local else route
         event = self.command(
             ev.ActivityScheduled,
             name=name,
@@ -471,6 +476,8 @@ class ReplayEngine:
             local=True if local else None,
             queue=queue,
             priority=priority,
+            flow_key=flow_key,
+            flow=flow,
         )
         if session and session not in self.session_queues:
             self.session_queues[session] = event.queue or "default"

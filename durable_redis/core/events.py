@@ -133,6 +133,8 @@ class ActivityScheduled(_Event):
     local: bool | None = None  # True: ctx.call_local_activity (run inside the turn, not dispatched)
     queue: str | None = None  # the work item's queue (None = "default"; docs/routing.md)
     priority: int | None = None  # higher first within its queue (None = 0)
+    flow_key: str | None = None  # the call's flow key (its Limit; docs/routing.md), None = none
+    flow: str | None = None  # its limits "<concurrency> <rate> <per ms> <burst>" ('-' = none)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -568,6 +568,8 @@ def _result_from(
                         trace=event.trace,
                         queue=event.queue,
                         priority=event.priority,
+                        flow_key=event.flow_key,
+                        flow=event.flow,
                     )
                 )
             case ev.ActivityCancelRequested():

@@ -195,6 +195,31 @@ class Store(Protocol):
     async def server_time_ms(self) -> int: ...
 
     # -- orchestration queue -----------------------------------------------------------------
+    async def create_limited_instance(
+        self,
+        instance_id: str,
+        create: InstanceCreate,
+        message_id: str,
+        start_message: bytes,
+        *,
+        flow_key: str,
+        flow_mode: str,
+        policy: ExistingInstancePolicy = ExistingInstancePolicy.FAIL,
+        visible_at_ms: int | None = None,
+    ) -> tuple[str, bool]:
+        """``create_instance`` judged by the flow key's ``flow_mode`` ("singleton", "debounce
+        <ms>", "throttle <ms>"; docs/routing.md "Orchestration starts") in the same script:
+        (the id of the instance that holds this start, True if it was created now). A kept
+        start is the key's running (singleton), pending (debounce: its input replaced, its
+        start pushed) or throttled instance's. ``instance_id`` must be in the key's partition
+        (``id_for_key``)."""
+        ...
+
+    def id_for_key(self, instance_id: str | None, flow_key: str) -> str:
+        """An id in ``flow_key``'s partition: ``instance_id`` when it hashes there (always
+        with one partition), else with the first ``:k`` suffix that does; None: a fresh one."""
+        ...
+
     async def create_instance(
         self,
         instance_id: str,

@@ -56,7 +56,7 @@ class ManagementMixin(RedisStoreBase):
         reapply: Sequence[tuple[str, bytes]] = (),
     ) -> int | None:
         epoch = await self._ready()
-        validate_id("instance id", instance_id)
+        validate_id(instance_id, "instance id", rule=STORED)
         pk = self._pk(instance_id)
         ik = pk.instance(instance_id)
         keys = [

@@ -68,7 +68,7 @@ class ScriptSpec:
 SCRIPTS: dict[str, ScriptSpec] = {
     s.name: s
     for s in (
-        ScriptSpec("create_instance", keys=12, argv=11),
+        ScriptSpec("create_instance", keys=13, argv=13),
         ScriptSpec("enqueue_message", keys=9, argv=5),
         ScriptSpec("claim_orchestration", keys=6, argv=3, variadic_argv=True),
         ScriptSpec("lock_messages", keys=10, argv=5),

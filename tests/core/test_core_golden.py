@@ -42,6 +42,7 @@ def _record_all() -> dict[str, list[Any]]:
         ("steps", core_apps.steps, None, None),
         ("reset", core_apps.steps, None, _reset_after_reserve),
         ("routed", core_apps.routed, None, None),
+        ("limited", core_apps.limited, None, None),
     ]
     for name, fn, value, between in scenarios:
         runner = InMemoryRunner(core_apps.app)
