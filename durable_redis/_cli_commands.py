@@ -32,6 +32,7 @@ from durable_redis._cli_support import (
     describe_history,
     describe_text,
     existing_instance,
+    limit_from_args,
     parse_duration,
     parse_future_time,
     parse_time,
@@ -190,6 +191,7 @@ async def _start(client: Any, args: argparse.Namespace, emit: Emit, values: dict
         version=args.version,
         if_exists=IF_EXISTS[args.if_exists],
         start_at=start_at,
+        limit=limit_from_args(args),
     )
     if args.wait is None:
         when = f" (first turn at {iso(start_at)})" if start_at is not None else ""

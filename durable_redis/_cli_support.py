@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 
+from durable_redis.core.jobs import Limit
 from durable_redis.errors import InstanceNotFoundError
 from durable_redis.storage.base import ExistingInstancePolicy
 
@@ -259,3 +260,35 @@ async def existing_instance(client: Any, instance_id: str) -> Any:
     if state is None:
         raise InstanceNotFoundError(f"no instance {instance_id!r}")
     return state
+
+
+def add_limit_options(p: argparse.ArgumentParser, *, rates: bool) -> None:
+    """--key, --concurrency, --debounce, --throttle (and, with ``rates``, --rate, --per,
+    --burst): a ``Limit`` (``limit_from_args``)."""
+    g = p.add_argument_group("flow control by key (docs/routing.md)")
+    g.add_argument("--key", default=None, help="flow key, or a template like 'tenant:{tenant}'")
+    g.add_argument("--concurrency", type=int, default=None, help="at most N running per key")
+    if rates:
+        g.add_argument("--rate", type=int, default=None, metavar="N", help="at most N per --per")
+        g.add_argument("--per", type=float, default=1.0, metavar="SECONDS", help="rate window")
+        g.add_argument("--burst", type=int, default=1, help="jobs a rate lets through at once")
+    g.add_argument("--debounce", type=float, default=None, metavar="SECONDS")
+    g.add_argument("--throttle", type=float, default=None, metavar="SECONDS")
+
+
+def limit_from_args(args: argparse.Namespace) -> Limit | None:
+    """The ``Limit`` of the options ``add_limit_options`` added (None without --key)."""
+    rate = getattr(args, "rate", None)
+    if args.key is None:
+        if any(x is not None for x in (args.concurrency, rate, args.debounce, args.throttle)):
+            raise UsageError("--concurrency, --rate, --debounce and --throttle need --key")
+        return None
+    return Limit(
+        key=args.key,
+        concurrency=args.concurrency,
+        rate=rate,
+        per=getattr(args, "per", 1.0),
+        burst=getattr(args, "burst", 1),
+        debounce=args.debounce,
+        throttle=args.throttle,
+    )

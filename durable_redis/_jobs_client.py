@@ -14,6 +14,7 @@ times (``at`` must be timezone-aware, ``delay`` >= 0), priority and ttl.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -443,10 +444,20 @@ class JobsClientMixin:
         return was
 
     async def list_queues(self) -> list[JobQueueInfo]:
-        """Every job queue known (enqueued to or paused): jobs ready, delayed, and paused."""
+        """Every queue known (jobs enqueued to it, activities routed to it, or paused), and
+        "default": jobs ready and delayed, activity work items ready and delayed, paused (one
+        ``queue_status`` per queue: O(work in flight + delayed) each)."""
         await self._ensure_initialized()
-        queues: list[JobQueueInfo] = await self._job_store().job_queues()
-        return queues
+        store = self._job_store()
+        out: list[JobQueueInfo] = []
+        for info in await store.job_queues():
+            status = await store.queue_status(info.name)
+            out.append(
+                dataclasses.replace(
+                    info, work_ready=status.work_ready, work_delayed=status.work_delayed
+                )
+            )
+        return out
 
     async def list_jobs(
         self, *, status: JobState | str | None = None, name: str | None = None, limit: int = 100

@@ -33,7 +33,11 @@ from durable_redis._cli_functions import (
     add_functions_command,
     run_functions_command,
 )
-from durable_redis._cli_jobs import JOB_COMMANDS, add_job_commands, run_job_command
+from durable_redis._cli_jobs import (
+    JOB_COMMANDS,
+    add_job_commands,
+    run_job_command,
+)
 from durable_redis._cli_messaging import add_messaging_commands
 from durable_redis._cli_ops import (
     OPS_COMMANDS,
@@ -50,6 +54,7 @@ from durable_redis._cli_support import (
     EXIT_INTERRUPTED,
     EXIT_USAGE,
     IF_EXISTS,
+    add_limit_options,
     parse_duration,
 )
 from durable_redis._version import __version__
@@ -245,6 +250,7 @@ def _parser() -> argparse.ArgumentParser:
         "--delay", default=None, metavar="DURATION", help="start after this long (30s, 10m, 2h)"
     )
     _duration(p, "--wait", "wait this long for the result (exit 1 if it fails, 3 on timeout)")
+    add_limit_options(p, rates=False)  # --key with --concurrency 1, --debounce or --throttle
 
     p = command("status", "show an instance (its error's traceback too)")
     p.add_argument("instance_id")

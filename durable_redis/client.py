@@ -26,6 +26,7 @@ from durable_redis._identity import orchestration_identity
 from durable_redis._jobs_client import JobsClientMixin
 from durable_redis._queues_client import QueueControlMixin
 from durable_redis._schedules_client import SchedulesClientMixin
+from durable_redis.core.jobs import Limit
 from durable_redis.errors import (
     CodecError,
     ConfigurationError,
@@ -33,6 +34,7 @@ from durable_redis.errors import (
     InstanceNotFoundError,
     OrchestrationCancelledError,
     OrchestrationFailedError,
+    StoreError,
     ValidationError,
     WaitTimeoutError,
 )
@@ -53,6 +55,7 @@ __all__ = [
     "InstanceId",
     "InstanceState",
     "InstanceStatePage",
+    "ResetInfo",
     "validate_id",
 ]
 
@@ -241,6 +244,7 @@ class Client(ClientMessagingMixin, JobsClientMixin, SchedulesClientMixin, QueueC
         version: str | None = None,
         if_exists: ExistingInstancePolicy = ExistingInstancePolicy.FAIL,
         start_at: datetime | None = None,
+        limit: Limit | None = None,
     ) -> InstanceHandle[R]: ...
 
     @overload
@@ -253,6 +257,7 @@ class Client(ClientMessagingMixin, JobsClientMixin, SchedulesClientMixin, QueueC
         version: str | None = None,
         if_exists: ExistingInstancePolicy = ExistingInstancePolicy.FAIL,
         start_at: datetime | None = None,
+        limit: Limit | None = None,
     ) -> InstanceHandle[R]: ...
 
     @overload
@@ -265,6 +270,7 @@ class Client(ClientMessagingMixin, JobsClientMixin, SchedulesClientMixin, QueueC
         version: str | None = None,
         if_exists: ExistingInstancePolicy = ExistingInstancePolicy.FAIL,
         start_at: datetime | None = None,
+        limit: Limit | None = None,
     ) -> InstanceHandle[Any]: ...
 
     async def start(
@@ -276,6 +282,7 @@ class Client(ClientMessagingMixin, JobsClientMixin, SchedulesClientMixin, QueueC
         version: str | None = None,
         if_exists: ExistingInstancePolicy = ExistingInstancePolicy.FAIL,
         start_at: datetime | None = None,
+        limit: Limit | None = None,
     ) -> InstanceHandle[Any]:
         """Start an orchestration (by function or by registered name); return its handle.
 
@@ -286,11 +293,30 @@ class Client(ClientMessagingMixin, JobsClientMixin, SchedulesClientMixin, QueueC
         ``if_exists`` decides what happens when ``instance_id`` is taken: FAIL raises
         InstanceExistsError, IGNORE keeps the existing instance, TERMINATE_IF_DONE replaces a
         finished one. ``start_at`` delays the first turn.
+
+        ``limit`` (else the orchestration's registered ``limit``): flow control of starts by
+        key (docs/routing.md "Orchestration starts"), decided atomically with the create:
+        ``Limit(key=, concurrency=1)`` is a singleton (while the key's instance is pending or
+        running, a start returns its id and creates nothing), ``debounce=S`` (a start while
+        the key's instance waits in its quiet period replaces its input, pushes its start to
+        S from now and returns its id), ``throttle=S`` (at most one start per S seconds; the
+        others return the kept instance's id). The returned id is the instance that holds the
+        start; a keyed instance lives in its key's partition (a given ``instance_id`` may get a
+        ``:k`` suffix there when P > 1, as jobs' ids do).
         """
-        if instance_id is None:
-            instance_id = uuid.uuid4().hex
-        validate_id(instance_id)
         name, resolved_version, result_type = orchestration_identity(orchestration, self.app)
+        chosen = limit if limit is not None else _registered_start_limit(orchestration, self.app)
+        flow: tuple[str, str] | None = None
+        if chosen is not None:
+            if not isinstance(chosen, Limit):
+                raise ValidationError(f"limit must be a Limit, got {chosen!r}")
+            flow = chosen.key_for(input), chosen.start_mode
+            if start_at is not None and chosen.debounce is not None:
+                raise ValidationError("a debounced start takes no start_at (its quiet period is)")
+        if instance_id is not None:
+            validate_id(instance_id)
+        elif flow is None:
+            instance_id = uuid.uuid4().hex
         if version is not None:
             resolved_version = version
         encoded_input = self.codec.encode(input)
@@ -300,18 +326,34 @@ class Client(ClientMessagingMixin, JobsClientMixin, SchedulesClientMixin, QueueC
                 raise ValidationError("start_at must be timezone-aware")
             visible_at_ms = int(start_at.timestamp() * 1000)
         await self._ensure_initialized()
+        if flow is not None:  # every start of a key is judged in the key's partition
+            instance_id = self.store.id_for_key(instance_id, flow[0])
+        assert instance_id is not None
         with tracing.client_start_span(name, instance_id) as trace:  # a no-op unless traced
             message_id, message = _start_message(
                 instance_id, name, resolved_version, encoded_input, trace
             )
-            created = await self.store.create_instance(
-                instance_id,
-                InstanceCreate(name=name, version=resolved_version, input=encoded_input),
-                message_id,
-                message,
-                policy=if_exists,
-                visible_at_ms=visible_at_ms,
-            )
+            create = InstanceCreate(name=name, version=resolved_version, input=encoded_input)
+            if flow is None:
+                created = await self.store.create_instance(
+                    instance_id,
+                    create,
+                    message_id,
+                    message,
+                    policy=if_exists,
+                    visible_at_ms=visible_at_ms,
+                )
+            else:
+                instance_id, created = await self.store.create_limited_instance(
+                    instance_id,
+                    create,
+                    message_id,
+                    message,
+                    flow_key=flow[0],
+                    flow_mode=flow[1],
+                    policy=if_exists,
+                    visible_at_ms=visible_at_ms,
+                )
         if result_type is not None:
             self._result_types[instance_id] = result_type
         logger.debug(
@@ -366,6 +408,90 @@ class Client(ClientMessagingMixin, JobsClientMixin, SchedulesClientMixin, QueueC
         validate_id(instance_id)
         await self._ensure_initialized()
         return await self.store.request_fail_held(instance_id)
+
+    async def reset(
+        self,
+        instance_id: str,
+        event_id: int | str = "before-failure",
+        *,
+        reason: str = "",
+        by: str | None = None,
+        reapply_events: bool = True,
+    ) -> ResetInfo:
+        """Re-run a failed, held, completed or cancelled instance from a point of its history,
+        as a new execution of the same id (docs/deploying.md, "Reset").
+
+        Events 1..``event_id`` of the current execution are kept (their activity results are
+        replayed, not re-run); the new execution records an ``ExecutionReset`` event (from
+        where, ``reason``, ``by``: default ``user@host``) and runs the code live from there.
+        ``event_id`` is an event id where nothing is in flight, or a shortcut:
+        ``"before-failure"`` (default: the latest such point before the first failure) or
+        ``"last-turn"`` (the latest such point). The old execution's history stays readable
+        (``get_history(id, execution_id=N)``). Events raised after the point (consumed by the
+        old execution) are delivered again to the new one, before anything queued, unless
+        ``reapply_events=False``.
+
+        Raises InstanceNotFoundError, InstanceRunningError (running and not held: nothing
+        changed), ResetPointError (the point has work in flight or is not one; the message
+        lists the valid points).
+        """
+        from durable_redis.core.reset import plan_reset
+
+        validate_id(instance_id)
+        await self._ensure_initialized()
+        who = by if by is not None else _operator()
+        for _ in range(5):
+            info = await self.store.get_instance(instance_id)
+            if info is None:
+                raise InstanceNotFoundError(f"instance {instance_id!r} not found")
+            raw = await self.store.read_history(instance_id, info.execution_id)
+            try:
+                history = core.decode_history(raw)
+            except CodecError as exc:
+                raise CodecError(f"the history of {instance_id!r}: {exc}") from exc
+            now_ms = await self.store.server_time_ms()
+            plan = plan_reset(
+                history,
+                event_id,
+                reason=reason,
+                by=who,
+                now_ms=now_ms,
+                reapply_events=reapply_events,
+            )
+            wake = core.encode_message(
+                core.messages.TimerFired(
+                    execution_id=plan.new_execution, timer_id=0, fire_at_ms=now_ms
+                )
+            )
+            new_execution = await self.store.reset_instance(
+                instance_id,
+                execution_id=plan.from_execution,
+                history_len=len(raw),
+                keep=plan.keep,
+                started=plan.started,
+                reset_event=plan.reset_event,
+                wake=(f"reset:{uuid.uuid4().hex}", wake),
+                reapply=plan.reapplied,
+            )
+            if new_execution is not None:
+                logger.info(
+                    "instance %s reset to event %d of execution %d (execution %d): %s",
+                    instance_id,
+                    plan.keep,
+                    plan.from_execution,
+                    new_execution,
+                    reason or "no reason given",
+                    extra={"instance_id": instance_id},
+                )
+                self._result_types.pop(instance_id, None)
+                return ResetInfo(
+                    instance_id=instance_id,
+                    from_execution=plan.from_execution,
+                    from_event=plan.keep,
+                    execution_id=new_execution,
+                    reapplied_events=len(plan.reapplied),
+                )
+        raise StoreError(f"instance {instance_id!r} kept changing while it was being reset")
 
     # -- queries -------------------------------------------------------------------------------
     async def get_status(
@@ -538,7 +664,42 @@ class Client(ClientMessagingMixin, JobsClientMixin, SchedulesClientMixin, QueueC
         )
 
 
+@dataclass(frozen=True, slots=True)
+class ResetInfo:
+    """What ``client.reset`` did: execution ``execution_id`` began as events 1..``from_event``
+    of execution ``from_execution`` (which stays readable)."""
+
+    instance_id: str
+    from_execution: int
+    from_event: int
+    execution_id: int
+    reapplied_events: int = 0  # events raised after the point, delivered again
+
+
+def _operator() -> str:
+    """``user@host`` of this process: who reset an instance, when the caller does not say."""
+    import getpass
+    import socket
+
+    try:
+        user = getpass.getuser()
+    except Exception:  # no login name (containers): the host alone
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
 # -- core glue -------------------------------------------------------------------------------
+def _registered_start_limit(orchestration: Any, app: Any) -> Limit | None:
+    """The ``limit`` an orchestration was registered with (by name: on the client's app)."""
+    if not isinstance(orchestration, str):
+        limit: Limit | None = core.orchestration_metadata(orchestration).limit
+        return limit
+    if app is None:
+        return None
+    registered: Limit | None = app.get_orchestration(orchestration).limit
+    return registered
+
+
 def _start_message(
     instance_id: str,
     name: str,

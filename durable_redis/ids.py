@@ -200,9 +200,10 @@ def child_result_id(child_instance_id: str, parent_execution_id: int, scheduled_
     return f"{child_instance_id}:result:{parent_execution_id}:{scheduled_id}"
 
 
-def default_child_id(instance_id: str, event_id: int) -> str:
-    """A child orchestration's id when the parent names none (deterministic)."""
-    return f"{instance_id}:sub:{event_id}"
+def default_child_id(instance_id: str, default_id: int | str) -> str:
+    """A child orchestration's id when the parent names none (deterministic): ``default_id`` is
+    the engine's (the event id, or ``"<execution>.<event id>"`` past a reset point)."""
+    return f"{instance_id}:sub:{default_id}"
 
 
 # -- list cursors (opaque to callers; ``Client.list_instances`` passes them back) -----------------
@@ -232,7 +233,7 @@ def client_message_id(kind: ClientMessageKind, token: str) -> str:
 
 # -- job flow groups ------------------------------------------------------------------------------
 def flow_group(queue: str, key: str) -> str:
-    """A flow-key group of a job queue, ``"<queue>:<key>"`` (the jq:groups HASH's field stem;
+    """A flow-key group of a queue, ``"<queue>:<key>"`` (the jq:groups / wq:groups HASH field stem;
     ``lua/includes/jobs.lua`` builds it too). Queue names hold no ``":"``."""
     return f"{queue}:{key}"
 

@@ -262,6 +262,7 @@ class SyncClient:
         instance_id: str | None = None,
         if_exists: ExistingInstancePolicy = ExistingInstancePolicy.FAIL,
         start_at: datetime | None = None,
+        limit: Limit | None = None,
     ) -> SyncInstanceHandle[Any]:
         """:meth:`Client.start`; the handle is the instance id (a ``str``, as before)."""
         handle = self._loop.run(
@@ -271,6 +272,7 @@ class SyncClient:
                 instance_id=instance_id,
                 if_exists=if_exists,
                 start_at=start_at,
+                limit=limit,
             )
         )
         return SyncInstanceHandle(handle, self._loop)

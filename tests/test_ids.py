@@ -125,6 +125,7 @@ def test_no_module_but_ids_splits_on_a_colon() -> None:
         "durable_redis/runtime/process.py",  # "module:app", not an id
         "durable_redis/devtools/cluster_server.py",  # Redis INFO "field:value" lines
         "durable_redis/pytest_plugin.py",  # "module:app", not an id
+        "durable_redis/_replay_gate.py",  # a source location "path:line", not an id
     }
     found = [
         f"{path.parent.name}/{hit}"

@@ -201,9 +201,11 @@ def layer_of(module: str) -> str:
     for name in ("core", "storage", "runtime", "dashboard", "devtools"):
         if module == f"durable_redis.{name}" or module.startswith(f"durable_redis.{name}."):
             return name
-    if module in ("durable_redis.testing", "durable_redis.pytest_plugin") or module.startswith(
-        "durable_redis._test"
-    ):
+    if module in (
+        "durable_redis.testing",
+        "durable_redis.pytest_plugin",
+        "durable_redis._replay_gate",
+    ) or module.startswith("durable_redis._test"):
         return "testing"
     raise AssertionError(f"{module} is in no layer: add it to tests/test_layers.py")
 

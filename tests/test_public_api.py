@@ -26,6 +26,8 @@ EXPECTED = {
     # reliability (issue 19): the turn watchdog, Redis Functions, replicated durability
     "TurnTimeoutError", "TurnCrashedWorkerError", "FunctionsMissingError",
     "ReplicationTimeoutError",
+    # reset (docs/deploying.md)
+    "ResetPointError",
 }  # fmt: skip
 
 

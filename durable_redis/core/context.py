@@ -13,7 +13,7 @@ import random as _random
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, MutableMapping
 from datetime import UTC, datetime, timedelta
-from typing import Any, NoReturn, Protocol, TypeVar, overload
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol, TypeVar, overload
 
 from durable_redis.core import events as ev
 from durable_redis.core.codec import Codec
@@ -35,6 +35,9 @@ from durable_redis.errors import (
 )
 from durable_redis.ids import SESSION, default_child_id
 
+if TYPE_CHECKING:
+    from durable_redis.core.jobs import Limit
+
 __all__ = [
     "MAX_SESSION_ID_LENGTH",
     "MAX_VALUE_BYTES",
@@ -49,6 +52,10 @@ I = TypeVar("I")  # noqa: E741 - input type
 R = TypeVar("R")
 
 MAX_SESSION_ID_LENGTH = SESSION.max_bytes
+
+Route = tuple[str | None, int | None, str | None, str | None]
+"""An activity call's (queue, priority, flow key, flow limits), as recorded (None: default)."""
+NO_ROUTE: Route = (None, None, None, None)
 MAX_VALUE_KEYS = 128
 """Keys of one instance's key-value state (``ctx.set_value``)."""
 MAX_VALUE_BYTES = 64 * 1024
@@ -102,6 +109,8 @@ class EngineOps(Protocol):
     @property
     def next_event_id(self) -> int: ...
     @property
+    def default_id(self) -> str: ...
+    @property
     def is_replaying(self) -> bool: ...
     @property
     def last_activity_id(self) -> int: ...
@@ -136,7 +145,7 @@ class EngineOps(Protocol):
         result_type: Any,
         first_attempt_id: int | None = None,
         local: bool = False,
-        route: tuple[str | None, int | None] = (None, None),
+        route: Route = NO_ROUTE,
     ) -> asyncio.Future[Any]: ...
     def schedule_child(
         self, name: str, version: str, child_id: str, payload: bytes, result_type: Any
@@ -221,6 +230,7 @@ class OrchestrationContext:
         timeout: timedelta | float | None = None,
         queue: str | None = None,
         priority: int = 0,
+        limit: Limit | None = None,
     ) -> asyncio.Future[R]: ...
 
     @overload
@@ -234,6 +244,7 @@ class OrchestrationContext:
         timeout: timedelta | float | None = None,
         queue: str | None = None,
         priority: int = 0,
+        limit: Limit | None = None,
     ) -> asyncio.Future[R]: ...
 
     @overload
@@ -247,6 +258,7 @@ class OrchestrationContext:
         timeout: timedelta | float | None = None,
         queue: str | None = None,
         priority: int = 0,
+        limit: Limit | None = None,
     ) -> asyncio.Future[R]: ...
 
     @overload
@@ -260,6 +272,7 @@ class OrchestrationContext:
         timeout: timedelta | float | None = None,
         queue: str | None = None,
         priority: int = 0,
+        limit: Limit | None = None,
     ) -> asyncio.Future[R]: ...
 
     @overload
@@ -273,6 +286,7 @@ class OrchestrationContext:
         timeout: timedelta | float | None = None,
         queue: str | None = None,
         priority: int = 0,
+        limit: Limit | None = None,
     ) -> asyncio.Future[Any]: ...
 
     def call_activity(
@@ -285,6 +299,7 @@ class OrchestrationContext:
         timeout: timedelta | float | None = None,
         queue: str | None = None,
         priority: int = 0,
+        limit: Limit | None = None,
     ) -> asyncio.Future[Any]:
         """Schedule an activity: by function, typed from its annotations (a wrong input type is
         a type error, the result has the function's return type); by name, ``Any``.
@@ -294,9 +309,12 @@ class OrchestrationContext:
         ``queue`` (else the activity's registered queue, else ``"default"``) routes it to the
         workers serving that queue; on a session, the session's queue applies (docs/routing.md).
         ``priority`` (range +-32767): higher first within its queue, FIFO within a level.
+        ``limit`` (else the activity's registered ``limit``): flow control by key, its
+        ``concurrency`` and ``rate`` (docs/routing.md; not on a session, no debounce/throttle).
         Failures raise ``ActivityFailedError`` / ``ActivityTimeoutError`` when awaited.
         """
-        route = self._route(activity, session, queue, priority)
+        queue_, priority_ = self._route(activity, session, queue, priority)
+        route: Route = (queue_, priority_, *self._flow(activity, input, session, limit))
         return self._call_activity(
             activity, input, retry, session, timeout, local=False, route=route
         )
@@ -368,7 +386,7 @@ class OrchestrationContext:
         timeout: timedelta | float | None,
         *,
         local: bool,
-        route: tuple[str | None, int | None] = (None, None),
+        route: Route = NO_ROUTE,
     ) -> asyncio.Future[Any]:
         if isinstance(activity, str):
             name, result_type = activity, Any
@@ -447,6 +465,39 @@ class OrchestrationContext:
         if chosen == "default":
             chosen = None
         return chosen, (priority or None)
+
+    def _flow(
+        self,
+        activity: str | Callable[..., Any],
+        input: Any,
+        session: str | None,
+        limit: Limit | None,
+    ) -> tuple[str | None, str | None]:
+        """The (flow key, limits) an activity call is recorded with: the call's ``limit``, else
+        the activity's registered one (not on a session: session work is not flow-controlled).
+        """
+        from durable_redis.core.jobs import Limit
+
+        if limit is not None:
+            if not isinstance(limit, Limit):
+                raise ValidationError(f"limit must be a Limit, got {limit!r}")
+            if session is not None:
+                raise ValidationError("a call on a session takes no limit (its worker is fixed)")
+            if limit.mode:
+                raise ValidationError("an activity call's limit takes no debounce or throttle")
+        elif session is None:
+            limit = self._registered_limit(activity)
+        if limit is None or (limit.concurrency is None and limit.rate is None and limit.mode):
+            return None, None  # a registered debounce / throttle only: for its jobs
+        return limit.key_for(input), limit.flow
+
+    def _registered_limit(self, activity: str | Callable[..., Any]) -> Limit | None:
+        if not isinstance(activity, str):
+            return activity_metadata(activity).limit
+        try:
+            return self._engine.app.get_activity(activity).limit
+        except NotRegisteredError:
+            return None
 
     def _registered_queue(self, activity: str | Callable[..., Any]) -> str | None:
         """The queue ``@app.activity(queue=)`` gave the activity (by name: as this worker's
@@ -541,11 +592,12 @@ class OrchestrationContext:
     ) -> asyncio.Future[Any]:
         """Start a child orchestration and await its result.
 
-        The child id defaults to ``f"{instance_id}:sub:{event_id}"`` (deterministic). A failed
+        The child id defaults to ``f"{instance_id}:sub:{event_id}"`` (deterministic; after a
+        reset point ``f"{instance_id}:sub:{execution}.{event_id}"``). A failed
         child raises ``ChildOrchestrationFailedError``; abandoning it cancels the child.
         """
         name, version, result_type = self._orchestration_identity(orchestration, version)
-        child_id = instance_id or default_child_id(self.instance_id, self._engine.next_event_id)
+        child_id = instance_id or default_child_id(self.instance_id, self._engine.default_id)
         return self._engine.schedule_child(
             name, version, child_id, self._engine.codec.encode(input), result_type
         )
@@ -560,7 +612,7 @@ class OrchestrationContext:
     ) -> str:
         """Start a detached orchestration (no result, no parent link); returns its id."""
         name, version, _ = self._orchestration_identity(orchestration, version)
-        child_id = instance_id or f"{self.instance_id}:detached:{self._engine.next_event_id}"
+        child_id = instance_id or f"{self.instance_id}:detached:{self._engine.default_id}"
         self._engine.command(
             ev.DetachedOrchestrationStarted,
             name=name,

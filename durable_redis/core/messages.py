@@ -178,6 +178,8 @@ class ActivityTask:
     trace: dict[str, str] | None = field(default=None, hash=False)  # W3C trace context
     queue: str | None = None  # the work item's queue (None = "default")
     priority: int | None = None  # within its queue, higher first (None = 0)
+    flow_key: str | None = None  # flow control by key (docs/routing.md), None = none
+    flow: str | None = None  # its limits "<concurrency> <rate> <per ms> <burst>"
 
     @property
     def activity_key(self) -> str:

@@ -341,7 +341,9 @@ def _run_turn(
             definition = app.get_orchestration(start.name, start.version or None)
         else:
             assert state.started is not None
-            definition = app.get_orchestration(state.started.name, state.started.version)
+            definition = app.get_orchestration(
+                state.started.name, state.started.version, exact=True
+            )
     except NotRegisteredError:
         # No code here, but a cancel needs none: it ends the instance before any code would run.
         cancelled = _cancel_without_code(history, start, messages, now_ms, instance_id)
@@ -566,6 +568,8 @@ def _result_from(
                         trace=event.trace,
                         queue=event.queue,
                         priority=event.priority,
+                        flow_key=event.flow_key,
+                        flow=event.flow,
                     )
                 )
             case ev.ActivityCancelRequested():
@@ -845,7 +849,7 @@ def replay(
     if not history or not isinstance(history[0], ev.OrchestrationStarted):
         raise ValueError("a history starts with OrchestrationStarted")
     started = history[0]
-    app.get_orchestration(started.name, started.version)
+    app.get_orchestration(started.name, started.version, exact=True)
     engine = ReplayEngine(
         app,
         history,

@@ -348,6 +348,8 @@ def create_app(
             msg = f"event {form.get('event', '')!r} sent"
         elif kind == "rerun":
             msg = await views.rerun(await src.store(), instance_id)
+        elif kind == "reset":
+            msg = await _reset(request, client, instance_id, form)
         elif kind == "purge":
             try:
                 deleted = await client.purge(instance_id, force=form.get("force") == "1")
@@ -452,6 +454,24 @@ def create_app(
     # the outer app's shutdown to close the Redis connection it opened.
     app.state.aclose = src.close
     return app
+
+
+async def _reset(request: Request, client: Any, instance_id: str, form: dict[str, str]) -> str:
+    """``client.reset`` from the instance page's form (docs/deploying.md, "Reset"): what it
+    did, or why it refused (a running instance, a point with work in flight)."""
+    raw = form.get("point", "before-failure").strip()
+    point: int | str = int(raw) if raw.isdigit() else raw
+    host = request.client.host if request.client is not None else "?"
+    try:
+        info = await client.reset(
+            instance_id, point, reason=form.get("reason", ""), by=f"dashboard ({host})"
+        )
+    except DurableRedisError as exc:
+        return f"not reset: {type(exc).__name__}: {exc}"
+    return (
+        f"reset: execution {info.execution_id} runs from event {info.from_event} "
+        f"of execution {info.from_execution}"
+    )
 
 
 def _int_or(text: str | None, default: int) -> int:

@@ -104,6 +104,9 @@ class ActivityDispatcher:
         # Local hand-off (WorkerOptions.local_handoff): runs the turn of an instance our ack
         # locked; the Worker sets it. The fetch loop's task group and stop event, once started.
         self.on_turn: Callable[[OrchestrationLease], Awaitable[None]] | None = None
+        # instances whose orchestration version this worker lacks (version routing): their
+        # turn is not handed to it after an ack (set by the Worker)
+        self.skips: Callable[[str], bool] = lambda instance_id: False
         self._tg: anyio.abc.TaskGroup | None = None
         self._stopping: anyio.Event | None = None
 
@@ -455,7 +458,11 @@ class ActivityDispatcher:
         await self._ack(run, message_id, data)
 
     async def _ack(self, run: _Run, message_id: str, data: bytes) -> None:
-        handoff = self.on_turn is not None and not (self._stopping and self._stopping.is_set())
+        handoff = (
+            self.on_turn is not None
+            and not (self._stopping and self._stopping.is_set())
+            and not self.skips(run.lease.instance_id)
+        )
         try:
             with anyio.CancelScope(shield=True):
                 if handoff:

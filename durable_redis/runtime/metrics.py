@@ -149,8 +149,8 @@ class MeteredStore:
         return getattr(self.inner, name)
 
     # -- turns ---------------------------------------------------------------------------------
-    async def fetch_orchestration(self, *, lock_ms: int, wait_ms: int = 0) -> Any:
-        lease = await self.inner.fetch_orchestration(lock_ms=lock_ms, wait_ms=wait_ms)
+    async def fetch_orchestration(self, *, lock_ms: int, wait_ms: int = 0, **more: Any) -> Any:
+        lease = await self.inner.fetch_orchestration(lock_ms=lock_ms, wait_ms=wait_ms, **more)
         self._start_turn(lease)
         return lease
 

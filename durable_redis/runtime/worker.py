@@ -80,6 +80,7 @@ class Worker:
         if self.options.local_handoff:
             self._orchestrations.activities = self._activities
             self._activities.on_turn = self._orchestrations.run_adopted
+            self._activities.skips = self._orchestrations.skips
         # jobs need a store with the JobStore methods (RedisStore); JobDispatcher.enabled checks
         self._jobs = JobDispatcher(
             app,

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from durable_redis.ids import STORED, session_key, validate_id
+from durable_redis.ids import STORED, parse_flow_group, session_key, validate_id
 from durable_redis.storage._replies import _opt, _s, _work_leases
 from durable_redis.storage.base import (
     LostSessions,
@@ -368,15 +368,28 @@ def _queues_arg(queues: Sequence[str]) -> list[str]:
 
 
 async def routed_ready_counts(r: Any, pk: Any) -> tuple[int, int]:
-    """(plain, session) work items ready in partition ``pk``'s activity queues other than
-    "default" (named in its jq:queues SET): what the wq:ready / wq:sready counts leave out."""
+    """(plain, session) work items ready in partition ``pk`` that the wq:ready / wq:sready
+    counts leave out: those of the activity queues other than "default" (named in its
+    jq:queues SET) and the keyed ones waiting in their flow groups (less the groups' own
+    round-robin entries, which those counts include)."""
     queues = [_s(q) for q in await r.smembers(pk.jq_queues)]
-    if not queues:
+    groups = [
+        parse_flow_group(_s(f)[:-2]) for f in await r.hkeys(pk.wq_groups) if _s(f).endswith("|c")
+    ]
+    if not queues and not groups:
         return 0, 0
     pipe = r.pipeline(transaction=False)
     for q in queues:
         ready, sready, _, _ = pk.wq_queue_keys(q)
         pipe.zcard(ready)
         pipe.zcard(sready)
-    counts = [int(n) for n in await pipe.execute()]
-    return sum(counts[0::2]), sum(counts[1::2])
+    for q, key in groups:
+        pipe.zcard(pk.wq_group(q, key))
+        pipe.zscore(pk.wq_queue_keys(q)[0], "\n" + key)
+    replies = await pipe.execute()
+    counts = [int(n) for n in replies[: 2 * len(queues)]]
+    keyed = replies[2 * len(queues) :]
+    waiting = sum(
+        int(n) - (entry is not None) for n, entry in zip(keyed[0::2], keyed[1::2], strict=True)
+    )
+    return sum(counts[0::2]) + waiting, sum(counts[1::2])

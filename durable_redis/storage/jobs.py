@@ -23,6 +23,7 @@ from durable_redis.errors import ValidationError
 from durable_redis.ids import STORED, parse_flow_group, validate_id
 from durable_redis.storage._replies import _s
 from durable_redis.storage.job_types import (
+    FLOW_LIMITS,
     ExistingJobPolicy,
     JobAck,
     JobLease,
@@ -183,7 +184,6 @@ def _options(job: NewJob) -> tuple[Any, ...]:
     )
 
 
-_FLOW = re.compile(r"(-|[1-9][0-9]*) (-|[1-9][0-9]*) (-|[1-9][0-9]*) [1-9][0-9]*")
 _MODE = re.compile(r"((debounce|throttle) [1-9][0-9]*)?")
 
 
@@ -272,7 +272,7 @@ class JobQueueMixin(RedisStoreBase):
             validate_queue(option[5])
             if not -_PRIORITY_LIMIT < option[1] < _PRIORITY_LIMIT:
                 raise ValueError(f"priority must be within +-{_PRIORITY_LIMIT - 1}")
-            if option[6] and not (_FLOW.fullmatch(option[7]) and _MODE.fullmatch(option[8])):
+            if option[6] and not (FLOW_LIMITS.fullmatch(option[7]) and _MODE.fullmatch(option[8])):
                 raise ValidationError(f"bad flow {option[7]!r} / mode {option[8]!r}")
         positions: list[list[int]] = []
         calls: list[tuple[list[str], list[Any]]] = []

@@ -135,6 +135,12 @@ class PartitionKeys:
         return self._k("oq:ready")
 
     @cached_property
+    def oq_flow(self) -> str:
+        """HASH of the flow keys of orchestration starts ("<key>|s" singleton holder, "|d"
+        debounced pending instance, "|h" throttle window "<iid> <end ms>")."""
+        return self._k("oq:flow")
+
+    @cached_property
     def oq_locks(self) -> str:
         return self._k("oq:locks")
 
@@ -237,6 +243,15 @@ class PartitionKeys:
     def jq_groups(self) -> str:
         """HASH of the flow-key groups' state ("<queue>:<key>|c" limits, "|n" running, ...)."""
         return self._k("jq:groups")
+
+    @cached_property
+    def wq_groups(self) -> str:
+        """HASH of the activity work items' flow-key groups (as ``jq_groups``, for items)."""
+        return self._k("wq:groups")
+
+    def wq_group(self, queue: str, key: str) -> str:
+        """ZSET of the ready work items of flow key ``key`` in ``queue`` (``flow_keys``)."""
+        return self._k(f"wq:g:{queue}:{key}")
 
     def jq_group(self, queue: str, key: str) -> str:
         """ZSET of the ready jobs of flow key ``key`` in ``queue`` (``flow_keys`` in Lua)."""

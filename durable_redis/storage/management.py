@@ -3,6 +3,8 @@ merge over several), children, delete (tree), prune, queue depths, status counts
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from durable_redis.errors import (
     InstanceNotFoundError,
     InstanceRunningError,
@@ -40,6 +42,54 @@ class ManagementMixin(RedisStoreBase):
         if reply[0] != Status.OK:
             raise_for_status("fail_held", reply, instance_id)
         return int(reply[1]) == 1
+
+    async def reset_instance(
+        self,
+        instance_id: str,
+        *,
+        execution_id: int,
+        history_len: int,
+        keep: int,
+        started: bytes,
+        reset_event: bytes,
+        wake: tuple[str, bytes],
+        reapply: Sequence[tuple[str, bytes]] = (),
+    ) -> int | None:
+        epoch = await self._ready()
+        validate_id(instance_id, "instance id", rule=STORED)
+        pk = self._pk(instance_id)
+        ik = pk.instance(instance_id)
+        keys = [
+            pk.pmeta,
+            pk.seq,
+            pk.oq_ready,
+            pk.oq_locks,
+            pk.oq_lock,
+            pk.oq_marker,
+            ik.record,
+            ik.done,
+            ik.mz,
+            ik.mh,
+            ik.history(execution_id),
+            ik.history(execution_id + 1),
+            pk.idx_terminal,
+            *pk.idx_statuses,
+            pk.wq_items,
+            pk.wq_ready,
+            pk.wq_sready,
+            pk.wq_delayed,
+            pk.wq_leases,
+            ik.work,
+        ]
+        args = [epoch, instance_id, execution_id, history_len, keep, started, reset_event, *wake]
+        args += [part for message in reapply for part in message]
+        reply = await self._eval("reset_instance", keys, args)
+        if reply[0] == Status.RETRY:
+            return None  # it moved since the caller read it: nothing changed, read again
+        if reply[0] != Status.OK:
+            raise_for_status("reset_instance", reply, instance_id)
+        self._remember_exec(instance_id, int(reply[1]))
+        return int(reply[1])
 
     async def read_history(self, instance_id: str, execution_id: int | None = None) -> list[bytes]:
         await self._ready()

@@ -24,9 +24,11 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from durable_redis.contract import InstanceStatus, TurnCommit
+from durable_redis.errors import ValidationError
 from durable_redis.ids import STORED, session_key, validate_id, work_item_id
 from durable_redis.storage._replies import _opt
 from durable_redis.storage.base import OrchestrationLease, WorkTake
+from durable_redis.storage.job_types import FLOW_LIMITS
 from durable_redis.storage.keys import STATUS_ORDER, PartitionKeys, partition_of
 
 # A terminal instance with more work items than this is purged in batches (lua/purge_work.lua);
@@ -140,10 +142,22 @@ def session_owner_fields(instance_id: str, commit: TurnCommit) -> list[str]:
     return [session_key(instance_id, sid) + "|o" for sid in session_ids]
 
 
-def work_route_arg(visible_at_ms: int | None, queue: str | None, priority: int) -> str:
-    """commit_turn's visible_at field of a work item: "<ms>" as before for the default queue
-    and priority 0, else "<ms>;<queue>;<priority>" (docs/routing.md)."""
+def work_route_arg(
+    visible_at_ms: int | None,
+    queue: str | None,
+    priority: int,
+    flow_key: str | None = None,
+    flow: str | None = None,
+) -> str:
+    """commit_turn's visible_at field of a work item: "<ms>" as before for the default queue,
+    priority 0 and no flow key, else "<ms>;<queue>;<priority>", and ";<flow> <key>" after it
+    for a keyed call (the item's g field; docs/routing.md)."""
     vis = _opt(visible_at_ms)
+    if flow_key is not None:
+        validate_id(flow_key, "flow key", rule=STORED)
+        if flow is None or not FLOW_LIMITS.fullmatch(flow):
+            raise ValidationError(f"bad flow limits {flow!r} of flow key {flow_key!r}")
+        return f"{vis};{queue or 'default'};{priority or ''};{flow} {flow_key}"
     if (queue is None or queue == "default") and not priority:
         return vis
     return f"{vis};{queue or 'default'};{priority or ''}"
@@ -283,7 +297,7 @@ def pack_commit(
             work_item_id(iid, w.activity_key),
             w.activity_key,
             w.session_id or "",
-            work_route_arg(w.visible_at_ms, w.queue, w.priority),
+            work_route_arg(w.visible_at_ms, w.queue, w.priority, w.flow_key, w.flow),
             w.data,
         ]
     # a terminal commit deletes every work item of the instance itself (over PURGE_BATCH: under
