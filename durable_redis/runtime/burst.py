@@ -131,5 +131,6 @@ async def run_until_idle(
     async with anyio.create_task_group() as tg:
         tg.start_soon(watch)
         await worker.run(handle_signals=handle_signals)
+        tg.cancel_scope.cancel()  # stopped otherwise (stop(), a signal): stop watching too
     if timed_out:
         raise TimeoutError(f"worker not idle within {timeout}s")

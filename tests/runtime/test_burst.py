@@ -135,3 +135,19 @@ async def test_cli_worker_burst_exits_zero_once_idle(
     )
     assert proc.returncode == 0, proc.stderr.decode()[-2000:]
     assert await client.wait_for_completion(iid, timeout=1) == 12
+
+
+async def test_a_burst_worker_stopped_early_returns_at_once(store: RedisStore) -> None:
+    _gate["open"] = False
+    try:
+        client = Client(store, app)
+        await client.start(fan_out, 1)
+        worker = Worker(app, store, OPTIONS)
+        with anyio.fail_after(20):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(lambda: worker.run(burst=True))
+                while not worker.activities_in_flight:
+                    await anyio.sleep(0.01)
+                worker.stop(grace_period=0.0)  # as SIGTERM would: run() returns, not idle yet
+    finally:
+        _gate["open"] = True
