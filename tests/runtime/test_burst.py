@@ -51,7 +51,14 @@ async def nap(ctx: OrchestrationContext, seconds: float) -> str:
     return "awake"
 
 
-OPTIONS = WorkerOptions(fetch_wait=0.1, janitor_interval=None, shutdown_grace_period=1.0)
+OPTIONS = WorkerOptions(
+    lock_timeout=2.0,  # a lease a stopped worker left behind comes back within 2 s
+    session_lock_timeout=2.0,
+    renewal_interval=0.5,
+    fetch_wait=0.1,
+    janitor_interval=None,
+    shutdown_grace_period=1.0,
+)
 
 
 async def _status(client: Client, iid: str) -> InstanceStatus:
@@ -100,7 +107,7 @@ async def test_run_until_idle_times_out_when_work_never_ends(store: RedisStore) 
         assert not worker.activities_in_flight  # stopped: the activity was handed back
     finally:
         _gate["open"] = True
-    await Worker(app, store, OPTIONS).run(burst=True)
+    await Worker(app, store, OPTIONS).run_until_idle(timeout=30)
     assert await _status(client, iid) is InstanceStatus.COMPLETED
 
 
