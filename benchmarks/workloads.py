@@ -335,8 +335,9 @@ async def _one_big(url: str, orch: str, n: int, timeout: float) -> dict[str, Any
     }
 
 
-async def w_chain(url: str, n: int = 100) -> dict[str, Any]:
-    return await _one_big(url, "chain", n, timeout=300)
+async def w_chain(url: str, n: int = 100, *, inline: bool = False) -> dict[str, Any]:
+    """chain100 (``inline``: chain100_inline, its activity ``@app.activity(inline=True)``)."""
+    return await _one_big(url, "chain_inline" if inline else "chain", n, timeout=300)
 
 
 async def w_chain_local(url: str, n: int = 100) -> dict[str, Any]:
@@ -344,8 +345,9 @@ async def w_chain_local(url: str, n: int = 100) -> dict[str, Any]:
     return await _one_big(url, "chain_local", n, timeout=300)
 
 
-async def w_fanout(url: str, n: int = 1000) -> dict[str, Any]:
-    return await _one_big(url, "fanout", n, timeout=600)
+async def w_fanout(url: str, n: int = 1000, *, inline: bool = False) -> dict[str, Any]:
+    """fanout1000 (``inline``: fanout1000_inline, its activity run on the event loop)."""
+    return await _one_big(url, "fanout_inline" if inline else "fanout", n, timeout=600)
 
 
 async def w_many(url: str, n: int = 1000, processes: int = 1) -> dict[str, Any]:

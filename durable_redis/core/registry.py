@@ -46,6 +46,7 @@ class ActivityDefinition:
     takes_input: bool
     queue: str = "default"  # the job queue of its jobs (client.enqueue may override it)
     limit: Limit | None = None  # flow control by key of its jobs (client.enqueue may override)
+    inline: bool = False  # a short sync function run on the worker's event loop (no thread hop)
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,6 +298,7 @@ class App:
         version: str = "",
         queue: str = "default",
         limit: Limit | None = None,
+        inline: bool = False,
     ) -> Callable[[F], F]: ...
 
     def activity(
@@ -308,13 +310,18 @@ class App:
         version: str = "",
         queue: str = "default",
         limit: Limit | None = None,
+        inline: bool = False,
     ) -> Any:
         """Register ``fn(ctx: ActivityContext, input)``, sync or async. ``queue``: the queue
         of its jobs and of its calls from orchestrations (``client.enqueue(..., queue=)`` and
         ``ctx.call_activity(..., queue=)`` override it); only workers serving it
         (``WorkerOptions.queues``) run them. See docs/routing.md. ``limit``: flow control by
         key of its jobs (``Limit(key=..., concurrency=, rate=, per=, debounce=, throttle=)``,
-        docs/routing.md; ``client.enqueue(..., limit=)`` overrides it)."""
+        docs/routing.md; ``client.enqueue(..., limit=)`` overrides it). ``inline=True`` (sync
+        functions only): run it on the worker's event loop instead of the thread pool, saving
+        the thread hop; it blocks the loop (lease renewal, every other activity and turn of the
+        worker) while it runs, so only for calls that take well under a millisecond and never
+        block. A call with a timeout still runs in the pool (so the timeout can fire)."""
         from durable_redis.core.jobs import Limit as _Limit
         from durable_redis.core.jobs import validate_queue
 
@@ -326,17 +333,24 @@ class App:
             reg_name = _validate_name(name or f.__name__, "activity")
             if reg_name in self._activities:
                 raise RegistrationError(f"activity {reg_name!r} is already registered")
+            is_async = inspect.iscoroutinefunction(f)
+            if inline and is_async:
+                raise RegistrationError(
+                    f"activity {reg_name!r}: inline=True is for sync functions (an async one "
+                    "already runs on the event loop)"
+                )
             input_type, result_type, takes_input = _signature_types(f, "activity")
             definition = ActivityDefinition(
                 reg_name,
                 version,
                 f,
-                inspect.iscoroutinefunction(f),
+                is_async,
                 input_type,
                 result_type,
                 takes_input,
                 queue,
                 limit,
+                bool(inline),
             )
             self._activities[reg_name] = definition
             setattr(f, _ACT_ATTR, definition)

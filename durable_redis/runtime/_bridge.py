@@ -56,6 +56,7 @@ class ResolvedActivity:
     is_async: bool
     input_type: Any = None  # an annotation: any type form
     takes_input: bool = True
+    inline: bool = False  # sync, marked @app.activity(inline=True): called on the event loop
 
 
 def check_app(app: object, given: str = "") -> None:
@@ -304,6 +305,7 @@ def resolve_activity(app: core.App, name: str) -> ResolvedActivity:
         is_async=definition.is_async,
         input_type=definition.input_type,
         takes_input=definition.takes_input,
+        inline=definition.inline,
     )
 
 
