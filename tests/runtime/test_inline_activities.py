@@ -56,6 +56,13 @@ async def where(ctx: OrchestrationContext, x: int) -> list[object]:
     return [a, b, c, d]
 
 
+@app.orchestration
+async def local_where(ctx: OrchestrationContext, marked: bool) -> list[int]:
+    first = await ctx.call_local_activity(on_loop if marked else in_pool, 1)
+    second = await ctx.call_local_activity(on_loop if marked else in_pool, 2)
+    return [first, second]
+
+
 OPTIONS = WorkerOptions(
     lock_timeout=2.0,
     renewal_interval=0.5,
@@ -103,3 +110,20 @@ async def test_inline_job_runs_on_the_event_loop_from_its_first_run(store: Redis
         worker.stop()
     assert first_marked == loop_thread
     assert first_unmarked != loop_thread
+
+
+async def test_local_activities_leave_the_event_loop_unless_marked(store: RedisStore) -> None:
+    """A small turn is computed on the event loop; one that runs an unmarked local activity
+    is computed in a thread instead (the loop never waits on it); a marked one stays inline."""
+    loop_thread = _thread()
+    worker = Worker(app, store, OPTIONS)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(worker.run)
+        client = Client(store, app)
+        unmarked = await client.start(local_where, False)
+        marked = await client.start(local_where, True)
+        unmarked_threads = await client.wait_for_completion(unmarked, timeout=20)
+        marked_threads = await client.wait_for_completion(marked, timeout=20)
+        worker.stop()
+    assert loop_thread not in unmarked_threads
+    assert marked_threads == [loop_thread, loop_thread]
