@@ -85,3 +85,17 @@ async def session_turns(ctx: OrchestrationContext, turns: int) -> list[int]:
     pids = [await ctx.call_activity(whereami, i, session=sid) for i in range(turns)]
     await ctx.close_session(sid)
     return pids
+
+
+@app.orchestration
+async def mixed(ctx: OrchestrationContext, n: int) -> int:
+    """The soak's workflow (benchmarks/soak.py): an activity, a 1 s durable timer, ``n``
+    activities on a session (then closed), a fan-out of ``n``."""
+    await ctx.call_activity(noop, 0)
+    await ctx.sleep(1.0)
+    sid = await ctx.open_session()
+    for i in range(n):
+        await ctx.call_activity(noop, i, session=sid)
+    await ctx.close_session(sid)
+    results = await ctx.when_all([ctx.call_activity(noop, i) for i in range(n)])
+    return len(results)

@@ -19,6 +19,8 @@
     │   ├── InstanceTerminalError          cancel or event for an instance that has ended
     │   ├── NamespaceMissingError          the namespace's data vanished from Redis
     │   ├── StoreUnavailableError          Redis unreachable past the retry window
+    │   ├── StoreFullError                 Redis out of memory (maxmemory, noeviction): a
+    │   │                                  write refused, nothing of the call written
     │   ├── ReplicationTimeoutError        durability="replicated": a write reached no replica
     │   │                                  in time (it is stored on the primary)
     │   ├── FunctionsMissingError          scripts="functions" but the function library is
@@ -91,6 +93,7 @@ __all__ = [
     "ReplicationTimeoutError",
     "ScheduleNotFoundError",
     "StoreError",
+    "StoreFullError",
     "StoreUnavailableError",
     "TaskFailedError",
     "TurnCrashedWorkerError",
@@ -195,6 +198,16 @@ class StoreUnavailableError(StoreError, ConnectionError):
     """Redis could not be reached: refused, timed out, or down longer than the retry window.
 
     Nothing is known to have changed; every operation is safe to retry.
+    """
+
+
+class StoreFullError(StoreError):
+    """Redis refused a write because its memory is full (``used_memory`` over ``maxmemory``
+    under the ``noeviction`` policy: Redis's ``OOM`` reply).
+
+    Redis refuses a script at its first write, so the refused call wrote nothing; reads keep
+    working. Free memory (retention, ``durable-redis`` prune commands) or raise ``maxmemory``,
+    then retry: the call is safe to repeat.
     """
 
 

@@ -43,7 +43,8 @@ RETURNS
   {0, token, lease_until_ms, {instance field, value, ...}, {mid, data, attempt, ...}, read,
    {event, ...}} acked, and the instance locked for the caller (as lock_messages returns it)
 STATUS
-  0 OK, 1 LEASE_LOST (stale token, expired lease, or item cancelled), 2 NAMESPACE_MISSING
+  0 OK, 1 LEASE_LOST (stale token, expired lease, or item cancelled or purged),
+  2 NAMESPACE_MISSING
 ]]
 -- @include common
 if not epoch_ok(KEYS[1], ARGV[1]) then return {2} end
@@ -53,6 +54,7 @@ local items = KEYS[3]
 local live = redis.call('HGET', items, id .. '|t') == ARGV[3]
   and tonumber(redis.call('ZSCORE', KEYS[4], id) or '0') > now
   and redis.call('HGET', items, id .. '|i') == iid
+  and not (purging(KEYS[8]) and item_dead(items, KEYS[8], id))
 if not live then
   if redis.call('HEXISTS', KEYS[13], mid .. '|d') == 1
      or redis.call('SISMEMBER', KEYS[11], mid) == 1 then

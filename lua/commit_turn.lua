@@ -90,11 +90,14 @@ ARGV
         n_replies, (update id, reply) each; replies_ttl_ms;
         n_stream, items...; stream_maxlen; stream_ttl_ms
 RETURNS
-  {0, due, lease_until_ms, {item_id, token, iid, activity_key, session_id, data, attempt, ...}}
+  {0, due, lease_until_ms, {item_id, token, iid, activity_key, session_id, data, attempt, ...},
+   purge_pending}
     committed; due = 1 if an instance of the partition is claimable now (a visible message or
     an expired lock), else 0: a hint that lets the committing worker block on the marker at
     once instead of running a claim that finds nothing; then the work items taken (leased to
-    take_worker until lease_until_ms; none without a take_worker)
+    take_worker until lease_until_ms; none without a take_worker); purge_pending = 1 if a
+    terminal status left more than PURGE_BATCH work items under a tombstone (the caller runs
+    purge_work until it is done)
   {0, 1, lease_until_ms, {item, ...}} this exact commit already ran (same token): nothing
     written; the items the first run took for take_worker (same nonce) are returned again
 STATUS
@@ -284,9 +287,10 @@ else
 end
 -- 4. sessions closed (purged), then opened --------------------------------------------------
 -- a purged session frees a slot of its owner: wake it (a worker at its limit re-checks then)
-local function purge(sid)
+local function purge(sid, records_only)
   local owner = redis.call('HGET', K_sess, iid .. '\n' .. sid .. '|o')
-  purge_session(items, ready, sready, delayed, leases, K_witems, K_sess, K_sset, iid, sid)
+  purge_session(items, ready, sready, delayed, leases, K_witems, K_sess, K_sset, iid, sid,
+                records_only)
   if owner and owner ~= '' then
     if wake[owner] then
       wake_now(wake[owner])
@@ -296,7 +300,9 @@ local function purge(sid)
     end
   end
 end
-for _, sid in ipairs(closes) do purge(sid) end
+-- a terminal status with more than PURGE_BATCH work items purges under a tombstone (step 6)
+local big_purge = terminal and redis.call('SCARD', K_witems) > PURGE_BATCH
+for _, sid in ipairs(closes) do purge(sid, big_purge) end
 for _, sid in ipairs(opens) do
   local sk = iid .. '\n' .. sid
   if redis.call('HEXISTS', K_sess, sk .. '|o') == 0 then
@@ -376,13 +382,25 @@ for _, id in ipairs(cancels) do
   delete_item(items, ready, sready, delayed, leases, K_witems, id)
 end
 -- 6. a terminal status purges every session of the instance --------------------------------
+-- (more than PURGE_BATCH work items: a tombstone now, purge_work deletes them in batches)
+local purge_pending = 0
 if terminal then
   local sids = redis.call('SMEMBERS', K_sset)
-  for _, id in ipairs(redis.call('SMEMBERS', K_witems)) do
-    local sid = redis.call('HGET', items, id .. '|s')
-    if sid and sid ~= '' then sids[#sids + 1] = sid end
+  if big_purge then
+    set_tombstone(K_sess, iid, redis.call('INCR', K_seq))
+    purge_pending = 1
+  else
+    for _, id in ipairs(redis.call('SMEMBERS', K_witems)) do
+      local sid = redis.call('HGET', items, id .. '|s')
+      if sid and sid ~= '' then sids[#sids + 1] = sid end
+    end
   end
-  for _, sid in ipairs(sids) do purge(sid) end
+  for _, sid in ipairs(sids) do purge(sid, purge_pending == 1) end
+  if purge_pending == 0 then  -- the cancelled work a caller left out of a big terminal turn
+    for _, id in ipairs(redis.call('SMEMBERS', K_witems)) do
+      delete_item(items, ready, sready, delayed, leases, K_witems, id)
+    end
+  end
 end
 -- 7. messages (timers are messages to this instance with a visible time) -------------------
 for _, m in ipairs(msgs) do
@@ -445,4 +463,4 @@ if #redis.call('ZRANGEBYSCORE', K_oq_ready, '-inf', fmt(now), 'LIMIT', 0, 1) > 0
     or #redis.call('ZRANGEBYSCORE', K_oq_locks, '-inf', fmt(now), 'LIMIT', 0, 1) > 0 then
   due = 1
 end
-return {0, due, take_until, taken}
+return {0, due, take_until, taken, purge_pending}

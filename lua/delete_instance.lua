@@ -70,6 +70,7 @@ for _, id in ipairs(redis.call('SMEMBERS', KEYS[23])) do
   if sid and sid ~= '' then sids[#sids + 1] = sid end
   delete_item(items, KEYS[14], KEYS[15], KEYS[16], KEYS[17], KEYS[23], id)
 end
+clear_tombstone(KEYS[18], iid)
 for _, sid in ipairs(sids) do
   local sk = iid .. '\n' .. sid
   redis.call('HDEL', KEYS[18], sk .. '|o', sk .. '|u', sk .. '|l')

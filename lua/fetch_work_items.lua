@@ -3,8 +3,9 @@ fetch_work_items: lease up to `limit` activity work items of the queues served (
 that order; a paused queue is skipped), by score (priority, then FIFO) among the items of each
 queue this worker may take. Promotes due delayed items and reclaims expired leases first (at
 most 100 each, of any queue; each goes back to its own queue, whose marker is woken).
-Plain mode (session_lock_ms "") takes non-session work only. Session mode also takes the work
-of sessions this worker owns (refreshing their lease) and, if claim_new is "1", the work of
+Work items dead under their instance's purge tombstone (common.lua, "Bounded purge") are
+dropped, never leased. Plain mode (session_lock_ms "") takes non-session work only. Session mode
+also takes the work of sessions this worker owns (refreshing their lease) and, if claim_new is "1", the work of
 unowned or expired sessions, which it claims. Work of a session another live worker owns is
 skipped and never blocks the items behind it (within a window of `window` session items).
 A worker at its session limit (claim_new "0") names its sessions in ARGV[11...]: each one
@@ -140,6 +141,18 @@ local function may_take_session(id)
   end
   return d
 end
+-- work of an instance purged under a tombstone is dropped, never leased; at PURGE_DROPS dropped
+-- the call ends (no wake-up for more: purge_work deletes the rest)
+local check_dead = purging(KEYS[10])
+local dropped = 0
+local function dead(id)
+  if check_dead and item_dead(items, KEYS[10], id) then
+    drop_item(items, KEYS[4], KEYS[5], delayed, leases, id)
+    dropped = dropped + 1
+    return true
+  end
+  return false
+end
 -- each queue in turn: candidates by score (priority, then FIFO), plain and session merged ----
 for _, q in ipairs(served) do
   if taken >= limit then break end
@@ -150,7 +163,7 @@ for _, q in ipairs(served) do
     sess_c = redis.call('ZRANGE', sready, 0, tonumber(ARGV[8]) - 1, 'WITHSCORES')
   end
   local i, j = 1, 1
-  while taken < limit and (i <= #plain or j <= #sess_c) do
+  while taken < limit and (i <= #plain or j <= #sess_c) and dropped < PURGE_DROPS do
     local use_plain
     if i > #plain then
       use_plain = false
@@ -160,10 +173,10 @@ for _, q in ipairs(served) do
       use_plain = tonumber(plain[i + 1]) <= tonumber(sess_c[j + 1])
     end
     if use_plain then
-      lease(plain[i], ready)
+      if not dead(plain[i]) then lease(plain[i], ready) end
       i = i + 2
     else
-      if may_take_session(sess_c[j]) then lease(sess_c[j], sready) end
+      if not dead(sess_c[j]) and may_take_session(sess_c[j]) then lease(sess_c[j], sready) end
       j = j + 2
     end
   end

@@ -24,10 +24,12 @@ local now = server_now()
 local items = KEYS[2]
 local deadline = now + tonumber(ARGV[2])
 local lost = {}
+local check_dead = purging(KEYS[4])
 for k = 4, #ARGV, 2 do
   local id, token = ARGV[k], ARGV[k + 1]
   if redis.call('HGET', items, id .. '|t') == token
-     and tonumber(redis.call('ZSCORE', KEYS[3], id) or '0') > now then
+     and tonumber(redis.call('ZSCORE', KEYS[3], id) or '0') > now
+     and not (check_dead and item_dead(items, KEYS[4], id)) then
     redis.call('ZADD', KEYS[3], fmt(deadline), id)
     local f = redis.call('HMGET', items, id .. '|i', id .. '|s', id .. '|w')
     if f[2] and f[2] ~= '' then

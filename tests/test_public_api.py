@@ -15,7 +15,7 @@ EXPECTED = {
     "NondeterminismError", "NotRegisteredError", "OrchestrationCancelledError",
     "OrchestrationContext", "OrchestrationError", "OrchestrationFailedError",
     "PayloadTooLargeError", "RedisServer", "RedisStore", "RegistrationError", "RetryPolicy",
-    "StoreError", "StoreUnavailableError", "TaskFailedError", "ValidationError",
+    "StoreError", "StoreFullError", "StoreUnavailableError", "TaskFailedError", "ValidationError",
     "WaitTimeoutError", "Worker", "WorkerOptions", "__version__", "run_worker",
     "HistoryLimitExceededError", "StreamItem", "UpdateFailedError", "UpdateRejectedError",
     # jobs

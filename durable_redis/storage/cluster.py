@@ -3,10 +3,12 @@
 Client: ``redis+cluster://host:port`` (or ``rediss+cluster://``) builds a
 ``redis.asyncio.cluster.RedisCluster`` that follows MOVED/ASK (redis-py) and, on top, retries a
 command through a failover (``ClusterDownError``, connection errors, ``TRYAGAIN``, ``READONLY``,
-``LOADING``, ``MASTERDOWN``) with a capped back-off for up to ``failover_timeout_s``. Re-sending is
-safe because every mutating script is idempotent (docs/storage.md). Scripts are loaded per node:
-``EVALSHA`` goes to the slot's primary, ``NOSCRIPT`` (a promoted replica has an empty script
-cache) makes redis-py ``SCRIPT LOAD`` on every primary and retry.
+``LOADING``, ``MASTERDOWN``) and through a slot migration (redis-py's redirect budget running out
+on ``TRYAGAIN``: ``ClusterError("TTL exhausted")``) with a capped back-off for up to
+``failover_timeout_s``. Re-sending is safe because every mutating script is idempotent
+(docs/storage.md). Scripts are loaded per node: ``EVALSHA`` goes to the slot's primary,
+``NOSCRIPT`` (a promoted replica has an empty script cache) makes redis-py ``SCRIPT LOAD`` on
+every primary and retry.
 
 Doorbell: a ``BZPOPMIN`` on several partition markers is CROSSSLOT on a cluster, and one blocked
 connection per partition marker per process does not scale. In cluster mode every script that
@@ -33,6 +35,7 @@ from redis.asyncio.client import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import (
     ClusterDownError,
+    ClusterError,
     MasterDownError,
     ResponseError,
     SlotNotCoveredError,
@@ -71,6 +74,12 @@ class FailoverRetryingCluster(RedisCluster):
                 return await super().execute_command(*args, **kwargs)
             except _RETRYABLE as exc:
                 error: Exception = exc
+            except ClusterError as exc:
+                # redis-py's redirect budget (16 ASK/MOVED/TRYAGAIN, ~0.4 s) runs out while a
+                # slot is half migrated: a multi-key script gets TRYAGAIN until it has moved
+                if "TTL exhausted" not in str(exc):
+                    raise
+                error = exc
             except ResponseError as exc:
                 if not str(exc).startswith(_RETRYABLE_REPLIES):
                     raise
@@ -91,6 +100,9 @@ def cluster_client_from_url(
     parts = urlsplit(url)
     scheme = parts.scheme.replace("+cluster", "")
     plain = urlunsplit((scheme, parts.netloc, parts.path, parts.query, parts.fragment))
+    # redis-py closes the whole client every 5th MOVED by default (reinitialize_steps), under
+    # the feet of the other tasks sharing it ("handler is closed"): follow the MOVED only
+    kwargs.setdefault("reinitialize_steps", 0)
     client = cast(FailoverRetryingCluster, FailoverRetryingCluster.from_url(plain, **kwargs))
     client.failover_timeout_s = failover_timeout_s
     return client

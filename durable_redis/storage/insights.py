@@ -169,7 +169,8 @@ async def open_sessions(store: RedisStoreBase, *, limit: int = 500) -> list[Sess
             for k, v in chunk.items():
                 key, _, part = _s(k).rpartition("|")
                 iid, _, sid = key.partition("\n")
-                found.setdefault((iid, sid), {})[part] = v
+                if iid and sid:  # not a purge tombstone (activities.purge_work)
+                    found.setdefault((iid, sid), {})[part] = v
             if cursor == 0 or len(found) >= limit:
                 break
     views = [

@@ -10,7 +10,7 @@ from durable_redis.errors import (
     ValidationError,
 )
 from durable_redis.storage._replies import _info, _opt, _s, _split_cursor
-from durable_redis.storage.activities import routed_ready_counts
+from durable_redis.storage.activities import purge_tombstoned, routed_ready_counts
 from durable_redis.storage.base import InstanceInfo, InstancePage, InstanceStatus, QueueDepths
 from durable_redis.storage.keys import STATUS_ORDER, PartitionKeys, validate_id
 from durable_redis.storage.redis_base import RedisStoreBase
@@ -239,6 +239,8 @@ class ManagementMixin(RedisStoreBase):
         epoch = await self._ready()
         pk = self._pk(instance_id)
         ik = pk.instance(instance_id)
+        if await self._r.hexists(pk.sess, f"{instance_id}\n|p"):  # a big purge left over
+            await purge_tombstoned(self, instance_id)
         for _ in range(10):
             current, parent = await self._r.hmget(ik.record, ["exec", "parent"])
             execution = int(current or 0)

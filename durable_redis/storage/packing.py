@@ -35,10 +35,15 @@ from durable_redis.storage.keys import (
     validate_id,
 )
 
+# A terminal instance with more work items than this is purged in batches (lua/purge_work.lua);
+# the Lua side's PURGE_BATCH (lua/includes/common.lua) is the same number.
+PURGE_BATCH = 1000
+
 __all__ = [
     "COMMIT_TURN_ARGV",
     "COMMIT_TURN_KEYS",
     "GROUP_KEYS",
+    "PURGE_BATCH",
     "REPLY_TTL_MS",
     "STREAM_MAXLEN",
     "STREAM_TTL_MS",
@@ -287,8 +292,13 @@ def pack_commit(
             work_route_arg(w.visible_at_ms, w.queue, w.priority),
             w.data,
         ]
-    args.append(len(commit.cancelled_work))
-    args += [item_id(iid, k) for k in commit.cancelled_work]
+    # a terminal commit deletes every work item of the instance itself (over PURGE_BATCH: under
+    # a tombstone, then purge_work): a long list of cancelled work is left out
+    cancelled = commit.cancelled_work
+    if len(cancelled) > PURGE_BATCH and InstanceStatus(commit.status).is_terminal:
+        cancelled = ()
+    args.append(len(cancelled))
+    args += [item_id(iid, k) for k in cancelled]
     for sessions in (commit.sessions_opened, commit.sessions_closed):
         for sid in sessions:
             validate_id("session id", sid)

@@ -26,9 +26,15 @@ from redis.backoff import EqualJitterBackoff
 from redis.exceptions import AuthenticationError as RedisAuthenticationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoPermissionError as RedisNoPermissionError
+from redis.exceptions import OutOfMemoryError as RedisOutOfMemoryError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from durable_redis.errors import ConfigurationError, InstanceExistsError, StoreUnavailableError
+from durable_redis.errors import (
+    ConfigurationError,
+    InstanceExistsError,
+    StoreFullError,
+    StoreUnavailableError,
+)
 from durable_redis.storage._replies import _opt, _s, _work_leases
 from durable_redis.storage._url import _pop_partitions, _pop_store_params
 from durable_redis.storage.activities import ActivityQueueMixin
@@ -343,6 +349,11 @@ class RedisStore(
         taken = _work_leases(reply[3], int(reply[2])) if len(reply) > 3 else []
         if taken:
             self.calls["commit_turn:taken"] += len(taken)
+        if len(reply) > 4 and int(reply[4]) == 1:
+            try:
+                await self.purge_work(iid)
+            except Exception:  # committed: the tombstone holds; fetches drop what is left
+                log.warning("purge of %s's work items failed", iid, exc_info=True)
         if outbox:
             try:
                 await self.deliver_outbox(pk.index)
@@ -396,7 +407,8 @@ def _unavailable_as_store_error(
     fn: Callable[..., Awaitable[Any]],
 ) -> Callable[..., Awaitable[Any]]:
     """Connection failures that outlast the client's retries become StoreUnavailableError;
-    refused credentials or ACL permissions become ConfigurationError."""
+    refused credentials or ACL permissions become ConfigurationError; Redis's OOM reply
+    (maxmemory reached, noeviction) becomes StoreFullError."""
 
     @functools.wraps(fn)
     async def call(*args: Any, **kwargs: Any) -> Any:
@@ -408,6 +420,11 @@ def _unavailable_as_store_error(
             ) from exc
         except (RedisConnectionError, RedisTimeoutError) as exc:
             raise StoreUnavailableError(f"Redis is unavailable ({fn.__name__}): {exc}") from exc
+        except RedisOutOfMemoryError as exc:
+            raise StoreFullError(
+                f"Redis is out of memory ({fn.__name__}; maxmemory reached, policy noeviction): "
+                f"{exc}"
+            ) from exc
 
     return call
 

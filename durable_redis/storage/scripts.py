@@ -90,6 +90,7 @@ SCRIPTS: dict[str, ScriptSpec] = {
         ScriptSpec("release_sessions", keys=4, argv=3, variadic_argv=True),
         ScriptSpec("queue_status", keys=6, argv=3),
         ScriptSpec("delete_instance", keys=26, argv=6, variadic_keys=True),
+        ScriptSpec("purge_work", keys=8, argv=3),
         ScriptSpec("outbox_apply", keys=8, argv=3, variadic_keys=True, variadic_argv=True),
         ScriptSpec("outbox_ack", keys=3, argv=1, variadic_argv=True),
         ScriptSpec("enqueue_jobs", keys=7, argv=10, variadic_argv=True),

@@ -174,16 +174,64 @@ local function wq_qkeys(items, q)
   return p .. 'ready', p .. 'sready', p .. 'marker', p .. 'smarker'
 end
 
-local function delete_item(items, ready, sready, delayed, leases, witems, id)
+-- drop_item leaves the id in the instance's SET of work item ids (witems; a caller that does
+-- not declare that key: purge_work removes such ids later).
+local function drop_item(items, ready, sready, delayed, leases, id)
   local q = redis.call('HGET', items, id .. '|q')
   if q then ready, sready = wq_qkeys(items, q) end
   redis.call('ZREM', ready, id)
   redis.call('ZREM', sready, id)
   redis.call('ZREM', delayed, id)
   redis.call('ZREM', leases, id)
-  redis.call('SREM', witems, id)
   redis.call('HDEL', items, id .. '|d', id .. '|i', id .. '|k', id .. '|s', id .. '|a',
              id .. '|n', id .. '|t', id .. '|w', id .. '|q')
+end
+
+local function delete_item(items, ready, sready, delayed, leases, witems, id)
+  drop_item(items, ready, sready, delayed, leases, id)
+  redis.call('SREM', witems, id)
+end
+
+-- Bounded purge (docs/storage.md "Big purge"): a terminal instance with more than PURGE_BATCH
+-- work items is not purged in its commit. The commit leaves a tombstone in the session HASH,
+-- field "<iid>\n|p" = the partition seq at the purge (no session id is empty, so no session
+-- field is spelled so): every item of the instance created before (seq in |n) is dead.
+-- Fetches drop dead items they meet, acks and renewals of them are refused (LEASE_LOST), and
+-- purge_work deletes them PURGE_BATCH at a time ("<iid>\n|c" its SSCAN cursor). Field "\n|n"
+-- counts the tombstones, so a fetch checks items only while there is one.
+local PURGE_BATCH = 1000
+local PURGE_DROPS = 50  -- dead items one fetch deletes at most (then it returns)
+
+local function set_tombstone(sess, iid, seq)
+  if redis.call('HSET', sess, iid .. '\n|p', fmt(seq)) == 1 then
+    redis.call('HINCRBY', sess, '\n|n', 1)
+  end
+  redis.call('HDEL', sess, iid .. '\n|c')
+end
+
+local function clear_tombstone(sess, iid)
+  redis.call('HDEL', sess, iid .. '\n|c')
+  if redis.call('HDEL', sess, iid .. '\n|p') == 1
+     and redis.call('HINCRBY', sess, '\n|n', -1) <= 0 then
+    redis.call('HDEL', sess, '\n|n')
+  end
+end
+
+local function purging(sess)
+  return redis.call('HEXISTS', sess, '\n|n') == 1
+end
+
+-- A work item's creation seq: its "|n" is the seq minus priority * 2^36 (commit_turn).
+local function item_seq(n)
+  return tonumber(n or '0') % 68719476736
+end
+
+-- Is work item `id` dead under its instance's tombstone? (false for an item that is gone)
+local function item_dead(items, sess, id)
+  local f = redis.call('HMGET', items, id .. '|i', id .. '|n')
+  if not f[1] then return false end
+  local tomb = redis.call('HGET', sess, f[1] .. '\n|p')
+  return tomb ~= false and item_seq(f[2]) < tonumber(tomb)
 end
 
 -- Put an (unleased) item in the queue it belongs to: delayed if not yet visible, else the
@@ -216,9 +264,11 @@ end
 
 -- Purge one session of an instance: delete its queued and in-flight work items (in-flight
 -- leases are thereby stolen) and remove the session record. Returns items deleted.
-local function purge_session(items, ready, sready, delayed, leases, witems, sess, sset, iid, sid)
+-- records_only: remove the record only (the instance's tombstone covers its items).
+local function purge_session(items, ready, sready, delayed, leases, witems, sess, sset, iid, sid,
+                             records_only)
   local deleted = 0
-  local ids = redis.call('SMEMBERS', witems)
+  local ids = records_only and {} or redis.call('SMEMBERS', witems)
   for _, id in ipairs(ids) do
     if redis.call('HGET', items, id .. '|s') == sid then
       delete_item(items, ready, sready, delayed, leases, witems, id)

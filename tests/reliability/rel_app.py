@@ -11,12 +11,14 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from durable_redis.core import ActivityContext, App, OrchestrationContext
 
-app = App("rel")
+# room for the big-purge test: one execution fans out 50,000 activities (test_big_purge.py)
+app = App("rel", max_history_events=120_000)
 
 EXECUTIONS = "executions.log"
 
@@ -154,3 +156,69 @@ def record_tick(ctx: ActivityContext, args: dict[str, Any]) -> None:
 async def collect_events(ctx: OrchestrationContext, n: int) -> list[Any]:
     """Waits for ``n`` events called ``e`` and returns their payloads in the order applied."""
     return [await ctx.wait_for_event("e") for _ in range(int(n))]
+
+
+SESSION_STEPS = "session_steps.log"
+
+
+@app.activity
+def session_step(ctx: ActivityContext, args: dict[str, Any]) -> int:
+    """One step of a session: ``S|E <session> <instance> <activity id> <pid> <time_ns>`` lines in
+    ``<dir>/session_steps.log`` at its start and end (wall clock ns: comparable across the
+    processes of one machine), so a test can check no two processes overlap on one session."""
+    path = Path(args["dir"]) / SESSION_STEPS
+    tag = f"{args['session']} {ctx.instance_id} {ctx.activity_id} {os.getpid()}"
+    append_line(path, f"S {tag} {time.time_ns()}\n")
+    time.sleep(float(args.get("sleep", 0)))
+    append_line(path, f"E {tag} {time.time_ns()}\n")
+    value: int = args["i"]
+    return value
+
+
+@app.orchestration
+async def session_run(ctx: OrchestrationContext, args: dict[str, Any]) -> int:
+    """``n`` ``session_step`` activities one after another on one session (then closed)."""
+    s = await ctx.open_session_with_id(args["session"])
+    total = 0
+    for i in range(int(args["n"])):
+        step = {"dir": args["dir"], "session": s, "i": i, "sleep": args.get("sleep", 0)}
+        total += await ctx.call_activity(session_step, step, session=s)
+    await ctx.close_session(s)
+    return total
+
+
+@app.orchestration
+async def big_session(ctx: OrchestrationContext, args: dict[str, Any]) -> int:
+    """``n`` ``session_step`` activities at once on one session (a queue to purge)."""
+    s = await ctx.open_session_with_id(args["session"])
+    step = {"dir": args["dir"], "session": s, "sleep": args.get("sleep", 0)}
+    calls = [ctx.call_activity(session_step, {**step, "i": i}, session=s) for i in range(args["n"])]
+    return sum(await asyncio.gather(*calls))
+
+
+SKEW_ENV = "DURABLE_REDIS_TEST_CLOCK_SKEW_S"
+
+
+@app.activity
+def stamp(ctx: ActivityContext, args: dict[str, Any]) -> None:
+    """``<instance> <pid> <due ms> <true now ms> <own clock ms>`` to ``<dir>/stamps.log``: the true
+    time corrects this process's skew (set by the clock-skew test's hook)."""
+    own = time.time()
+    true_now = own - float(os.environ.get(SKEW_ENV) or 0)
+    append_line(
+        Path(args["dir"]) / "stamps.log",
+        f"{ctx.instance_id} {os.getpid()} {args['due']} {true_now * 1000:.0f} {own * 1000:.0f}\n",
+    )
+
+
+@app.orchestration
+async def skew_run(ctx: OrchestrationContext, args: dict[str, Any]) -> int:
+    """Two long activities around a timer, then a stamp of when the timer let it go on."""
+    work = {"dir": args["dir"], "sleep": args["sleep"]}
+    first = await ctx.call_activity(record, {**work, "i": 1})
+    fire_at = ctx.now() + timedelta(milliseconds=int(args["timer_ms"]))
+    await ctx.create_timer(fire_at)
+    due = int(fire_at.timestamp() * 1000)
+    await ctx.call_activity(stamp, {"dir": args["dir"], "due": due})
+    second = await ctx.call_activity(record, {**work, "i": 2})
+    return first + second

@@ -129,6 +129,7 @@ async def exercise_every_script(store: RedisStore) -> None:
     await store.request_fail_held("a")
     lease = await fetch(store)
     await store.commit_turn(lease, turn(lease, status=InstanceStatus.COMPLETED))
+    await store.purge_work("a")
     await store.delete_instance("a")
     await exercise_outbox(store)
     await exercise_jobs(store)
@@ -289,6 +290,8 @@ async def test_every_mutating_script_is_safe_to_run_twice(store: RedisStore) -> 
     await rerun_last(store, "ack_work_item")
     await store.release_sessions("A", [SessionRef("a", "s")])
     await rerun_last(store, "release_sessions")
+    await store.purge_work("a")
+    await rerun_last(store, "purge_work")
     await store.delete_instance("a", force=True)
     await rerun_last(store, "delete_instance")
     if store.partitions > 1:
