@@ -49,12 +49,22 @@ REDIS_PID: int | None = None
 
 
 def proc_cpu_s(pid: int) -> float:
-    """CPU seconds of one process: /proc/<pid>/schedstat (ns, every thread), else /proc stat
-    (user+sys and reaped children, in clock ticks: 10 ms steps)."""
+    """CPU seconds of one process: the sum of /proc/<pid>/task/*/schedstat (ns; every live
+    thread: /proc/<pid>/schedstat alone is the main thread's, which left out sync activities
+    and big turns run in worker threads), else /proc stat (user+sys and reaped children, in
+    clock ticks: 10 ms steps). A thread that exited during a run is not counted (anyio's
+    worker threads stay 10 s idle first)."""
     try:
-        with open(f"/proc/{pid}/schedstat") as f:
-            return int(f.read().split()[0]) / 1e9
-    except (OSError, ValueError, IndexError):
+        total = 0
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            try:
+                with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                    total += int(f.read().split()[0])
+            except (OSError, ValueError, IndexError):
+                continue  # the thread ended meanwhile
+        if total:
+            return total / 1e9
+    except OSError:
         pass
     try:
         with open(f"/proc/{pid}/stat") as f:
