@@ -19,9 +19,9 @@ from typing import Any
 
 import redis
 
+from durable_redis.devtools.server import RedisServer
 from durable_redis.storage.keys import PartitionKeys, meta_key
 from durable_redis.storage.scripts import load_script_source
-from durable_redis.storage.server import RedisServer
 
 NS = "clock-cost"
 

@@ -26,8 +26,6 @@ import argparse
 import asyncio
 import json
 import os
-import signal
-import subprocess
 import sys
 import time
 import uuid
@@ -39,9 +37,9 @@ if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
 from durable_redis import Client, RedisStore  # noqa: E402
-from durable_redis.runtime.process import worker_command  # noqa: E402
+from durable_redis.devtools import WorkerProcesses  # noqa: E402
+from durable_redis.devtools.cluster_server import LocalCluster  # noqa: E402
 from durable_redis.storage.base import InstanceStatus  # noqa: E402
-from durable_redis.storage.cluster_server import LocalCluster  # noqa: E402
 
 LOG_DIR = Path(os.environ.get("BENCH_LOG_DIR", "/tmp/durable_redis_bench/logs"))
 
@@ -63,18 +61,18 @@ async def many_orch_on(
     ns = f"c{uuid.uuid4().hex[:10]}"
     store = RedisStore.from_url(cluster.url, namespace=ns, partitions=partitions)
     await store.initialize()
-    LOG_DIR.mkdir(parents=True, exist_ok=True)
-    procs: list[subprocess.Popen[bytes]] = []
-    logs = []
-    for i in range(processes):
-        log = open(LOG_DIR / f"cluster-{ns}-{i}.log", "wb")  # noqa: SIM115
-        logs.append(log)
-        cmd = worker_command("bench_app:app", cluster.url, None, namespace=ns, log_level="WARNING")
-        procs.append(
-            subprocess.Popen(
-                cmd, cwd=HERE, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        )
+    workers = WorkerProcesses(
+        "bench_app:app",
+        cluster.url,
+        namespace=ns,
+        log_level="WARNING",
+        log_dir=LOG_DIR,
+        log_prefix=f"cluster-{ns}",
+        cwd=HERE,
+        new_session=True,
+    )
+    workers.start(processes)
+    procs = workers.workers
     client = Client(store, bench_app.app)
     try:
 
@@ -87,7 +85,7 @@ async def many_orch_on(
             while await terminal() < target:
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"{await terminal()}/{target} terminal")
-                if any(p.poll() is not None for p in procs):
+                if not all(p.alive() for p in procs):
                     raise RuntimeError(f"a worker exited; see {LOG_DIR}")
                 await asyncio.sleep(0.02)
 
@@ -118,17 +116,7 @@ async def many_orch_on(
             "redis_cores": round(redis_cpu / secs, 2),
         }
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(15)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(5)
-        for log in logs:
-            log.close()
+        workers.stop(grace=15.0)
         await store.close()
 
 

@@ -30,7 +30,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from durable_redis import core  # noqa: E402
-from durable_redis.storage import InstanceCreate, RedisServer, RedisStore  # noqa: E402
+from durable_redis.devtools import RedisServer  # noqa: E402
+from durable_redis.storage import InstanceCreate, RedisStore  # noqa: E402
 
 NAMESPACE = "bench-dashboard"
 

@@ -22,10 +22,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import redis
 
+from durable_redis.devtools import RedisServer
 from durable_redis.storage import (
     InstanceCreate,
     InstanceStatus,
-    RedisServer,
     RedisStore,
     TurnCommit,
 )

@@ -29,7 +29,8 @@ from typing import Any
 from workloads import Meter, Run, _jobs_done
 
 from durable_redis import Limit, WorkerOptions
-from durable_redis.storage import RedisServer, RedisStore
+from durable_redis.devtools import RedisServer
+from durable_redis.storage import RedisStore
 from durable_redis.storage.job_types import JobAck, JobOutcome, NewJob
 
 

@@ -34,17 +34,11 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
 
 import workloads as W  # noqa: E402
+from peers import DURABLE_PEERS, QUEUE_PEERS  # noqa: E402
 
-from durable_redis import RedisServer  # noqa: E402
+from durable_redis.devtools import RedisServer  # noqa: E402
 
-QUEUE_PEERS = ["ardiq", "dramatiq", "taskiq", "saq", "bullmq", "arq", "streaq", "celery", "rq"]
 DUROXIDE_WORKLOADS = ["hello", "chain100", "fanout1000", "many_orch", "timer"]
-# durable-execution peers on DUROXIDE_WORKLOADS: script in --peers-dir, provider, config
-DURABLE_PEERS = {
-    "duroxide": ("duroxide_bench.py", "file", "default"),
-    "redflow": ("redflow_bench.py", "redis", "default"),
-    "dbos": ("dbos_bench.py", "file", "default"),
-}
 
 
 # -- progress ------------------------------------------------------------------------------------

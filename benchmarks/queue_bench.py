@@ -14,7 +14,8 @@ import uuid
 
 import anyio
 
-from durable_redis.storage import RedisServer, RedisStore
+from durable_redis.devtools import RedisServer
+from durable_redis.storage import RedisStore
 from durable_redis.storage.job_types import JobAck, JobOutcome, NewJob
 
 

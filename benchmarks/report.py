@@ -8,6 +8,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from peers import DURABLE_PEERS, QUEUE_PEERS
+
 LABELS = {
     "hello": "hello latency p50, ms",
     "hello_p99": "hello latency p99, ms (duroxide: max of 20)",
@@ -245,14 +247,10 @@ def render(
 
 
 def _durable_order() -> list[str]:
-    from harness import DURABLE_PEERS
-
     return list(DURABLE_PEERS)
 
 
 def _queue_order(res: Any) -> list[str]:
-    from harness import QUEUE_PEERS
-
     return QUEUE_PEERS
 
 

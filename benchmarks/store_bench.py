@@ -20,11 +20,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from durable_redis.devtools import RedisServer
 from durable_redis.storage import (
     InstanceCreate,
     InstanceStatus,
     NewWorkItem,
-    RedisServer,
     RedisStore,
     TurnCommit,
 )

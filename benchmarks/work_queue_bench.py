@@ -3,7 +3,9 @@ N/100 instances (100 items each), then fetched in batches of 128 (the fetch scri
 timed; one ack per batch, untimed: acks do not read the queue), on a private Redis flushed
 between runs. Cases: "default"; "gpu" fetched by a worker serving ("gpu",); "gpu" by one
 serving ("a", "b", "gpu") (two empty queues checked on every fetch); "default" with a priority
-on every item. ``-r`` runs the cases in reverse order.
+on every item; "default" with a flow key on every item (docs/routing.md: 100 keys with a
+concurrency limit of 1,000 each, never reached; or a key per item, no limit). ``-r`` runs the
+cases in reverse order.
 
     .venv/bin/python benchmarks/work_queue_bench.py [N] [-r]
 
@@ -19,19 +21,22 @@ import uuid
 
 import anyio
 
+from durable_redis.devtools import RedisServer
 from durable_redis.storage import (
     InstanceCreate,
     InstanceStatus,
     NewWorkItem,
-    RedisServer,
     RedisStore,
     TurnCommit,
 )
 
 ROUTED = "queue" in {f.name for f in dataclasses.fields(NewWorkItem)}
+KEYED = "flow_key" in {f.name for f in dataclasses.fields(NewWorkItem)}
 
 
-async def run(url: str, n: int, queue: str, served: tuple[str, ...], priority: bool) -> float:
+async def run(
+    url: str, n: int, queue: str, served: tuple[str, ...], priority: bool, keys: str = ""
+) -> float:
     store = RedisStore.from_url(url, namespace=f"wqb-{uuid.uuid4().hex[:6]}")
     await store.initialize()
     try:
@@ -44,6 +49,16 @@ async def run(url: str, n: int, queue: str, served: tuple[str, ...], priority: b
             if ROUTED and not priority:
                 route["priority"] = 0
             items = [NewWorkItem(f"1:{k}", b"x", **route) for k in range(100)]  # type: ignore[arg-type]
+            if keys == "100":
+                items = [
+                    dataclasses.replace(w, flow_key=f"t{k}", flow="1000 - - 1")
+                    for k, w in enumerate(items)
+                ]
+            elif keys == "each":
+                items = [
+                    dataclasses.replace(w, flow_key=f"u{b}:{k}", flow="- - - 1")
+                    for k, w in enumerate(items)
+                ]
             commit = TurnCommit(
                 execution_id=1,
                 expected_history_len=len(lease.history),
@@ -69,16 +84,21 @@ async def run(url: str, n: int, queue: str, served: tuple[str, ...], priority: b
 
 
 async def main(n: int) -> None:
-    cases = [("default", "default", ("default",), False)]
+    cases = [("default", "default", ("default",), False, "")]
     if ROUTED:
         cases += [
-            ("gpu", "gpu", ("gpu",), False),
-            ("gpu of a,b,gpu", "gpu", ("a", "b", "gpu"), False),
-            ("default+priority", "default", ("default",), True),
+            ("gpu", "gpu", ("gpu",), False, ""),
+            ("gpu of a,b,gpu", "gpu", ("a", "b", "gpu"), False, ""),
+            ("default+priority", "default", ("default",), True, ""),
+        ]
+    if KEYED:
+        cases += [
+            ("default+100 keys", "default", ("default",), False, "100"),
+            ("default+key each", "default", ("default",), False, "each"),
         ]
     with RedisServer() as server:
-        for label, queue, served, priority in cases[::-1] if "-r" in sys.argv else cases:
-            rates = [await run(server.url, n, queue, served, priority) for _ in range(3)]
+        for label, queue, served, priority, keys in cases[::-1] if "-r" in sys.argv else cases:
+            rates = [await run(server.url, n, queue, served, priority, keys) for _ in range(3)]
             print(f"{label:<17} fetch {max(rates):>9,.0f} items/s (best of 3, n={n})")
 
 

@@ -13,7 +13,6 @@ import contextlib
 import hashlib
 import json
 import os
-import signal
 import statistics
 import subprocess
 import threading
@@ -27,7 +26,7 @@ import redis
 import redis.asyncio as aioredis
 
 from durable_redis import Client, RedisStore, WorkerOptions
-from durable_redis.runtime.process import worker_command
+from durable_redis.devtools import WorkerProcesses
 from durable_redis.storage.scripts import load_script_source
 
 HERE = Path(__file__).resolve().parent
@@ -93,32 +92,27 @@ def system_busy_s() -> float:
 
 # -- worker processes -------------------------------------------------------------------------
 class Workers:
-    """``count`` worker processes serving ``bench_app:app``; stopped by their own pids."""
+    """``count`` worker processes serving ``bench_app:app`` (the library's runner); stopped by
+    their own pids."""
 
     def __init__(
         self, url: str, namespace: str, count: int, options: WorkerOptions | None, tag: str
     ):
-        LOG_DIR.mkdir(parents=True, exist_ok=True)
-        self.procs: list[subprocess.Popen[bytes]] = []
-        self.logs = []
+        self.runner = WorkerProcesses(
+            "bench_app:app",
+            url,
+            options,
+            namespace=namespace,
+            log_level="WARNING",
+            log_dir=LOG_DIR,
+            log_prefix=tag,
+            cwd=HERE,
+            new_session=True,
+            grace=15.0,
+        )
         self.stats_files = [LOG_DIR / f"{tag}-{i}.stats.json" for i in range(count)]
-        for i in range(count):
-            log = open(LOG_DIR / f"{tag}-{i}.log", "wb")  # noqa: SIM115
-            cmd = worker_command(
-                "bench_app:app", url, options, namespace=namespace, log_level="WARNING"
-            )
-            env = {**os.environ, "DURABLE_REDIS_STATS_FILE": str(self.stats_files[i])}
-            self.procs.append(
-                subprocess.Popen(
-                    cmd,
-                    cwd=HERE,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                    env=env,
-                )
-            )
-            self.logs.append(log)
+        for path in self.stats_files:
+            self.runner.start_one(env={"DURABLE_REDIS_STATS_FILE": str(path)})
 
     def script_calls(self) -> Counter[str]:
         """Script calls by name over the processes' lives (written when they stopped)."""
@@ -130,27 +124,16 @@ class Workers:
 
     @property
     def pids(self) -> list[int]:
-        return [p.pid for p in self.procs]
+        return self.runner.pids
 
     def cpu_s(self) -> float:
-        return sum(proc_cpu_s(p.pid) for p in self.procs)
+        return sum(proc_cpu_s(pid) for pid in self.runner.pids)
 
     def alive(self) -> bool:
-        return all(p.poll() is None for p in self.procs)
+        return all(w.alive() for w in self.runner.workers)
 
     def stop(self) -> None:
-        for p in self.procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in self.procs:
-            try:
-                p.wait(15)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(5)
-        for log in self.logs:
-            if not log.closed:
-                log.close()
+        self.runner.stop()
 
 
 class Run:

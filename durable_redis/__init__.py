@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from durable_redis._client_messaging import StreamItem
     from durable_redis._jobs_client import JobHandle, JobStatus
     from durable_redis._schedules_client import ScheduleInfo
-    from durable_redis.client import Client, InstanceId, InstanceState
+    from durable_redis.client import Client, InstanceHandle, InstanceId, InstanceState
     from durable_redis.contract import InstanceStatus
     from durable_redis.core import (
         ActivityContext,
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
         RetryPolicy,
     )
     from durable_redis.core.jobs import Limit
+    from durable_redis.devtools import RedisServer
     from durable_redis.errors import (
         ActivityFailedError,
         ActivityTimeoutError,
@@ -57,6 +58,7 @@ if TYPE_CHECKING:
         PayloadTooLargeError,
         RegistrationError,
         ReplicationTimeoutError,
+        ResetPointError,
         ScheduleNotFoundError,
         StoreError,
         StoreFullError,
@@ -72,11 +74,10 @@ if TYPE_CHECKING:
     from durable_redis.runtime import Worker, WorkerOptions, run_worker
     from durable_redis.storage import (
         ExistingInstancePolicy,
-        RedisServer,
         RedisStore,
     )
     from durable_redis.storage.job_types import ExistingJobPolicy, JobState
-    from durable_redis.sync_client import SyncClient
+    from durable_redis.sync_client import SyncClient, SyncInstanceHandle
 
 _LAZY = {
     "ActivityContext": "durable_redis.core",
@@ -99,6 +100,7 @@ _LAZY = {
     "InstanceNotFoundError": "durable_redis.errors",
     "InstanceRunningError": "durable_redis.errors",
     "InstanceTerminalError": "durable_redis.errors",
+    "InstanceHandle": "durable_redis.client",
     "InstanceId": "durable_redis.client",
     "InstanceState": "durable_redis.client",
     "InstanceStatus": "durable_redis.contract",
@@ -124,10 +126,11 @@ _LAZY = {
     "OrchestrationError": "durable_redis.errors",
     "OrchestrationFailedError": "durable_redis.errors",
     "PayloadTooLargeError": "durable_redis.errors",
-    "RedisServer": "durable_redis.storage",
+    "RedisServer": "durable_redis.devtools",
     "RedisStore": "durable_redis.storage",
     "RegistrationError": "durable_redis.errors",
     "ReplicationTimeoutError": "durable_redis.errors",
+    "ResetPointError": "durable_redis.errors",
     "RetryPolicy": "durable_redis.core",
     "ScheduleInfo": "durable_redis._schedules_client",
     "ScheduleNotFoundError": "durable_redis.errors",
@@ -136,6 +139,7 @@ _LAZY = {
     "StoreUnavailableError": "durable_redis.errors",
     "StreamItem": "durable_redis._client_messaging",
     "SyncClient": "durable_redis.sync_client",
+    "SyncInstanceHandle": "durable_redis.sync_client",
     "TaskFailedError": "durable_redis.errors",
     "TurnCrashedWorkerError": "durable_redis.errors",
     "TurnTimeoutError": "durable_redis.errors",
@@ -148,7 +152,7 @@ _LAZY = {
     "run_worker": "durable_redis.runtime",
 }
 
-__version__ = "0.1.0"
+from durable_redis._version import __version__  # noqa: E402
 
 __all__ = [
     "ActivityContext",
@@ -168,6 +172,7 @@ __all__ = [
     "FunctionsMissingError",
     "HistoryLimitExceededError",
     "InstanceExistsError",
+    "InstanceHandle",
     "InstanceId",
     "InstanceNotFoundError",
     "InstanceRunningError",
@@ -200,6 +205,7 @@ __all__ = [
     "RedisStore",
     "RegistrationError",
     "ReplicationTimeoutError",
+    "ResetPointError",
     "RetryPolicy",
     "ScheduleInfo",
     "ScheduleNotFoundError",
@@ -208,6 +214,7 @@ __all__ = [
     "StoreUnavailableError",
     "StreamItem",
     "SyncClient",
+    "SyncInstanceHandle",
     "TaskFailedError",
     "TurnCrashedWorkerError",
     "TurnTimeoutError",

@@ -4,21 +4,19 @@ The client commands print one human-readable block (or, with ``--json``, one JSO
 stdout; errors go to stderr (with ``--json``: a JSON document on stdout) with the exit codes of
 :data:`durable_redis._cli_support.EXIT_CODES`. Before a client command or a worker talks to
 Redis, :func:`check_reachable` gives an unreachable server ``--connect-timeout`` seconds, saying
-what it retries. ``demo`` lives in :mod:`durable_redis.demo`; ``server`` runs a local
-development Redis (:func:`run_server_command`).
+what it retries. ``demo`` lives in :mod:`durable_redis._cli_demo` (its app in
+:mod:`durable_redis.demo`); ``server`` runs a local development Redis
+(:func:`run_server_command`).
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import enum
 import json
 import logging
 import os
 import subprocess
 import sys
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -29,17 +27,26 @@ from durable_redis._cli_support import (
     EXIT_OK,
     EXIT_TIMEOUT,
     IF_EXISTS,
+    Emit,
     UsageError,
     describe_history,
     describe_text,
+    existing_instance,
+    limit_from_args,
     parse_duration,
     parse_future_time,
     parse_time,
     read_json_arg,
 )
+from durable_redis._render import (
+    event_dict,
+    event_text,
+    iso,
+    plain,
+    state_dict,
+    state_text,
+)
 from durable_redis.errors import (
-    FailureDetails,
-    InstanceNotFoundError,
     InstanceRunningError,
     WaitTimeoutError,
 )
@@ -57,132 +64,6 @@ __all__ = [
     "run_server_command",
     "run_worker_command",
 ]
-
-Emit = Callable[[argparse.Namespace, Any, str], None]
-
-
-# -- rendering ------------------------------------------------------------------------------------
-def plain(value: Any) -> Any:
-    """``value`` as JSON-ready data (dataclasses, enums, datetimes, bytes included)."""
-    if value is None or isinstance(value, str | int | float | bool):
-        return value
-    if isinstance(value, enum.Enum):
-        return plain(value.value)
-    if isinstance(value, datetime):
-        return _iso(value)
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, dict):
-        return {str(k): plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | set | frozenset):
-        return [plain(v) for v in value]
-    return str(value)
-
-
-def _iso(value: datetime) -> str:
-    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _show(value: Any) -> str:
-    """A payload on one line: JSON when possible."""
-    if value is None:
-        return "-"
-    try:
-        return json.dumps(plain(value), sort_keys=True, ensure_ascii=False)
-    except (TypeError, ValueError):
-        return repr(value)
-
-
-def _state_dict(state: Any) -> dict[str, Any]:
-    return {
-        "instance_id": state.instance_id,
-        "name": state.name,
-        "version": state.version,
-        "status": plain(state.status),
-        "execution_id": state.execution_id,
-        "created_at": plain(state.created_at),
-        "updated_at": plain(state.updated_at),
-        "completed_at": plain(state.completed_at),
-        "parent_instance_id": state.parent_instance_id,
-        "input": plain(state.input),
-        "output": plain(state.output),
-        "error": plain(state.error),
-        "custom_status": plain(state.custom_status),
-        "held": state.held,
-        "held_since": plain(state.held_since),
-    }
-
-
-def _state_text(state: Any) -> str:
-    error: FailureDetails | None = state.error
-    rows = [
-        ("instance", state.instance_id),
-        ("name", state.name + (f" (version {state.version})" if state.version else "")),
-        ("status", str(plain(state.status))),
-        ("execution", str(state.execution_id)),
-        ("created", _iso(state.created_at)),
-        ("updated", _iso(state.updated_at)),
-        ("completed", _iso(state.completed_at) if state.completed_at else "-"),
-    ]
-    if state.parent_instance_id:
-        rows.append(("parent", state.parent_instance_id))
-    rows += [
-        ("input", _show(state.input)),
-        ("output", _show(state.output)),
-        ("error", f"[{error.kind}] {error}" if error is not None else "-"),
-        ("custom", _show(state.custom_status)),
-    ]
-    if state.held is not None:
-        since = _iso(state.held_since) if state.held_since else "-"
-        rows.insert(3, ("held", f"since {since}: {state.held}"))
-    text = "\n".join(f"{label:<10} {value}" for label, value in rows)
-    if error is not None and error.traceback.strip():
-        indented = "\n".join("  " + line for line in error.traceback.rstrip().splitlines())
-        text += f"\ntraceback (of the {error.type_name}):\n{indented}"
-    return text
-
-
-def _decode_payload(data: bytes) -> Any:
-    from durable_redis.core import JsonCodec, MsgpackCodec
-
-    for codec in (MsgpackCodec(), JsonCodec()):
-        try:
-            return codec.decode(data)
-        except Exception:
-            continue
-    return f"<{len(data)} bytes>"
-
-
-def _event_dict(event: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "event_id": event.event_id,
-        "type": type(event).__name__,
-        "timestamp": _iso(datetime.fromtimestamp(event.timestamp_ms / 1000, tz=UTC)),
-    }
-    for field in dataclasses.fields(event):
-        if field.name in ("event_id", "timestamp_ms"):
-            continue
-        value = getattr(event, field.name)
-        if isinstance(value, bytes):
-            value = _decode_payload(value)
-        if field.name == "fire_at_ms":  # a time (timeout_ms and the like are durations)
-            out["fire_at"] = _iso(datetime.fromtimestamp(value / 1000, tz=UTC))
-            continue
-        out[field.name] = plain(value)
-    return out
-
-
-def _event_text(event: dict[str, Any]) -> str:
-    details = []
-    for key, value in event.items():
-        if key in ("event_id", "type", "timestamp") or value is None or value == []:
-            continue
-        if key == "failure" and isinstance(value, dict):
-            value = f"{value.get('type_name')}: {value.get('message')}"
-        details.append(f"{key}={_show(value)}")
-    return f"{event['event_id']:>4}  {event['timestamp']}  {event['type']:<28} {' '.join(details)}"
 
 
 # -- client commands ------------------------------------------------------------------------------
@@ -227,8 +108,8 @@ async def run_client_command(args: argparse.Namespace, url: str, emit: Emit) -> 
         if command == "start":
             return await _start(client, args, emit, values)
         if command == "status":
-            state = await _existing(client, args.instance_id)
-            emit(args, _state_dict(state), _state_text(state))
+            state = await existing_instance(client, args.instance_id)
+            emit(args, state_dict(state), state_text(state))
             return EXIT_OK
         if command == "describe":
             return await _describe(client, args, emit)
@@ -238,11 +119,11 @@ async def run_client_command(args: argparse.Namespace, url: str, emit: Emit) -> 
             return await _list(client, args, emit, values)
         if command == "history":
             events = [
-                _event_dict(e) for e in await client.get_history(args.instance_id, args.execution)
+                event_dict(e) for e in await client.get_history(args.instance_id, args.execution)
             ]
             if not events:
-                await _existing(client, args.instance_id)
-            emit(args, events, "\n".join(_event_text(e) for e in events) or "(no events)")
+                await existing_instance(client, args.instance_id)
+            emit(args, events, "\n".join(event_text(e) for e in events) or "(no events)")
             return EXIT_OK
         if command == "cancel":
             await client.cancel(args.instance_id, args.reason)
@@ -281,13 +162,6 @@ async def run_client_command(args: argparse.Namespace, url: str, emit: Emit) -> 
     raise UsageError(f"unknown command {command!r}")  # pragma: no cover - argparse prevents it
 
 
-async def _existing(client: Any, instance_id: str) -> Any:
-    state = await client.get_status(instance_id)
-    if state is None:
-        raise InstanceNotFoundError(f"no instance {instance_id!r}")
-    return state
-
-
 def _values(args: argparse.Namespace) -> dict[str, Any]:
     """The command's JSON payloads, times and durations, parsed (UsageError if one is bad)."""
     now = datetime.now(UTC)
@@ -317,9 +191,10 @@ async def _start(client: Any, args: argparse.Namespace, emit: Emit, values: dict
         version=args.version,
         if_exists=IF_EXISTS[args.if_exists],
         start_at=start_at,
+        limit=limit_from_args(args),
     )
     if args.wait is None:
-        when = f" (first turn at {_iso(start_at)})" if start_at is not None else ""
+        when = f" (first turn at {iso(start_at)})" if start_at is not None else ""
         emit(
             args,
             {"instance_id": instance_id, "name": args.name},
@@ -332,7 +207,7 @@ async def _start(client: Any, args: argparse.Namespace, emit: Emit, values: dict
 
 
 async def _wait(client: Any, args: argparse.Namespace, emit: Emit) -> int:
-    await _existing(client, args.instance_id)
+    await existing_instance(client, args.instance_id)
     return await _wait_and_show(client, args.instance_id, args.timeout, args, emit, "")
 
 
@@ -350,23 +225,23 @@ async def _wait_and_show(
     except WaitTimeoutError:
         state = await client.get_status(instance_id)
         result: dict[str, Any] = (
-            _state_dict(state) if state is not None else {"instance_id": instance_id}
+            state_dict(state) if state is not None else {"instance_id": instance_id}
         )
         result["timed_out"] = True
         still = f"still {result.get('status', 'unknown')} after {timeout:g}s"
         emit(args, result, f"{head}; {still}" if head else f"{instance_id} {still}")
         return EXIT_TIMEOUT
-    emit(args, _state_dict(state), f"{head}\n{_state_text(state)}" if head else _state_text(state))
+    emit(args, state_dict(state), f"{head}\n{state_text(state)}" if head else state_text(state))
     return EXIT_OK if str(plain(state.status)) == "completed" else EXIT_ERROR
 
 
 async def _describe(client: Any, args: argparse.Namespace, emit: Emit) -> int:
-    state = await _existing(client, args.instance_id)
+    state = await existing_instance(client, args.instance_id)
     pending = describe_history(await client.get_history(args.instance_id))
     emit(
         args,
-        {"instance": _state_dict(state), **pending},
-        describe_text(_state_text(state), pending, state.is_terminal),
+        {"instance": state_dict(state), **pending},
+        describe_text(state_text(state), pending, state.is_terminal),
     )
     return EXIT_OK
 
@@ -389,7 +264,7 @@ async def _list(client: Any, args: argparse.Namespace, emit: Emit, values: dict[
 def _emit_states(
     args: argparse.Namespace, emit: Emit, states: Any, next_cursor: str | None = None
 ) -> int:
-    rows = [_state_dict(s) for s in states]
+    rows = [state_dict(s) for s in states]
     lines = [f"{'INSTANCE':<36} {'NAME':<20} {'STATUS':<16} CREATED"]
     lines += [
         f"{r['instance_id']:<36} {r['name']:<20} "
@@ -408,13 +283,13 @@ async def _held(client: Any, args: argparse.Namespace, emit: Emit) -> int:
     """``held [list]``, ``held fail ID``, ``held purge ID`` (docs/deploying.md)."""
     if args.action == "list":
         held = await client.list_held(name=args.name, limit=args.limit)
-        rows = [_state_dict(s) for s in held]
+        rows = [state_dict(s) for s in held]
         lines = [f"{r['instance_id']:<36} {r['name']:<20} {r['held']}" for r in rows]
         emit(args, {"instances": rows}, "\n".join(lines) or "(no held instances)")
         return EXIT_OK
     if args.instance_id is None:
         raise UsageError(f"held {args.action} needs an INSTANCE_ID")
-    state = await _existing(client, args.instance_id)
+    state = await existing_instance(client, args.instance_id)
     if state.held is None:
         raise UsageError(f"instance {args.instance_id!r} is not held (status {state.status})")
     if args.action == "fail":
@@ -507,7 +382,7 @@ def run_worker_command(args: argparse.Namespace, url: str) -> int:
 
 # -- demo -----------------------------------------------------------------------------------------
 def run_demo_command(args: argparse.Namespace) -> int:
-    from durable_redis.demo import run_demo
+    from durable_redis._cli_demo import run_demo
 
     return run_demo(
         redis_url=args.redis_url,
@@ -531,7 +406,7 @@ def run_server_command(args: argparse.Namespace) -> int:
     import socket
     import threading
 
-    from durable_redis.storage.server import RedisServer, redis_server_version
+    from durable_redis.devtools.server import RedisServer, redis_server_version
 
     if not 0 <= args.port <= 65535:
         raise UsageError("--port must be between 0 and 65535 (0: a free port)")

@@ -13,9 +13,8 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from durable_redis._cli_commands import _show, plain
-from durable_redis._cli_support import UsageError, read_json_arg
-from durable_redis.core.jobs import Limit
+from durable_redis._cli_support import UsageError, add_limit_options, limit_from_args, read_json_arg
+from durable_redis._render import plain, show
 from durable_redis.errors import (
     JobError,
     JobNotFoundError,
@@ -43,14 +42,7 @@ def add_job_commands(command: Callable[[str, str], argparse.ArgumentParser]) -> 
     p.add_argument("--queue", default=None, help="job queue (default: the activity's)")
     p.add_argument("--result-ttl", type=float, default=None, metavar="SECONDS")
     p.add_argument("--wait", type=float, default=None, metavar="SECONDS", help="wait for result")
-    g = p.add_argument_group("flow control by key (docs/routing.md)")
-    g.add_argument("--key", default=None, help="flow key, or a template like 'tenant:{tenant}'")
-    g.add_argument("--concurrency", type=int, default=None, help="at most N running per key")
-    g.add_argument("--rate", type=int, default=None, metavar="N", help="at most N per --per")
-    g.add_argument("--per", type=float, default=1.0, metavar="SECONDS", help="rate window")
-    g.add_argument("--burst", type=int, default=1, help="jobs a rate lets through at once")
-    g.add_argument("--debounce", type=float, default=None, metavar="SECONDS")
-    g.add_argument("--throttle", type=float, default=None, metavar="SECONDS")
+    add_limit_options(p, rates=True)
 
     p = command("jobs", "list jobs")
     p.add_argument("--status", default=None, choices=[s.value for s in JobState])
@@ -87,7 +79,9 @@ async def _queues(client: Any, args: argparse.Namespace, emit: Emit) -> int:
     if args.action == "list":
         found = await client.list_queues()
         rows = [
-            f"{q.name}  ready {q.ready}  delayed {q.delayed}" + ("  PAUSED" if q.paused else "")
+            f"{q.name}  ready {q.ready}  delayed {q.delayed}"
+            f"  activities ready {q.work_ready}  delayed {q.work_delayed}"
+            + ("  PAUSED" if q.paused else "")
             for q in found
         ]
         emit(args, [plain(q) for q in found], "\n".join(rows))
@@ -181,7 +175,7 @@ def job_text(s: Any) -> str:
         f"activity   {s.name}",
         f"status     {s.state.value}",
         f"attempt    {s.attempt} (deliveries {s.deliveries})",
-        f"progress   {_show(s.progress)}",
+        f"progress   {show(s.progress)}",
         f"created    {plain(s.created_at)}",
         f"started    {plain(s.started_at) or '-'}",
         f"finished   {plain(s.finished_at) or '-'}",
@@ -215,7 +209,7 @@ async def run_job_command(args: argparse.Namespace, url: str, emit: Emit) -> int
             found = await client.list_jobs(status=args.status, name=args.name, limit=args.limit)
             rows = [
                 f"{s.job_id}  {s.state.value:<9}  {s.name}  attempt {s.attempt}  "
-                f"progress {_show(s.progress)}"
+                f"progress {show(s.progress)}"
                 for s in found
             ]
             emit(args, [job_dict(s) for s in found], "\n".join(rows) or "(no jobs)")
@@ -255,19 +249,7 @@ async def _enqueue(client: Any, args: argparse.Namespace, emit: Emit) -> int:
     }
     if args.result_ttl is not None:
         options["result_ttl"] = args.result_ttl
-    limits = (args.concurrency, args.rate, args.debounce, args.throttle)
-    if args.key is not None:
-        options["limit"] = Limit(
-            key=args.key,
-            concurrency=args.concurrency,
-            rate=args.rate,
-            per=args.per,
-            burst=args.burst,
-            debounce=args.debounce,
-            throttle=args.throttle,
-        )
-    elif any(x is not None for x in limits):
-        raise UsageError("--concurrency, --rate, --debounce and --throttle need --key")
+    options["limit"] = limit_from_args(args)
     job = await client.enqueue(args.name, read_json_arg(args.input, "--input"), **options)
     if args.wait is None:
         emit(args, {"job_id": job.id, "name": args.name}, f"enqueued {args.name} as {job.id}")
@@ -282,7 +264,7 @@ async def _enqueue(client: Any, args: argparse.Namespace, emit: Emit) -> int:
         extra, code = {"error": str(exc)}, 1
     status = await job.status()
     data = {**job_dict(status), **plain(extra)}
-    tail = f"result     {_show(extra['result'])}" if "result" in extra else ""
+    tail = f"result     {show(extra['result'])}" if "result" in extra else ""
     if code == 3:
         tail = f"still {status.state.value} after {args.wait:g}s"
     emit(args, data, f"enqueued {args.name} as {job.id}\n{job_text(status)}\n{tail}".rstrip())

@@ -8,7 +8,8 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from durable_redis._cli_support import EXIT_OK
+from durable_redis._cli_support import EXIT_OK, existing_instance
+from durable_redis._render import plain
 
 __all__ = ["MESSAGING_COMMANDS", "add_messaging_commands", "run_messaging_command"]
 
@@ -46,7 +47,6 @@ def add_messaging_commands(
 async def run_messaging_command(
     client: Any, args: argparse.Namespace, emit: Emit, values: dict[str, Any]
 ) -> int:
-    from durable_redis._cli_commands import _existing, plain
 
     command = args.command
     if command == "update":
@@ -61,7 +61,7 @@ async def run_messaging_command(
              json.dumps(plain(result), ensure_ascii=False))  # fmt: skip
         return EXIT_OK
     if command == "get-value":
-        await _existing(client, args.instance_id)
+        await existing_instance(client, args.instance_id)
         if args.key is None:
             found = await client.get_values(args.instance_id)
             lines = [f"{k} = {json.dumps(plain(v), ensure_ascii=False)}" for k, v in found.items()]
@@ -75,7 +75,7 @@ async def run_messaging_command(
                 emit(args, {args.key: value, "set": True}, json.dumps(plain(value)))
         return EXIT_OK
     if command == "stream":
-        await _existing(client, args.instance_id)
+        await existing_instance(client, args.instance_id)
         async for item in client.stream(
             args.instance_id, from_offset=args.from_offset, follow=args.follow
         ):

@@ -14,7 +14,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from durable_redis._cli_commands import Emit, UsageError, plain
+from durable_redis._cli_support import Emit, UsageError
+from durable_redis._render import plain
 
 __all__ = [
     "OPS_COMMANDS",

@@ -3,6 +3,7 @@ and ``describe``'s reading of a history (what an instance is waiting on)."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import sys
@@ -12,6 +13,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 
+from durable_redis.core.jobs import Limit
+from durable_redis.errors import InstanceNotFoundError
 from durable_redis.storage.base import ExistingInstancePolicy
 
 __all__ = [
@@ -23,9 +26,11 @@ __all__ = [
     "EXIT_TIMEOUT",
     "EXIT_USAGE",
     "IF_EXISTS",
+    "Emit",
     "UsageError",
     "describe_history",
     "describe_text",
+    "existing_instance",
     "parse_duration",
     "parse_future_time",
     "parse_time",
@@ -243,3 +248,47 @@ def describe_text(state_text: str, pending: dict[str, Any], terminal: bool) -> s
         lines.append(f"{label + ':':<17} {show(rows[0])}")
         lines += [f"{'':<17} {show(row)}" for row in rows[1:]]
     return "\n".join(lines)
+
+
+Emit = Callable[[argparse.Namespace, Any, str], None]
+"""How a command prints its result: ``emit(args, data, text)`` (JSON with ``--json``)."""
+
+
+async def existing_instance(client: Any, instance_id: str) -> Any:
+    """The instance's state, or InstanceNotFoundError."""
+    state = await client.get_status(instance_id)
+    if state is None:
+        raise InstanceNotFoundError(f"no instance {instance_id!r}")
+    return state
+
+
+def add_limit_options(p: argparse.ArgumentParser, *, rates: bool) -> None:
+    """--key, --concurrency, --debounce, --throttle (and, with ``rates``, --rate, --per,
+    --burst): a ``Limit`` (``limit_from_args``)."""
+    g = p.add_argument_group("flow control by key (docs/routing.md)")
+    g.add_argument("--key", default=None, help="flow key, or a template like 'tenant:{tenant}'")
+    g.add_argument("--concurrency", type=int, default=None, help="at most N running per key")
+    if rates:
+        g.add_argument("--rate", type=int, default=None, metavar="N", help="at most N per --per")
+        g.add_argument("--per", type=float, default=1.0, metavar="SECONDS", help="rate window")
+        g.add_argument("--burst", type=int, default=1, help="jobs a rate lets through at once")
+    g.add_argument("--debounce", type=float, default=None, metavar="SECONDS")
+    g.add_argument("--throttle", type=float, default=None, metavar="SECONDS")
+
+
+def limit_from_args(args: argparse.Namespace) -> Limit | None:
+    """The ``Limit`` of the options ``add_limit_options`` added (None without --key)."""
+    rate = getattr(args, "rate", None)
+    if args.key is None:
+        if any(x is not None for x in (args.concurrency, rate, args.debounce, args.throttle)):
+            raise UsageError("--concurrency, --rate, --debounce and --throttle need --key")
+        return None
+    return Limit(
+        key=args.key,
+        concurrency=args.concurrency,
+        rate=rate,
+        per=getattr(args, "per", 1.0),
+        burst=getattr(args, "burst", 1),
+        debounce=args.debounce,
+        throttle=args.throttle,
+    )

@@ -11,7 +11,8 @@ from typing import Any
 
 import anyio
 
-from durable_redis import core
+from durable_redis import core, ids
+from durable_redis.core import Codec
 from durable_redis.errors import (
     FailureDetails,
     InstanceNotFoundError,
@@ -19,6 +20,7 @@ from durable_redis.errors import (
     UpdateRejectedError,
     WaitTimeoutError,
 )
+from durable_redis.ids import validate_id
 from durable_redis.storage.base import Store
 
 __all__ = ["ClientMessagingMixin", "StreamItem", "follow_stream"]
@@ -40,13 +42,12 @@ class ClientMessagingMixin:
     """Updates, values, queue events and streams; see :class:`durable_redis.Client`."""
 
     store: Store
-    codec: Any
+    codec: Codec
 
     async def _ensure_initialized(self) -> None:  # pragma: no cover - Client's
         raise NotImplementedError
 
     def _id(self, value: object, what: str = "instance id") -> str:
-        from durable_redis.client import validate_id
 
         return validate_id(value, what)
 
@@ -77,7 +78,9 @@ class ClientMessagingMixin:
             message = core.encode_message(
                 core.UpdateRequested(update_id=uid, name=name, input=self.codec.encode(arg))
             )
-            await self.store.enqueue_message(instance_id, f"update:{uid}", message)
+            await self.store.enqueue_message(
+                instance_id, ids.client_message_id("update", uid), message
+            )
             reply = await self._wait_reply(instance_id, uid, timeout)
         answer = core.decode_reply(reply)
         if answer.failure is not None:
@@ -154,7 +157,9 @@ class ClientMessagingMixin:
             core.QueueEventRaised(queue=queue, data=self.codec.encode(data))
         )
         await self._ensure_initialized()
-        await self.store.enqueue_message(instance_id, f"queue:{uuid.uuid4().hex}", message)
+        await self.store.enqueue_message(
+            instance_id, ids.client_message_id("queue", uuid.uuid4().hex), message
+        )
 
     async def stream(
         self,

@@ -14,6 +14,7 @@ times (``at`` must be timezone-aware, ``delay`` >= 0), priority and ttl.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -22,8 +23,9 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 from durable_redis import core
+from durable_redis._identity import activity_identity
+from durable_redis.core import App, Codec
 from durable_redis.core.jobs import (
-    DEFAULT_QUEUE,
     Limit,
     encode_job_tasks,
     job_task,
@@ -39,6 +41,7 @@ from durable_redis.errors import (
     ValidationError,
     WaitTimeoutError,
 )
+from durable_redis.ids import validate_id
 from durable_redis.storage.job_types import (
     ExistingJobPolicy,
     JobQueueInfo,
@@ -86,7 +89,7 @@ def _dt(ms: int | None) -> datetime | None:
     return None if ms is None else datetime.fromtimestamp(ms / 1000, tz=UTC)
 
 
-def _status(rec: JobRecord, codec: Any) -> JobStatus:
+def _status(rec: JobRecord, codec: Codec) -> JobStatus:
     return JobStatus(
         job_id=rec.job_id,
         name=rec.name,
@@ -191,8 +194,8 @@ def _ms_option(value: float | timedelta | None, what: str, *, allow_zero: bool) 
 class JobsClientMixin:
     """Job operations of :class:`~durable_redis.Client` (``store`` must be a RedisStore)."""
 
-    app: Any
-    codec: Any
+    app: App | None
+    codec: Codec
 
     async def _ensure_initialized(self) -> None:  # provided by Client
         raise NotImplementedError
@@ -321,9 +324,8 @@ class JobsClientMixin:
     ) -> list[JobHandle[Any]]:
         """Enqueue one job per input, one round trip (one script call per partition and 1,000
         jobs). Same options as :meth:`enqueue`, for every job; all are checked first."""
-        from durable_redis.client import validate_id
 
-        name, result_type, registered_queue = _activity_identity(activity, self.app)
+        name, result_type, registered_queue = activity_identity(activity, self.app)
         target = validate_queue(registered_queue if queue is None else queue)
         if limit is None:
             limit = _activity_limit(activity, self.app)
@@ -394,7 +396,6 @@ class JobsClientMixin:
     # -- by id ---------------------------------------------------------------------------------
     async def get_job(self, job_id: str, *, result_type: Any = None) -> JobHandle[Any]:
         """The handle of an existing job (JobNotFoundError if unknown or expired)."""
-        from durable_redis.client import validate_id
 
         validate_id(job_id, "job id")
         await self._ensure_initialized()
@@ -411,7 +412,6 @@ class JobsClientMixin:
     async def cancel_job(self, job_id: str, reason: str = "") -> JobState:
         """Cancel a queued or running job (a running one by lock stealing: its worker stops it
         and its late result is refused); a finished job is left alone. Its state before."""
-        from durable_redis.client import validate_id
 
         validate_id(job_id, "job id")
         details = FailureDetails("cancelled", "JobCancelledError", reason or "cancelled")
@@ -421,7 +421,6 @@ class JobsClientMixin:
 
     async def retry_job(self, job_id: str) -> None:
         """Queue a failed or cancelled job again from its first attempt (JobStateError else)."""
-        from durable_redis.client import validate_id
 
         validate_id(job_id, "job id")
         await self._ensure_initialized()
@@ -445,10 +444,20 @@ class JobsClientMixin:
         return was
 
     async def list_queues(self) -> list[JobQueueInfo]:
-        """Every job queue known (enqueued to or paused): jobs ready, delayed, and paused."""
+        """Every queue known (jobs enqueued to it, activities routed to it, or paused), and
+        "default": jobs ready and delayed, activity work items ready and delayed, paused (one
+        ``queue_status`` per queue: O(work in flight + delayed) each)."""
         await self._ensure_initialized()
-        queues: list[JobQueueInfo] = await self._job_store().job_queues()
-        return queues
+        store = self._job_store()
+        out: list[JobQueueInfo] = []
+        for info in await store.job_queues():
+            status = await store.queue_status(info.name)
+            out.append(
+                dataclasses.replace(
+                    info, work_ready=status.work_ready, work_delayed=status.work_delayed
+                )
+            )
+        return out
 
     async def list_jobs(
         self, *, status: JobState | str | None = None, name: str | None = None, limit: int = 100
@@ -466,36 +475,10 @@ class JobsClientMixin:
         return [_status(r, self.codec) for r in records]
 
 
-def _activity_limit(activity: Any, app: Any) -> Limit | None:
+def _activity_limit(activity: Any, app: App | None) -> Limit | None:
     """The ``@app.activity(limit=)`` of an activity function or name (None: none known)."""
     if isinstance(activity, str):
         found = getattr(app, "_activities", {}).get(activity) if app is not None else None
         return getattr(found, "limit", None)
     meta = core.activity_metadata(activity)
     return meta.limit
-
-
-def _activity_identity(activity: Any, app: Any) -> tuple[str, Any, str]:
-    """(registered name, result type or None, queue) of an activity function or name."""
-    from durable_redis.client import validate_id
-
-    if isinstance(activity, str):
-        validate_id(activity, "activity name")
-        if app is None:
-            return activity, None, DEFAULT_QUEUE  # the workers decide whether they know it
-        try:
-            found = app.get_activity(activity)
-            return activity, found.result_type, found.queue
-        except NotRegisteredError:
-            raise NotRegisteredError(
-                f"activity {activity!r} is not registered on this client's app "
-                f"{getattr(app, 'name', '')!r}; a client made without an app leaves that check "
-                "to the workers"
-            ) from None
-    meta = core.activity_metadata(activity)
-    if app is not None and meta.name not in app.activity_names:
-        raise NotRegisteredError(
-            f"activity {meta.name!r} is not registered on this client's app "
-            f"{getattr(app, 'name', '')!r}"
-        )
-    return meta.name, meta.result_type, meta.queue

@@ -10,6 +10,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from durable_redis import ids
+from durable_redis._identity import activity_identity, orchestration_identity
+from durable_redis.core import App, Codec
 from durable_redis.core.retry import RetryPolicy
 from durable_redis.core.schedules import (
     ScheduleDefinition,
@@ -20,6 +23,7 @@ from durable_redis.core.schedules import (
     target_of,
 )
 from durable_redis.errors import ScheduleNotFoundError, ValidationError
+from durable_redis.ids import validate_id
 
 __all__ = ["ScheduleInfo", "SchedulesClientMixin"]
 
@@ -42,8 +46,8 @@ class ScheduleInfo:
 
 
 class SchedulesClientMixin:
-    app: Any
-    codec: Any
+    app: App | None
+    codec: Codec
 
     async def _ensure_initialized(self) -> None:  # provided by Client
         raise NotImplementedError
@@ -72,8 +76,7 @@ class SchedulesClientMixin:
         """Create (or replace) a schedule at run time; its first run is the next tick. The
         target is ``activity`` (each tick enqueues a job) or ``orchestration=`` (each tick
         starts one instance ``<name>@<tick ms>``; the job options are ignored there)."""
-        from durable_redis._jobs_client import _activity_identity, _ms_option
-        from durable_redis.client import _orchestration_identity, validate_id
+        from durable_redis._jobs_client import _ms_option
 
         validate_id(name, "schedule name")
         if (activity is None) == (orchestration is None):
@@ -82,9 +85,9 @@ class SchedulesClientMixin:
             )
         activity_name, orch_name, version = "", None, ""
         if orchestration is not None:
-            orch_name, version, _ = _orchestration_identity(orchestration, self.app)
+            orch_name, version, _ = orchestration_identity(orchestration, self.app)
         else:
-            activity_name, _, _ = _activity_identity(activity, self.app)
+            activity_name, _, _ = activity_identity(activity, self.app)
         definition = ScheduleDefinition(
             name=name,
             activity=activity_name,
@@ -151,14 +154,14 @@ class SchedulesClientMixin:
             return await start(
                 spec.orchestration,
                 self.codec.decode(spec.task),
-                instance_id=f"{name}@now:{uuid.uuid4().hex[:12]}",
+                instance_id=ids.schedule_now_instance_id(name, uuid.uuid4().hex[:12]),
                 version=spec.version,
             )
         from durable_redis._jobs_client import JobHandle
         from durable_redis.core.registry import activity_queue
         from durable_redis.storage.job_types import NewJob
 
-        job_id = f"sched:{name}:now:{uuid.uuid4().hex[:12]}"
+        job_id = ids.schedule_now_job_id(name, uuid.uuid4().hex[:12])
         await self._sched_store().enqueue_jobs(
             [
                 NewJob(

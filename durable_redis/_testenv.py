@@ -37,10 +37,10 @@ from durable_redis._testfaults import (
 )
 from durable_redis.client import Client, InstanceState
 from durable_redis.core import App
+from durable_redis.devtools.server import RedisServer
 from durable_redis.errors import ConfigurationError
 from durable_redis.runtime import Worker, WorkerOptions
 from durable_redis.storage.redis_store import RedisStore
-from durable_redis.storage.server import RedisServer
 from durable_redis.storage.test_clock import QuietView
 
 __all__ = ["ActivityFault", "SyncTestEnvironment", "TestEnvironment"]

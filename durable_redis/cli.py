@@ -19,7 +19,6 @@ from typing import Any
 
 import anyio
 
-from durable_redis import __version__
 from durable_redis._cli_commands import (
     UsageError,
     plain,
@@ -34,7 +33,11 @@ from durable_redis._cli_functions import (
     add_functions_command,
     run_functions_command,
 )
-from durable_redis._cli_jobs import JOB_COMMANDS, add_job_commands, run_job_command
+from durable_redis._cli_jobs import (
+    JOB_COMMANDS,
+    add_job_commands,
+    run_job_command,
+)
 from durable_redis._cli_messaging import add_messaging_commands
 from durable_redis._cli_ops import (
     OPS_COMMANDS,
@@ -51,8 +54,10 @@ from durable_redis._cli_support import (
     EXIT_INTERRUPTED,
     EXIT_USAGE,
     IF_EXISTS,
+    add_limit_options,
     parse_duration,
 )
+from durable_redis._version import __version__
 from durable_redis.errors import DurableRedisError, InstanceTerminalError
 from durable_redis.runtime.logs import FORMAT_ENV, LOG_FORMATS, configure_logging
 from durable_redis.storage.base import InstanceStatus
@@ -240,6 +245,7 @@ def _parser() -> argparse.ArgumentParser:
         "--delay", default=None, metavar="DURATION", help="start after this long (30s, 10m, 2h)"
     )
     _duration(p, "--wait", "wait this long for the result (exit 1 if it fails, 3 on timeout)")
+    add_limit_options(p, rates=False)  # --key with --concurrency 1, --debounce or --throttle
 
     p = command("status", "show an instance (its error's traceback too)")
     p.add_argument("instance_id")

@@ -20,22 +20,26 @@ from typing import Any, Generic, TypeVar, overload
 
 import anyio
 
-from durable_redis import core
+from durable_redis import core, ids
 from durable_redis._client_messaging import ClientMessagingMixin
+from durable_redis._identity import orchestration_identity
 from durable_redis._jobs_client import JobsClientMixin
 from durable_redis._queues_client import QueueControlMixin
 from durable_redis._schedules_client import SchedulesClientMixin
+from durable_redis.core.jobs import Limit
 from durable_redis.errors import (
     CodecError,
+    ConfigurationError,
     FailureDetails,
     InstanceNotFoundError,
-    InvalidIdError,
-    NotRegisteredError,
     OrchestrationCancelledError,
     OrchestrationFailedError,
+    StoreError,
     ValidationError,
     WaitTimeoutError,
 )
+from durable_redis.ids import MAX_ID_BYTES as MAX_ID_BYTES
+from durable_redis.ids import validate_id
 from durable_redis.runtime import tracing
 from durable_redis.storage.base import (
     ExistingInstancePolicy,
@@ -45,7 +49,15 @@ from durable_redis.storage.base import (
     Store,
 )
 
-__all__ = ["Client", "InstanceId", "InstanceState", "InstanceStatePage", "validate_id"]
+__all__ = [
+    "Client",
+    "InstanceHandle",
+    "InstanceId",
+    "InstanceState",
+    "InstanceStatePage",
+    "ResetInfo",
+    "validate_id",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -53,36 +65,75 @@ T = TypeVar("T")
 I = TypeVar("I")  # noqa: E741 - input type
 R = TypeVar("R")
 
-MAX_ID_BYTES = 256
-_FORBIDDEN = {"{": "'{'", "}": "'}'", "\n": "a newline", "\r": "a carriage return", "\0": "NUL"}
 _POLL_START_S = 0.01
 _POLL_MAX_S = 0.5
 
 
-def validate_id(value: object, what: str = "instance id") -> str:
-    """Return ``value`` if it is a valid id, else raise InvalidIdError (nothing is written)."""
-    if not isinstance(value, str):
-        raise InvalidIdError(f"{what} must be a str, got {type(value).__name__}")
-    if not value:
-        raise InvalidIdError(f"{what} must not be empty")
-    try:
-        size = len(value.encode("utf-8"))
-    except UnicodeEncodeError as exc:
-        raise InvalidIdError(f"{what} {value!r} is not encodable as UTF-8: {exc}") from None
-    if size > MAX_ID_BYTES:
-        raise InvalidIdError(f"{what} is {size} bytes long; the limit is {MAX_ID_BYTES}")
-    for char, label in _FORBIDDEN.items():
-        if char in value:
-            raise InvalidIdError(f"{what} {value!r} must not contain {label}")
-    return value
+class InstanceHandle(str, Generic[R]):
+    """What :meth:`Client.start` returns: the instance id, and a handle on the instance.
+
+    It *is* the id (a ``str`` subclass: store it, log it, pass it wherever an id is taken, as
+    before), and it carries the orchestration's result type for a type checker
+    (``InstanceHandle[Receipt]``) and for decoding::
+
+        handle = await client.start(pay, 5)
+        handle.id                  # the plain str
+        await handle.state()       # InstanceState | None, output typed
+        await handle.result()      # the output, typed R (wait_for_completion)
+
+    A handle made from a bare id (``InstanceHandle("order-1")``) has no client: its methods
+    raise ConfigurationError; pass the id to a client's methods instead.
+    """
+
+    _client: Client | None
+    _result_type: Any
+
+    def __new__(
+        cls, instance_id: str, client: Client | None = None, result_type: Any = None
+    ) -> InstanceHandle[R]:
+        handle = super().__new__(cls, instance_id)
+        handle._client = client
+        handle._result_type = result_type
+        return handle
+
+    @property
+    def id(self) -> str:
+        """The instance id as a plain ``str``."""
+        return str.__str__(self)
+
+    def __reduce__(self) -> tuple[type[str], tuple[str]]:
+        """Copied (or pickled), a handle is its id, a plain ``str``: its client is not copied."""
+        return str, (self.id,)
+
+    def _bound(self) -> Client:
+        if self._client is None:
+            raise ConfigurationError(
+                f"instance handle {self.id!r} was not returned by a client's start(): "
+                "pass the id to a Client instead"
+            )
+        return self._client
+
+    async def result(self, *, timeout: float | timedelta | None = None) -> R:
+        """:meth:`Client.wait_for_completion`: the output, decoded as the orchestration's
+        return type."""
+        value: R = await self._bound().wait_for_completion(
+            self.id, timeout=timeout, result_type=self._result_type
+        )
+        return value
+
+    async def state(self) -> InstanceState | None:
+        """:meth:`Client.get_status`, its output decoded as the orchestration's return type."""
+        return await self._bound().get_status(self.id, result_type=self._result_type)
+
+    async def raise_event(self, name: str, data: Any = None) -> None:
+        await self._bound().raise_event(self.id, name, data)
+
+    async def cancel(self, reason: str = "") -> None:
+        await self._bound().cancel(self.id, reason)
 
 
-class InstanceId(str, Generic[R]):
-    """The id :meth:`Client.start` returns: a plain ``str`` that also tells a type checker what
-    the orchestration returns, so ``wait_for_completion`` on it is typed (``InstanceId[Receipt]``
-    gives a ``Receipt``). Any ``str`` works wherever an id is taken."""
-
-    __slots__ = ()
+InstanceId = InstanceHandle
+"""The earlier name of :class:`InstanceHandle` (a ``str`` typed by the result), kept."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,12 +190,14 @@ class Client(ClientMessagingMixin, JobsClientMixin, SchedulesClientMixin, QueueC
     ``trigger_schedule``, ``delete_schedule``) from ``_schedules_client``; updates, values, event
     queues and streams from :class:`~durable_redis._client_messaging.ClientMessagingMixin`."""
 
-    def __init__(self, store: Store, app: Any = None, *, codec: Any = None) -> None:
+    def __init__(
+        self, store: Store, app: core.App | None = None, *, codec: core.Codec | None = None
+    ) -> None:
         self.store = store
         self.app = app
         if codec is None:
             codec = getattr(app, "codec", None) if app is not None else None
-        self.codec: Any = codec if codec is not None else core.MsgpackCodec()
+        self.codec: core.Codec = codec if codec is not None else core.MsgpackCodec()
         self._result_types: dict[str, Any] = {}
         self._owns_store = False
         self._initialized = False
@@ -155,8 +208,8 @@ class Client(ClientMessagingMixin, JobsClientMixin, SchedulesClientMixin, QueueC
         url: str,
         *,
         namespace: str = "default",
-        app: Any = None,
-        codec: Any = None,
+        app: core.App | None = None,
+        codec: core.Codec | None = None,
     ) -> Client:
         from durable_redis.storage import RedisStore
 
@@ -191,7 +244,8 @@ class Client(ClientMessagingMixin, JobsClientMixin, SchedulesClientMixin, QueueC
         version: str | None = None,
         if_exists: ExistingInstancePolicy = ExistingInstancePolicy.FAIL,
         start_at: datetime | None = None,
-    ) -> InstanceId[R]: ...
+        limit: Limit | None = None,
+    ) -> InstanceHandle[R]: ...
 
     @overload
     async def start(
@@ -203,7 +257,8 @@ class Client(ClientMessagingMixin, JobsClientMixin, SchedulesClientMixin, QueueC
         version: str | None = None,
         if_exists: ExistingInstancePolicy = ExistingInstancePolicy.FAIL,
         start_at: datetime | None = None,
-    ) -> InstanceId[R]: ...
+        limit: Limit | None = None,
+    ) -> InstanceHandle[R]: ...
 
     @overload
     async def start(
@@ -215,7 +270,8 @@ class Client(ClientMessagingMixin, JobsClientMixin, SchedulesClientMixin, QueueC
         version: str | None = None,
         if_exists: ExistingInstancePolicy = ExistingInstancePolicy.FAIL,
         start_at: datetime | None = None,
-    ) -> InstanceId[Any]: ...
+        limit: Limit | None = None,
+    ) -> InstanceHandle[Any]: ...
 
     async def start(
         self,
@@ -226,20 +282,41 @@ class Client(ClientMessagingMixin, JobsClientMixin, SchedulesClientMixin, QueueC
         version: str | None = None,
         if_exists: ExistingInstancePolicy = ExistingInstancePolicy.FAIL,
         start_at: datetime | None = None,
-    ) -> InstanceId[Any]:
-        """Start an orchestration (by function or by registered name); return its instance id.
+        limit: Limit | None = None,
+    ) -> InstanceHandle[Any]:
+        """Start an orchestration (by function or by registered name); return its handle.
 
-        By function, the input is type-checked against its annotation and the returned
-        :class:`InstanceId` carries its result type (for ``wait_for_completion``).
+        The :class:`InstanceHandle` is the instance id (a ``str``, as before) with
+        ``.result()``, ``.state()``, ``.id``. By function, the input is type-checked against its
+        annotation and the handle carries its result type.
 
         ``if_exists`` decides what happens when ``instance_id`` is taken: FAIL raises
         InstanceExistsError, IGNORE keeps the existing instance, TERMINATE_IF_DONE replaces a
         finished one. ``start_at`` delays the first turn.
+
+        ``limit`` (else the orchestration's registered ``limit``): flow control of starts by
+        key (docs/routing.md "Orchestration starts"), decided atomically with the create:
+        ``Limit(key=, concurrency=1)`` is a singleton (while the key's instance is pending or
+        running, a start returns its id and creates nothing), ``debounce=S`` (a start while
+        the key's instance waits in its quiet period replaces its input, pushes its start to
+        S from now and returns its id), ``throttle=S`` (at most one start per S seconds; the
+        others return the kept instance's id). The returned id is the instance that holds the
+        start; a keyed instance lives in its key's partition (a given ``instance_id`` may get a
+        ``:k`` suffix there when P > 1, as jobs' ids do).
         """
-        if instance_id is None:
+        name, resolved_version, result_type = orchestration_identity(orchestration, self.app)
+        chosen = limit if limit is not None else _registered_start_limit(orchestration, self.app)
+        flow: tuple[str, str] | None = None
+        if chosen is not None:
+            if not isinstance(chosen, Limit):
+                raise ValidationError(f"limit must be a Limit, got {chosen!r}")
+            flow = chosen.key_for(input), chosen.start_mode
+            if start_at is not None and chosen.debounce is not None:
+                raise ValidationError("a debounced start takes no start_at (its quiet period is)")
+        if instance_id is not None:
+            validate_id(instance_id)
+        elif flow is None:
             instance_id = uuid.uuid4().hex
-        validate_id(instance_id)
-        name, resolved_version, result_type = _orchestration_identity(orchestration, self.app)
         if version is not None:
             resolved_version = version
         encoded_input = self.codec.encode(input)
@@ -249,18 +326,34 @@ class Client(ClientMessagingMixin, JobsClientMixin, SchedulesClientMixin, QueueC
                 raise ValidationError("start_at must be timezone-aware")
             visible_at_ms = int(start_at.timestamp() * 1000)
         await self._ensure_initialized()
+        if flow is not None:  # every start of a key is judged in the key's partition
+            instance_id = self.store.id_for_key(instance_id, flow[0])
+        assert instance_id is not None
         with tracing.client_start_span(name, instance_id) as trace:  # a no-op unless traced
             message_id, message = _start_message(
                 instance_id, name, resolved_version, encoded_input, trace
             )
-            created = await self.store.create_instance(
-                instance_id,
-                InstanceCreate(name=name, version=resolved_version, input=encoded_input),
-                message_id,
-                message,
-                policy=if_exists,
-                visible_at_ms=visible_at_ms,
-            )
+            create = InstanceCreate(name=name, version=resolved_version, input=encoded_input)
+            if flow is None:
+                created = await self.store.create_instance(
+                    instance_id,
+                    create,
+                    message_id,
+                    message,
+                    policy=if_exists,
+                    visible_at_ms=visible_at_ms,
+                )
+            else:
+                instance_id, created = await self.store.create_limited_instance(
+                    instance_id,
+                    create,
+                    message_id,
+                    message,
+                    flow_key=flow[0],
+                    flow_mode=flow[1],
+                    policy=if_exists,
+                    visible_at_ms=visible_at_ms,
+                )
         if result_type is not None:
             self._result_types[instance_id] = result_type
         logger.debug(
@@ -270,7 +363,7 @@ class Client(ClientMessagingMixin, JobsClientMixin, SchedulesClientMixin, QueueC
             created,
             extra={"instance_id": instance_id},
         )
-        return InstanceId(instance_id)
+        return InstanceHandle(instance_id, self, result_type)
 
     async def raise_event(self, instance_id: str, name: str, data: Any = None) -> None:
         """Deliver the external event ``name`` to the instance.
@@ -281,7 +374,7 @@ class Client(ClientMessagingMixin, JobsClientMixin, SchedulesClientMixin, QueueC
         validate_id(instance_id)
         validate_id(name, "event name")
         encoded = self.codec.encode(data)
-        message_id = f"event:{uuid.uuid4().hex}"
+        message_id = ids.client_message_id("event", uuid.uuid4().hex)
         message = core.encode_message(core.event_raised_message(name, encoded))
         await self._ensure_initialized()
         await self.store.enqueue_message(instance_id, message_id, message)
@@ -295,7 +388,9 @@ class Client(ClientMessagingMixin, JobsClientMixin, SchedulesClientMixin, QueueC
         validate_id(instance_id)
         message = core.encode_message(core.cancel_message(reason))
         await self._ensure_initialized()
-        await self.store.enqueue_message(instance_id, f"cancel:{uuid.uuid4().hex}", message)
+        await self.store.enqueue_message(
+            instance_id, ids.client_message_id("cancel", uuid.uuid4().hex), message
+        )
 
     async def purge(self, instance_id: str, *, force: bool = False) -> int:
         """Delete the instance and its children. Returns how many instances were deleted.
@@ -314,6 +409,90 @@ class Client(ClientMessagingMixin, JobsClientMixin, SchedulesClientMixin, QueueC
         await self._ensure_initialized()
         return await self.store.request_fail_held(instance_id)
 
+    async def reset(
+        self,
+        instance_id: str,
+        event_id: int | str = "before-failure",
+        *,
+        reason: str = "",
+        by: str | None = None,
+        reapply_events: bool = True,
+    ) -> ResetInfo:
+        """Re-run a failed, held, completed or cancelled instance from a point of its history,
+        as a new execution of the same id (docs/deploying.md, "Reset").
+
+        Events 1..``event_id`` of the current execution are kept (their activity results are
+        replayed, not re-run); the new execution records an ``ExecutionReset`` event (from
+        where, ``reason``, ``by``: default ``user@host``) and runs the code live from there.
+        ``event_id`` is an event id where nothing is in flight, or a shortcut:
+        ``"before-failure"`` (default: the latest such point before the first failure) or
+        ``"last-turn"`` (the latest such point). The old execution's history stays readable
+        (``get_history(id, execution_id=N)``). Events raised after the point (consumed by the
+        old execution) are delivered again to the new one, before anything queued, unless
+        ``reapply_events=False``.
+
+        Raises InstanceNotFoundError, InstanceRunningError (running and not held: nothing
+        changed), ResetPointError (the point has work in flight or is not one; the message
+        lists the valid points).
+        """
+        from durable_redis.core.reset import plan_reset
+
+        validate_id(instance_id)
+        await self._ensure_initialized()
+        who = by if by is not None else _operator()
+        for _ in range(5):
+            info = await self.store.get_instance(instance_id)
+            if info is None:
+                raise InstanceNotFoundError(f"instance {instance_id!r} not found")
+            raw = await self.store.read_history(instance_id, info.execution_id)
+            try:
+                history = core.decode_history(raw)
+            except CodecError as exc:
+                raise CodecError(f"the history of {instance_id!r}: {exc}") from exc
+            now_ms = await self.store.server_time_ms()
+            plan = plan_reset(
+                history,
+                event_id,
+                reason=reason,
+                by=who,
+                now_ms=now_ms,
+                reapply_events=reapply_events,
+            )
+            wake = core.encode_message(
+                core.messages.TimerFired(
+                    execution_id=plan.new_execution, timer_id=0, fire_at_ms=now_ms
+                )
+            )
+            new_execution = await self.store.reset_instance(
+                instance_id,
+                execution_id=plan.from_execution,
+                history_len=len(raw),
+                keep=plan.keep,
+                started=plan.started,
+                reset_event=plan.reset_event,
+                wake=(f"reset:{uuid.uuid4().hex}", wake),
+                reapply=plan.reapplied,
+            )
+            if new_execution is not None:
+                logger.info(
+                    "instance %s reset to event %d of execution %d (execution %d): %s",
+                    instance_id,
+                    plan.keep,
+                    plan.from_execution,
+                    new_execution,
+                    reason or "no reason given",
+                    extra={"instance_id": instance_id},
+                )
+                self._result_types.pop(instance_id, None)
+                return ResetInfo(
+                    instance_id=instance_id,
+                    from_execution=plan.from_execution,
+                    from_event=plan.keep,
+                    execution_id=new_execution,
+                    reapplied_events=len(plan.reapplied),
+                )
+        raise StoreError(f"instance {instance_id!r} kept changing while it was being reset")
+
     # -- queries -------------------------------------------------------------------------------
     async def get_status(
         self, instance_id: str, *, result_type: Any = None
@@ -328,7 +507,7 @@ class Client(ClientMessagingMixin, JobsClientMixin, SchedulesClientMixin, QueueC
     @overload
     async def wait_for_completion(
         self,
-        instance_id: InstanceId[R],
+        instance_id: InstanceHandle[R],
         *,
         timeout: float | timedelta | None = ...,
         result_type: None = ...,
@@ -352,8 +531,8 @@ class Client(ClientMessagingMixin, JobsClientMixin, SchedulesClientMixin, QueueC
         result_type: Any = None,
     ) -> Any:
         """Wait until the instance ends; return its output (typed by the orchestration's return
-        annotation when ``instance_id`` is the :class:`InstanceId` that ``start`` returned, or by
-        ``result_type``).
+        annotation when ``instance_id`` is the :class:`InstanceHandle` that ``start`` returned,
+        or by ``result_type``).
 
         Raises OrchestrationFailedError, OrchestrationCancelledError, WaitTimeoutError (the
         instance may still finish later) or InstanceNotFoundError.
@@ -485,24 +664,40 @@ class Client(ClientMessagingMixin, JobsClientMixin, SchedulesClientMixin, QueueC
         )
 
 
+@dataclass(frozen=True, slots=True)
+class ResetInfo:
+    """What ``client.reset`` did: execution ``execution_id`` began as events 1..``from_event``
+    of execution ``from_execution`` (which stays readable)."""
+
+    instance_id: str
+    from_execution: int
+    from_event: int
+    execution_id: int
+    reapplied_events: int = 0  # events raised after the point, delivered again
+
+
+def _operator() -> str:
+    """``user@host`` of this process: who reset an instance, when the caller does not say."""
+    import getpass
+    import socket
+
+    try:
+        user = getpass.getuser()
+    except Exception:  # no login name (containers): the host alone
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
 # -- core glue -------------------------------------------------------------------------------
-def _orchestration_identity(orchestration: Any, app: Any) -> tuple[str, str, Any]:
-    """(name, version, result type or None) of a function or a registered name."""
-    if isinstance(orchestration, str):
-        validate_id(orchestration, "orchestration name")
-        if app is None:
-            return orchestration, "", None  # the workers decide whether they know it
-        try:
-            registered = app.get_orchestration(orchestration)
-        except NotRegisteredError:
-            raise NotRegisteredError(
-                f"orchestration {orchestration!r} is not registered on this client's app "
-                f"{getattr(app, 'name', '')!r}; a client made without an app leaves that check "
-                "to the workers"
-            ) from None
-        return orchestration, registered.version or "", registered.result_type
-    meta = core.orchestration_metadata(orchestration)
-    return meta.name, meta.version or "", meta.result_type
+def _registered_start_limit(orchestration: Any, app: Any) -> Limit | None:
+    """The ``limit`` an orchestration was registered with (by name: on the client's app)."""
+    if not isinstance(orchestration, str):
+        limit: Limit | None = core.orchestration_metadata(orchestration).limit
+        return limit
+    if app is None:
+        return None
+    registered: Limit | None = app.get_orchestration(orchestration).limit
+    return registered
 
 
 def _start_message(
@@ -515,4 +710,4 @@ def _start_message(
     message = core.start_message(name=name, version=version, input=encoded_input, trace=trace)
     # Unique per start() call: a transport-level retry re-sends the same id (idempotent), while
     # a second start() of the same instance id is a new request that the policy decides on.
-    return f"start:{uuid.uuid4().hex}", core.encode_message(message)
+    return ids.client_message_id("start", uuid.uuid4().hex), core.encode_message(message)

@@ -76,6 +76,8 @@ class NewWorkItem:
     visible_at_ms: int | None = None
     queue: str | None = None  # None = "default" (docs/routing.md)
     priority: int = 0  # higher first within the queue, FIFO within a level
+    flow_key: str | None = None  # flow control by key (docs/routing.md); judged per partition
+    flow: str | None = None  # its limits "<concurrency> <rate> <per ms> <burst>" ('-' none)
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,26 +5,16 @@ The app (``durable_redis.demo:app``): each conversation opens a session; every t
 transcript in memory between turns. The orchestration then fans out to ``score_turn`` (plain
 activities, any worker, with retries) and closes the session.
 
-:func:`run_demo` drives it: a private Redis (unless a URL is given), two worker processes, a few
-conversations, progress while they run, and a report of which worker ran every turn.
+``durable_redis._cli_demo.run_demo`` drives it (``durable-redis demo``): a private Redis (unless
+a URL is given), two worker processes, a few conversations, progress while they run, and a
+report of which worker ran every turn. This module is the app alone: the workers import it.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
-import math
 import os
-import shutil
-import signal
-import subprocess
-import sys
-import tempfile
 import time
-import uuid
-from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
 
 from durable_redis.core import ActivityContext, App, OrchestrationContext, RetryPolicy
 
@@ -35,7 +25,6 @@ __all__ = [
     "app",
     "chat_turn",
     "conversation",
-    "run_demo",
     "score_turn",
 ]
 
@@ -124,7 +113,7 @@ async def conversation(ctx: OrchestrationContext, convo: Conversation) -> Conver
     )
 
 
-# -- the demo runner (used by the CLI; workers never call it) -------------------------------------
+# -- the demo's sample conversations (the driver sends them) ---------------------------------------
 _CUSTOMERS = ["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi"]
 _LINES = [
     "hi, my order has not arrived",
@@ -136,270 +125,3 @@ _LINES = [
     "perfect, bye",
 ]
 WORKER_COUNT = 2
-
-
-@dataclass
-class _Worker:
-    process: subprocess.Popen[bytes]
-    log_path: Path
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def log_tail(self, lines: int = 15) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-
-def run_demo(
-    *,
-    redis_url: str | None = None,
-    namespace: str = "default",
-    conversations: int = 4,
-    turns: int = 5,
-    as_json: bool = False,
-) -> int:
-    """Run the demo end to end; return 0 if every conversation stayed on one worker."""
-    from durable_redis.storage.server import RedisServer
-
-    if not 1 <= conversations <= 50 or not 1 <= turns <= 50:
-        print("durable-redis demo: --conversations and --turns must be 1..50", file=sys.stderr)
-        return 2
-    out = _Printer(quiet=as_json)
-    server: RedisServer | None = None
-    workers: list[_Worker] = []
-    logs = tempfile.mkdtemp(prefix="durable-redis-demo-logs-")
-    started = time.monotonic()
-    try:
-        if redis_url is None:
-            server = RedisServer(persistence=True).start()
-            redis_url = server.url
-            out(
-                f"started a private Redis (pid {server.pid}, AOF on) at {redis_url}"
-                f"\n  binary: {server.executable}"
-            )
-        else:
-            out(f"using the Redis at {_redact(redis_url)} (namespace {namespace!r})")
-        workers = _start_workers(redis_url, namespace, conversations, Path(logs))
-        out(
-            f"started {len(workers)} worker processes: "
-            + ", ".join(f"pid {w.pid}" for w in workers)
-            + f" (max_sessions_per_worker={math.ceil(conversations / WORKER_COUNT)})"
-        )
-        if not _wait_workers_ready(workers, timeout=20.0):
-            out("workers did not start in time:")
-            for w in workers:
-                out(f"--- worker {w.pid} ---\n{w.log_tail()}")
-            return 1
-        import anyio
-
-        report = anyio.run(_drive, redis_url, namespace, conversations, turns, out)
-    except KeyboardInterrupt:
-        out("interrupted")
-        return 130
-    finally:
-        # Clean up first, report after: a failing stdout must not leak processes.
-        codes = _stop_workers(workers)
-        if server is not None:
-            server.stop()
-        if server is not None or all(c == 0 for c in codes):
-            shutil.rmtree(logs, ignore_errors=True)
-        with contextlib.suppress(OSError):
-            if workers:
-                out("stopped the workers (SIGTERM): exit codes " + ", ".join(map(str, codes)))
-            if server is not None:
-                out("stopped the private Redis")
-            if Path(logs).exists():
-                out(f"worker logs kept in {logs}")
-    ok = bool(report["ok"]) and all(c == 0 for c in codes)
-    report["ok"] = ok
-    report["worker_exit_codes"] = codes
-    report["seconds"] = round(time.monotonic() - started, 2)
-    if as_json:
-        print(json.dumps(report, sort_keys=True))
-    else:
-        out(f"demo {'succeeded' if ok else 'FAILED'} in {report['seconds']:.1f}s")
-    return 0 if ok else 1
-
-
-class _Printer:
-    """Progress lines on stdout (none with ``--json``); a closed stdout stops the printing."""
-
-    def __init__(self, *, quiet: bool) -> None:
-        self.quiet = quiet
-
-    def __call__(self, text: str) -> None:
-        if self.quiet:
-            return
-        try:
-            print(text, flush=True)
-        except BrokenPipeError:
-            self.quiet = True
-
-
-def _redact(url: str) -> str:
-    from durable_redis._cli_commands import redact_url
-
-    return redact_url(url)
-
-
-def _start_workers(url: str, namespace: str, conversations: int, logs: Path) -> list[_Worker]:
-    from durable_redis.runtime import WorkerOptions
-    from durable_redis.runtime.process import worker_command
-
-    options = WorkerOptions(
-        max_sessions_per_worker=math.ceil(conversations / WORKER_COUNT),
-        fetch_wait=0.5,
-        shutdown_grace_period=5.0,
-        janitor_interval=None,
-    )
-    cmd = worker_command(
-        "durable_redis.demo:app", url, options, namespace=namespace, log_level="INFO"
-    )
-    workers: list[_Worker] = []
-    for i in range(WORKER_COUNT):
-        log_path = logs / f"worker-{i + 1}.log"
-        with log_path.open("wb") as log:
-            proc = subprocess.Popen(
-                cmd,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # Ctrl-C reaches them only through us (SIGTERM)
-            )
-        workers.append(_Worker(proc, log_path))
-    return workers
-
-
-def _wait_workers_ready(workers: list[_Worker], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        ready = 0
-        for w in workers:
-            if w.process.poll() is not None:
-                return False
-            with contextlib.suppress(OSError):
-                if " started" in w.log_path.read_text(errors="replace"):
-                    ready += 1
-        if ready == len(workers):
-            return True
-        time.sleep(0.05)
-    return False
-
-
-def _stop_workers(workers: list[_Worker]) -> list[int]:
-    for w in workers:
-        if w.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(w.pid, signal.SIGTERM)
-    codes: list[int] = []
-    for w in workers:
-        try:
-            codes.append(w.process.wait(timeout=10))
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(w.pid, signal.SIGKILL)
-            codes.append(w.process.wait(timeout=10))
-    return codes
-
-
-async def _drive(
-    url: str, namespace: str, conversations: int, turns: int, out: _Printer
-) -> dict[str, Any]:
-    import anyio
-
-    from durable_redis.client import Client
-
-    run_id = uuid.uuid4().hex[:8]
-    async with Client.from_url(url, namespace=namespace, app=app) as client:
-        ids: dict[str, str] = {}
-        for i in range(conversations):
-            customer = _CUSTOMERS[i % len(_CUSTOMERS)] + ("" if i < len(_CUSTOMERS) else str(i))
-            messages = [_LINES[t % len(_LINES)] for t in range(turns)]
-            ids[customer] = await client.start(
-                conversation,
-                Conversation(customer, messages),
-                instance_id=f"demo-{run_id}-{customer}",
-            )
-        out(f"started {conversations} conversations of {turns} turns each (run {run_id})")
-
-        shown: dict[str, Any] = {}
-        states: dict[str, Any] = {}
-        deadline = anyio.current_time() + 60.0
-        while anyio.current_time() < deadline:
-            for customer, instance_id in ids.items():
-                if customer in states and states[customer].is_terminal:
-                    continue  # its end was shown
-                state = await client.get_status(instance_id)
-                if state is None:
-                    continue
-                states[customer] = state
-                progress = state.custom_status
-                if state.is_terminal:
-                    last = _last_turn(state.output)
-                    if last is not None and shown.get(customer) != last:
-                        out(f"  {customer:<8} {_progress_text(last)}")  # polled past it
-                    progress = f"{state.status.value}"
-                if progress != shown.get(customer):
-                    shown[customer] = progress
-                    out(f"  {customer:<8} {_progress_text(progress)}")
-            if len(states) == len(ids) and all(s.is_terminal for s in states.values()):
-                break
-            await anyio.sleep(0.1)
-
-    report_rows: list[dict[str, Any]] = []
-    ok = True
-    out("\nwhat happened:")
-    for customer, instance_id in ids.items():
-        state = states.get(customer)
-        status = state.status.value if state is not None else "missing"
-        row: dict[str, Any] = {"customer": customer, "instance_id": instance_id, "status": status}
-        result = state.output if state is not None else None
-        if status == "completed" and isinstance(result, ConversationResult):
-            pids = sorted(set(result.worker_pids))
-            one_worker = len(pids) == 1
-            row.update(asdict(result))
-            row["one_worker"] = one_worker
-            ok = ok and one_worker and result.remembered_all and len(result.worker_pids) == turns
-            where = (
-                f"all {len(result.worker_pids)} turns on worker pid {pids[0]}"
-                if one_worker
-                else "turns on workers " + ", ".join(str(p) for p in result.worker_pids)
-            )
-            memory = "yes" if result.remembered_all else "NO"
-            out(
-                f"  {customer:<8} session {result.session_id}: {where}; every turn saw the "
-                f"earlier ones in memory: {memory}; score {result.score}"
-            )
-        else:
-            ok = False
-            error = state.error if state is not None else None
-            out(f"  {customer:<8} {status}" + (f": {error}" if error else ""))
-        report_rows.append(row)
-    used = sorted({p for r in report_rows for p in r.get("worker_pids", [])})
-    out(
-        f"every conversation stayed on one worker: {'yes' if ok else 'NO'} "
-        f"(workers used: {', '.join(str(p) for p in used) or 'none'})"
-    )
-    return {"ok": ok, "conversations": report_rows, "workers_used": used}
-
-
-def _last_turn(result: Any) -> dict[str, Any] | None:
-    """The custom status of a finished conversation's last turn (as the progress shows it)."""
-    if not isinstance(result, ConversationResult) or not result.worker_pids:
-        return None
-    turns = len(result.worker_pids)
-    return {"turn": turns, "of": turns, "worker_pid": result.worker_pids[-1]}
-
-
-def _progress_text(progress: Any) -> str:
-    if isinstance(progress, dict) and "turn" in progress:
-        return (
-            f"turn {progress['turn']}/{progress['of']} done on worker pid {progress['worker_pid']}"
-        )
-    if progress is None:
-        return "waiting for a worker"
-    return str(progress)

@@ -8,6 +8,7 @@
     ├── NotRegisteredError                 a name no App on this worker knows
     ├── ValidationError                    bad input from a caller; nothing was written
     │   ├── InvalidIdError                 empty, huge, non-UTF-8 or forbidden characters
+    │   ├── ResetPointError                a reset point with work in flight, or past the end
     │   └── PayloadTooLargeError           an encoded payload over the size limit (also a
     │                                      CodecError: the value cannot be encoded in the limit)
     ├── CodecError                         a value that cannot be encoded or decoded
@@ -91,6 +92,7 @@ __all__ = [
     "PayloadTooLargeError",
     "RegistrationError",
     "ReplicationTimeoutError",
+    "ResetPointError",
     "ScheduleNotFoundError",
     "StoreError",
     "StoreFullError",
@@ -146,6 +148,11 @@ class ValidationError(DurableRedisError, ValueError):
 
 class InvalidIdError(ValidationError):
     """An instance, session or event id that is empty, too long or has forbidden characters."""
+
+
+class ResetPointError(ValidationError):
+    """A reset point (``client.reset``) where work is in flight, past the end of the
+    execution, or not an event id or shortcut; the message lists the valid points."""
 
 
 class CodecError(DurableRedisError):
@@ -258,11 +265,15 @@ class NondeterminismError(DurableRedisError):
         position: int | None = None,
         recorded: str = "",
         actual: str = "",
+        source: str | None = None,
     ) -> None:
         super().__init__(message)
         self.instance_id = instance_id
         self.position = position
         self.recorded = recorded
+        #: ``path:line`` of the orchestration code that diverged (the call that issued the
+        #: differing command, or the ``await`` it waits at), None when not in user code
+        self.source = source
         self.actual = actual
 
 

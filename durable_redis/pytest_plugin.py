@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from durable_redis._testenv import TestEnvironment
     from durable_redis.client import Client
     from durable_redis.core import App
-    from durable_redis.storage.server import RedisServer
+    from durable_redis.devtools.server import RedisServer
 
 __all__ = [
     "durable_app",
@@ -90,7 +90,7 @@ def durable_app(request: pytest.FixtureRequest) -> App:
 @pytest.fixture(scope="session")
 def durable_redis_server() -> Iterator[RedisServer]:
     """One embedded redis-server (AOF on) for the whole run, stopped by its pid at the end."""
-    from durable_redis.storage.server import RedisServer
+    from durable_redis.devtools.server import RedisServer
 
     with RedisServer(persistence=True) as server:
         yield server

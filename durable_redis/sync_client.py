@@ -23,14 +23,15 @@ from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar
 
 from durable_redis._jobs_client import DEFAULT_RESULT_TTL, JobHandle, JobStatus
-from durable_redis.client import Client, InstanceState
+from durable_redis.client import Client, InstanceHandle, InstanceState
+from durable_redis.core import App, Codec
 from durable_redis.core.jobs import Limit
 from durable_redis.core.retry import RetryPolicy
 from durable_redis.storage.activities import QueueStatus
 from durable_redis.storage.base import ExistingInstancePolicy
 from durable_redis.storage.job_types import ExistingJobPolicy, JobQueueInfo, JobState
 
-__all__ = ["SyncClient", "SyncJobHandle"]
+__all__ = ["SyncClient", "SyncInstanceHandle", "SyncJobHandle"]
 
 R = TypeVar("R")
 T = TypeVar("T")
@@ -95,6 +96,40 @@ class SyncJobHandle(Generic[R]):
         self._loop.run(self._handle.retry())
 
 
+class SyncInstanceHandle(str, Generic[R]):
+    """The blocking twin of :class:`~durable_redis.InstanceHandle`: what
+    :meth:`SyncClient.start` returns. It is the instance id (a ``str``, as before), with
+    ``.id``, ``.result()``, ``.state()``, ``.raise_event()`` and ``.cancel()``."""
+
+    _handle: InstanceHandle[R]
+    _loop: _Loop
+
+    def __new__(cls, handle: InstanceHandle[R], loop: _Loop) -> SyncInstanceHandle[R]:
+        self = super().__new__(cls, handle.id)
+        self._handle = handle
+        self._loop = loop
+        return self
+
+    @property
+    def id(self) -> str:
+        return str.__str__(self)
+
+    def __reduce__(self) -> tuple[type[str], tuple[str]]:
+        return str, (self.id,)
+
+    def result(self, *, timeout: float | timedelta | None = None) -> R:
+        return self._loop.run(self._handle.result(timeout=timeout))
+
+    def state(self) -> InstanceState | None:
+        return self._loop.run(self._handle.state())
+
+    def raise_event(self, name: str, data: Any = None) -> None:
+        self._loop.run(self._handle.raise_event(name, data))
+
+    def cancel(self, reason: str = "") -> None:
+        self._loop.run(self._handle.cancel(reason))
+
+
 class SyncClient:
     """Blocking, thread-safe client: the operations of :class:`~durable_redis.Client`."""
 
@@ -114,7 +149,12 @@ class SyncClient:
 
     @classmethod
     def from_url(
-        cls, url: str, *, namespace: str = "default", app: Any = None, codec: Any = None
+        cls,
+        url: str,
+        *,
+        namespace: str = "default",
+        app: App | None = None,
+        codec: Codec | None = None,
     ) -> SyncClient:
         return cls(lambda: Client.from_url(url, namespace=namespace, app=app, codec=codec))
 
@@ -222,16 +262,20 @@ class SyncClient:
         instance_id: str | None = None,
         if_exists: ExistingInstancePolicy = ExistingInstancePolicy.FAIL,
         start_at: datetime | None = None,
-    ) -> str:
-        return self._loop.run(
+        limit: Limit | None = None,
+    ) -> SyncInstanceHandle[Any]:
+        """:meth:`Client.start`; the handle is the instance id (a ``str``, as before)."""
+        handle = self._loop.run(
             self._client.start(
                 orchestration,
                 input,
                 instance_id=instance_id,
                 if_exists=if_exists,
                 start_at=start_at,
+                limit=limit,
             )
         )
+        return SyncInstanceHandle(handle, self._loop)
 
     def raise_event(self, instance_id: str, name: str, data: Any = None) -> None:
         self._loop.run(self._client.raise_event(instance_id, name, data))

@@ -6,6 +6,13 @@ Gate a deploy on replay::
     for path in Path("histories").glob("*.history"):
         assert_replays(app, path)      # raises NondeterminismError naming the divergence
 
+The same gate over many histories, read from Redis (filters by name, status, created or
+updated time) or from a directory that ``durable-redis export`` wrote, as ``durable-redis
+replay`` runs it, with the source line of each divergence::
+
+    report = await replay_gate(app, client=client, status="running", since=week_ago)
+    report.check()                     # AssertionError listing every divergence
+
 Test an app on the real engine (the production worker, its Lua scripts, a private Redis) with a
 virtual clock, mocks and injected faults: ``TestEnvironment`` (docs/testing.md), and the pytest
 fixtures ``durable_env`` / ``durable_client`` of the ``durable_redis.pytest_plugin``.
@@ -19,43 +26,47 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import msgpack  # type: ignore[import-untyped]
-
+from durable_redis import ids
+from durable_redis._replay_gate import Divergence, ReplayGateReport, replay_gate
+from durable_redis._test_histories import (
+    HistorySource,
+    load_history,
+    replay_history,
+    save_history,
+)
 from durable_redis.core import (
     ActivityContext,
     App,
     Codec,
     HistoryEvent,
-    ReplayResult,
     TurnResult,
     activity_completed,
     activity_failed,
-    decode_event,
-    encode_event,
     orchestration_metadata,
-    replay,
     run_turn,
 )
 from durable_redis.core import messages as msg
 from durable_redis.core.turn import OrchestrationStatus
-from durable_redis.errors import CodecError, FailureDetails, NondeterminismError
+from durable_redis.errors import FailureDetails, NondeterminismError
 
 if TYPE_CHECKING:
     from durable_redis._testenv import ActivityFault, SyncTestEnvironment, TestEnvironment
 
 __all__ = [
     "ActivityFault",
+    "Divergence",
     "InMemoryRunner",
     "Instance",
+    "ReplayGateReport",
     "SyncTestEnvironment",
     "TestEnvironment",
     "assert_replays",
     "load_history",
+    "replay_gate",
     "replay_history",
     "save_history",
 ]
@@ -69,32 +80,6 @@ def __getattr__(name: str) -> Any:
 
         return getattr(_testenv, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-HistorySource = Sequence[HistoryEvent] | Sequence[bytes] | str | Path
-
-
-def save_history(path: str | Path, events: Iterable[HistoryEvent]) -> None:
-    """Write events to a file (a msgpack list of encoded events)."""
-    Path(path).write_bytes(msgpack.packb([encode_event(e) for e in events], use_bin_type=True))
-
-
-def load_history(source: HistorySource) -> list[HistoryEvent]:
-    """Events from a file, a list of encoded events, or a list of events."""
-    if isinstance(source, str | Path):
-        try:
-            raw = msgpack.unpackb(Path(source).read_bytes(), raw=False)
-        except (ValueError, msgpack.ExtraData) as exc:
-            raise CodecError(f"{source}: not a history file: {exc}") from exc
-        if not isinstance(raw, list):
-            raise CodecError(f"{source}: not a history file")
-        source = raw
-    return [decode_event(e) if isinstance(e, bytes) else e for e in source]
-
-
-def replay_history(app: App, history: HistorySource, *, codec: Codec | None = None) -> ReplayResult:
-    """Replay a recorded execution against the current code; the result reports divergence."""
-    return replay(app, load_history(history), codec=codec)
 
 
 def assert_replays(app: App, history: HistorySource, *, codec: Codec | None = None) -> None:
@@ -164,7 +149,7 @@ class InMemoryRunner:
         )
         start = msg.StartOrchestration(name=name, input=self.codec.encode(input))
         self._create(instance_id, name)
-        self._enqueue(instance_id, f"start:{instance_id}", start)
+        self._enqueue(instance_id, ids.client_message_id("start", instance_id), start)
         return instance_id
 
     def raise_event(self, instance_id: str, name: str, data: Any = None) -> None:
@@ -175,7 +160,11 @@ class InMemoryRunner:
         )
 
     def cancel(self, instance_id: str, reason: str = "") -> None:
-        self._enqueue(instance_id, f"cancel:{instance_id}", msg.CancelRequested(reason=reason))
+        self._enqueue(
+            instance_id,
+            ids.client_message_id("cancel", instance_id),
+            msg.CancelRequested(reason=reason),
+        )
 
     def result(self, instance_id: str) -> Any:
         inst = self.instances[instance_id]

@@ -3,16 +3,15 @@
 * :func:`redis_url` yields ``$REDIS_URL`` if set, else starts a private ``redis-server`` (unix
   socket in a temp dir, AOF on) and stops it on exit.
 * :func:`in_process_worker` runs a :class:`Worker` inside the example's own event loop.
-* :class:`WorkerProcesses` starts ``python -m durable_redis.runtime MODULE:app`` processes and
-  stops (or kills) them by their own pids.
+* :func:`worker_processes` is the library's :class:`~durable_redis.devtools.WorkerProcesses`
+  for ``MODULE:app`` here: ``python -m durable_redis.runtime`` processes stopped (or killed) by
+  their own pids.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import signal
-import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -21,9 +20,9 @@ from typing import Any
 
 import anyio
 
+from durable_redis.devtools import RedisServer, WorkerProcesses
 from durable_redis.runtime import Worker, WorkerOptions
-from durable_redis.runtime.process import worker_command
-from durable_redis.storage import RedisServer, RedisStore
+from durable_redis.storage import RedisStore
 
 HERE = Path(__file__).resolve().parent
 
@@ -68,49 +67,19 @@ async def in_process_worker(
         await store.close()
 
 
-class WorkerProcesses:
-    """Worker subprocesses for ``examples/<module>.py``'s ``app``; cleaned up on exit."""
-
-    def __init__(self, module: str, url: str, namespace: str, options: WorkerOptions) -> None:
-        self.cmd = worker_command(
-            f"{module}:app", url, options, namespace=namespace, log_level="WARNING"
-        )
-        self.processes: list[subprocess.Popen[bytes]] = []
-
-    def start(self, count: int) -> list[int]:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), env.get("PYTHONPATH")]))
-        for _ in range(count):
-            self.processes.append(
-                subprocess.Popen(self.cmd, cwd=str(HERE), env=env, stdin=subprocess.DEVNULL)
-            )
-        return [p.pid for p in self.processes]
-
-    def kill(self, pid: int) -> None:
-        """SIGKILL one of *our* workers (refuses any other pid)."""
-        for proc in self.processes:
-            if proc.pid == pid and proc.poll() is None:
-                os.kill(pid, signal.SIGKILL)
-                proc.wait(10)
-                return
-        raise ValueError(f"pid {pid} is not a running worker of this example")
-
-    def stop(self) -> None:
-        for proc in self.processes:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.processes:
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
-
-    def __enter__(self) -> WorkerProcesses:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+def worker_processes(
+    module: str, url: str, namespace: str, options: WorkerOptions
+) -> WorkerProcesses:
+    """The library's runner for ``examples/<module>.py``'s ``app`` (logs in a temp dir)."""
+    return WorkerProcesses(
+        f"{module}:app",
+        url,
+        options,
+        namespace=namespace,
+        log_level="WARNING",
+        cwd=HERE,
+        pythonpath=[HERE],
+    )
 
 
 def finish(ok: bool, message: str) -> None:

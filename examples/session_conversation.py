@@ -14,9 +14,10 @@ import os
 from dataclasses import dataclass
 
 import anyio
-from _support import WorkerProcesses, finish, redis_url, unique_namespace
+from _support import finish, redis_url, unique_namespace, worker_processes
 
 from durable_redis import ActivityContext, App, Client, OrchestrationContext, WorkerOptions
+from durable_redis.devtools import WorkerProcesses
 
 app = App("session-conversation")
 
@@ -105,8 +106,9 @@ async def converse(url: str, namespace: str, workers: WorkerProcesses) -> list[T
 if __name__ == "__main__":
     with redis_url() as url:
         namespace = unique_namespace("session")
-        with WorkerProcesses("session_conversation", url, namespace, OPTIONS) as workers:
-            pids = workers.start(2)
+        with worker_processes("session_conversation", url, namespace, OPTIONS) as workers:
+            workers.start(2)
+            pids = workers.pids
             print(f"started two worker processes: {pids[0]} and {pids[1]}", flush=True)
             results = anyio.run(converse, url, namespace, workers)
     for number, r in enumerate(results, start=1):

@@ -29,7 +29,7 @@ local id = ARGV[2]
 local items = KEYS[2]
 if redis.call('HGET', items, id .. '|t') ~= ARGV[3] then return {1} end
 redis.call('ZREM', KEYS[3], id)
-redis.call('HDEL', items, id .. '|t', id .. '|w')
+unlease_item(items, KEYS[4], KEYS[6], id, now)  -- a keyed item's slot frees
 if ARGV[5] == '0' then
   local a = tonumber(redis.call('HGET', items, id .. '|a') or '0')
   if a > 0 then redis.call('HSET', items, id .. '|a', fmt(a - 1)) end
@@ -39,7 +39,7 @@ local where, q = place_item(items, KEYS[4], KEYS[5], KEYS[6], id, vis, now)
 local marker = wq_marker_of(items, q, where)  -- its queue's (KEYS[7] / KEYS[8] for "default")
 if where == 'delayed' then
   arm_marker(marker, vis, now)
-else
+elseif where ~= 'held' then
   wake_now(marker)
 end
 return {0}

@@ -335,8 +335,12 @@ for _, w in ipairs(work) do
   local id, sid = w[1], w[3]
   if redis.call('HEXISTS', items, id .. '|d') == 0 then
     -- w[4] is "<visible_at>" or, routed (docs/routing.md), "<visible_at>;<queue>;<priority>"
-    local vis_s, wq, wpr = string.match(w[4], '^([^;]*);([^;]*);(-?%d*)$')
-    if not vis_s then vis_s, wq, wpr = w[4], '', '' end
+    -- and for a keyed call ";<flow limits> <key>" after it (the item's g field)
+    local vis_s, wq, wpr, wg = string.match(w[4], '^([^;]*);([^;]*);(-?%d*);?(.*)$')
+    if not vis_s then vis_s, wq, wpr, wg = w[4], '', '', '' end
+    if wg ~= '' and sid == '' then  -- a session's work is not flow-controlled
+      redis.call('HSET', items, id .. '|g', wg)
+    end
     local n = redis.call('INCR', K_seq) - tonumber(wpr ~= '' and wpr or '0') * 68719476736
     redis.call('HSET', items, id .. '|d', w[5], id .. '|i', iid, id .. '|k', w[2],
                id .. '|s', sid, id .. '|a', '0', id .. '|n', fmt(n))
@@ -355,8 +359,8 @@ for _, w in ipairs(work) do
         -- paused: it stays queued, nobody is woken (resume_queue wakes its workers)
       elseif where == 'delayed' then
         arm_marker(wq_marker_of(items, q, where), vis, now)
-      elseif where == 'plain' or not wake_session_owner(iid, sid) then
-        wake_now(wq_marker_of(items, q, where))
+      elseif where == 'plain' or where == 'group' or not wake_session_owner(iid, sid) then
+        if where ~= 'held' then wake_now(wq_marker_of(items, q, where)) end
       end
     elseif where == 'plain' and take_left > 0 and wpr == '' then
       take_left = take_left - 1
@@ -368,9 +372,9 @@ for _, w in ipairs(work) do
       for _, v in ipairs({id, tok, iid, w[2], '', w[5], tostring(attempt)}) do
         taken[#taken + 1] = v
       end
-    elseif where == 'plain' then
+    elseif where == 'plain' or where == 'group' or where == 'held' then
       take_left = 0  -- an item waits in the queue now: later ones must not pass it
-      wake_now(K_wq_marker)
+      if where ~= 'held' then wake_now(K_wq_marker) end
     elseif where == 'delayed' then
       arm_marker(K_wq_marker, vis, now)
     elseif not wake_session_owner(iid, sid) then

@@ -86,60 +86,6 @@ local function lease(id)
   zargs[#zargs + 1] = id
 end
 
--- Up to `share` jobs of group `key` of queue q (its concurrency limit and rate allowing);
--- then the group goes back in the round robin (behind the others), waits for its rate in the
--- delayed set, or leaves both until a slot frees.
-local function take_group(q, key, share)
-  local gz, groups, gf = flow_keys(jobs, q[4], key)
-  local f = redis.call('HMGET', groups, gf .. '|c', gf .. '|n', gf .. '|t')
-  if not f[1] then return end
-  local _, climit, count, per, burst = flow_parse(f[1])
-  local running = tonumber(f[2] or '0')
-  local tat = tonumber(f[3] or '0')
-  local rated = count ~= nil and per ~= nil
-  local step, tau = 0, 0
-  if rated then
-    step = per / count
-    tau = (burst - 1) * step
-  end
-  local later = nil
-  local n = 0
-  local room = math.min(share, limit - #zargs / 2)
-  if climit then room = math.min(room, climit - running) end
-  if not rated and room > 0 then  -- one pop for the group's whole turn
-    local p = redis.call('ZPOPMIN', gz, room)
-    for i = 1, #p, 2 do lease(p[i]) end
-    n = #p / 2
-  end
-  while rated and n < room do
-    local t = math.max(tat, now)
-    if t - now > tau then
-      later = math.ceil(t - tau)
-      break
-    end
-    local p = redis.call('ZPOPMIN', gz)
-    if #p == 0 then break end
-    tat = t + step
-    lease(p[1])
-    n = n + 1
-  end
-  running = running + n
-  if n > 0 and rated then
-    redis.call('HSET', groups, gf .. '|n', fmt(running), gf .. '|t', string.format('%.3f', tat))
-  elseif n > 0 then
-    redis.call('HSET', groups, gf .. '|n', fmt(running))
-  end
-  if climit and running >= climit then return end  -- out until a slot frees
-  local head = redis.call('ZRANGE', gz, 0, 0, 'WITHSCORES')
-  if #head == 0 then return end  -- drained (a new job puts it back)
-  if later ~= nil then
-    redis.call('ZADD', q[2], fmt(later), '\n' .. key)
-  else  -- behind the others of its priority (it was just popped from the ready set)
-    local s = math.floor(tonumber(head[2]) / FLOW_SHIFT) * FLOW_SHIFT + redis.call('INCR', KEYS[2])
-    redis.call('ZADD', q[1], fmt(s), '\n' .. key)
-  end
-end
-
 for _, q in ipairs(served) do
   while #zargs / 2 < limit do
     local want = limit - #zargs / 2
@@ -162,7 +108,8 @@ for _, q in ipairs(served) do
       local back = {}
       for _, i in ipairs(keyed) do
         if #zargs / 2 < limit then
-          take_group(q, string.sub(popped[i], 2), share)
+          flow_take(jobs, q[1], q[2], q[4], string.sub(popped[i], 2),
+                    math.min(share, limit - #zargs / 2), now, lease)
         else  -- the batch is full: its place in the round robin is kept
           back[#back + 1] = popped[i + 1]
           back[#back + 1] = popped[i]

@@ -3,6 +3,9 @@ fetch_work_items: lease up to `limit` activity work items of the queues served (
 that order; a paused queue is skipped), by score (priority, then FIFO) among the items of each
 queue this worker may take. Promotes due delayed items and reclaims expired leases first (at
 most 100 each, of any queue; each goes back to its own queue, whose marker is woken).
+A keyed item (flow control, docs/routing.md) waits in its group: the group's entry in the
+ready ZSET takes its turn (flow_take) while the key's concurrency and rate allow; a slot is held
+by the lease and frees at its ack, hand-back, cancel or expiry.
 Work items dead under their instance's purge tombstone (common.lua, "Bounded purge") are
 dropped, never leased. Plain mode (session_lock_ms "") takes non-session work only. Session mode
 also takes the work of sessions this worker owns (refreshing their lease) and, if claim_new is "1", the work of
@@ -79,21 +82,29 @@ end
 local claimed = 0
 -- maintenance: due delayed work, expired leases (each back to its queue, its marker woken) ----
 local woken = {}
-local function replace(id)
-  local where, q = place_item(items, KEYS[4], KEYS[5], delayed, id, now, now)
+local function wake(q, where)
   local marker = wq_marker_of(items, q, where)
   if not woken[marker] and not paused(q or 'default') then
     woken[marker] = true
     wake_now(marker)
   end
 end
+local function replace(id)
+  local where, q = place_item(items, KEYS[4], KEYS[5], delayed, id, now, now)
+  if where ~= 'held' then wake(q, where) end
+end
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', delayed, '-inf', fmt(now), 'LIMIT', 0, 100)) do
   redis.call('ZREM', delayed, id)
-  replace(id)
+  local gq, gkey = string.match(id, '^\n([^\n]*)\n(.*)$')
+  if gq then  -- a rate-limited group whose time came
+    if flow_activate(items, (wq_qkeys(items, gq)), delayed, gq, gkey) then wake(gq, 'plain') end
+  else
+    replace(id)
+  end
 end
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', leases, '-inf', fmt(now), 'LIMIT', 0, 100)) do
   redis.call('ZREM', leases, id)
-  redis.call('HDEL', items, id .. '|t', id .. '|w')
+  unlease_item(items, KEYS[4], delayed, id, now)
   replace(id)
 end
 local out = {}
@@ -102,7 +113,7 @@ local decision = {}
 local function lease(id, zset)
   redis.call('ZREM', zset, id)
   local f = redis.call('HMGET', items, id .. '|i', id .. '|k', id .. '|s', id .. '|d')
-  if not f[4] then return end  -- a stale id whose item is gone (an older worker's delete)
+  if not f[4] then return false end  -- a stale id whose item is gone (an older worker's delete)
   local token = redis.call('INCR', KEYS[2]) .. ':' .. ARGV[3]
   local attempt = redis.call('HINCRBY', items, id .. '|a', 1)
   redis.call('HSET', items, id .. '|t', token, id .. '|w', worker)
@@ -115,6 +126,7 @@ local function lease(id, zset)
   out[#out + 1] = f[4]
   out[#out + 1] = tostring(attempt)
   taken = taken + 1
+  return true
 end
 local function may_take_session(id)
   local f = redis.call('HMGET', items, id .. '|i', id .. '|s')
@@ -154,14 +166,22 @@ local function dead(id)
   return false
 end
 -- each queue in turn: candidates by score (priority, then FIFO), plain and session merged ----
-for _, q in ipairs(served) do
-  if taken >= limit then break end
+-- a keyed group's entry "\n<key>" among the plain work takes its turn (flow_take: one item,
+-- or, when the range emptied the ready set, a share of what is left of the batch; at most a
+-- few rounds, so groups alone still fill a batch)
+local function round(q)
   local ready, sready = q[2], q[3]
-  local plain = redis.call('ZRANGE', ready, 0, limit - taken - 1, 'WITHSCORES')
+  local want = limit - taken
+  local plain = redis.call('ZRANGE', ready, 0, want - 1, 'WITHSCORES')
   local sess_c = {}
   if session_mode then
     sess_c = redis.call('ZRANGE', sready, 0, tonumber(ARGV[8]) - 1, 'WITHSCORES')
   end
+  local share, n_groups = 1, 0
+  for k = 1, #plain, 2 do
+    if string.byte(plain[k], 1) == 10 then n_groups = n_groups + 1 end
+  end
+  if n_groups > 0 and #plain / 2 < want then share = math.ceil(want / n_groups) end
   local i, j = 1, 1
   while taken < limit and (i <= #plain or j <= #sess_c) and dropped < PURGE_DROPS do
     local use_plain
@@ -172,13 +192,27 @@ for _, q in ipairs(served) do
     else
       use_plain = tonumber(plain[i + 1]) <= tonumber(sess_c[j + 1])
     end
-    if use_plain then
+    if use_plain and string.byte(plain[i], 1) == 10 then
+      redis.call('ZREM', ready, plain[i])
+      flow_take(items, ready, delayed, q[1], string.sub(plain[i], 2),
+                math.min(share, limit - taken), now,
+                function(id) return not dead(id) and lease(id, ready) end)
+      i = i + 2
+    elseif use_plain then
       if not dead(plain[i]) then lease(plain[i], ready) end
       i = i + 2
     else
       if not dead(sess_c[j]) and may_take_session(sess_c[j]) then lease(sess_c[j], sready) end
       j = j + 2
     end
+  end
+  return n_groups
+end
+for _, q in ipairs(served) do
+  if taken >= limit then break end
+  for _ = 1, 4 do
+    local before = taken
+    if round(q) == 0 or taken >= limit or taken == before then break end
   end
 end
 -- baton passing -------------------------------------------------------------------------------
@@ -188,7 +222,7 @@ for _, q in ipairs(served) do
 end
 local first = redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES')
 if #first > 0 then
-  arm_marker(wq_marker_of(items, redis.call('HGET', items, first[1] .. '|q'), 'delayed'),
-             tonumber(first[2]), now)
+  local fq = string.match(first[1], '^\n([^\n]*)\n') or redis.call('HGET', items, first[1] .. '|q')
+  arm_marker(wq_marker_of(items, fq, 'delayed'), tonumber(first[2]), now)
 end
 return {0, deadline, out, gone_closed, gone_taken, claimed}

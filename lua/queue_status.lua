@@ -3,6 +3,8 @@ queue_status: the state of one queue in one partition, for jobs and activity wor
 (docs/routing.md "Drain"): paused or not, ready and delayed counts, and the work in flight
 (leased). With wake "1" (a resume) it also wakes the queue's work-item markers, as
 pause_job_queue does its job marker, so waiting workers start the backlog at once.
+Keyed work items (flow control) count as ready while they wait in their group (at their limit
+included), not their group's round-robin entry; a group waiting for its rate is not an item.
 
 KEYS
   1 pmeta          partition metadata HASH (field "qp:<queue>" = paused)
@@ -32,11 +34,20 @@ end
 local function count(zset, hash)
   local n = 0
   for _, id in ipairs(redis.call('ZRANGE', zset, 0, -1)) do
-    if of_queue(hash, id) then n = n + 1 end
+    if string.byte(id, 1) ~= 10 and of_queue(hash, id) then n = n + 1 end
   end
   return n
 end
 local n_ready = redis.call('ZCARD', ready) + redis.call('ZCARD', sready)
+-- keyed items: in their groups (fields "<queue>:<key>|c" of wq:groups), less the entries
+local _, groups = flow_keys(items, q, '')
+for _, f in ipairs(redis.call('HKEYS', groups)) do
+  if string.sub(f, 1, #q + 1) == q .. ':' and string.sub(f, -2) == '|c' then
+    local key = string.sub(f, #q + 2, -3)
+    n_ready = n_ready + redis.call('ZCARD', (flow_keys(items, q, key)))
+    if redis.call('ZSCORE', ready, '\n' .. key) then n_ready = n_ready - 1 end
+  end
+end
 if ARGV[3] == '1' and paused == 0 then
   if redis.call('ZCARD', ready) > 0 then wake_now(marker) end
   if redis.call('ZCARD', sready) > 0 then wake_now(smarker) end

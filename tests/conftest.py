@@ -35,9 +35,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # the package is not necessarily installed (editable) yet
     sys.path.insert(0, str(ROOT))
 
+from durable_redis.devtools.server import RedisServer  # noqa: E402
 from durable_redis.storage.keys import cluster_slot  # noqa: E402
 from durable_redis.storage.redis_store import RedisStore  # noqa: E402
-from durable_redis.storage.server import RedisServer  # noqa: E402
 
 CLUSTER_PARTITIONS = 8
 NOT_APPLICABLE = "not applicable:"
@@ -86,7 +86,7 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
 
 @pytest.fixture(scope="session")
 def redis_cluster() -> Iterator[Any]:
-    from durable_redis.storage.cluster_server import LocalCluster
+    from durable_redis.devtools.cluster_server import LocalCluster
 
     with LocalCluster(primaries=3) as cluster:
         yield cluster

@@ -111,12 +111,21 @@ def test_queues_commands_and_enqueue_to_a_queue(cli: Run) -> None:  # noqa: F811
     code, out, _ = cli("queues", "pause", queue, "--json")
     assert code == 0 and json.loads(out) == {"queue": queue, "paused": True, "was_paused": False}
     code, out, _ = cli("queues")
-    assert re.search(rf"^{queue}  ready 1  delayed 0  PAUSED$", out, re.M), out
+    assert re.search(
+        rf"^{queue}  ready 1  delayed 0  activities ready 0  delayed 0  PAUSED$", out, re.M
+    ), out
     code, out, _ = cli("queues", "resume", queue)
     assert code == 0 and out.strip() == f"queue {queue} resumed"
     code, out, _ = cli("queues", "list", "--json")
     [row] = [q for q in json.loads(out) if q["name"] == queue]
-    assert row == {"name": queue, "ready": 1, "delayed": 0, "paused": False}
+    assert row == {
+        "name": queue,
+        "ready": 1,
+        "delayed": 0,
+        "paused": False,
+        "work_ready": 0,
+        "work_delayed": 0,
+    }
     code, out, _ = cli("job", "status", job_id, "--json")
     assert json.loads(out)["state"] == "queued"  # the worker serves "default" only
     code, _, err = cli("queues", "pause")

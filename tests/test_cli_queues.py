@@ -31,7 +31,9 @@ def test_queues_drain(cli: Run) -> None:  # noqa: F811
         rf"{queue}  jobs running 0  activities running 0  ready 0  delayed 0  PAUSED", out.strip()
     ), out
     code, out, _ = cli("queues")
-    assert re.search(rf"^{queue}  ready 1  delayed 0  PAUSED$", out, re.M), out
+    assert re.search(
+        rf"^{queue}  ready 1  delayed 0  activities ready 0  delayed 0  PAUSED$", out, re.M
+    ), out
     code, out, _ = cli("job", "status", job_id, "--json")
     assert json.loads(out)["state"] == "queued"  # nothing lost
     code, out, _ = cli("queues", "resume", queue)

@@ -31,8 +31,8 @@ KEY_LINES = {
     "jobs.py": "OK: 101 e-mails sent, a charge retried twice, progress followed, one job deduped",
     "schedules.py": "OK: every tick ran once across 2 workers; paused, resumed, triggered; "
     "an orchestration started once per tick",
-    "flow_control.py": "OK: at most 2 per tenant, 12 partner calls at 10/s, 4 re-index requests "
-    "ran once (the last)",
+    "flow_control.py": "OK: at most 2 per tenant (jobs and an orchestration's calls), a singleton "
+    "start kept, 12 partner calls at 10/s, 4 re-index requests ran once (the last)",
     "routing.py": "OK: 6 embeddings on the gpu pool, 6 thumbnails on the cpu pool; a gpu session "
     "kept its worker; 3 held by a pause ran after resume; gpu drained; at most 2 per tenant, "
     "12 partner calls at 10/s",

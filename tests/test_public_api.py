@@ -9,7 +9,8 @@ EXPECTED = {
     "ActivityContext", "ActivityFailedError", "ActivityTimeoutError", "App", "Backoff",
     "ChildOrchestrationFailedError", "Client", "Codec", "CodecError", "ConfigurationError",
     "DurableRedisError", "ExistingInstancePolicy", "FailureDetails", "InstanceExistsError",
-    "InstanceId", "InstanceNotFoundError", "InstanceRunningError", "InstanceState",
+    "InstanceHandle", "InstanceId", "InstanceNotFoundError", "InstanceRunningError",
+    "InstanceState",
     "InstanceStatus", "InstanceTerminalError", "InvalidIdError", "JsonCodec", "LeaseLostError",
     "MsgpackCodec", "NamespaceMissingError",
     "NondeterminismError", "NotRegisteredError", "OrchestrationCancelledError",
@@ -21,10 +22,12 @@ EXPECTED = {
     # jobs
     "ExistingJobPolicy", "JobCancelledError", "JobError", "JobExistsError", "JobFailedError",
     "JobHandle", "JobNotFoundError", "JobState", "JobStateError", "JobStatus", "SyncClient",
-    "ScheduleInfo", "ScheduleNotFoundError", "Limit",
+    "ScheduleInfo", "ScheduleNotFoundError", "SyncInstanceHandle", "Limit",
     # reliability (issue 19): the turn watchdog, Redis Functions, replicated durability
     "TurnTimeoutError", "TurnCrashedWorkerError", "FunctionsMissingError",
     "ReplicationTimeoutError",
+    # reset (docs/deploying.md)
+    "ResetPointError",
 }  # fmt: skip
 
 

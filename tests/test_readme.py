@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from test_typing import mypy_errors
 
-from durable_redis.storage import RedisServer
+from durable_redis.devtools import RedisServer
 
 ROOT = Path(__file__).resolve().parents[1]
 

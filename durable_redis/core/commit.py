@@ -34,6 +34,8 @@ def to_commit(result: TurnResult) -> TurnCommit:
                 session_id=task.session_id,
                 queue=task.queue,
                 priority=task.priority or 0,
+                flow_key=task.flow_key,
+                flow=task.flow,
             )
             for task in result.activities
         ],

@@ -13,11 +13,14 @@ import random as _random
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, MutableMapping
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, overload
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol, TypeVar, overload
 
 from durable_redis.core import events as ev
+from durable_redis.core.codec import Codec
+from durable_redis.core.loop import DeterministicLoop
 from durable_redis.core.registry import (
     ActivityContext,
+    App,
     activity_metadata,
     orchestration_metadata,
 )
@@ -30,14 +33,16 @@ from durable_redis.errors import (
     TaskFailedError,
     ValidationError,
 )
+from durable_redis.ids import SESSION, default_child_id
 
 if TYPE_CHECKING:
-    from durable_redis.core.engine import ReplayEngine
+    from durable_redis.core.jobs import Limit
 
 __all__ = [
     "MAX_SESSION_ID_LENGTH",
     "MAX_VALUE_BYTES",
     "MAX_VALUE_KEYS",
+    "EngineOps",
     "OrchestrationContext",
     "ReplaySafeLogger",
 ]
@@ -46,7 +51,11 @@ T = TypeVar("T")
 I = TypeVar("I")  # noqa: E741 - input type
 R = TypeVar("R")
 
-MAX_SESSION_ID_LENGTH = 256
+MAX_SESSION_ID_LENGTH = SESSION.max_bytes
+
+Route = tuple[str | None, int | None, str | None, str | None]
+"""An activity call's (queue, priority, flow key, flow limits), as recorded (None: default)."""
+NO_ROUTE: Route = (None, None, None, None)
 MAX_VALUE_KEYS = 128
 """Keys of one instance's key-value state (``ctx.set_value``)."""
 MAX_VALUE_BYTES = 64 * 1024
@@ -77,10 +86,82 @@ class ReplaySafeLogger(logging.LoggerAdapter[logging.Logger]):
         return msg, kwargs
 
 
+_E = TypeVar("_E", bound=ev.HistoryEvent)
+
+
+class EngineOps(Protocol):
+    """What the context asks of the engine of its turn: the whole edge, in one place.
+
+    ``core.engine.ReplayEngine`` implements it (checked by mypy where the engine builds its
+    context); the context imports nothing of the engine, as Temporal's ``workflow._Runtime``.
+    """
+
+    @property
+    def app(self) -> App: ...
+    @property
+    def loop(self) -> DeterministicLoop: ...
+    @property
+    def codec(self) -> Codec: ...
+    @property
+    def current_ms(self) -> int: ...
+    @property
+    def cursor(self) -> int: ...
+    @property
+    def next_event_id(self) -> int: ...
+    @property
+    def default_id(self) -> str: ...
+    @property
+    def is_replaying(self) -> bool: ...
+    @property
+    def last_activity_id(self) -> int: ...
+    @property
+    def max_sessions(self) -> int: ...
+    @property
+    def suggest_at(self) -> int: ...
+    @property
+    def trace(self) -> dict[str, str] | None: ...
+    @property
+    def open_sessions(self) -> set[str]: ...
+    @property
+    def value_keys(self) -> set[str]: ...
+    @property
+    def update_handlers(
+        self,
+    ) -> dict[str, tuple[Callable[..., Any], Callable[..., Any] | None]]: ...
+
+    def command(self, cls: type[_E], **fields: Any) -> _E: ...
+    def terminate(self, cls: type[_E], **fields: Any) -> NoReturn: ...
+    def patched(self, change_id: str, *, deprecated: bool) -> bool: ...
+    def create_timer(self, fire_at_ms: int) -> asyncio.Future[None]: ...
+    def wait_for_event(self, name: str, result_type: Any) -> asyncio.Future[Any]: ...
+    def dequeue_event(self, queue: str, result_type: Any) -> asyncio.Future[Any]: ...
+    def schedule_activity(
+        self,
+        name: str,
+        payload: bytes,
+        session: str | None,
+        attempt: int,
+        timeout_ms: int | None,
+        result_type: Any,
+        first_attempt_id: int | None = None,
+        local: bool = False,
+        route: Route = NO_ROUTE,
+    ) -> asyncio.Future[Any]: ...
+    def schedule_child(
+        self, name: str, version: str, child_id: str, payload: bytes, result_type: Any
+    ) -> asyncio.Future[Any]: ...
+    def check_session_use(self, session_id: str) -> None: ...
+    def session_queue(self, session_id: str, wanted: str | None, *, explicit: bool) -> str: ...
+    def open_session(
+        self, session_id: str, *, explicit: bool, queue: str | None = None
+    ) -> asyncio.Future[str]: ...
+    def close_session(self, session_id: str) -> asyncio.Future[None]: ...
+
+
 class OrchestrationContext:
     """Passed as the first argument of every orchestration. Deterministic by construction."""
 
-    def __init__(self, engine: ReplayEngine, started: ev.OrchestrationStarted) -> None:
+    def __init__(self, engine: EngineOps, started: ev.OrchestrationStarted) -> None:
         self._engine = engine
         self._started = started
         self._loop = engine.loop
@@ -149,6 +230,7 @@ class OrchestrationContext:
         timeout: timedelta | float | None = None,
         queue: str | None = None,
         priority: int = 0,
+        limit: Limit | None = None,
     ) -> asyncio.Future[R]: ...
 
     @overload
@@ -162,6 +244,7 @@ class OrchestrationContext:
         timeout: timedelta | float | None = None,
         queue: str | None = None,
         priority: int = 0,
+        limit: Limit | None = None,
     ) -> asyncio.Future[R]: ...
 
     @overload
@@ -175,6 +258,7 @@ class OrchestrationContext:
         timeout: timedelta | float | None = None,
         queue: str | None = None,
         priority: int = 0,
+        limit: Limit | None = None,
     ) -> asyncio.Future[R]: ...
 
     @overload
@@ -188,6 +272,7 @@ class OrchestrationContext:
         timeout: timedelta | float | None = None,
         queue: str | None = None,
         priority: int = 0,
+        limit: Limit | None = None,
     ) -> asyncio.Future[R]: ...
 
     @overload
@@ -201,6 +286,7 @@ class OrchestrationContext:
         timeout: timedelta | float | None = None,
         queue: str | None = None,
         priority: int = 0,
+        limit: Limit | None = None,
     ) -> asyncio.Future[Any]: ...
 
     def call_activity(
@@ -213,6 +299,7 @@ class OrchestrationContext:
         timeout: timedelta | float | None = None,
         queue: str | None = None,
         priority: int = 0,
+        limit: Limit | None = None,
     ) -> asyncio.Future[Any]:
         """Schedule an activity: by function, typed from its annotations (a wrong input type is
         a type error, the result has the function's return type); by name, ``Any``.
@@ -222,9 +309,12 @@ class OrchestrationContext:
         ``queue`` (else the activity's registered queue, else ``"default"``) routes it to the
         workers serving that queue; on a session, the session's queue applies (docs/routing.md).
         ``priority`` (range +-32767): higher first within its queue, FIFO within a level.
+        ``limit`` (else the activity's registered ``limit``): flow control by key, its
+        ``concurrency`` and ``rate`` (docs/routing.md; not on a session, no debounce/throttle).
         Failures raise ``ActivityFailedError`` / ``ActivityTimeoutError`` when awaited.
         """
-        route = self._route(activity, session, queue, priority)
+        queue_, priority_ = self._route(activity, session, queue, priority)
+        route: Route = (queue_, priority_, *self._flow(activity, input, session, limit))
         return self._call_activity(
             activity, input, retry, session, timeout, local=False, route=route
         )
@@ -296,7 +386,7 @@ class OrchestrationContext:
         timeout: timedelta | float | None,
         *,
         local: bool,
-        route: tuple[str | None, int | None] = (None, None),
+        route: Route = NO_ROUTE,
     ) -> asyncio.Future[Any]:
         if isinstance(activity, str):
             name, result_type = activity, Any
@@ -375,6 +465,39 @@ class OrchestrationContext:
         if chosen == "default":
             chosen = None
         return chosen, (priority or None)
+
+    def _flow(
+        self,
+        activity: str | Callable[..., Any],
+        input: Any,
+        session: str | None,
+        limit: Limit | None,
+    ) -> tuple[str | None, str | None]:
+        """The (flow key, limits) an activity call is recorded with: the call's ``limit``, else
+        the activity's registered one (not on a session: session work is not flow-controlled).
+        """
+        from durable_redis.core.jobs import Limit
+
+        if limit is not None:
+            if not isinstance(limit, Limit):
+                raise ValidationError(f"limit must be a Limit, got {limit!r}")
+            if session is not None:
+                raise ValidationError("a call on a session takes no limit (its worker is fixed)")
+            if limit.mode:
+                raise ValidationError("an activity call's limit takes no debounce or throttle")
+        elif session is None:
+            limit = self._registered_limit(activity)
+        if limit is None or (limit.concurrency is None and limit.rate is None and limit.mode):
+            return None, None  # a registered debounce / throttle only: for its jobs
+        return limit.key_for(input), limit.flow
+
+    def _registered_limit(self, activity: str | Callable[..., Any]) -> Limit | None:
+        if not isinstance(activity, str):
+            return activity_metadata(activity).limit
+        try:
+            return self._engine.app.get_activity(activity).limit
+        except NotRegisteredError:
+            return None
 
     def _registered_queue(self, activity: str | Callable[..., Any]) -> str | None:
         """The queue ``@app.activity(queue=)`` gave the activity (by name: as this worker's
@@ -469,11 +592,12 @@ class OrchestrationContext:
     ) -> asyncio.Future[Any]:
         """Start a child orchestration and await its result.
 
-        The child id defaults to ``f"{instance_id}:sub:{event_id}"`` (deterministic). A failed
+        The child id defaults to ``f"{instance_id}:sub:{event_id}"`` (deterministic; after a
+        reset point ``f"{instance_id}:sub:{execution}.{event_id}"``). A failed
         child raises ``ChildOrchestrationFailedError``; abandoning it cancels the child.
         """
         name, version, result_type = self._orchestration_identity(orchestration, version)
-        child_id = instance_id or f"{self.instance_id}:sub:{self._engine.next_event_id}"
+        child_id = instance_id or default_child_id(self.instance_id, self._engine.default_id)
         return self._engine.schedule_child(
             name, version, child_id, self._engine.codec.encode(input), result_type
         )
@@ -488,7 +612,7 @@ class OrchestrationContext:
     ) -> str:
         """Start a detached orchestration (no result, no parent link); returns its id."""
         name, version, _ = self._orchestration_identity(orchestration, version)
-        child_id = instance_id or f"{self.instance_id}:detached:{self._engine.next_event_id}"
+        child_id = instance_id or f"{self.instance_id}:detached:{self._engine.default_id}"
         self._engine.command(
             ev.DetachedOrchestrationStarted,
             name=name,

@@ -11,13 +11,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import sys
 from collections import deque
 from collections.abc import Callable, Sequence
+from types import CodeType, FrameType
 from typing import Any, NoReturn, TypeVar
 
 from durable_redis.core import events as ev
 from durable_redis.core.codec import Codec
-from durable_redis.core.context import MAX_SESSION_ID_LENGTH, OrchestrationContext
+from durable_redis.core.context import (
+    MAX_SESSION_ID_LENGTH,
+    NO_ROUTE,
+    OrchestrationContext,
+    Route,
+)
 from durable_redis.core.loop import DeterministicLoop
 from durable_redis.core.messages import failure_from_exception
 from durable_redis.core.registry import DEFAULT_MAX_HISTORY_EVENTS, App
@@ -30,6 +38,7 @@ from durable_redis.errors import (
     FailureDetails,
     NondeterminismError,
 )
+from durable_redis.ids import SESSION, valid_id
 
 __all__ = ["ReplayEngine", "Terminated"]
 
@@ -155,6 +164,7 @@ class ReplayEngine:
         # on replay: a replayed command keeps the one recorded)
         self.trace: dict[str, str] | None = None
         self.patches: dict[str, bool] = {}  # change id -> what patched() answered (sticks)
+        self.past_reset = False  # the code runs past an ExecutionReset (default_id)
 
     # -- positions ------------------------------------------------------------------------------
     @property
@@ -164,6 +174,20 @@ class ReplayEngine:
     @property
     def is_replaying(self) -> bool:
         return self.replaying
+
+    @property
+    def default_id(self) -> str:
+        """The part of a default child or detached orchestration id that makes it unique:
+        the next event id; from a reset point on, ``<execution>.<event id>``, so the new
+        execution never takes an id the execution it replaced used (docs/deploying.md)."""
+        at_reset = self.cursor < len(self.events) and isinstance(
+            self.events[self.cursor], ev.ExecutionReset
+        )
+        if (self.past_reset or at_reset) and self.state.started is not None:
+            # at the reset event, the command about to pass it gets the id after it
+            event_id = self.next_event_id + (1 if at_reset else 0)
+            return f"{self.state.started.execution_id}.{event_id}"
+        return str(self.next_event_id)
 
     @property
     def next_event_id(self) -> int:
@@ -176,6 +200,7 @@ class ReplayEngine:
         """Record a command: match it against history on replay, append it otherwise."""
         if self.finished:
             raise Terminated
+        self._pass_reset()
         candidate = cls(event_id=self.next_event_id, timestamp_ms=self.current_ms, **fields)
         if self.cursor < len(self.events):
             recorded = self.events[self.cursor]
@@ -203,6 +228,7 @@ class ReplayEngine:
             return known
         if self.finished:
             raise Terminated
+        self._pass_reset()
         recorded = self.events[self.cursor] if self.cursor < len(self.events) else None
         if isinstance(recorded, ev.PatchMarker) and recorded.change_id == change_id:
             self.cursor += 1
@@ -215,18 +241,36 @@ class ReplayEngine:
         self.patches[change_id] = answer
         return answer
 
+    def _pass_reset(self) -> None:
+        """A command meeting an ``ExecutionReset`` (the point an operator reset the instance
+        to) passes over it: the commands the code issues from there on are the new
+        execution's own. Reached as the last recorded event, the code runs live from here."""
+        if self.cursor < len(self.events) and isinstance(
+            self.events[self.cursor], ev.ExecutionReset
+        ):
+            self.current_ms = self.events[self.cursor].timestamp_ms
+            self.cursor += 1
+            self.past_reset = True
+            if self.cursor >= self.base_len:
+                self.replaying = False
+
     def diverged(self, *, recorded: str, actual: ev.HistoryEvent | str) -> NoReturn:
         """The code no longer matches the history: fail the orchestration (uncatchable)."""
         position = self.cursor + 1
         actual_text = actual if isinstance(actual, str) else ev.describe_event(actual)
         instance_id = self.ctx.instance_id if self.ctx is not None else ""
+        source = _user_frame(sys._getframe(1))
+        if source is None and self.main is not None:  # it waits: where
+            source = _suspended_at(self.main.get_coro())
         error = NondeterminismError(
             f"orchestration {instance_id!r} no longer matches its history at event {position}: "
-            f"recorded {recorded}, but the code now did {actual_text}",
+            f"recorded {recorded}, but the code now did {actual_text}"
+            + (f" (at {source})" if source else ""),
             instance_id=instance_id,
             position=position,
             recorded=recorded,
             actual=actual_text,
+            source=source,
         )
         self.nondeterminism = error
         failure = FailureDetails("nondeterminism", "NondeterminismError", str(error))
@@ -347,11 +391,13 @@ class ReplayEngine:
                 self._run_update(event)
             case ev.OrchestrationCancelRequested(reason=reason):
                 self.fail("cancelled", "OrchestrationCancelled", reason or "cancel requested")
+            case ev.ExecutionReset():
+                self.past_reset = True  # met while the code waits: nothing to resolve
             case _:  # pragma: no cover - replay() only delivers input events
                 raise AssertionError(f"not an input event: {event!r}")
 
     def _start(self, started: ev.OrchestrationStarted) -> None:
-        definition = self.app.get_orchestration(started.name, started.version)
+        definition = self.app.get_orchestration(started.name, started.version, exact=True)
         self.ctx = OrchestrationContext(self, started)
         self.open_sessions = set(started.sessions)
         self.value_keys = set(started.value_keys or ())
@@ -415,9 +461,9 @@ class ReplayEngine:
         result_type: Any,
         first_attempt_id: int | None = None,
         local: bool = False,
-        route: tuple[str | None, int | None] = (None, None),
+        route: Route = NO_ROUTE,
     ) -> asyncio.Future[Any]:
-        queue, priority = (None, None) if local else route
+        queue, priority, flow_key, flow = NO_ROUTE if local else route
         event = self.command(
             ev.ActivityScheduled,
             name=name,
@@ -430,6 +476,8 @@ class ReplayEngine:
             local=True if local else None,
             queue=queue,
             priority=priority,
+            flow_key=flow_key,
+            flow=flow,
         )
         if session and session not in self.session_queues:
             self.session_queues[session] = event.queue or "default"
@@ -645,7 +693,7 @@ class ReplayEngine:
         self, session_id: str, *, explicit: bool, queue: str | None = None
     ) -> asyncio.Future[str]:
         future: asyncio.Future[str] = self.loop.create_future()
-        if explicit and not _valid_session_id(session_id):
+        if explicit and not valid_id(session_id, rule=SESSION):
             self.fail(
                 "configuration",
                 "InvalidIdError",
@@ -714,14 +762,45 @@ class ReplayEngine:
             self.loop.close()
 
 
-def _valid_session_id(session_id: object) -> bool:
-    """Session ids become part of storage keys: the storage layer's rules, checked up front."""
-    if not isinstance(session_id, str) or not session_id:
+# -- where the orchestration's code diverged (frames only: no source file is read here) --------
+_LIBRARY_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # durable_redis/
+_STDLIB_DIR = os.path.dirname(os.path.abspath(os.__file__))
+
+
+def _is_user_file(filename: str) -> bool:
+    path = os.path.abspath(filename)
+    if path.startswith(_LIBRARY_DIR + os.sep) or filename.startswith("<"):
         return False
-    if "\n" in session_id or "\x00" in session_id:
-        return False
-    try:
-        size = len(session_id.encode("utf-8"))
-    except UnicodeEncodeError:
-        return False
-    return size <= MAX_SESSION_ID_LENGTH
+    return not (path.startswith(_STDLIB_DIR + os.sep) and "site-packages" not in path)
+
+
+def _user_frame(frame: FrameType | None) -> str | None:
+    """``path:line`` of the innermost frame of user code on this stack (the call of a
+    ``ctx`` method that issued a command) inside the engine's run of the code, None if none."""
+    stop = _driving_codes()
+    while frame is not None and frame.f_code not in stop:
+        if _is_user_file(frame.f_code.co_filename):
+            return f"{frame.f_code.co_filename}:{frame.f_lineno}"
+        frame = frame.f_back
+    return None
+
+
+def _driving_codes() -> frozenset[CodeType]:
+    """The engine's frames that run the code: user frames are only above them."""
+    engine = ReplayEngine
+    return frozenset(
+        f.__code__ for f in (engine.run_code, engine.replay, engine.deliver, engine.add_input)
+    )
+
+
+def _suspended_at(coro: Any) -> str | None:
+    """``path:line`` where a suspended coroutine chain waits, innermost user frame first."""
+    found = None
+    seen = 0
+    while coro is not None and seen < 100:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is not None and _is_user_file(frame.f_code.co_filename):
+            found = f"{frame.f_code.co_filename}:{frame.f_lineno}"
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+        seen += 1
+    return found

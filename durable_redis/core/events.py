@@ -32,6 +32,7 @@ __all__ = [
     "EventRaised",
     "EventSent",
     "EventSubscribed",
+    "ExecutionReset",
     "HistoryEvent",
     "OrchestrationCancelRequested",
     "OrchestrationCompleted",
@@ -132,6 +133,8 @@ class ActivityScheduled(_Event):
     local: bool | None = None  # True: ctx.call_local_activity (run inside the turn, not dispatched)
     queue: str | None = None  # the work item's queue (None = "default"; docs/routing.md)
     priority: int | None = None  # higher first within its queue (None = 0)
+    flow_key: str | None = None  # the call's flow key (its Limit; docs/routing.md), None = none
+    flow: str | None = None  # its limits "<concurrency> <rate> <per ms> <burst>" ('-' = none)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -326,6 +329,19 @@ class PatchMarker(_Event):
     change_id: str
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExecutionReset(_Event):
+    """Input. An operator reset the instance (``client.reset``, docs/deploying.md): this
+    execution began as a copy of events 1..``from_event`` of execution ``from_execution``
+    (whose history stays readable); the code runs live from here. On replay a command that
+    meets this event passes over it."""
+
+    from_execution: int
+    from_event: int
+    reason: str = ""
+    by: str = ""
+
+
 HistoryEvent = (
     OrchestrationStarted
     | OrchestrationCompleted
@@ -356,6 +372,7 @@ HistoryEvent = (
     | UpdateCompleted
     | StreamAppended
     | PatchMarker
+    | ExecutionReset
 )
 
 INPUT_EVENTS: tuple[type[HistoryEvent], ...] = (
@@ -369,6 +386,7 @@ INPUT_EVENTS: tuple[type[HistoryEvent], ...] = (
     SubOrchestrationFailed,
     QueueEventRaised,
     UpdateReceived,
+    ExecutionReset,
 )
 TERMINAL_EVENTS: tuple[type[HistoryEvent], ...] = (
     OrchestrationCompleted,

@@ -197,6 +197,25 @@ class Limit:
         return f"{conc} {rate} {per} {self.burst}"
 
     @property
+    def start_mode(self) -> str:
+        """The limit of an orchestration start (docs/routing.md "Orchestration starts"):
+        "singleton" (``concurrency=1``), "debounce <ms>" or "throttle <ms>"; exactly one of
+        them (ValidationError otherwise: a start takes no rate nor a concurrency above 1)."""
+        if self.rate is not None:
+            raise ValidationError("an orchestration start's Limit takes no rate")
+        if self.concurrency not in (None, 1):
+            raise ValidationError(
+                "an orchestration start's Limit takes concurrency=1 (a singleton) only, "
+                f"got {self.concurrency!r}"
+            )
+        modes = [m for m in ("singleton" if self.concurrency == 1 else "", self.mode) if m]
+        if len(modes) != 1:
+            raise ValidationError(
+                "an orchestration start's Limit takes one of concurrency=1, debounce, throttle"
+            )
+        return modes[0]
+
+    @property
     def mode(self) -> str:
         """ "debounce <ms>", "throttle <ms>" or ""."""
         if self.debounce is not None:

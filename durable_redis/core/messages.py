@@ -9,6 +9,7 @@ from __future__ import annotations
 import traceback
 from dataclasses import dataclass, field
 
+from durable_redis import ids
 from durable_redis.contract import InstanceCreate
 from durable_redis.core._serial import Schema
 from durable_redis.core.codec import Codec
@@ -177,22 +178,24 @@ class ActivityTask:
     trace: dict[str, str] | None = field(default=None, hash=False)  # W3C trace context
     queue: str | None = None  # the work item's queue (None = "default")
     priority: int | None = None  # within its queue, higher first (None = 0)
+    flow_key: str | None = None  # flow control by key (docs/routing.md), None = none
+    flow: str | None = None  # its limits "<concurrency> <rate> <per ms> <burst>"
 
     @property
     def activity_key(self) -> str:
         """Unique per instance: ``f"{execution_id}:{activity_id}"`` (the storage work key)."""
-        return f"{self.execution_id}:{self.activity_id}"
+        return ids.activity_key(self.execution_id, self.activity_id)
 
     @property
     def idempotency_key(self) -> str:
         """The same for every attempt of one ``call_activity`` and every redelivery of each."""
         first = self.first_attempt_id if self.first_attempt_id is not None else self.activity_id
-        return f"{self.instance_id}:{self.execution_id}:{first}"
+        return ids.activity_attempt_id(self.instance_id, self.execution_id, first)
 
     @property
     def completion_message_id(self) -> str:
         """Message id of this attempt's completion (the same on every re-run)."""
-        return f"{self.instance_id}:{self.activity_key}:done"
+        return ids.activity_completion_id(self.instance_id, self.activity_key)
 
 
 _MESSAGES: Schema[Message] = Schema(

@@ -10,8 +10,14 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
+from durable_redis import ids
 from durable_redis.core.codec import Codec, MsgpackCodec
-from durable_redis.errors import ConfigurationError, NotRegisteredError, RegistrationError
+from durable_redis.errors import (
+    ConfigurationError,
+    NotRegisteredError,
+    RegistrationError,
+    ValidationError,
+)
 
 if TYPE_CHECKING:
     from durable_redis.core.jobs import Limit
@@ -45,7 +51,9 @@ class ActivityDefinition:
     result_type: Any
     takes_input: bool
     queue: str = "default"  # the job queue of its jobs (client.enqueue may override it)
-    limit: Limit | None = None  # flow control by key of its jobs (client.enqueue may override)
+    # flow control by key of its jobs and of its calls from orchestrations (client.enqueue /
+    # ctx.call_activity may override)
+    limit: Limit | None = None
     inline: bool = False  # a short sync function run on the worker's event loop (no thread hop)
 
 
@@ -60,6 +68,7 @@ class OrchestrationDefinition:
     # what a worker does when the code no longer matches an instance's history: "hold" it
     # (retried until compatible code is deployed), "fail" it, or None (the worker's option)
     on_nondeterminism: str | None = None
+    limit: Limit | None = None  # flow control by key of its starts (client.start may override)
 
 
 NONDETERMINISM_POLICIES = ("hold", "fail")
@@ -120,7 +129,7 @@ class ActivityContext:
 
     @property
     def activity_key(self) -> str:
-        return f"{self.execution_id}:{self.activity_id}"
+        return ids.activity_key(self.execution_id, self.activity_id)
 
     @property
     def idempotency_key(self) -> str:
@@ -128,8 +137,8 @@ class ActivityContext:
 
         For a job: ``"job:<job id>"``."""
         if self.job_id is not None:
-            return f"job:{self.job_id}"
-        return f"{self.instance_id}:{self.execution_id}:{self._first_attempt_id}"
+            return ids.job_idempotency_key(self.job_id)
+        return ids.activity_attempt_id(self.instance_id, self.execution_id, self._first_attempt_id)
 
     @property
     def is_cancelled(self) -> bool:
@@ -242,6 +251,7 @@ class App:
         name: str | None = None,
         version: str = "",
         on_nondeterminism: str | None = None,
+        limit: Limit | None = None,
     ) -> Callable[[F], F]: ...
 
     def orchestration(
@@ -252,13 +262,26 @@ class App:
         name: str | None = None,
         version: str = "",
         on_nondeterminism: str | None = None,
+        limit: Limit | None = None,
     ) -> Any:
         """Register an ``async def fn(ctx: OrchestrationContext, input)``.
 
         ``on_nondeterminism`` ("hold" or "fail"; default: the worker's
         ``WorkerOptions.on_nondeterminism``) is what a worker does with an instance whose
-        history this code no longer matches (docs/deploying.md).
+        history this code no longer matches (docs/deploying.md). ``limit``: flow control of
+        its starts by key, ``Limit(key=, concurrency=1)`` (singleton), ``debounce=`` or
+        ``throttle=`` (docs/routing.md "Orchestration starts"; ``client.start(..., limit=)``
+        overrides it).
         """
+        from durable_redis.core.jobs import Limit as _Limit
+
+        if limit is not None:
+            if not isinstance(limit, _Limit):
+                raise RegistrationError(f"limit must be a Limit, got {limit!r}")
+            try:
+                limit.start_mode  # noqa: B018 - validates the combination
+            except ValidationError as exc:
+                raise RegistrationError(str(exc)) from None
         if on_nondeterminism is not None and on_nondeterminism not in NONDETERMINISM_POLICIES:
             raise RegistrationError(
                 f"on_nondeterminism must be one of {NONDETERMINISM_POLICIES}, "
@@ -276,7 +299,7 @@ class App:
                 )
             input_type, result_type, takes_input = _signature_types(f, "orchestration")
             definition = OrchestrationDefinition(
-                reg_name, version, f, input_type, result_type, takes_input, on_nondeterminism
+                reg_name, version, f, input_type, result_type, takes_input, on_nondeterminism, limit
             )
             versions[version] = definition
             self._latest[reg_name] = version
@@ -317,11 +340,13 @@ class App:
         ``ctx.call_activity(..., queue=)`` override it); only workers serving it
         (``WorkerOptions.queues``) run them. See docs/routing.md. ``limit``: flow control by
         key of its jobs (``Limit(key=..., concurrency=, rate=, per=, debounce=, throttle=)``,
-        docs/routing.md; ``client.enqueue(..., limit=)`` overrides it). ``inline=True`` (sync
-        functions only): run it on the worker's event loop instead of the thread pool, saving
-        the thread hop; it blocks the loop (lease renewal, every other activity and turn of the
-        worker) while it runs, so only for calls that take well under a millisecond and never
-        block. A call with a timeout still runs in the pool (so the timeout can fire)."""
+        docs/routing.md; ``client.enqueue(..., limit=)`` overrides it) and of its calls from
+        orchestrations (``concurrency`` and ``rate``, not on a session;
+        ``ctx.call_activity(..., limit=)`` overrides it). ``inline=True`` (sync functions
+        only): run it on the worker's event loop instead of the thread pool, saving the thread
+        hop; it blocks the loop (lease renewal, every other activity and turn of the worker)
+        while it runs, so only for calls that take well under a millisecond and never block.
+        A call with a timeout still runs in the pool (so the timeout can fire)."""
         from durable_redis.core.jobs import Limit as _Limit
         from durable_redis.core.jobs import validate_queue
 
@@ -431,12 +456,18 @@ class App:
         return list(self._schedules.values())
 
     # -- lookup ---------------------------------------------------------------------------------
-    def get_orchestration(self, name: str, version: str | None = None) -> OrchestrationDefinition:
-        """The registration of ``name`` (``version=None`` or ``""`` picks the latest)."""
+    def get_orchestration(
+        self, name: str, version: str | None = None, *, exact: bool = False
+    ) -> OrchestrationDefinition:
+        """The registration of ``name`` (``version=None`` or ``""`` picks the latest).
+
+        ``exact``: the version recorded in a history, looked up as it is (``""`` is the
+        unversioned registration, not the latest): a worker never runs an execution on another
+        version's code (docs/deploying.md, "Version routing")."""
         versions = self._orchestrations.get(name)
         if not versions:
             raise NotRegisteredError(f"no orchestration named {name!r} in app {self.name!r}")
-        if version is None or (version == "" and "" not in versions):
+        if version is None or (version == "" and "" not in versions and not exact):
             version = self._latest[name]
         definition = versions.get(version)
         if definition is None:
@@ -501,10 +532,10 @@ def orchestration_metadata(fn: Callable[..., Any]) -> OrchestrationDefinition:
     return definition
 
 
-def activity_queue(app: Any, activity: str) -> str:
+def activity_queue(app: App | None, activity: str) -> str:
     """The queue of ``activity``'s jobs on ``app`` ("default" without an app, or when the app
     does not register it)."""
-    found = getattr(app, "_activities", {}).get(activity) if app is not None else None
+    found = app._activities.get(activity) if app is not None else None
     return found.queue if isinstance(found, ActivityDefinition) else "default"
 
 

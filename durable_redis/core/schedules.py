@@ -28,6 +28,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cronsim import CronSim, CronSimError
 
+from durable_redis import ids
 from durable_redis.core._serial import Schema
 from durable_redis.core.codec import Codec
 from durable_redis.core.jobs import encode_job_task, job_task
@@ -81,7 +82,7 @@ def target_of(spec: ScheduleSpec) -> tuple[str, str]:
 def tick_instance_base(name: str, tick_ms: int) -> str:
     """The instance id of one tick of an orchestration schedule (before the storage layer
     moves it into the schedule's partition): deterministic, so a re-run tick starts nothing."""
-    return f"{name}@{tick_ms}"
+    return ids.tick_instance_id(name, tick_ms)
 
 
 _SCHEDULES: Schema[ScheduleSpec] = Schema("schedule", (ScheduleSpec,))

@@ -86,6 +86,7 @@ class WorkState:
                 | ev.DetachedOrchestrationStarted()
                 | ev.CustomStatusSet()
                 | ev.PatchMarker()
+                | ev.ExecutionReset()
             ):
                 pass
             case _:  # pragma: no cover - exhaustive

@@ -6,6 +6,7 @@ import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from durable_redis import ids
 from durable_redis.contract import FailureKind, InstanceCreate, InstanceStatus
 from durable_redis.core import events as ev
 from durable_redis.core import messages as msg
@@ -340,7 +341,9 @@ def _run_turn(
             definition = app.get_orchestration(start.name, start.version or None)
         else:
             assert state.started is not None
-            definition = app.get_orchestration(state.started.name, state.started.version)
+            definition = app.get_orchestration(
+                state.started.name, state.started.version, exact=True
+            )
     except NotRegisteredError:
         # No code here, but a cancel needs none: it ends the instance before any code would run.
         cancelled = _cancel_without_code(history, start, messages, now_ms, instance_id)
@@ -536,7 +539,7 @@ def _result_from(
     if engine is not None:
         replies += [(uid, _reply(None, f)) for uid, f in engine.update_replies]
     started = state.started
-    prefix = f"{instance_id}:{execution_id}"
+    turn = (instance_id, execution_id)  # what every message id of this turn starts with
     tasks: list[msg.ActivityTask] = []
     outgoing: list[msg.OutgoingMessage] = []
     cancelled: list[str] = []
@@ -565,10 +568,12 @@ def _result_from(
                         trace=event.trace,
                         queue=event.queue,
                         priority=event.priority,
+                        flow_key=event.flow_key,
+                        flow=event.flow,
                     )
                 )
             case ev.ActivityCancelRequested():
-                cancelled.append(f"{execution_id}:{event.activity_id}")
+                cancelled.append(ids.activity_key(execution_id, event.activity_id))
             case ev.TimerCreated():
                 fired = msg.TimerFired(
                     execution_id=execution_id, timer_id=event.event_id, fire_at_ms=event.fire_at_ms
@@ -576,7 +581,7 @@ def _result_from(
                 outgoing.append(
                     msg.OutgoingMessage(
                         instance_id=instance_id,
-                        message_id=f"{prefix}:{event.event_id}:timer",
+                        message_id=ids.timer_message_id(*turn, event.event_id),
                         message=fired,
                         visible_at_ms=event.fire_at_ms,
                     )
@@ -601,13 +606,13 @@ def _result_from(
                 outgoing.append(
                     msg.OutgoingMessage(
                         instance_id=event.instance_id,
-                        message_id=f"{prefix}:{event.event_id}:start",
+                        message_id=ids.child_start_id(*turn, event.event_id),
                         message=start,
                         create=create,
                     )
                 )
             case ev.SubOrchestrationCancelRequested():
-                outgoing.append(_child_cancel(state, event.scheduled_id, prefix, event.reason, new))
+                outgoing.append(_child_cancel(state, event.scheduled_id, turn, event.reason, new))
             case ev.CustomStatusSet():
                 custom = event
             case ev.ValueSet():
@@ -620,7 +625,7 @@ def _result_from(
                 outgoing.append(
                     msg.OutgoingMessage(
                         instance_id=event.instance_id,
-                        message_id=f"{prefix}:{event.event_id}:event",
+                        message_id=ids.event_to_instance_id(*turn, event.event_id),
                         message=msg.EventRaised(name=event.name, data=event.data),
                     )
                 )
@@ -635,8 +640,8 @@ def _result_from(
     output: bytes | None = None
     failure: FailureDetails | None = None
     if terminal is not None:
-        in_flight = {f"{execution_id}:{aid}" for aid in state.activities}
-        cancelled.extend(sorted(in_flight, key=lambda k: int(k.split(":")[1])))
+        in_flight = {ids.activity_key(execution_id, aid): aid for aid in state.activities}
+        cancelled.extend(sorted(in_flight, key=in_flight.__getitem__))
         tasks = [t for t in tasks if t.activity_key not in in_flight]
         fresh_children = {e.event_id for e in new if isinstance(e, ev.SubOrchestrationScheduled)}
         outgoing = [
@@ -645,12 +650,12 @@ def _result_from(
             if not isinstance(o.message, msg.TimerFired)
             and not (
                 isinstance(o.message, msg.StartOrchestration)
-                and _is_fresh_child(o, fresh_children, prefix)
+                and _is_fresh_child(o, fresh_children, turn)
             )
         ]
         for scheduled_id in sorted(state.children):
             if scheduled_id not in fresh_children:
-                outgoing.append(_child_cancel(state, scheduled_id, prefix, "parent finished", new))
+                outgoing.append(_child_cancel(state, scheduled_id, turn, "parent finished", new))
         ended = FailureDetails(
             FailureKind.APPLICATION,
             "InstanceEndedError",
@@ -672,7 +677,7 @@ def _result_from(
             outgoing.append(
                 msg.OutgoingMessage(
                     instance_id=instance_id,
-                    message_id=f"{prefix}:continue",
+                    message_id=ids.continue_as_new_id(*turn),
                     message=msg.StartOrchestration(
                         name=started.name,
                         input=terminal.input,
@@ -693,7 +698,7 @@ def _result_from(
                 outgoing.append(
                     msg.OutgoingMessage(
                         instance_id=instance_id,
-                        message_id=f"{prefix}:carry:{update.update_id}",
+                        message_id=ids.carried_update_id(*turn, update.update_id),
                         message=update,
                     )
                 )
@@ -737,12 +742,16 @@ def _reply(result: bytes | None, failure: FailureDetails | None) -> bytes:
     return msg.encode_reply(msg.UpdateReply(result=result, failure=failure))
 
 
-def _is_fresh_child(out: msg.OutgoingMessage, fresh: set[int], prefix: str) -> bool:
-    return any(out.message_id == f"{prefix}:{sid}:start" for sid in fresh)
+def _is_fresh_child(out: msg.OutgoingMessage, fresh: set[int], turn: tuple[str, int]) -> bool:
+    return any(out.message_id == ids.child_start_id(*turn, sid) for sid in fresh)
 
 
 def _child_cancel(
-    state: WorkState, scheduled_id: int, prefix: str, reason: str, new: Sequence[ev.HistoryEvent]
+    state: WorkState,
+    scheduled_id: int,
+    turn: tuple[str, int],
+    reason: str,
+    new: Sequence[ev.HistoryEvent],
 ) -> msg.OutgoingMessage:
     child_id = ""
     for event in new:
@@ -754,7 +763,7 @@ def _child_cancel(
         )
     return msg.OutgoingMessage(
         instance_id=child_id,
-        message_id=f"{prefix}:{scheduled_id}:cancel",
+        message_id=ids.child_cancel_id(*turn, scheduled_id),
         message=msg.CancelRequested(reason=reason),
     )
 
@@ -780,7 +789,7 @@ def _to_parent(
         )
     return msg.OutgoingMessage(
         instance_id=started.parent_instance_id,
-        message_id=f"{instance_id}:result:{parent_exec}:{parent_event}",
+        message_id=ids.child_result_id(instance_id, parent_exec, parent_event),
         message=message,
     )
 
@@ -840,7 +849,7 @@ def replay(
     if not history or not isinstance(history[0], ev.OrchestrationStarted):
         raise ValueError("a history starts with OrchestrationStarted")
     started = history[0]
-    app.get_orchestration(started.name, started.version)
+    app.get_orchestration(started.name, started.version, exact=True)
     engine = ReplayEngine(
         app,
         history,

@@ -41,9 +41,10 @@ from starlette.responses import (
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from durable_redis._cli_commands import plain
+from durable_redis._render import plain
 from durable_redis.dashboard import sse, views
 from durable_redis.errors import DurableRedisError, InstanceRunningError
+from durable_redis.ids import validate_id
 from durable_redis.storage.base import InstanceStatus
 from durable_redis.storage.job_types import JobState
 
@@ -245,7 +246,6 @@ def create_app(
         return render(request, "instance.html", data, status=200 if data["found"] else 404)
 
     async def stream(request: Request) -> Response:
-        from durable_redis.client import validate_id
 
         instance_id = validate_id(request.path_params["instance_id"])
         after = sse.start_offset(
@@ -277,7 +277,6 @@ def create_app(
         return render(request, "jobs.html", {**data, "filters": filters, "more_query": more})
 
     async def job(request: Request) -> Response:
-        from durable_redis.client import validate_id
 
         job_id = request.query_params.get("id", "")
         if not job_id:
@@ -349,6 +348,8 @@ def create_app(
             msg = f"event {form.get('event', '')!r} sent"
         elif kind == "rerun":
             msg = await views.rerun(await src.store(), instance_id)
+        elif kind == "reset":
+            msg = await _reset(request, client, instance_id, form)
         elif kind == "purge":
             try:
                 deleted = await client.purge(instance_id, force=form.get("force") == "1")
@@ -453,6 +454,24 @@ def create_app(
     # the outer app's shutdown to close the Redis connection it opened.
     app.state.aclose = src.close
     return app
+
+
+async def _reset(request: Request, client: Any, instance_id: str, form: dict[str, str]) -> str:
+    """``client.reset`` from the instance page's form (docs/deploying.md, "Reset"): what it
+    did, or why it refused (a running instance, a point with work in flight)."""
+    raw = form.get("point", "before-failure").strip()
+    point: int | str = int(raw) if raw.isdigit() else raw
+    host = request.client.host if request.client is not None else "?"
+    try:
+        info = await client.reset(
+            instance_id, point, reason=form.get("reason", ""), by=f"dashboard ({host})"
+        )
+    except DurableRedisError as exc:
+        return f"not reset: {type(exc).__name__}: {exc}"
+    return (
+        f"reset: execution {info.execution_id} runs from event {info.from_event} "
+        f"of execution {info.from_execution}"
+    )
 
 
 def _int_or(text: str | None, default: int) -> int:

@@ -15,8 +15,9 @@ import re
 from collections.abc import AsyncIterator
 from typing import Any
 
-from durable_redis._cli_commands import plain
 from durable_redis._client_messaging import follow_stream
+from durable_redis._render import plain
+from durable_redis.core import Codec
 
 __all__ = ["events", "start_offset"]
 
@@ -30,7 +31,7 @@ def start_offset(last_event_id: str | None, from_param: str | None) -> str | Non
     return offset if _OFFSET.fullmatch(offset) else None
 
 
-def _data(codec: Any, data: bytes) -> str:
+def _data(codec: Codec, data: bytes) -> str:
     try:
         value = plain(codec.decode(data))
     except Exception as exc:  # another codec, or a corrupted entry: say so, keep streaming
@@ -38,7 +39,7 @@ def _data(codec: Any, data: bytes) -> str:
     return json.dumps(value, ensure_ascii=False, default=str)
 
 
-async def events(store: Any, codec: Any, instance_id: str, after: str) -> AsyncIterator[str]:
+async def events(store: Any, codec: Codec, instance_id: str, after: str) -> AsyncIterator[str]:
     """The event-stream text, chunk by chunk."""
     yield "retry: 2000\n\n"
     idle = 0

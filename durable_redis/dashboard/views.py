@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from durable_redis._cli_commands import _decode_payload, _event_dict, plain
+from durable_redis import ids
+from durable_redis._render import decode_payload, event_dict, plain
 from durable_redis.core import decode_event, decode_failure
 from durable_redis.core.jobs import decode_job_task
 from durable_redis.errors import CodecError
@@ -88,7 +89,7 @@ def show(value: Any) -> str:
 
 
 def payload(data: bytes | None) -> str:
-    return "" if data is None else show(_decode_payload(data))
+    return "" if data is None else show(decode_payload(data))
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,7 +166,7 @@ def timeline(raw_history: list[bytes], now_ms: int, running: bool) -> list[Timel
     rows: list[TimelineRow] = []
     by_id: dict[int, TimelineRow] = {}
     for event in events:
-        data = _event_dict(event)
+        data = event_dict(event)
         kind = type(event).__name__
         row = TimelineRow(
             event_id=event.event_id,
@@ -313,7 +314,7 @@ async def rerun(store: Any, instance_id: str) -> str:
     await store.create_instance(
         instance_id,
         InstanceCreate(name=info.name, version=info.version, input=info.input),
-        f"start:{uuid.uuid4().hex}",
+        ids.client_message_id("start", uuid.uuid4().hex),
         core.encode_message(start),
         policy=ExistingInstancePolicy.TERMINATE_IF_DONE,
     )

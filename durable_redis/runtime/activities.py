@@ -24,8 +24,10 @@ from typing import Any
 import anyio
 import anyio.abc
 
+from durable_redis.core import App, Codec
 from durable_redis.errors import LeaseLostError, NamespaceMissingError, NotRegisteredError
 from durable_redis.runtime import _bridge, tracing
+from durable_redis.runtime.cancel import CancelCause
 from durable_redis.runtime.faults import FaultTracker
 from durable_redis.runtime.options import WorkerOptions
 from durable_redis.runtime.sessions import SessionEntry, SessionManager
@@ -62,11 +64,11 @@ class _Run:
         self.verify_session = False  # fetched while we were releasing it: ask the store first
         self.next_turn: OrchestrationLease | None = None  # the ack locked the instance for us
 
-    def cancel(self, reason: str) -> None:
+    def cancel(self, cause: CancelCause, detail: str = "") -> None:
         if self.cancel_reason is None:
-            self.cancel_reason = reason
+            self.cancel_reason = cause.text(detail)
         # A lost session lease: the item may still be ours; give it back for the new owner.
-        if reason.startswith("session") or reason == "shutdown":
+        if cause.hands_back:
             self.hand_back = True
         self.cancel_event.set()
         self.scope.cancel()
@@ -75,12 +77,12 @@ class _Run:
 class ActivityDispatcher:
     def __init__(
         self,
-        app: Any,
+        app: App,
         store: Store,
         options: WorkerOptions,
         worker_id: str,
         sessions: SessionManager,
-        codec: Any,
+        codec: Codec,
     ) -> None:
         self._app = app
         self._store = store
@@ -103,6 +105,9 @@ class ActivityDispatcher:
         # Local hand-off (WorkerOptions.local_handoff): runs the turn of an instance our ack
         # locked; the Worker sets it. The fetch loop's task group and stop event, once started.
         self.on_turn: Callable[[OrchestrationLease], Awaitable[None]] | None = None
+        # instances whose orchestration version this worker lacks (version routing): their
+        # turn is not handed to it after an ack (set by the Worker)
+        self.skips: Callable[[str], bool] = lambda instance_id: False
         self._tg: anyio.abc.TaskGroup | None = None
         self._stopping: anyio.Event | None = None
 
@@ -267,7 +272,7 @@ class ActivityDispatcher:
                             "worker_id": self._worker_id,
                         },
                     )
-                    run.cancel("activity lease lost")
+                    run.cancel(CancelCause.ACTIVITY_LEASE_LOST)
         await self._sessions.tick()
 
     # -- shutdown ------------------------------------------------------------------------------
@@ -280,7 +285,7 @@ class ActivityDispatcher:
         if leftover:
             logger.info("handing back %d unfinished activities", len(leftover))
         for run in leftover:
-            run.cancel("shutdown")
+            run.cancel(CancelCause.SHUTDOWN)
         # Give the cancelled tasks a moment to hand their items back themselves.
         with anyio.move_on_after(max(1.0, min(grace_period, 5.0))):
             await self._idle.wait()
@@ -456,7 +461,11 @@ class ActivityDispatcher:
         await self._ack(run, message_id, data)
 
     async def _ack(self, run: _Run, message_id: str, data: bytes) -> None:
-        handoff = self.on_turn is not None and not (self._stopping and self._stopping.is_set())
+        handoff = (
+            self.on_turn is not None
+            and not (self._stopping and self._stopping.is_set())
+            and not self.skips(run.lease.instance_id)
+        )
         try:
             with anyio.CancelScope(shield=True):
                 if handoff:

@@ -29,7 +29,7 @@ class Heartbeat:
     """Reports one :class:`~durable_redis.runtime.Worker` (None registry: a non-Redis store)."""
 
     def __init__(self, worker: Any) -> None:
-        from durable_redis import __version__
+        from durable_redis._version import __version__
 
         self._worker = worker
         self._registry = registry_for(worker.store)

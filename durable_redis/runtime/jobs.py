@@ -32,9 +32,11 @@ import anyio
 import anyio.abc
 
 from durable_redis import core
+from durable_redis.core import App, Codec
 from durable_redis.core.jobs import JobTask, decode_job_task
 from durable_redis.errors import FailureDetails, NamespaceMissingError, NotRegisteredError
 from durable_redis.runtime import _bridge
+from durable_redis.runtime.cancel import CancelCause
 from durable_redis.runtime.options import WorkerOptions
 from durable_redis.storage.job_types import JobAck, JobLease, JobOutcome, JobStore
 
@@ -61,10 +63,10 @@ class _Run:
         self.hand_back = False
         self.progress: bytes | None = None  # encoded, not yet stored
 
-    def cancel(self, reason: str, *, hand_back: bool = False) -> None:
+    def cancel(self, cause: CancelCause, detail: str = "") -> None:
         if self.cancel_reason is None:
-            self.cancel_reason = reason
-            self.hand_back = hand_back
+            self.cancel_reason = cause.text(detail)
+            self.hand_back = cause.hands_back
         self.cancel_event.set()
         if self.scope is not None:
             self.scope.cancel()
@@ -96,7 +98,7 @@ class _Speed:
 
 class JobDispatcher:
     def __init__(
-        self, app: Any, store: JobStore, options: WorkerOptions, worker_id: str, codec: Any
+        self, app: App, store: JobStore, options: WorkerOptions, worker_id: str, codec: Codec
     ) -> None:
         self._app = app
         self._store = store
@@ -461,7 +463,7 @@ class JobDispatcher:
                     job_id,
                     extra={"job_id": job_id, "worker_id": self._worker_id},
                 )
-                run.cancel("job lease lost")
+                run.cancel(CancelCause.JOB_LEASE_LOST)
 
     # -- shutdown ------------------------------------------------------------------------------
     async def drain(self, grace_period: float) -> None:
@@ -471,7 +473,7 @@ class JobDispatcher:
                 self._slot_wake.clear()
                 await self._slot_wake.wait()
         for run in list(self._running.values()):
-            run.cancel("shutdown", hand_back=True)
+            run.cancel(CancelCause.SHUTDOWN)
         with anyio.move_on_after(max(1.0, min(grace_period, 5.0))):
             while self._running:
                 self._slot_wake.clear()

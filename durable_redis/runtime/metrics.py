@@ -106,7 +106,7 @@ class WorkerMetrics:
 
     def bind(self, worker: Any) -> None:
         """Read the gauges from ``worker`` at every scrape."""
-        from durable_redis import __version__
+        from durable_redis._version import __version__
 
         self.turns_in_flight.set_function(lambda: float(worker.turns_in_flight))
         self.activities_in_flight.set_function(lambda: float(worker.activities_in_flight))
@@ -149,8 +149,8 @@ class MeteredStore:
         return getattr(self.inner, name)
 
     # -- turns ---------------------------------------------------------------------------------
-    async def fetch_orchestration(self, *, lock_ms: int, wait_ms: int = 0) -> Any:
-        lease = await self.inner.fetch_orchestration(lock_ms=lock_ms, wait_ms=wait_ms)
+    async def fetch_orchestration(self, *, lock_ms: int, wait_ms: int = 0, **more: Any) -> Any:
+        lease = await self.inner.fetch_orchestration(lock_ms=lock_ms, wait_ms=wait_ms, **more)
         self._start_turn(lease)
         return lease
 

@@ -13,8 +13,13 @@ the runtime itself:
 
 - a lease fetched more than ``max_attempts`` times is poison: the instance fails (kind "poison");
 - a history that cannot be decoded fails the instance as poisoned, too;
-- an orchestration name this worker does not know is abandoned with back-off without counting
-  the attempt (a newer worker may know it), never failed;
+- an orchestration (name, version) this worker does not have is never failed and never
+  counted: the version is the one the instance recorded at its start (an exact match; a start
+  that asked for no version takes this worker's latest). The lease is abandoned at once, visible
+  to the other workers (one that has the version takes it), and this worker passes over the
+  instance in its claims (``fetch_orchestration(skip=)``, at most ``MAX_SKIPPED``) for a back-off
+  (``unregistered_backoff`` doubling to ``unregistered_backoff_max``) before it looks again;
+  past ``MAX_SKIPPED`` instances it abandons with that back-off as the delay instead;
 - a turn whose code no longer matches the history (``NondeterminismError``: a changed
   orchestration was deployed) *holds* the instance by default: abandoned with a capped back-off
   (``held_backoff`` .. ``held_backoff_max``) without counting the attempt, its messages kept,
@@ -44,6 +49,7 @@ import anyio
 
 from durable_redis import core
 from durable_redis.contract import FailureKind, InstanceStatus, TurnCommit
+from durable_redis.core import App, Codec
 from durable_redis.errors import (
     DurableRedisError,
     FailureDetails,
@@ -68,6 +74,9 @@ _CRASH_DELAY_MS = 1000
 # Turns with at most this many history events + messages run inline on the event loop (a replay
 # of 2,000 events is ~15 ms of CPU on the benchmark machine); bigger ones run in a thread.
 INLINE_TURN_MAX_EVENTS = 2000
+# Instances one dispatcher passes over in its claims because it lacks their orchestration
+# version (sent with every claim while any is skipped: keep the list short).
+MAX_SKIPPED = 64
 # held reasons of the watchdog: a held instance with one of these fails at once on `held fail`
 _WATCHDOG_HOLDS = (f"{TurnTimeoutError.__name__}:", f"{TurnCrashedWorkerError.__name__}:")
 
@@ -93,7 +102,7 @@ class _Held:
 
 class OrchestrationDispatcher:
     def __init__(
-        self, app: Any, store: Store, options: WorkerOptions, worker_id: str, codec: Any
+        self, app: App, store: Store, options: WorkerOptions, worker_id: str, codec: Codec
     ) -> None:
         self._app = app
         self._store = store
@@ -102,6 +111,7 @@ class OrchestrationDispatcher:
         self._codec = codec
         self._threads = anyio.CapacityLimiter(options.orchestration_concurrency)
         self._unregistered: dict[str, int] = {}
+        self._skipped: dict[str, float] = {}  # instance -> anyio time until which claims skip it
         self._holds: dict[str, int] = {}  # instance -> turns held in a row (the back-off)
         self._histories = _bridge.HistoryCache()
         self._suspended = _bridge.SuspendedCache()
@@ -186,9 +196,15 @@ class OrchestrationDispatcher:
             if stopping.is_set():
                 break
             try:
-                lease = await self._store.fetch_orchestration(
-                    lock_ms=options.lock_ms, wait_ms=options.fetch_wait_ms
-                )
+                skip = self._skip_list()
+                if skip:
+                    lease = await self._store.fetch_orchestration(
+                        lock_ms=options.lock_ms, wait_ms=options.fetch_wait_ms, skip=skip
+                    )
+                else:  # the common path: the plain call
+                    lease = await self._store.fetch_orchestration(
+                        lock_ms=options.lock_ms, wait_ms=options.fetch_wait_ms
+                    )
             except NamespaceMissingError:
                 raise  # the worker stops: nothing here may re-create a vanished namespace
             except Exception:
@@ -210,6 +226,20 @@ class OrchestrationDispatcher:
                     await self.process(lease)
             finally:
                 self.in_flight -= 1
+
+    def skips(self, instance_id: str) -> bool:
+        """Whether this worker passes over ``instance_id`` now (it lacks its version)."""
+        until = self._skipped.get(instance_id)
+        return until is not None and until > anyio.current_time()
+
+    def _skip_list(self) -> list[str]:
+        """The instances claims pass over now (their back-off not over yet)."""
+        if not self._skipped:
+            return []
+        now = anyio.current_time()
+        for iid in [i for i, until in self._skipped.items() if until <= now]:
+            del self._skipped[iid]
+        return list(self._skipped)
 
     async def process(self, lease: OrchestrationLease) -> None:
         """Run one turn of ``lease`` and commit it (or abandon it); ``renewal_loop`` renews it
@@ -460,6 +490,18 @@ class OrchestrationDispatcher:
             if len(self._unregistered) > 10_000:
                 self._unregistered.clear()
             delay = self._options.unregistered_delay_ms(count)
+            if instance_id in self._skipped or len(self._skipped) < MAX_SKIPPED:
+                # left to the workers that have it; this one looks again after the back-off
+                self._skipped[instance_id] = anyio.current_time() + delay / 1000
+                logger.warning(
+                    "%s; left to other workers, this one passes over %s for %d ms",
+                    exc,
+                    instance_id,
+                    delay,
+                    extra=extra,
+                )
+                await self._abandon(lease, 0, count_attempt=False)
+                return
             logger.warning("%s; retrying %s in %d ms", exc, instance_id, delay, extra=extra)
             await self._abandon(lease, delay, count_attempt=False)
             return
@@ -476,7 +518,7 @@ class OrchestrationDispatcher:
         policy = None
         if isinstance(started, core.events.OrchestrationStarted):
             try:
-                definition = self._app.get_orchestration(started.name, started.version)
+                definition = self._app.get_orchestration(started.name, started.version, exact=True)
                 policy = definition.on_nondeterminism
             except NotRegisteredError:
                 pass

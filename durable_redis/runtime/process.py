@@ -26,6 +26,7 @@ from typing import Any, cast
 
 import anyio
 
+from durable_redis.core import App
 from durable_redis.errors import ConfigurationError, DurableRedisError
 from durable_redis.runtime import _bridge
 from durable_redis.runtime.logs import LOG_FORMATS, configure_logging
@@ -87,7 +88,7 @@ def open_store(redis_url: str, namespace: str = DEFAULT_NAMESPACE) -> Any:
 
 
 async def serve(
-    app: Any,
+    app: App,
     redis_url: str,
     options: WorkerOptions | None = None,
     *,

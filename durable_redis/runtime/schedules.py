@@ -15,6 +15,7 @@ from typing import Any
 import anyio
 
 from durable_redis import core
+from durable_redis.core import App, Codec
 from durable_redis.core.registry import activity_queue
 from durable_redis.core.schedules import (
     decode_schedule,
@@ -39,7 +40,7 @@ async def declare_schedule(store: Any, spec: core.schedules.ScheduleSpec) -> str
 
 
 class ScheduleRunner:
-    def __init__(self, app: Any, store: Any, options: WorkerOptions, codec: Any) -> None:
+    def __init__(self, app: App, store: Any, options: WorkerOptions, codec: Codec) -> None:
         self._app = app
         self._store = store
         self._options = options

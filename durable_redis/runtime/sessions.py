@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from durable_redis.errors import StoreError
+from durable_redis.runtime.cancel import CancelCause
 from durable_redis.runtime.options import WorkerOptions
 from durable_redis.storage.base import LostSessions, SessionRef, Store
 
@@ -31,7 +32,7 @@ _RELEASE_MEMORY_S = 300.0
 class Cancellable(Protocol):
     """An in-flight activity as seen by the session manager."""
 
-    def cancel(self, reason: str) -> None: ...
+    def cancel(self, cause: CancelCause, detail: str = "") -> None: ...
 
 
 @dataclass(eq=False, slots=True)
@@ -145,7 +146,7 @@ class SessionManager:
             },
         )
         for run in list(entry.active):
-            run.cancel("session closed")
+            run.cancel(CancelCause.SESSION_CLOSED)
 
     def lose(self, refs: Iterable[SessionRef], reason: str) -> None:
         """The leases of ``refs`` are gone: cancel their activities here, forget the entries."""
@@ -166,7 +167,7 @@ class SessionManager:
                 },
             )
             for run in list(entry.active):
-                run.cancel(f"session lease lost: {reason}")
+                run.cancel(CancelCause.SESSION_LEASE_LOST, reason)
 
     # -- periodic work -------------------------------------------------------------------------
     async def tick(self) -> None:
@@ -216,7 +217,7 @@ class SessionManager:
             self._released_at[ref] = now
             if entry is not None:
                 for run in list(entry.active):
-                    run.cancel(f"session released: {reason}")
+                    run.cancel(CancelCause.SESSION_RELEASED, reason)
         try:
             await self._store.release_sessions(self._worker_id, refs, self._options.queues)
         except StoreError:

@@ -80,7 +80,7 @@ def _tracer() -> Any | None:
     cached = _cached
     if cached is not None and cached[0] is provider:
         return cached[1]
-    from durable_redis import __version__
+    from durable_redis._version import __version__
 
     tracer = provider.get_tracer("durable_redis", __version__)
     _cached = (provider, tracer)

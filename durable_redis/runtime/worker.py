@@ -23,6 +23,7 @@ from typing import Any
 
 import anyio
 
+from durable_redis.core import App, Codec
 from durable_redis.errors import NamespaceMissingError
 from durable_redis.runtime import _bridge
 from durable_redis.runtime.activities import ActivityDispatcher
@@ -50,11 +51,11 @@ class Worker:
 
     def __init__(
         self,
-        app: Any,
+        app: App,
         store: Store,
         options: WorkerOptions | None = None,
         *,
-        codec: Any = None,
+        codec: Codec | None = None,
         clock: Callable[[], float] | None = None,
     ) -> None:
         """``clock``: monotonic seconds the session idle timeout is judged by (default
@@ -79,6 +80,7 @@ class Worker:
         if self.options.local_handoff:
             self._orchestrations.activities = self._activities
             self._activities.on_turn = self._orchestrations.run_adopted
+            self._activities.skips = self._orchestrations.skips
         # jobs need a store with the JobStore methods (RedisStore); JobDispatcher.enabled checks
         self._jobs = JobDispatcher(
             app,

@@ -22,7 +22,6 @@ from durable_redis.storage.base import (
     WorkItemLease,
 )
 from durable_redis.storage.redis_store import RedisStore
-from durable_redis.storage.server import RedisServer, find_redis_server
 
 __all__ = [
     "ExistingInstancePolicy",
@@ -35,11 +34,9 @@ __all__ = [
     "OutboundMessage",
     "QueueDepths",
     "QueuedMessage",
-    "RedisServer",
     "RedisStore",
     "SessionRef",
     "Store",
     "TurnCommit",
     "WorkItemLease",
-    "find_redis_server",
 ]

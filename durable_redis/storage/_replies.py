@@ -7,7 +7,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from durable_redis.errors import ValidationError
 from durable_redis.storage.base import InstanceInfo, InstanceStatus, WorkItemLease
 
 
@@ -21,16 +20,6 @@ def _opt(value: Any) -> str:
 
 def _pairs(flat: Sequence[Any]) -> dict[str, Any]:
     return {_s(flat[i]): flat[i + 1] for i in range(0, len(flat), 2)}
-
-
-def _split_cursor(cursor: str) -> tuple[str, str, str]:
-    """``<partition or m>:<created_ms>:<instance id>``; ValidationError for anything else."""
-    parts = cursor.split(":", 2) if isinstance(cursor, str) else []
-    if len(parts) != 3 or not parts[1].lstrip("-").isdigit():
-        raise ValidationError(f"invalid list cursor {cursor!r} (pass back a next_cursor)")
-    if parts[0] != "m" and not parts[0].isdigit():
-        raise ValidationError(f"invalid list cursor {cursor!r} (pass back a next_cursor)")
-    return parts[0], parts[1], parts[2]
 
 
 def _info(instance_id: str, fields: dict[str, Any]) -> InstanceInfo:

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from durable_redis.ids import STORED, parse_flow_group, session_key, validate_id
 from durable_redis.storage._replies import _opt, _s, _work_leases
 from durable_redis.storage.base import (
     LostSessions,
@@ -16,7 +17,6 @@ from durable_redis.storage.base import (
     WorkBatch,
     WorkItemLease,
 )
-from durable_redis.storage.keys import session_key, validate_id
 from durable_redis.storage.packing import PURGE_BATCH  # noqa: F401  (re-exported)
 from durable_redis.storage.redis_base import RedisStoreBase
 from durable_redis.storage.scripts import Status, raise_for_status
@@ -65,7 +65,7 @@ class ActivityQueueMixin(RedisStoreBase):
         queues: Sequence[str] = ("default",),
     ) -> WorkBatch:
         await self._ready()
-        validate_id("worker id", worker_id)
+        validate_id(worker_id, "worker id", rule=STORED)
         served = _queues_arg(queues)
         if limit < 1:
             raise ValueError("limit must be >= 1")
@@ -166,7 +166,7 @@ class ActivityQueueMixin(RedisStoreBase):
         lock_ms: int | None = None,
     ) -> OrchestrationLease | None:
         epoch = await self._ready()
-        validate_id("message id", message_id)
+        validate_id(message_id, "message id", rule=STORED)
         iid = lease.instance_id
         pk = self._pk(iid)
         ik = pk.instance(iid)
@@ -258,7 +258,7 @@ class ActivityQueueMixin(RedisStoreBase):
         ids per script call (each call short: docs/storage.md "Big purge"). Returns the
         items deleted; a no-op without a tombstone."""
         await self._ready()
-        validate_id("instance id", instance_id)
+        validate_id(instance_id, "instance id", rule=STORED)
         return await purge_tombstoned(self, instance_id, batch)
 
     async def queue_status(self, queue: str, *, wake: bool = False) -> QueueStatus:
@@ -368,15 +368,28 @@ def _queues_arg(queues: Sequence[str]) -> list[str]:
 
 
 async def routed_ready_counts(r: Any, pk: Any) -> tuple[int, int]:
-    """(plain, session) work items ready in partition ``pk``'s activity queues other than
-    "default" (named in its jq:queues SET): what the wq:ready / wq:sready counts leave out."""
+    """(plain, session) work items ready in partition ``pk`` that the wq:ready / wq:sready
+    counts leave out: those of the activity queues other than "default" (named in its
+    jq:queues SET) and the keyed ones waiting in their flow groups (less the groups' own
+    round-robin entries, which those counts include)."""
     queues = [_s(q) for q in await r.smembers(pk.jq_queues)]
-    if not queues:
+    groups = [
+        parse_flow_group(_s(f)[:-2]) for f in await r.hkeys(pk.wq_groups) if _s(f).endswith("|c")
+    ]
+    if not queues and not groups:
         return 0, 0
     pipe = r.pipeline(transaction=False)
     for q in queues:
         ready, sready, _, _ = pk.wq_queue_keys(q)
         pipe.zcard(ready)
         pipe.zcard(sready)
-    counts = [int(n) for n in await pipe.execute()]
-    return sum(counts[0::2]), sum(counts[1::2])
+    for q, key in groups:
+        pipe.zcard(pk.wq_group(q, key))
+        pipe.zscore(pk.wq_queue_keys(q)[0], "\n" + key)
+    replies = await pipe.execute()
+    counts = [int(n) for n in replies[: 2 * len(queues)]]
+    keyed = replies[2 * len(queues) :]
+    waiting = sum(
+        int(n) - (entry is not None) for n, entry in zip(keyed[0::2], keyed[1::2], strict=True)
+    )
+    return sum(counts[0::2]) + waiting, sum(counts[1::2])

@@ -195,6 +195,31 @@ class Store(Protocol):
     async def server_time_ms(self) -> int: ...
 
     # -- orchestration queue -----------------------------------------------------------------
+    async def create_limited_instance(
+        self,
+        instance_id: str,
+        create: InstanceCreate,
+        message_id: str,
+        start_message: bytes,
+        *,
+        flow_key: str,
+        flow_mode: str,
+        policy: ExistingInstancePolicy = ExistingInstancePolicy.FAIL,
+        visible_at_ms: int | None = None,
+    ) -> tuple[str, bool]:
+        """``create_instance`` judged by the flow key's ``flow_mode`` ("singleton", "debounce
+        <ms>", "throttle <ms>"; docs/routing.md "Orchestration starts") in the same script:
+        (the id of the instance that holds this start, True if it was created now). A kept
+        start is the key's running (singleton), pending (debounce: its input replaced, its
+        start pushed) or throttled instance's. ``instance_id`` must be in the key's partition
+        (``id_for_key``)."""
+        ...
+
+    def id_for_key(self, instance_id: str | None, flow_key: str) -> str:
+        """An id in ``flow_key``'s partition: ``instance_id`` when it hashes there (always
+        with one partition), else with the first ``:k`` suffix that does; None: a fresh one."""
+        ...
+
     async def create_instance(
         self,
         instance_id: str,
@@ -227,9 +252,10 @@ class Store(Protocol):
         ...
 
     async def fetch_orchestration(
-        self, *, lock_ms: int, wait_ms: int = 0
+        self, *, lock_ms: int, wait_ms: int = 0, skip: Sequence[str] = ()
     ) -> OrchestrationLease | None:
-        """Lock one instance with visible messages (FIFO by oldest visible message).
+        """Lock one instance with visible messages (FIFO by oldest visible message), passing
+        over the instances in ``skip`` (left queued for other workers: version routing).
 
         Blocks up to ``wait_ms`` for work (no polling: wakes within milliseconds of an enqueue or
         a timer coming due). Returns None only if nothing was eligible.
@@ -354,6 +380,26 @@ class Store(Protocol):
     async def request_fail_held(self, instance_id: str) -> bool:
         """Mark a held instance (``InstanceInfo.held``) to be failed at its next retried turn
         instead of held again; False (nothing changed) if it is not held."""
+        ...
+
+    async def reset_instance(
+        self,
+        instance_id: str,
+        *,
+        execution_id: int,
+        history_len: int,
+        keep: int,
+        started: bytes,
+        reset_event: bytes,
+        wake: tuple[str, bytes],
+        reapply: Sequence[tuple[str, bytes]] = (),
+    ) -> int | None:
+        """Start execution ``execution_id + 1`` as events 1..``keep`` of ``execution_id``
+        (``started`` replacing the first) plus ``reset_event``, in one script; returns the new
+        execution id, or None (nothing changed) if its execution or history moved since the
+        caller read them. ``reapply``: (message id, message) to queue first, in order.
+        InstanceRunningError if it runs and is not held, InstanceNotFoundError if it does not
+        exist (lua/reset_instance.lua)."""
         ...
 
     async def read_history(self, instance_id: str, execution_id: int | None = None) -> list[bytes]:

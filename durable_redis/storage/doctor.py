@@ -221,7 +221,7 @@ async def _guard(name: str, make: Callable[[], Awaitable[Check]]) -> Check:
 
 async def run_checks(store: RedisStoreBase, *, latency_samples: int = 20) -> DoctorReport:
     """Run every check against ``store``'s Redis and namespace (read-only)."""
-    from durable_redis import __version__
+    from durable_redis._version import __version__
 
     r: Any = store._r
 

@@ -17,9 +17,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from durable_redis.ids import (
+    STORED,
+    parse_activity_key,
+    parse_work_item_id,
+    session_key,
+    validate_id,
+)
 from durable_redis.storage._replies import _s
 from durable_redis.storage.activities import routed_ready_counts
-from durable_redis.storage.keys import STATUS_ORDER, PartitionKeys, session_key, validate_id
+from durable_redis.storage.keys import STATUS_ORDER, PartitionKeys
 from durable_redis.storage.redis_base import RedisStoreBase
 
 __all__ = [
@@ -118,25 +125,26 @@ async def _work_age(store: RedisStoreBase, pk: PartitionKeys, item: str, now: in
     event id - 1; anything unexpected gives None)."""
     from durable_redis.core import decode_event
 
-    iid, sep, activity_key = item.partition("\n")
-    execution, sep2, activity = activity_key.partition(":")
-    if not (sep and sep2 and execution.isdigit() and activity.isdigit()):
+    parts = parse_work_item_id(item)
+    key = parse_activity_key(parts[1]) if parts is not None else None
+    if parts is None or key is None:
         return None
-    raw = await store._r.lindex(pk.instance(iid).history(int(execution)), int(activity) - 1)
+    iid, (execution, activity) = parts[0], key
+    raw = await store._r.lindex(pk.instance(iid).history(execution), activity - 1)
     if raw is None:
         return None
     try:
         event = decode_event(raw)
     except Exception:
         return None
-    if getattr(event, "event_id", None) != int(activity):
+    if getattr(event, "event_id", None) != activity:
         return None
     return max(0, now - int(event.timestamp_ms))
 
 
 async def instance_sessions(store: RedisStoreBase, instance_id: str) -> list[SessionView]:
     await store._ready()
-    validate_id("instance id", instance_id)
+    validate_id(instance_id, "instance id", rule=STORED)
     pk = store._pk(instance_id)
     ids = sorted(_s(m) for m in await store._r.smembers(pk.instance(instance_id).sessions))
     if not ids:
@@ -185,7 +193,7 @@ async def search_ids(store: RedisStoreBase, prefix: str, *, limit: int = 50) -> 
     """Instance ids starting with ``prefix``: the exact id if it exists, then a ZSCAN MATCH of
     each partition's created index (the index only; O(instances / 1,000) round trips)."""
     await store._ready()
-    validate_id("instance id prefix", prefix)
+    validate_id(prefix, "instance id prefix", rule=STORED)
     found: list[str] = []
     if await store._r.exists(store._pk(prefix).instance(prefix).record):
         found.append(prefix)

@@ -12,11 +12,13 @@ durable timer. Terminal jobs are kept for their ``result_ttl_ms`` (0 = removed a
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 __all__ = [
+    "FLOW_LIMITS",
     "ExistingJobPolicy",
     "JobAck",
     "JobLease",
@@ -28,6 +30,9 @@ __all__ = [
     "KeptJob",
     "NewJob",
 ]
+
+FLOW_LIMITS = re.compile(r"(-|[1-9][0-9]*) (-|[1-9][0-9]*) (-|[1-9][0-9]*) [1-9][0-9]*")
+"""The stored form of a key's limits, ``Limit.flow``: "<concurrency> <rate> <per ms> <burst>"."""
 
 
 class JobState(enum.StrEnum):
@@ -103,12 +108,15 @@ class JobAck:
 
 @dataclass(frozen=True, slots=True)
 class JobQueueInfo:
-    """A job queue: jobs ready and delayed in it, and whether it is paused."""
+    """A queue: jobs ready and delayed in it, whether it is paused, and (from
+    ``client.list_queues``) the activity work items ready and delayed in it."""
 
     name: str
     ready: int
     delayed: int
     paused: bool
+    work_ready: int = 0  # activity work items (plain, session and keyed)
+    work_delayed: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,8 +20,10 @@ from redis.exceptions import NoScriptError, ResponseError
 
 from durable_redis.core.jobs import validate_queue
 from durable_redis.errors import ValidationError
+from durable_redis.ids import STORED, parse_flow_group, validate_id
 from durable_redis.storage._replies import _s
 from durable_redis.storage.job_types import (
+    FLOW_LIMITS,
     ExistingJobPolicy,
     JobAck,
     JobLease,
@@ -31,7 +33,7 @@ from durable_redis.storage.job_types import (
     KeptJob,
     NewJob,
 )
-from durable_redis.storage.keys import PartitionKeys, id_in_partition, partition_of, validate_id
+from durable_redis.storage.keys import PartitionKeys, id_in_partition, partition_of
 from durable_redis.storage.redis_base import RedisStoreBase
 from durable_redis.storage.scripts import Status, raise_for_status
 
@@ -182,7 +184,6 @@ def _options(job: NewJob) -> tuple[Any, ...]:
     )
 
 
-_FLOW = re.compile(r"(-|[1-9][0-9]*) (-|[1-9][0-9]*) (-|[1-9][0-9]*) [1-9][0-9]*")
 _MODE = re.compile(r"((debounce|throttle) [1-9][0-9]*)?")
 
 
@@ -258,20 +259,20 @@ class JobQueueMixin(RedisStoreBase):
         epoch = await self._ready()
         n = len(self._parts)
         for j in jobs:
-            validate_id("job id", j.job_id)
+            validate_id(j.job_id, "job id", rule=STORED)
             if j.flow_key is not None:
-                validate_id("flow key", j.flow_key)
+                validate_id(j.flow_key, "flow key", rule=STORED)
                 if partition_of(j.job_id, n) != partition_of(j.flow_key, n):
                     raise ValidationError(
                         f"job {j.job_id!r} is not in the partition of its flow key "
                         f"{j.flow_key!r} (job_id_for_key gives an id that is)"
                     )
         for option in {_options(j) for j in jobs}:
-            validate_id("job name", option[0])
+            validate_id(option[0], "job name", rule=STORED)
             validate_queue(option[5])
             if not -_PRIORITY_LIMIT < option[1] < _PRIORITY_LIMIT:
                 raise ValueError(f"priority must be within +-{_PRIORITY_LIMIT - 1}")
-            if option[6] and not (_FLOW.fullmatch(option[7]) and _MODE.fullmatch(option[8])):
+            if option[6] and not (FLOW_LIMITS.fullmatch(option[7]) and _MODE.fullmatch(option[8])):
                 raise ValidationError(f"bad flow {option[7]!r} / mode {option[8]!r}")
         positions: list[list[int]] = []
         calls: list[tuple[list[str], list[Any]]] = []
@@ -325,7 +326,7 @@ class JobQueueMixin(RedisStoreBase):
         skip_first_try: bool = False,
     ) -> list[JobLease]:
         await self._ready()
-        validate_id("worker id", worker_id)
+        validate_id(worker_id, "worker id", rule=STORED)
         if limit < 1:
             raise ValueError("limit must be >= 1")
         served = list(dict.fromkeys(validate_queue(q) for q in queues))
@@ -421,7 +422,7 @@ class JobQueueMixin(RedisStoreBase):
     # -- management --------------------------------------------------------------------------
     async def cancel_job(self, job_id: str, error: bytes) -> JobState:
         epoch = await self._ready()
-        validate_id("job id", job_id)
+        validate_id(job_id, "job id", rule=STORED)
         pk = self._job_pk(job_id)
         reply = await self._eval(
             "cancel_job", job_script_keys(pk, "cancel_job"), [epoch, job_id, error]
@@ -432,7 +433,7 @@ class JobQueueMixin(RedisStoreBase):
 
     async def retry_job(self, job_id: str) -> None:
         epoch = await self._ready()
-        validate_id("job id", job_id)
+        validate_id(job_id, "job id", rule=STORED)
         pk = self._job_pk(job_id)
         reply = await self._eval("retry_job", job_script_keys(pk, "retry_job"), [epoch, job_id])
         if reply[0] != Status.OK:
@@ -440,7 +441,7 @@ class JobQueueMixin(RedisStoreBase):
 
     async def get_job(self, job_id: str) -> JobRecord | None:
         await self._ready()
-        validate_id("job id", job_id)
+        validate_id(job_id, "job id", rule=STORED)
         pk = self._job_pk(job_id)
         row = await self._r.hmget(pk.jq_jobs, [f"{job_id}|{f}" for f in _FIELDS])
         return _record(job_id, row)
@@ -458,8 +459,7 @@ class JobQueueMixin(RedisStoreBase):
         for field in await self._r.hkeys(pk.jq_groups):
             name = _s(field)
             if name.endswith("|c"):
-                queue, _, key = name[:-2].partition(":")
-                out.append((queue, key))
+                out.append(parse_flow_group(name[:-2]))
         return out
 
     async def _queued_sources(self, pk: PartitionKeys, queues: Sequence[str]) -> list[str]:
@@ -616,7 +616,7 @@ class JobQueueMixin(RedisStoreBase):
 
     async def wait_job_ended(self, job_id: str, timeout_s: float) -> JobRecord | None:
         await self._ready()
-        validate_id("job id", job_id)
+        validate_id(job_id, "job id", rule=STORED)
         self._jobs_state()
         deadline = time.monotonic() + max(0.0, timeout_s)
         poll = 0.005

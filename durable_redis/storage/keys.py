@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from durable_redis.contract import InstanceStatus
-from durable_redis.errors import InvalidIdError
 
 __all__ = [
     "STATUS_ORDER",
@@ -21,32 +20,13 @@ __all__ = [
     "PartitionKeys",
     "cluster_slot",
     "id_in_partition",
-    "item_id",
     "meta_key",
     "partition_of",
-    "session_key",
-    "validate_id",
 ]
 
 # Order of the six status index keys wherever a script takes them (see the Lua headers): the
 # definition order of the contract's InstanceStatus.
 STATUS_ORDER: tuple[str, ...] = tuple(s.value for s in InstanceStatus)
-
-MAX_ID_BYTES = 512
-
-
-def validate_id(kind: str, value: str) -> None:
-    """Ids become parts of keys and hash fields: non-empty, bounded, no newline or NUL."""
-    if not isinstance(value, str) or not value:
-        raise InvalidIdError(f"{kind} must be a non-empty string, got {value!r}")
-    if "\n" in value or "\x00" in value:
-        raise InvalidIdError(f"{kind} {value!r} contains a newline or NUL")
-    try:
-        size = len(value.encode("utf-8"))
-    except UnicodeEncodeError:
-        raise InvalidIdError(f"{kind} {value!r} is not encodable as UTF-8") from None
-    if size > MAX_ID_BYTES:
-        raise InvalidIdError(f"{kind} is longer than {MAX_ID_BYTES} bytes")
 
 
 def meta_key(namespace: str) -> str:
@@ -72,16 +52,6 @@ def id_in_partition(anchor: str, base: str, partitions: int) -> str:
         for k in range(1, 1_000_000)
         if partition_of(f"{base}:{k}", partitions) == want
     )
-
-
-def item_id(instance_id: str, activity_key: str) -> str:
-    """Work item id: deterministic, so a retried commit cannot enqueue an activity twice."""
-    return f"{instance_id}\n{activity_key}"
-
-
-def session_key(instance_id: str, session_id: str) -> str:
-    """Session identity inside the partition's session HASH."""
-    return f"{instance_id}\n{session_id}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +133,12 @@ class PartitionKeys:
     @cached_property
     def oq_ready(self) -> str:
         return self._k("oq:ready")
+
+    @cached_property
+    def oq_flow(self) -> str:
+        """HASH of the flow keys of orchestration starts ("<key>|s" singleton holder, "|d"
+        debounced pending instance, "|h" throttle window "<iid> <end ms>")."""
+        return self._k("oq:flow")
 
     @cached_property
     def oq_locks(self) -> str:
@@ -267,6 +243,15 @@ class PartitionKeys:
     def jq_groups(self) -> str:
         """HASH of the flow-key groups' state ("<queue>:<key>|c" limits, "|n" running, ...)."""
         return self._k("jq:groups")
+
+    @cached_property
+    def wq_groups(self) -> str:
+        """HASH of the activity work items' flow-key groups (as ``jq_groups``, for items)."""
+        return self._k("wq:groups")
+
+    def wq_group(self, queue: str, key: str) -> str:
+        """ZSET of the ready work items of flow key ``key`` in ``queue`` (``flow_keys``)."""
+        return self._k(f"wq:g:{queue}:{key}")
 
     def jq_group(self, queue: str, key: str) -> str:
         """ZSET of the ready jobs of flow key ``key`` in ``queue`` (``flow_keys`` in Lua)."""

@@ -3,16 +3,19 @@ merge over several), children, delete (tree), prune, queue depths, status counts
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from durable_redis.errors import (
     InstanceNotFoundError,
     InstanceRunningError,
     StoreError,
     ValidationError,
 )
-from durable_redis.storage._replies import _info, _opt, _s, _split_cursor
+from durable_redis.ids import STORED, list_cursor, parse_list_cursor, validate_id
+from durable_redis.storage._replies import _info, _opt, _s
 from durable_redis.storage.activities import purge_tombstoned, routed_ready_counts
 from durable_redis.storage.base import InstanceInfo, InstancePage, InstanceStatus, QueueDepths
-from durable_redis.storage.keys import STATUS_ORDER, PartitionKeys, validate_id
+from durable_redis.storage.keys import STATUS_ORDER, PartitionKeys
 from durable_redis.storage.redis_base import RedisStoreBase
 from durable_redis.storage.scripts import Status, raise_for_status
 
@@ -24,7 +27,7 @@ class ManagementMixin(RedisStoreBase):
 
     async def get_instance(self, instance_id: str) -> InstanceInfo | None:
         await self._ready()
-        validate_id("instance id", instance_id)
+        validate_id(instance_id, "instance id", rule=STORED)
         fields = await self._r.hgetall(self._pk(instance_id).instance(instance_id).record)
         if not fields:
             return None
@@ -33,16 +36,64 @@ class ManagementMixin(RedisStoreBase):
     async def request_fail_held(self, instance_id: str) -> bool:
         """Mark a held instance to be failed at its next retried turn; False if not held."""
         epoch = await self._ready()
-        validate_id("instance id", instance_id)
+        validate_id(instance_id, "instance id", rule=STORED)
         pk = self._pk(instance_id)
         reply = await self._eval("fail_held", [pk.pmeta, pk.instance(instance_id).record], [epoch])
         if reply[0] != Status.OK:
             raise_for_status("fail_held", reply, instance_id)
         return int(reply[1]) == 1
 
+    async def reset_instance(
+        self,
+        instance_id: str,
+        *,
+        execution_id: int,
+        history_len: int,
+        keep: int,
+        started: bytes,
+        reset_event: bytes,
+        wake: tuple[str, bytes],
+        reapply: Sequence[tuple[str, bytes]] = (),
+    ) -> int | None:
+        epoch = await self._ready()
+        validate_id(instance_id, "instance id", rule=STORED)
+        pk = self._pk(instance_id)
+        ik = pk.instance(instance_id)
+        keys = [
+            pk.pmeta,
+            pk.seq,
+            pk.oq_ready,
+            pk.oq_locks,
+            pk.oq_lock,
+            pk.oq_marker,
+            ik.record,
+            ik.done,
+            ik.mz,
+            ik.mh,
+            ik.history(execution_id),
+            ik.history(execution_id + 1),
+            pk.idx_terminal,
+            *pk.idx_statuses,
+            pk.wq_items,
+            pk.wq_ready,
+            pk.wq_sready,
+            pk.wq_delayed,
+            pk.wq_leases,
+            ik.work,
+        ]
+        args = [epoch, instance_id, execution_id, history_len, keep, started, reset_event, *wake]
+        args += [part for message in reapply for part in message]
+        reply = await self._eval("reset_instance", keys, args)
+        if reply[0] == Status.RETRY:
+            return None  # it moved since the caller read it: nothing changed, read again
+        if reply[0] != Status.OK:
+            raise_for_status("reset_instance", reply, instance_id)
+        self._remember_exec(instance_id, int(reply[1]))
+        return int(reply[1])
+
     async def read_history(self, instance_id: str, execution_id: int | None = None) -> list[bytes]:
         await self._ready()
-        validate_id("instance id", instance_id)
+        validate_id(instance_id, "instance id", rule=STORED)
         ik = self._pk(instance_id).instance(instance_id)
         if execution_id is None:
             current = await self._r.hget(ik.record, "exec")
@@ -73,8 +124,8 @@ class ManagementMixin(RedisStoreBase):
             )
         part, score, after = 0, created_after_ms, ""
         if cursor:
-            p, s, after = _split_cursor(cursor)
-            part, score = int(p), int(s)
+            p, s, after = _cursor(cursor)
+            part, score = (-1 if p is None else p), int(s)
             if not 0 <= part < len(self._parts):
                 raise ValidationError(f"invalid list cursor {cursor!r}")
         found: list[InstanceInfo] = []
@@ -102,9 +153,9 @@ class ManagementMixin(RedisStoreBase):
                         continue
                     found.append(info)
                     if len(found) >= limit:
-                        return InstancePage(found, f"{pk.index}:{sc}:{member}")
+                        return InstancePage(found, list_cursor(pk.index, sc, member))
                 if scanned >= limit * 20:
-                    return InstancePage(found, f"{pk.index}:{score}:{after}")
+                    return InstancePage(found, list_cursor(pk.index, score, after))
                 lo = str(score)
             score, after = created_after_ms, ""
         return InstancePage(found, None)
@@ -125,7 +176,7 @@ class ManagementMixin(RedisStoreBase):
         score: int | None = None
         after = ""
         if cursor:
-            _m, cursor_score, after = _split_cursor(cursor)
+            _m, cursor_score, after = _cursor(cursor)
             score = int(cursor_score)
         elif not newest_first:
             score = created_after_ms
@@ -190,19 +241,19 @@ class ManagementMixin(RedisStoreBase):
                     continue
                 found.append(info)
                 if len(found) >= limit:
-                    return InstancePage(found, f"m:{row_score}:{member}")
+                    return InstancePage(found, list_cursor(None, row_score, member))
             if scanned >= limit * 20:
-                return InstancePage(found, f"m:{score}:{after}")
+                return InstancePage(found, list_cursor(None, score, after))
 
     async def list_children(self, instance_id: str) -> list[str]:
         await self._ready()
-        validate_id("instance id", instance_id)
+        validate_id(instance_id, "instance id", rule=STORED)
         members = await self._r.smembers(self._pk(instance_id).instance(instance_id).children)
         return sorted(_s(m) for m in members)
 
     async def delete_instance(self, instance_id: str, *, force: bool = False) -> int:
         await self._ready()
-        validate_id("instance id", instance_id)
+        validate_id(instance_id, "instance id", rule=STORED)
         return await self._delete_tree(instance_id, force=force, missing_ok=False)
 
     async def _delete_tree(self, instance_id: str, *, force: bool, missing_ok: bool) -> int:
@@ -303,7 +354,7 @@ class ManagementMixin(RedisStoreBase):
     async def prune_executions(self, instance_id: str, *, keep_last: int = 1) -> int:
         """Delete the history of old executions; the current one is always kept."""
         await self._ready()
-        validate_id("instance id", instance_id)
+        validate_id(instance_id, "instance id", rule=STORED)
         ik = self._pk(instance_id).instance(instance_id)
         current = await self._r.hget(ik.record, "exec")
         if current is None:
@@ -371,3 +422,10 @@ class ManagementMixin(RedisStoreBase):
                 if await self._delete_one(_s(raw), force=False, min_age_ms=retention_ms):
                     removed += 1
         return removed
+
+
+def _cursor(cursor: str) -> tuple[int | None, str, str]:
+    parsed = parse_list_cursor(cursor)
+    if parsed is None:
+        raise ValidationError(f"invalid list cursor {cursor!r} (pass back a next_cursor)")
+    return parsed

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from durable_redis.ids import STORED, validate_id
 from durable_redis.storage._replies import _s
-from durable_redis.storage.keys import validate_id
 from durable_redis.storage.packing import (
     REPLY_TTL_MS,
     STREAM_MAXLEN,
@@ -42,7 +42,7 @@ class MessagingMixin(RedisStoreBase):
     ) -> dict[str, bytes]:
         """The instance's key-value state: every key, or only ``keys`` that are set."""
         await self._ready()
-        validate_id("instance id", instance_id)
+        validate_id(instance_id, "instance id", rule=STORED)
         ik = self._pk(instance_id).instance(instance_id)
         if keys is None:
             raw = await self._r.hgetall(ik.values)
@@ -56,14 +56,14 @@ class MessagingMixin(RedisStoreBase):
     async def get_update_reply(self, instance_id: str, update_id: str) -> bytes | None:
         """The encoded reply to update ``update_id``, or None while there is none."""
         await self._ready()
-        validate_id("instance id", instance_id)
+        validate_id(instance_id, "instance id", rule=STORED)
         reply = await self._r.hget(self._pk(instance_id).instance(instance_id).replies, update_id)
         return None if reply is None else bytes(reply)
 
     async def append_stream(self, instance_id: str, data: bytes) -> str:
         """Append one encoded item to the instance's progress stream; returns its offset."""
         await self._ready()
-        validate_id("instance id", instance_id)
+        validate_id(instance_id, "instance id", rule=STORED)
         key = self._pk(instance_id).instance(instance_id).stream
         pipe = self._r.pipeline(transaction=False)
         pipe.xadd(key, {"d": data}, maxlen=STREAM_MAXLEN, approximate=True)
@@ -77,7 +77,7 @@ class MessagingMixin(RedisStoreBase):
         """Entries after offset ``after`` ("0": from the start), oldest first; with
         ``block_ms``, wait up to that long for the first one (``XREAD BLOCK``)."""
         await self._ready()
-        validate_id("instance id", instance_id)
+        validate_id(instance_id, "instance id", rule=STORED)
         key = self._pk(instance_id).instance(instance_id).stream
         if block_ms is None:
             rows = await self._r.xrange(key, min=f"({after}" if after != "0" else "-", count=count)

@@ -24,16 +24,12 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from durable_redis.contract import InstanceStatus, TurnCommit
+from durable_redis.errors import ValidationError
+from durable_redis.ids import STORED, session_key, validate_id, work_item_id
 from durable_redis.storage._replies import _opt
 from durable_redis.storage.base import OrchestrationLease, WorkTake
-from durable_redis.storage.keys import (
-    STATUS_ORDER,
-    PartitionKeys,
-    item_id,
-    partition_of,
-    session_key,
-    validate_id,
-)
+from durable_redis.storage.job_types import FLOW_LIMITS
+from durable_redis.storage.keys import STATUS_ORDER, PartitionKeys, partition_of
 
 # A terminal instance with more work items than this is purged in batches (lua/purge_work.lua);
 # the Lua side's PURGE_BATCH (lua/includes/common.lua) is the same number.
@@ -142,14 +138,26 @@ def session_owner_fields(instance_id: str, commit: TurnCommit) -> list[str]:
         {w.session_id for w in commit.work_items if w.session_id} | set(commit.sessions_closed)
     )
     for sid in session_ids:
-        validate_id("session id", sid)
+        validate_id(sid, "session id", rule=STORED)
     return [session_key(instance_id, sid) + "|o" for sid in session_ids]
 
 
-def work_route_arg(visible_at_ms: int | None, queue: str | None, priority: int) -> str:
-    """commit_turn's visible_at field of a work item: "<ms>" as before for the default queue
-    and priority 0, else "<ms>;<queue>;<priority>" (docs/routing.md)."""
+def work_route_arg(
+    visible_at_ms: int | None,
+    queue: str | None,
+    priority: int,
+    flow_key: str | None = None,
+    flow: str | None = None,
+) -> str:
+    """commit_turn's visible_at field of a work item: "<ms>" as before for the default queue,
+    priority 0 and no flow key, else "<ms>;<queue>;<priority>", and ";<flow> <key>" after it
+    for a keyed call (the item's g field; docs/routing.md)."""
     vis = _opt(visible_at_ms)
+    if flow_key is not None:
+        validate_id(flow_key, "flow key", rule=STORED)
+        if flow is None or not FLOW_LIMITS.fullmatch(flow):
+            raise ValidationError(f"bad flow limits {flow!r} of flow key {flow_key!r}")
+        return f"{vis};{queue or 'default'};{priority or ''};{flow} {flow_key}"
     if (queue is None or queue == "default") and not priority:
         return vis
     return f"{vis};{queue or 'default'};{priority or ''}"
@@ -179,12 +187,12 @@ def pack_commit(
     msg_args: list[Any] = []
     outbox = False
     for m in commit.messages:
-        validate_id("instance id", m.instance_id)
-        validate_id("message id", m.message_id)
+        validate_id(m.instance_id, "instance id", rule=STORED)
+        validate_id(m.message_id, "message id", rule=STORED)
         c = m.create
         parent = c.parent_instance_id if c else None
         if parent:
-            validate_id("parent instance id", parent)
+            validate_id(parent, "parent instance id", rule=STORED)
         g = 0  # this instance
         if partition_of(m.instance_id, partitions) != pk.index:
             g = -1  # another partition: the outbox, delivered after the commit
@@ -284,12 +292,12 @@ def pack_commit(
     args += commit.events
     args.append(len(commit.work_items))
     for w in commit.work_items:
-        validate_id("activity key", w.activity_key)
+        validate_id(w.activity_key, "activity key", rule=STORED)
         args += [
-            item_id(iid, w.activity_key),
+            work_item_id(iid, w.activity_key),
             w.activity_key,
             w.session_id or "",
-            work_route_arg(w.visible_at_ms, w.queue, w.priority),
+            work_route_arg(w.visible_at_ms, w.queue, w.priority, w.flow_key, w.flow),
             w.data,
         ]
     # a terminal commit deletes every work item of the instance itself (over PURGE_BATCH: under
@@ -298,10 +306,10 @@ def pack_commit(
     if len(cancelled) > PURGE_BATCH and InstanceStatus(commit.status).is_terminal:
         cancelled = ()
     args.append(len(cancelled))
-    args += [item_id(iid, k) for k in cancelled]
+    args += [work_item_id(iid, k) for k in cancelled]
     for sessions in (commit.sessions_opened, commit.sessions_closed):
         for sid in sessions:
-            validate_id("session id", sid)
+            validate_id(sid, "session id", rule=STORED)
         args.append(len(sessions))
         args += sessions
     args.append(len(commit.messages))

@@ -15,9 +15,10 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import re
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -34,7 +35,9 @@ from durable_redis.errors import (
     InstanceExistsError,
     StoreFullError,
     StoreUnavailableError,
+    ValidationError,
 )
+from durable_redis.ids import STORED, validate_id
 from durable_redis.storage._replies import _opt, _s, _work_leases
 from durable_redis.storage._url import _pop_partitions, _pop_store_params
 from durable_redis.storage.activities import ActivityQueueMixin
@@ -51,11 +54,7 @@ from durable_redis.storage.base import (
 from durable_redis.storage.cluster import CLUSTER_SCHEMES, cluster_client_from_url
 from durable_redis.storage.job_types import JobStore
 from durable_redis.storage.jobs import JobQueueMixin
-from durable_redis.storage.keys import (
-    InstanceKeys,
-    PartitionKeys,
-    validate_id,
-)
+from durable_redis.storage.keys import InstanceKeys, PartitionKeys
 from durable_redis.storage.management import ManagementMixin
 from durable_redis.storage.messaging import MessagingMixin
 from durable_redis.storage.outbox import OutboxMixin
@@ -74,6 +73,9 @@ log = logging.getLogger(__name__)
 RETRY_ATTEMPTS = 12
 RETRY_BACKOFF_BASE_S = 0.05
 RETRY_BACKOFF_CAP_S = 2.0
+
+
+_START_MODE = re.compile(r"singleton|(debounce|throttle) [1-9][0-9]*")
 
 
 def _message_keys(pk: PartitionKeys, ik: InstanceKeys) -> list[str]:
@@ -181,15 +183,68 @@ class RedisStore(
         policy: ExistingInstancePolicy = ExistingInstancePolicy.FAIL,
         visible_at_ms: int | None = None,
     ) -> bool:
+        reply = await self._create(
+            instance_id, create, message_id, start_message, policy, visible_at_ms, "", ""
+        )
+        return bool(reply[1])
+
+    async def create_limited_instance(
+        self,
+        instance_id: str,
+        create: InstanceCreate,
+        message_id: str,
+        start_message: bytes,
+        *,
+        flow_key: str,
+        flow_mode: str,
+        policy: ExistingInstancePolicy = ExistingInstancePolicy.FAIL,
+        visible_at_ms: int | None = None,
+    ) -> tuple[str, bool]:
+        validate_id(flow_key, "flow key", rule=STORED)
+        if not _START_MODE.fullmatch(flow_mode):
+            raise ValidationError(f"bad start flow mode {flow_mode!r}")
+        if self._pk(instance_id).index != self._pk(flow_key).index:
+            raise ValidationError(
+                f"instance {instance_id!r} is not in the partition of its flow key "
+                f"{flow_key!r} (id_for_key gives an id that is)"
+            )
+        reply = await self._create(
+            instance_id,
+            create,
+            message_id,
+            start_message,
+            policy,
+            visible_at_ms,
+            flow_key,
+            flow_mode,
+        )
+        if int(reply[1]) == 2:
+            return _s(reply[2]), False
+        return instance_id, bool(reply[1])
+
+    def id_for_key(self, instance_id: str | None, flow_key: str) -> str:
+        return self.job_id_for_key(instance_id, flow_key)
+
+    async def _create(
+        self,
+        instance_id: str,
+        create: InstanceCreate,
+        message_id: str,
+        start_message: bytes,
+        policy: ExistingInstancePolicy,
+        visible_at_ms: int | None,
+        flow_key: str,
+        flow_mode: str,
+    ) -> list[Any]:
         epoch = await self._ready()
-        validate_id("instance id", instance_id)
-        validate_id("message id", message_id)
+        validate_id(instance_id, "instance id", rule=STORED)
+        validate_id(message_id, "message id", rule=STORED)
         pk = self._pk(instance_id)
         ik = pk.instance(instance_id)
         parent = create.parent_instance_id or ""
         children = ik.children
         if parent:
-            validate_id("parent instance id", parent)
+            validate_id(parent, "parent instance id", rule=STORED)
             ppk = self._pk(parent)
             if ppk.index == pk.index:
                 children = pk.instance(parent).children
@@ -200,6 +255,7 @@ class RedisStore(
             pk.idx_created,
             pk.idx_status("pending"),
             children,
+            pk.oq_flow,
         ]
         args = [
             epoch,
@@ -213,11 +269,13 @@ class RedisStore(
             start_message,
             _opt(visible_at_ms),
             "ignore" if policy == ExistingInstancePolicy.IGNORE else "fail",
+            flow_key,
+            flow_mode,
         ]
         for _ in range(5):
             reply = await self._eval("create_instance", keys, args)
             if reply[0] == Status.OK:
-                return bool(reply[1])
+                return list(reply)
             if reply[0] != Status.EXISTS:
                 raise_for_status("create_instance", reply, instance_id)
             status = InstanceStatus(_s(reply[1]))
@@ -235,8 +293,8 @@ class RedisStore(
         visible_at_ms: int | None = None,
     ) -> bool:
         epoch = await self._ready()
-        validate_id("instance id", instance_id)
-        validate_id("message id", message_id)
+        validate_id(instance_id, "instance id", rule=STORED)
+        validate_id(message_id, "message id", rule=STORED)
         pk = self._pk(instance_id)
         ik = pk.instance(instance_id)
         reply = await self._eval(
@@ -249,7 +307,7 @@ class RedisStore(
         return bool(reply[1])
 
     async def fetch_orchestration(
-        self, *, lock_ms: int, wait_ms: int = 0
+        self, *, lock_ms: int, wait_ms: int = 0, skip: Sequence[str] = ()
     ) -> OrchestrationLease | None:
         await self._ready()
         if len(self._parts) > 1 and time.monotonic() - self._last_sweep >= self._sweep_s:
@@ -257,15 +315,17 @@ class RedisStore(
             await self.sweep_outboxes()
 
         async def attempt() -> OrchestrationLease | None:
-            return await self._try_fetch_orchestration(lock_ms)
+            return await self._try_fetch_orchestration(lock_ms, skip)
 
-        skip, self._nothing_due = self._nothing_due, False
+        wait_first, self._nothing_due = self._nothing_due, False
         lease: OrchestrationLease | None = await self._fetch_waiting(
-            [pk.oq_marker for pk in self._parts], wait_ms, attempt, skip_first_try=skip
+            [pk.oq_marker for pk in self._parts], wait_ms, attempt, skip_first_try=wait_first
         )
         return lease
 
-    async def _try_fetch_orchestration(self, lock_ms: int) -> OrchestrationLease | None:
+    async def _try_fetch_orchestration(
+        self, lock_ms: int, skip: Sequence[str] = ()
+    ) -> OrchestrationLease | None:
         epoch = await self._ready()
         n = len(self._parts)
         self._rr = (self._rr + 1) % n
@@ -276,7 +336,7 @@ class RedisStore(
                 claim = await self._eval(
                     "claim_orchestration",
                     [pk.pmeta, pk.seq, pk.oq_ready, pk.oq_locks, pk.oq_lock, pk.oq_marker],
-                    [epoch, nonce, lock_ms],
+                    [epoch, nonce, lock_ms, *skip],
                 )
                 if claim[0] != Status.OK:
                     raise_for_status("claim_orchestration", claim)

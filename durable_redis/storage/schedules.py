@@ -15,8 +15,9 @@ from typing import Any
 
 from durable_redis.core.jobs import validate_queue
 from durable_redis.core.schedules import tick_instance_base
+from durable_redis.ids import STORED, schedule_job_id, validate_id
 from durable_redis.storage._replies import _s
-from durable_redis.storage.keys import PartitionKeys, id_in_partition, validate_id
+from durable_redis.storage.keys import PartitionKeys, id_in_partition
 from durable_redis.storage.redis_base import RedisStoreBase
 from durable_redis.storage.scripts import Status, raise_for_status
 
@@ -38,7 +39,7 @@ class ScheduleStoreMixin(RedisStoreBase):
 
     def schedule_job_id(self, name: str, tick_ms: int) -> str:
         """The id of the job of one tick: deterministic, in the schedule's partition."""
-        return self._in_schedule_partition(name, f"sched:{name}:{tick_ms}")
+        return self._in_schedule_partition(name, schedule_job_id(name, tick_ms))
 
     def schedule_instance_id(self, name: str, tick_ms: int) -> str:
         """The instance id of one tick (``<name>@<tick ms>``, a ``:k`` suffix added when that
@@ -52,7 +53,7 @@ class ScheduleStoreMixin(RedisStoreBase):
         self, op: str, name: str, spec: bytes = b"", spec_hash: str = "", due: int | None = None
     ) -> str:
         epoch = await self._ready()
-        validate_id("schedule name", name)
+        validate_id(name, "schedule name", rule=STORED)
         pk = self._sched_pk(name)
         reply = await self._eval(
             "set_schedule",

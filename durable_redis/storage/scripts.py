@@ -68,9 +68,9 @@ class ScriptSpec:
 SCRIPTS: dict[str, ScriptSpec] = {
     s.name: s
     for s in (
-        ScriptSpec("create_instance", keys=12, argv=11),
+        ScriptSpec("create_instance", keys=13, argv=13),
         ScriptSpec("enqueue_message", keys=9, argv=5),
-        ScriptSpec("claim_orchestration", keys=6, argv=3),
+        ScriptSpec("claim_orchestration", keys=6, argv=3, variadic_argv=True),
         ScriptSpec("lock_messages", keys=10, argv=5),
         ScriptSpec(
             "commit_turn",
@@ -82,6 +82,7 @@ SCRIPTS: dict[str, ScriptSpec] = {
         ScriptSpec("renew_orchestration", keys=3, argv=4),
         ScriptSpec("abandon_orchestration", keys=8, argv=7),
         ScriptSpec("fail_held", keys=2, argv=1),
+        ScriptSpec("reset_instance", keys=25, argv=9, variadic_argv=True),
         ScriptSpec("fetch_work_items", keys=10, argv=10, variadic_argv=True),
         ScriptSpec("ack_work_item", keys=18, argv=10),
         ScriptSpec("renew_work_items", keys=4, argv=3, variadic_argv=True),
@@ -184,6 +185,11 @@ def raise_for_status(script: str, reply: Sequence[object], subject: str = "") ->
         raise InstanceExistsError(f"instance {subject!r} already exists (status {detail})")
     if code == Status.NOT_FOUND:
         raise InstanceNotFoundError(f"instance {subject!r} not found")
+    if script == "reset_instance" and code == Status.RUNNING:
+        raise InstanceRunningError(
+            f"instance {subject!r} is {detail} and not held: only a failed, held, completed or "
+            "cancelled instance can be reset (cancel it first); nothing changed"
+        )
     if code == Status.RUNNING:
         raise InstanceRunningError(
             f"instance {subject!r} is {detail}; pass force=True to delete it anyway"

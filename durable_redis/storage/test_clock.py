@@ -18,8 +18,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from durable_redis.errors import ConfigurationError
+from durable_redis.ids import lock_token_nonce, session_key
 from durable_redis.storage._replies import _s
-from durable_redis.storage.keys import PartitionKeys, meta_key, session_key
+from durable_redis.storage.keys import PartitionKeys, meta_key
 from durable_redis.storage.redis_base import RedisStoreBase
 
 __all__ = ["QuietView", "TestClockMixin"]
@@ -36,7 +37,7 @@ class QuietView:
 
 def _locked_by(token: str, tags: Collection[str]) -> bool:
     """Whether a lock token ("<seq>:<nonce>") was taken by a store with one of ``tags``."""
-    nonce = token.partition(":")[2]
+    nonce = lock_token_nonce(token)
     return any(tag and nonce.startswith(tag) for tag in tags)
 
 

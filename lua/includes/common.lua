@@ -158,10 +158,196 @@ local function create_record(inst, idx_created, pending_idx, parent_children, ii
   redis.call('ZADD', pending_idx, fmt(now), iid)
 end
 
+-- Flow control by key (docs/routing.md), for jobs (the `jq:jobs` HASH) and for activity work
+-- items (the `wq:items` HASH) alike; `h` below is either HASH. A keyed job or item has field
+-- g = "<limit> <rate count> <rate per ms> <burst> <key>" ('-' = none). Its ready members wait
+-- in the group ZSET jq:g:<queue>:<key> / wq:g:<queue>:<key> (score = the ready score); the
+-- queue's ready ZSET holds one member "\n<key>" (no id has a newline) per group that has ready
+-- members and a free slot, scored by its head's priority and then a round-robin sequence, so a
+-- fetch takes groups in turn. A group at its concurrency limit is in neither set until a slot
+-- frees; one over its rate waits in the delayed ZSET (member flow_dmember, score = when it may
+-- run). HASH jq:groups / wq:groups, fields "<queue>:<key>|c" the last g written, "|n" running,
+-- "|t" the GCRA theoretical arrival time, "|d" the pending debounced job, "|h" the throttle
+-- window "<job id> <end ms>" (the last two: jobs only).
+local FLOW_SHIFT = 68719476736  -- 2^36: ready score = -priority * 2^36 + FIFO seq
+
+local function flow_parse(g)
+  local c, n, per, burst, key = string.match(g, '^(%S+) (%S+) (%S+) (%S+) (.*)$')
+  return key, tonumber(c), tonumber(n), tonumber(per), tonumber(burst) or 1
+end
+
+-- (partition key prefix, "jq:" or "wq:") of the jobs or work items HASH `h`.
+local function flow_space(h)
+  if string.sub(h, -8) == 'wq:items' then return string.sub(h, 1, #h - 8), 'wq:' end
+  return string.sub(h, 1, #h - 7), 'jq:'
+end
+
+-- (group ZSET, groups HASH, field prefix) of key `key` of queue `q`.
+local function flow_keys(h, q, key)
+  local base, space = flow_space(h)
+  return base .. space .. 'g:' .. q .. ':' .. key, base .. space .. 'groups', q .. ':' .. key
+end
+
+-- A group's member in the delayed ZSET: "\n<key>" for jobs (one delayed ZSET per queue),
+-- "\n<queue>\n<key>" for work items (one delayed ZSET for every queue of the partition).
+local function flow_dmember(h, q, key)
+  if select(2, flow_space(h)) == 'wq:' then return '\n' .. q .. '\n' .. key end
+  return '\n' .. key
+end
+
+-- Put a group in its queue's round robin if it has ready members and a free slot and is not
+-- in the ready or delayed set already. True when it is in the ready set now.
+local function flow_activate(h, ready, delayed, q, key)
+  local member = '\n' .. key
+  local gz, groups, gf = flow_keys(h, q, key)
+  local cur = redis.call('ZSCORE', ready, member)
+  if cur then
+    -- a member of a higher priority than the entry's came: the entry moves up to its level
+    local top = redis.call('ZRANGE', gz, 0, 0, 'WITHSCORES')
+    if #top > 0 then
+      local level = math.floor(tonumber(top[2]) / FLOW_SHIFT) * FLOW_SHIFT
+      local was = math.floor(tonumber(cur) / FLOW_SHIFT) * FLOW_SHIFT
+      if level < was then redis.call('ZADD', ready, fmt(level + (tonumber(cur) - was)), member) end
+    end
+    return true
+  end
+  if redis.call('ZSCORE', delayed, flow_dmember(h, q, key)) then return false end
+  local head = redis.call('ZRANGE', gz, 0, 0, 'WITHSCORES')
+  if #head == 0 then return false end
+  local f = redis.call('HMGET', groups, gf .. '|c', gf .. '|n')
+  local limit = f[1] and select(2, flow_parse(f[1]))
+  if limit and tonumber(f[2] or '0') >= limit then return false end
+  local seq = redis.call('INCR', flow_space(h) .. 'seq')
+  local score = math.floor(tonumber(head[2]) / FLOW_SHIFT) * FLOW_SHIFT + seq
+  redis.call('ZADD', ready, fmt(score), member)
+  return true
+end
+
+-- Queue a ready member `id` (score `score`, flow field `g`) of queue `q` in its group and the
+-- group in the round robin. True when the group is in the ready set now.
+local function flow_place(h, ready, delayed, q, id, score, g)
+  local key = flow_parse(g)
+  local gz, groups, gf = flow_keys(h, q, key)
+  redis.call('ZADD', gz, score, id)
+  redis.call('HSET', groups, gf .. '|c', g)
+  return flow_activate(h, ready, delayed, q, key)
+end
+
+-- A group with nothing queued nor running: nothing kept for it but a GCRA time still ahead, a
+-- debounced job still pending, a throttle window still open.
+local function flow_idle(h, groups, gf, now)
+  local f = redis.call('HMGET', groups, gf .. '|t', gf .. '|d', gf .. '|h')
+  local drop = {gf .. '|n'}
+  if tonumber(f[1] or '0') <= now then
+    drop[#drop + 1] = gf .. '|t'
+    drop[#drop + 1] = gf .. '|c'
+  end
+  if f[2] and redis.call('HGET', h, f[2] .. '|s') ~= 'queued' then
+    drop[#drop + 1] = gf .. '|d'
+  end
+  if f[3] and tonumber(string.match(f[3], ' (%d+)$')) <= now then
+    drop[#drop + 1] = gf .. '|h'
+  end
+  redis.call('HDEL', groups, unpack(drop))
+end
+
+-- A keyed member leaves its lease (ack, cancel, expiry, hand-back): its group's slot frees
+-- (`count` at once: default 1). True when the group is in the ready set now (the caller
+-- wakes the queue's marker).
+local function flow_release(h, ready, delayed, q, id, now, known_g, count)
+  local g = known_g or redis.call('HGET', h, id .. '|g')
+  if not g then return false end
+  local key = flow_parse(g)
+  local gz, groups, gf = flow_keys(h, q, key)
+  local n = redis.call('HINCRBY', groups, gf .. '|n', -(count or 1))
+  if n <= 0 then
+    if redis.call('ZCARD', gz) == 0 then
+      flow_idle(h, groups, gf, now)
+      return false
+    end
+    redis.call('HDEL', groups, gf .. '|n')
+  end
+  return flow_activate(h, ready, delayed, q, key)
+end
+
+-- An unleased keyed member leaves its group (deleted, cancelled); a group left empty with
+-- nothing running leaves the round robin and its state.
+local function flow_unqueue(h, ready, delayed, q, id, g, now)
+  local key = flow_parse(g)
+  local gz, groups, gf = flow_keys(h, q, key)
+  redis.call('ZREM', gz, id)
+  if redis.call('ZCARD', gz) > 0 then return end
+  redis.call('ZREM', ready, '\n' .. key)
+  redis.call('ZREM', delayed, flow_dmember(h, q, key))
+  if tonumber(redis.call('HGET', groups, gf .. '|n') or '0') <= 0 then
+    flow_idle(h, groups, gf, now)
+  end
+end
+
+-- A fetch's turn of group `key` of queue `q` (its ready and delayed ZSETs given): up to
+-- `room` members (its concurrency limit and rate allowing), each leased by `lease(id)`; then
+-- the group goes back in the round robin (behind the others), waits for its rate in the
+-- delayed set, or leaves both until a slot frees. Returns how many it leased.
+local function flow_take(h, ready, delayed, q, key, room, now, lease)
+  local gz, groups, gf = flow_keys(h, q, key)
+  local f = redis.call('HMGET', groups, gf .. '|c', gf .. '|n', gf .. '|t')
+  if not f[1] then return 0 end
+  local _, climit, count, per, burst = flow_parse(f[1])
+  local running = tonumber(f[2] or '0')
+  local tat = tonumber(f[3] or '0')
+  local rated = count ~= nil and per ~= nil
+  local step, tau = 0, 0
+  if rated then
+    step = per / count
+    tau = (burst - 1) * step
+  end
+  local later = nil
+  local n = 0
+  if climit then room = math.min(room, climit - running) end
+  if not rated and room > 0 then  -- one pop for the group's whole turn
+    local p = redis.call('ZPOPMIN', gz, room)
+    for i = 1, #p, 2 do
+      if lease(p[i]) ~= false then n = n + 1 end
+    end
+  end
+  while rated and n < room do
+    local t = math.max(tat, now)
+    if t - now > tau then
+      later = math.ceil(t - tau)
+      break
+    end
+    local p = redis.call('ZPOPMIN', gz)
+    if #p == 0 then break end
+    if lease(p[1]) ~= false then
+      tat = t + step
+      n = n + 1
+    end
+  end
+  running = running + n
+  if n > 0 and rated then
+    redis.call('HSET', groups, gf .. '|n', fmt(running), gf .. '|t', string.format('%.3f', tat))
+  elseif n > 0 then
+    redis.call('HSET', groups, gf .. '|n', fmt(running))
+  end
+  if climit and running >= climit then return n end  -- out until a slot frees
+  local head = redis.call('ZRANGE', gz, 0, 0, 'WITHSCORES')
+  if #head == 0 then return n end  -- drained (a new member puts it back)
+  if later ~= nil then
+    redis.call('ZADD', delayed, fmt(later), flow_dmember(h, q, key))
+  else  -- behind the others of its priority (it was just taken from the ready set)
+    local seq = redis.call('INCR', flow_space(h) .. 'seq')
+    local s = math.floor(tonumber(head[2]) / FLOW_SHIFT) * FLOW_SHIFT + seq
+    redis.call('ZADD', ready, fmt(s), '\n' .. key)
+  end
+  return n
+end
+
 -- Activity work items: one partition HASH `items` with "<id>|<f>" fields:
 -- d data, i instance, k activity key, s session ("" none), a attempts, n FIFO seq,
 -- t lease token, w worker holding the lease.
 -- q its queue (absent = "default"; docs/routing.md). The "|n" score folds in the priority.
+-- g its flow key and limits (absent = none; the flow control section above): a keyed plain
+-- item waits in its group's ZSET, and holds a slot of the group while leased.
 -- The ready ZSETs and markers of activity queue `q`, named from the `items` HASH's own name
 -- like job_qkeys (same hash tag; storage/keys.py PartitionKeys.wq_queue_keys names them alike):
 -- "default" keeps wq:ready / wq:sready / wq:marker / wq:smarker.
@@ -179,12 +365,34 @@ end
 local function drop_item(items, ready, sready, delayed, leases, id)
   local q = redis.call('HGET', items, id .. '|q')
   if q then ready, sready = wq_qkeys(items, q) end
+  local g = redis.call('HGET', items, id .. '|g')
+  if g then  -- leased: its slot frees; else it leaves its group
+    if redis.call('HEXISTS', items, id .. '|t') == 1 then
+      if flow_release(items, ready, delayed, q or 'default', id, server_now(), g) then
+        wake_now((select(3, wq_qkeys(items, q))))
+      end
+    else
+      flow_unqueue(items, ready, delayed, q or 'default', id, g, server_now())
+    end
+  end
   redis.call('ZREM', ready, id)
   redis.call('ZREM', sready, id)
   redis.call('ZREM', delayed, id)
   redis.call('ZREM', leases, id)
   redis.call('HDEL', items, id .. '|d', id .. '|i', id .. '|k', id .. '|s', id .. '|a',
-             id .. '|n', id .. '|t', id .. '|w', id .. '|q')
+             id .. '|n', id .. '|t', id .. '|w', id .. '|q', id .. '|g')
+end
+
+-- A leased item leaves its lease (expiry, hand-back): its token and worker are cleared and a
+-- keyed item's slot frees (its group back in the round robin; the caller places the item).
+local function unlease_item(items, ready, delayed, id, now)
+  redis.call('HDEL', items, id .. '|t', id .. '|w')
+  local g = redis.call('HGET', items, id .. '|g')
+  if g then
+    local q = redis.call('HGET', items, id .. '|q')
+    if q then ready = wq_qkeys(items, q) end
+    flow_release(items, ready, delayed, q or 'default', id, now, g)
+  end
 end
 
 local function delete_item(items, ready, sready, delayed, leases, witems, id)
@@ -235,8 +443,10 @@ local function item_dead(items, sess, id)
 end
 
 -- Put an (unleased) item in the queue it belongs to: delayed if not yet visible, else the
--- plain or the session ready ZSET of its queue by its score. Returns 'plain', 'session' or
--- 'delayed', and the item's queue (nil = "default").
+-- plain or the session ready ZSET of its queue by its score (a keyed item: its group). Returns
+-- 'plain', 'session', 'delayed', 'group' (keyed, its group ready) or 'held' (keyed, its group
+-- at its limit or waiting for its rate: nobody to wake), and the item's queue (nil =
+-- "default").
 local function place_item(items, ready, sready, delayed, id, vis, now)
   local q = redis.call('HGET', items, id .. '|q')
   if vis > now then
@@ -250,6 +460,11 @@ local function place_item(items, ready, sready, delayed, id, vis, now)
     redis.call('ZADD', sready, n, id)
     return 'session', q
   end
+  local g = redis.call('HGET', items, id .. '|g')
+  if g then  -- in its group; 'group' when the group is in the round robin, else 'held'
+    if flow_place(items, ready, delayed, q or 'default', id, n, g) then return 'group', q end
+    return 'held', q
+  end
   redis.call('ZADD', ready, n, id)
   return 'plain', q
 end
@@ -257,7 +472,7 @@ end
 -- The wake-up marker of an item placed by place_item in queue `q` ('plain' / 'delayed': the
 -- queue's marker, 'session': its session marker).
 local function wq_marker_of(items, q, where)
-  local _, _, marker, smarker = wq_qkeys(items, q)
+  local _, _, marker, smarker = wq_qkeys(items, q)  -- 'group' / 'held': the queue's marker
   if where == 'session' then return smarker end
   return marker
 end

@@ -68,89 +68,6 @@ local function job_expire(jobs, done, now, n)
   end
 end
 
--- Flow control (docs/routing.md). A keyed job has field g = "<limit> <rate count> <rate per ms>
--- <burst> <key>" ('-' = none). Its ready jobs wait in the group ZSET jq:g:<queue>:<key> (score
--- = the ready score); the queue's ready ZSET holds one member "\n<key>" (no job id has a
--- newline) per group that has ready jobs and a free slot, scored by its head's priority and
--- then a round-robin sequence, so a fetch takes groups in turn. A group at its concurrency
--- limit is in neither set until a slot frees; one over its rate waits in the delayed ZSET
--- (member "\n<key>", score = when it may run). HASH jq:groups, fields "<queue>:<key>|c" the
--- last g written, "|n" jobs running, "|t" the GCRA theoretical arrival time, "|d" the pending
--- debounced job, "|h" the throttle window "<job id> <end ms>".
-local FLOW_SHIFT = 68719476736  -- 2^36: ready score = -priority * 2^36 + FIFO seq
-
-local function flow_parse(g)
-  local c, n, per, burst, key = string.match(g, '^(%S+) (%S+) (%S+) (%S+) (.*)$')
-  return key, tonumber(c), tonumber(n), tonumber(per), tonumber(burst) or 1
-end
-
--- (group ZSET, groups HASH, field prefix) of key `key` of queue `q`.
-local function flow_keys(jobs, q, key)
-  local base = string.sub(jobs, 1, #jobs - 7)
-  return base .. 'jq:g:' .. q .. ':' .. key, base .. 'jq:groups', q .. ':' .. key
-end
-
--- Put a group in its queue's round robin if it has ready jobs and a free slot and is not in
--- the ready or delayed set already. True when it is in the ready set now.
-local function flow_activate(jobs, ready, delayed, q, key)
-  local member = '\n' .. key
-  local gz, groups, gf = flow_keys(jobs, q, key)
-  local cur = redis.call('ZSCORE', ready, member)
-  if cur then
-    -- a job of a higher priority than the entry's came: the entry moves up to its level
-    local top = redis.call('ZRANGE', gz, 0, 0, 'WITHSCORES')
-    if #top > 0 then
-      local level = math.floor(tonumber(top[2]) / FLOW_SHIFT) * FLOW_SHIFT
-      local was = math.floor(tonumber(cur) / FLOW_SHIFT) * FLOW_SHIFT
-      if level < was then redis.call('ZADD', ready, fmt(level + (tonumber(cur) - was)), member) end
-    end
-    return true
-  end
-  if redis.call('ZSCORE', delayed, member) then return false end
-  local head = redis.call('ZRANGE', gz, 0, 0, 'WITHSCORES')
-  if #head == 0 then return false end
-  local f = redis.call('HMGET', groups, gf .. '|c', gf .. '|n')
-  local limit = f[1] and select(2, flow_parse(f[1]))
-  if limit and tonumber(f[2] or '0') >= limit then return false end
-  local seq = redis.call('INCR', string.sub(jobs, 1, #jobs - 7) .. 'seq')
-  local score = math.floor(tonumber(head[2]) / FLOW_SHIFT) * FLOW_SHIFT + seq
-  redis.call('ZADD', ready, fmt(score), member)
-  return true
-end
-
--- A keyed job leaves its lease (ack, cancel, expiry): its group's slot frees (`count` jobs of
--- the group at once: default 1). True when the group is in the ready set now (the caller
--- wakes the queue's marker).
-local function flow_release(jobs, ready, delayed, q, id, now, known_g, count)
-  local g = known_g or redis.call('HGET', jobs, id .. '|g')
-  if not g then return false end
-  local key = flow_parse(g)
-  local gz, groups, gf = flow_keys(jobs, q, key)
-  local n = redis.call('HINCRBY', groups, gf .. '|n', -(count or 1))
-  if n <= 0 then
-    if redis.call('ZCARD', gz) == 0 then
-      -- idle: nothing kept for it but a GCRA time still ahead, a debounced job still
-      -- pending, a throttle window still open
-      local f = redis.call('HMGET', groups, gf .. '|t', gf .. '|d', gf .. '|h')
-      local drop = {gf .. '|n'}
-      if tonumber(f[1] or '0') <= now then
-        drop[#drop + 1] = gf .. '|t'
-        drop[#drop + 1] = gf .. '|c'
-      end
-      if f[2] and redis.call('HGET', jobs, f[2] .. '|s') ~= 'queued' then
-        drop[#drop + 1] = gf .. '|d'
-      end
-      if f[3] and tonumber(string.match(f[3], ' (%d+)$')) <= now then
-        drop[#drop + 1] = gf .. '|h'
-      end
-      redis.call('HDEL', groups, unpack(drop))
-      return false
-    end
-    redis.call('HDEL', groups, gf .. '|n')
-  end
-  return flow_activate(jobs, ready, delayed, q, key)
-end
-
 -- Queue an unleased job of queue `q`: delayed until `vis`, else ready by its score (a keyed
 -- job: in its group, the group in the round robin). True when it (or its group) is ready.
 local function job_place(jobs, ready, delayed, id, vis, now, q)
@@ -164,11 +81,7 @@ local function job_place(jobs, ready, delayed, id, vis, now, q)
     redis.call('ZADD', ready, score, id)
     return true
   end
-  local key = flow_parse(g)
-  local gz, groups, gf = flow_keys(jobs, q or 'default', key)
-  redis.call('ZADD', gz, score, id)
-  redis.call('HSET', groups, gf .. '|c', g)
-  return flow_activate(jobs, ready, delayed, q or 'default', key)
+  return flow_place(jobs, ready, delayed, q or 'default', id, score, g)
 end
 
 -- Remove a queued job from wherever it waits (its queue's ready and delayed sets, its group).

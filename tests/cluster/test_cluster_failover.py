@@ -28,7 +28,7 @@ if str(E2E) not in sys.path:
 from e2e_helpers import WorkerPool  # noqa: E402
 
 from durable_redis.client import Client  # noqa: E402
-from durable_redis.storage.cluster_server import LocalCluster  # noqa: E402
+from durable_redis.devtools.cluster_server import LocalCluster  # noqa: E402
 from durable_redis.storage.keys import PartitionKeys, cluster_slot  # noqa: E402
 from durable_redis.storage.redis_store import RedisStore  # noqa: E402
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from durable_redis.core import ActivityContext, App, OrchestrationContext, RetryPolicy
+from durable_redis.core.jobs import Limit
 from durable_redis.errors import ActivityFailedError
 
 app = App("golden")
@@ -143,3 +144,21 @@ async def routed(ctx: OrchestrationContext, _: None) -> list[int]:
     fixed = await ctx.call_activity(embed, "f", session=first)
     await ctx.close_session(session)
     return [gpu, here, kept, fixed]
+
+
+@app.activity(limit=Limit(key="tenant:{tenant}", concurrency=5))
+def sync_tenant(ctx: ActivityContext, args: dict[str, str]) -> str:
+    return args["tenant"]
+
+
+@app.orchestration
+async def limited(ctx: OrchestrationContext, _: None) -> list[str]:
+    """Flow keys and limits recorded on ActivityScheduled (docs/routing.md): the registered
+    limit's key from the input, a per-call rate limit, and none on a session."""
+    a = await ctx.call_activity(sync_tenant, {"tenant": "t7"})  # registered: "tenant:t7", 5
+    b = await ctx.call_activity(
+        sync_tenant, {"tenant": "t8"}, limit=Limit(key="partner", rate=100, per=60, burst=10)
+    )
+    s = await ctx.open_session()
+    c = await ctx.call_activity(sync_tenant, {"tenant": "t9"}, session=s)  # no limit here
+    return [a, b, c]

@@ -40,7 +40,9 @@ def _record_all() -> dict[str, list[Any]]:
         ("counter", core_apps.counter, 2, None),
         ("structured", core_apps.structured, ["x", "y"], None),
         ("steps", core_apps.steps, None, None),
+        ("reset", core_apps.steps, None, _reset_after_reserve),
         ("routed", core_apps.routed, None, None),
+        ("limited", core_apps.limited, None, None),
     ]
     for name, fn, value, between in scenarios:
         runner = InMemoryRunner(core_apps.app)
@@ -58,6 +60,22 @@ def _record_all() -> dict[str, list[Any]]:
 
 def _approve(runner: InMemoryRunner) -> None:
     runner.raise_event("checkout", "approve", True)
+
+
+def _reset_after_reserve(runner: InMemoryRunner) -> None:
+    """What ``client.reset("reset", 4)`` writes (lua/reset_instance.lua), while ``steps``
+    sleeps: execution 2 = events 1..4 (reserve done) + ExecutionReset; its ships re-run."""
+    from durable_redis.core import decode_event, messages
+    from durable_redis.core.reset import plan_reset
+
+    inst = runner.instances["reset"]
+    plan = plan_reset(inst.history, 4, reason="golden", by="tests", now_ms=runner.now_ms)
+    kept = inst.history[1 : plan.keep]
+    inst.executions.append(inst.history)
+    inst.history = [decode_event(plan.started), *kept, decode_event(plan.reset_event)]
+    inst.queue.clear()
+    wake = messages.TimerFired(execution_id=2, timer_id=0, fire_at_ms=runner.now_ms)
+    runner._enqueue("reset", "reset:wake", wake)
 
 
 def test_golden_files_exist_or_are_recorded() -> None:
@@ -188,3 +206,52 @@ def test_nondeterminism_fails_the_live_turn() -> None:
     assert result.new_events[-1].event_id == 4
     assert result.sessions_closed == ("s1",)
     assert result.cancelled_activities == ("1:3",)
+
+
+def test_a_changed_orchestration_diverges_past_a_reset_point_too() -> None:
+    with pytest.raises(NondeterminismError) as info:
+        assert_replays(_variant(_reordered), GOLDEN / "reset.2.history")
+    assert info.value.position == 6  # the first ship, right after the ExecutionReset (event 5)
+    assert "ActivityScheduled(name='ship'" in info.value.recorded
+
+
+def test_reset_points_are_where_nothing_is_in_flight() -> None:
+    from durable_redis.core.reset import choose_point, reset_points
+
+    history = load_history(GOLDEN / "steps.1.history")
+    kinds = [type(e).__name__ for e in history]
+    assert kinds[:4] == [
+        "OrchestrationStarted",
+        "SessionOpened",
+        "ActivityScheduled",
+        "ActivityCompleted",
+    ]
+    points = reset_points(history)
+    assert points[:3] == [1, 2, 4]  # 3 schedules reserve: in flight until 4
+    assert history[-1].event_id not in points  # the terminal event
+    assert choose_point(history, "last-turn") == points[-1]
+    assert choose_point(history, "before-failure") == points[-1]  # nothing failed
+
+
+def _line_of(fn: Any, text: str) -> str:
+    import inspect
+
+    lines, first = inspect.getsourcelines(fn)
+    index = next(i for i, line in enumerate(lines) if text in line)
+    return f"{inspect.getsourcefile(fn)}:{first + index}"
+
+
+@pytest.mark.parametrize(
+    ("body", "text"),
+    [
+        (_renamed, 'ctx.call_activity("reserve_v2"'),  # the call that issued the other command
+        (_reordered, "await asyncio.gather("),
+        (_missing, 'await ctx.call_activity("ship", "b")'),  # where it waits instead
+    ],
+    ids=["call", "gather", "waiting"],
+)
+def test_a_divergence_names_the_source_line_of_the_orchestration(body: Orch, text: str) -> None:
+    with pytest.raises(NondeterminismError) as info:
+        assert_replays(_variant(body), GOLDEN / "steps.1.history")
+    assert info.value.source == _line_of(body, text)
+    assert f"(at {info.value.source})" in str(info.value)

@@ -218,6 +218,7 @@ ALL_EVENTS: list[ev.HistoryEvent] = [
     ev.UpdateCompleted(event_id=27, timestamp_ms=2, update_id="u", failure=FAIL),
     ev.StreamAppended(event_id=28, timestamp_ms=2, data=b"s"),
     ev.PatchMarker(event_id=29, timestamp_ms=2, change_id="c"),
+    ev.ExecutionReset(event_id=30, timestamp_ms=2, from_execution=1, from_event=29, reason="r"),
     ev.OrchestrationStarted(
         event_id=1,
         timestamp_ms=2,

@@ -72,3 +72,63 @@ def test_the_stored_form() -> None:
     assert Limit(key="k", debounce=0.25).mode == "debounce 250"
     assert Limit(key="k", throttle=timedelta(hours=1)).mode == "throttle 3600000"
     assert Limit(key="k").mode == ""
+
+
+def test_the_start_mode_of_an_orchestration_start() -> None:
+    assert Limit(key="k", concurrency=1).start_mode == "singleton"
+    assert Limit(key="k", debounce=2).start_mode == "debounce 2000"
+    assert Limit(key="k", throttle=timedelta(minutes=1)).start_mode == "throttle 60000"
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {},  # nothing to apply
+        {"concurrency": 2},
+        {"rate": 5},
+        {"concurrency": 1, "debounce": 1},
+        {"concurrency": 1, "throttle": 1},
+    ],
+)
+def test_a_start_takes_exactly_one_of_singleton_debounce_throttle(kwargs: dict[str, Any]) -> None:
+    with pytest.raises(ValidationError):
+        Limit(key="k", **kwargs).start_mode  # noqa: B018
+
+
+def test_a_bad_start_limit_is_refused_at_registration() -> None:
+    from durable_redis import App, OrchestrationContext
+    from durable_redis.errors import RegistrationError
+
+    app = App("x")
+    with pytest.raises(RegistrationError):
+
+        @app.orchestration(limit=Limit(key="k", concurrency=3))
+        async def wf(ctx: OrchestrationContext, _: None) -> None: ...
+
+    with pytest.raises(RegistrationError):
+
+        @app.orchestration(limit="singleton")  # type: ignore[arg-type]
+        async def wf2(ctx: OrchestrationContext, _: None) -> None: ...
+
+
+@pytest.mark.anyio
+async def test_a_debounced_start_takes_no_start_at_and_nothing_is_written() -> None:
+    from datetime import UTC, datetime
+
+    import fakeredis
+
+    from durable_redis import App, Client, OrchestrationContext
+    from durable_redis.storage import RedisStore
+
+    app = App("x")
+
+    @app.orchestration(limit=Limit(key="k", debounce=1))
+    async def wf(ctx: OrchestrationContext, _: None) -> None: ...
+
+    store = RedisStore(fakeredis.FakeAsyncRedis(), namespace="limit-unit", owns_client=True)
+    async with Client(store, app) as client:
+        with pytest.raises(ValidationError):
+            await client.start(wf, None, start_at=datetime.now(UTC))
+        with pytest.raises(ValidationError):
+            await client.start(wf, None, limit=Limit(key="k", rate=3))
+        assert (await client.list_instances()).instances == []

@@ -11,7 +11,7 @@ from typing import Any
 
 import anyio
 
-from durable_redis.core import ActivityContext, App
+from durable_redis.core import ActivityContext, App, OrchestrationContext
 from durable_redis.core.jobs import Limit
 
 app = App("e2e-flow")
@@ -46,3 +46,32 @@ async def rated_work(ctx: ActivityContext, args: dict[str, Any]) -> dict[str, An
 async def keyed_work(ctx: ActivityContext, args: dict[str, Any]) -> dict[str, Any]:
     """No limit of its own: the tests pass ``limit=`` per call."""
     return await _work(args)
+
+
+@app.orchestration
+async def fan_out(ctx: OrchestrationContext, args: dict[str, Any]) -> list[int]:
+    """Calls ``tenant_work`` (its registered limit: 5 per tenant) on every item at once."""
+    calls = [ctx.call_activity(tenant_work, item) for item in args["items"]]
+    return [r["n"] for r in await ctx.when_all(calls)]
+
+
+@app.orchestration
+async def fan_out_limited(ctx: OrchestrationContext, args: dict[str, Any]) -> list[int]:
+    """Calls ``keyed_work`` on every item with the call's own limit (``args["limit"]``:
+    concurrency, rate, per, burst)."""
+    conc, rate, per, burst = args["limit"]
+    limit = Limit(key="{tenant}", concurrency=conc, rate=rate, per=per, burst=burst)
+    calls = [ctx.call_activity(keyed_work, item, limit=limit) for item in args["items"]]
+    return [r["n"] for r in await ctx.when_all(calls)]
+
+
+@app.orchestration(limit=Limit(key="{tenant}", concurrency=1))
+async def singleton_run(ctx: OrchestrationContext, args: dict[str, Any]) -> int:
+    """At most one running per tenant (its registered limit): runs ``keyed_work`` once."""
+    return int((await ctx.call_activity(keyed_work, args))["n"])
+
+
+@app.orchestration
+async def one_run(ctx: OrchestrationContext, args: dict[str, Any]) -> int:
+    """Runs ``keyed_work`` once; the tests start it with a debounce or throttle ``limit=``."""
+    return int((await ctx.call_activity(keyed_work, args))["n"])

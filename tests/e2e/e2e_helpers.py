@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
 import inspect
-import json
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import anyio
+
+from durable_redis.devtools import WorkerProcess, WorkerProcesses
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -33,88 +28,50 @@ FAST_OPTIONS: dict[str, Any] = {
 }
 
 
-@dataclass
-class WorkerProcess:
-    process: subprocess.Popen[bytes]
-    log_path: Path
-    options: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def kill9(self) -> None:
-        if self.alive():
-            os.kill(self.pid, signal.SIGKILL)
-            self.process.wait(10)
-
-    def terminate(self) -> None:
-        if self.alive():
-            os.kill(self.pid, signal.SIGTERM)
-
-    def wait(self, timeout: float = 20) -> int:
-        return self.process.wait(timeout)
-
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-
-
 class WorkerPool:
-    """Starts worker processes for one test and kills every one of them at teardown."""
+    """Worker processes for one test (the library's runner, FAST_OPTIONS under each one's
+    options); every one of them is SIGKILLed at teardown (``close``)."""
 
     def __init__(self, redis_url: str, namespace: str, tmp: Path) -> None:
-        self.redis_url = redis_url
-        self.namespace = namespace
-        self.tmp = tmp
-        self.workers: list[WorkerProcess] = []
+        self.runner = WorkerProcesses(
+            "e2e_app:app",
+            redis_url,
+            FAST_OPTIONS,
+            namespace=namespace,
+            log_dir=tmp,
+            cwd=ROOT,
+            pythonpath=[HERE, ROOT],
+        )
+
+    @property
+    def workers(self) -> list[WorkerProcess]:
+        return self.runner.workers
+
+    @property
+    def redis_url(self) -> str:
+        return self.runner.redis_url
+
+    @redis_url.setter
+    def redis_url(self, url: str) -> None:  # later workers of the pool go to this Redis
+        self.runner.redis_url = url
+
+    @property
+    def namespace(self) -> str:
+        return self.runner.namespace
+
+    @property
+    def tmp(self) -> Path:
+        assert self.runner.log_dir is not None
+        return self.runner.log_dir
 
     def start(self, app_ref: str = "e2e_app:app", **options: Any) -> WorkerProcess:
-        merged = {**FAST_OPTIONS, **options}
-        log_path = self.tmp / f"worker-{len(self.workers)}.log"
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(
-            [str(HERE), str(ROOT), env.get("PYTHONPATH", "")]
-        ).rstrip(os.pathsep)
-        with log_path.open("wb") as log:
-            proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "durable_redis.runtime",
-                    app_ref,
-                    "--redis-url",
-                    self.redis_url,
-                    "--namespace",
-                    self.namespace,
-                    "--options",
-                    json.dumps(merged),
-                    "--log-level",
-                    "INFO",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-                cwd=str(ROOT),
-            )
-        worker = WorkerProcess(proc, log_path, merged)
-        self.workers.append(worker)
-        return worker
+        return self.runner.start_one({**FAST_OPTIONS, **options}, app_ref=app_ref)
 
     def close(self) -> None:
-        for worker in self.workers:
-            if worker.alive():
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(worker.pid, signal.SIGKILL)
-                worker.process.wait(10)
+        self.runner.kill_all()
 
     def logs(self) -> str:
-        return "\n".join(f"--- worker {w.pid} ---\n{w.log()}" for w in self.workers)
+        return self.runner.logs()
 
 
 async def eventually(

@@ -205,3 +205,105 @@ async def test_the_replay_gate_catches_an_unpatched_change_and_passes_a_patched_
     [divergence] = report["divergences"]
     assert divergence["instance_id"] == "order-7" and divergence["position"] == 2
     assert "reserve" in divergence["recorded"] and "ship" in divergence["now"]
+
+
+async def test_an_operator_resets_a_held_instance_to_rerun_it_on_the_new_code(
+    workers: Any, client: Client
+) -> None:
+    await _waiting_on_v1(workers, client, "order-8")
+    workers.start("e2e_deploy_v2:app", **HELD)
+    await client.raise_event("order-8", "paid", "card")
+    await _held(client, "order-8")
+    old = await client.get_history("order-8")
+    # the v2 order (ship first) cannot continue v1's history: re-run it from its start on v2
+    code, out = await _cli(workers, "reset", "order-8", "--event", "2", "--json")
+    error = json.loads(out)["error"]  # event 2 schedules reserve: in flight there
+    assert code == 1 and error["type"] == "ResetPointError" and "in flight" in error["message"]
+    code, out = await _cli(
+        workers, "reset", "order-8", "--event", "1", "--reason", "re-run on v2", "--json"
+    )
+    assert code == 0, out
+    assert json.loads(out) == {
+        "instance_id": "order-8",
+        "from_execution": 1,
+        "from_event": 1,
+        "execution_id": 2,
+        "reapplied_events": 0,  # "paid" was never consumed (held): it is still queued
+    }
+    # the queued "paid" event was kept: the new execution ships, takes it, reserves
+    assert await client.wait_for_completion("order-8", timeout=30) == [
+        "reserved book",
+        "card",
+        "shipped book",
+    ]
+    new = await client.get_history("order-8")
+    names = [e.name for e in new if type(e).__name__ == "ActivityScheduled"]
+    assert names == ["ship", "reserve"]
+    reset = new[1]
+    assert type(reset).__name__ == "ExecutionReset" and reset.reason == "re-run on v2"
+    assert reset.by  # user@host of the CLI
+    assert await client.get_history("order-8", execution_id=1) == old  # nothing lost
+    state = await client.get_status("order-8")
+    assert state is not None and state.held is None and state.execution_id == 2
+    code, out = await _cli(workers, "history", "order-8", "--execution", "1")
+    assert code == 0 and "ActivityScheduled" in out, out
+
+
+async def test_the_replay_gate_filters_by_time_and_names_the_source_line(
+    workers: Any, client: Client, tmp_path: Path
+) -> None:
+    import e2e_deploy_v2
+
+    await _waiting_on_v1(workers, client, "order-9")
+    code, out = await _cli(workers, "replay", "e2e_deploy_v2:app", "--json")
+    [divergence] = json.loads(out)["divergences"]
+    source_file = e2e_deploy_v2.__file__
+    line = next(
+        n
+        for n, text in enumerate(Path(source_file).read_text().splitlines(), start=1)
+        if "shipped = await ctx.call_activity(ship, item)" in text
+    )
+    assert divergence["source"] == f"{source_file}:{line}", divergence
+    assert divergence["code"] == "shipped = await ctx.call_activity(ship, item)"
+    code, out = await _cli(workers, "replay", "e2e_deploy_v2:app")
+    assert code == 1 and f"    at {source_file}:{line}: shipped = await" in out, out
+
+    # time windows: on the start (created, the default) or the latest turn (updated)
+    windows = {
+        ("--since", "1h"): 1,
+        ("--until", "1h"): 0,  # started less than an hour ago
+        ("--since", "2999-01-01T00:00:00Z"): 0,
+        ("--by", "updated", "--since", "10m"): 1,
+        ("--by", "updated", "--until", "2000-01-01T00:00:00Z"): 0,
+    }
+    for flags, replayed in windows.items():
+        code, out = await _cli(workers, "replay", "e2e_deploy_v3:app", *flags, "--json")
+        assert code == 0 and json.loads(out)["replayed"] == replayed, (flags, out)
+    code, out = await _cli(workers, "export", "order-9", "--dir", str(tmp_path))
+    assert code == 0, out
+
+    # the same gate from pytest, on the exported files (the start and latest turn: their events)
+    from datetime import UTC, datetime, timedelta
+
+    from durable_redis.testing import replay_gate
+
+    now = datetime.now(UTC)
+    files = {
+        (now - timedelta(hours=1), None, "created"): 1,
+        (None, now - timedelta(hours=1), "created"): 0,
+        (now - timedelta(minutes=10), None, "updated"): 1,
+        (now + timedelta(hours=1), None, "updated"): 0,
+    }
+    for (since, until, by), replayed in files.items():
+        report = await replay_gate(
+            e2e_deploy_v2.app, directory=tmp_path, since=since, until=until, by=by
+        )
+        assert report.replayed == replayed, (since, until, by, report)
+        assert report.ok is (replayed == 0)
+    report = await replay_gate(e2e_deploy_v2.app, client=client, name="order", by="updated")
+    [divergence] = report.divergences
+    assert divergence.source == f"{source_file}:{line}"
+    with pytest.raises(AssertionError, match=r"order-9: event 2: .*\n    at .*e2e_deploy_v2"):
+        report.check()
+    code, out = await _cli(workers, "replay", "e2e_deploy_v2:app", "--since", "soon")
+    assert code == 2, out  # a usage error: neither a time nor a duration

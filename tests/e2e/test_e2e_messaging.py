@@ -95,7 +95,7 @@ async def test_worker_killed_between_receipt_and_reply(
         tg.start_soon(call)
         # the update was received and committed: its handler's activity runs on the worker
         await eventually(lambda: markers(marker_dir, "started-x-"), message="handler started")
-        first.kill9()
+        first.kill()
         workers.start(APP)
         (marker_dir / "release-x").touch()
     assert answers == [1]

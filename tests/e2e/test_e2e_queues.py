@@ -188,7 +188,7 @@ async def test_a_gpu_session_whose_owner_dies_moves_to_another_gpu_worker_only(
     owner_pid = rclient.codec.decode(first.result)["pid"]
     owner = gpu_a if owner_pid == gpu_a.pid else gpu_b
     other = gpu_b if owner is gpu_a else gpu_a
-    owner.kill9()
+    owner.kill()
     (tmp_path / "release-s").touch()
     pids = await rclient.wait_for_completion(iid, timeout=60)
     assert pids[0] == owner_pid
@@ -203,7 +203,7 @@ async def test_a_killed_gpu_workers_activity_is_redelivered_on_gpu_only(
     iid = await rclient.start(e2e_routing_app.held_pid, {"dir": str(tmp_path), "name": "k"})
     await eventually(lambda: (tmp_path / "started-k").exists(), message="the hold started")
     cpu = workers.start(APP, queues=["default"])  # free to take anything it serves
-    first.kill9()
+    first.kill()
     second = workers.start(APP, queues=["gpu"])
     (tmp_path / "release-k").touch()
     assert await rclient.wait_for_completion(iid, timeout=60) == second.pid

@@ -40,7 +40,7 @@ async def test_a_dead_workers_sessions_come_back_in_parallel(
     )
     survivor = workers.start(**leases)
     await anyio.sleep(0.5)  # the survivor is up (its own fetch loop running)
-    doomed.kill9()
+    doomed.kill()
     killed_at = time.monotonic()
     pids = [await client.wait_for_completion(iid, timeout=60) for iid in ids]
     recovered_s = time.monotonic() - killed_at

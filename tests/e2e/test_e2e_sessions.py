@@ -14,8 +14,8 @@ from e2e_helpers import WorkerPool, eventually, markers
 
 from durable_redis.client import Client
 from durable_redis.errors import OrchestrationCancelledError, OrchestrationFailedError
+from durable_redis.ids import session_key
 from durable_redis.storage.base import InstanceStatus, SessionRef
-from durable_redis.storage.keys import session_key
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio, pytest.mark.timeout(90)]
 
@@ -102,7 +102,7 @@ async def test_killed_owner_then_another_worker_claims_and_retries(
     owner_pid = int(markers(marker_dir, "started-x-")[0].split("-")[2])
     owner = next(w for w in pool if w.pid == owner_pid)
     killed_at = time.monotonic()
-    owner.kill9()
+    owner.kill()
     # After the activity and session leases (2 s) expire, the other worker claims and retries.
     await eventually(
         lambda: len(markers(marker_dir, "started-x-")) == 2,

@@ -25,7 +25,7 @@ from conftest import CHROMEDRIVER, CHROMIUM, free_port, wait_http  # noqa: E402
 
 from durable_redis.client import Client  # noqa: E402
 from durable_redis.demo import _CUSTOMERS, _LINES, Conversation, app  # noqa: E402
-from durable_redis.storage import RedisServer  # noqa: E402
+from durable_redis.devtools import RedisServer  # noqa: E402
 
 
 async def start_conversations(url: str, count: int) -> list[str]:

@@ -368,3 +368,51 @@ def test_a_held_instance_shows_as_held(redis_url: str, namespace: str, http: Any
     detail = web.get("/instance", params={"id": "held-1"}).text
     assert re.search(r'id="held">recorded &lt;A&gt;, now B', detail)
     assert 'id="held"' not in web.get("/instance", params={"id": "fine-1"}).text
+
+
+def failed_instance(redis_url: str, namespace: str, iid: str) -> None:
+    """Start ``iid`` on an orchestration that fails, and run a worker until it has failed."""
+    from durable_redis.core import App, OrchestrationContext
+    from durable_redis.runtime import Worker, WorkerOptions
+
+    app = App("dash-reset")
+
+    @app.orchestration(name="breaks")
+    async def breaks(ctx: OrchestrationContext) -> None:
+        ctx.set_custom_status("about to fail")
+        raise RuntimeError("broken")
+
+    async def go() -> None:
+        store = RedisStore.from_url(redis_url, namespace=namespace)
+        try:
+            client = Client(store, app)
+            await client.start("breaks", instance_id=iid)
+            worker = Worker(app, store, WorkerOptions(fetch_wait=0.2, janitor_interval=None))
+            async with anyio.create_task_group() as group:
+                group.start_soon(worker.run)
+                await client.wait_for_state(iid, timeout=20)
+                worker.stop(grace_period=0)
+        finally:
+            await store.close()
+
+    anyio.run(go)
+
+
+def test_reset_from_the_instance_page(redis_url: str, namespace: str, http: Any) -> None:
+    failed_instance(redis_url, namespace, "reset-1")
+    web = http()
+    page = web.get("/instance", params={"id": "reset-1"})
+    assert 'id="form-reset"' in page.text
+    token = csrf_of(page.text)
+    form = {"instance_id": "reset-1", "csrf": token, "reason": "fixed it"}
+    assert web.post("/actions/reset", data={**form, "csrf": "x" * 32}).status_code == 403
+    refused = web.post("/actions/reset", data={**form, "point": "7"})
+    assert "not reset: ResetPointError" in refused.text
+    assert instance(redis_url, namespace, "reset-1").execution_id == 1
+    done = web.post("/actions/reset", data={**form, "point": "1"}, follow_redirects=False)
+    assert done.status_code == 303 and "execution+2+runs+from+event+1" in done.headers["location"]
+    info = instance(redis_url, namespace, "reset-1")
+    assert (info.execution_id, info.status.value) == (2, "running")
+    page = web.get("/instance", params={"id": "reset-1"}).text
+    assert "ExecutionReset" in page and 'id="form-reset"' not in page  # running, not held
+    assert "fixed it" in page

@@ -16,8 +16,8 @@ import pytest
 import redis
 
 from durable_redis.client import Client
+from durable_redis.devtools.server import RedisServer
 from durable_redis.storage import doctor
-from durable_redis.storage.server import RedisServer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -87,7 +87,7 @@ def test_workers_lists_live_workers_with_in_flight_work_and_drops_dead_ones(
     (tmp_path / "release-h").touch()
 
     # a killed worker drops out within one lease (plus one renewal interval of slack)
-    b.kill9()
+    b.kill()
     took = wait_for(lambda: b.pid not in listed(redis_url, namespace), LEASE_S + 3, "b gone")
     assert took <= LEASE_S + 1.5, took  # one lease, plus a CLI run of polling slack
     assert a.pid in listed(redis_url, namespace)

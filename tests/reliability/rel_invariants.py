@@ -11,7 +11,10 @@ only) and returns the violations it finds, empty when none:
   the index of its status, and in the created index;
 - every instance lock is live or released: the lock token HASH and the lock deadline ZSET name
   the same instances, a locked instance is not also in the ready ZSET, and it exists;
-- every open session's record belongs to an existing instance that lists it as open.
+- every open session's record belongs to an existing instance that lists it as open;
+- a keyed work item (flow control) waits in its group's ZSET rather than a ready one, every
+  round-robin entry names a group with state, and a group's running count is the number of its
+  leased items.
 
 It is what "no partial write" means: a script that stopped half way (a refused write after
 others) leaves one of these broken.
@@ -65,7 +68,20 @@ def _partition(r: Any, pk: PartitionKeys) -> list[str]:
     for q in ["default", *sorted(_s(x) for x in r.smembers(pk.jq_queues))]:
         ready, sready, _, _ = pk.wq_queue_keys(q)  # per activity queue (docs/routing.md)
         queue_keys += [(f"ready[{q}]", ready), (f"sready[{q}]", sready)]
+    # a keyed item (flow control, docs/routing.md) waits in its group's ZSET instead
+    groups = [_s(f)[:-2] for f in r.hkeys(pk.wq_groups) if _s(f).endswith("|c")]
+    for group in groups:
+        q, _, key = group.partition(":")
+        queue_keys.append((f"group[{group}]", pk.wq_group(q, key)))
     queues = {name: {_s(m) for m in r.zrange(key, 0, -1)} for name, key in queue_keys}
+    for name, members in queues.items():  # a group's round-robin entry is no item
+        entries = {m for m in members if m.startswith("\n")}
+        members -= entries
+        for entry in entries:
+            q = name[6:-1] if name.startswith("ready[") else entry.split("\n")[1]
+            key = entry[1:] if name.startswith("ready[") else entry.split("\n", 2)[2]
+            if f"{q}:{key}" not in groups:
+                bad.append(f"{name} has an entry of group {q}:{key}, which has no state")
     for item, f in fields.items():
         iid = f.get("i", "")
         if iid in tombstoned:
@@ -81,6 +97,14 @@ def _partition(r: Any, pk: PartitionKeys) -> list[str]:
             bad.append(f"item {item!r}: leased={leased} but token/worker {('t' in f, 'w' in f)}")
         if iid and not r.sismember(pk.instance(iid).work, item):
             bad.append(f"item {item!r} not in the work SET of {iid!r}")
+    running: dict[str, int] = defaultdict(int)  # a keyed item's slot is held by its lease
+    for item, f in fields.items():
+        if "g" in f and item in queues["leases"]:
+            running[f"{f.get('q', 'default')}:{f['g'].split(' ', 4)[4]}"] += 1
+    for group in {*groups, *running}:
+        counted = int(_s(r.hget(pk.wq_groups, f"{group}|n") or b"0"))
+        if counted != running[group]:
+            bad.append(f"group {group!r} counts {counted} running, {running[group]} are leased")
     for name, members in queues.items():
         for item in members - fields.keys():
             bad.append(f"{name} names {item!r}, which is no item")

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from durable_redis.core import events as ev
-from durable_redis.storage.server import RedisServer
+from durable_redis.devtools.server import RedisServer
 
 ROOT = Path(__file__).resolve().parents[2]
 FIGURES_ENV = "DURABLE_REDIS_RELIABILITY_JSON"

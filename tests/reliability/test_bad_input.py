@@ -22,6 +22,7 @@ from rel_support import ROOT, namespace_keys
 
 from durable_redis.client import Client
 from durable_redis.core import MsgpackCodec
+from durable_redis.devtools.server import RedisServer
 from durable_redis.errors import (
     CodecError,
     ConfigurationError,
@@ -35,7 +36,6 @@ from durable_redis.errors import (
 from durable_redis.runtime import Worker, WorkerOptions
 from durable_redis.storage.base import InstanceStatus
 from durable_redis.storage.redis_store import RedisStore
-from durable_redis.storage.server import RedisServer
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(90)]
 

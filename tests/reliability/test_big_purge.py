@@ -23,9 +23,9 @@ from rel_support import record_figures
 
 from durable_redis.client import Client
 from durable_redis.core import events as ev
+from durable_redis.devtools import RedisServer
 from durable_redis.storage.redis_store import RedisStore
 from durable_redis.storage.scripts import SCRIPTS, load_script_source
-from durable_redis.storage.server import RedisServer
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.timeout(240)]
 

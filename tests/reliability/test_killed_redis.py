@@ -21,8 +21,8 @@ from rel_support import (
 )
 
 from durable_redis.client import Client
+from durable_redis.devtools.server import RedisServer
 from durable_redis.storage.base import InstanceStatus
-from durable_redis.storage.server import RedisServer
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.timeout(240)]
 

@@ -15,7 +15,7 @@ import pytest
 from rel_support import kill_server, record_figures
 
 from durable_redis.client import Client
-from durable_redis.storage.server import RedisServer
+from durable_redis.devtools.server import RedisServer
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.timeout(240)]
 

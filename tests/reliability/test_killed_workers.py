@@ -57,7 +57,7 @@ async def test_sigkill_every_two_seconds_loses_nothing(
         assert time.monotonic() < deadline, f"{len(pending)} orchestrations never finished"
         if time.monotonic() >= next_kill:
             victim = live.pop(rng.randrange(len(live)))
-            victim.kill9()
+            victim.kill()
             kills += 1
             live.append(pool.start("rel_app:app", **options))
             next_kill += KILL_EVERY_S

@@ -26,8 +26,8 @@ from rel_support import (
 )
 
 from durable_redis.client import Client
+from durable_redis.devtools.server import RedisServer
 from durable_redis.errors import DurableRedisError
-from durable_redis.storage.server import RedisServer
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.timeout(900)]
 

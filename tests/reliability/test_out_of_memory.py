@@ -20,8 +20,8 @@ from rel_invariants import store_invariants
 from rel_support import execution_counts, history_check, record_figures
 
 from durable_redis.client import Client
+from durable_redis.devtools import RedisServer
 from durable_redis.errors import StoreFullError
-from durable_redis.storage.server import RedisServer
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.timeout(180)]
 

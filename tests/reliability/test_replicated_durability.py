@@ -21,10 +21,10 @@ import rel_app
 from rel_support import record_figures
 
 from durable_redis.client import Client
+from durable_redis.devtools.server import RedisServer
 from durable_redis.errors import ReplicationTimeoutError, StoreUnavailableError
 from durable_redis.runtime import Worker, WorkerOptions
 from durable_redis.storage import RedisStore
-from durable_redis.storage.server import RedisServer
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.timeout(180)]
 

@@ -35,7 +35,7 @@ async def test_one_run_per_tick_across_three_workers_with_a_kill(
     with anyio.fail_after(30):
         while len(lines()) < 3:
             await anyio.sleep(0.05)
-    live.pop(0).kill9()  # a worker dies between ticks or in the middle of one
+    live.pop(0).kill()  # a worker dies between ticks or in the middle of one
     live.append(pool.start("rel_app:app"))
     with anyio.fail_after(30):
         while len(lines()) < 9:

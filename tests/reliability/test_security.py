@@ -23,9 +23,9 @@ from rel_support import ROOT
 from rel_tls import TlsFront
 
 from durable_redis.client import Client
+from durable_redis.devtools.server import RedisServer, resolve_redis_server
 from durable_redis.errors import ConfigurationError, DurableRedisError
 from durable_redis.storage.redis_store import RedisStore
-from durable_redis.storage.server import RedisServer, resolve_redis_server
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
 

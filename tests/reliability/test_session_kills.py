@@ -120,7 +120,7 @@ async def test_sessions_stay_exclusive_under_a_kill_every_three_seconds(
             owners = [w for w in live if in_flight(workdir, w.pid)]
             victim = rng.choice(owners or live)
             live.remove(victim)
-            victim.kill9()
+            victim.kill()
             at = time.time_ns()
             killed_at[victim.pid] = at
             orphaned += [(at, victim.pid, sid) for sid in in_flight(workdir, victim.pid)]

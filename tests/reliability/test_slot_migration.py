@@ -25,7 +25,7 @@ from rel_invariants import store_invariants
 from rel_support import execution_counts, record_figures, worker_errors
 
 from durable_redis.client import Client
-from durable_redis.storage.cluster_server import LocalCluster
+from durable_redis.devtools import LocalCluster
 from durable_redis.storage.keys import PartitionKeys, cluster_slot, partition_of
 from durable_redis.storage.redis_store import RedisStore
 

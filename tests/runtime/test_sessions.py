@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import pytest
 
+from durable_redis.runtime.cancel import CancelCause
 from durable_redis.runtime.options import WorkerOptions
 from durable_redis.runtime.sessions import SessionManager
 from durable_redis.storage.base import LostSessions, SessionRef
@@ -39,8 +40,8 @@ class FakeRun:
     def __init__(self) -> None:
         self.reasons: list[str] = []
 
-    def cancel(self, reason: str) -> None:
-        self.reasons.append(reason)
+    def cancel(self, cause: CancelCause, detail: str = "") -> None:
+        self.reasons.append(cause.text(detail))
 
 
 class Clock:

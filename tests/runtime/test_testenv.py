@@ -457,7 +457,7 @@ def test_the_plugin_resolves_the_app_it_is_given() -> None:
     with pytest.raises(pytest.UsageError, match="module:attribute"):
         resolve_app("durable_redis.demo")
     with pytest.raises(pytest.UsageError, match="not a durable_redis App"):
-        resolve_app("durable_redis.demo:run_demo")
+        resolve_app("durable_redis.demo:chat_turn")
     with pytest.raises(pytest.UsageError, match="no attribute"):
         resolve_app("durable_redis.demo:nope")
 

@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from durable_redis.errors import ConfigurationError
-from durable_redis.storage import server as server_module
-from durable_redis.storage.server import (
+from durable_redis.devtools import server as server_module
+from durable_redis.devtools.server import (
     SERVER_ENV,
     RedisServer,
     redis_server_version,
     resolve_redis_server,
 )
+from durable_redis.errors import ConfigurationError
 
 
 def fake_redis_server(directory: Path, version: str) -> Path:

@@ -130,7 +130,8 @@ async def exercise_every_script(store: RedisStore) -> None:
     lease = await fetch(store)
     await store.commit_turn(lease, turn(lease, status=InstanceStatus.COMPLETED))
     await store.purge_work("a")
-    await store.delete_instance("a")
+    await reset(store, "a")
+    await store.delete_instance("a", force=True)
     await exercise_outbox(store)
     await exercise_jobs(store)
 
@@ -167,6 +168,22 @@ async def exercise_jobs(store: RedisStore) -> None:
     )
     await store.declare_schedule("so", b"spec", "h", now - 1)
     await store.claim_schedule_start("so", **start_claim(now))
+
+
+async def reset(store: RedisStore, iid: str, *, keep: int = 1) -> int | None:
+    """Reset ``iid``'s current execution to its first ``keep`` events (stand-in bytes)."""
+    info = await store.get_instance(iid)
+    assert info is not None
+    history = await store.read_history(iid)
+    return await store.reset_instance(
+        iid,
+        execution_id=info.execution_id,
+        history_len=len(history),
+        keep=keep,
+        started=b"started",
+        reset_event=b"reset",
+        wake=(f"wake-{info.execution_id}", b"wake"),
+    )
 
 
 def start_claim(now: int) -> dict[str, Any]:
@@ -222,6 +239,7 @@ async def test_refused_calls_change_nothing(store: RedisStore) -> None:
         (InstanceExistsError, lambda: store.create_instance("a", InstanceCreate("x"), "n", b"x")),
         (InstanceNotFoundError, lambda: store.enqueue_message("ghost", "m", b"x")),
         (InstanceRunningError, lambda: store.delete_instance("a")),
+        (InstanceRunningError, lambda: reset(store, "a")),
         (
             JobExistsError,
             lambda: store.enqueue_jobs(
@@ -294,6 +312,11 @@ async def test_every_mutating_script_is_safe_to_run_twice(store: RedisStore) -> 
     await rerun_last(store, "purge_work")
     await store.delete_instance("a", force=True)
     await rerun_last(store, "delete_instance")
+    await start(store, "r")
+    lease = await fetch(store)
+    await store.commit_turn(lease, turn(lease, status=InstanceStatus.FAILED))
+    assert await reset(store, "r") == 2
+    await rerun_last(store, "reset_instance")
     if store.partitions > 1:
         await exercise_outbox(store)
         await rerun_last(store, "outbox_apply")

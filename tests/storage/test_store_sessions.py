@@ -7,8 +7,8 @@ import pytest
 from store_support import LOCK, SHORT, fetch, schedule, start, turn, work
 
 from durable_redis.errors import LeaseLostError
+from durable_redis.ids import session_key
 from durable_redis.storage import InstanceStatus, RedisStore, SessionRef
-from durable_redis.storage.keys import session_key
 
 pytestmark = pytest.mark.anyio
 S = 5_000  # session lease, ms

@@ -9,7 +9,15 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any, assert_type
 
-from durable_redis import ActivityContext, App, Client, InstanceId, OrchestrationContext
+from durable_redis import (
+    ActivityContext,
+    App,
+    Client,
+    InstanceHandle,
+    InstanceId,
+    InstanceState,
+    OrchestrationContext,
+)
 
 app = App("typed")
 
@@ -65,3 +73,8 @@ async def use_client(client: Client) -> None:
     assert_type(await client.wait_for_completion("some-id", result_type=Receipt), Receipt)
     assert_type(await client.start(child), InstanceId[bool])
     assert_type(await client.start("pay", "anything"), InstanceId[Any])
+    handle = await client.start(pay, 5)
+    assert_type(handle, InstanceHandle[str])
+    assert_type(await handle.result(), str)
+    assert_type(await handle.state(), InstanceState | None)
+    assert_type(handle.id, str)

@@ -25,13 +25,13 @@ import socket
 import tempfile
 import time
 from collections.abc import Callable
-from types import TracebackType
 from typing import Any
 
 import redis
 
+from durable_redis.devtools._lifecycle import StopOnExit
+from durable_redis.devtools.server import RedisServer, resolve_redis_server
 from durable_redis.errors import ConfigurationError
-from durable_redis.storage.server import RedisServer, resolve_redis_server
 
 __all__ = ["LocalCluster"]
 
@@ -62,7 +62,7 @@ def slot_ranges(primaries: int) -> list[tuple[int, int]]:
     return [(bounds[i], bounds[i + 1] - 1) for i in range(primaries)]
 
 
-class LocalCluster:
+class LocalCluster(StopOnExit):
     """``primaries`` primaries with ``replicas`` replicas each, on loopback, in a temp dir."""
 
     def __init__(
@@ -362,11 +362,3 @@ class LocalCluster:
 
     def __enter__(self) -> LocalCluster:
         return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -22,8 +22,8 @@ import socket
 import subprocess
 import tempfile
 import time
-from types import TracebackType
 
+from durable_redis.devtools._lifecycle import StopOnExit
 from durable_redis.errors import ConfigurationError
 
 __all__ = [
@@ -129,7 +129,7 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class RedisServer:
+class RedisServer(StopOnExit):
     """A redis-server child process. ``start()``/``stop()`` or use it as a context manager."""
 
     def __init__(
@@ -255,11 +255,3 @@ class RedisServer:
 
     def __enter__(self) -> RedisServer:
         return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
