@@ -19,6 +19,12 @@ def noop(ctx: ActivityContext, x: Any = None) -> Any:
     return x
 
 
+@app.activity(inline=True)
+def noop_inline(ctx: ActivityContext, x: Any = None) -> Any:
+    """``noop`` on the worker's event loop (no thread hop): chain100_inline, fanout1000_inline."""
+    return x
+
+
 @app.activity
 def whereami(ctx: ActivityContext, x: Any = None) -> int:
     return os.getpid()
@@ -42,6 +48,19 @@ async def chain_local(ctx: OrchestrationContext, n: int) -> int:
     for i in range(n):
         await ctx.call_local_activity(noop, i)
     return n
+
+
+@app.orchestration
+async def chain_inline(ctx: OrchestrationContext, n: int) -> int:
+    for i in range(n):
+        await ctx.call_activity(noop_inline, i)
+    return n
+
+
+@app.orchestration
+async def fanout_inline(ctx: OrchestrationContext, n: int) -> int:
+    results = await ctx.when_all([ctx.call_activity(noop_inline, i) for i in range(n)])
+    return len(results)
 
 
 @app.orchestration

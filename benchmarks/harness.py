@@ -210,6 +210,8 @@ HEADLINE = {
     "hello_p99": ("p99_ms", "lat_ms_max", False, "latency p99 ms (duroxide: max of 20)"),
     "chain100": ("activities_per_s", "activities_per_s", True, "activities/s"),
     "chain100_local": ("activities_per_s", "activities_per_s", True, "local activities/s"),
+    "chain100_inline": ("activities_per_s", "activities_per_s", True, "inline activities/s"),
+    "fanout1000_inline": ("activities_per_s", "activities_per_s", True, "inline activities/s"),
     "fanout1000": ("activities_per_s", "activities_per_s", True, "activities/s"),
     "many_orch": ("orch_per_s", "orch_per_s", True, "orchestrations/s"),
     "timer": ("late_p99_ms", "fire_late_ms_p99", False, "lateness p99 ms"),
@@ -232,6 +234,10 @@ async def ours(workload: str, url: str, s: Sizes, processes: int = 1) -> dict[st
         return await W.w_chain(url, s.chain)
     if workload == "chain100_local":
         return await W.w_chain_local(url, s.chain)
+    if workload == "chain100_inline":
+        return await W.w_chain(url, s.chain, inline=True)
+    if workload == "fanout1000_inline":
+        return await W.w_fanout(url, s.fanout, inline=True)
     if workload == "fanout1000":
         return await W.w_fanout(url, s.fanout)
     if workload == "many_orch":
@@ -288,6 +294,12 @@ def main() -> int:
         "--out", type=Path, help="results folder (default /tmp/durable_redis_bench/<time>)"
     )
     ap.add_argument("--no-readme", action="store_true", help="do not rewrite benchmarks/README.md")
+    ap.add_argument(
+        "--unix-socket",
+        action="store_true",
+        help="our workloads talk to Redis over a unix socket (co-located Redis) instead of TCP "
+        "loopback; needs --peers none (the peers connect over TCP)",
+    )
     args = ap.parse_args()
 
     quick = args.quick
@@ -344,11 +356,17 @@ def main() -> int:
     prog = Progress(total)
     machine = machine_info()
     t_start = time.perf_counter()
-    with RedisServer(unix_socket=False) as server:
+    if args.unix_socket and peers:
+        ap.error("--unix-socket needs --peers none (the peers connect over TCP)")
+    with RedisServer(unix_socket=args.unix_socket) as server:
         url = server.url
         port = server.port
         W.REDIS_PID = server.pid
-        machine["redis_url"] = "redis://127.0.0.1:<private port>/0 (TCP loopback, no persistence)"
+        machine["redis_url"] = (
+            "unix:///<private dir>/redis.sock (unix socket, no persistence)"
+            if args.unix_socket
+            else "redis://127.0.0.1:<private port>/0 (TCP loopback, no persistence)"
+        )
         for w in wl:
             if w in SINGLE_RUN:
                 prog.step(f"{w} ours")

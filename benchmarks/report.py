@@ -150,7 +150,9 @@ def render(
     lines.append(f"Command: `{cmd}`  ")
     lines.append(
         f"Machine: {machine['cpus']} CPUs ({machine['cpu']}), {machine['mem_gib']} GiB, shared with other "
-        f"sessions; Python {machine['python']}, Redis {machine['redis']} on TCP loopback, no persistence; "
+        f"sessions; Python {machine['python']}, Redis {machine['redis']} on "
+        f"{'a unix socket' if machine.get('redis_url', '').startswith('unix') else 'TCP loopback'}, "
+        "no persistence; "
         f"commit {machine['commit']}; {machine['date']}; took {elapsed / 60:.1f} min.  "
     )
     mode = (

@@ -48,12 +48,22 @@ REDIS_PID: int | None = None
 
 
 def proc_cpu_s(pid: int) -> float:
-    """CPU seconds of one process: /proc/<pid>/schedstat (ns, every thread), else /proc stat
-    (user+sys and reaped children, in clock ticks: 10 ms steps)."""
+    """CPU seconds of one process: the sum of /proc/<pid>/task/*/schedstat (ns; every live
+    thread: /proc/<pid>/schedstat alone is the main thread's, which left out sync activities
+    and big turns run in worker threads), else /proc stat (user+sys and reaped children, in
+    clock ticks: 10 ms steps). A thread that exited during a run is not counted (anyio's
+    worker threads stay 10 s idle first)."""
     try:
-        with open(f"/proc/{pid}/schedstat") as f:
-            return int(f.read().split()[0]) / 1e9
-    except (OSError, ValueError, IndexError):
+        total = 0
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            try:
+                with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                    total += int(f.read().split()[0])
+            except (OSError, ValueError, IndexError):
+                continue  # the thread ended meanwhile
+        if total:
+            return total / 1e9
+    except OSError:
         pass
     try:
         with open(f"/proc/{pid}/stat") as f:
@@ -318,8 +328,9 @@ async def _one_big(url: str, orch: str, n: int, timeout: float) -> dict[str, Any
     }
 
 
-async def w_chain(url: str, n: int = 100) -> dict[str, Any]:
-    return await _one_big(url, "chain", n, timeout=300)
+async def w_chain(url: str, n: int = 100, *, inline: bool = False) -> dict[str, Any]:
+    """chain100 (``inline``: chain100_inline, its activity ``@app.activity(inline=True)``)."""
+    return await _one_big(url, "chain_inline" if inline else "chain", n, timeout=300)
 
 
 async def w_chain_local(url: str, n: int = 100) -> dict[str, Any]:
@@ -327,8 +338,9 @@ async def w_chain_local(url: str, n: int = 100) -> dict[str, Any]:
     return await _one_big(url, "chain_local", n, timeout=300)
 
 
-async def w_fanout(url: str, n: int = 1000) -> dict[str, Any]:
-    return await _one_big(url, "fanout", n, timeout=600)
+async def w_fanout(url: str, n: int = 1000, *, inline: bool = False) -> dict[str, Any]:
+    """fanout1000 (``inline``: fanout1000_inline, its activity run on the event loop)."""
+    return await _one_big(url, "fanout_inline" if inline else "fanout", n, timeout=600)
 
 
 async def w_many(url: str, n: int = 1000, processes: int = 1) -> dict[str, Any]:

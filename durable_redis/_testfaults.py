@@ -110,11 +110,15 @@ class ActivityOverrides:
 
     def apply(self, definition: ActivityDefinition) -> ActivityDefinition:
         fn = self.mocks.get(definition.name, definition.fn)
-        if any(f.activity == definition.name for f in self.faults):
+        faulty = any(f.activity == definition.name for f in self.faults)
+        if faulty:
             fn = self._faulty(fn, definition.name)
         if fn is definition.fn:
             return definition
-        return dataclasses.replace(definition, fn=fn, is_async=inspect.iscoroutinefunction(fn))
+        is_async = inspect.iscoroutinefunction(fn)
+        # a faulted activity runs in the pool (its crash kills from an anyio worker thread)
+        inline = definition.inline and not faulty and not is_async
+        return dataclasses.replace(definition, fn=fn, is_async=is_async, inline=inline)
 
     def _take(self, name: str, kind: FaultKind) -> bool:
         return any(f.take() for f in self.faults if f.activity == name and f.kind == kind)
@@ -122,7 +126,11 @@ class ActivityOverrides:
     def _not_local(self, name: str, *, on_loop: bool) -> None:
         """A local activity runs inside its turn's computation (inline on the loop, or in a
         helper thread of its own): no worker task to kill there."""
-        if on_loop:
+        from durable_redis.runtime._bridge import in_local_activity
+
+        if in_local_activity():  # called by a turn (in a thread since inline=True exists)
+            local = True
+        elif on_loop:
             local = threading.get_ident() != self._loop_thread
         else:
             try:  # the dispatcher runs sync activities in anyio's worker threads

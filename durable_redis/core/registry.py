@@ -54,6 +54,7 @@ class ActivityDefinition:
     # flow control by key of its jobs and of its calls from orchestrations (client.enqueue /
     # ctx.call_activity may override)
     limit: Limit | None = None
+    inline: bool = False  # a short sync function run on the worker's event loop (no thread hop)
 
 
 @dataclass(frozen=True, slots=True)
@@ -320,6 +321,7 @@ class App:
         version: str = "",
         queue: str = "default",
         limit: Limit | None = None,
+        inline: bool = False,
     ) -> Callable[[F], F]: ...
 
     def activity(
@@ -331,6 +333,7 @@ class App:
         version: str = "",
         queue: str = "default",
         limit: Limit | None = None,
+        inline: bool = False,
     ) -> Any:
         """Register ``fn(ctx: ActivityContext, input)``, sync or async. ``queue``: the queue
         of its jobs and of its calls from orchestrations (``client.enqueue(..., queue=)`` and
@@ -339,7 +342,11 @@ class App:
         key of its jobs (``Limit(key=..., concurrency=, rate=, per=, debounce=, throttle=)``,
         docs/routing.md; ``client.enqueue(..., limit=)`` overrides it) and of its calls from
         orchestrations (``concurrency`` and ``rate``, not on a session;
-        ``ctx.call_activity(..., limit=)`` overrides it)."""
+        ``ctx.call_activity(..., limit=)`` overrides it). ``inline=True`` (sync functions
+        only): run it on the worker's event loop instead of the thread pool, saving the thread
+        hop; it blocks the loop (lease renewal, every other activity and turn of the worker)
+        while it runs, so only for calls that take well under a millisecond and never block.
+        A call with a timeout still runs in the pool (so the timeout can fire)."""
         from durable_redis.core.jobs import Limit as _Limit
         from durable_redis.core.jobs import validate_queue
 
@@ -351,17 +358,24 @@ class App:
             reg_name = _validate_name(name or f.__name__, "activity")
             if reg_name in self._activities:
                 raise RegistrationError(f"activity {reg_name!r} is already registered")
+            is_async = inspect.iscoroutinefunction(f)
+            if inline and is_async:
+                raise RegistrationError(
+                    f"activity {reg_name!r}: inline=True is for sync functions (an async one "
+                    "already runs on the event loop)"
+                )
             input_type, result_type, takes_input = _signature_types(f, "activity")
             definition = ActivityDefinition(
                 reg_name,
                 version,
                 f,
-                inspect.iscoroutinefunction(f),
+                is_async,
                 input_type,
                 result_type,
                 takes_input,
                 queue,
                 limit,
+                bool(inline),
             )
             self._activities[reg_name] = definition
             setattr(f, _ACT_ATTR, definition)

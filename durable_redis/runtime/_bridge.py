@@ -23,7 +23,7 @@ import anyio
 from durable_redis import core
 from durable_redis.contract import FailureKind, TurnCommit
 from durable_redis.core import to_commit
-from durable_redis.errors import ConfigurationError, FailureDetails
+from durable_redis.errors import ConfigurationError, FailureDetails, NotRegisteredError
 from durable_redis.runtime import tracing
 from durable_redis.storage.base import OrchestrationLease, QueuedMessage, Store
 
@@ -56,6 +56,7 @@ class ResolvedActivity:
     is_async: bool
     input_type: Any = None  # an annotation: any type form
     takes_input: bool = True
+    inline: bool = False  # sync, marked @app.activity(inline=True): called on the event loop
 
 
 def check_app(app: object, given: str = "") -> None:
@@ -304,6 +305,7 @@ def resolve_activity(app: core.App, name: str) -> ResolvedActivity:
         is_async=definition.is_async,
         input_type=definition.input_type,
         takes_input=definition.takes_input,
+        inline=definition.inline,
     )
 
 
@@ -345,6 +347,25 @@ def make_activity_context(
     )
 
 
+_in_local = threading.local()
+
+
+def in_local_activity() -> bool:
+    """True in a thread calling a local activity directly (a turn's; the test kit's crash
+    faults tell local activities from dispatched ones by it)."""
+    return bool(getattr(_in_local, "active", False))
+
+
+def runs_inline(app: core.App, task: core.ActivityTask) -> bool:
+    """Whether a local activity may run on the event loop: a sync one marked ``inline=True``
+    with no timeout (an unknown name too: it only fails, at once)."""
+    try:
+        definition = app.get_activity(task.name)
+    except NotRegisteredError:
+        return True
+    return definition.inline and not definition.is_async and task.timeout_ms is None
+
+
 def local_runner(app: core.App, codec: core.Codec, worker_id: str) -> core.LocalRunner:
     """Runs a turn's local activities one by one, in the thread computing the turn: a sync
     function called there (in a helper thread when it has a timeout), an async one run to
@@ -372,7 +393,11 @@ def _run_local(
         else:
             call = lambda: activity.fn(ctx, *args)  # noqa: E731
         if task.timeout_ms is None and not activity.is_async:
-            value = call()
+            _in_local.active = True
+            try:
+                value = call()
+            finally:
+                _in_local.active = False
         else:
             pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="local-activity")
             try:

@@ -2,9 +2,10 @@
 
 Async activities run on the worker's event loop; sync ones in a bounded thread pool
 (``anyio.to_thread``), so the event loop, and with it lease renewal, stays free even while a
-CPU-bound sync activity runs. One renewal loop renews every in-flight lease in one batched call
-(which also extends the session leases of session work) and then lets the session manager renew
-idle sessions and release those past their idle timeout.
+CPU-bound sync activity runs; a sync one marked ``@app.activity(inline=True)`` is called on the
+loop itself (no thread hop; it blocks the loop while it runs). One renewal loop renews every
+in-flight lease in one batched call (which also extends the session leases of session work) and
+then lets the session manager renew idle sessions and release those past their idle timeout.
 
 An activity learns that it should stop through ``ActivityContext``'s cancellation signal: set when
 renewal reports its lease lost (its orchestration cancelled it, closed its session or ended),
@@ -422,6 +423,8 @@ class ActivityDispatcher:
                     args = _bridge.activity_args(task, activity, self._codec)
                     if activity.is_async:
                         value = await activity.fn(ctx, *args)
+                    elif activity.inline and not task.timeout_ms:  # no thread hop
+                        value = activity.fn(ctx, *args)
                     else:
                         value = await anyio.to_thread.run_sync(
                             _call_sync,

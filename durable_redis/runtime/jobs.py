@@ -275,7 +275,7 @@ class JobDispatcher:
         speed = self._speed.get(lease.name)
         if speed is None:
             speed = self._speed[lease.name] = _Speed()
-        if speed.inline and task.timeout_ms is None:
+        if (activity.inline or speed.inline) and task.timeout_ms is None:
             t0 = time.perf_counter()
             try:
                 args = _bridge.activity_args(task, activity, self._codec)

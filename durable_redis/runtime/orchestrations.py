@@ -81,6 +81,10 @@ MAX_SKIPPED = 64
 _WATCHDOG_HOLDS = (f"{TurnTimeoutError.__name__}:", f"{TurnCrashedWorkerError.__name__}:")
 
 
+class _NeedsThread(Exception):
+    """A turn computed on the event loop reached a local activity that must not block it."""
+
+
 class _CodeCrash(Exception):
     """The turn computation itself raised (its cause is the exception)."""
 
@@ -112,6 +116,8 @@ class OrchestrationDispatcher:
         self._histories = _bridge.HistoryCache()
         self._suspended = _bridge.SuspendedCache()
         self._local = _bridge.local_runner(app, codec, worker_id)
+        # instances whose turns run local activities not marked inline: computed in a thread
+        self._threaded: set[str] = set()
         self.faults = FaultTracker()
         self.in_flight = 0
         self.resumed_turns = 0  # turns that advanced a suspended orchestration (no replay)
@@ -130,12 +136,32 @@ class OrchestrationDispatcher:
             return fn(*args)
         return self.watchdog.run(fn, *args)
 
-    async def _compute(self, size: int, fn: Any, *args: Any) -> Any:
-        """A turn computation of ``size`` events + messages: inline on the event loop if small,
-        else in a worker thread; under the watchdog either way."""
-        if size <= INLINE_TURN_MAX_EVENTS:
-            return self._guarded(fn, *args)
-        return await anyio.to_thread.run_sync(self._guarded, fn, *args, limiter=self._threads)
+    async def _compute(self, instance_id: str, size: int, fn: Any, *args: Any) -> Any:
+        """A turn computation of ``size`` events + messages, ``fn(*args, local_runner)``: inline
+        on the event loop if small, else in a worker thread; under the watchdog either way.
+
+        A local activity not marked ``inline=True`` never runs on the event loop: an inline
+        turn that reaches one stops there (nothing of it is kept) and the instance's turns run
+        in a thread from then on; a full turn (``run_turn``, pure) is computed again there at
+        once, an advanced suspended one raises (the caller replays it in full, in the thread).
+        """
+        if size <= INLINE_TURN_MAX_EVENTS and instance_id not in self._threaded:
+            try:
+                return self._guarded(fn, *args, self._local_on_loop)
+            except _NeedsThread:
+                if len(self._threaded) >= 10_000:
+                    self._threaded.clear()
+                self._threaded.add(instance_id)
+                if fn is not _bridge.run_turn:
+                    raise
+        full = (fn, *args, self._local)
+        return await anyio.to_thread.run_sync(self._guarded, *full, limiter=self._threads)
+
+    def _local_on_loop(self, tasks: Sequence[core.ActivityTask]) -> Sequence[core.Message]:
+        """The local runner of a turn computed on the event loop: only inline activities."""
+        if not all(_bridge.runs_inline(self._app, task) for task in tasks):
+            raise _NeedsThread
+        return self._local(tasks)
 
     def close(self) -> None:
         if self.watchdog is not None:
@@ -412,7 +438,7 @@ class OrchestrationDispatcher:
         """Advance the suspended orchestration by ``messages``; replay in full if that fails."""
         try:
             result, after = await self._compute(
-                len(messages), _bridge.advance, suspended, messages, now_ms, self._local
+                lease.instance_id, len(messages), _bridge.advance, suspended, messages, now_ms
             )
         except TurnTimeoutError as exc:
             _close_quietly(suspended)
@@ -444,6 +470,7 @@ class OrchestrationDispatcher:
         extra = {"instance_id": instance_id, "worker_id": self._worker_id}
         try:
             result, after = await self._compute(
+                instance_id,
                 len(history) + len(messages),
                 _bridge.run_turn,
                 self._app,
@@ -452,7 +479,6 @@ class OrchestrationDispatcher:
                 messages,
                 now_ms,
                 self._codec,
-                self._local,
             )
         except TurnTimeoutError as exc:
             await self._quarantine(lease, exc, now_ms, history)

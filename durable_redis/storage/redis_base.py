@@ -66,6 +66,10 @@ _UNREPLICATED = frozenset(
 )
 
 
+# how many connections a store keeps checked out of its pool between script calls (at most)
+_IDLE_CONNS = 8
+
+
 class RedisStoreBase:
     """State and plumbing of ``RedisStore`` (construction, lifecycle, script calls, waits)."""
 
@@ -152,6 +156,8 @@ class RedisStoreBase:
         self._pool: Any = (
             None if self._is_cluster else getattr(redis_client, "connection_pool", None)
         )
+        # connections of that pool kept checked out between script calls (see _take_conn)
+        self._idle_conns: list[Any] = []
         self._bell: Doorbell | None = None
         self._tombstone_ms = outbox_tombstone_ms
         self._sweep_s = outbox_sweep_s
@@ -257,6 +263,9 @@ class RedisStoreBase:
             )
 
     async def close(self) -> None:
+        conns, self._idle_conns = self._idle_conns, []
+        for conn in conns:  # back to the pool they came from (the client may outlive us)
+            await self._pool.release(conn)
         if self._bell is not None:
             await self._bell.aclose()
             self._bell = None
@@ -351,7 +360,8 @@ class RedisStoreBase:
         NOSCRIPT reload. ``wait`` (durability="replicated"): ``WAIT``/``WAITAOF`` sent in the
         same packet on the same connection (WAIT covers the writes of its own connection only),
         ``ReplicationTimeoutError`` if fewer replicas than asked acknowledged in time."""
-        conn = await self._pool.get_connection()
+        conn = self._idle_conns.pop() if self._idle_conns else await self._pool.get_connection()
+        clean = False
         try:
 
             async def send() -> Any:
@@ -386,8 +396,15 @@ class RedisStoreBase:
                         raise
                     script.sha = await self._r.script_load(script.script)
                     command = ("EVALSHA", script.sha, *command[2:])
+            clean = True
         finally:
-            await self._pool.release(conn)
+            if clean and conn.is_connected and len(self._idle_conns) < _IDLE_CONNS:
+                # every reply read: the connection is ready for the next script call. Kept
+                # here instead of going back to the pool, which costs a lock, a can_read poll
+                # of the socket and redis-py's connection metrics on every get and release
+                self._idle_conns.append(conn)
+            else:  # an error or a cancellation: the pool checks it before it is used again
+                await self._pool.release(conn)
         if wait is not None:
             reply, acked = reply
             self._check_replicated(acked)

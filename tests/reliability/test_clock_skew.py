@@ -37,7 +37,9 @@ async def test_a_worker_ten_seconds_ahead_steals_no_lease_and_fires_no_timer_ear
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     pool = pools(redis_url, namespace)
-    options = {"activity_concurrency": 8, "lock_timeout": 2.0}
+    # a lock timeout of 5 s: well under the 10 s skew (a worker judging leases on its own clock
+    # would see every live lease as expired), and renewals have slack on a loaded machine
+    options = {"activity_concurrency": 8, "lock_timeout": 5.0}
     healthy = [pool.start("rel_app:app", **options) for _ in range(2)]
     pythonpath = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
     with monkeypatch.context() as m:

@@ -173,11 +173,13 @@ async def test_sessions_stay_exclusive_under_a_kill_every_three_seconds(
     assert not bad, bad[:3]
     assert len(killed_at) >= 3
     assert orphaned, "no kill caught a session activity in flight"
-    # lease + 1 s for nine in ten; the slowest stretched to 3.4 s at load average 7.6 on the
-    # shared 2 cores (a re-claim waits for the item lease too, then a 0.5 s fetch poll)
+    # lease + 1 s for nine in ten; the slowest stretched to 3.4 s at load average 7.6 and to
+    # 6.4 s at load average 10+ on the shared 2 cores (a re-claim waits for the item lease too,
+    # then a 0.5 s fetch poll, and the survivors are starved of CPU): the slowest only has to
+    # be a lease-driven re-claim, not one left to a retention sweep or an idle timeout (minutes)
     reclaims.sort()
     assert reclaims[int(0.9 * (len(reclaims) - 1))] <= bound, reclaims[-5:]
-    assert reclaims[-1] <= bound + 1.0, reclaims[-5:]
+    assert reclaims[-1] <= bound + 5.0, reclaims[-5:]
 
 
 async def test_the_overlap_check_sees_a_stalled_owner(

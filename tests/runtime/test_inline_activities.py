@@ -1,0 +1,129 @@
+"""``@app.activity(inline=True)``: a sync activity called on the worker's event loop thread.
+
+Unmarked sync activities run in the thread pool; marked ones on the loop (no thread hop); a
+marked call with a timeout still goes to the pool so the timeout can fire; async ones cannot be
+marked. The worker runs in the test's own event loop against the real server and fakeredis.
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+
+import anyio
+import pytest
+
+from durable_redis.client import Client
+from durable_redis.core import ActivityContext, App, OrchestrationContext
+from durable_redis.errors import RegistrationError
+from durable_redis.runtime import Worker, WorkerOptions
+from durable_redis.storage.redis_store import RedisStore
+
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
+
+app = App("inline_activities")
+
+
+def _thread() -> int:
+    return threading.get_ident()
+
+
+@app.activity(inline=True)
+def on_loop(ctx: ActivityContext, x: int) -> int:
+    return _thread()
+
+
+@app.activity
+def in_pool(ctx: ActivityContext, x: int) -> int:
+    return _thread()
+
+
+@app.activity(inline=True)
+def failing_inline(ctx: ActivityContext, x: int) -> int:
+    raise ValueError(f"bad {x}")
+
+
+@app.orchestration
+async def where(ctx: OrchestrationContext, x: int) -> list[object]:
+    a = await ctx.call_activity(on_loop, x)
+    b = await ctx.call_activity(in_pool, x)
+    c = await ctx.call_activity(on_loop, x, timeout=timedelta(seconds=30))
+    try:
+        await ctx.call_activity(failing_inline, x)
+        d = "no error"
+    except Exception as exc:
+        d = str(exc)
+    return [a, b, c, d]
+
+
+@app.orchestration
+async def local_where(ctx: OrchestrationContext, marked: bool) -> list[int]:
+    first = await ctx.call_local_activity(on_loop if marked else in_pool, 1)
+    second = await ctx.call_local_activity(on_loop if marked else in_pool, 2)
+    return [first, second]
+
+
+OPTIONS = WorkerOptions(
+    lock_timeout=2.0,
+    renewal_interval=0.5,
+    fetch_wait=0.2,
+    shutdown_grace_period=1.0,
+    janitor_interval=None,
+)
+
+
+async def test_inline_activity_runs_on_the_event_loop_thread(store: RedisStore) -> None:
+    loop_thread = _thread()
+    worker = Worker(app, store, OPTIONS)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(worker.run)
+        client = Client(store, app)
+        iid = await client.start(where, 1)
+        a, b, c, d = await client.wait_for_completion(iid, timeout=20)
+        worker.stop()
+    assert a == loop_thread  # marked: called on the loop, no thread hop
+    assert b != loop_thread  # unmarked sync: the thread pool
+    assert c != loop_thread  # marked but with a timeout: the pool, so the timeout can fire
+    assert "bad 1" in str(d)  # its exception is the activity's outcome, as in the pool
+
+
+def test_inline_needs_a_sync_function() -> None:
+    other = App("inline_async")
+
+    async def coro(ctx: ActivityContext, x: int) -> int:
+        return x
+
+    with pytest.raises(RegistrationError, match="inline=True is for sync functions"):
+        other.activity(inline=True)(coro)
+    assert other.activity(inline=True)(lambda ctx, x: x) is not None
+
+
+async def test_inline_job_runs_on_the_event_loop_from_its_first_run(store: RedisStore) -> None:
+    """A job's sync activity is probed in the pool first; a marked one is inline at once."""
+    loop_thread = _thread()
+    worker = Worker(app, store, OPTIONS)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(worker.run)
+        client = Client(store, app)
+        first_marked = await (await client.enqueue(on_loop, 1)).result(timeout=20)
+        first_unmarked = await (await client.enqueue(in_pool, 1)).result(timeout=20)
+        worker.stop()
+    assert first_marked == loop_thread
+    assert first_unmarked != loop_thread
+
+
+async def test_local_activities_leave_the_event_loop_unless_marked(store: RedisStore) -> None:
+    """A small turn is computed on the event loop; one that runs an unmarked local activity
+    is computed in a thread instead (the loop never waits on it); a marked one stays inline."""
+    loop_thread = _thread()
+    worker = Worker(app, store, OPTIONS)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(worker.run)
+        client = Client(store, app)
+        unmarked = await client.start(local_where, False)
+        marked = await client.start(local_where, True)
+        unmarked_threads = await client.wait_for_completion(unmarked, timeout=20)
+        marked_threads = await client.wait_for_completion(marked, timeout=20)
+        worker.stop()
+    assert loop_thread not in unmarked_threads
+    assert marked_threads == [loop_thread, loop_thread]

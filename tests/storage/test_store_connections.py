@@ -1,0 +1,42 @@
+"""Script calls keep their pooled connection checked out between calls (no pool get/release
+per call); a connection the server dropped meanwhile is re-made by the retry, losing nothing."""
+
+from __future__ import annotations
+
+import pytest
+from store_support import fetch, start
+
+from durable_redis.storage.redis_store import RedisStore
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_script_connection_is_kept_and_survives_a_server_kill(store: RedisStore) -> None:
+    if store._pool is None:
+        pytest.skip("cluster: scripts go through the cluster client")
+    await start(store, "a")
+    kept = list(store._idle_conns)
+    assert len(kept) == 1
+    in_use = len(store._pool._in_use_connections)
+    await start(store, "b")
+    assert store._idle_conns == kept  # the same connection, not back and forth to the pool
+    assert len(store._pool._in_use_connections) == in_use
+    if "fakeredis" in type(store._r).__module__:
+        return  # no server to drop connections
+    # the server drops every other client: the kept connection is dead until used again
+    await store._r.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+    await start(store, "c")
+    leases = [await fetch(store) for _ in range(3)]
+    assert sorted(lease.instance_id for lease in leases) == ["a", "b", "c"]
+
+
+async def test_close_hands_the_kept_connections_back(store: RedisStore) -> None:
+    if store._pool is None:
+        pytest.skip("cluster: scripts go through the cluster client")
+    twin = await store.twin()
+    await start(twin, "a")
+    assert twin._idle_conns
+    pool = twin._pool
+    kept = twin._idle_conns[0]
+    await twin.close()
+    assert twin._idle_conns == [] and kept not in pool._in_use_connections
