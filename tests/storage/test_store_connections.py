@@ -4,9 +4,10 @@ per call); a connection the server dropped meanwhile is re-made by the retry, lo
 from __future__ import annotations
 
 import pytest
-from store_support import fetch, start
 
 from durable_redis.storage.redis_store import RedisStore
+from tests.harness import StoreHarness
+from tests.storage.store_support import fetch, start
 
 pytestmark = pytest.mark.anyio
 
@@ -30,10 +31,12 @@ async def test_script_connection_is_kept_and_survives_a_server_kill(store: Redis
     assert sorted(lease.instance_id for lease in leases) == ["a", "b", "c"]
 
 
-async def test_close_hands_the_kept_connections_back(store: RedisStore) -> None:
+async def test_close_hands_the_kept_connections_back(
+    store: RedisStore, store_harness: StoreHarness
+) -> None:
     if store._pool is None:
         pytest.skip("cluster: scripts go through the cluster client")
-    twin = await store.twin()
+    twin = await store_harness.twin()
     await start(twin, "a")
     assert twin._idle_conns
     pool = twin._pool
