@@ -14,7 +14,7 @@ pytestmark = pytest.mark.anyio
 
 async def test_script_connection_is_kept_and_survives_a_server_kill(store: RedisStore) -> None:
     if store._pool is None:
-        pytest.skip("cluster: scripts go through the cluster client")
+        pytest.skip("not applicable: on the cluster, scripts go through the cluster client")
     await start(store, "a")
     kept = list(store._idle_conns)
     assert len(kept) == 1
@@ -35,7 +35,7 @@ async def test_close_hands_the_kept_connections_back(
     store: RedisStore, store_harness: StoreHarness
 ) -> None:
     if store._pool is None:
-        pytest.skip("cluster: scripts go through the cluster client")
+        pytest.skip("not applicable: on the cluster, scripts go through the cluster client")
     twin = await store_harness.twin()
     await start(twin, "a")
     assert twin._idle_conns
