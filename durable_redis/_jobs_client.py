@@ -445,8 +445,8 @@ class JobsClientMixin:
 
     async def list_queues(self) -> list[JobQueueInfo]:
         """Every queue known (jobs enqueued to it, activities routed to it, or paused), and
-        "default": jobs ready and delayed, activity work items ready and delayed, paused (one
-        ``queue_status`` per queue: O(work in flight + delayed) each)."""
+        "default": jobs ready and delayed, activity work items ready and delayed, running and
+        paused (one ``queue_status`` per queue: O(work in flight + delayed) each)."""
         await self._ensure_initialized()
         store = self._job_store()
         out: list[JobQueueInfo] = []
@@ -454,7 +454,10 @@ class JobsClientMixin:
             status = await store.queue_status(info.name)
             out.append(
                 dataclasses.replace(
-                    info, work_ready=status.work_ready, work_delayed=status.work_delayed
+                    info,
+                    work_ready=status.work_ready,
+                    work_delayed=status.work_delayed,
+                    running=status.running,
                 )
             )
         return out

@@ -23,7 +23,7 @@ from durable_redis.storage.insights import (
     partition_overview,
     search_ids,
 )
-from durable_redis.storage.job_types import JobRecord, JobState
+from durable_redis.storage.job_types import JobQueueInfo, JobRecord, JobState
 from durable_redis.storage.workers import WorkerRegistry
 
 __all__ = [
@@ -489,20 +489,28 @@ class QueueRow:
 async def queues_page(client: Any) -> dict[str, Any]:
     """Every queue known (jobs enqueued to it, activities routed to it, or paused), and
     "default": its jobs and activity work, what runs, and whether it is paused."""
-    jobs = {q.name: q for q in await client.list_queues()}
-    rows = []
-    for name in sorted({"default", *jobs}):
-        status = await client.queue_status(name)
-        info = jobs.get(name)
-        rows.append(
-            QueueRow(
-                name=name,
-                jobs_ready=info.ready if info else 0,
-                jobs_delayed=info.delayed if info else 0,
-                work_ready=status.work_ready,
-                work_delayed=status.work_delayed,
-                running=status.running,
-                paused=status.paused,
-            )
+    known = {q.name: q for q in await client.list_queues()}  # one queue_status each already
+    if "default" not in known:  # no job ever enqueued to it: its activity work alone
+        status = await client.queue_status("default")
+        known["default"] = JobQueueInfo(
+            "default",
+            0,
+            0,
+            status.paused,
+            work_ready=status.work_ready,
+            work_delayed=status.work_delayed,
+            running=status.running,
         )
+    rows = [
+        QueueRow(
+            name=name,
+            jobs_ready=info.ready,
+            jobs_delayed=info.delayed,
+            work_ready=info.work_ready,
+            work_delayed=info.work_delayed,
+            running=info.running,
+            paused=info.paused,
+        )
+        for name, info in sorted(known.items())
+    ]
     return {"queues": rows}

@@ -109,7 +109,7 @@ class JobAck:
 @dataclass(frozen=True, slots=True)
 class JobQueueInfo:
     """A queue: jobs ready and delayed in it, whether it is paused, and (from
-    ``client.list_queues``) the activity work items ready and delayed in it."""
+    ``client.list_queues``) the activity work items ready and delayed in it and what runs."""
 
     name: str
     ready: int
@@ -117,6 +117,7 @@ class JobQueueInfo:
     paused: bool
     work_ready: int = 0  # activity work items (plain, session and keyed)
     work_delayed: int = 0
+    running: int = 0  # jobs and activity work items leased (from ``client.list_queues``)
 
 
 @dataclass(frozen=True, slots=True)
