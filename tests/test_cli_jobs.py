@@ -126,6 +126,7 @@ def test_queues_commands_and_enqueue_to_a_queue(cli: Run) -> None:  # noqa: F811
         "paused": False,
         "work_ready": 0,
         "work_delayed": 0,
+        "running": 0,  # nothing leased: no worker serves this queue
     }
     code, out, _ = cli("job", "status", job_id, "--json")
     assert json.loads(out)["state"] == "queued"  # the worker serves "default" only
