@@ -79,7 +79,7 @@ def start_times(log: Path) -> list[float]:
 
 async def starts_in_10_s(log: Path, wanted: int) -> int:
     """Once ``wanted`` runs started: how many started in the 10 s from 1 s after the first
-    (after the burst of 5 a key may take at once)."""
+    (after the burst of 10 a key may take at once)."""
     await eventually(lambda: len(start_times(log)) >= wanted, timeout=40, message="the starts")
     starts = start_times(log)
     t0 = starts[0] + 1.0
