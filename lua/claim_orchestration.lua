@@ -36,49 +36,13 @@ local A_lock_ms = ARGV[3]
 if not epoch_ok(K_pmeta, A_epoch) then return {2} end
 local now = server_now()
 -- ARGV[4]...: the instance ids this worker passes over (version routing)
-local skip = nil
+local skip, nskip = nil, 0
 if #ARGV > 3 then
   skip = {}
   for pos = 4, #ARGV do skip[ARGV[pos]] = true end
+  nskip = #ARGV - 3
 end
--- the first member of a ZSET (by score up to max) that this worker does not skip
-local function first_of(key, max)
-  if skip == nil then
-    return redis.call('ZRANGEBYSCORE', key, '-inf', max, 'LIMIT', 0, 1)[1]
-  end
-  for _, id in ipairs(redis.call('ZRANGEBYSCORE', key, '-inf', max, 'LIMIT', 0, #ARGV - 2)) do
-    if not skip[id] then return id end
-  end
-  return nil
-end
--- the earliest due time among the instances this worker does not skip, or nil
-local function next_due()
-  local n = (skip == nil) and 0 or (#ARGV - 3)
-  local first = redis.call('ZRANGE', K_oq_ready, 0, n, 'WITHSCORES')
-  for i = 1, #first, 2 do
-    if skip == nil or not skip[first[i]] then return tonumber(first[i + 1]) end
-  end
-  return nil
-end
-local iid = first_of(K_oq_locks, fmt(now))
-if iid == nil then
-  iid = first_of(K_oq_ready, fmt(now))
-  if iid ~= nil then redis.call('ZREM', K_oq_ready, iid) end
-end
-if iid == nil then
-  local due = next_due()
-  if due ~= nil then arm_marker(K_oq_marker, due, now) end
-  return {0}
-end
-local token = redis.call('INCR', K_seq) .. ':' .. A_nonce
-local deadline = now + tonumber(A_lock_ms)
-redis.call('HSET', K_oq_lock, iid, token)
-redis.call('ZADD', K_oq_locks, fmt(deadline), iid)
--- baton passing: more work now wakes the next idle fetcher; else arm the next due time
-local due = next_due()
-if first_of(K_oq_locks, fmt(now)) ~= nil then
-  wake_now(K_oq_marker)
-elseif due ~= nil then
-  arm_marker(K_oq_marker, due, now)
-end
+local iid, token, deadline = claim_instance(K_seq, K_oq_ready, K_oq_locks, K_oq_lock,
+  K_oq_marker, A_nonce, tonumber(A_lock_ms), now, skip, nskip)
+if iid == nil then return {0} end
 return {0, iid, token, deadline}

@@ -8,6 +8,9 @@ partition's outbox instead, and delivered after the commit), and releases the lo
 With a take_worker (ARGV[21]) it also leases up to take_limit of the new plain work items that
 are visible now to that worker, as fetch_work_items would, while no older plain item waits
 (FIFO holds); those wake nobody.
+With a claim_nonce (ARGV[25]) it then claims the partition's next claimable instance for the
+committing worker, as claim_orchestration would (phase 1 of its next fetch, one call saved;
+the caller runs lock_messages on it next).
 Every fixed key and argument below is named once at the top of the body (K_<name>, A_<name>);
 storage/packing.py packs them from the same names (tests/storage/test_packing.py pins both).
 
@@ -77,7 +80,9 @@ ARGV
   22 take_nonce   lease tokens are "<seq>:<nonce>"
   23 take_limit
   24 take_lock_ms
-  25... n_events, events...;
+  25 claim_nonce  "" = claim nothing; else the nonce of the next claim's token "<seq>:<nonce>"
+  26 claim_lock_ms
+  27... n_events, events...;
         n_work, (item_id, activity_key, session_id, visible_at, data) each; visible_at is
           "<ms or empty>;<queue>;<priority>" for an item routed off "default" or prioritised
           (docs/routing.md: an item of another queue is never taken by take_worker);
@@ -91,13 +96,14 @@ ARGV
         n_stream, items...; stream_maxlen; stream_ttl_ms
 RETURNS
   {0, due, lease_until_ms, {item_id, token, iid, activity_key, session_id, data, attempt, ...},
-   purge_pending}
+   purge_pending, {claimed iid, token, lock deadline} or {}}
     committed; due = 1 if an instance of the partition is claimable now (a visible message or
     an expired lock), else 0: a hint that lets the committing worker block on the marker at
     once instead of running a claim that finds nothing; then the work items taken (leased to
     take_worker until lease_until_ms; none without a take_worker); purge_pending = 1 if a
     terminal status left more than PURGE_BATCH work items under a tombstone (the caller runs
-    purge_work until it is done)
+    purge_work until it is done); then the instance claimed for the committing worker (with a
+    claim_nonce; due is then whether more is claimable after that claim)
   {0, 1, lease_until_ms, {item, ...}} this exact commit already ran (same token): nothing
     written; the items the first run took for take_worker (same nonce) are returned again
 STATUS
@@ -162,7 +168,9 @@ local A_take_worker = ARGV[21]
 local A_take_nonce = ARGV[22]
 local A_take_limit = ARGV[23]
 local A_take_lock_ms = ARGV[24]
-local N_FIXED_ARGV = 24            -- then the sections, read by take() below
+local A_claim_nonce = ARGV[25]
+local A_claim_lock_ms = ARGV[26]
+local N_FIXED_ARGV = 26            -- then the sections, read by take() below
 -- the variable KEYS: target group g (1-based) and wake key w (1-based)
 local n_groups = tonumber(A_n_groups)
 local n_wake = tonumber(A_n_wake)
@@ -462,9 +470,15 @@ redis.call('HDEL', K_oq_lock, iid)
 redis.call('ZREM', K_oq_locks, iid)
 redis.call('HSET', inst, 'ct', token)
 requeue_instance(K_mz, K_oq_ready, K_oq_locks, K_oq_marker, iid, now)
+local claimed = {}
+if A_claim_nonce ~= '' then
+  local c_iid, c_token, c_deadline = claim_instance(K_seq, K_oq_ready, K_oq_locks, K_oq_lock,
+    K_oq_marker, A_claim_nonce, tonumber(A_claim_lock_ms), now, nil, 0)
+  if c_iid ~= nil then claimed = {c_iid, c_token, c_deadline} end
+end
 local due = 0
 if #redis.call('ZRANGEBYSCORE', K_oq_ready, '-inf', fmt(now), 'LIMIT', 0, 1) > 0
     or #redis.call('ZRANGEBYSCORE', K_oq_locks, '-inf', fmt(now), 'LIMIT', 0, 1) > 0 then
   due = 1
 end
-return {0, due, take_until, taken, purge_pending}
+return {0, due, take_until, taken, purge_pending, claimed}

@@ -120,14 +120,15 @@ class ActivityDispatcher:
         self._wakeup = anyio.Event()
 
     # -- fetch loop ----------------------------------------------------------------------------
-    def reserve_take(self) -> int:
-        """Reserve the slots a commit may lease plain work items into (local hand-off); the
-        caller gives them back with :meth:`adopt` (or ``adopt([], n)``) however the commit ends,
-        so concurrent commits and the fetch loop never overfill ``activity_concurrency``."""
+    def reserve_take(self, wanted: int) -> int:
+        """Reserve up to ``wanted`` slots a commit may lease plain work items into (local
+        hand-off); the caller gives them back with :meth:`adopt` (or ``adopt([], n)``) however
+        the commit ends, so concurrent commits and the fetch loop never overfill
+        ``activity_concurrency``."""
         if self._tg is None or self._stopping is None or self._stopping.is_set() or self._suspects:
             return 0
         free = self._options.activity_concurrency - len(self._running) - self._reserved
-        n = max(0, min(self._options.batch_size, free))
+        n = max(0, min(self._options.batch_size, free, wanted))
         self._reserved += n
         return n
 

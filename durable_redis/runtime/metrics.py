@@ -173,17 +173,36 @@ class MeteredStore:
             self.metrics.turn_seconds.labels(name).observe(time.perf_counter() - start)
         self.metrics.turns.labels(name, outcome).inc()
 
-    async def commit_turn(self, lease: OrchestrationLease, commit: TurnCommit, **kw: Any) -> Any:
+    async def _committed(self, lease: OrchestrationLease, commit: TurnCommit, call: Any) -> Any:
+        """Await ``call`` (a commit of ``lease``), counting the turn's outcome."""
         try:
-            result = await self.inner.commit_turn(lease, commit, **kw)
+            result = await call
         except LeaseLostError:
             self.metrics.losses.labels("turn").inc()
             self._end_turn(lease, "lease_lost")
             raise
         self._end_turn(lease, str(commit.status.value))
+        return result
+
+    async def commit_turn(self, lease: OrchestrationLease, commit: TurnCommit, **kw: Any) -> Any:
+        result = await self._committed(lease, commit, self.inner.commit_turn(lease, commit, **kw))
         if result:
             self._start_items(result)
         return result
+
+    async def commit_turn_and_claim(
+        self, lease: OrchestrationLease, commit: TurnCommit, **kw: Any
+    ) -> Any:
+        call = self.inner.commit_turn_and_claim(lease, commit, **kw)
+        result = await self._committed(lease, commit, call)
+        if result[0]:
+            self._start_items(result[0])
+        return result
+
+    async def lock_claimed(self, claimed: Any, lock_ms: int) -> Any:
+        lease = await self.inner.lock_claimed(claimed, lock_ms)
+        self._start_turn(lease)
+        return lease
 
     async def abandon_orchestration(self, lease: OrchestrationLease, **kwargs: Any) -> Any:
         try:

@@ -79,7 +79,9 @@ class WorkerOptions:
       than ``retention``; ``None`` disables the janitor.
     - ``local_handoff``: a turn's commit leases its new plain activities to this worker in
       the same call, and an activity's ack locks its instance for this worker when nobody holds
-      it, so the next step runs here without a fetch (and without waking other workers).
+      it, so the next step runs here without a fetch (and without waking other workers); and
+      (single-partition stores) the commit of a turn this worker fetched claims its next
+      instance in the same call, so the next fetch needs no claim of its own.
       ``False``: everything goes through the queues.
     - ``worker_id``: default ``host:pid:random``.
     """

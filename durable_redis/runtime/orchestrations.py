@@ -41,6 +41,7 @@ the runtime itself:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -63,7 +64,7 @@ from durable_redis.runtime import _bridge, tracing
 from durable_redis.runtime.faults import FaultTracker
 from durable_redis.runtime.options import WorkerOptions
 from durable_redis.runtime.watchdog import TurnWatchdog
-from durable_redis.storage.base import OrchestrationLease, Store, WorkTake
+from durable_redis.storage.base import ClaimedInstance, OrchestrationLease, Store, WorkTake
 
 __all__ = ["OrchestrationDispatcher"]
 
@@ -100,6 +101,24 @@ class _Held:
         self.renewed = now  # anyio.current_time() of the fetch or the last renewal
 
 
+def _takeable(commit: TurnCommit) -> int:
+    """How many of ``commit``'s new work items ``commit_turn`` could lease to the committing
+    worker (plain items of "default", visible now, no priority, no flow key: the ones its Lua
+    takes). The slots reserved for the take are sized by it: a commit that reserved a whole
+    batch for items it does not have filled the dispatcher's slots while its fetch was out,
+    and the fetched items were handed back (1.5 wasted script calls per many_orch
+    orchestration before)."""
+    return sum(
+        1
+        for w in commit.work_items
+        if w.session_id is None
+        and w.queue in (None, "default")
+        and w.visible_at_ms is None
+        and not w.priority
+        and w.flow_key is None
+    )
+
+
 class OrchestrationDispatcher:
     def __init__(
         self, app: App, store: Store, options: WorkerOptions, worker_id: str, codec: Codec
@@ -129,6 +148,13 @@ class OrchestrationDispatcher:
         self.watchdog = (
             TurnWatchdog(options.turn_timeout) if options.turn_timeout is not None else None
         )
+        # the fetch loop's own commits claim its next instance in the same call (a store class
+        # that offers it; a wrapper overriding only commit_turn keeps its commit path)
+        self._claims_on_commit = options.local_handoff and hasattr(
+            type(store), "commit_turn_and_claim"
+        )
+        # each fetch loop's task -> the instance its last commit claimed for it (or None)
+        self._next_claims: dict[asyncio.Task[Any], ClaimedInstance | None] = {}
 
     def _guarded(self, fn: Any, *args: Any) -> Any:
         """``fn(*args)`` (a turn computation) under the turn watchdog, if any."""
@@ -189,15 +215,38 @@ class OrchestrationDispatcher:
                 self.close()
 
     async def _fetch_loop(self, stopping: anyio.Event) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._next_claims[task] = None
+        try:
+            await self._fetch_turns(stopping, task)
+        finally:
+            claimed = self._next_claims.pop(task, None)
+            if claimed is not None:  # stopping: the claim of the last commit goes back
+                with anyio.CancelScope(shield=True):
+                    await self._hand_back_claim(claimed)
+
+    async def _fetch_turns(self, stopping: anyio.Event, task: asyncio.Task[Any]) -> None:
         errors = 0
         options = self._options
         while not stopping.is_set():
-            await self.faults.wait_if_paused(stopping)
-            if stopping.is_set():
-                break
+            claimed, self._next_claims[task] = self._next_claims[task], None
+            if claimed is None or self.faults.pause_remaining() > 0:
+                if claimed is not None:  # paused: the claim goes back (not counted)
+                    await self._hand_back_claim(claimed)
+                await self.faults.wait_if_paused(stopping)
+                if stopping.is_set():
+                    break
+                claimed = None
             try:
                 skip = self._skip_list()
-                if skip:
+                if claimed is not None:  # our last commit claimed it: phase 2 of the fetch
+                    lease = await self._store.lock_claimed(  # type: ignore[attr-defined]
+                        claimed, options.lock_ms
+                    )
+                    if lease is None:
+                        continue  # nothing to run on it any more (released): fetch as usual
+                elif skip:
                     lease = await self._store.fetch_orchestration(
                         lock_ms=options.lock_ms, wait_ms=options.fetch_wait_ms, skip=skip
                     )
@@ -226,6 +275,23 @@ class OrchestrationDispatcher:
                     await self.process(lease)
             finally:
                 self.in_flight -= 1
+
+    async def _hand_back_claim(self, claimed: ClaimedInstance) -> None:
+        """Release an instance our commit claimed that this worker will not run now (its
+        lock, through a lease with no attempt counted), so nobody waits out its lock."""
+        try:
+            lease = await self._store.lock_claimed(  # type: ignore[attr-defined]
+                claimed, self._options.lock_ms
+            )
+        except Exception:
+            logger.warning(
+                "handing back claimed %s failed; its lock will expire",
+                claimed.instance_id,
+                exc_info=True,
+            )
+            return
+        if lease is not None:
+            await self._abandon(lease, 0, count_attempt=False)
 
     def skips(self, instance_id: str) -> bool:
         """Whether this worker passes over ``instance_id`` now (it lacks its version)."""
@@ -674,17 +740,34 @@ class OrchestrationDispatcher:
         # a commit's new work items are taken inline only by a worker serving "default" (items
         # of other queues never are: commit_turn leaves them to the workers serving them)
         serves_default = "default" in self._options.queues
-        limit = activities.reserve_take() if activities is not None and serves_default else 0
+        takeable = _takeable(commit) if activities is not None and serves_default else 0
+        limit = activities.reserve_take(takeable) if activities is not None and takeable else 0
+        take = WorkTake(self._worker_id, limit, self._options.lock_ms) if limit > 0 else None
+        # a turn of the fetch loop claims the loop's next instance in its commit (one script
+        # call less per fetched turn); not while claims pass over skipped instances
+        task = asyncio.current_task() if self._claims_on_commit else None
+        claim = (
+            task is not None
+            and self._next_claims.get(task, 1) is None  # a fetch loop's, holding no claim
+            and not self._skipped
+            and self._stopping is not None
+            and not self._stopping.is_set()
+        )
+        taken: list[Any] = []
         try:
-            if limit > 0:
-                take = WorkTake(self._worker_id, limit, self._options.lock_ms)
-                taken = []
-                try:
+            try:
+                if claim:
+                    assert task is not None
+                    taken, self._next_claims[task] = await self._store.commit_turn_and_claim(  # type: ignore[attr-defined]
+                        lease, commit, lock_ms=self._options.lock_ms, take=take
+                    )
+                elif take is not None:
                     taken = await self._store.commit_turn(lease, commit, take=take) or []
-                finally:
+                else:
+                    await self._store.commit_turn(lease, commit)
+            finally:
+                if limit > 0:
                     activities.adopt(taken, limit)
-            else:
-                await self._store.commit_turn(lease, commit)
         except LeaseLostError:
             logger.warning(
                 "turn of %s not committed: its lease was lost (another worker will redo it)",

@@ -31,6 +31,7 @@ from durable_redis.contract import (
 )
 
 __all__ = [
+    "ClaimedInstance",
     "ExistingInstancePolicy",
     "InstanceCreate",
     "InstanceInfo",
@@ -157,6 +158,15 @@ class WorkTake:
     worker_id: str
     limit: int
     lock_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedInstance:
+    """An instance ``commit_turn_and_claim`` locked for the committing worker's next turn
+    (phase 1 of a fetch); ``lock_claimed`` turns it into a lease."""
+
+    instance_id: str
+    token: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -120,6 +120,8 @@ COMMIT_TURN_ARGV: tuple[str, ...] = (
     "take_nonce",
     "take_limit",
     "take_lock_ms",
+    "claim_nonce",
+    "claim_lock_ms",
 )
 """The fixed ARGV of commit_turn, by their names in its header, in slot order."""
 
@@ -173,9 +175,12 @@ def pack_commit(
     wake_owners: Sequence[str] = (),
     take: WorkTake | None = None,
     take_nonce: str = "",
+    claim_nonce: str = "",
+    claim_lock_ms: int = 0,
 ) -> PackedCommit:
     """KEYS and ARGV of ``commit_turn`` for ``commit`` of ``lease`` in partition ``pk`` (one of
-    ``partitions``). ``wake_owners``: the owners read at ``session_owner_fields``.
+    ``partitions``). ``wake_owners``: the owners read at ``session_owner_fields``. A
+    ``claim_nonce`` asks the script to claim the partition's next instance for ``claim_lock_ms``.
 
     Raises InvalidIdError for a bad id, NotImplementedError for a child whose parent lives in
     another partition than the committing instance (see docs/storage.md "Cluster").
@@ -287,6 +292,8 @@ def pack_commit(
         take_nonce if take is not None else "",
         take.limit if take is not None else 0,
         take.lock_ms if take is not None else 0,
+        claim_nonce,
+        claim_lock_ms if claim_nonce else 0,
     ]
     args.append(len(commit.events))
     args += commit.events

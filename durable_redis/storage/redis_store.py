@@ -42,6 +42,7 @@ from durable_redis.storage._replies import _opt, _s, _work_leases
 from durable_redis.storage._url import _pop_partitions, _pop_store_params
 from durable_redis.storage.activities import ActivityQueueMixin
 from durable_redis.storage.base import (
+    ClaimedInstance,
     ExistingInstancePolicy,
     InstanceCreate,
     InstanceStatus,
@@ -381,6 +382,41 @@ class RedisStore(
     async def commit_turn(
         self, lease: OrchestrationLease, commit: TurnCommit, *, take: WorkTake | None = None
     ) -> list[WorkItemLease]:
+        taken, _ = await self._commit_turn(lease, commit, take, None)
+        return taken
+
+    async def commit_turn_and_claim(
+        self,
+        lease: OrchestrationLease,
+        commit: TurnCommit,
+        *,
+        lock_ms: int,
+        take: WorkTake | None = None,
+    ) -> tuple[list[WorkItemLease], ClaimedInstance | None]:
+        """``commit_turn``, then in the same call the claim of the partition's next claimable
+        instance for ``lock_ms`` (phase 1 of the committing worker's next fetch: run
+        ``lock_claimed`` on it next). Only on a single-partition store: with more, the claims
+        turn round the partitions (a worker's commits would keep it on one), so nothing is
+        claimed here. A re-sent commit (lost reply) claims nothing; what its first run claimed
+        is claimed again by anyone once that lock expires, as after a crash."""
+        return await self._commit_turn(lease, commit, take, lock_ms)
+
+    async def lock_claimed(
+        self, claimed: ClaimedInstance, lock_ms: int
+    ) -> OrchestrationLease | None:
+        """Phase 2 of a fetch for an instance ``commit_turn_and_claim`` claimed: its lease, or
+        None when it has nothing to run any more (its lock released then, as a fetch would)."""
+        epoch = await self._ready()
+        pk = self._pk(claimed.instance_id)
+        return await self._lock_messages(pk, epoch, claimed.instance_id, claimed.token, lock_ms)
+
+    async def _commit_turn(
+        self,
+        lease: OrchestrationLease,
+        commit: TurnCommit,
+        take: WorkTake | None,
+        claim_lock_ms: int | None,
+    ) -> tuple[list[WorkItemLease], ClaimedInstance | None]:
         epoch = await self._ready()
         iid = lease.instance_id
         pk = self._pk(iid)
@@ -390,6 +426,9 @@ class RedisStore(
         fields = session_owner_fields(iid, commit)
         if fields:
             wake_owners = sorted({_s(o) for o in await self._r.hmget(pk.sess, fields) if o})
+        claim_nonce = ""
+        if claim_lock_ms is not None and len(self._parts) == 1:
+            claim_nonce = self._lock_nonce()
         keys, args, outbox = pack_commit(
             pk,
             lease,
@@ -399,6 +438,8 @@ class RedisStore(
             wake_owners=wake_owners,
             take=take,
             take_nonce=secrets.token_hex(8) if take is not None else "",
+            claim_nonce=claim_nonce,
+            claim_lock_ms=claim_lock_ms or 0,
         )
         reply = await self._eval("commit_turn", keys, args)
         if reply[0] != Status.OK:
@@ -409,6 +450,12 @@ class RedisStore(
         taken = _work_leases(reply[3], int(reply[2])) if len(reply) > 3 else []
         if taken:
             self.calls["commit_turn:taken"] += len(taken)
+        claimed = None
+        if len(reply) > 5 and reply[5]:
+            claimed = ClaimedInstance(_s(reply[5][0]), _s(reply[5][1]))
+            self.calls["commit_turn:claimed"] += 1
+        elif claim_nonce:
+            self.calls["commit_turn:claimed_none"] += 1
         if len(reply) > 4 and int(reply[4]) == 1:
             try:
                 await self.purge_work(iid)
@@ -419,7 +466,7 @@ class RedisStore(
                 await self.deliver_outbox(pk.index)
             except Exception:  # committed: any worker's sweep delivers the leftovers
                 log.warning("outbox delivery from partition %d failed", pk.index, exc_info=True)
-        return taken
+        return taken, claimed
 
     async def renew_orchestration(self, lease: OrchestrationLease, lock_ms: int) -> int:
         epoch = await self._ready()

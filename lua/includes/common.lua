@@ -81,6 +81,52 @@ local function requeue_instance(mz, ready, locks, marker, iid, now)
   arm_marker(marker, due, now)
 end
 
+-- Claim (phase 1 of an orchestration fetch) of partition-level keys only: lock the instance
+-- whose lock expired longest ago, else the one with the oldest visible message, passing over
+-- the ids in `skip` (a set, or nil; `nskip` of them: version routing, docs/deploying.md).
+-- Baton passing: more claimable now wakes the next idle fetcher, else the next due time is
+-- armed. Returns iid, token, deadline, or nil (nothing claimable: the next due time armed).
+-- Used by claim_orchestration and by commit_turn's claim of the next instance.
+local function claim_instance(seq, ready, locks, lockh, marker, nonce, lock_ms, now, skip, nskip)
+  local function first_of(key, max)
+    if skip == nil then
+      return redis.call('ZRANGEBYSCORE', key, '-inf', max, 'LIMIT', 0, 1)[1]
+    end
+    for _, id in ipairs(redis.call('ZRANGEBYSCORE', key, '-inf', max, 'LIMIT', 0, nskip + 1)) do
+      if not skip[id] then return id end
+    end
+    return nil
+  end
+  local function next_due()
+    local first = redis.call('ZRANGE', ready, 0, nskip, 'WITHSCORES')
+    for i = 1, #first, 2 do
+      if skip == nil or not skip[first[i]] then return tonumber(first[i + 1]) end
+    end
+    return nil
+  end
+  local iid = first_of(locks, fmt(now))
+  if iid == nil then
+    iid = first_of(ready, fmt(now))
+    if iid ~= nil then redis.call('ZREM', ready, iid) end
+  end
+  if iid == nil then
+    local due = next_due()
+    if due ~= nil then arm_marker(marker, due, now) end
+    return nil
+  end
+  local token = redis.call('INCR', seq) .. ':' .. nonce
+  local deadline = now + lock_ms
+  redis.call('HSET', lockh, iid, token)
+  redis.call('ZADD', locks, fmt(deadline), iid)
+  local due = next_due()
+  if first_of(locks, fmt(now)) ~= nil then
+    wake_now(marker)
+  elseif due ~= nil then
+    arm_marker(marker, due, now)
+  end
+  return iid, token, deadline
+end
+
 -- Tag the instance's visible messages (at most max_messages) with a lock token: attempt + 1
 -- each, once per token. Returns {mid, data, attempt, ...} (empty: nothing visible).
 local function tag_messages(mz, mh, token, max_messages, now)

@@ -260,12 +260,15 @@ def test_the_argument_layout() -> None:
         wake_owners=["w1"],
         take=WorkTake("me", 3, 30_000),
         take_nonce="N",
+        claim_nonce="C",
+        claim_lock_ms=20_000,
     )
     assert args == [
         *("E", "a", "7:tok", 1, 1, "completed"),
         *("1", "wf", "0", "", "1", b"in"),  # name set, version left, input set
         *("1", b"out", "2", b"", "2", b""),  # output set, error cleared, custom cleared
         *(0, 1, "me", "N", 3, 30_000),  # groups, wake keys, take
+        *("C", 20_000),  # the claim of the next instance
         *(2, b"e2", b"e3"),
         *(1, "a\n1:2", "1:2", "s1", "9", b"task"),
         *(1, "a\n1:1"),
@@ -294,6 +297,7 @@ def test_flags_for_fields_left_alone_and_no_take() -> None:
         "0",
     ]
     assert (argv["take_worker"], argv["take_nonce"], argv["take_limit"]) == ("", "", 0)
+    assert (argv["claim_nonce"], argv["claim_lock_ms"]) == ("", 0)  # no claim asked
     _, args, _ = pack_commit(
         PK, LEASE, _commit(), epoch="E", partitions=1, take=WorkTake("me", 0, 1), take_nonce="N"
     )
