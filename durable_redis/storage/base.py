@@ -123,6 +123,10 @@ class OrchestrationLease:
     # deliveries of `messages` before this one that ended without a commit or a hand-back
     # (the worker died during the turn); 0 where the lock path does not count them
     crashes: int = 0
+    # > 0: the stored history is this many events, all held by this process (a suspended
+    # orchestration, named by a history hint: RedisStore.hint_history), so they were not read
+    # and `history` is empty; `RedisStore.with_history` reads them
+    history_held: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,11 @@ async def waiter(ctx: OrchestrationContext) -> str:
     return str(await ctx.wait_for_event("go"))
 
 
+@app.orchestration
+async def two_waits(ctx: OrchestrationContext) -> int:
+    return int(await ctx.wait_for_event("one")) + int(await ctx.wait_for_event("two"))
+
+
 def _lease(iid: str, execution_id: int, history: Sequence[bytes]) -> OrchestrationLease:
     return OrchestrationLease(
         instance_id=iid,
@@ -80,3 +85,33 @@ def test_mismatches_close_and_lru_evicts() -> None:
     commit = dataclasses.replace(_bridge.to_commit(result), expected_history_len=3)
     cache.put(_lease("e", 1, [b"x", b"y", b"z"]), commit, after)
     assert after.closed and len(cache) == 0
+
+
+def test_a_held_history_matches_by_execution_and_length() -> None:
+    """A lease whose lock left the history out (the script matched the length and digest the
+    cache's hint gave): the entry is used iff the held length is the entry's; the commit of
+    such a turn grows the entry's digest by its new events only, and that equals the digest
+    of the whole stored history (what the lock script computes next time)."""
+    cache = _bridge.SuspendedCache()
+    start = msg.StartOrchestration(name="two_waits", input=b"")
+    result, after = _bridge.run_turn(app, "a", [], [start], 1, app.codec)
+    assert after is not None
+    first = _bridge.to_commit(result)
+    cache.put(_lease("a", 0, []), first, after)
+    history = list(first.events)
+    assert cache.known("a") == (1, len(history), _bridge.history_digest(history))
+    assert cache.known("b") is None
+    held = dataclasses.replace(_lease("a", 1, []), history_held=len(history))
+    orchestration = cache.take(held)
+    assert orchestration is after
+    go = msg.EventRaised(name="one", data=app.codec.encode(1))
+    result, after = _bridge.advance(orchestration, [go], 2)
+    assert after is not None  # waits for "two" now
+    second = _bridge.to_commit(result)
+    assert second.expected_history_len == len(history) and second.events
+    cache.put(held, second, after)
+    stored = [*history, *second.events]
+    assert cache.known("a") == (1, len(stored), _bridge.history_digest(stored))
+    # a held length that is not the entry's: closed
+    longer = dataclasses.replace(_lease("a", 1, []), history_held=len(stored) + 1)
+    assert cache.take(longer) is None and after.closed
