@@ -63,16 +63,49 @@ def targets(res: Any) -> list[tuple[str, str, str]]:
             )
         )
 
+    def us(w: str) -> float | None:
+        """Median worker CPU per unit (µs) of our runs of ``w``."""
+        c = res.cells.get((w, "ours"))
+        vals = (
+            sorted(r["worker_us_per_unit"] for r in c.runs if r.get("worker_us_per_unit"))
+            if c
+            else []
+        )
+        return vals[len(vals) // 2] if vals else None
+
+    # issue 13's targets (2 cores); the CPU ones: a third of the figures measured on d7b6831
     v = med("hello")
-    add("hello p50 ≤ 5 ms", v, None if v is None else v <= 5, f"{fmt(v)} ms")
-    v = med("chain100")
-    add("chain100 ≥ 1,000 act/s", v, None if v is None else v >= 1000, f"{fmt(v)} act/s")
+    add("hello p50 ≤ 3 ms", v, None if v is None else v <= 3, f"{fmt(v)} ms")
+    v, rf = med("chain100"), med("chain100", "redflow")
+    ok = None if v is None else v >= 1500 and (rf is None or v > rf)
+    shown = f"{fmt(v)} act/s" + (f" (redflow {fmt(rf)})" if rf else "")
+    add("chain100 ≥ 1,500 act/s and ahead of redflow", v, ok, shown)
+    v = med("chain100_local")
+    ok = None if v is None or rf is None else v >= 3 * rf
+    shown = f"{fmt(v)} act/s" + (f" = {v / rf:.2f}× redflow chain100" if v and rf else "")
+    add("chain100_local ≥ 3× redflow chain100", v, ok, shown)
     v = med("fanout1000")
     add("fanout1000 ≥ 5,000 act/s", v, None if v is None else v >= 5000, f"{fmt(v)} act/s")
     v = med("many_orch")
     add("many_orch ≥ 1,500 orch/s", v, None if v is None else v >= 1500, f"{fmt(v)} orch/s")
+    v = med("sessions")
+    add("sessions ≥ 2,000 turns/s", v, None if v is None else v >= 2000, f"{fmt(v)} turns/s")
     v = med("timer")
-    add("timer lateness p99 ≤ 20 ms", v, None if v is None else v <= 20, f"{fmt(v)} ms")
+    add("timer lateness p99 ≤ 15 ms", v, None if v is None else v <= 15, f"{fmt(v)} ms")
+    v = us("chain100")
+    add(
+        "worker CPU per chain100 step ≤ 770 µs (⅓ of 2,300)",
+        v,
+        None if v is None else v <= 770,
+        f"{fmt(v)} µs",
+    )
+    v = us("many_orch")
+    add(
+        "worker CPU per many_orch orchestration ≤ 1,250 µs (⅓ of 3,700)",
+        v,
+        None if v is None else v <= 1250,
+        f"{fmt(v)} µs",
+    )
     v = med("drain10k")
     peers = {
         system: c.median()

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 from redis.asyncio.client import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.commands.core import AsyncScript
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -47,6 +48,36 @@ except ImportError:  # pragma: no cover - hiredis is a dependency
 log = logging.getLogger("durable_redis.storage.redis_store")
 
 SCHEMA_VERSION = "1"
+async def _send_packed(conn: Any, packed: bytes) -> None:
+    """``conn.send_packed_command(packed)`` without its ``asyncio.wait_for`` when the kernel
+    takes the whole packet at once (nearly always: a script call is a few KB). redis-py wraps
+    every send in ``wait_for`` when a socket timeout is set, which runs the write in a new
+    task: ~20 us per script call. A write the socket buffer cannot take at once waits for it
+    (bounded by the socket timeout) and fails as redis-py's would."""
+    writer = getattr(conn, "_writer", None)
+    timeout = getattr(conn, "socket_timeout", None)
+    if (
+        not isinstance(writer, asyncio.StreamWriter)  # not a socket (fakeredis)
+        or not conn.is_connected
+        or getattr(conn, "health_check_interval", None)
+    ):
+        await conn.send_packed_command(packed)
+        return
+    try:
+        writer.write(packed)
+        if writer.transport.get_write_buffer_size() > 0:
+            await asyncio.wait_for(writer.drain(), timeout)
+    except TimeoutError:
+        await conn.disconnect(nowait=True)
+        raise RedisTimeoutError("Timeout writing to socket") from None
+    except Exception as exc:  # OSError, or a transport closed under us (uvloop raises)
+        await conn.disconnect(nowait=True)
+        raise RedisConnectionError(f"Error while writing to socket: {exc!r}") from exc
+    except BaseException:
+        await conn.disconnect(nowait=True)  # a partial write: the connection is unusable
+        raise
+
+
 HistoryHint = Callable[[str], tuple[int, int, str] | None]
 _T = TypeVar("_T")
 # NOSCRIPT answers a call may reload through before it gives up (scripts flushed again meanwhile)
@@ -373,7 +404,7 @@ class RedisStoreBase:
                     packed = _hiredis_pack(command)
                     if wait is not None:
                         packed += _hiredis_pack(wait)
-                    await conn.send_packed_command(packed)
+                    await _send_packed(conn, packed)
                 else:
                     await conn.send_command(*command)
                     if wait is not None:
