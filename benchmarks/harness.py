@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 import workloads as W  # noqa: E402
 from peers import DURABLE_PEERS, QUEUE_PEERS  # noqa: E402
 
-from durable_redis.devtools import RedisServer  # noqa: E402
+from durable_redis.devtools import RedisServer, find_redis_server  # noqa: E402
 
 DUROXIDE_WORKLOADS = ["hello", "chain100", "fanout1000", "many_orch", "timer"]
 
@@ -471,8 +471,9 @@ def machine_info() -> dict[str, Any]:
     except OSError:
         mem_kb = 0
     try:
+        binary = find_redis_server() or "redis-server"  # the one RedisServer runs
         redis_v = subprocess.run(
-            ["redis-server", "--version"], capture_output=True, text=True
+            [binary, "--version"], capture_output=True, text=True
         ).stdout.strip()
     except OSError:
         redis_v = "?"
