@@ -48,6 +48,8 @@ except ImportError:  # pragma: no cover - hiredis is a dependency
 log = logging.getLogger("durable_redis.storage.redis_store")
 
 SCHEMA_VERSION = "1"
+
+
 async def _send_packed(conn: Any, packed: bytes) -> None:
     """``conn.send_packed_command(packed)`` without its ``asyncio.wait_for`` when the kernel
     takes the whole packet at once (nearly always: a script call is a few KB). redis-py wraps
