@@ -287,6 +287,11 @@ class Store(Protocol):
         ``take.limit``, and only while no older plain item waits, so FIFO holds) and returned,
         as ``fetch_work_items`` would return them; otherwise the result is empty. A re-sent
         commit (lost reply) returns nothing: items it took come back when their lease expires.
+
+        Optional shortcuts a store class may offer (``RedisStore`` does; the runtime uses them
+        when the class has them, docs/storage.md): ``commit_turn_and_claim`` + ``lock_claimed``
+        (the commit claims the committing fetch loop's next instance) and ``hint_history`` +
+        ``with_history`` (a lock leaves out a history the worker holds).
         """
         ...
 
