@@ -7,9 +7,9 @@
 
 Each run starts a private ``redis-server`` (unix socket), one worker process of that tree
 (``python -m durable_redis.runtime bench_app:app``, default options, its ``benchmarks/`` as the
-working directory) and a client of the same tree, and measures the worker's CPU per unit from
-``/proc/<pid>/task/*/schedstat`` (every thread) and its script calls (``RedisStore.calls``,
-written at exit). The trees alternate run by run, so the other load of a shared machine falls on
+working directory) and a client of the same tree, and measures the worker's CPU per unit with
+``proc_cpu.proc_cpu_s`` (every thread) and its script calls (``RedisStore.calls``, written at
+exit). The trees alternate run by run, so the other load of a shared machine falls on
 both alike; compare the medians of one sitting, not figures from different sittings.
 
 Workloads (``--units`` each, default 2,000): ``many_orch`` (``hello`` started 64 at a time),
@@ -32,18 +32,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+# loaded from this file's directory before any tree's modules: both sides count CPU alike
+from proc_cpu import proc_cpu_s
+
 WORKLOADS = ("many_orch", "chain100", "chain100_inline", "fanout1000")
-
-
-def thread_cpu_s(pid: int) -> float:
-    total = 0
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
-                total += int(f.read().split()[0])
-        except OSError:  # the thread ended meanwhile
-            pass
-    return total / 1e9
 
 
 async def _drive(client: Any, app_module: Any, workload: str, units: int) -> None:
@@ -95,9 +87,9 @@ def run_one(tree: Path, workload: str, units: int) -> dict[str, Any]:
                 async with Client.from_url(server.url, namespace="ab", app=bench_app.app) as c:
                     warm = await c.start(bench_app.hello, 0)  # the worker is up and warm
                     await warm.result(timeout=60)
-                    cpu0, t0 = thread_cpu_s(worker.pid), time.monotonic()
+                    cpu0, t0 = proc_cpu_s(worker.pid), time.monotonic()
                     await _drive(c, bench_app, workload, units)
-                    wall, cpu = time.monotonic() - t0, thread_cpu_s(worker.pid) - cpu0
+                    wall, cpu = time.monotonic() - t0, proc_cpu_s(worker.pid) - cpu0
             finally:
                 worker.terminate()
                 worker.wait(timeout=30)

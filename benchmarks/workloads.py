@@ -24,6 +24,7 @@ from typing import Any
 
 import redis
 import redis.asyncio as aioredis
+from proc_cpu import CLK, proc_cpu_s
 
 from durable_redis import Client, RedisStore, WorkerOptions
 from durable_redis.devtools import WorkerProcesses
@@ -31,7 +32,6 @@ from durable_redis.storage.scripts import load_script_source
 
 HERE = Path(__file__).resolve().parent
 LOG_DIR = Path(os.environ.get("BENCH_LOG_DIR", "/tmp/durable_redis_bench/logs"))
-CLK = os.sysconf("SC_CLK_TCK")
 
 
 def pct(xs: list[float], p: float) -> float:
@@ -45,32 +45,6 @@ def pct(xs: list[float], p: float) -> float:
 PEER_UNITS = {"hello": 20, "chain100": 100, "fanout1000": 1000, "many_orch": 1000}
 # the redis-server the harness started (its CPU is read from /proc); None: INFO cpu instead
 REDIS_PID: int | None = None
-
-
-def proc_cpu_s(pid: int) -> float:
-    """CPU seconds of one process: the sum of /proc/<pid>/task/*/schedstat (ns; every live
-    thread: /proc/<pid>/schedstat alone is the main thread's, which left out sync activities
-    and big turns run in worker threads), else /proc stat (user+sys and reaped children, in
-    clock ticks: 10 ms steps). A thread that exited during a run is not counted (anyio's
-    worker threads stay 10 s idle first)."""
-    try:
-        total = 0
-        for tid in os.listdir(f"/proc/{pid}/task"):
-            try:
-                with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
-                    total += int(f.read().split()[0])
-            except (OSError, ValueError, IndexError):
-                continue  # the thread ended meanwhile
-        if total:
-            return total / 1e9
-    except OSError:
-        pass
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            parts = f.read().rsplit(")", 1)[1].split()
-        return sum(int(x) for x in parts[11:15]) / CLK
-    except OSError:
-        return 0.0
 
 
 def per_unit(cpu: dict[str, float], units: int, unit: str) -> dict[str, Any]:
