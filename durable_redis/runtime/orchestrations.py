@@ -238,13 +238,13 @@ class OrchestrationDispatcher:
         options = self._options
         while not stopping.is_set():
             claimed, self._next_claims[task] = self._next_claims[task], None
-            if claimed is None or self.faults.pause_remaining() > 0:
-                if claimed is not None:  # paused: the claim goes back (not counted)
-                    await self._hand_back_claim(claimed)
+            if claimed is not None and self.faults.pause_remaining() > 0:
+                await self._hand_back_claim(claimed)  # paused: it goes back (not counted)
+                claimed = None
+            if claimed is None:
                 await self.faults.wait_if_paused(stopping)
                 if stopping.is_set():
                     break
-                claimed = None
             try:
                 skip = self._skip_list()
                 if claimed is not None:  # our last commit claimed it: phase 2 of the fetch
