@@ -431,7 +431,15 @@ class RedisStoreBase:
                     # retry arrives (another SCRIPT FLUSH, a restart): reload a few times
                     if reloads == _NOSCRIPT_RELOADS or script is None:
                         raise
-                    script.sha = await self._r.script_load(script.script)
+
+                    # on the connection this call holds: a reload through the client would
+                    # check out a second one, and a burst of first calls of a script (each
+                    # holding one) then ran the pool out ("Too many connections")
+                    async def load(source: Any = script.script) -> Any:
+                        await conn.send_command("SCRIPT", "LOAD", source)
+                        return await conn.read_response()
+
+                    script.sha = _s(await conn.retry.call_with_retry(load, failed))
                     command = ("EVALSHA", script.sha, *command[2:])
             clean = True
         finally:

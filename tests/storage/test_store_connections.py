@@ -3,6 +3,9 @@ per call); a connection the server dropped meanwhile is re-made by the retry, lo
 
 from __future__ import annotations
 
+import uuid
+
+import anyio
 import pytest
 
 from durable_redis.storage.redis_store import RedisStore
@@ -43,3 +46,24 @@ async def test_close_hands_the_kept_connections_back(
     kept = twin._idle_conns[0]
     await twin.close()
     assert twin._idle_conns == [] and kept not in pool._in_use_connections
+
+
+async def test_a_burst_of_first_calls_reloads_scripts_on_the_connections_it_holds(
+    redis_url: str,
+) -> None:
+    """Scripts gone (SCRIPT FLUSH, a restart): every call in a burst gets NOSCRIPT while it
+    holds a connection; the reload runs on that connection, so a small pool is not run out
+    ("Too many connections" before: the reload checked out a second one)."""
+    store = RedisStore.from_url(
+        redis_url, namespace=f"t-{uuid.uuid4().hex[:12]}", max_connections=4
+    )
+    await store.initialize()
+    try:
+        await store._r.script_flush()
+        async with anyio.create_task_group() as tg:
+            for i in range(3):  # 3 script calls at once; the 4th connection is the client's own
+                tg.start_soon(start, store, f"i{i}")
+        leases = [await fetch(store) for _ in range(3)]
+        assert sorted(lease.instance_id for lease in leases) == ["i0", "i1", "i2"]
+    finally:
+        await store.close()
