@@ -244,27 +244,58 @@ def _with_locals(
     now_ms: int,
     local_runner: LocalRunner | None,
 ) -> TurnResult:
-    """The turn's result, after running its local activities (rounds until none is new)."""
-    result = build_result(engine, instance_id, execution_id)
+    """The turn's result, after running its local activities (rounds until none is new).
+
+    Each round reads only the events the round before appended (a chain of N local steps is
+    N rounds of O(1) events, not N results of O(N)); the result is built once, at the end.
+    """
     if local_runner is None:
-        return result
+        return build_result(engine, instance_id, execution_id)
     ran: set[int] = set()
+    scanned = engine.base_len
     while not engine.finished:
-        local = {
-            e.event_id
-            for e in engine.events[engine.base_len :]
-            if isinstance(e, ev.ActivityScheduled) and e.local and e.event_id not in ran
-        }
-        pending = [t for t in result.activities if t.activity_id in local]
+        window = engine.events[scanned:]
+        scanned += len(window)
+        cancelled = {e.activity_id for e in window if isinstance(e, ev.ActivityCancelRequested)}
+        started = engine.state.started
+        name = started.name if started else ""
+        pending = [
+            _activity_task(e, instance_id, execution_id, name)
+            for e in window
+            if isinstance(e, ev.ActivityScheduled) and e.local and e.event_id not in cancelled
+        ]
         if not pending:
             break
-        ran.update(local)
+        ran.update(t.activity_id for t in pending)
         _apply_messages(engine, execution_id, local_runner(pending), now_ms)
-        result = build_result(engine, instance_id, execution_id)
+    result = build_result(engine, instance_id, execution_id)
     if not ran:
         return result
     return dataclasses.replace(
         result, activities=tuple(t for t in result.activities if t.activity_id not in ran)
+    )
+
+
+def _activity_task(
+    event: ev.ActivityScheduled, instance_id: str, execution_id: int, orchestration_name: str
+) -> msg.ActivityTask:
+    """The work item of an activity this turn scheduled."""
+    return msg.ActivityTask(
+        instance_id=instance_id,
+        execution_id=execution_id,
+        activity_id=event.event_id,
+        name=event.name,
+        input=event.input,
+        session_id=event.session_id,
+        attempt=event.attempt,
+        timeout_ms=event.timeout_ms,
+        first_attempt_id=event.first_attempt_id,
+        orchestration_name=orchestration_name,
+        trace=event.trace,
+        queue=event.queue,
+        priority=event.priority,
+        flow_key=event.flow_key,
+        flow=event.flow,
     )
 
 
@@ -553,25 +584,7 @@ def _result_from(
             case ev.OrchestrationStarted():
                 started_here = event
             case ev.ActivityScheduled():
-                tasks.append(
-                    msg.ActivityTask(
-                        instance_id=instance_id,
-                        execution_id=execution_id,
-                        activity_id=event.event_id,
-                        name=event.name,
-                        input=event.input,
-                        session_id=event.session_id,
-                        attempt=event.attempt,
-                        timeout_ms=event.timeout_ms,
-                        first_attempt_id=event.first_attempt_id,
-                        orchestration_name=name,
-                        trace=event.trace,
-                        queue=event.queue,
-                        priority=event.priority,
-                        flow_key=event.flow_key,
-                        flow=event.flow,
-                    )
-                )
+                tasks.append(_activity_task(event, instance_id, execution_id, name))
             case ev.ActivityCancelRequested():
                 cancelled.append(ids.activity_key(execution_id, event.activity_id))
             case ev.TimerCreated():
@@ -713,7 +726,9 @@ def _result_from(
                 failure = terminal.failure
             if started is not None and started.parent_instance_id is not None:
                 outgoing.append(_to_parent(started, instance_id, execution_id, output, failure))
-    tasks = [t for t in tasks if t.activity_key not in set(cancelled)]
+    if cancelled:
+        gone = set(cancelled)
+        tasks = [t for t in tasks if t.activity_key not in gone]
     return TurnResult(
         execution_id=execution_id,
         history_len_before=history_len_before,
