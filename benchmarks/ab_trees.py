@@ -7,10 +7,11 @@
 
 Each run starts a private ``redis-server`` (unix socket), one worker process of that tree
 (``python -m durable_redis.runtime bench_app:app``, default options, its ``benchmarks/`` as the
-working directory) and a client of the same tree, and measures the worker's CPU per unit with
-``proc_cpu.proc_cpu_s`` (every thread) and its script calls (``RedisStore.calls``, written at
-exit). The trees alternate run by run, so the other load of a shared machine falls on
-both alike; compare the medians of one sitting, not figures from different sittings.
+working directory) and a client of the same tree, and measures the worker's and Redis's CPU
+per unit with ``proc_cpu.proc_cpu_s`` (every thread) and the worker's script calls
+(``RedisStore.calls``, written at exit). The trees alternate run by run, so the other load
+of a shared machine falls on both alike; compare the medians of one sitting, not figures
+from different sittings.
 
 Workloads (``--units`` each, default 2,000): ``many_orch`` (``hello`` started 64 at a time),
 ``chain100`` (chains of 100 sync activities), ``chain100_inline`` (the activity marked
@@ -87,9 +88,12 @@ def run_one(tree: Path, workload: str, units: int) -> dict[str, Any]:
                 async with Client.from_url(server.url, namespace="ab", app=bench_app.app) as c:
                     warm = await c.start(bench_app.hello, 0)  # the worker is up and warm
                     await warm.result(timeout=60)
+                    assert server.pid is not None
+                    rcpu0 = proc_cpu_s(server.pid)
                     cpu0, t0 = proc_cpu_s(worker.pid), time.monotonic()
                     await _drive(c, bench_app, workload, units)
                     wall, cpu = time.monotonic() - t0, proc_cpu_s(worker.pid) - cpu0
+                    rcpu = proc_cpu_s(server.pid) - rcpu0
             finally:
                 worker.terminate()
                 worker.wait(timeout=30)
@@ -98,6 +102,7 @@ def run_one(tree: Path, workload: str, units: int) -> dict[str, Any]:
         return {
             "rate": units / wall,
             "worker_us_per_unit": 1e6 * cpu / units,
+            "redis_us_per_unit": 1e6 * rcpu / units,
             "script_calls_per_unit": script_calls / units,
         }
 
@@ -146,20 +151,23 @@ def main() -> None:
                 runs.setdefault((workload, str(tree)), []).append(row)
                 print(
                     f"round {rnd} {workload:16} {tree}: {row['worker_us_per_unit']:,.0f} µs/unit, "
+                    f"Redis {row['redis_us_per_unit']:,.0f} µs/unit, "
                     f"{row['script_calls_per_unit']:.2f} calls/unit, {row['rate']:,.0f}/s "
                     f"(load {load:.2f})",
                     flush=True,
                 )
     print(
-        "\n| workload | tree | worker µs per unit (median; runs) | script calls per unit | rate |"
+        "\n| workload | tree | worker µs per unit (median; runs) | Redis µs per unit (median) "
+        "| script calls per unit | rate |"
     )
-    print("|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|")
     for (workload, name), rows in runs.items():
         us = [r["worker_us_per_unit"] for r in rows]
         rates = [r["rate"] for r in rows]
         print(
             f"| {workload} | {name} | {statistics.median(us):,.0f} "
             f"({', '.join(f'{x:,.0f}' for x in us)}) | "
+            f"{statistics.median(r['redis_us_per_unit'] for r in rows):,.0f} | "
             f"{statistics.median(r['script_calls_per_unit'] for r in rows):.2f} | "
             f"{statistics.median(rates):,.0f}/s |"
         )

@@ -36,8 +36,6 @@ ARGV
   8 lock_ms
   9 max_messages
   10 exec_guess    execution id whose history KEYS[18] is
-  11 known         events of that history the caller holds ("0": none; lock_reply, common)
-  12 known_digest  their digest (history_digest, common)
 RETURNS
   {0} acked (also when this completion was already delivered: a repeated ack, which returns
   the lock below again if its first run took it, same nonce, still held);
@@ -67,7 +65,7 @@ if not live then
     local deadline = tonumber(redis.call('ZSCORE', KEYS[15], iid) or '0')
     if ARGV[7] ~= '' and held and string.sub(held, -#suffix) == suffix and deadline > now then
       local msgs = tag_messages(KEYS[12], KEYS[13], held, tonumber(ARGV[9]), now)
-      return {0, held, unpack(lock_reply(KEYS[10], KEYS[18], ARGV[10], deadline, msgs, ARGV[11], ARGV[12]))}
+      return {0, held, unpack(lock_reply(KEYS[10], KEYS[18], ARGV[10], deadline, msgs))}
     end
     return {0}
   end
@@ -91,7 +89,7 @@ if redis.call('EXISTS', KEYS[10]) == 1 then
       redis.call('ZADD', KEYS[15], fmt(deadline), iid)
       redis.call('ZREM', KEYS[14], iid)
       local msgs = tag_messages(KEYS[12], KEYS[13], token, tonumber(ARGV[9]), now)
-      return {0, token, unpack(lock_reply(KEYS[10], KEYS[18], ARGV[10], deadline, msgs, ARGV[11], ARGV[12]))}
+      return {0, token, unpack(lock_reply(KEYS[10], KEYS[18], ARGV[10], deadline, msgs))}
     end
     requeue_instance(KEYS[12], KEYS[14], KEYS[15], KEYS[16], iid, now)
   end

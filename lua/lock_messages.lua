@@ -21,14 +21,11 @@ ARGV
   3 token
   4 max_messages
   5 exec_guess     execution id whose history KEYS[10] is
-  6 known          events of that history the caller holds ("0": none)
-  7 known_digest   their digest (history_digest, common)
 RETURNS
   {0, lease_until_ms, {instance field, value, ...}, {mid, data, attempt, ...}, read, {event, ...},
    crashes}
     read = 1 if the record's exec is ARGV[5] (the list is that execution's history, all of it),
-    2 if it is and that history is the ARGV[6] events of digest ARGV[7] (the caller holds
-    them: the list is empty), else 0 (the list is empty; the caller reads the history itself)
+    else 0 (the list is empty; the caller reads the history itself)
     crashes = most earlier deliveries of one of the messages that ended with neither a commit
     nor an abandon (attempts - 1 - "<mid>|c", the abandons that counted the attempt): the
     worker died during the turn (the turn watchdog's crash count)
@@ -54,8 +51,6 @@ local A_iid = ARGV[2]
 local A_token = ARGV[3]
 local A_max_messages = ARGV[4]
 local A_exec_guess = ARGV[5]    -- execution id whose history KEYS[10] is
-local A_known = ARGV[6]         -- events of it the caller holds ("0": none)
-local A_known_digest = ARGV[7]  -- their digest
 if not epoch_ok(K_pmeta, A_epoch) then return {2} end
 local now = server_now()
 local iid = A_iid
@@ -76,8 +71,7 @@ if #msgs == 0 then
   requeue_instance(K_mz, K_oq_ready, K_oq_locks, K_oq_marker, iid, now)
   return {5}
 end
-local lease = lock_reply(K_inst, K_hist, A_exec_guess, deadline, msgs, A_known,
-  A_known_digest)
+local lease = lock_reply(K_inst, K_hist, A_exec_guess, deadline, msgs)
 local crashes = 0
 for i = 1, #msgs, 3 do
   local clean = tonumber(redis.call('HGET', K_mh, msgs[i] .. '|c') or '0')

@@ -134,10 +134,6 @@ class OrchestrationDispatcher:
         self._holds: dict[str, int] = {}  # instance -> turns held in a row (the back-off)
         self._histories = _bridge.HistoryCache()
         self._suspended = _bridge.SuspendedCache()
-        # locks of instances suspended here leave out the history we hold (history_held)
-        hint = getattr(store, "hint_history", None)
-        if callable(hint):
-            hint(self._suspended.known)
         self._local = _bridge.local_runner(app, codec, worker_id)
         # instances whose turns run local activities not marked inline: computed in a thread
         self._threaded: set[str] = set()
@@ -196,9 +192,6 @@ class OrchestrationDispatcher:
     def close(self) -> None:
         if self.watchdog is not None:
             self.watchdog.close()
-        unhint = getattr(self._store, "unhint_history", None)
-        if callable(unhint):
-            unhint(self._suspended.known)
 
     async def run_adopted(self, lease: OrchestrationLease) -> None:
         """Run the turn of an instance this worker's activity ack locked (local hand-off)."""
@@ -420,19 +413,11 @@ class OrchestrationDispatcher:
             and info.held.startswith(_WATCHDOG_HOLDS)
         )
 
-    async def _with_history(self, lease: OrchestrationLease) -> OrchestrationLease:
-        """``lease`` with its stored history (read now if the lock left it out: held by our
-        suspended orchestration, which this turn does not use after all)."""
-        if not lease.history_held:
-            return lease
-        return await self._store.with_history(lease)  # type: ignore[attr-defined,no-any-return]
-
     async def _replayed_turn(
         self, lease: OrchestrationLease, lost: anyio.Event, now_ms: int, *, quarantine: bool = False
     ) -> None:
         """The turn from the stored history: its verdicts (corrupted, poison, the watchdog's),
         then the replay."""
-        lease = await self._with_history(lease)
         instance_id = lease.instance_id
         extra = {"instance_id": instance_id, "worker_id": self._worker_id}
         try:
@@ -523,7 +508,6 @@ class OrchestrationDispatcher:
             )
         except TurnTimeoutError as exc:
             _close_quietly(suspended)
-            lease = await self._with_history(lease)
             history = self._histories.decode(lease.instance_id, lease.history)
             await self._quarantine(lease, exc, now_ms, history)
             return

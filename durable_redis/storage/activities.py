@@ -170,7 +170,7 @@ class ActivityQueueMixin(RedisStoreBase):
         iid = lease.instance_id
         pk = self._pk(iid)
         ik = pk.instance(iid)
-        guess, known, digest = self._lock_guess(iid) if lock_ms is not None else (1, 0, "")
+        guess = self._exec_guess.get(iid, 1)
         nonce = self._lock_nonce() if lock_ms is not None else ""
         reply = await self._eval(
             "ack_work_item",
@@ -205,8 +205,6 @@ class ActivityQueueMixin(RedisStoreBase):
                 lock_ms or 0,
                 self._max_messages,
                 guess,
-                known,
-                digest,
             ],
         )
         if reply[0] != Status.OK:
@@ -214,7 +212,7 @@ class ActivityQueueMixin(RedisStoreBase):
         if len(reply) == 1:
             return None
         self.calls["ack_work_item:locked"] += 1
-        return await self._lease_from_lock(iid, _s(reply[1]), reply[2:], lock_ms or 0, known)
+        return await self._lease_from_lock(iid, _s(reply[1]), reply[2:], lock_ms or 0)
 
     async def renew_work_items(
         self, leases: Sequence[WorkItemLease], lock_ms: int, session_lock_ms: int | None = None

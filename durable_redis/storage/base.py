@@ -123,10 +123,6 @@ class OrchestrationLease:
     # deliveries of `messages` before this one that ended without a commit or a hand-back
     # (the worker died during the turn); 0 where the lock path does not count them
     crashes: int = 0
-    # > 0: the stored history is this many events, all held by this process (a suspended
-    # orchestration, named by a history hint: RedisStore.hint_history), so they were not read
-    # and `history` is empty; `RedisStore.with_history` reads them
-    history_held: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,8 +286,7 @@ class Store(Protocol):
 
         Optional shortcuts a store class may offer (``RedisStore`` does; the runtime uses them
         when the class has them, docs/storage.md): ``commit_turn_and_claim`` + ``lock_claimed``
-        (the commit claims the committing fetch loop's next instance) and ``hint_history`` +
-        ``with_history`` (a lock leaves out a history the worker holds).
+        (the commit claims the committing fetch loop's next instance).
         """
         ...
 

@@ -9,8 +9,6 @@ fetches use. The operations live in mixins over this class (``activities``, ``ma
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import dataclasses
 import logging
 import secrets
 import time
@@ -80,7 +78,6 @@ async def _send_packed(conn: Any, packed: bytes) -> None:
         raise
 
 
-HistoryHint = Callable[[str], tuple[int, int, str] | None]
 _T = TypeVar("_T")
 # NOSCRIPT answers a call may reload through before it gives up (scripts flushed again meanwhile)
 _NOSCRIPT_RELOADS = 5
@@ -201,7 +198,6 @@ class RedisStoreBase:
         # instance -> last execution id seen (lock_messages' guess of the history key); a hint
         # only: a wrong guess costs the separate LRANGE it saves when right
         self._exec_guess: dict[str, int] = {}
-        self._history_hints: list[HistoryHint] = []
         # set when our last commit saw nothing claimable (P = 1): the next orchestration fetch
         # blocks on the marker first instead of running a claim that would find nothing
         self._nothing_due = False
@@ -469,7 +465,7 @@ class RedisStoreBase:
             )
 
     async def _lease_from_lock(
-        self, iid: str, token: str, reply: Sequence[Any], lock_ms: int, known: int = 0
+        self, iid: str, token: str, reply: Sequence[Any], lock_ms: int
     ) -> OrchestrationLease:
         """The lease from a lock reply ``{lease_until_ms, {record}, {messages}, read, {events}
         [, crashes]}`` (lock_messages; ack_work_item when it locked the instance) of a lock taken
@@ -482,14 +478,9 @@ class RedisStoreBase:
             for i in range(0, len(flat), 3)
         ]
         history: list[bytes] = []
-        held = 0
         if info.execution_id > 0:
-            read = int(reply[3]) if len(reply) > 4 else 0
-            if read == 1:
+            if len(reply) > 4 and int(reply[3]) == 1:
                 history = list(reply[4])
-            elif read == 2:  # exactly the `known` events the caller said it holds
-                held = known
-                self.calls["lock:history_held"] += 1
             else:
                 pk = self._pk(iid)
                 history = list(
@@ -507,40 +498,7 @@ class RedisStoreBase:
             attempt=max((m.attempt for m in messages), default=0),
             instance=info,
             crashes=int(reply[5]) if len(reply) > 5 else 0,
-            history_held=held,
         )
-
-    # -- history hints (the worker's suspended orchestrations) --------------------------------
-    def hint_history(self, hint: HistoryHint) -> None:
-        """Add ``hint(instance_id) -> (execution id, events, digest)`` of a history this process
-        holds (a worker's suspended orchestrations; the digest is ``_bridge.history_digest``'s):
-        a lock of such an instance whose stored history is still exactly those events (same
-        length and digest, checked in the script) does not send it again
-        (``OrchestrationLease.history_held``)."""
-        self._history_hints.append(hint)
-
-    def unhint_history(self, hint: HistoryHint) -> None:
-        with contextlib.suppress(ValueError):
-            self._history_hints.remove(hint)
-
-    def _lock_guess(self, iid: str) -> tuple[int, int, str]:
-        """(execution id guessed for a lock of ``iid``, events of it held here or 0, their
-        digest)."""
-        for hint in self._history_hints:
-            held = hint(iid)
-            if held is not None:
-                return held
-        return self._exec_guess.get(iid, 1), 0, ""
-
-    async def with_history(self, lease: OrchestrationLease) -> OrchestrationLease:
-        """``lease`` with its stored history read (a lease with ``history_held``); the lock it
-        holds keeps the history as it is meanwhile."""
-        if not lease.history_held:
-            return lease
-        pk = self._pk(lease.instance_id)
-        key = pk.instance(lease.instance_id).history(lease.execution_id)
-        history = list(await self._r.lrange(key, 0, -1))
-        return dataclasses.replace(lease, history=history, history_held=0)
 
     # -- blocking ------------------------------------------------------------------------------
 

@@ -355,9 +355,8 @@ class RedisStore(
     ) -> OrchestrationLease | None:
         ik = pk.instance(iid)
         # The history comes back in the same call when the execution id is guessed right: the
-        # last one this store saw for the instance, else 1 (most instances never continue);
-        # not even that when this process holds all of it (a history hint)
-        guess, known, digest = self._lock_guess(iid)
+        # last one this store saw for the instance, else 1 (most instances never continue).
+        guess = self._exec_guess.get(iid, 1)
         reply = await self._eval(
             "lock_messages",
             [
@@ -372,13 +371,13 @@ class RedisStore(
                 ik.mh,
                 ik.history(guess),
             ],
-            [epoch, iid, token, self._max_messages, guess, known, digest],
+            [epoch, iid, token, self._max_messages, guess],
         )
         if reply[0] in (Status.NOT_FOUND, Status.EMPTY, Status.LEASE_LOST):
             return None
         if reply[0] != Status.OK:
             raise_for_status("lock_messages", reply, iid)
-        return await self._lease_from_lock(iid, token, reply[1:], lock_ms, known)
+        return await self._lease_from_lock(iid, token, reply[1:], lock_ms)
 
     async def commit_turn(
         self, lease: OrchestrationLease, commit: TurnCommit, *, take: WorkTake | None = None

@@ -71,7 +71,7 @@ SCRIPTS: dict[str, ScriptSpec] = {
         ScriptSpec("create_instance", keys=13, argv=13),
         ScriptSpec("enqueue_message", keys=9, argv=5),
         ScriptSpec("claim_orchestration", keys=6, argv=3, variadic_argv=True),
-        ScriptSpec("lock_messages", keys=10, argv=7),
+        ScriptSpec("lock_messages", keys=10, argv=5),
         ScriptSpec(
             "commit_turn",
             keys=len(COMMIT_TURN_KEYS),
@@ -84,7 +84,7 @@ SCRIPTS: dict[str, ScriptSpec] = {
         ScriptSpec("fail_held", keys=2, argv=1),
         ScriptSpec("reset_instance", keys=25, argv=9, variadic_argv=True),
         ScriptSpec("fetch_work_items", keys=10, argv=10, variadic_argv=True),
-        ScriptSpec("ack_work_item", keys=18, argv=12),
+        ScriptSpec("ack_work_item", keys=18, argv=10),
         ScriptSpec("renew_work_items", keys=4, argv=3, variadic_argv=True),
         ScriptSpec("abandon_work_item", keys=8, argv=5),
         ScriptSpec("renew_sessions", keys=2, argv=3, variadic_argv=True),

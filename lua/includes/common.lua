@@ -150,33 +150,12 @@ end
 
 -- The lease part of a lock reply: {deadline, {record field, value, ...}, msgs, read, {event...}}
 -- with the history of the current execution when it is exec_guess's (hist is that key).
--- The digest of a stored history (every entry and its boundaries): the SHA-1 hex of the
--- entries each prefixed by "<length>:" (runtime/_bridge.py history_digest computes the same).
-local function history_digest(events)
-  local parts = {}
-  for i, e in ipairs(events) do parts[i] = #e .. ':' .. e end
-  return redis.sha1hex(table.concat(parts))
-end
-
--- `known`, `digest`: the events of exec_guess's history the caller holds already (a suspended
--- orchestration in its memory; "0" = none) and their history_digest. When the stored history
--- is exactly those events it is not sent again (read = 2, no events); else all of it
--- (read = 1). (A server without redis.sha1hex, such as a fake, always sends it.)
-local function lock_reply(inst, hist, exec_guess, deadline, msgs, known, digest)
+local function lock_reply(inst, hist, exec_guess, deadline, msgs)
   local events = {}
   local read = 0
   if redis.call('HGET', inst, 'exec') == exec_guess then
     read = 1
-    local held = tonumber(known or '0') or 0
-    if held > 0 and redis.call('LLEN', hist) == held then
-      events = redis.call('LRANGE', hist, 0, -1)
-      if redis.sha1hex ~= nil and history_digest(events) == digest then
-        read = 2
-        events = {}
-      end
-    else
-      events = redis.call('LRANGE', hist, 0, -1)
-    end
+    events = redis.call('LRANGE', hist, 0, -1)
   end
   return {deadline, redis.call('HGETALL', inst), msgs, read, events}
 end

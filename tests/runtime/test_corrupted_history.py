@@ -4,7 +4,7 @@ A worker keeps a running orchestration suspended between turns and resumes it on
 lease's history is exactly the committed one. That check read the length and the first and last
 entries, so an entry overwritten in the middle went unnoticed: the instance completed and its
 history stayed unreadable, with ``CodecError: undecodable record:`` and nothing after the colon.
-Now a digest of every entry is compared, and the error names the entry and says why.
+Now every entry is compared byte for byte, and the error names the entry and says why.
 """
 
 from __future__ import annotations

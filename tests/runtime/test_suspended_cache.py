@@ -87,11 +87,11 @@ def test_mismatches_close_and_lru_evicts() -> None:
     assert after.closed and len(cache) == 0
 
 
-def test_a_held_history_matches_by_execution_and_length() -> None:
-    """A lease whose lock left the history out (the script matched the length and digest the
-    cache's hint gave): the entry is used iff the held length is the entry's; the commit of
-    such a turn grows the entry's digest by its new events only, and that equals the digest
-    of the whole stored history (what the lock script computes next time)."""
+def test_the_entry_grows_by_each_commit_and_matches_the_stored_bytes() -> None:
+    """The entry keeps the bytes its turns committed, grown by each commit's new events: the
+    next lease is used iff its history is exactly those bytes (also after a resume, whose
+    lease had the shorter history); a history one event longer, or with a changed entry of
+    the same length, closes it."""
     cache = _bridge.SuspendedCache()
     start = msg.StartOrchestration(name="two_waits", input=b"")
     result, after = _bridge.run_turn(app, "a", [], [start], 1, app.codec)
@@ -99,19 +99,22 @@ def test_a_held_history_matches_by_execution_and_length() -> None:
     first = _bridge.to_commit(result)
     cache.put(_lease("a", 0, []), first, after)
     history = list(first.events)
-    assert cache.known("a") == (1, len(history), _bridge.history_digest(history))
-    assert cache.known("b") is None
-    held = dataclasses.replace(_lease("a", 1, []), history_held=len(history))
-    orchestration = cache.take(held)
+    lease = _lease("a", 1, [bytes(e) for e in history])  # equal bytes, other objects
+    orchestration = cache.take(lease)
     assert orchestration is after
     go = msg.EventRaised(name="one", data=app.codec.encode(1))
     result, after = _bridge.advance(orchestration, [go], 2)
     assert after is not None  # waits for "two" now
     second = _bridge.to_commit(result)
     assert second.expected_history_len == len(history) and second.events
-    cache.put(held, second, after)
+    cache.put(lease, second, after)
     stored = [*history, *second.events]
-    assert cache.known("a") == (1, len(stored), _bridge.history_digest(stored))
-    # a held length that is not the entry's: closed
-    longer = dataclasses.replace(_lease("a", 1, []), history_held=len(stored) + 1)
-    assert cache.take(longer) is None and after.closed
+    assert cache.take(_lease("a", 1, [*stored, b"more"])) is None and after.closed
+    assert len(cache) == 0
+    # the same again, then a stored entry changed in the middle (same length): closed
+    result, after = _bridge.run_turn(app, "b", [], [start], 1, app.codec)
+    assert after is not None
+    cache.put(_lease("b", 0, []), _bridge.to_commit(result), after)
+    changed = list(_bridge.to_commit(result).events)
+    changed[1] = changed[1] + b"x"
+    assert cache.take(_lease("b", 1, changed)) is None and after.closed

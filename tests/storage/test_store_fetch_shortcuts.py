@@ -1,18 +1,14 @@
-"""Two shortcuts of the orchestration fetch, each held to what the plain fetch does:
-
-- a commit that claims the committing worker's next instance (``commit_turn_and_claim``) and
-  phase 2 of that fetch (``lock_claimed``): the same lock a fetch's claim would take, in the
-  same order, fenced the same way, and nothing claimed where the round robin over partitions
-  must decide (more than one partition);
-- history hints (``hint_history``): a lock leaves out a history the caller says it holds,
-  only while the stored history is exactly that long."""
+"""A shortcut of the orchestration fetch, held to what the plain fetch does: a commit that
+claims the committing worker's next instance (``commit_turn_and_claim``) and phase 2 of that
+fetch (``lock_claimed``): the same lock a fetch's claim would take, in the same order, fenced
+the same way, and nothing claimed where the round robin over partitions must decide (more than
+one partition)."""
 
 from __future__ import annotations
 
 import pytest
 
 from durable_redis.errors import LeaseLostError
-from durable_redis.runtime._bridge import history_digest
 from durable_redis.storage import RedisStore
 from tests.harness import StoreHarness
 from tests.storage.store_support import LOCK, SHORT, fetch, start, timer, turn
@@ -117,40 +113,3 @@ async def test_more_than_one_partition_claims_nothing(store_harness: StoreHarnes
     while (got := await store.fetch_orchestration(lock_ms=LOCK)) is not None:
         left.add(got.instance_id)
     assert len(left) == 7  # all still claimable by anyone
-
-
-# -- history hints: a lock leaves out the history the caller holds -------------------------
-
-
-async def test_a_lock_leaves_out_a_history_the_caller_holds(store_harness: StoreHarness) -> None:
-    store = store_harness.store
-    await start(store, "a")
-    lease = await fetch(store)
-    await store.commit_turn(
-        lease, turn(lease, events=[b"e1", b"e2"], messages=[timer("a", "m", 0)])
-    )
-    if store_harness.backend == "fakeredis":
-        pytest.skip("not applicable: fakeredis has no redis.sha1hex (its locks always send)")
-    holds = {"a": (1, 2, history_digest([b"e1", b"e2"]))}
-    store.hint_history(holds.get)
-    try:
-        lease = await fetch(store)
-        assert lease.history_held == 2 and list(lease.history) == []
-        full = await store.with_history(lease)
-        assert list(full.history) == [b"e1", b"e2"] and full.history_held == 0
-        await store.commit_turn(lease, turn(full, events=[b"e3"], messages=[timer("a", "n", 0)]))
-        # the hint is stale (3 events stored now): the lock sends all of them
-        lease = await fetch(store)
-        assert list(lease.history) == [b"e1", b"e2", b"e3"] and lease.history_held == 0
-        await store.commit_turn(lease, turn(lease, messages=[timer("a", "o", 0)]))
-        # as long, but not the same events (one changed in the middle): sent too
-        holds["a"] = (1, 4, history_digest([b"e1", b"e2", b"e3", b"x"]))
-        lease = await fetch(store)
-        assert lease.history_held == 0 and len(lease.history) == 4
-        holds["a"] = (1, 4, history_digest(lease.history))
-        await store.abandon_orchestration(lease, count_attempt=False)
-        lease = await fetch(store)
-        assert lease.history_held == 4 and list(lease.history) == []
-    finally:
-        store.unhint_history(holds.get)
-    assert store._history_hints == []
