@@ -117,7 +117,7 @@ class ActivityOverrides:
             return definition
         is_async = inspect.iscoroutinefunction(fn)
         # a faulted activity runs in the pool (its crash kills from an anyio worker thread)
-        inline = definition.inline and not faulty and not is_async
+        inline = None if is_async else False if faulty else definition.inline
         return dataclasses.replace(definition, fn=fn, is_async=is_async, inline=inline)
 
     def _take(self, name: str, kind: FaultKind) -> bool:

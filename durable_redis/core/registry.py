@@ -54,7 +54,9 @@ class ActivityDefinition:
     # flow control by key of its jobs and of its calls from orchestrations (client.enqueue /
     # ctx.call_activity may override)
     limit: Limit | None = None
-    inline: bool = False  # a short sync function run on the worker's event loop (no thread hop)
+    # sync only: where it runs (runtime/_speed.py): None = measured (inline on the worker's
+    # event loop once its first calls were fast), True = always inline, False = the thread pool
+    inline: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -321,7 +323,7 @@ class App:
         version: str = "",
         queue: str = "default",
         limit: Limit | None = None,
-        inline: bool = False,
+        inline: bool | None = None,
     ) -> Callable[[F], F]: ...
 
     def activity(
@@ -333,7 +335,7 @@ class App:
         version: str = "",
         queue: str = "default",
         limit: Limit | None = None,
-        inline: bool = False,
+        inline: bool | None = None,
     ) -> Any:
         """Register ``fn(ctx: ActivityContext, input)``, sync or async. ``queue``: the queue
         of its jobs and of its calls from orchestrations (``client.enqueue(..., queue=)`` and
@@ -342,11 +344,16 @@ class App:
         key of its jobs (``Limit(key=..., concurrency=, rate=, per=, debounce=, throttle=)``,
         docs/routing.md; ``client.enqueue(..., limit=)`` overrides it) and of its calls from
         orchestrations (``concurrency`` and ``rate``, not on a session;
-        ``ctx.call_activity(..., limit=)`` overrides it). ``inline=True`` (sync functions
-        only): run it on the worker's event loop instead of the thread pool, saving the thread
-        hop; it blocks the loop (lease renewal, every other activity and turn of the worker)
-        while it runs, so only for calls that take well under a millisecond and never block.
-        A call with a timeout still runs in the pool (so the timeout can fire)."""
+        ``ctx.call_activity(..., limit=)`` overrides it). ``inline`` (sync functions only): where it
+        runs. By default (``None``) the worker measures it: its first 3 calls run in the
+        thread pool, and when all took under 1 ms it runs on the worker's event loop from then
+        on, saving the thread hop; one call there over 20 ms sends it back to the pool for good
+        (it blocked the loop, lease renewal and every other activity and turn of the worker,
+        while it ran). ``inline=True``: always on the loop, for calls that take well under a
+        millisecond and never block; ``inline=False``: always in the pool, for a function that
+        is usually fast but may block (a cache miss that goes to the network). A call with a
+        timeout always runs in the pool (so the timeout can fire); local activities run on the
+        loop only when ``inline=True``."""
         from durable_redis.core.jobs import Limit as _Limit
         from durable_redis.core.jobs import validate_queue
 
@@ -359,9 +366,9 @@ class App:
             if reg_name in self._activities:
                 raise RegistrationError(f"activity {reg_name!r} is already registered")
             is_async = inspect.iscoroutinefunction(f)
-            if inline and is_async:
+            if inline is not None and is_async:
                 raise RegistrationError(
-                    f"activity {reg_name!r}: inline=True is for sync functions (an async one "
+                    f"activity {reg_name!r}: inline= is for sync functions (an async one "
                     "already runs on the event loop)"
                 )
             input_type, result_type, takes_input = _signature_types(f, "activity")
@@ -375,7 +382,7 @@ class App:
                 takes_input,
                 queue,
                 limit,
-                bool(inline),
+                None if inline is None else bool(inline),
             )
             self._activities[reg_name] = definition
             setattr(f, _ACT_ATTR, definition)

@@ -53,7 +53,7 @@ class ResolvedActivity:
     is_async: bool
     input_type: Any = None  # an annotation: any type form
     takes_input: bool = True
-    inline: bool = False  # sync, marked @app.activity(inline=True): called on the event loop
+    inline: bool | None = None  # sync: @app.activity(inline=...), runtime/_speed.py
 
 
 def check_app(app: object, given: str = "") -> None:
@@ -362,7 +362,7 @@ def runs_inline(app: core.App, task: core.ActivityTask) -> bool:
         definition = app.get_activity(task.name)
     except NotRegisteredError:
         return True
-    return definition.inline and not definition.is_async and task.timeout_ms is None
+    return definition.inline is True and not definition.is_async and task.timeout_ms is None
 
 
 def local_runner(app: core.App, codec: core.Codec, worker_id: str) -> core.LocalRunner:

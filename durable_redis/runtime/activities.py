@@ -2,8 +2,9 @@
 
 Async activities run on the worker's event loop; sync ones in a bounded thread pool
 (``anyio.to_thread``), so the event loop, and with it lease renewal, stays free even while a
-CPU-bound sync activity runs; a sync one marked ``@app.activity(inline=True)`` is called on the
-loop itself (no thread hop; it blocks the loop while it runs). One renewal loop renews every
+CPU-bound sync activity runs, except that a sync one measured fast (``_speed``: its first calls
+in the pool all under 1 ms) or marked ``@app.activity(inline=True)`` is called on the loop
+itself (no thread hop; it blocks the loop while it runs). One renewal loop renews every
 in-flight lease in one batched call (which also extends the session leases of session work) and
 then lets the session manager renew idle sessions and release those past their idle timeout.
 
@@ -24,9 +25,10 @@ from typing import Any
 import anyio
 import anyio.abc
 
-from durable_redis.core import App, Codec
+from durable_redis.core import ActivityContext, ActivityTask, App, Codec
 from durable_redis.errors import LeaseLostError, NamespaceMissingError, NotRegisteredError
 from durable_redis.runtime import _bridge, tracing
+from durable_redis.runtime._speed import Raised, Speed, timed_call
 from durable_redis.runtime.cancel import CancelCause
 from durable_redis.runtime.faults import FaultTracker
 from durable_redis.runtime.options import WorkerOptions
@@ -95,6 +97,7 @@ class ActivityDispatcher:
         self._idle = anyio.Event()
         self._idle.set()
         self._threads = anyio.CapacityLimiter(options.activity_threads)
+        self._speed: dict[str, Speed] = {}  # sync activity -> where it runs (_speed)
         self._unregistered: dict[str, int] = {}
         self.faults = FaultTracker()
         # The redelivered item waiting to run, or running, alone (see _execute_alone).
@@ -424,17 +427,8 @@ class ActivityDispatcher:
                     args = _bridge.activity_args(task, activity, self._codec)
                     if activity.is_async:
                         value = await activity.fn(ctx, *args)
-                    elif activity.inline and not task.timeout_ms:  # no thread hop
-                        value = activity.fn(ctx, *args)
                     else:
-                        value = await anyio.to_thread.run_sync(
-                            _call_sync,
-                            activity.fn,
-                            ctx,
-                            args,
-                            abandon_on_cancel=True,
-                            limiter=self._threads,
-                        )
+                        value = await self._call_sync(task, activity, ctx, args)
                 outcome = (True, value)
             except TimeoutError as exc:
                 outcome = (False, exc)
@@ -460,6 +454,34 @@ class ActivityDispatcher:
         except Exception as exc:  # the result could not be encoded: that is a failure too
             message_id, data = _bridge.failed_message(task, exc, self._codec)
         await self._ack(run, message_id, data)
+
+    async def _call_sync(
+        self,
+        task: ActivityTask,
+        activity: _bridge.ResolvedActivity,
+        ctx: ActivityContext,
+        args: tuple[Any, ...],
+    ) -> Any:
+        """A sync activity's call: inline on the event loop (no thread hop) once measured fast
+        or when marked ``inline=True``, else in the thread pool (``_speed``)."""
+        speed = self._speed.get(task.name)
+        if speed is None:
+            speed = self._speed[task.name] = Speed(activity.inline)
+        if speed.inline and not task.timeout_ms:
+            t0 = time.perf_counter()
+            try:
+                return activity.fn(ctx, *args)
+            finally:
+                speed.record(time.perf_counter() - t0, inline=True)
+        try:
+            seconds, value = await anyio.to_thread.run_sync(
+                timed_call, activity.fn, ctx, args, abandon_on_cancel=True, limiter=self._threads
+            )
+        except Raised as raised:
+            speed.record(raised.seconds, inline=False)
+            raise raised.exc from None
+        speed.record(seconds, inline=False)
+        return value
 
     async def _ack(self, run: _Run, message_id: str, data: bytes) -> None:
         handoff = (
@@ -515,7 +537,3 @@ def runs_alone(attempt: int, max_attempts: int) -> bool:
     if attempt <= 1 or attempt > max_attempts:
         return False  # a first delivery; or the poison verdict, which runs nothing
     return attempt >= 3 or attempt == max_attempts
-
-
-def _call_sync(fn: Callable[..., Any], ctx: Any, args: tuple[Any, ...]) -> Any:
-    return fn(ctx, *args)

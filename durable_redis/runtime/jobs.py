@@ -4,10 +4,9 @@ The hot path is lean, because a job is usually small:
 
 - one ``fetch_jobs`` call leases up to ``job_batch_size`` jobs (bounded by free slots of
   ``job_concurrency``);
-- a sync activity measured fast (every run of its first ``_PROBE_RUNS`` in the thread pool under
-  ``_INLINE_MAX_S``) runs inline on the event loop, with no thread hop and no task; one inline run
-  over ``_INLINE_ABORT_S`` sends that activity back to the thread pool for good. Sync activities
-  with a timeout always run in the pool (an inline call cannot be interrupted);
+- a sync activity measured fast runs inline on the event loop, with no thread hop and no task
+  (``_speed``: the same rule as orchestration activities; ``inline=False`` never does); sync
+  activities with a timeout always run in the pool (an inline call cannot be interrupted);
 - async activities get one asyncio task each (no task group per job);
 - finished jobs are acked in batches: one ``ack_jobs`` call takes every outcome that finished
   while the previous call was in flight.
@@ -36,6 +35,7 @@ from durable_redis.core import App, Codec
 from durable_redis.core.jobs import JobTask, decode_job_task
 from durable_redis.errors import FailureDetails, NamespaceMissingError, NotRegisteredError
 from durable_redis.runtime import _bridge
+from durable_redis.runtime._speed import Raised, Speed, timed_call
 from durable_redis.runtime.cancel import CancelCause
 from durable_redis.runtime.options import WorkerOptions
 from durable_redis.storage.job_types import JobAck, JobLease, JobOutcome, JobStore
@@ -45,9 +45,6 @@ __all__ = ["JobDispatcher"]
 logger = logging.getLogger(__name__)
 
 _FETCH_ERROR_BACKOFF_S = (0.1, 0.2, 0.5, 1.0, 2.0, 3.0)
-_PROBE_RUNS = 3
-_INLINE_MAX_S = 0.001
-_INLINE_ABORT_S = 0.02
 _PROGRESS_FLUSH_S = 0.05
 _ACK_RETRIES = 5
 
@@ -72,30 +69,6 @@ class _Run:
             self.scope.cancel()
 
 
-class _Speed:
-    """How a sync activity runs: probed in the pool first, inline once measured fast."""
-
-    __slots__ = ("inline", "pinned", "probes")
-
-    def __init__(self) -> None:
-        self.probes = 0
-        self.inline = False
-        self.pinned = False  # sent back to the pool for good
-
-    def record(self, seconds: float, *, inline: bool) -> None:
-        if self.pinned:
-            return
-        if inline:
-            if seconds > _INLINE_ABORT_S:
-                self.inline, self.pinned = False, True
-            return
-        if seconds > _INLINE_MAX_S:
-            self.pinned = True
-            return
-        self.probes += 1
-        self.inline = self.probes >= _PROBE_RUNS
-
-
 class JobDispatcher:
     def __init__(
         self, app: App, store: JobStore, options: WorkerOptions, worker_id: str, codec: Codec
@@ -114,7 +87,7 @@ class JobDispatcher:
         self._progress_wake = asyncio.Event()
         self._slot_wake = asyncio.Event()
         self._threads = anyio.CapacityLimiter(options.activity_threads)
-        self._speed: dict[str, _Speed] = {}
+        self._speed: dict[str, Speed] = {}
         self._suspect: str | None = None  # the redelivered job waiting to run, or running, alone
         self._unregistered: dict[str, int] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -274,8 +247,8 @@ class JobDispatcher:
             return
         speed = self._speed.get(lease.name)
         if speed is None:
-            speed = self._speed[lease.name] = _Speed()
-        if (activity.inline or speed.inline) and task.timeout_ms is None:
+            speed = self._speed[lease.name] = Speed(activity.inline)
+        if speed.inline and task.timeout_ms is None:
             t0 = time.perf_counter()
             try:
                 args = _bridge.activity_args(task, activity, self._codec)
@@ -301,20 +274,20 @@ class JobDispatcher:
         await self._guarded(run, task, call)
 
     async def _run_thread(
-        self, run: _Run, task: JobTask, activity: Any, ctx: Any, speed: _Speed
+        self, run: _Run, task: JobTask, activity: Any, ctx: Any, speed: Speed
     ) -> None:
         async def call() -> Any:
             args = _bridge.activity_args(task, activity, self._codec)
             try:
                 seconds, value = await anyio.to_thread.run_sync(
-                    _timed_call,
+                    timed_call,
                     activity.fn,
                     ctx,
                     args,
                     abandon_on_cancel=True,
                     limiter=self._threads,
                 )
-            except _Raised as raised:
+            except Raised as raised:
                 speed.record(raised.seconds, inline=False)
                 raise raised.exc from None
             speed.record(seconds, inline=False)
@@ -485,21 +458,6 @@ class JobDispatcher:
             await self._flush_acks()
         for t in list(self._tasks):
             t.cancel()
-
-
-class _Raised(Exception):
-    def __init__(self, exc: Exception, seconds: float) -> None:
-        self.exc = exc
-        self.seconds = seconds
-
-
-def _timed_call(fn: Callable[..., Any], ctx: Any, args: tuple[Any, ...]) -> tuple[float, Any]:
-    t0 = time.perf_counter()
-    try:
-        value = fn(ctx, *args)
-    except Exception as exc:
-        raise _Raised(exc, time.perf_counter() - t0) from exc
-    return time.perf_counter() - t0, value
 
 
 def _timeout_s(task: JobTask) -> float:

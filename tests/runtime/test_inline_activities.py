@@ -1,8 +1,11 @@
-"""``@app.activity(inline=True)``: a sync activity called on the worker's event loop thread.
+"""``@app.activity(inline=...)``: where a sync activity runs, the thread pool or the worker's
+event loop thread.
 
-Unmarked sync activities run in the thread pool; marked ones on the loop (no thread hop); a
-marked call with a timeout still goes to the pool so the timeout can fire; async ones cannot be
-marked. The worker runs in the test's own event loop against the real server and fakeredis.
+Unmarked sync activities are probed in the thread pool and run on the loop once measured fast
+(runtime/_speed.py); ``inline=True`` ones run on the loop from the first call (no thread hop),
+``inline=False`` ones always in the pool; a call with a timeout still goes to the pool so the
+timeout can fire; async ones cannot be marked. The worker runs in the test's own event loop
+against the real server and fakeredis.
 """
 
 from __future__ import annotations
@@ -41,6 +44,23 @@ def in_pool(ctx: ActivityContext, x: int) -> int:
 @app.activity(inline=True)
 def failing_inline(ctx: ActivityContext, x: int) -> int:
     raise ValueError(f"bad {x}")
+
+
+@app.activity
+def probed(ctx: ActivityContext, x: int) -> int:
+    return _thread()
+
+
+@app.activity(inline=False)
+def never_inline(ctx: ActivityContext, x: int) -> int:
+    return _thread()
+
+
+@app.orchestration
+async def probe_runs(ctx: OrchestrationContext, n: int) -> list[list[int]]:
+    fast = [await ctx.call_activity(probed, i) for i in range(n)]
+    pool = [await ctx.call_activity(never_inline, i) for i in range(n)]
+    return [fast, pool]
 
 
 @app.orchestration
@@ -93,8 +113,10 @@ def test_inline_needs_a_sync_function() -> None:
     async def coro(ctx: ActivityContext, x: int) -> int:
         return x
 
-    with pytest.raises(RegistrationError, match="inline=True is for sync functions"):
+    with pytest.raises(RegistrationError, match="inline= is for sync functions"):
         other.activity(inline=True)(coro)
+    with pytest.raises(RegistrationError, match="inline= is for sync functions"):
+        other.activity(inline=False)(coro)
     assert other.activity(inline=True)(lambda ctx, x: x) is not None
 
 
@@ -127,3 +149,25 @@ async def test_local_activities_leave_the_event_loop_unless_marked(store: RedisS
         worker.stop()
     assert loop_thread not in unmarked_threads
     assert marked_threads == [loop_thread, loop_thread]
+
+
+async def test_a_sync_activity_measured_fast_goes_inline_and_inline_false_never(
+    store: RedisStore,
+) -> None:
+    """Its first 3 calls run in the pool; when all took under 1 ms the rest run on the loop (a
+    probe over 1 ms, a descheduled thread on a loaded machine, pins it to the pool instead)."""
+    loop_thread = _thread()
+    worker = Worker(app, store, OPTIONS)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(worker.run)
+        client = Client(store, app)
+        iid = await client.start(probe_runs, 6)
+        fast, pool = await client.wait_for_completion(iid, timeout=20)
+        worker.stop()
+    assert loop_thread not in fast[:3]  # the probes: in the pool
+    speed = worker._activities._speed["probed"]
+    if speed.pinned:
+        assert speed.probes < 3 and loop_thread not in fast
+    else:
+        assert speed.inline and fast[3:] == [loop_thread] * 3
+    assert loop_thread not in pool  # inline=False: the pool, however fast

@@ -144,9 +144,9 @@ async def test_enqueue_and_result_typed(store: RedisStore, worker: Callable[...,
 
 
 def test_fast_sync_activities_go_inline_and_slow_ones_back_to_the_pool() -> None:
-    from durable_redis.runtime.jobs import _Speed
+    from durable_redis.runtime._speed import Speed
 
-    s = _Speed()
+    s = Speed()
     for _ in range(2):
         s.record(0.0001, inline=False)
     assert not s.inline
@@ -158,9 +158,14 @@ def test_fast_sync_activities_go_inline_and_slow_ones_back_to_the_pool() -> None
     assert not s.inline and s.pinned  # one slow inline run: the pool for good
     s.record(0.0001, inline=False)
     assert not s.inline
-    slow = _Speed()
+    slow = Speed()
     slow.record(0.01, inline=False)
     assert slow.pinned and not slow.inline
+    never, always = Speed(inline=False), Speed(inline=True)  # decided by the registration
+    for _ in range(5):
+        never.record(0.0001, inline=False)
+        always.record(0.05, inline=True)
+    assert not never.inline and always.inline
 
 
 async def test_dedupe_by_job_id(store: RedisStore, worker: Callable[..., Worker]) -> None:
