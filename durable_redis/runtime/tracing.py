@@ -28,6 +28,7 @@ Spans (kind, attributes prefixed ``durable_redis.``):
 from __future__ import annotations
 
 import contextvars
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -59,6 +60,10 @@ _PREFIX = "durable_redis."
 _MAX_CARRIER_ITEMS = 8
 _MAX_CARRIER_VALUE = 1024
 _cached: tuple[Any, Any] | None = None  # (provider, tracer)
+_UNKNOWN = object()
+_env_provider = False  # OTEL_PYTHON_TRACER_PROVIDER was set when opentelemetry was first seen
+_no_op: tuple[type, ...] = ()
+_own_get: Any = None  # opentelemetry.trace.get_tracer_provider as first seen
 
 
 def _tracer() -> Any | None:
@@ -67,15 +72,28 @@ def _tracer() -> Any | None:
     Off unless the application imported ``opentelemetry.trace`` (setting a provider needs it;
     so this module imports nothing of opentelemetry until then, and an untraced process pays
     one dict lookup) and set a tracer provider."""
-    global _cached, _otel_context, _propagate, _otel_trace
+    global _cached, _otel_context, _propagate, _otel_trace, _env_provider, _no_op, _own_get
     if _otel_trace is None:
         if "opentelemetry.trace" not in sys.modules:
             return None
         from opentelemetry import context, propagate, trace
 
         _otel_context, _propagate, _otel_trace = context, propagate, trace
-    provider = _otel_trace.get_tracer_provider()
-    if isinstance(provider, _otel_trace.ProxyTracerProvider | _otel_trace.NoOpTracerProvider):
+        _env_provider = "OTEL_PYTHON_TRACER_PROVIDER" in os.environ
+        _no_op = (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
+        _own_get = trace.get_tracer_provider
+    # the global provider as set_tracer_provider stored it: get_tracer_provider() reads the
+    # environment on every call until one is set (~10 µs, several times a chain step); its
+    # variable is read once here (a provider named there is loaded by that call)
+    # (unless get_tracer_provider is not opentelemetry's own: then it decides)
+    provider: Any = getattr(_otel_trace, "_TRACER_PROVIDER", _UNKNOWN)
+    if _otel_trace.get_tracer_provider is not _own_get:
+        provider = _otel_trace.get_tracer_provider()
+    elif provider is None and not _env_provider:
+        return None
+    elif provider is None or provider is _UNKNOWN:
+        provider = _otel_trace.get_tracer_provider()
+    if isinstance(provider, _no_op):
         return None
     cached = _cached
     if cached is not None and cached[0] is provider:
