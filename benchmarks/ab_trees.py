@@ -13,9 +13,12 @@ per unit with ``proc_cpu.proc_cpu_s`` (every thread) and the worker's script cal
 of a shared machine falls on both alike; compare the medians of one sitting, not figures
 from different sittings.
 
-Workloads (``--units`` each, default 2,000): ``many_orch`` (``hello`` started 64 at a time),
+Workloads (``--units`` each, default 2,000): ``hello`` (one orchestration of one activity at a
+time, start to result: the rate is 1 / its latency), ``many_orch`` (``hello`` started 64 at a time),
 ``chain100`` (chains of 100 sync activities), ``chain100_inline`` (the activity marked
-``inline=True``), ``fanout1000`` (fan-outs of 1,000).
+``inline=True``), ``fanout1000`` (fan-outs of 1,000), ``sessions`` (orchestrations of 20
+activities on a session, units / 20 of them started at once; one worker process here, four in
+the harness).
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from typing import Any
 # loaded from this file's directory before any tree's modules: both sides count CPU alike
 from proc_cpu import proc_cpu_s
 
-WORKLOADS = ("many_orch", "chain100", "chain100_inline", "fanout1000")
+WORKLOADS = ("hello", "many_orch", "chain100", "chain100_inline", "fanout1000", "sessions")
 
 
 async def _drive(client: Any, app_module: Any, workload: str, units: int) -> None:
@@ -50,6 +53,15 @@ async def _drive(client: Any, app_module: Any, workload: str, units: int) -> Non
 
         await asyncio.gather(*(one(i) for i in range(units)))
         for h in handles:
+            await h.result(timeout=300)
+        return
+    if workload == "hello":  # one at a time: the rate is 1 / the start -> result latency
+        for i in range(units):
+            await (await client.start(app_module.hello, i)).result(timeout=60)
+        return
+    if workload == "sessions":  # the harness's 100 x 20, all started at once: units / 20
+        started = [await client.start(app_module.session_turns, 20) for _ in range(units // 20)]
+        for h in started:
             await h.result(timeout=300)
         return
     orchestration, size = {

@@ -23,6 +23,7 @@ from durable_redis.contract import FailureKind, TurnCommit
 from durable_redis.core import to_commit
 from durable_redis.errors import ConfigurationError, FailureDetails, NotRegisteredError
 from durable_redis.runtime import tracing
+from durable_redis.runtime._speed import NeedsThread
 from durable_redis.storage.base import OrchestrationLease, QueuedMessage, Store
 
 __all__ = [
@@ -419,12 +420,17 @@ def _run_local(
 
 
 def stream_writer(store: Store, instance_id: str, codec: core.Codec) -> core.StreamWriter:
-    """The activity side of ``ctx.append_stream``: one XADD per item (at least once)."""
+    """The activity side of ``ctx.append_stream``: one XADD per item (at least once). Made
+    on the event loop; a sync activity called inline (on that loop's thread) cannot wait for
+    it there, so its ``append_stream`` raises ``NeedsThread`` (the call is re-run in the pool)."""
+    loop_thread = threading.get_ident()
 
     async def append(item: object) -> str:
         return await store.append_stream(instance_id, codec.encode(item))
 
     def append_from_thread(item: object) -> str:
+        if threading.get_ident() == loop_thread:
+            raise NeedsThread("append_stream waits for the event loop: not from an inline call")
         offset: str = anyio.from_thread.run(append, item)
         return offset
 

@@ -7,20 +7,57 @@ CPU less per call, measured on a chain of activities); a probe call over ``INLIN
 one inline call over ``INLINE_ABORT_S``, sends the activity back to the pool for good (per
 worker process). ``inline=True`` runs it inline always, ``inline=False`` never. A call with a
 timeout always runs in the pool, so the timeout can fire. Jobs and orchestration activities
-follow the same rule (docs/jobs.md, docs/concepts.md).
+follow the same rule (docs/jobs.md).
+
+A call that cannot work on the event loop's thread (``ctx.append_stream``, which waits for the
+loop; ``asyncio.run`` or ``anyio.from_thread`` in user code) raises there: such a call made
+inline is run again in the pool at once (the same delivery) and the activity stays in the pool
+for good (``off_loop_only``).
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["INLINE_ABORT_S", "INLINE_MAX_S", "PROBE_RUNS", "Raised", "Speed", "timed_call"]
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "INLINE_ABORT_S",
+    "INLINE_MAX_S",
+    "PROBE_RUNS",
+    "NeedsThread",
+    "Raised",
+    "Speed",
+    "off_loop_only",
+    "timed_call",
+]
 
 PROBE_RUNS = 3
 INLINE_MAX_S = 0.001
 INLINE_ABORT_S = 0.02
+# what asyncio, uvloop and anyio raise for a call that needs to be off the event loop's thread
+_LOOP_ERRORS = (
+    "running event loop",
+    "event loop is already running",
+    "another loop is running",
+    "AnyIO worker thread",
+)
+
+
+class NeedsThread(BaseException):
+    """Raised by a runtime call that cannot run on the event loop's thread (``append_stream``
+    from an activity called inline): the runtime runs the call again in the pool. A
+    ``BaseException``, so the activity's own ``except Exception`` does not swallow it."""
+
+
+def off_loop_only(exc: BaseException) -> bool:
+    """Whether an inline call failed only because it ran on the event loop's thread."""
+    if isinstance(exc, NeedsThread):
+        return True
+    return isinstance(exc, RuntimeError) and any(s in str(exc) for s in _LOOP_ERRORS)
 
 
 class Speed:
@@ -33,6 +70,17 @@ class Speed:
         self.probes = 0
         self.inline = inline is True
         self.pinned = inline is not None  # decided by the registration: never measured
+
+    def to_pool(self, name: str, exc: BaseException, extra: dict[str, Any]) -> None:
+        """The pool for good: a call of activity ``name`` failed inline with ``exc``, which
+        ``off_loop_only`` says only the loop's thread caused (the caller runs it again there)."""
+        self.inline, self.pinned = False, True
+        logger.info(
+            "activity %s cannot run on the event loop (%s); it runs in the thread pool from now on",
+            name,
+            exc,
+            extra=extra,
+        )
 
     def record(self, seconds: float, *, inline: bool) -> None:
         if self.pinned:

@@ -28,7 +28,7 @@ import anyio.abc
 from durable_redis.core import ActivityContext, ActivityTask, App, Codec
 from durable_redis.errors import LeaseLostError, NamespaceMissingError, NotRegisteredError
 from durable_redis.runtime import _bridge, tracing
-from durable_redis.runtime._speed import Raised, Speed, timed_call
+from durable_redis.runtime._speed import Raised, Speed, off_loop_only, timed_call
 from durable_redis.runtime.cancel import CancelCause
 from durable_redis.runtime.faults import FaultTracker
 from durable_redis.runtime.options import WorkerOptions
@@ -470,9 +470,16 @@ class ActivityDispatcher:
         if speed.inline and not task.timeout_ms:
             t0 = time.perf_counter()
             try:
-                return activity.fn(ctx, *args)
-            finally:
+                value = activity.fn(ctx, *args)
+            except BaseException as exc:
+                if not off_loop_only(exc):
+                    speed.record(time.perf_counter() - t0, inline=True)
+                    raise
+                extra = {"instance_id": task.instance_id, "activity_name": task.name}
+                speed.to_pool(task.name, exc, extra)  # and run it again there, now
+            else:
                 speed.record(time.perf_counter() - t0, inline=True)
+                return value
         try:
             seconds, value = await anyio.to_thread.run_sync(
                 timed_call, activity.fn, ctx, args, abandon_on_cancel=True, limiter=self._threads

@@ -35,7 +35,7 @@ from durable_redis.core import App, Codec
 from durable_redis.core.jobs import JobTask, decode_job_task
 from durable_redis.errors import FailureDetails, NamespaceMissingError, NotRegisteredError
 from durable_redis.runtime import _bridge
-from durable_redis.runtime._speed import Raised, Speed, timed_call
+from durable_redis.runtime._speed import Raised, Speed, off_loop_only, timed_call
 from durable_redis.runtime.cancel import CancelCause
 from durable_redis.runtime.options import WorkerOptions
 from durable_redis.storage.job_types import JobAck, JobLease, JobOutcome, JobStore
@@ -254,12 +254,16 @@ class JobDispatcher:
                 args = _bridge.activity_args(task, activity, self._codec)
                 value = activity.fn(ctx, *args)
             except Exception as exc:
+                if not off_loop_only(exc):
+                    speed.record(time.perf_counter() - t0, inline=True)
+                    self._finish(run, task, False, exc)
+                    return
+                extra = {"job_id": lease.job_id, "activity_name": lease.name}
+                speed.to_pool(lease.name, exc, extra)  # and run it again there, now
+            else:
                 speed.record(time.perf_counter() - t0, inline=True)
-                self._finish(run, task, False, exc)
+                self._finish(run, task, True, value)
                 return
-            speed.record(time.perf_counter() - t0, inline=True)
-            self._finish(run, task, True, value)
-            return
         self._spawn(self._run_thread(run, task, activity, ctx, speed))
 
     def _spawn(self, coro: Any) -> None:

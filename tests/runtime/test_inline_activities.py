@@ -10,6 +10,7 @@ against the real server and fakeredis.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from datetime import timedelta
 
@@ -54,6 +55,32 @@ def probed(ctx: ActivityContext, x: int) -> int:
 @app.activity(inline=False)
 def never_inline(ctx: ActivityContext, x: int) -> int:
     return _thread()
+
+
+@app.activity(inline=True)
+def streams(ctx: ActivityContext, x: int) -> int:
+    ctx.append_stream({"x": x})  # waits for the event loop: cannot work inline
+    return _thread()
+
+
+@app.activity(inline=True)
+def runs_a_loop(ctx: ActivityContext, x: int) -> int:
+    async def twice() -> int:
+        return 2 * x
+
+    coro = twice()
+    try:
+        return asyncio.run(coro)  # no running loop allowed in its thread
+    except RuntimeError:
+        coro.close()  # (never started: no "never awaited" warning)
+        raise
+
+
+@app.orchestration
+async def off_loop_calls(ctx: OrchestrationContext, n: int) -> list[list[int]]:
+    streamed = [await ctx.call_activity(streams, i) for i in range(n)]
+    looped = [await ctx.call_activity(runs_a_loop, i) for i in range(n)]
+    return [streamed, looped]
 
 
 @app.orchestration
@@ -171,3 +198,26 @@ async def test_a_sync_activity_measured_fast_goes_inline_and_inline_false_never(
     else:
         assert speed.inline and fast[3:] == [loop_thread] * 3
     assert loop_thread not in pool  # inline=False: the pool, however fast
+
+
+async def test_a_call_that_cannot_run_on_the_loop_is_run_again_in_the_pool(
+    store: RedisStore,
+) -> None:
+    """``append_stream`` and ``asyncio.run`` cannot work on the event loop's thread: an inline
+    call of them (here ``inline=True``; a measured-fast activity alike) is run again in the
+    pool in the same delivery, and the activity stays there; nothing fails."""
+    loop_thread = _thread()
+    worker = Worker(app, store, OPTIONS)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(worker.run)
+        client = Client(store, app)
+        iid = await client.start(off_loop_calls, 3)
+        streamed, looped = await client.wait_for_completion(iid, timeout=20)
+        items = [item.value async for item in client.stream(iid, follow=False)]
+        worker.stop()
+    assert loop_thread not in streamed
+    assert items == [{"x": 0}, {"x": 1}, {"x": 2}]  # each appended once: the inline try raised
+    assert looped == [0, 2, 4]
+    for name in ("streams", "runs_a_loop"):
+        speed = worker._activities._speed[name]
+        assert speed.pinned and not speed.inline
