@@ -19,21 +19,15 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
+
+import anyio
+import anyio.to_thread
 
 logger = logging.getLogger(__name__)
 
-__all__ = [
-    "INLINE_ABORT_S",
-    "INLINE_MAX_S",
-    "PROBE_RUNS",
-    "NeedsThread",
-    "Raised",
-    "Speed",
-    "off_loop_only",
-    "timed_call",
-]
+__all__ = ["INLINE_ABORT_S", "INLINE_MAX_S", "PROBE_RUNS", "NeedsThread", "Speed", "off_loop_only"]
 
 PROBE_RUNS = 3
 INLINE_MAX_S = 0.001
@@ -71,16 +65,48 @@ class Speed:
         self.inline = inline is True
         self.pinned = inline is not None  # decided by the registration: never measured
 
-    def to_pool(self, name: str, exc: BaseException, extra: dict[str, Any]) -> None:
-        """The pool for good: a call of activity ``name`` failed inline with ``exc``, which
-        ``off_loop_only`` says only the loop's thread caused (the caller runs it again there)."""
-        self.inline, self.pinned = False, True
-        logger.info(
-            "activity %s cannot run on the event loop (%s); it runs in the thread pool from now on",
-            name,
-            exc,
-            extra=extra,
-        )
+    def call_inline(
+        self, fn: Callable[..., Any], ctx: Any, args: tuple[Any, ...], extra: Mapping[str, Any]
+    ) -> tuple[bool, Any]:
+        """``fn(ctx, *args)`` on the event loop's thread: ``(True, its value)``, or its
+        exception. ``(False, None)``: it failed only because it ran there (``off_loop_only``),
+        so the activity goes to the pool for good and the caller runs the call there now."""
+        t0 = time.perf_counter()
+        try:
+            value = fn(ctx, *args)
+        except BaseException as exc:
+            if not off_loop_only(exc):
+                self.record(time.perf_counter() - t0, inline=True)
+                raise
+            self.inline, self.pinned = False, True
+            logger.info(
+                "activity %s cannot run on the event loop (%s); it runs in the thread pool "
+                "from now on",
+                extra.get("activity_name"),
+                exc,
+                extra=dict(extra),
+            )
+            return False, None
+        self.record(time.perf_counter() - t0, inline=True)
+        return True, value
+
+    async def call_in_pool(
+        self,
+        fn: Callable[..., Any],
+        ctx: Any,
+        args: tuple[Any, ...],
+        limiter: anyio.CapacityLimiter,
+    ) -> Any:
+        """``fn(ctx, *args)`` in the thread pool, timed (a probe); abandoned on cancel."""
+        try:
+            seconds, value = await anyio.to_thread.run_sync(
+                _timed_call, fn, ctx, args, abandon_on_cancel=True, limiter=limiter
+            )
+        except _Raised as raised:
+            self.record(raised.seconds, inline=False)
+            raise raised.exc from None
+        self.record(seconds, inline=False)
+        return value
 
     def record(self, seconds: float, *, inline: bool) -> None:
         if self.pinned:
@@ -96,19 +122,19 @@ class Speed:
         self.inline = self.probes >= PROBE_RUNS
 
 
-class Raised(Exception):
-    """An exception of a ``timed_call``, with how long the call ran before it."""
+class _Raised(Exception):
+    """An exception of a ``_timed_call``, with how long the call ran before it."""
 
     def __init__(self, exc: Exception, seconds: float) -> None:
         self.exc = exc
         self.seconds = seconds
 
 
-def timed_call(fn: Callable[..., Any], ctx: Any, args: tuple[Any, ...]) -> tuple[float, Any]:
-    """``(seconds, fn(ctx, *args))``; an exception comes out as ``Raised``."""
+def _timed_call(fn: Callable[..., Any], ctx: Any, args: tuple[Any, ...]) -> tuple[float, Any]:
+    """``(seconds, fn(ctx, *args))``; an exception comes out as ``_Raised``."""
     t0 = time.perf_counter()
     try:
         value = fn(ctx, *args)
     except Exception as exc:
-        raise Raised(exc, time.perf_counter() - t0) from exc
+        raise _Raised(exc, time.perf_counter() - t0) from exc
     return time.perf_counter() - t0, value

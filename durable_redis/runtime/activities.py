@@ -28,7 +28,7 @@ import anyio.abc
 from durable_redis.core import ActivityContext, ActivityTask, App, Codec
 from durable_redis.errors import LeaseLostError, NamespaceMissingError, NotRegisteredError
 from durable_redis.runtime import _bridge, tracing
-from durable_redis.runtime._speed import Raised, Speed, off_loop_only, timed_call
+from durable_redis.runtime._speed import Speed
 from durable_redis.runtime.cancel import CancelCause
 from durable_redis.runtime.faults import FaultTracker
 from durable_redis.runtime.options import WorkerOptions
@@ -468,27 +468,11 @@ class ActivityDispatcher:
         if speed is None:
             speed = self._speed[task.name] = Speed(activity.inline)
         if speed.inline and not task.timeout_ms:
-            t0 = time.perf_counter()
-            try:
-                value = activity.fn(ctx, *args)
-            except BaseException as exc:
-                if not off_loop_only(exc):
-                    speed.record(time.perf_counter() - t0, inline=True)
-                    raise
-                extra = {"instance_id": task.instance_id, "activity_name": task.name}
-                speed.to_pool(task.name, exc, extra)  # and run it again there, now
-            else:
-                speed.record(time.perf_counter() - t0, inline=True)
+            extra = {"instance_id": task.instance_id, "activity_name": task.name}
+            ran, value = speed.call_inline(activity.fn, ctx, args, extra)
+            if ran:
                 return value
-        try:
-            seconds, value = await anyio.to_thread.run_sync(
-                timed_call, activity.fn, ctx, args, abandon_on_cancel=True, limiter=self._threads
-            )
-        except Raised as raised:
-            speed.record(raised.seconds, inline=False)
-            raise raised.exc from None
-        speed.record(seconds, inline=False)
-        return value
+        return await speed.call_in_pool(activity.fn, ctx, args, self._threads)
 
     async def _ack(self, run: _Run, message_id: str, data: bytes) -> None:
         handoff = (

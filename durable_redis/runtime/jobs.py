@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import logging
 import threading
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -35,7 +34,7 @@ from durable_redis.core import App, Codec
 from durable_redis.core.jobs import JobTask, decode_job_task
 from durable_redis.errors import FailureDetails, NamespaceMissingError, NotRegisteredError
 from durable_redis.runtime import _bridge
-from durable_redis.runtime._speed import Raised, Speed, off_loop_only, timed_call
+from durable_redis.runtime._speed import Speed
 from durable_redis.runtime.cancel import CancelCause
 from durable_redis.runtime.options import WorkerOptions
 from durable_redis.storage.job_types import JobAck, JobLease, JobOutcome, JobStore
@@ -249,19 +248,14 @@ class JobDispatcher:
         if speed is None:
             speed = self._speed[lease.name] = Speed(activity.inline)
         if speed.inline and task.timeout_ms is None:
-            t0 = time.perf_counter()
+            extra = {"job_id": lease.job_id, "activity_name": lease.name}
             try:
                 args = _bridge.activity_args(task, activity, self._codec)
-                value = activity.fn(ctx, *args)
+                ran, value = speed.call_inline(activity.fn, ctx, args, extra)
             except Exception as exc:
-                if not off_loop_only(exc):
-                    speed.record(time.perf_counter() - t0, inline=True)
-                    self._finish(run, task, False, exc)
-                    return
-                extra = {"job_id": lease.job_id, "activity_name": lease.name}
-                speed.to_pool(lease.name, exc, extra)  # and run it again there, now
-            else:
-                speed.record(time.perf_counter() - t0, inline=True)
+                self._finish(run, task, False, exc)
+                return
+            if ran:
                 self._finish(run, task, True, value)
                 return
         self._spawn(self._run_thread(run, task, activity, ctx, speed))
@@ -282,20 +276,7 @@ class JobDispatcher:
     ) -> None:
         async def call() -> Any:
             args = _bridge.activity_args(task, activity, self._codec)
-            try:
-                seconds, value = await anyio.to_thread.run_sync(
-                    timed_call,
-                    activity.fn,
-                    ctx,
-                    args,
-                    abandon_on_cancel=True,
-                    limiter=self._threads,
-                )
-            except Raised as raised:
-                speed.record(raised.seconds, inline=False)
-                raise raised.exc from None
-            speed.record(seconds, inline=False)
-            return value
+            return await speed.call_in_pool(activity.fn, ctx, args, self._threads)
 
         await self._guarded(run, task, call)
 

@@ -82,17 +82,16 @@ def _tracer() -> Any | None:
         _env_provider = "OTEL_PYTHON_TRACER_PROVIDER" in os.environ
         _no_op = (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
         _own_get = trace.get_tracer_provider
-    # the global provider as set_tracer_provider stored it: get_tracer_provider() reads the
-    # environment on every call until one is set (~10 µs, several times a chain step); its
-    # variable is read once here (a provider named there is loaded by that call)
-    # (unless get_tracer_provider is not opentelemetry's own: then it decides)
-    provider: Any = getattr(_otel_trace, "_TRACER_PROVIDER", _UNKNOWN)
-    if _otel_trace.get_tracer_provider is not _own_get:
-        provider = _otel_trace.get_tracer_provider()
-    elif provider is None and not _env_provider:
+    # Off at once while no provider is set: get_tracer_provider() would read the environment
+    # on every call until one is (~10 µs, several times a chain step); its variable is read
+    # once, above. A get_tracer_provider that is not opentelemetry's own still decides.
+    if (
+        getattr(_otel_trace, "_TRACER_PROVIDER", _UNKNOWN) is None
+        and not _env_provider
+        and _otel_trace.get_tracer_provider is _own_get
+    ):
         return None
-    elif provider is None or provider is _UNKNOWN:
-        provider = _otel_trace.get_tracer_provider()
+    provider = _otel_trace.get_tracer_provider()
     if isinstance(provider, _no_op):
         return None
     cached = _cached

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from datetime import timedelta
+from typing import Any
 
 import anyio
 import pytest
@@ -119,15 +120,24 @@ OPTIONS = WorkerOptions(
 )
 
 
-async def test_inline_activity_runs_on_the_event_loop_thread(store: RedisStore) -> None:
-    loop_thread = _thread()
+async def _completed(
+    store: RedisStore, orchestration: Any, arg: object
+) -> tuple[Any, Worker, Client, str]:
+    """Run ``orchestration(arg)`` to completion on a worker in this event loop: (its output,
+    the stopped worker, the client, the instance id)."""
     worker = Worker(app, store, OPTIONS)
     async with anyio.create_task_group() as tg:
         tg.start_soon(worker.run)
         client = Client(store, app)
-        iid = await client.start(where, 1)
-        a, b, c, d = await client.wait_for_completion(iid, timeout=20)
+        iid = await client.start(orchestration, arg)
+        output = await client.wait_for_completion(iid, timeout=20)
         worker.stop()
+    return output, worker, client, iid
+
+
+async def test_inline_activity_runs_on_the_event_loop_thread(store: RedisStore) -> None:
+    loop_thread = _thread()
+    (a, b, c, d), _, _, _ = await _completed(store, where, 1)
     assert a == loop_thread  # marked: called on the loop, no thread hop
     assert b != loop_thread  # unmarked sync: the thread pool
     assert c != loop_thread  # marked but with a timeout: the pool, so the timeout can fire
@@ -184,13 +194,7 @@ async def test_a_sync_activity_measured_fast_goes_inline_and_inline_false_never(
     """Its first 3 calls run in the pool; when all took under 1 ms the rest run on the loop (a
     probe over 1 ms, a descheduled thread on a loaded machine, pins it to the pool instead)."""
     loop_thread = _thread()
-    worker = Worker(app, store, OPTIONS)
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(worker.run)
-        client = Client(store, app)
-        iid = await client.start(probe_runs, 6)
-        fast, pool = await client.wait_for_completion(iid, timeout=20)
-        worker.stop()
+    (fast, pool), worker, _, _ = await _completed(store, probe_runs, 6)
     assert loop_thread not in fast[:3]  # the probes: in the pool
     speed = worker._activities._speed["probed"]
     if speed.pinned:
@@ -207,14 +211,8 @@ async def test_a_call_that_cannot_run_on_the_loop_is_run_again_in_the_pool(
     call of them (here ``inline=True``; a measured-fast activity alike) is run again in the
     pool in the same delivery, and the activity stays there; nothing fails."""
     loop_thread = _thread()
-    worker = Worker(app, store, OPTIONS)
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(worker.run)
-        client = Client(store, app)
-        iid = await client.start(off_loop_calls, 3)
-        streamed, looped = await client.wait_for_completion(iid, timeout=20)
-        items = [item.value async for item in client.stream(iid, follow=False)]
-        worker.stop()
+    (streamed, looped), worker, client, iid = await _completed(store, off_loop_calls, 3)
+    items = [item.value async for item in client.stream(iid, follow=False)]
     assert loop_thread not in streamed
     assert items == [{"x": 0}, {"x": 1}, {"x": 2}]  # each appended once: the inline try raised
     assert looped == [0, 2, 4]
