@@ -33,24 +33,40 @@ def wait_until(driver: Any, condition: Callable[[Any], Any], what: str) -> Any:
     )
 
 
+def _swapped(exc: Exception) -> bool:
+    """The live refresh replaced the element between its lookup and its read: selenium's
+    stale element, or chromium's "Node with given id does not belong to the document"."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    return isinstance(exc, StaleElementReferenceException) or (
+        "does not belong to the document" in str(exc)
+    )
+
+
 def text_of(driver: Any, css: str) -> str:
-    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+    from selenium.common.exceptions import NoSuchElementException, WebDriverException
     from selenium.webdriver.common.by import By
 
     try:
         return str(driver.find_element(By.CSS_SELECTOR, css).text)
-    except (NoSuchElementException, StaleElementReferenceException):
+    except NoSuchElementException:
         return ""
+    except WebDriverException as exc:
+        if _swapped(exc):
+            return ""
+        raise
 
 
 def attrs(driver: Any, css: str, name: str) -> list[str]:
-    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.common.by import By
 
     try:
         return [str(e.get_attribute(name)) for e in driver.find_elements(By.CSS_SELECTOR, css)]
-    except StaleElementReferenceException:  # the live refresh swapped the rows
-        return []
+    except WebDriverException as exc:
+        if _swapped(exc):  # the live refresh swapped the rows
+            return []
+        raise
 
 
 def shoot(driver: Any, tmp_path: Path, name: str) -> None:
