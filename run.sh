@@ -62,7 +62,7 @@ case "$cmd" in
             browser_note="browser tests   NOT RUN: no chromium/chromedriver (apt-get install chromium chromium-driver)"
             echo "=== $browser_note"
         fi
-        .venv/bin/python -c 'from durable_redis.storage import server as s  # the one the tests run
+        .venv/bin/python -c 'from durable_redis.devtools import server as s  # the one the tests run
 exe = s.resolve_redis_server(); print("redis-server:", exe, s.redis_server_version(exe))' || true
         stage "ruff check" .venv/bin/ruff check .
         stage "ruff format" .venv/bin/ruff format --check .
