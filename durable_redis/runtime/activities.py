@@ -46,6 +46,7 @@ class _Run:
     """One in-flight work item."""
 
     __slots__ = (
+        "acking",
         "cancel_event",
         "cancel_reason",
         "hand_back",
@@ -65,6 +66,8 @@ class _Run:
         self.session: SessionEntry | None = None
         self.verify_session = False  # fetched while we were releasing it: ask the store first
         self.next_turn: OrchestrationLease | None = None  # the ack locked the instance for us
+        # its outcome is being acked: the ack, not a renewal racing it, says if the lease held
+        self.acking = False
 
     def cancel(self, cause: CancelCause, detail: str = "") -> None:
         if self.cancel_reason is None:
@@ -258,7 +261,9 @@ class ActivityDispatcher:
                 self.after_renewal()
 
     async def renew_once(self) -> None:
-        runs = [r for r in self._running.values() if r.cancel_reason is None]
+        # An item whose ack is in flight is left out: if the ack lands first, a renewal would
+        # find the item gone and report a lease lost that was not (the ack reports a real loss).
+        runs = [r for r in self._running.values() if r.cancel_reason is None and not r.acking]
         if runs:
             lost = await self._store.renew_work_items(
                 [r.lease for r in runs],
@@ -267,7 +272,7 @@ class ActivityDispatcher:
             )
             for item_id in lost:
                 run = self._running.get(item_id)
-                if run is not None:
+                if run is not None and not run.acking:
                     logger.info(
                         "activity lease lost; cancelling it",
                         extra={
@@ -475,6 +480,7 @@ class ActivityDispatcher:
         return await speed.call_in_pool(activity.fn, ctx, args, self._threads)
 
     async def _ack(self, run: _Run, message_id: str, data: bytes) -> None:
+        run.acking = True
         handoff = (
             self.on_turn is not None
             and not (self._stopping and self._stopping.is_set())

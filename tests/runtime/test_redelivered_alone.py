@@ -15,12 +15,12 @@ from typing import Any, cast
 import anyio
 import pytest
 
-from durable_redis.core import ActivityContext, App, encode_task
-from durable_redis.core.messages import ActivityTask
+from durable_redis.core import ActivityContext, App
 from durable_redis.runtime import WorkerOptions, _bridge
 from durable_redis.runtime.activities import ActivityDispatcher, runs_alone
 from durable_redis.runtime.sessions import SessionManager
 from durable_redis.storage.base import Store, WorkItemLease
+from tests.runtime.scripted import OneBatchFetch, work_item_lease
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
 
@@ -28,20 +28,14 @@ app = App("alone")
 MAX_ATTEMPTS = 3
 
 
-class ScriptedStore:
+class ScriptedStore(OneBatchFetch):
     """Hands out one batch, then nothing; abandons take a (simulated) round trip."""
 
     def __init__(self, batch: list[WorkItemLease]) -> None:
-        self.batches = [batch]
+        super().__init__(batch)
         self.abandoned: list[tuple[str, bool]] = []
         self.acked: list[str] = []
         self.seen_by_suspect: list[list[tuple[str, bool]]] = []
-
-    async def fetch_work_items(self, worker_id: str, **_: Any) -> list[WorkItemLease]:
-        if self.batches:
-            return self.batches.pop(0)
-        await anyio.sleep(0.01)
-        return []
 
     async def abandon_work_item(
         self, lease: WorkItemLease, *, delay_ms: int = 0, count_attempt: bool = True
@@ -68,20 +62,8 @@ async def suspect(ctx: ActivityContext) -> None:
     STORE.seen_by_suspect.append(list(STORE.abandoned))
 
 
-def lease(item_id: str, attempt: int) -> WorkItemLease:
-    task = ActivityTask(
-        instance_id=f"i-{item_id}", execution_id=1, activity_id=1, name="suspect", input=b""
-    )
-    return WorkItemLease(
-        item_id=item_id,
-        token="t",
-        instance_id=task.instance_id,
-        activity_key=task.activity_key,
-        session_id=None,
-        data=encode_task(task),
-        attempt=attempt,
-        lease_until_ms=0,
-    )
+def lease(item_id: str, attempt: int = 1) -> WorkItemLease:
+    return work_item_lease(item_id, "suspect", attempt)
 
 
 async def test_other_redelivered_items_are_back_before_the_suspect_runs() -> None:

@@ -145,12 +145,16 @@ async def test_stale_token_is_refused_and_expired_lease_redelivers(store: RedisS
 
 
 async def test_renewal_keeps_the_lease_and_stores_progress(store: RedisStore) -> None:
+    # 4 x lease / 3 pass in all: the lease outlives its first deadline only by being renewed.
+    # Not SHORT: a renewal has lease / 3 of slack (a first script call on fakeredis compiles
+    # its Lua, a loaded machine stalls), and 50 ms of it was too little (a CI run lost it).
+    lease_ms = 600
     await store.enqueue_jobs([job("p")])
-    [lease] = await fetch_all(store, lock_ms=SHORT)
+    [lease] = await fetch_all(store, lock_ms=lease_ms)
     for _ in range(3):
-        await anyio.sleep(SHORT / 3000)
-        assert await store.renew_jobs([lease], SHORT, [b"50%"]) == []
-    await anyio.sleep(SHORT / 3000)
+        await anyio.sleep(lease_ms / 3000)
+        assert await store.renew_jobs([lease], lease_ms, [b"50%"]) == []
+    await anyio.sleep(lease_ms / 3000)
     assert await fetch_all(store) == []
     rec = await store.get_job("p")
     assert rec is not None and rec.progress == b"50%" and rec.state is JobState.RUNNING
