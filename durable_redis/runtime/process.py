@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import gc
 import importlib
 import json
 import logging
@@ -145,6 +146,31 @@ def uvloop_enabled() -> bool:
     return True
 
 
+#: gen0 threshold of a worker process (CPython's default: 700); see tune_gc
+WORKER_GC_GEN0 = 10_000
+
+
+def tune_gc() -> None:
+    """Garbage collection for a worker process, once its app is imported.
+
+    ``gc.freeze()`` moves everything alive then (modules, the app, the store) out of the
+    collector's sight, so no later collection walks it again; a gen0 threshold of
+    ``WORKER_GC_GEN0`` net allocations (default 700) collects an allocation-heavy turn loop
+    14x less often, and so promotes far fewer short-lived objects into gen1/gen2. In
+    benchmarks/ab_trees.py many_orch, a worker spent ~54 µs of CPU per orchestration in the
+    collector with the defaults, ~26 µs so. Cycles are still collected; only less often.
+    ``DURABLE_REDIS_GC=default`` keeps CPython's settings. Only the worker entry points do this
+    (``durable-redis worker``, ``python -m durable_redis.runtime``, ``run_worker``): a worker
+    embedded in your own process (``Worker.run``, ``serve``) leaves your GC alone.
+    """
+    if os.environ.get("DURABLE_REDIS_GC", "") == "default":
+        return
+    gc.collect()
+    gc.freeze()
+    gen0, gen1, gen2 = gc.get_threshold()
+    gc.set_threshold(max(gen0, WORKER_GC_GEN0), gen1, gen2)
+
+
 def run_event_loop(fn: Any) -> None:
     """``anyio.run(fn)`` on asyncio, with uvloop when :func:`uvloop_enabled`."""
     anyio.run(fn, backend="asyncio", backend_options={"use_uvloop": uvloop_enabled()})
@@ -222,6 +248,7 @@ def run_worker(
         raise ConfigurationError(f"processes must be >= 1, got {processes}")
     if processes == 1:
         app = load_app(app_ref)
+        tune_gc()
         run_event_loop(
             lambda: serve(
                 app,
@@ -334,6 +361,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigurationError as exc:
         logger.error("worker not started: %s", exc)
         return 1
+    tune_gc()
     try:
         run_event_loop(
             lambda: serve(

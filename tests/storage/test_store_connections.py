@@ -67,3 +67,19 @@ async def test_a_burst_of_first_calls_reloads_scripts_on_the_connections_it_hold
         assert sorted(lease.instance_id for lease in leases) == ["i0", "i1", "i2"]
     finally:
         await store.close()
+
+
+async def test_new_connections_share_one_driver_info(redis_url: str) -> None:
+    """redis-py 8 would look its version up in the package metadata for every new connection
+    (~0.5 ms each); ``from_url`` resolves it once, so the connections a worker opens as its
+    concurrency ramps up share one ``DriverInfo``."""
+    driver_info = pytest.importorskip("redis.driver_info", reason="not applicable: redis-py < 8")
+    store = RedisStore.from_url(redis_url, namespace=f"t-{uuid.uuid4().hex[:8]}")
+    try:
+        pool = store._r.connection_pool
+        first, second = pool.make_connection(), pool.make_connection()
+        assert isinstance(first.driver_info, driver_info.DriverInfo)
+        assert first.driver_info is second.driver_info
+        await store.server_time_ms()  # a working connection: the same CLIENT SETINFO as before
+    finally:
+        await store.close()
