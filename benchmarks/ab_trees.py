@@ -8,10 +8,13 @@
 Each run starts a private ``redis-server`` (unix socket), one worker process of that tree
 (``python -m durable_redis.runtime bench_app:app``, default options, its ``benchmarks/`` as the
 working directory) and a client of the same tree, and measures the worker's and Redis's CPU
-per unit with ``proc_cpu.proc_cpu_s`` (every thread) and the worker's script calls
-(``RedisStore.calls``, written at exit). The trees alternate run by run, so the other load
-of a shared machine falls on both alike; compare the medians of one sitting, not figures
-from different sittings.
+per unit with ``proc_cpu.proc_cpu_s`` (every thread), the worker's script calls
+(``RedisStore.calls``, written at exit) and the commands the scripts ran inside Redis
+(``redis.call``s: ``INFO commandstats`` of every command but the script calls themselves and
+the blocking waits, reset after the warm-up; the client's own few reads count too). Unlike CPU
+time, those counts do not move with the load of a shared machine. The trees alternate run by
+run, so the other load of a shared machine falls on both alike; compare the medians of one
+sitting, not figures from different sittings.
 
 Workloads (``--units`` each, default 2,000): ``hello`` (one orchestration of one activity at a
 time, start to result: the rate is 1 / its latency), ``many_orch`` (``hello`` started 64 at a time),
@@ -35,6 +38,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+import redis
 
 # loaded from this file's directory before any tree's modules: both sides count CPU alike
 from proc_cpu import proc_cpu_s
@@ -101,17 +106,28 @@ def run_one(tree: Path, workload: str, units: int) -> dict[str, Any]:
                     warm = await c.start(bench_app.hello, 0)  # the worker is up and warm
                     await warm.result(timeout=60)
                     assert server.pid is not None
+                    plain = redis.Redis.from_url(server.url)
+                    plain.config_resetstat()
                     rcpu0 = proc_cpu_s(server.pid)
                     cpu0, t0 = proc_cpu_s(worker.pid), time.monotonic()
                     await _drive(c, bench_app, workload, units)
                     wall, cpu = time.monotonic() - t0, proc_cpu_s(worker.pid) - cpu0
                     rcpu = proc_cpu_s(server.pid) - rcpu0
+                    stats = plain.info("commandstats")
+                    plain.close()
             finally:
                 worker.terminate()
                 worker.wait(timeout=30)
         calls = json.loads(stats.read_text()) if stats.exists() else {}
         script_calls = sum(n for name, n in calls.items() if ":" not in name)
+        outer = ("evalsha", "eval", "fcall", "bzpopmin", "config", "info", "client", "hello")
+        inner = sum(
+            v["calls"]
+            for k, v in stats.items()
+            if k.removeprefix("cmdstat_").split("|")[0] not in outer
+        )
         return {
+            "redis_calls_per_unit": inner / units,
             "rate": units / wall,
             "worker_us_per_unit": 1e6 * cpu / units,
             "redis_us_per_unit": 1e6 * rcpu / units,
@@ -164,15 +180,16 @@ def main() -> None:
                 print(
                     f"round {rnd} {workload:16} {tree}: {row['worker_us_per_unit']:,.0f} µs/unit, "
                     f"Redis {row['redis_us_per_unit']:,.0f} µs/unit, "
-                    f"{row['script_calls_per_unit']:.2f} calls/unit, {row['rate']:,.0f}/s "
+                    f"{row['script_calls_per_unit']:.2f} calls/unit "
+                    f"({row['redis_calls_per_unit']:.1f} redis.calls), {row['rate']:,.0f}/s "
                     f"(load {load:.2f})",
                     flush=True,
                 )
     print(
         "\n| workload | tree | worker µs per unit (median; runs) | Redis µs per unit (median) "
-        "| script calls per unit | rate |"
+        "| script calls per unit | redis.calls per unit | rate |"
     )
-    print("|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|")
     for (workload, name), rows in runs.items():
         us = [r["worker_us_per_unit"] for r in rows]
         rates = [r["rate"] for r in rows]
@@ -181,6 +198,7 @@ def main() -> None:
             f"({', '.join(f'{x:,.0f}' for x in us)}) | "
             f"{statistics.median(r['redis_us_per_unit'] for r in rows):,.0f} | "
             f"{statistics.median(r['script_calls_per_unit'] for r in rows):.2f} | "
+            f"{statistics.median(r.get('redis_calls_per_unit', 0) for r in rows):.1f} | "
             f"{statistics.median(rates):,.0f}/s |"
         )
 
