@@ -51,9 +51,10 @@ if not epoch_ok(KEYS[1], ARGV[1]) then return {2} end
 local now = server_now()
 local id, iid, mid = ARGV[2], ARGV[4], ARGV[5]
 local items = KEYS[3]
-local live = redis.call('HGET', items, id .. '|t') == ARGV[3]
+local f = redis.call('HMGET', items, id .. '|t', id .. '|i', id .. '|s', id .. '|w')
+local live = f[1] == ARGV[3]
   and tonumber(redis.call('ZSCORE', KEYS[4], id) or '0') > now
-  and redis.call('HGET', items, id .. '|i') == iid
+  and f[2] == iid
   and not (purging(KEYS[8]) and item_dead(items, KEYS[8], id))
 if not live then
   if redis.call('HEXISTS', KEYS[13], mid .. '|d') == 1
@@ -71,11 +72,10 @@ if not live then
   end
   return {1}
 end
-local f = redis.call('HMGET', items, id .. '|s', id .. '|w')
 delete_item(items, KEYS[5], KEYS[6], KEYS[7], KEYS[4], KEYS[9], id)
-if f[1] and f[1] ~= '' then
-  local sk = iid .. '\n' .. f[1]
-  if redis.call('HGET', KEYS[8], sk .. '|o') == f[2] then
+if f[3] and f[3] ~= '' then  -- session work: its session was active now
+  local sk = iid .. '\n' .. f[3]
+  if redis.call('HGET', KEYS[8], sk .. '|o') == f[4] then
     redis.call('HSET', KEYS[8], sk .. '|l', fmt(now))
   end
 end

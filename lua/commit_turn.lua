@@ -256,7 +256,7 @@ local queued = redis.call('ZRANGE', K_mz, 0, -1)
 for _, member in ipairs(queued) do
   local mid = string.sub(member, 18)
   if redis.call('HGET', K_mh, mid .. '|t') == token then
-    delete_message(K_mz, K_mh, mid)
+    delete_message(K_mz, K_mh, mid, member)
     redis.call('SADD', K_done, mid)
   end
 end
@@ -265,13 +265,21 @@ for i = 1, #events, 1000 do
   redis.call('RPUSH', K_hist, unpack(events, i, math.min(i + 999, #events)))
 end
 -- 3. instance record and indexes --------------------------------------------------------
+-- (one HMGET, one HDEL, one HSET: each field set or cleared is collected first)
 local inst = K_inst
-local old_status = redis.call('HGET', inst, 'status')
-redis.call('HSET', inst, 'exec', fmt(exec), 'status', status, 'updated', fmt(now))
-redis.call('HDEL', inst, 'held', 'held_at', 'held_fail') -- a committed turn is not held
+local record = redis.call('HMGET', inst, 'status', 'created')
+local old_status, created = record[1], record[2]
+local terminal = is_terminal(status)
+-- ct: the token of the last commit (a re-sent commit is recognised by it, above)
+local sets = {'exec', fmt(exec), 'status', status, 'updated', fmt(now), 'ct', token}
+local clears = {'held', 'held_at', 'held_fail'}  -- a committed turn is not held
 local function set_or_clear(flag, field, value)
-  if flag == '1' then redis.call('HSET', inst, field, value)
-  elseif flag == '2' then redis.call('HDEL', inst, field) end
+  if flag == '1' then
+    sets[#sets + 1] = field
+    sets[#sets + 1] = value
+  elseif flag == '2' then
+    clears[#clears + 1] = field
+  end
 end
 set_or_clear(A_name_set, 'name', A_name)
 set_or_clear(A_version_set, 'version', A_version)
@@ -279,18 +287,17 @@ set_or_clear(A_input_set, 'input', A_input)
 set_or_clear(A_output_set, 'output', A_output)
 set_or_clear(A_error_set, 'error', A_error)
 set_or_clear(A_custom_set, 'custom', A_custom)
-local created = redis.call('HGET', inst, 'created')
+set_or_clear(terminal and '1' or '2', 'completed', fmt(now))
+redis.call('HDEL', inst, unpack(clears))
+redis.call('HSET', inst, unpack(sets))
 if old_status ~= status then
   local old_key = K_idx_status[old_status or '']
   if old_key then redis.call('ZREM', old_key, iid) end
   redis.call('ZADD', K_idx_status[status], created, iid)
 end
-local terminal = is_terminal(status)
 if terminal then
-  redis.call('HSET', inst, 'completed', fmt(now))
   redis.call('ZADD', K_idx_terminal, fmt(now), iid)
 else
-  redis.call('HDEL', inst, 'completed')
   redis.call('ZREM', K_idx_terminal, iid)
 end
 -- 4. sessions closed (purged), then opened --------------------------------------------------
@@ -350,43 +357,47 @@ for _, w in ipairs(work) do
       redis.call('HSET', items, id .. '|g', wg)
     end
     local n = redis.call('INCR', K_seq) - tonumber(wpr ~= '' and wpr or '0') * 68719476736
-    redis.call('HSET', items, id .. '|d', w[5], id .. '|i', iid, id .. '|k', w[2],
-               id .. '|s', sid, id .. '|a', '0', id .. '|n', fmt(n))
-    if wq ~= '' and wq ~= 'default' then
-      redis.call('HSET', items, id .. '|q', wq)
-      redis.call('SADD', string.sub(items, 1, #items - 8) .. 'jq:queues', wq)
-    end
-    redis.call('SADD', K_witems, id)
     local vis = now
     if vis_s ~= '' then vis = tonumber(vis_s) end
-    local where, q = place_item(items, ready, sready, delayed, id, vis, now)
-    if q then
-      -- another queue: never taken here (the committing worker may not serve it); a paused
-      -- one's workers are not woken (its backlog must not make them fetch in vain)
-      if redis.call('HEXISTS', K_pmeta, 'qp:' .. q) == 1 then
-        -- paused: it stays queued, nobody is woken (resume_queue wakes its workers)
-      elseif where == 'delayed' then
-        arm_marker(wq_marker_of(items, q, where), vis, now)
-      elseif where == 'plain' or where == 'group' or not wake_session_owner(iid, sid) then
-        if where ~= 'held' then wake_now(wq_marker_of(items, q, where)) end
-      end
-    elseif where == 'plain' and take_left > 0 and wpr == '' then
+    local plain = (wq == '' or wq == 'default') and sid == '' and wg == '' and vis <= now
+    if plain and take_left > 0 and wpr == '' then
+      -- a plain item visible now, taken while no older plain item waits (FIFO): leased as it
+      -- is written, never in the ready ZSET (4 calls; placing it, then taking it, took 8)
       take_left = take_left - 1
-      redis.call('ZREM', ready, id)
       local tok = redis.call('INCR', K_seq) .. ':' .. A_take_nonce
-      local attempt = redis.call('HINCRBY', items, id .. '|a', 1)
-      redis.call('HSET', items, id .. '|t', tok, id .. '|w', take_worker)
+      redis.call('HSET', items, id .. '|d', w[5], id .. '|i', iid, id .. '|k', w[2],
+                 id .. '|s', sid, id .. '|a', '1', id .. '|n', fmt(n),
+                 id .. '|t', tok, id .. '|w', take_worker)
+      redis.call('SADD', K_witems, id)
       redis.call('ZADD', leases, fmt(take_until), id)
-      for _, v in ipairs({id, tok, iid, w[2], '', w[5], tostring(attempt)}) do
-        taken[#taken + 1] = v
+      for _, v in ipairs({id, tok, iid, w[2], '', w[5], '1'}) do taken[#taken + 1] = v end
+    else
+      redis.call('HSET', items, id .. '|d', w[5], id .. '|i', iid, id .. '|k', w[2],
+                 id .. '|s', sid, id .. '|a', '0', id .. '|n', fmt(n))
+      if wq ~= '' and wq ~= 'default' then
+        redis.call('HSET', items, id .. '|q', wq)
+        redis.call('SADD', string.sub(items, 1, #items - 8) .. 'jq:queues', wq)
       end
-    elseif where == 'plain' or where == 'group' or where == 'held' then
-      take_left = 0  -- an item waits in the queue now: later ones must not pass it
-      if where ~= 'held' then wake_now(K_wq_marker) end
-    elseif where == 'delayed' then
-      arm_marker(K_wq_marker, vis, now)
-    elseif not wake_session_owner(iid, sid) then
-      wake_now(K_wq_smarker)
+      redis.call('SADD', K_witems, id)
+      local where, q = place_item(items, ready, sready, delayed, id, vis, now)
+      if q then
+        -- another queue: never taken here (the committing worker may not serve it); a paused
+        -- one's workers are not woken (its backlog must not make them fetch in vain)
+        if redis.call('HEXISTS', K_pmeta, 'qp:' .. q) == 1 then
+          -- paused: it stays queued, nobody is woken (resume_queue wakes its workers)
+        elseif where == 'delayed' then
+          arm_marker(wq_marker_of(items, q, where), vis, now)
+        elseif where == 'plain' or where == 'group' or not wake_session_owner(iid, sid) then
+          if where ~= 'held' then wake_now(wq_marker_of(items, q, where)) end
+        end
+      elseif where == 'plain' or where == 'group' or where == 'held' then
+        take_left = 0  -- an item waits in the queue now: later ones must not pass it
+        if where ~= 'held' then wake_now(K_wq_marker) end
+      elseif where == 'delayed' then
+        arm_marker(K_wq_marker, vis, now)
+      elseif not wake_session_owner(iid, sid) then
+        wake_now(K_wq_smarker)
+      end
     end
   end
 end
@@ -398,17 +409,20 @@ end
 local purge_pending = 0
 if terminal then
   local sids = redis.call('SMEMBERS', K_sset)
+  local work_left = {}  -- the instance's work items (not read for a big purge)
   if big_purge then
     set_tombstone(K_sess, iid, redis.call('INCR', K_seq))
     purge_pending = 1
   else
-    for _, id in ipairs(redis.call('SMEMBERS', K_witems)) do
+    work_left = redis.call('SMEMBERS', K_witems)
+    for _, id in ipairs(work_left) do
       local sid = redis.call('HGET', items, id .. '|s')
       if sid and sid ~= '' then sids[#sids + 1] = sid end
     end
   end
   for _, sid in ipairs(sids) do purge(sid, purge_pending == 1) end
-  if purge_pending == 0 then  -- the cancelled work a caller left out of a big terminal turn
+  -- the cancelled work a caller left out of a big terminal turn (none left: nothing to read)
+  if purge_pending == 0 and #work_left > 0 then
     for _, id in ipairs(redis.call('SMEMBERS', K_witems)) do
       delete_item(items, ready, sready, delayed, leases, K_witems, id)
     end
@@ -468,8 +482,7 @@ if #stream_items > 0 then redis.call('PEXPIRE', K_stream, tonumber(stream_ttl)) 
 -- 8. release the lock -----------------------------------------------------------------------
 redis.call('HDEL', K_oq_lock, iid)
 redis.call('ZREM', K_oq_locks, iid)
-redis.call('HSET', inst, 'ct', token)
-requeue_instance(K_mz, K_oq_ready, K_oq_locks, K_oq_marker, iid, now)
+requeue_instance(K_mz, K_oq_ready, nil, K_oq_marker, iid, now)  -- unlocked just now
 local claimed = {}
 if A_claim_nonce ~= '' then
   local c_iid, c_token, c_deadline = claim_instance(K_seq, K_oq_ready, K_oq_locks, K_oq_lock,

@@ -70,7 +70,7 @@ end
 -- After a message was added (or a lock released): make an unlocked instance fetchable by the
 -- time of its earliest queued message, and arm the wake-up marker.
 local function requeue_instance(mz, ready, locks, marker, iid, now)
-  if redis.call('ZSCORE', locks, iid) then return end
+  if locks and redis.call('ZSCORE', locks, iid) then return end  -- locks nil: known unlocked
   local first = redis.call('ZRANGE', mz, 0, 0, 'WITHSCORES')
   if #first == 0 then
     redis.call('ZREM', ready, iid)
@@ -134,15 +134,14 @@ local function tag_messages(mz, mh, token, max_messages, now)
   local msgs = {}
   for _, member in ipairs(visible) do
     local mid = string.sub(member, 18)
-    local attempt
-    if redis.call('HGET', mh, mid .. '|t') == token then
-      attempt = redis.call('HGET', mh, mid .. '|a')
-    else
+    local f = redis.call('HMGET', mh, mid .. '|t', mid .. '|d', mid .. '|a')
+    local attempt = f[3]
+    if f[1] ~= token then
       redis.call('HSET', mh, mid .. '|t', token)
       attempt = redis.call('HINCRBY', mh, mid .. '|a', 1)
     end
     msgs[#msgs + 1] = mid
-    msgs[#msgs + 1] = redis.call('HGET', mh, mid .. '|d')
+    msgs[#msgs + 1] = f[2]
     msgs[#msgs + 1] = tostring(attempt)
   end
   return msgs
@@ -160,8 +159,8 @@ local function lock_reply(inst, hist, exec_guess, deadline, msgs)
   return {deadline, redis.call('HGETALL', inst), msgs, read, events}
 end
 
-local function delete_message(mz, mh, mid)
-  local member = redis.call('HGET', mh, mid .. '|m')
+local function delete_message(mz, mh, mid, member)  -- member: its ZSET member, when known
+  member = member or redis.call('HGET', mh, mid .. '|m')
   if member then redis.call('ZREM', mz, member) end
   redis.call('HDEL', mh, mid .. '|d', mid .. '|a', mid .. '|t', mid .. '|m', mid .. '|c')
 end
@@ -409,9 +408,9 @@ end
 -- drop_item leaves the id in the instance's SET of work item ids (witems; a caller that does
 -- not declare that key: purge_work removes such ids later).
 local function drop_item(items, ready, sready, delayed, leases, id)
-  local q = redis.call('HGET', items, id .. '|q')
+  local f = redis.call('HMGET', items, id .. '|q', id .. '|g')
+  local q, g = f[1], f[2]
   if q then ready, sready = wq_qkeys(items, q) end
-  local g = redis.call('HGET', items, id .. '|g')
   if g then  -- leased: its slot frees; else it leaves its group
     if redis.call('HEXISTS', items, id .. '|t') == 1 then
       if flow_release(items, ready, delayed, q or 'default', id, server_now(), g) then
@@ -494,19 +493,17 @@ end
 -- at its limit or waiting for its rate: nobody to wake), and the item's queue (nil =
 -- "default").
 local function place_item(items, ready, sready, delayed, id, vis, now)
-  local q = redis.call('HGET', items, id .. '|q')
+  local f = redis.call('HMGET', items, id .. '|q', id .. '|n', id .. '|s', id .. '|g')
+  local q, n, sid, g = f[1], f[2], f[3], f[4]
   if vis > now then
     redis.call('ZADD', delayed, fmt(vis), id)
     return 'delayed', q
   end
   if q then ready, sready = wq_qkeys(items, q) end
-  local n = redis.call('HGET', items, id .. '|n')
-  local sid = redis.call('HGET', items, id .. '|s')
   if sid and sid ~= '' then
     redis.call('ZADD', sready, n, id)
     return 'session', q
   end
-  local g = redis.call('HGET', items, id .. '|g')
   if g then  -- in its group; 'group' when the group is in the round robin, else 'held'
     if flow_place(items, ready, delayed, q or 'default', id, n, g) then return 'group', q end
     return 'held', q
