@@ -165,8 +165,9 @@ class OrchestrationContext:
         self._engine = engine
         self._started = started
         self._loop = engine.loop
-        seed = hashlib.sha256(f"{started.instance_id}:{started.execution_id}".encode()).digest()
-        self._random = _random.Random(int.from_bytes(seed[:8], "big"))
+        # seeded at the first ctx.random(): seeding a Mersenne Twister costs ~7 µs, and most
+        # orchestrations never draw from it (a context is made for every replay)
+        self._random: _random.Random | None = None
         self._uuid_counter = 0
         self.logger = ReplaySafeLogger(logging.getLogger("durable_redis.orchestration"), self)
 
@@ -216,6 +217,10 @@ class OrchestrationContext:
 
     def random(self) -> float:
         """A float in [0, 1) from a generator seeded by the instance and execution."""
+        if self._random is None:
+            key = f"{self._started.instance_id}:{self._started.execution_id}".encode()
+            seed = hashlib.sha256(key).digest()
+            self._random = _random.Random(int.from_bytes(seed[:8], "big"))
         return self._random.random()
 
     # -- activities -----------------------------------------------------------------------------
