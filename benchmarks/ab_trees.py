@@ -113,7 +113,7 @@ def run_one(tree: Path, workload: str, units: int) -> dict[str, Any]:
                     await _drive(c, bench_app, workload, units)
                     wall, cpu = time.monotonic() - t0, proc_cpu_s(worker.pid) - cpu0
                     rcpu = proc_cpu_s(server.pid) - rcpu0
-                    stats = plain.info("commandstats")
+                    cmdstats = plain.info("commandstats")
                     plain.close()
             finally:
                 worker.terminate()
@@ -123,7 +123,7 @@ def run_one(tree: Path, workload: str, units: int) -> dict[str, Any]:
         outer = ("evalsha", "eval", "fcall", "bzpopmin", "config", "info", "client", "hello")
         inner = sum(
             v["calls"]
-            for k, v in stats.items()
+            for k, v in cmdstats.items()
             if k.removeprefix("cmdstat_").split("|")[0] not in outer
         )
         return {
