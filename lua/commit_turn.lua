@@ -353,32 +353,36 @@ for _, w in ipairs(work) do
     -- and for a keyed call ";<flow limits> <key>" after it (the item's g field)
     local vis_s, wq, wpr, wg = string.match(w[4], '^([^;]*);([^;]*);(-?%d*);?(.*)$')
     if not vis_s then vis_s, wq, wpr, wg = w[4], '', '', '' end
-    if wg ~= '' and sid == '' then  -- a session's work is not flow-controlled
-      redis.call('HSET', items, id .. '|g', wg)
-    end
     local n = redis.call('INCR', K_seq) - tonumber(wpr ~= '' and wpr or '0') * 68719476736
     local vis = now
     if vis_s ~= '' then vis = tonumber(vis_s) end
-    local plain = (wq == '' or wq == 'default') and sid == '' and wg == '' and vis <= now
-    if plain and take_left > 0 and wpr == '' then
-      -- a plain item visible now, taken while no older plain item waits (FIFO): leased as it
-      -- is written, never in the ready ZSET (4 calls; placing it, then taking it, took 8)
+    local routed = wq ~= '' and wq ~= 'default'
+    -- a plain item visible now, taken while no older plain item waits (FIFO): leased as it is
+    -- written, never in the ready ZSET (4 calls; placing it, then taking it, took 8)
+    local take_now = not routed and sid == '' and wg == '' and vis <= now and take_left > 0
+      and wpr == ''
+    local fields = {id .. '|d', w[5], id .. '|i', iid, id .. '|k', w[2], id .. '|s', sid,
+                    id .. '|a', take_now and '1' or '0', id .. '|n', fmt(n)}
+    local tok
+    if take_now then
       take_left = take_left - 1
-      local tok = redis.call('INCR', K_seq) .. ':' .. A_take_nonce
-      redis.call('HSET', items, id .. '|d', w[5], id .. '|i', iid, id .. '|k', w[2],
-                 id .. '|s', sid, id .. '|a', '1', id .. '|n', fmt(n),
-                 id .. '|t', tok, id .. '|w', take_worker)
-      redis.call('SADD', K_witems, id)
+      tok = redis.call('INCR', K_seq) .. ':' .. A_take_nonce
+      for _, v in ipairs({id .. '|t', tok, id .. '|w', take_worker}) do fields[#fields + 1] = v end
+    elseif routed then
+      fields[#fields + 1] = id .. '|q'
+      fields[#fields + 1] = wq
+      redis.call('SADD', string.sub(items, 1, #items - 8) .. 'jq:queues', wq)
+    end
+    if wg ~= '' and sid == '' then  -- a session's work is not flow-controlled
+      fields[#fields + 1] = id .. '|g'
+      fields[#fields + 1] = wg
+    end
+    redis.call('HSET', items, unpack(fields))
+    redis.call('SADD', K_witems, id)
+    if take_now then
       redis.call('ZADD', leases, fmt(take_until), id)
       for _, v in ipairs({id, tok, iid, w[2], '', w[5], '1'}) do taken[#taken + 1] = v end
     else
-      redis.call('HSET', items, id .. '|d', w[5], id .. '|i', iid, id .. '|k', w[2],
-                 id .. '|s', sid, id .. '|a', '0', id .. '|n', fmt(n))
-      if wq ~= '' and wq ~= 'default' then
-        redis.call('HSET', items, id .. '|q', wq)
-        redis.call('SADD', string.sub(items, 1, #items - 8) .. 'jq:queues', wq)
-      end
-      redis.call('SADD', K_witems, id)
       local where, q = place_item(items, ready, sready, delayed, id, vis, now)
       if q then
         -- another queue: never taken here (the committing worker may not serve it); a paused

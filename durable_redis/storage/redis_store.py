@@ -89,7 +89,7 @@ def _driver_info() -> dict[str, Any]:
     profile. Older redis-py resolves the version once at import and has no ``driver_info``."""
     try:
         from redis.driver_info import DriverInfo
-    except ImportError:  # pragma: no cover - redis-py < 7
+    except ImportError:  # pragma: no cover - an older redis-py
         return {}
     return {"driver_info": DriverInfo()}
 

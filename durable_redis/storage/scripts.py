@@ -140,6 +140,11 @@ _TOP_DEFINITION = re.compile(r"^local (?:function (\w+)|(\w+(?:\s*,\s*\w+)*)\s*=
 _WORD = re.compile(r"[A-Za-z_]\w*")
 
 
+def _defined_names(m: re.Match[str]) -> set[str]:
+    """The names a ``_TOP_DEFINITION`` match defines."""
+    return {m.group(1)} if m.group(1) else {n.strip() for n in m.group(2).split(",")}
+
+
 def _definitions(text: str) -> tuple[str, list[tuple[set[str], str]]]:
     """An include split into its preamble and its top-level definitions, in order: (the names
     each defines, its text with the comment lines just above it)."""
@@ -151,8 +156,7 @@ def _definitions(text: str) -> tuple[str, list[tuple[set[str], str]]]:
             if start == 0 or not text[prev:start].startswith("--"):
                 break
             start = prev
-        names = {m.group(1)} if m.group(1) else {n.strip() for n in m.group(2).split(",")}
-        starts.append((start, names))
+        starts.append((start, _defined_names(m)))
     if not starts:
         return text, []
     chunks = []
@@ -209,7 +213,9 @@ def load_script_source(name: str, *, test_clock: bool = False) -> str:
     """
     base = lua_dir()
     text = (base / f"{name}.lua").read_text(encoding="utf-8")
-    clock = (base / "includes" / "test_clock.lua").read_text(encoding="utf-8").rstrip("\n")
+    clock = ""
+    if test_clock:
+        clock = (base / "includes" / "test_clock.lua").read_text(encoding="utf-8").rstrip("\n")
     includes = {}
     for inc in set(_INCLUDE.findall(text)):
         source = (base / "includes" / f"{inc}.lua").read_text(encoding="utf-8")

@@ -39,3 +39,10 @@ class OneBatchFetch:
             return self.batches.pop(0)
         await anyio.sleep(0.01)
         return []
+
+
+async def wait_for_acks(acked: list[str], count: int = 1) -> None:
+    """Until ``count`` items are acked (10 s at most)."""
+    with anyio.fail_after(10):
+        while len(acked) < count:
+            await anyio.sleep(0.01)

@@ -20,7 +20,7 @@ from durable_redis.runtime import WorkerOptions, _bridge
 from durable_redis.runtime.activities import ActivityDispatcher, runs_alone
 from durable_redis.runtime.sessions import SessionManager
 from durable_redis.storage.base import Store, WorkItemLease
-from tests.runtime.scripted import OneBatchFetch, work_item_lease
+from tests.runtime.scripted import OneBatchFetch, wait_for_acks, work_item_lease
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
 
@@ -79,9 +79,7 @@ async def test_other_redelivered_items_are_back_before_the_suspect_runs() -> Non
     stopping = anyio.Event()
     async with anyio.create_task_group() as tg:
         tg.start_soon(dispatcher.fetch_loop, stopping, tg)
-        with anyio.fail_after(10):
-            while not store.acked:
-                await anyio.sleep(0.01)
+        await wait_for_acks(store.acked)
         stopping.set()
         tg.cancel_scope.cancel()
     assert store.acked == ["w0"]
@@ -122,9 +120,7 @@ async def test_first_redeliveries_run_together() -> None:
     stopping = anyio.Event()
     async with anyio.create_task_group() as tg:
         tg.start_soon(dispatcher.fetch_loop, stopping, tg)
-        with anyio.fail_after(10):
-            while len(store.acked) < 4:
-                await anyio.sleep(0.01)
+        await wait_for_acks(store.acked, 4)
         stopping.set()
         tg.cancel_scope.cancel()
     assert sorted(store.acked) == ["w0", "w1", "w2", "w3"]

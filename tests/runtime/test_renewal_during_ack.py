@@ -21,7 +21,7 @@ from durable_redis.runtime import WorkerOptions, _bridge
 from durable_redis.runtime.activities import ActivityDispatcher
 from durable_redis.runtime.sessions import SessionManager
 from durable_redis.storage.base import Store, WorkItemLease
-from tests.runtime.scripted import OneBatchFetch, work_item_lease
+from tests.runtime.scripted import OneBatchFetch, wait_for_acks, work_item_lease
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
 
@@ -56,14 +56,10 @@ class AckInFlightStore(OneBatchFetch):
         return ids  # as Redis answers once the ack has removed them
 
 
-def lease(item_id: str, attempt: int = 1) -> WorkItemLease:
-    return work_item_lease(item_id, "quick", attempt)
-
-
 async def test_a_renewal_while_the_ack_is_in_flight_loses_no_lease(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    store = AckInFlightStore(lease("w0"))
+    store = AckInFlightStore(work_item_lease("w0", "quick"))
     options = WorkerOptions(activity_concurrency=4, fetch_wait=0.01)
     as_store = cast(Store, store)
     sessions = SessionManager(as_store, "w", options)
@@ -78,9 +74,7 @@ async def test_a_renewal_while_the_ack_is_in_flight_loses_no_lease(
             await store.ack_started.wait()
         await dispatcher.renew_once()  # the item is still running here, its ack in flight
         store.release.set()
-        with anyio.fail_after(10):
-            while not store.acked:
-                await anyio.sleep(0.01)
+        await wait_for_acks(store.acked)
         stopping.set()
         tg.cancel_scope.cancel()
     assert store.acked == ["w0"]

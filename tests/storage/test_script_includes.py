@@ -16,6 +16,7 @@ from durable_redis.storage.scripts import (
     _TOP_DEFINITION,
     _WORD,
     SCRIPTS,
+    _defined_names,
     _inline_includes,
     load_script_source,
     lua_dir,
@@ -27,7 +28,7 @@ INCLUDES = {p.stem: p.read_text(encoding="utf-8") for p in (lua_dir() / "include
 def defined_names(text: str) -> set[str]:
     names: set[str] = set()
     for m in _TOP_DEFINITION.finditer(text):
-        names |= {m.group(1)} if m.group(1) else {n.strip() for n in m.group(2).split(",")}
+        names |= _defined_names(m)
     return names
 
 
