@@ -252,7 +252,8 @@ def _own_cpu() -> float:
 
 # -- workloads ----------------------------------------------------------------------------------
 async def w_hello(url: str, n: int = 200) -> dict[str, Any]:
-    """1 orchestration -> 1 activity, sequentially; client latency polls get_status every 1 ms."""
+    """1 orchestration -> 1 activity, sequentially; client latency: start, then
+    ``wait_for_completion`` (woken by the instance's completion signal), as a user waits."""
     async with Run(url, tag="hello") as run:
         await run.warm()
         client_ms: list[float] = []
@@ -262,12 +263,10 @@ async def w_hello(url: str, n: int = 200) -> dict[str, Any]:
         for i in range(n):
             t0 = time.perf_counter()
             iid = await run.client.start(run.app.hello, i)
-            while True:
-                info = await run.client.store.get_instance(iid)
-                if info is not None and info.status.is_terminal:
-                    break
-                await asyncio.sleep(0.001)
+            await run.client.wait_for_completion(iid, timeout=60)
             client_ms.append((time.perf_counter() - t0) * 1000)
+            info = await run.client.store.get_instance(iid)
+            assert info is not None and info.completed_at_ms is not None
             engine_ms.append(float(info.completed_at_ms - info.created_at_ms))
         cpu = await m.stop()
     return {

@@ -97,34 +97,35 @@ class ClientMessagingMixin:
     ) -> bytes:
         seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
         deadline = None if seconds is None else anyio.current_time() + seconds
-        delay = _POLL_START_S
-        while True:
-            reply = await self.store.get_update_reply(instance_id, update_id)
-            if reply is not None:
-                return reply
-            info = await self.store.get_instance(instance_id)
-            if info is None:
-                raise InstanceNotFoundError(f"no instance {instance_id!r}")
-            if info.status.is_terminal:  # it may have answered just before ending
+        # woken by the instance's signal (a turn recorded a reply, or it ended): as
+        # Client.wait_for_state, a re-read every second, polling where none comes
+        async with self.store.instance_signals(instance_id) as signal:
+            delay = _POLL_START_S
+            while True:
                 reply = await self.store.get_update_reply(instance_id, update_id)
                 if reply is not None:
                     return reply
-                return core.encode_reply(
-                    core.UpdateReply(
-                        failure=FailureDetails(
-                            "application",
-                            "InstanceEndedError",
-                            f"the instance ended ({info.status.value}) before answering",
+                info = await self.store.get_instance(instance_id)
+                if info is None:
+                    raise InstanceNotFoundError(f"no instance {instance_id!r}")
+                if info.status.is_terminal:  # it may have answered just before ending
+                    reply = await self.store.get_update_reply(instance_id, update_id)
+                    if reply is not None:
+                        return reply
+                    return core.encode_reply(
+                        core.UpdateReply(
+                            failure=FailureDetails(
+                                "application",
+                                "InstanceEndedError",
+                                f"the instance ended ({info.status.value}) before answering",
+                            )
                         )
                     )
-                )
-            now = anyio.current_time()
-            if deadline is not None and now >= deadline:
-                raise WaitTimeoutError(
-                    f"no answer to update {update_id!r} of {instance_id!r} after {seconds}s"
-                )
-            await anyio.sleep(delay if deadline is None else min(delay, deadline - now))
-            delay = min(delay * 1.5, _POLL_MAX_S)
+                if not await signal.pause(delay, deadline):
+                    raise WaitTimeoutError(
+                        f"no answer to update {update_id!r} of {instance_id!r} after {seconds}s"
+                    )
+                delay = min(delay * 1.5, _POLL_MAX_S)
 
     async def get_value(
         self, instance_id: str, key: str, default: Any = None, *, result_type: Any = None

@@ -555,23 +555,23 @@ class Client(ClientMessagingMixin, JobsClientMixin, SchedulesClientMixin, QueueC
         """Wait until the instance is terminal and return its state (no exception on failure)."""
         validate_id(instance_id)
         seconds = _seconds(timeout)
-        delay = _POLL_START_S
         await self._ensure_initialized()
         deadline = None if seconds is None else anyio.current_time() + seconds
-        while True:
-            info = await self.store.get_instance(instance_id)
-            if info is None:
-                raise InstanceNotFoundError(f"no instance {instance_id!r}")
-            if info.status.is_terminal:
-                return self._state(info, result_type or self._result_types.get(instance_id))
-            now = anyio.current_time()
-            if deadline is not None and now >= deadline:
-                raise WaitTimeoutError(
-                    f"instance {instance_id!r} still {info.status.value} after {seconds}s"
-                )
-            pause = delay if deadline is None else min(delay, max(deadline - now, 0.0))
-            await anyio.sleep(pause)
-            delay = min(delay * 1.5, _POLL_MAX_S)
+        # the store's completion channel wakes this wait when the instance ends; a re-read
+        # every second (InstanceSignal.reread_s) covers a lost message; with no signal, it polls
+        async with self.store.instance_signals(instance_id) as signal:
+            delay = _POLL_START_S
+            while True:
+                info = await self.store.get_instance(instance_id)
+                if info is None:
+                    raise InstanceNotFoundError(f"no instance {instance_id!r}")
+                if info.status.is_terminal:
+                    return self._state(info, result_type or self._result_types.get(instance_id))
+                if not await signal.pause(delay, deadline):
+                    raise WaitTimeoutError(
+                        f"instance {instance_id!r} still {info.status.value} after {seconds}s"
+                    )
+                delay = min(delay * 1.5, _POLL_MAX_S)
 
     async def list_instances(
         self,

@@ -11,6 +11,8 @@ are visible now to that worker, as fetch_work_items would, while no older plain 
 With a claim_nonce (ARGV[25]) it then claims the partition's next claimable instance for the
 committing worker, as claim_orchestration would (phase 1 of its next fetch, one call saved;
 the caller runs lock_messages on it next).
+A terminal status or an update's reply is announced: the instance id is published on the
+channel named after idx_terminal (clients waiting on the instance wake at once).
 Every fixed key and argument below is named once at the top of the body (K_<name>, A_<name>);
 storage/packing.py packs them from the same names (tests/storage/test_packing.py pins both).
 
@@ -483,6 +485,9 @@ for _, item in ipairs(stream_items) do
   redis.call('XADD', K_stream, 'MAXLEN', '~', stream_maxlen, '*', 'd', item)
 end
 if #stream_items > 0 then redis.call('PEXPIRE', K_stream, tonumber(stream_ttl)) end
+-- 7c. tell the clients waiting on this instance: its end, or an update's reply (the channel is
+-- named after idx_terminal; storage/jobs.py "completion channel") ----------------------------
+if terminal or #replies > 0 then announce(K_idx_terminal, iid) end
 -- 8. release the lock -----------------------------------------------------------------------
 redis.call('HDEL', K_oq_lock, iid)
 redis.call('ZREM', K_oq_locks, iid)

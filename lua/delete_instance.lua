@@ -84,4 +84,5 @@ redis.call('ZREM', KEYS[5], iid)
 redis.call('ZREM', KEYS[6], iid)
 for k = 7, 12 do redis.call('ZREM', KEYS[k], iid) end
 if ARGV[5] ~= '' then redis.call('SREM', KEYS[26], iid) end
+announce(KEYS[6], iid)  -- a client waiting on it learns it is gone (channel: idx_terminal's name)
 return {0}

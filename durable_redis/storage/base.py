@@ -16,8 +16,11 @@ commit is dropped.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import enum
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -36,6 +39,7 @@ __all__ = [
     "InstanceCreate",
     "InstanceInfo",
     "InstancePage",
+    "InstanceSignal",
     "InstanceStatus",
     "LostSessions",
     "NewWorkItem",
@@ -50,6 +54,44 @@ __all__ = [
     "WorkItemLease",
     "WorkTake",
 ]
+
+
+class InstanceSignal:
+    """What :meth:`Store.instance_signals` yields: ``await wait(timeout_s)`` returns when the
+    instance ended, was deleted or recorded an update's reply since the last wait (or since
+    the signal was opened), else after ``timeout_s``. ``live`` is False when no signal can come
+    (then a waiter polls)."""
+
+    __slots__ = ("_alive", "event")
+
+    def __init__(self, alive: Callable[[], bool] | None = None) -> None:
+        self.event = asyncio.Event()
+        self._alive = alive
+
+    @property
+    def live(self) -> bool:
+        return self._alive is not None and self._alive()
+
+    # while live, a waiter re-reads this often anyway (a message lost with a connection)
+    reread_s = 1.0
+
+    async def wait(self, timeout_s: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.event.wait(), max(0.0, timeout_s))
+        self.event.clear()
+
+    async def pause(self, poll_s: float, deadline: float | None) -> bool:
+        """A waiter's pause between two reads: until the signal, at most ``reread_s`` while
+        live, else ``poll_s`` (its poll), never past ``deadline`` (the event loop's clock,
+        ``anyio.current_time()``); False, at once, if the deadline has passed."""
+        pause = self.reread_s if self.live else poll_s
+        if deadline is not None:
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                return False
+            pause = min(pause, remaining)
+        await self.wait(pause)
+        return True
 
 
 class ExistingInstancePolicy(enum.StrEnum):
@@ -390,6 +432,11 @@ class Store(Protocol):
 
     # -- management --------------------------------------------------------------------------
     async def get_instance(self, instance_id: str) -> InstanceInfo | None: ...
+
+    def instance_signals(self, instance_id: str) -> AbstractAsyncContextManager[InstanceSignal]:
+        """``async with store.instance_signals(iid) as signal``: see :class:`InstanceSignal`.
+        Open it before the read it guards; a signal between that read and the wait is kept."""
+        ...
 
     async def request_fail_held(self, instance_id: str) -> bool:
         """Mark a held instance (``InstanceInfo.held``) to be failed at its next retried turn

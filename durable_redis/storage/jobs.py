@@ -13,7 +13,7 @@ import re
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from redis.exceptions import NoScriptError, ResponseError
@@ -22,6 +22,7 @@ from durable_redis.core.jobs import validate_queue
 from durable_redis.errors import ValidationError
 from durable_redis.ids import STORED, parse_flow_group, validate_id
 from durable_redis.storage._replies import _s
+from durable_redis.storage.base import InstanceSignal
 from durable_redis.storage.job_types import (
     FLOW_LIMITS,
     ExistingJobPolicy,
@@ -586,16 +587,20 @@ class JobQueueMixin(RedisStoreBase):
             counts[JobState.COMPLETED] += int(done)  # refined by list_jobs when needed
         return counts
 
-    # -- waiting for a job's end (completion channel) ----------------------------------------
+    # -- waiting for a job's or an instance's end (completion channel) ----------------------
     # One pub/sub connection per store, started by the first wait, subscribed to every
-    # partition's jq:done channel. Each message names the jobs that ended, with their output
-    # or error when small; the listener keeps the last _RECENT of them, so a waiter that comes
-    # after the message still finds it without a read. Jobs this store enqueued while the
-    # listener was up ("fresh") cannot have ended unseen, so their first wait skips the read.
+    # partition's jq:done channel and to its idx:terminal channel. A jq:done message names the
+    # jobs that ended, with their output or error when small; the listener keeps the last
+    # _RECENT of them, so a waiter that comes after the message still finds it without a read.
+    # Jobs this store enqueued while the listener was up ("fresh") cannot have ended unseen, so
+    # their first wait skips the read. An idx:terminal message is one instance id: it ended,
+    # was deleted, or a turn recorded an update's reply (commit_turn, delete_instance); its
+    # waiters re-read (instance_signals).
 
     def _jobs_state(self) -> None:
         if not hasattr(self, "_job_waiters"):
             self._job_waiters = {}
+            self._instance_waiters: dict[str, list[asyncio.Event]] = {}
             self._job_listener = None
             self._job_recent = OrderedDict()
             self._job_fresh: dict[str, str] = {}
@@ -650,16 +655,43 @@ class JobQueueMixin(RedisStoreBase):
                 if fut is not None:
                     self._drop_waiter(job_id, fut)
 
+    @contextlib.asynccontextmanager
+    async def instance_signals(self, instance_id: str) -> AsyncIterator[InstanceSignal]:
+        """While open, :meth:`InstanceSignal.wait` returns early when the instance ends, is
+        deleted, or records an update's reply. Open it before the read it guards: a signal
+        between that read and the wait is kept. ``live`` is False where no signal can come (a
+        Redis Cluster, or the listener's connection failed): the caller polls."""
+        await self._ready()
+        validate_id(instance_id, "instance id", rule=STORED)
+        self._jobs_state()
+        signal = InstanceSignal()
+        if not self._is_cluster:
+            await self._start_listener()
+            signal = InstanceSignal(lambda: self._listener_generation() is not None)
+            self._instance_waiters.setdefault(instance_id, []).append(signal.event)
+        try:
+            yield signal
+        finally:
+            events = self._instance_waiters.get(instance_id)
+            if events is not None:
+                with contextlib.suppress(ValueError):
+                    events.remove(signal.event)
+                if not events:
+                    del self._instance_waiters[instance_id]
+
     async def _job_waiter(self, job_id: str) -> asyncio.Future[None]:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._job_waiters.setdefault(job_id, []).append(fut)
+        await self._start_listener()
+        return fut
+
+    async def _start_listener(self) -> None:
         if self._job_listener is None or self._job_listener.done():
             self._job_fresh.clear()  # nothing was seen while no listener ran
             self._job_generation += 1
             ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._job_listener = asyncio.create_task(self._listen_jobs(ready))
             await asyncio.shield(ready)
-        return fut
 
     def _drop_waiter(self, job_id: str, fut: asyncio.Future[None]) -> None:
         futs = self._job_waiters.get(job_id)
@@ -680,25 +712,36 @@ class JobQueueMixin(RedisStoreBase):
         while len(recent) > _RECENT:
             recent.popitem(last=False)
 
+    def _on_instance_signal(self, message: bytes) -> None:
+        for event in self._instance_waiters.get(message.decode(), ()):
+            event.set()
+
     async def _listen_jobs(self, ready: asyncio.Future[None]) -> None:
         pubsub = self._r.pubsub()
+        instances = {pk.idx_terminal.encode() for pk in self._parts}
         try:
-            await pubsub.subscribe(*[pk.jq_done for pk in self._parts])
+            await pubsub.subscribe(*[pk.jq_done for pk in self._parts], *instances)
             ready.set_result(None)
             while True:
                 msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5.0)
                 if msg is not None and msg.get("type") == "message":
-                    self._on_jobs_ended(msg["data"])
+                    if msg["channel"] in instances:
+                        self._on_instance_signal(msg["data"])
+                    else:
+                        self._on_jobs_ended(msg["data"])
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            log.debug("job completion listener stopped (%s); waiters re-read", exc)
+            log.debug("completion listener stopped (%s); waiters re-read", exc)
             if not ready.done():
                 ready.set_result(None)
             for futs in self._job_waiters.values():
                 for fut in futs:
                     if not fut.done():
                         fut.set_result(None)
+            for events in self._instance_waiters.values():
+                for event in events:
+                    event.set()
         finally:
             with contextlib.suppress(Exception):
                 await pubsub.aclose()

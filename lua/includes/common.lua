@@ -25,6 +25,14 @@ local function ring(marker, due)
   if bell_on then redis.call('SPUBLISH', marker, due) end
 end
 
+-- Tell waiting clients that something ended: a message on the pub/sub channel named after a key
+-- of this partition (the jobs' jq:done, the instances' idx:terminal), sharded (SPUBLISH, same
+-- slot) on a cluster. Nobody subscribed costs Redis one channel lookup.
+local function announce(channel, message)
+  if bell_on == nil then bell_on = redis.call('HGET', KEYS[1], 'bell') == '1' end
+  redis.call(bell_on and 'SPUBLISH' or 'PUBLISH', channel, message)
+end
+
 -- Marker member "0": work now.
 local function wake_now(marker)
   redis.call('ZADD', marker, 0, '0')

@@ -108,10 +108,5 @@ end
 
 local function job_announce(done, ended)
   if #ended == 0 then return end
-  local message = table.concat(ended)
-  if redis.call('HGET', KEYS[1], 'bell') == '1' then
-    redis.call('SPUBLISH', done, message)
-  else
-    redis.call('PUBLISH', done, message)
-  end
+  announce(done, table.concat(ended))
 end
