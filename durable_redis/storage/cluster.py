@@ -27,7 +27,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
@@ -117,7 +117,8 @@ class _Ticket:
 
 
 class Doorbell:
-    """Sharded pub/sub wake-ups for waiters on partition markers (one connection per node)."""
+    """Sharded pub/sub wake-ups for waiters on partition markers (one connection per node),
+    and the completion channels a client watches (``watch``: the instances' idx:terminal)."""
 
     def __init__(
         self,
@@ -134,6 +135,7 @@ class Doorbell:
         self._channels: set[str] = set()
         self._due: dict[str, int] = {}
         self._tickets: set[_Ticket] = set()
+        self._handlers: dict[str, Callable[[str], None]] = {}  # watched channel -> handler
         self._subs: dict[str, tuple[Redis, Any, asyncio.Task[None]]] = {}
         self._lock = asyncio.Lock()
         self._healthy = False
@@ -150,19 +152,32 @@ class Doorbell:
 
     async def ensure(self, channels: Iterable[str]) -> None:
         """Subscribe to ``channels`` (marker key names) if not yet; learn their armed due times."""
+        await self._learn_due(await self._add(channels))
+
+    async def watch(self, channels: Iterable[str], handler: Callable[[str], None]) -> None:
+        """Subscribe to completion ``channels`` if not yet: each message's payload (text) is
+        passed to ``handler``; a rebuild may lose some (``healthy`` is False meanwhile)."""
+        channels = list(channels)
+        for ch in channels:
+            self._handlers[ch] = handler
+        await self._add(channels)
+
+    async def _add(self, channels: Iterable[str]) -> list[str]:
+        """Subscribe to the channels not subscribed yet; those."""
+        channels = list(channels)
         if self._closed or self._channels.issuperset(channels):
-            return
+            return []
         async with self._lock:
             new = [c for c in channels if c not in self._channels]
             if not new:
-                return
+                return []
             self._channels.update(new)
             try:
                 await self._subscribe(new)
             except Exception:
                 log.warning("doorbell: subscribing failed; waits fall back to short re-checks")
                 self._schedule_rebuild()
-        await self._learn_due(new)
+        return new
 
     async def _learn_due(self, channels: Iterable[str]) -> None:
         for ch in channels:
@@ -235,7 +250,7 @@ class Doorbell:
                     await self._drop_subs()
                     self._healthy = False
             if self._healthy:
-                await self._learn_due(sorted(self._channels))
+                await self._learn_due(sorted(self._channels.difference(self._handlers)))
                 self._wake_all()  # anything armed while we were deaf
                 return
             await asyncio.sleep(delay)
@@ -259,6 +274,10 @@ class Doorbell:
             self._due[channel] = due
 
     def _on_message(self, channel: str, payload: str) -> None:
+        handler = self._handlers.get(channel)
+        if handler is not None:
+            handler(payload)
+            return
         try:
             due = int(payload)
         except ValueError:

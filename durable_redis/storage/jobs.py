@@ -659,16 +659,19 @@ class JobQueueMixin(RedisStoreBase):
     async def instance_signals(self, instance_id: str) -> AsyncIterator[InstanceSignal]:
         """While open, :meth:`InstanceSignal.wait` returns early when the instance ends, is
         deleted, or records an update's reply. Open it before the read it guards: a signal
-        between that read and the wait is kept. ``live`` is False where no signal can come (a
-        Redis Cluster, or the listener's connection failed): the caller polls."""
+        between that read and the wait is kept. ``live`` is False while no signal can come (the
+        listener's connection, on a Redis Cluster the doorbell's, is down): the caller polls."""
         await self._ready()
         validate_id(instance_id, "instance id", rule=STORED)
         self._jobs_state()
-        signal = InstanceSignal()
-        if not self._is_cluster:
+        if self._is_cluster:  # the doorbell's sharded connections carry the signals there
+            bell = await self._doorbell()
+            await bell.watch([pk.idx_terminal for pk in self._parts], self._on_instance_id)
+            signal = InstanceSignal(lambda: bell.healthy)
+        else:
             await self._start_listener()
             signal = InstanceSignal(lambda: self._listener_generation() is not None)
-            self._instance_waiters.setdefault(instance_id, []).append(signal.event)
+        self._instance_waiters.setdefault(instance_id, []).append(signal.event)
         try:
             yield signal
         finally:
@@ -713,7 +716,10 @@ class JobQueueMixin(RedisStoreBase):
             recent.popitem(last=False)
 
     def _on_instance_signal(self, message: bytes) -> None:
-        for event in self._instance_waiters.get(message.decode(), ()):
+        self._on_instance_id(message.decode())
+
+    def _on_instance_id(self, instance_id: str) -> None:
+        for event in self._instance_waiters.get(instance_id, ()):
             event.set()
 
     async def _listen_jobs(self, ready: asyncio.Future[None]) -> None:

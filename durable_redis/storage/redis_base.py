@@ -511,10 +511,12 @@ class RedisStoreBase:
         """The scripts' clock, estimated without a round trip."""
         return int(time.time() * 1000) + self._clock_offset_ms + self._virtual_ms
 
-    async def _doorbell(self, channels: list[str]) -> Doorbell:
+    async def _doorbell(self, channels: list[str] | None = None) -> Doorbell:
+        """The cluster's doorbell, subscribed to the marker ``channels``."""
         if self._bell is None:
             self._bell = Doorbell(self._r, now_ms=self._now_ms, fallback_s=self._block_s)
-        await self._bell.ensure(channels)
+        if channels:
+            await self._bell.ensure(channels)
         return self._bell
 
     async def _fetch_waiting(

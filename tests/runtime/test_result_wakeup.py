@@ -1,8 +1,7 @@
 """A client waiting on an instance's result or on an update's answer is woken by the
 instance's signal (the turn that ends it or records the reply publishes it), not by polling:
 with both the poll and the signalled re-read made 30 s here, the answers still come in
-seconds. On a Redis Cluster no signal comes and the waits poll (the same tests, at the
-ordinary poll intervals)."""
+seconds, on one Redis and on a Redis Cluster (the doorbell's sharded subscriptions)."""
 
 from __future__ import annotations
 
@@ -38,9 +37,7 @@ async def counter(ctx: OrchestrationContext, start: int) -> int:
 
 
 @pytest.fixture
-def slow_polls(monkeypatch: pytest.MonkeyPatch, store: RedisStore) -> None:
-    if store._is_cluster:  # no signal there: keep the real poll so the waits still end
-        return
+def slow_polls(monkeypatch: pytest.MonkeyPatch) -> None:
     for module in (client_module, _client_messaging):
         monkeypatch.setattr(module, "_POLL_START_S", 30.0)
     monkeypatch.setattr(InstanceSignal, "reread_s", 30.0)
