@@ -64,16 +64,16 @@ class InstanceSignal:
 
     __slots__ = ("_alive", "event")
 
-    def __init__(self, alive: Callable[[], bool] | None = None) -> None:
+    # while live, a waiter re-reads this often anyway (a message lost with a connection)
+    reread_s = 1.0
+
+    def __init__(self, alive: Callable[[], bool]) -> None:
         self.event = asyncio.Event()
-        self._alive = alive
+        self._alive = alive  # () -> whether the connection that carries the signals is up
 
     @property
     def live(self) -> bool:
-        return self._alive is not None and self._alive()
-
-    # while live, a waiter re-reads this often anyway (a message lost with a connection)
-    reread_s = 1.0
+        return self._alive()
 
     async def wait(self, timeout_s: float) -> None:
         with contextlib.suppress(TimeoutError):

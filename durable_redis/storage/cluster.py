@@ -163,7 +163,7 @@ class Doorbell:
         await self._add(channels)
 
     async def _add(self, channels: Iterable[str]) -> list[str]:
-        """Subscribe to the channels not subscribed yet; those."""
+        """Subscribe to the channels not subscribed yet; returns those."""
         channels = list(channels)
         if self._closed or self._channels.issuperset(channels):
             return []

@@ -715,9 +715,6 @@ class JobQueueMixin(RedisStoreBase):
         while len(recent) > _RECENT:
             recent.popitem(last=False)
 
-    def _on_instance_signal(self, message: bytes) -> None:
-        self._on_instance_id(message.decode())
-
     def _on_instance_id(self, instance_id: str) -> None:
         for event in self._instance_waiters.get(instance_id, ()):
             event.set()
@@ -732,7 +729,7 @@ class JobQueueMixin(RedisStoreBase):
                 msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5.0)
                 if msg is not None and msg.get("type") == "message":
                     if msg["channel"] in instances:
-                        self._on_instance_signal(msg["data"])
+                        self._on_instance_id(msg["data"].decode())
                     else:
                         self._on_jobs_ended(msg["data"])
         except asyncio.CancelledError:

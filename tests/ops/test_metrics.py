@@ -149,6 +149,12 @@ def test_worker_processes_serve_metrics(redis_url: str, namespace: str, tmp_path
             s.labels["worker_id"] for f in scraped for s in f["durable_redis_worker_info"].samples
         ]
         assert len(set(workers)) == 2
+        # a process serves /metrics before its worker logs "started": with the work done
+        # this fast, wait for both lines (bounded) before the stop, or one may never be written
+        deadline = time.monotonic() + 10
+        while (tmp_path / "worker.log").read_text().count(" started for app ") < 2:
+            assert time.monotonic() < deadline, "a worker never logged its start"
+            time.sleep(0.05)
     finally:
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGTERM)

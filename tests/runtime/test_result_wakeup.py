@@ -14,7 +14,7 @@ from durable_redis import client as client_module
 from durable_redis.client import Client
 from durable_redis.core import App, OrchestrationContext
 from durable_redis.runtime import Worker, WorkerOptions
-from durable_redis.storage.base import InstanceSignal
+from durable_redis.storage.base import InstanceSignal, InstanceStatus
 from durable_redis.storage.redis_store import RedisStore
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
@@ -46,6 +46,7 @@ def slow_polls(monkeypatch: pytest.MonkeyPatch) -> None:
 async def test_result_and_update_waits_wake_on_the_signal(
     store: RedisStore,
     slow_polls: None,
+    monkeypatch: pytest.MonkeyPatch,
     fast_options: WorkerOptions,
     task_group: anyio.abc.TaskGroup,
 ) -> None:
@@ -57,14 +58,25 @@ async def test_result_and_update_waits_wake_on_the_signal(
         assert await client.update(handle, "add", 5) == 15
         assert await client.update(handle, "add", 2) == 17
     result: list[int] = []
+    reads: list[object] = []
+    get_instance = store.get_instance
+
+    async def counted(instance_id: str) -> object:
+        info = await get_instance(instance_id)
+        reads.append(info)
+        return info
+
+    monkeypatch.setattr(store, "get_instance", counted)
 
     async def wait() -> None:
         result.append(await handle.result(timeout=45))
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(wait)
-        await anyio.sleep(0.2)  # the waiter has read "running" and waits
         with anyio.fail_after(10):
+            while not reads:  # the waiter has read "running": only the signal wakes it now
+                await anyio.sleep(0.01)
+            assert getattr(reads[0], "status", None) is InstanceStatus.RUNNING
             await handle.raise_event("stop")
             while not result:
                 await anyio.sleep(0.01)
